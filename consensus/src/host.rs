@@ -1,0 +1,729 @@
+//! The host: what Baton does at each step of the BFT engine, with no I/O of its own.
+//!
+//! The node's engine loop turns each engine message into one call here: build a proposal, take in a proposal
+//! part, hand back undecided values after a restart, commit a decision, serve and accept synced blocks. Storage
+//! and time come in through [`ChainStore`] and [`Clock`], so the whole flow runs in memory in tests.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use malachitebft_core_consensus::ProposedValue;
+use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
+use tracing::{debug, warn};
+
+use crate::block::{build_block, check_bundle, validate_block, BlockContext};
+use crate::context::{
+    round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart, Signature,
+    ValidatorSet, Value,
+};
+use crate::error::{BundleError, ConsensusError};
+use crate::hash::Hash;
+use crate::mempool::{Admission, Mempool};
+use crate::params::ConsensusParams;
+use crate::store::{ChainStore, UndecidedProposal};
+use crate::types::{Address, Block, BlockHeader, Bundle, Certificate};
+
+/// Milliseconds since the Unix epoch, from whatever clock the caller trusts.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// A clock moved by hand (tests, simulations).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(start_ms: u64) -> Self {
+        ManualClock(AtomicU64::new(start_ms))
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}
+
+/// Sizes of the host's buffers (node config).
+#[derive(Clone, Debug)]
+pub struct HostLimits {
+    pub mempool_max_bundles: usize,
+    pub mempool_max_bytes: usize,
+    /// Bundles per `Data` proposal part are packed up to this many bytes.
+    pub part_bytes: usize,
+    /// Concurrent incomplete proposal streams kept; the oldest is dropped beyond this.
+    pub max_streams: usize,
+    /// Proposals for heights up to this far ahead of the current one are kept until that height starts.
+    pub future_heights: u64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            mempool_max_bundles: 200_000,
+            mempool_max_bytes: 256 * 1024 * 1024,
+            part_bytes: 256 * 1024,
+            max_streams: 64,
+            future_heights: 8,
+        }
+    }
+}
+
+/// How a synced block was judged.
+#[derive(Debug)]
+pub enum SyncVerdict {
+    /// A verdict for the engine (the block may be valid or invalid).
+    Verdict(ProposedValue<BatonContext>),
+    /// The bytes do not decode: the peer sent garbage.
+    PeerFault,
+    /// We cannot judge it now (e.g. it is not for the next height); ask again later.
+    NotNow,
+}
+
+#[derive(Default)]
+struct PartStream {
+    parts: BTreeMap<u64, ProposalPart>,
+    fin_seq: Option<u64>,
+    bytes: usize,
+}
+
+/// A complete proposal received for a height we have not reached yet.
+struct Assembled {
+    round: u32,
+    pol_round: Round,
+    proposer: Address,
+    block: Block,
+}
+
+/// The host state machine. See the module docs.
+pub struct Host<S, C> {
+    domain: ChainDomain,
+    genesis_hash: Hash,
+    signer: Option<ConsensusSigner>,
+    validators: ValidatorSet,
+    params: ConsensusParams,
+    limits: HostLimits,
+    store: S,
+    clock: C,
+    mempool: Mempool,
+    tip: Option<BlockHeader>,
+    current: u64,
+    streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
+    stream_order: VecDeque<(Vec<u8>, Vec<u8>)>,
+    future: BTreeMap<u64, Vec<Assembled>>,
+}
+
+impl<S: ChainStore, C: Clock> Host<S, C> {
+    /// Opens the host on a store: finds the tip and reloads the persisted mempool.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        domain: ChainDomain,
+        genesis_hash: Hash,
+        signer: Option<ConsensusSigner>,
+        validators: ValidatorSet,
+        params: ConsensusParams,
+        limits: HostLimits,
+        store: S,
+        clock: C,
+    ) -> Result<Self, ConsensusError> {
+        let tip = store.latest()?;
+        let mut mempool = Mempool::new(limits.mempool_max_bundles, limits.mempool_max_bytes);
+        for bundle in store.pending_bundles()? {
+            let hash = bundle.hash();
+            if store.inclusion(&hash)?.is_none() {
+                // The persisted mempool may exceed a lowered in-memory limit after a config change; what does
+                // not fit now stays on disk and is reloaded at the next start.
+                let _ = mempool.insert(hash, bundle);
+            }
+        }
+        let current = tip.as_ref().map_or(1, |t| t.height + 1);
+        Ok(Host {
+            domain,
+            genesis_hash,
+            signer,
+            validators,
+            params,
+            limits,
+            store,
+            clock,
+            mempool,
+            tip,
+            current,
+            streams: HashMap::new(),
+            stream_order: VecDeque::new(),
+            future: BTreeMap::new(),
+        })
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    pub fn params(&self) -> &ConsensusParams {
+        &self.params
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    pub fn tip(&self) -> Option<&BlockHeader> {
+        self.tip.as_ref()
+    }
+
+    /// The height after the latest decided one.
+    pub fn next_height(&self) -> u64 {
+        self.tip.as_ref().map_or(1, |t| t.height + 1)
+    }
+
+    pub fn address(&self) -> Option<Address> {
+        self.signer.as_ref().map(ConsensusSigner::address)
+    }
+
+    fn block_context(&self, height: u64) -> BlockContext {
+        let (parent_hash, parent_timestamp_ms) = match &self.tip {
+            Some(t) => (t.hash(), t.timestamp_ms),
+            None => (self.genesis_hash, 0),
+        };
+        BlockContext { height, parent_hash, parent_timestamp_ms, validator_set_hash: self.validators.hash() }
+    }
+
+    /// Checks a bundle's shape and limits (the API calls this before it persists anything).
+    pub fn check_bundle(&self, bundle: &Bundle) -> Result<(), BundleError> {
+        check_bundle(bundle, &self.params)
+    }
+
+    /// Adds an acknowledged (already persisted) bundle to the mempool.
+    pub fn admit(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
+        if self.store.inclusion(&hash)?.is_some() {
+            return Ok(Admission::AlreadyPending);
+        }
+        self.mempool.insert(hash, bundle)
+    }
+
+    /// When the proposer of the next height should build: now if the mempool already fills a block, otherwise
+    /// one block time after the parent.
+    pub fn proposal_deadline_ms(&self) -> u64 {
+        if self.mempool.fills_block(self.params.max_block_bytes, self.params.max_block_bundles as usize) {
+            return 0;
+        }
+        self.tip.as_ref().map_or(0, |t| t.timestamp_ms + self.params.block_time_ms)
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// A new round started: returns the undecided values already known for it (after a crash, or received
+    /// before the height started), validating early arrivals now that the parent is known.
+    pub fn started_round(&mut self, height: u64, round: u32) -> Result<Vec<ProposedValue<BatonContext>>, ConsensusError> {
+        self.current = height;
+        self.future.retain(|h, _| *h >= height);
+        if let Some(early) = self.future.remove(&height) {
+            for a in early {
+                let valid = self.judge(&a.block, height);
+                let p = UndecidedProposal {
+                    round: a.round,
+                    valid_round: a.pol_round.as_u32(),
+                    proposer: a.proposer,
+                    valid,
+                    block: a.block,
+                };
+                self.store.put_undecided(height, &p)?;
+            }
+        }
+        Ok(self
+            .store
+            .undecided(height)?
+            .into_iter()
+            .filter(|p| p.round == round)
+            .map(|p| proposed_value(height, &p))
+            .collect())
+    }
+
+    fn judge(&self, block: &Block, height: u64) -> bool {
+        let ctx = self.block_context(height);
+        let now = self.clock.now_ms();
+        let store = &self.store;
+        let mut included = |h: &Hash| store.inclusion(h).ok().flatten().is_some();
+        let is_validator = |a: &Address| self.validators.get(a).is_some();
+        match validate_block(block, &ctx, &self.params, &is_validator, now, &mut included) {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(height, block = %block.hash(), error = %e, "invalid proposal");
+                false
+            }
+        }
+    }
+
+    /// Builds (or, after a restart, rebuilds from disk) this node's proposal for `(height, round)` and returns the
+    /// value with the proposal parts to publish.
+    pub fn propose(&mut self, height: u64, round: u32) -> Result<(Value, Vec<ProposalPart>), ConsensusError> {
+        let me = self.address().ok_or_else(|| ConsensusError::Storage("a full node cannot propose".into()))?;
+        let existing = self
+            .store
+            .undecided(height)?
+            .into_iter()
+            .find(|p| p.round == round && p.proposer == me);
+        let block = match existing {
+            Some(p) => p.block,
+            None => {
+                let ctx = self.block_context(height);
+                let bundles = self
+                    .mempool
+                    .select(self.params.max_block_bytes, self.params.max_block_bundles as usize)
+                    .into_iter()
+                    .map(|(_, b)| b)
+                    .collect();
+                let block = build_block(&ctx, me, self.clock.now_ms(), bundles);
+                let p = UndecidedProposal { round, valid_round: None, proposer: me, valid: true, block };
+                self.store.put_undecided(height, &p)?;
+                p.block
+            }
+        };
+        debug!(height, round, bundles = block.bundles.len(), hash = %block.hash(), "proposing");
+        let parts = self.parts_for(&block, round, Round::Nil)?;
+        Ok((Value(block.hash()), parts))
+    }
+
+    /// Parts to re-publish a known value (the engine asks when it re-proposes a locked value).
+    pub fn restream(
+        &self,
+        height: u64,
+        round: u32,
+        valid_round: Round,
+        value_id: &Hash,
+    ) -> Result<Option<Vec<ProposalPart>>, ConsensusError> {
+        let found = self.store.undecided(height)?.into_iter().find(|p| p.block.hash() == *value_id);
+        match found {
+            Some(p) => Ok(Some(self.parts_for(&p.block, round, valid_round)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn parts_for(&self, block: &Block, round: u32, pol_round: Round) -> Result<Vec<ProposalPart>, ConsensusError> {
+        let signer = self.signer.as_ref().ok_or_else(|| ConsensusError::Storage("no signing key".into()))?;
+        let height = block.height();
+        let mut parts = vec![ProposalPart::Init {
+            height: Height(height),
+            round: Round::new(round),
+            pol_round,
+            proposer: signer.address(),
+            header: block.header.clone(),
+        }];
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for b in &block.bundles {
+            let len = b.encoded_len();
+            if !chunk.is_empty() && chunk_bytes + len > self.limits.part_bytes {
+                parts.push(ProposalPart::Data { bundles: std::mem::take(&mut chunk) });
+                chunk_bytes = 0;
+            }
+            chunk_bytes += len;
+            chunk.push(b.clone());
+        }
+        if !chunk.is_empty() {
+            parts.push(ProposalPart::Data { bundles: chunk });
+        }
+        let signature = signer.sign(&self.domain.parts_bytes(height, round, &block.hash()));
+        parts.push(ProposalPart::Fin { signature });
+        Ok(parts)
+    }
+
+    /// Takes in one part of a streamed proposal. `publisher` and `stream_id` identify the stream; `part` is `None`
+    /// for the end-of-stream marker. Returns the proposed value once a stream for the current height completes.
+    pub fn on_part(
+        &mut self,
+        publisher: &[u8],
+        stream_id: &[u8],
+        seq: u64,
+        part: Option<ProposalPart>,
+    ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+        // Bound what one stream can hold: a full block plus Init and Fin, split into parts no smaller than one
+        // bundle.
+        let max_parts = self.params.max_block_bundles as u64 + 3;
+        let max_bytes = self.params.max_block_bytes as usize + 64 * 1024;
+        if seq > max_parts {
+            warn!(seq, "proposal part sequence number out of range; dropping");
+            return Ok(None);
+        }
+        let key = (publisher.to_vec(), stream_id.to_vec());
+        if !self.streams.contains_key(&key) {
+            if self.streams.len() >= self.limits.max_streams {
+                if let Some(old) = self.stream_order.pop_front() {
+                    self.streams.remove(&old);
+                }
+            }
+            self.stream_order.push_back(key.clone());
+        }
+        let stream = self.streams.entry(key.clone()).or_default();
+        match part {
+            Some(p) => {
+                let size = match &p {
+                    ProposalPart::Data { bundles } => bundles.iter().map(Bundle::encoded_len).sum(),
+                    _ => 256,
+                };
+                stream.bytes += size;
+                stream.parts.insert(seq, p);
+            }
+            None => stream.fin_seq = Some(seq),
+        }
+        if stream.bytes > max_bytes {
+            warn!("proposal stream exceeds the block size limit; dropping it");
+            self.drop_stream(&key);
+            return Ok(None);
+        }
+        let complete = matches!(stream.fin_seq, Some(n) if stream.parts.len() as u64 == n);
+        if !complete {
+            return Ok(None);
+        }
+        let Some(stream) = self.drop_stream(&key) else { return Ok(None) };
+        self.assemble(stream)
+    }
+
+    fn drop_stream(&mut self, key: &(Vec<u8>, Vec<u8>)) -> Option<PartStream> {
+        self.stream_order.retain(|k| k != key);
+        self.streams.remove(key)
+    }
+
+    fn assemble(&mut self, stream: PartStream) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+        let mut parts = stream.parts.into_values();
+        let Some(ProposalPart::Init { height, round, pol_round, proposer, header }) = parts.next() else {
+            warn!("proposal stream does not start with Init; dropping");
+            return Ok(None);
+        };
+        let mut bundles = Vec::new();
+        let mut signature: Option<Signature> = None;
+        for p in parts {
+            match p {
+                ProposalPart::Data { bundles: b } if signature.is_none() => bundles.extend(b),
+                ProposalPart::Fin { signature: s } if signature.is_none() => signature = Some(s),
+                _ => {
+                    warn!("malformed proposal stream (parts after Fin or a second Init); dropping");
+                    return Ok(None);
+                }
+            }
+        }
+        let (Some(signature), Some(round_n)) = (signature, round.as_u32()) else {
+            warn!("proposal stream without Fin or with a nil round; dropping");
+            return Ok(None);
+        };
+        let height = height.0;
+        let expected = self.validators.proposer(height, round_n);
+        if expected.address != proposer {
+            warn!(height, round = round_n, %proposer, "proposal parts from a validator that is not the proposer");
+            return Ok(None);
+        }
+        let block = Block { header, bundles };
+        let hash = block.hash();
+        if !verify_signature(&expected.public_key, &self.domain.parts_bytes(height, round_n, &hash), &signature) {
+            warn!(height, round = round_n, "proposal parts with a bad signature; dropping");
+            return Ok(None);
+        }
+        // The value id is the header hash, and the header commits to the body only through `bundles_root`. A body
+        // that does not match it is not the block the proposer signed (damaged or altered on the way): drop it
+        // rather than judge the value id invalid, which would count against the real block.
+        let hashes: Vec<Hash> = block.bundles.iter().map(Bundle::hash).collect();
+        if block.header.bundle_count as usize != hashes.len()
+            || crate::types::bundles_root(&hashes) != block.header.bundles_root
+        {
+            warn!(height, round = round_n, "proposal body does not match its header; dropping");
+            return Ok(None);
+        }
+        if height < self.current {
+            return Ok(None);
+        }
+        if height > self.current {
+            if height <= self.current + self.limits.future_heights {
+                let list = self.future.entry(height).or_default();
+                if list.len() < 16 {
+                    list.push(Assembled { round: round_n, pol_round, proposer, block });
+                }
+            }
+            return Ok(None);
+        }
+        let valid = self.judge(&block, height);
+        let p = UndecidedProposal { round: round_n, valid_round: pol_round.as_u32(), proposer, valid, block };
+        self.store.put_undecided(height, &p)?;
+        Ok(Some(proposed_value(height, &p)))
+    }
+
+    /// Commits a decision. Returns the decided block.
+    pub fn decided(&mut self, cert: Certificate) -> Result<Block, ConsensusError> {
+        let height = cert.height;
+        let block = self
+            .store
+            .undecided(height)?
+            .into_iter()
+            .find(|p| p.block.hash() == cert.block_hash)
+            .map(|p| p.block)
+            .ok_or(ConsensusError::UnknownBlock(cert.block_hash))?;
+        let hashes: Vec<Hash> = block.bundles.iter().map(Bundle::hash).collect();
+        self.store.commit(&block, &hashes, &cert)?;
+        self.mempool.remove(&hashes);
+        self.tip = Some(block.header.clone());
+        self.current = height + 1;
+        self.future.retain(|h, _| *h > height);
+        Ok(block)
+    }
+
+    /// A decided block with its certificate, for peers that sync from us.
+    pub fn decided_value(&self, height: u64) -> Result<Option<(Certificate, Block)>, ConsensusError> {
+        match (self.store.certificate(height)?, self.store.block(height)?) {
+            (Some(c), Some(b)) => Ok(Some((c, b))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Judges a block received through value sync (its certificate is checked by the engine).
+    pub fn synced_value(
+        &mut self,
+        height: u64,
+        round: u32,
+        proposer: Address,
+        bytes: &[u8],
+    ) -> Result<SyncVerdict, ConsensusError> {
+        let Ok(block) = Block::decode(bytes) else {
+            return Ok(SyncVerdict::PeerFault);
+        };
+        if height != self.next_height() || block.height() != height {
+            return Ok(SyncVerdict::NotNow);
+        }
+        let valid = self.judge(&block, height);
+        let p = UndecidedProposal { round, valid_round: None, proposer, valid, block };
+        self.store.put_undecided(height, &p)?;
+        Ok(SyncVerdict::Verdict(proposed_value(height, &p)))
+    }
+}
+
+fn proposed_value(height: u64, p: &UndecidedProposal) -> ProposedValue<BatonContext> {
+    ProposedValue {
+        height: Height(height),
+        round: Round::new(p.round),
+        valid_round: p.valid_round.map_or(Round::Nil, Round::new),
+        proposer: p.proposer,
+        value: Value(p.block.hash()),
+        validity: if p.valid { Validity::Valid } else { Validity::Invalid },
+    }
+}
+
+/// Converts the engine's commit certificate into Baton's.
+pub fn certificate_from_engine(c: &CommitCertificate<BatonContext>) -> Certificate {
+    Certificate {
+        height: c.height.0,
+        round: round_u32(c.round),
+        block_hash: c.value_id,
+        signatures: c.commit_signatures.iter().map(|s| (s.address, s.signature.0)).collect(),
+    }
+}
+
+/// Converts Baton's certificate into the engine's.
+pub fn certificate_to_engine(c: &Certificate) -> CommitCertificate<BatonContext> {
+    CommitCertificate {
+        height: Height(c.height),
+        round: Round::new(c.round),
+        value_id: c.block_hash,
+        commit_signatures: c
+            .signatures
+            .iter()
+            .map(|(a, s)| CommitSignature::new(*a, Signature(*s)))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemStore;
+    use crate::types::BundleEntry;
+    use ed25519_consensus::SigningKey;
+    use std::sync::Arc;
+
+    struct Net {
+        keys: Vec<SigningKey>,
+        vs: ValidatorSet,
+        domain: ChainDomain,
+        clock: Arc<ManualClock>,
+    }
+
+    impl Net {
+        fn new(n: u8) -> Self {
+            let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from([i + 1; 32])).collect();
+            let vs = ValidatorSet::new(
+                keys.iter().map(|k| crate::context::Validator::new(k.verification_key(), 1)).collect(),
+            )
+            .unwrap();
+            Net { keys, vs, domain: ChainDomain::new("test"), clock: Arc::new(ManualClock::new(1_000_000)) }
+        }
+
+        fn host(&self, who: Address, store: MemStore) -> Host<MemStore, Arc<ManualClock>> {
+            let key = self
+                .keys
+                .iter()
+                .find(|k| Address::from_public_key_bytes(k.verification_key().as_bytes()) == who)
+                .unwrap()
+                .clone();
+            Host::new(
+                self.domain,
+                Hash::digest(&[b"genesis"]),
+                Some(ConsensusSigner::new(key, self.domain)),
+                self.vs.clone(),
+                ConsensusParams::default(),
+                HostLimits::default(),
+                store,
+                self.clock.clone(),
+            )
+            .unwrap()
+        }
+    }
+
+    fn bundle(n: u8) -> Bundle {
+        Bundle {
+            entries: vec![
+                BundleEntry { rollup_id: 1, payload: vec![n; 10] },
+                BundleEntry { rollup_id: 2, payload: vec![n; 3] },
+            ],
+        }
+    }
+
+    fn deliver(
+        to: &mut Host<MemStore, Arc<ManualClock>>,
+        parts: &[ProposalPart],
+        publisher: &[u8],
+    ) -> Option<ProposedValue<BatonContext>> {
+        let mut out = None;
+        for (i, p) in parts.iter().enumerate() {
+            out = to.on_part(publisher, b"s", i as u64, Some(p.clone())).unwrap();
+            assert!(out.is_none(), "complete before Fin");
+        }
+        to.on_part(publisher, b"s", parts.len() as u64, None).unwrap().or(out)
+    }
+
+    fn cert(height: u64, round: u32, hash: Hash) -> Certificate {
+        Certificate { height, round, block_hash: hash, signatures: vec![] }
+    }
+
+    #[test]
+    fn propose_receive_decide_and_restart() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.vs.validators().iter().find(|v| v.address != proposer).unwrap().address;
+        let store_p = MemStore::default();
+        let store_o = MemStore::default();
+        let mut p = net.host(proposer, store_p.clone());
+        let mut o = net.host(other, store_o.clone());
+
+        for n in 0..3 {
+            store_p.add_pending(bundle(n));
+            p.admit(bundle(n).hash(), bundle(n)).unwrap();
+        }
+        assert_eq!(p.started_round(1, 0).unwrap().len(), 0);
+        assert_eq!(o.started_round(1, 0).unwrap().len(), 0);
+        net.clock.advance(10);
+        let (value, parts) = p.propose(1, 0).unwrap();
+        let pv = deliver(&mut o, &parts, b"peer-p").expect("complete proposal");
+        assert_eq!(pv.value, value);
+        assert_eq!(pv.validity, Validity::Valid);
+
+        // Both decide; the proposer's mempool empties; bundle inclusion is recorded.
+        let b1 = p.decided(cert(1, 0, value.0)).unwrap();
+        let b2 = o.decided(cert(1, 0, value.0)).unwrap();
+        assert_eq!(b1, b2);
+        assert_eq!(b1.bundles.len(), 3);
+        assert!(p.mempool().is_empty());
+        assert_eq!(store_o.inclusion(&bundle(2).hash()).unwrap().unwrap().index, 2);
+        assert!(store_p.pending_bundles().unwrap().is_empty());
+
+        // A restarted host resumes at the next height from its store.
+        let again = net.host(other, store_o.clone());
+        assert_eq!(again.next_height(), 2);
+        assert_eq!(again.tip().unwrap().hash(), value.0);
+    }
+
+    #[test]
+    fn tampered_or_foreign_streams_are_refused() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let others: Vec<Address> =
+            net.vs.validators().iter().map(|v| v.address).filter(|a| *a != proposer).collect();
+        let mut p = net.host(proposer, MemStore::default());
+        let mut o = net.host(others[0], MemStore::default());
+        let mut impostor = net.host(others[1], MemStore::default());
+        o.started_round(1, 0).unwrap();
+        p.admit(bundle(1).hash(), bundle(1)).unwrap();
+        let (_, parts) = p.propose(1, 0).unwrap();
+
+        // A payload byte flipped in transit: the proposer's signature no longer matches the block.
+        let mut bad = parts.clone();
+        if let ProposalPart::Data { bundles } = &mut bad[1] {
+            bundles[0].entries[0].payload[0] ^= 1;
+        }
+        assert!(deliver(&mut o, &bad, b"x").is_none());
+
+        // Parts streamed by a validator that is not the round's proposer are ignored.
+        impostor.admit(bundle(9).hash(), bundle(9)).unwrap();
+        let (_, fake) = impostor.propose(1, 0).unwrap();
+        assert!(deliver(&mut o, &fake, b"y").is_none());
+
+        // The genuine stream still goes through.
+        assert_eq!(deliver(&mut o, &parts, b"z").unwrap().validity, Validity::Valid);
+    }
+
+    #[test]
+    fn invalid_block_is_judged_invalid_not_dropped() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.vs.validators().iter().find(|v| v.address != proposer).unwrap().address;
+        let mut p = net.host(proposer, MemStore::default());
+        let mut o = net.host(other, MemStore::default());
+        o.started_round(1, 0).unwrap();
+        // The proposer signs a block whose timestamp is far in the future: well-formed, correctly signed, invalid.
+        net.clock.advance(0);
+        let (_, _) = p.propose(1, 0).unwrap();
+        let future = Net { clock: Arc::new(ManualClock::new(1_000_000 + 60_000)), ..Net::new(4) };
+        let mut p_future = future.host(proposer, MemStore::default());
+        let (_, parts) = p_future.propose(1, 0).unwrap();
+        let pv = deliver(&mut o, &parts, b"p").unwrap();
+        assert_eq!(pv.validity, Validity::Invalid);
+    }
+
+    #[test]
+    fn early_proposals_wait_for_their_height() {
+        let net = Net::new(4);
+        let p2 = net.vs.proposer(2, 0).address;
+        let p1 = net.vs.proposer(1, 0).address;
+        let other = net.vs.validators().iter().find(|v| v.address != p1 && v.address != p2).unwrap().address;
+        let store = MemStore::default();
+        let mut o = net.host(other, store.clone());
+        let mut h1 = net.host(p1, MemStore::default());
+        let mut h2 = net.host(p2, MemStore::default());
+        o.started_round(1, 0).unwrap();
+        let (v1, parts1) = h1.propose(1, 0).unwrap();
+        // Height 2's proposer decided height 1 first and proposes height 2 before `o` finished height 1.
+        deliver(&mut h2, &parts1, b"a");
+        h2.decided(cert(1, 0, v1.0)).unwrap();
+        net.clock.advance(100);
+        let (v2, parts2) = h2.propose(2, 0).unwrap();
+        assert!(deliver(&mut o, &parts2, b"b").is_none(), "height 2 is in the future for o");
+        deliver(&mut o, &parts1, b"a").unwrap();
+        o.decided(cert(1, 0, v1.0)).unwrap();
+        let values = o.started_round(2, 0).unwrap();
+        assert_eq!(values.len(), 1);
+        assert_eq!(values[0].value, v2);
+        assert_eq!(values[0].validity, Validity::Valid);
+    }
+}

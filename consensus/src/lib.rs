@@ -1,0 +1,24 @@
+//! # baton-consensus: the pure core of Baton
+//!
+//! Bird's-eye view: a [`types::Bundle`] (entries for one or more rollups) enters a node's [`mempool::Mempool`];
+//! when the node proposes, [`block::build_block`] packs bundles into a [`types::Block`] whose header commits to a
+//! namespace table (one Merkle root per rollup batch); other validators check it with [`block::validate_block`].
+//! The Malachite BFT engine decides one block hash per height; [`context`] gives the engine its types and
+//! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
+//!
+//! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
+//! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
+
+pub mod block;
+pub mod context;
+pub mod error;
+pub mod hash;
+pub mod host;
+pub mod mempool;
+pub mod params;
+pub mod store;
+pub mod types;
+
+pub use error::{BlockError, BundleError, ConsensusError};
+pub use hash::Hash;
+pub use types::{Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, RollupBatch, RollupId};

@@ -1,0 +1,135 @@
+//! Consensus parameters: limits every validator enforces identically, so they live in genesis.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConsensusError;
+
+/// Chain-wide limits and timing. Every field has a documented default; `validate()` rejects unusable values.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsensusParams {
+    /// Target time between blocks. A proposer waits until `parent.timestamp + block_time_ms` before it builds,
+    /// unless its mempool already holds a full block. Default 50 ms.
+    pub block_time_ms: u64,
+    /// Maximum encoded size of all bundles in a block. Default 4 MiB.
+    pub max_block_bytes: u64,
+    /// Maximum number of bundles in a block. Default 20,000.
+    pub max_block_bundles: u32,
+    /// Maximum encoded size of one bundle. Default 128 KiB.
+    pub max_bundle_bytes: u32,
+    /// Maximum number of entries in one bundle. Default 64.
+    pub max_bundle_entries: u32,
+    /// How far a proposal's timestamp may run ahead of a validator's clock. Default 2,000 ms.
+    pub max_clock_drift_ms: u64,
+    /// Round timeouts handed to the BFT engine.
+    pub timeouts: TimeoutParams,
+}
+
+impl Default for ConsensusParams {
+    fn default() -> Self {
+        Self {
+            block_time_ms: 50,
+            max_block_bytes: 4 * 1024 * 1024,
+            max_block_bundles: 20_000,
+            max_bundle_bytes: 128 * 1024,
+            max_bundle_entries: 64,
+            max_clock_drift_ms: 2_000,
+            timeouts: TimeoutParams::default(),
+        }
+    }
+}
+
+/// Round timeouts. Short propose timeouts matter: a crashed proposer costs one propose timeout every time its
+/// turn comes round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutParams {
+    /// Wait for a proposal before prevoting nil. Default 400 ms.
+    pub propose_ms: u64,
+    /// Added to `propose_ms` per round. Default 200 ms.
+    pub propose_delta_ms: u64,
+    /// Wait after +2/3 prevotes for anything. Default 100 ms.
+    pub prevote_ms: u64,
+    /// Wait after +2/3 precommits for anything. Default 100 ms.
+    pub precommit_ms: u64,
+    /// Added to prevote and precommit timeouts per round. Default 50 ms.
+    pub vote_delta_ms: u64,
+    /// Upper bound for any round timeout. Default 10,000 ms.
+    pub max_ms: u64,
+}
+
+impl Default for TimeoutParams {
+    fn default() -> Self {
+        Self {
+            propose_ms: 400,
+            propose_delta_ms: 200,
+            prevote_ms: 100,
+            precommit_ms: 100,
+            vote_delta_ms: 50,
+            max_ms: 10_000,
+        }
+    }
+}
+
+impl ConsensusParams {
+    pub fn validate(&self) -> Result<(), ConsensusError> {
+        let bad = |m: String| Err(ConsensusError::InvalidParams(m));
+        if self.block_time_ms == 0 || self.block_time_ms > 60_000 {
+            return bad(format!("block_time_ms must be in 1..=60000, got {}", self.block_time_ms));
+        }
+        if self.timeouts.propose_ms < 2 * self.block_time_ms {
+            return bad(format!(
+                "timeouts.propose_ms ({}) must be at least twice block_time_ms ({}): the proposer waits up to \
+                 block_time_ms before it proposes",
+                self.timeouts.propose_ms, self.block_time_ms
+            ));
+        }
+        if self.max_bundle_entries == 0 {
+            return bad("max_bundle_entries must be at least 1".into());
+        }
+        if self.max_bundle_bytes < 64 {
+            return bad(format!("max_bundle_bytes must be at least 64, got {}", self.max_bundle_bytes));
+        }
+        if u64::from(self.max_bundle_bytes) > self.max_block_bytes {
+            return bad(format!(
+                "max_bundle_bytes ({}) exceeds max_block_bytes ({}): such a bundle could never be included",
+                self.max_bundle_bytes, self.max_block_bytes
+            ));
+        }
+        if self.max_block_bytes > 64 * 1024 * 1024 {
+            return bad(format!("max_block_bytes must be at most 64 MiB, got {}", self.max_block_bytes));
+        }
+        if self.max_block_bundles == 0 {
+            return bad("max_block_bundles must be at least 1".into());
+        }
+        let t = &self.timeouts;
+        if t.propose_ms == 0 || t.prevote_ms == 0 || t.precommit_ms == 0 || t.max_ms < t.propose_ms {
+            return bad("timeouts must be positive and max_ms must be at least propose_ms".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        ConsensusParams::default().validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_propose_timeout_shorter_than_block_time() {
+        let mut p = ConsensusParams::default();
+        p.block_time_ms = 300;
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("propose_ms"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bundle_larger_than_block() {
+        let p = ConsensusParams { max_block_bytes: 1000, max_bundle_bytes: 2000, ..Default::default() };
+        assert!(p.validate().is_err());
+    }
+}

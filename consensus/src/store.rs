@@ -1,0 +1,113 @@
+//! What the host needs from storage, as a trait: RocksDB in the node, memory here for tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use crate::error::ConsensusError;
+use crate::hash::Hash;
+use crate::types::{Address, Block, BlockHeader, Bundle, Certificate, Inclusion};
+
+/// A proposal seen (or built) for the current height that has not been decided yet. Kept on disk so that a node
+/// that crashes mid-height can hand the engine the values its write-ahead log refers to.
+#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct UndecidedProposal {
+    pub round: u32,
+    /// Proof-of-lock round, if the proposal re-proposes a locked value.
+    pub valid_round: Option<u32>,
+    pub proposer: Address,
+    pub valid: bool,
+    pub block: Block,
+}
+
+/// Storage used by the host. Writes return only when they are durable.
+pub trait ChainStore: Send + Sync {
+    /// Header of the latest decided block.
+    fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError>;
+    fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError>;
+    fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError>;
+    /// Where a bundle was included, if it was.
+    fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError>;
+    fn put_undecided(&self, height: u64, proposal: &UndecidedProposal) -> Result<(), ConsensusError>;
+    /// Undecided proposals recorded for a height.
+    fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError>;
+    /// Atomically stores a decided block with its certificate, indexes its batches and bundles, removes its
+    /// bundles from the persisted mempool and forgets undecided proposals up to its height.
+    fn commit(&self, block: &Block, bundle_hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError>;
+    /// Bundles acknowledged to clients and not yet included (the persisted mempool).
+    fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError>;
+}
+
+#[derive(Default)]
+struct MemInner {
+    blocks: BTreeMap<u64, (Block, Certificate)>,
+    inclusions: HashMap<Hash, Inclusion>,
+    undecided: BTreeMap<u64, Vec<UndecidedProposal>>,
+    pending: BTreeMap<Hash, Bundle>,
+}
+
+/// In-memory [`ChainStore`] for tests and simulations. Clones share state, like handles to one database.
+#[derive(Clone, Default)]
+pub struct MemStore {
+    inner: Arc<Mutex<MemInner>>,
+}
+
+impl MemStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MemInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a bundle as acknowledged (what the node's ingest path does before it acks).
+    pub fn add_pending(&self, bundle: Bundle) {
+        self.lock().pending.insert(bundle.hash(), bundle);
+    }
+}
+
+impl ChainStore for MemStore {
+    fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError> {
+        Ok(self.lock().blocks.values().next_back().map(|(b, _)| b.header.clone()))
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError> {
+        Ok(self.lock().blocks.get(&height).map(|(b, _)| b.clone()))
+    }
+
+    fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError> {
+        Ok(self.lock().blocks.get(&height).map(|(_, c)| c.clone()))
+    }
+
+    fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError> {
+        Ok(self.lock().inclusions.get(bundle).copied())
+    }
+
+    fn put_undecided(&self, height: u64, proposal: &UndecidedProposal) -> Result<(), ConsensusError> {
+        let mut g = self.lock();
+        let list = g.undecided.entry(height).or_default();
+        if !list.iter().any(|p| p.round == proposal.round && p.block.hash() == proposal.block.hash()) {
+            list.push(proposal.clone());
+        }
+        Ok(())
+    }
+
+    fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError> {
+        Ok(self.lock().undecided.get(&height).cloned().unwrap_or_default())
+    }
+
+    fn commit(&self, block: &Block, bundle_hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError> {
+        let mut g = self.lock();
+        let height = block.height();
+        let block_hash = block.hash();
+        for (index, h) in bundle_hashes.iter().enumerate() {
+            g.inclusions.insert(*h, Inclusion { height, block_hash, index: index as u32 });
+            g.pending.remove(h);
+        }
+        g.blocks.insert(height, (block.clone(), cert.clone()));
+        g.undecided.retain(|h, _| *h > height);
+        Ok(())
+    }
+
+    fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
+        Ok(self.lock().pending.values().cloned().collect())
+    }
+}

@@ -1,0 +1,315 @@
+//! Domain types: bundles, blocks, headers and the per-rollup batches a rollup reads.
+//!
+//! Everything that is hashed or sent between nodes is encoded with borsh, whose encoding is canonical (one value,
+//! one byte string), so a hash over an encoding is well defined.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use crate::hash::{leaf_hash, merkle_root, Hash};
+
+/// Identifies a rollup. Rollups are numbered; the registry (genesis) says which exist.
+pub type RollupId = u64;
+
+/// A validator's address: the first 20 bytes of SHA-256 of its Ed25519 consensus public key.
+#[derive(
+    Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
+pub struct Address(pub [u8; 20]);
+
+impl Address {
+    pub fn from_public_key_bytes(pk: &[u8; 32]) -> Address {
+        let h = Hash::digest(&[pk]);
+        let mut a = [0u8; 20];
+        a.copy_from_slice(&h.0[..20]);
+        Address(a)
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Option<Address> {
+        <[u8; 20]>::try_from(bytes).ok().map(Address)
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..8])
+    }
+}
+
+/// One entry of a bundle: an opaque payload for one rollup.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
+pub struct BundleEntry {
+    pub rollup_id: RollupId,
+    pub payload: Vec<u8>,
+}
+
+/// An ordered list of entries for one or more rollups, included atomically: every entry lands in the same block,
+/// contiguous and in bundle order within each rollup's batch, or none does.
+///
+/// Baton orders bundles; it does not execute them. "Atomic inclusion" is a guarantee about ordering, not about
+/// the entries' effects on the rollups.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
+pub struct Bundle {
+    pub entries: Vec<BundleEntry>,
+}
+
+impl Bundle {
+    /// The bundle's identity: SHA-256 over a domain tag and its canonical encoding.
+    pub fn hash(&self) -> Hash {
+        let enc = borsh::to_vec(self).unwrap_or_default();
+        Hash::digest(&[b"baton/bundle/v1", &enc])
+    }
+
+    /// Size of the bundle's canonical encoding in bytes.
+    pub fn encoded_len(&self) -> usize {
+        // u32 entry count + per entry: u64 rollup id + u32 length + payload
+        4 + self.entries.iter().map(|e| 8 + 4 + e.payload.len()).sum::<usize>()
+    }
+
+    /// The distinct rollups this bundle touches, in ascending order.
+    pub fn rollups(&self) -> Vec<RollupId> {
+        let mut ids: Vec<_> = self.entries.iter().map(|e| e.rollup_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+}
+
+/// The header every validator signs (through its hash, the consensus value id).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
+pub struct BlockHeader {
+    pub height: u64,
+    pub parent_hash: Hash,
+    /// Proposer's clock, milliseconds since the Unix epoch; strictly increasing along the chain.
+    pub timestamp_ms: u64,
+    pub proposer: Address,
+    /// Hash of the validator set that decides this height.
+    pub validator_set_hash: Hash,
+    /// Merkle root over the hashes of the block's bundles, in block order.
+    pub bundles_root: Hash,
+    /// Merkle root over the namespace table (one leaf per rollup with entries, ascending rollup id).
+    pub namespace_root: Hash,
+    pub bundle_count: u32,
+}
+
+impl BlockHeader {
+    pub fn hash(&self) -> Hash {
+        let enc = borsh::to_vec(self).unwrap_or_default();
+        Hash::digest(&[b"baton/header/v1", &enc])
+    }
+}
+
+/// One row of a block's namespace table: a rollup that has entries in the block and its batch root.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct NamespaceEntry {
+    pub rollup_id: RollupId,
+    pub batch_root: Hash,
+    pub entry_count: u32,
+}
+
+impl NamespaceEntry {
+    pub fn leaf(&self) -> Hash {
+        let enc = borsh::to_vec(self).unwrap_or_default();
+        leaf_hash(&enc)
+    }
+}
+
+/// A block: a header and the bundles it orders.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct Block {
+    pub header: BlockHeader,
+    pub bundles: Vec<Bundle>,
+}
+
+impl Block {
+    pub fn hash(&self) -> Hash {
+        self.header.hash()
+    }
+
+    pub fn height(&self) -> u64 {
+        self.header.height
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        borsh::to_vec(self).unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Block, std::io::Error> {
+        borsh::from_slice(bytes)
+    }
+
+    /// Per-rollup batches of this block, keyed by rollup id (rollups without entries are absent).
+    pub fn batches(&self) -> BTreeMap<RollupId, Vec<BatchEntry>> {
+        let hashes: Vec<Hash> = self.bundles.iter().map(Bundle::hash).collect();
+        batches_of(&self.bundles, &hashes)
+    }
+
+    /// The batch of one rollup (empty when it has no entries at this height).
+    pub fn batch_for(&self, rollup_id: RollupId) -> Vec<BatchEntry> {
+        let mut out = Vec::new();
+        for bundle in &self.bundles {
+            if !bundle.entries.iter().any(|e| e.rollup_id == rollup_id) {
+                continue;
+            }
+            let bundle_hash = bundle.hash();
+            for (i, e) in bundle.entries.iter().enumerate() {
+                if e.rollup_id == rollup_id {
+                    out.push(BatchEntry {
+                        bundle_hash,
+                        index_in_bundle: i as u32,
+                        payload: e.payload.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Splits bundles into per-rollup batches: within each rollup, bundles keep block order and each bundle's
+/// entries stay contiguous and in bundle order.
+pub fn batches_of(bundles: &[Bundle], hashes: &[Hash]) -> BTreeMap<RollupId, Vec<BatchEntry>> {
+    let mut out: BTreeMap<RollupId, Vec<BatchEntry>> = BTreeMap::new();
+    for (bundle, bundle_hash) in bundles.iter().zip(hashes) {
+        for (i, e) in bundle.entries.iter().enumerate() {
+            out.entry(e.rollup_id).or_default().push(BatchEntry {
+                bundle_hash: *bundle_hash,
+                index_in_bundle: i as u32,
+                payload: e.payload.clone(),
+            });
+        }
+    }
+    out
+}
+
+/// The namespace table of a set of batches (ascending rollup id).
+pub fn namespace_table(batches: &BTreeMap<RollupId, Vec<BatchEntry>>) -> Vec<NamespaceEntry> {
+    batches
+        .iter()
+        .map(|(rollup_id, entries)| NamespaceEntry {
+            rollup_id: *rollup_id,
+            batch_root: batch_root(entries),
+            entry_count: entries.len() as u32,
+        })
+        .collect()
+}
+
+/// Merkle root of a rollup's batch.
+pub fn batch_root(entries: &[BatchEntry]) -> Hash {
+    let leaves: Vec<Hash> = entries.iter().map(BatchEntry::leaf).collect();
+    merkle_root(&leaves)
+}
+
+/// Merkle root of a namespace table.
+pub fn namespace_root(table: &[NamespaceEntry]) -> Hash {
+    let leaves: Vec<Hash> = table.iter().map(NamespaceEntry::leaf).collect();
+    merkle_root(&leaves)
+}
+
+/// Merkle root over bundle hashes.
+pub fn bundles_root(hashes: &[Hash]) -> Hash {
+    let leaves: Vec<Hash> = hashes.iter().map(|h| leaf_hash(&h.0)).collect();
+    merkle_root(&leaves)
+}
+
+/// One entry of a rollup's batch, tagged with the bundle it came from and its position in that bundle.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct BatchEntry {
+    pub bundle_hash: Hash,
+    pub index_in_bundle: u32,
+    pub payload: Vec<u8>,
+}
+
+impl BatchEntry {
+    pub fn leaf(&self) -> Hash {
+        let enc = borsh::to_vec(self).unwrap_or_default();
+        leaf_hash(&enc)
+    }
+}
+
+/// What a rollup reads at one height: its entries (possibly none) and the header they belong to.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RollupBatch {
+    pub rollup_id: RollupId,
+    pub header: BlockHeader,
+    pub block_hash: Hash,
+    pub entries: Vec<BatchEntry>,
+}
+
+/// A commit certificate: precommit signatures of more than 2/3 of the voting power for one block.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct Certificate {
+    pub height: u64,
+    pub round: u32,
+    pub block_hash: Hash,
+    pub signatures: Vec<(Address, [u8; 64])>,
+}
+
+/// Where a bundle ended up.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub struct Inclusion {
+    pub height: u64,
+    pub block_hash: Hash,
+    pub index: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(entries: &[(RollupId, &[u8])]) -> Bundle {
+        Bundle {
+            entries: entries
+                .iter()
+                .map(|(r, p)| BundleEntry { rollup_id: *r, payload: p.to_vec() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn encoded_len_matches_borsh() {
+        let b = bundle(&[(1, b"abc"), (7, b""), (2, &[9; 300])]);
+        assert_eq!(b.encoded_len(), borsh::to_vec(&b).unwrap().len());
+    }
+
+    #[test]
+    fn batches_keep_bundle_entries_contiguous_and_in_order() {
+        let a = bundle(&[(1, b"a0"), (2, b"a1"), (1, b"a2")]);
+        let b = bundle(&[(2, b"b0"), (1, b"b1")]);
+        let block = Block {
+            header: BlockHeader {
+                height: 1,
+                parent_hash: Hash::ZERO,
+                timestamp_ms: 1,
+                proposer: Address::default(),
+                validator_set_hash: Hash::ZERO,
+                bundles_root: Hash::ZERO,
+                namespace_root: Hash::ZERO,
+                bundle_count: 2,
+            },
+            bundles: vec![a.clone(), b.clone()],
+        };
+        let batches = block.batches();
+        let r1: Vec<_> = batches[&1].iter().map(|e| e.payload.clone()).collect();
+        assert_eq!(r1, vec![b"a0".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
+        assert_eq!(batches[&1][0].bundle_hash, a.hash());
+        assert_eq!(batches[&1][1].index_in_bundle, 2);
+        assert_eq!(batches[&1][2].bundle_hash, b.hash());
+        let r2: Vec<_> = batches[&2].iter().map(|e| e.payload.clone()).collect();
+        assert_eq!(r2, vec![b"a1".to_vec(), b"b0".to_vec()]);
+        assert_eq!(block.batch_for(1), batches[&1]);
+        assert!(block.batch_for(3).is_empty());
+    }
+}

@@ -1,0 +1,269 @@
+//! The consensus loop: drives the Malachite engine through the pure [`Host`].
+//!
+//! One task owns the host. It answers the engine's messages (propose, proposal parts, decisions, sync), admits
+//! bundles that ingest made durable, and builds its proposal when the target block time is reached. It is the
+//! only writer of decided blocks, and after each decision it publishes the new height to streaming subscribers.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+
+use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
+use baton_consensus::hash::Hash;
+use baton_consensus::host::{certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict};
+use baton_consensus::params::TimeoutParams;
+use baton_consensus::types::Bundle;
+use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
+use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
+use malachitebft_app_channel::app::types::core::{ExtendedCommitCertificate, LinearTimeouts, Round, VoteExtensions};
+use malachitebft_app_channel::app::types::sync::RawDecidedValue;
+use malachitebft_app_channel::app::types::LocallyProposedValue;
+use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
+
+use crate::error::NodeError;
+use crate::state::Shared;
+use crate::store::RocksStore;
+
+/// The system clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    }
+}
+
+pub fn linear_timeouts(t: &TimeoutParams) -> LinearTimeouts {
+    let ms = Duration::from_millis;
+    LinearTimeouts {
+        propose: ms(t.propose_ms),
+        propose_delta: ms(t.propose_delta_ms),
+        prevote: ms(t.prevote_ms),
+        prevote_delta: ms(t.vote_delta_ms),
+        precommit: ms(t.precommit_ms),
+        precommit_delta: ms(t.vote_delta_ms),
+        rebroadcast: ms(t.propose_ms + t.prevote_ms + t.precommit_ms).max(Duration::from_secs(1)),
+        max_timeout: ms(t.max_ms),
+    }
+}
+
+struct PendingValue {
+    height: u64,
+    round: Round,
+    deadline: Instant,
+    reply: Reply<LocallyProposedValue<BatonContext>>,
+}
+
+/// The consensus loop. See the module docs.
+pub struct ConsensusLoop {
+    pub host: Host<RocksStore, SystemClock>,
+    pub channels: Channels<BatonContext>,
+    pub admit_rx: mpsc::Receiver<(Hash, Bundle)>,
+    pub shared: Arc<Shared>,
+    pub max_sync_response_bytes: usize,
+    pending: Option<PendingValue>,
+    failed_decision: Option<u64>,
+}
+
+impl ConsensusLoop {
+    pub fn new(
+        host: Host<RocksStore, SystemClock>,
+        channels: Channels<BatonContext>,
+        admit_rx: mpsc::Receiver<(Hash, Bundle)>,
+        shared: Arc<Shared>,
+        max_sync_response_bytes: usize,
+    ) -> Self {
+        let l = ConsensusLoop {
+            host,
+            channels,
+            admit_rx,
+            shared,
+            max_sync_response_bytes,
+            pending: None,
+            failed_decision: None,
+        };
+        l.publish_gauges();
+        l
+    }
+
+    fn height_params(&self) -> HeightParams<BatonContext> {
+        HeightParams::new(self.host.validators().clone(), linear_timeouts(&self.host.params().timeouts), None)
+    }
+
+    fn publish_gauges(&self) {
+        let m = self.host.mempool();
+        self.shared.set_mempool(m.len(), m.bytes());
+    }
+
+    /// Runs until the engine stops or storage fails.
+    pub async fn run(mut self) -> Result<(), NodeError> {
+        loop {
+            let deadline = self.pending.as_ref().map(|p| p.deadline);
+            tokio::select! {
+                biased;
+                msg = self.channels.consensus.recv() => match msg {
+                    Some(m) => self.handle(m).await?,
+                    None => return Err(NodeError::Engine("the consensus engine stopped".into())),
+                },
+                _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.propose_pending().await?;
+                }
+                Some(first) = self.admit_rx.recv() => {
+                    self.admit(first)?;
+                    for _ in 0..4096 {
+                        match self.admit_rx.try_recv() {
+                            Ok(next) => self.admit(next)?,
+                            Err(_) => break,
+                        }
+                    }
+                    self.publish_gauges();
+                    if self.pending.is_some() && self.host.proposal_deadline_ms() == 0 {
+                        self.propose_pending().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, (hash, bundle): (Hash, Bundle)) -> Result<(), NodeError> {
+        if let Err(e) = self.host.admit(hash, bundle) {
+            // The bundle is on disk; it is reloaded at the next start. Only a full in-memory pool gets here.
+            warn!(%hash, error = %e, "durable bundle not admitted to the in-memory mempool");
+        }
+        Ok(())
+    }
+
+    async fn propose_pending(&mut self) -> Result<(), NodeError> {
+        let Some(p) = self.pending.take() else { return Ok(()) };
+        let (value, parts) = self.host.propose(p.height, round_u32(p.round))?;
+        let _ = p.reply.send(LocallyProposedValue::new(Height(p.height), p.round, value));
+        self.publish(p.height, p.round, parts).await
+    }
+
+    async fn publish(&self, height: u64, round: Round, parts: Vec<ProposalPart>) -> Result<(), NodeError> {
+        let mut id = Vec::with_capacity(16);
+        id.extend_from_slice(&height.to_be_bytes());
+        id.extend_from_slice(&round.as_i64().to_be_bytes());
+        let stream_id = StreamId::new(Bytes::from(id));
+        let n = parts.len() as u64;
+        for (seq, part) in parts.into_iter().enumerate() {
+            let msg = StreamMessage::new(stream_id.clone(), seq as u64, StreamContent::Data(part));
+            self.send_net(NetworkMsg::PublishProposalPart(msg)).await?;
+        }
+        let fin = StreamMessage::new(stream_id, n, StreamContent::Fin);
+        self.send_net(NetworkMsg::PublishProposalPart(fin)).await
+    }
+
+    async fn send_net(&self, msg: NetworkMsg<BatonContext>) -> Result<(), NodeError> {
+        self.channels.network.send(msg).await.map_err(|_| NodeError::Engine("network channel closed".into()))
+    }
+
+    async fn handle(&mut self, msg: AppMsg<BatonContext>) -> Result<(), NodeError> {
+        match msg {
+            AppMsg::ConsensusReady { reply } => {
+                let start = self.host.next_height();
+                info!(start, "consensus ready");
+                let _ = reply.send((Height(start), self.height_params()));
+            }
+            AppMsg::StartedRound { height, round, reply_value, .. } => {
+                if self.pending.as_ref().is_some_and(|p| p.height != height.0 || p.round != round) {
+                    self.pending = None;
+                }
+                let values = self.host.started_round(height.0, round_u32(round))?;
+                let _ = reply_value.send(values);
+            }
+            AppMsg::GetValue { height, round, timeout, reply } => {
+                let now = self.host.now_ms();
+                let wait_ms = self.host.proposal_deadline_ms().saturating_sub(now);
+                let wait = Duration::from_millis(wait_ms).min(timeout / 2);
+                self.pending = Some(PendingValue { height: height.0, round, deadline: Instant::now() + wait, reply });
+                if wait.is_zero() {
+                    self.propose_pending().await?;
+                }
+            }
+            AppMsg::RestreamProposal { height, round, valid_round, value_id, .. } => {
+                if let Some(parts) = self.host.restream(height.0, round_u32(round), valid_round, &value_id)? {
+                    self.publish(height.0, round, parts).await?;
+                }
+            }
+            AppMsg::ExtendVote { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            AppMsg::VerifyVoteExtensions { extensions, reply, .. } => {
+                let _ = reply.send(extensions.into_iter().map(|(a, _)| (a, Ok(()))).collect());
+            }
+            AppMsg::GetHistoryMinHeight { reply } => {
+                let _ = reply.send(Height(1));
+            }
+            AppMsg::ReceivedProposalPart { from, published_by, part, reply } => {
+                let publisher = published_by.unwrap_or(from).to_bytes();
+                let content = match part.content {
+                    StreamContent::Data(p) => Some(p),
+                    StreamContent::Fin => None,
+                };
+                let value = self.host.on_part(&publisher, &part.stream_id.to_bytes(), part.sequence, content)?;
+                let _ = reply.send(value);
+            }
+            AppMsg::Decided { certificate, reply, .. } => {
+                let cert = certificate_from_engine(&certificate);
+                let height = cert.height;
+                match self.host.decided(cert) {
+                    Ok(block) => {
+                        debug!(height, bundles = block.bundles.len(), hash = %block.hash(), "decided");
+                        self.shared.set_latest_height(height);
+                        self.publish_gauges();
+                        self.failed_decision = None;
+                    }
+                    Err(baton_consensus::ConsensusError::UnknownBlock(h)) => {
+                        error!(height, block = %h, "decided a block this node does not have; restarting the height");
+                        self.failed_decision = Some(height);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                let _ = reply.send(());
+            }
+            AppMsg::Finalized { certificate, reply, .. } => {
+                let height = certificate.height.0;
+                let next = if self.failed_decision == Some(height) {
+                    Next::Restart(Height(height), self.height_params())
+                } else {
+                    Next::Start(Height(height + 1), self.height_params())
+                };
+                let _ = reply.send(next);
+            }
+            AppMsg::GetDecidedValues { range, reply } => {
+                let mut out = Vec::new();
+                let mut bytes = 0usize;
+                let (start, end) = (range.start().0, range.end().0.min(self.host.next_height().saturating_sub(1)));
+                for h in start..=end {
+                    let Some((cert, block)) = self.host.decided_value(h)? else { break };
+                    let value_bytes = block.encode();
+                    bytes += value_bytes.len() + 128 * cert.signatures.len();
+                    if !out.is_empty() && bytes > self.max_sync_response_bytes {
+                        break;
+                    }
+                    let certificate = ExtendedCommitCertificate::from_commit_certificate_and_extensions(
+                        certificate_to_engine(&cert),
+                        VoteExtensions::default(),
+                    );
+                    out.push(RawDecidedValue::new(Bytes::from(value_bytes), certificate));
+                }
+                let _ = reply.send(out);
+            }
+            AppMsg::ProcessSyncedValue { height, round, proposer, value_bytes, reply } => {
+                let outcome = match self.host.synced_value(height.0, round_u32(round), proposer, &value_bytes)? {
+                    SyncVerdict::Verdict(pv) => SyncedValueOutcome::Verdict(pv),
+                    SyncVerdict::PeerFault => SyncedValueOutcome::PeerFault,
+                    SyncVerdict::NotNow => SyncedValueOutcome::LocalTransientError,
+                };
+                let _ = reply.send(outcome);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Node configuration (`config.toml`) and genesis (`genesis.toml`).
+//!
+//! Both are TOML, reject unknown fields, document their defaults, and are checked by `validate()` before the node
+//! starts. Relative paths in the node config are resolved against the config file's folder.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet};
+use baton_consensus::hash::Hash;
+use baton_consensus::params::ConsensusParams;
+
+use crate::error::NodeError;
+
+/// `config.toml`: one node's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// A human-readable name for logs.
+    pub moniker: String,
+    /// Where the node keeps its database and write-ahead log.
+    pub data_dir: PathBuf,
+    pub genesis_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Run as a validator (sign votes and proposals) when the key is in the validator set. Default true.
+    #[serde(default = "yes")]
+    pub validator: bool,
+    #[serde(default)]
+    pub p2p: P2pSection,
+    pub grpc: GrpcSection,
+    #[serde(default)]
+    pub mempool: MempoolSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct P2pSection {
+    /// libp2p listen address. Default `/ip4/127.0.0.1/tcp/26656`.
+    pub listen_addr: String,
+    /// Extra peers (full nodes) besides the validators listed in genesis. Default none.
+    pub extra_peers: Vec<String>,
+    /// Largest gossip message (a proposal part or a vote). Default 8 MiB.
+    pub max_gossip_bytes: u64,
+    /// Largest request/response (value sync). Default 64 MiB.
+    pub max_rpc_bytes: u64,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        P2pSection {
+            listen_addr: "/ip4/127.0.0.1/tcp/26656".into(),
+            extra_peers: vec![],
+            max_gossip_bytes: 8 * 1024 * 1024,
+            max_rpc_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSection {
+    pub listen_addr: SocketAddr,
+    /// Concurrent `StreamBatches` subscribers; more are refused with RESOURCE_EXHAUSTED. Default 1024.
+    #[serde(default = "default_max_subscribers")]
+    pub max_subscribers: usize,
+    /// Batches buffered per subscriber before the node waits for the client to read. Default 32.
+    #[serde(default = "default_stream_buffer")]
+    pub stream_buffer: usize,
+    /// Requests in flight per `SubmitBundles` stream. Default 1024.
+    #[serde(default = "default_stream_inflight")]
+    pub submit_stream_inflight: usize,
+}
+
+fn default_max_subscribers() -> usize {
+    1024
+}
+fn default_stream_buffer() -> usize {
+    32
+}
+fn default_stream_inflight() -> usize {
+    1024
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MempoolSection {
+    /// Pending bundles held; submissions beyond get RESOURCE_EXHAUSTED. Default 200,000.
+    pub max_bundles: usize,
+    /// Pending bytes held. Default 256 MiB.
+    pub max_bytes: usize,
+    /// Submissions queued for the disk writer. Default 16,384.
+    pub ingest_queue: usize,
+    /// Submissions made durable with one fsync at most. Default 2,048.
+    pub ingest_group: usize,
+    /// Durable submissions queued for the consensus loop. Default 16,384.
+    pub admit_queue: usize,
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        MempoolSection {
+            max_bundles: 200_000,
+            max_bytes: 256 * 1024 * 1024,
+            ingest_queue: 16_384,
+            ingest_group: 2_048,
+            admit_queue: 16_384,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// fsync every write that is acknowledged (submissions, decided blocks). Default true. Turning it off
+    /// trades the durability guarantee for speed; only for throw-away networks.
+    pub sync_writes: bool,
+    /// RocksDB block cache. Default 256 MiB.
+    pub block_cache_bytes: usize,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection { sync_writes: true, block_cache_bytes: 256 * 1024 * 1024 }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSection {
+    /// How often the node tells peers its height (value sync). Default 500 ms.
+    pub status_interval_ms: u64,
+    /// Timeout of one sync request. Default 5,000 ms.
+    pub request_timeout_ms: u64,
+    /// Decided blocks requested at once. Default 8.
+    pub batch_size: usize,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection { status_interval_ms: 500, request_timeout_ms: 5_000, batch_size: 8 }
+    }
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file; relative paths become relative to its folder.
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut cfg: NodeConfig =
+            toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut cfg.data_dir, &mut cfg.genesis_file, &mut cfg.key_file] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let bad = |m: String| Err(NodeError::Config(m));
+        if self.moniker.is_empty() {
+            return bad("moniker must not be empty".into());
+        }
+        if self.p2p.listen_addr.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
+            return bad(format!("p2p.listen_addr `{}` is not a multiaddr", self.p2p.listen_addr));
+        }
+        for p in &self.p2p.extra_peers {
+            if p.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
+                return bad(format!("p2p.extra_peers entry `{p}` is not a multiaddr"));
+            }
+        }
+        if self.p2p.max_gossip_bytes < 64 * 1024 {
+            return bad("p2p.max_gossip_bytes must be at least 64 KiB".into());
+        }
+        if self.grpc.max_subscribers == 0 || self.grpc.stream_buffer == 0 || self.grpc.submit_stream_inflight == 0 {
+            return bad("grpc.max_subscribers, grpc.stream_buffer and grpc.submit_stream_inflight must be > 0".into());
+        }
+        let m = &self.mempool;
+        if m.max_bundles == 0 || m.max_bytes == 0 || m.ingest_queue == 0 || m.ingest_group == 0 || m.admit_queue == 0 {
+            return bad("mempool sizes and queues must be > 0".into());
+        }
+        if self.sync.status_interval_ms == 0 || self.sync.request_timeout_ms == 0 || self.sync.batch_size == 0 {
+            return bad("sync intervals and batch_size must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// `genesis.toml`: the chain's identity, its parameters and its first validator set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Genesis {
+    pub chain_id: String,
+    #[serde(default)]
+    pub params: ConsensusParams,
+    pub validators: Vec<GenesisValidator>,
+}
+
+impl Genesis {
+    pub fn load(path: &Path) -> Result<Self, NodeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| NodeError::Config(format!("cannot read genesis {}: {e}", path.display())))?;
+        let g: Genesis =
+            toml::from_str(&text).map_err(|e| NodeError::Config(format!("genesis {}: {e}", path.display())))?;
+        g.validate()?;
+        Ok(g)
+    }
+
+    pub fn validate(&self) -> Result<(), NodeError> {
+        if self.chain_id.is_empty() || self.chain_id.len() > 64 {
+            return Err(NodeError::Config("genesis chain_id must be 1..=64 characters".into()));
+        }
+        self.params.validate().map_err(|e| NodeError::Config(format!("genesis params: {e}")))?;
+        self.validator_set()?;
+        for v in &self.validators {
+            if v.p2p_addr.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
+                return Err(NodeError::Config(format!("genesis validator {}: p2p_addr is not a multiaddr", v.name)));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn validator_set(&self) -> Result<ValidatorSet, NodeError> {
+        let vals = self
+            .validators
+            .iter()
+            .map(GenesisValidator::to_validator)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NodeError::Config)?;
+        ValidatorSet::new(vals).map_err(|e| NodeError::Config(format!("genesis: {e}")))
+    }
+
+    pub fn domain(&self) -> ChainDomain {
+        ChainDomain::new(&self.chain_id)
+    }
+
+    /// The parent hash of block 1: binds the chain to its genesis (id, parameters, validators).
+    pub fn hash(&self) -> Result<Hash, NodeError> {
+        let params = toml::to_string(&self.params).map_err(|e| NodeError::Config(e.to_string()))?;
+        let vs = self.validator_set()?;
+        Ok(Hash::digest(&[b"baton/genesis/v1", self.chain_id.as_bytes(), &vs.hash().0, params.as_bytes()]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = r#"
+            moniker = "a"
+            data_dir = "d"
+            genesis_file = "g"
+            key_file = "k"
+            typo_field = 1
+            [grpc]
+            listen_addr = "127.0.0.1:1"
+        "#;
+        let err = toml::from_str::<NodeConfig>(text).unwrap_err().to_string();
+        assert!(err.contains("typo_field"), "{err}");
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_validates() {
+        let text = r#"
+            moniker = "a"
+            data_dir = "d"
+            genesis_file = "g"
+            key_file = "k"
+            [grpc]
+            listen_addr = "127.0.0.1:1"
+        "#;
+        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        assert!(cfg.storage.sync_writes);
+        assert_eq!(cfg.grpc.stream_buffer, 32);
+        cfg.validate().unwrap();
+        let mut bad = cfg.clone();
+        bad.p2p.listen_addr = "not an addr".into();
+        assert!(bad.validate().unwrap_err().to_string().contains("p2p.listen_addr"));
+    }
+}

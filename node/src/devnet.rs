@@ -1,0 +1,339 @@
+//! `baton devnet`: a local network of validator processes on free loopback ports.
+//!
+//! [`prepare`] writes keys, a genesis and one config per node into a folder; [`NodeProcess`] starts and stops the
+//! real `baton run` binary. The CLI and the cluster tests use both, so the tests exercise what users run.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton_consensus::context::GenesisValidator;
+use baton_consensus::params::ConsensusParams;
+
+use crate::config::{Genesis, GrpcSection, MempoolSection, NodeConfig, P2pSection, StorageSection, SyncSection};
+use crate::error::NodeError;
+use crate::keys::NodeKey;
+
+/// One node of a prepared devnet.
+#[derive(Clone, Debug)]
+pub struct DevnetNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub p2p_addr: String,
+    pub peer_id: String,
+}
+
+impl DevnetNode {
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc_addr)
+    }
+}
+
+/// A prepared devnet folder.
+#[derive(Clone, Debug)]
+pub struct Devnet {
+    pub dir: PathBuf,
+    pub genesis_path: PathBuf,
+    pub nodes: Vec<DevnetNode>,
+}
+
+/// A free TCP port on 127.0.0.1 (the OS picks it; it is released before use, so a tiny race remains).
+pub fn free_port() -> Result<u16, NodeError> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Writes keys, `genesis.toml` and a `config.toml` per node under `dir` (which must not exist or be empty).
+pub fn prepare(dir: &Path, validators: usize, chain_id: &str, params: ConsensusParams) -> Result<Devnet, NodeError> {
+    if validators == 0 {
+        return Err(NodeError::Config("a devnet needs at least one validator".into()));
+    }
+    std::fs::create_dir_all(dir)?;
+    let dir = dir.canonicalize()?;
+    let mut nodes = Vec::new();
+    let mut gvals = Vec::new();
+    for i in 0..validators {
+        let name = format!("node{i}");
+        let ndir = dir.join(&name);
+        std::fs::create_dir_all(&ndir)?;
+        let key = NodeKey::generate();
+        key.save(&ndir.join("node_key.toml"))?;
+        let p2p_addr = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+        let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
+            .parse()
+            .map_err(|e| NodeError::Config(format!("{e}")))?;
+        gvals.push(GenesisValidator {
+            name: name.clone(),
+            public_key: key.public_key_hex(),
+            voting_power: 1,
+            p2p_addr: p2p_addr.clone(),
+        });
+        let cfg = NodeConfig {
+            moniker: name.clone(),
+            data_dir: PathBuf::from("data"),
+            genesis_file: PathBuf::from("../genesis.toml"),
+            key_file: PathBuf::from("node_key.toml"),
+            validator: true,
+            p2p: P2pSection { listen_addr: p2p_addr.clone(), ..P2pSection::default() },
+            grpc: GrpcSection {
+                listen_addr: grpc_addr,
+                max_subscribers: 1024,
+                stream_buffer: 32,
+                submit_stream_inflight: 1024,
+            },
+            mempool: MempoolSection::default(),
+            storage: StorageSection::default(),
+            sync: SyncSection::default(),
+        };
+        let config_path = ndir.join("config.toml");
+        let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
+        std::fs::write(&config_path, text)?;
+        nodes.push(DevnetNode { name, dir: ndir, config_path, grpc_addr, p2p_addr, peer_id: key.peer_id()? });
+    }
+    let genesis = Genesis { chain_id: chain_id.to_string(), params, validators: gvals };
+    genesis.validate()?;
+    let genesis_path = dir.join("genesis.toml");
+    std::fs::write(&genesis_path, toml::to_string(&genesis).map_err(|e| NodeError::Config(e.to_string()))?)?;
+    Ok(Devnet { dir, genesis_path, nodes })
+}
+
+/// A running `baton run` child process. Dropping it kills the process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Option<Child>,
+    pub log_path: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `bin run --config <node config>`, appending output to `<node dir>/node.log`.
+    pub fn start(bin: &Path, node: &DevnetNode) -> Result<Self, NodeError> {
+        let log_path = node.dir.join("node.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("RUST_LOG", std::env::var("BATON_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        Ok(NodeProcess { child: Some(child), log_path })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => !matches!(c.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// SIGKILL, no chance to clean up (a crash).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
+    pub fn terminate(&mut self, grace: Duration) {
+        let Some(mut c) = self.child.take() else { return };
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < grace {
+            if let Ok(Some(_)) = c.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Options of `baton devnet`.
+#[derive(Clone, Debug)]
+pub struct DevnetOptions {
+    pub validators: usize,
+    pub dir: PathBuf,
+    pub chain_id: String,
+    /// Stop after this long (None: until Ctrl-C or SIGTERM).
+    pub duration: Option<Duration>,
+    /// Round trips to time at start.
+    pub demo_round_trips: usize,
+}
+
+/// Runs `baton devnet`: prepare, start, show it working, stop cleanly on Ctrl-C / SIGTERM.
+pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    if opts.dir.exists() {
+        std::fs::remove_dir_all(&opts.dir)?;
+    }
+    let net = prepare(&opts.dir, opts.validators, &opts.chain_id, ConsensusParams::default())?;
+    let bin = std::env::current_exe()?;
+    let mut procs = Vec::new();
+    for n in &net.nodes {
+        procs.push(NodeProcess::start(&bin, n)?);
+    }
+    println!("baton devnet: {} validators, chain `{}`, files in {}", net.nodes.len(), opts.chain_id, net.dir.display());
+    println!("{:<7} {:<24} {:<32} {}", "node", "gRPC endpoint", "p2p", "log");
+    for (n, p) in net.nodes.iter().zip(&procs) {
+        println!("{:<7} {:<24} {:<32} {}", n.name, n.grpc_url(), n.p2p_addr, p.log_path.display());
+    }
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let result = tokio::select! {
+        r = show(&net, &mut procs, &opts) => r,
+        _ = term.recv() => { println!("SIGTERM: stopping"); Ok(()) }
+        _ = int.recv() => { println!("Ctrl-C: stopping"); Ok(()) }
+    };
+    for p in procs.iter_mut() {
+        p.terminate(Duration::from_secs(10));
+    }
+    println!("all nodes stopped");
+    result
+}
+
+async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClient>, NodeError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut clients = Vec::new();
+    for n in &net.nodes {
+        loop {
+            match baton_proto::client::BatonClient::connect(n.grpc_url()).await {
+                Ok(c) => {
+                    clients.push(c);
+                    break;
+                }
+                Err(e) if Instant::now() > deadline => {
+                    return Err(NodeError::Engine(format!("{} did not open its gRPC port: {e}", n.name)))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    Ok(clients)
+}
+
+async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> Result<(), NodeError> {
+    use baton_consensus::types::{Bundle, BundleEntry};
+
+    let err = |e: baton_proto::client::ClientError| NodeError::Engine(e.to_string());
+    let mut clients = connect_all(net).await?;
+    let started = Instant::now();
+    loop {
+        let s = clients[0].status().await.map_err(err)?;
+        if s.latest_height >= 1 {
+            println!("first block decided {:.1} s after start", started.elapsed().as_secs_f64());
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            return Err(NodeError::Engine("no block decided within 60 s; see the node logs".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Round trips: submit a two-rollup bundle to one node, watch both rollups' streams on another.
+    let mut latencies = Vec::new();
+    for i in 0..opts.demo_round_trips {
+        let submit_to = i % clients.len();
+        let watch_on = (i + 1) % clients.len();
+        let from = clients[watch_on].status().await.map_err(err)?.latest_height + 1;
+        let mut s1 = clients[watch_on].stream_batches(1, from).await.map_err(err)?;
+        let mut s2 = clients[watch_on].stream_batches(2, from).await.map_err(err)?;
+        let bundle = Bundle {
+            entries: vec![
+                BundleEntry { rollup_id: 1, payload: format!("hello rollup 1 #{i}").into_bytes() },
+                BundleEntry { rollup_id: 2, payload: format!("hello rollup 2 #{i}").into_bytes() },
+            ],
+        };
+        let t0 = Instant::now();
+        let hash = clients[submit_to].submit(&bundle).await.map_err(err)?;
+        let ack = t0.elapsed();
+        let mut found = [None, None];
+        for (k, s) in [&mut s1, &mut s2].into_iter().enumerate() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while found[k].is_none() && Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_secs(30), s.next()).await {
+                    Ok(Ok(Some(b))) if b.entries.iter().any(|e| e.bundle_hash == hash) => {
+                        found[k] = Some(b.header.height)
+                    }
+                    Ok(Ok(Some(_))) => {}
+                    _ => break,
+                }
+            }
+        }
+        let rtt = t0.elapsed();
+        match found {
+            [Some(h1), Some(h2)] => {
+                latencies.push(rtt);
+                if i < 3 || i + 1 == opts.demo_round_trips {
+                    println!(
+                        "bundle {} -> node{submit_to} (ack {:.1} ms) -> seen by node{watch_on} in rollups 1 and 2 \
+                         at heights {h1}/{h2}: {:.1} ms round trip",
+                        &hash.to_hex()[..12],
+                        ack.as_secs_f64() * 1e3,
+                        rtt.as_secs_f64() * 1e3
+                    );
+                }
+            }
+            _ => return Err(NodeError::Engine(format!("bundle {hash} did not show up in both streams within 30 s"))),
+        }
+    }
+    if !latencies.is_empty() {
+        latencies.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        println!(
+            "round trip over {} bundles: p50 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            ms(latencies[latencies.len() / 2]),
+            ms(latencies[latencies.len() - 1])
+        );
+    }
+
+    println!("heights every 2 s (Ctrl-C to stop):");
+    let mut last: Option<(Instant, u64)> = None;
+    loop {
+        if let Some(d) = opts.duration {
+            if started.elapsed() >= d {
+                return Ok(());
+            }
+        }
+        let mut heights = Vec::new();
+        for (i, c) in clients.iter_mut().enumerate() {
+            if procs[i].exited() {
+                heights.push("down".to_string());
+                continue;
+            }
+            match c.status().await {
+                Ok(s) => heights.push(s.latest_height.to_string()),
+                Err(_) => heights.push("?".into()),
+            }
+        }
+        let h0 = heights.iter().filter_map(|h| h.parse::<u64>().ok()).max().unwrap_or(0);
+        let rate = match last {
+            Some((t, h)) => format!("{:.1} heights/s", (h0 - h) as f64 / t.elapsed().as_secs_f64()),
+            None => String::new(),
+        };
+        println!("heights [{}] {rate}", heights.join(", "));
+        last = Some((Instant::now(), h0));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}

@@ -1,0 +1,276 @@
+//! The gRPC API: `baton.v1.RollupService`, `baton.v1.NodeService`, standard health and reflection.
+//!
+//! Each failure maps to a status code with a message that names the field or limit: malformed input is
+//! INVALID_ARGUMENT, a limit is RESOURCE_EXHAUSTED, a height not decided yet is OUT_OF_RANGE, an unknown bundle
+//! is NOT_FOUND, a full queue is UNAVAILABLE (retry), a storage failure is INTERNAL.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use baton_consensus::hash::Hash;
+use baton_consensus::types::{Bundle, RollupBatch, RollupId};
+use baton_proto::convert::hash_field;
+use baton_proto::pb;
+use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
+use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
+
+use crate::error::NodeError;
+use crate::ingest::{IngestHandle, SubmitError};
+use crate::state::Shared;
+use crate::store::RocksStore;
+
+/// Everything the API handlers need.
+#[derive(Clone)]
+pub struct Api {
+    pub ingest: IngestHandle,
+    pub store: RocksStore,
+    pub shared: Arc<Shared>,
+    pub subscribers: Arc<Semaphore>,
+    pub stream_buffer: usize,
+    pub submit_inflight: usize,
+    pub max_request_bytes: usize,
+}
+
+fn submit_status(e: SubmitError) -> Status {
+    match e {
+        SubmitError::Invalid(b) if b.is_size_limit() => Status::resource_exhausted(format!("bundle: {b}")),
+        SubmitError::Invalid(b) => Status::invalid_argument(format!("bundle: {b}")),
+        SubmitError::Full(m) => Status::resource_exhausted(format!("mempool is full: {m}; retry later")),
+        SubmitError::Busy => Status::unavailable(e.to_string()),
+        SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
+        SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
+    }
+}
+
+fn internal(e: NodeError) -> Status {
+    Status::internal(e.to_string())
+}
+
+impl Api {
+    fn batch(&self, rollup_id: RollupId, height: u64) -> Result<RollupBatch, Status> {
+        let header = self
+            .store
+            .header(height)
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal(format!("header of decided height {height} is missing")))?;
+        let entries = self.store.batch_entries(rollup_id, height).map_err(internal)?;
+        Ok(RollupBatch { rollup_id, block_hash: header.hash(), header, entries })
+    }
+
+    fn check_height(&self, height: u64) -> Result<(), Status> {
+        if height == 0 {
+            return Err(Status::invalid_argument("height must be >= 1 (the first block is height 1)"));
+        }
+        let latest = self.shared.latest_height();
+        if height > latest {
+            return Err(Status::out_of_range(format!(
+                "height {height} is not decided yet; the latest decided height is {latest}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
+        let bundle: Bundle = bundle.ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?.into();
+        self.ingest.submit(bundle).await.map_err(submit_status)
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl RollupService for Api {
+    async fn submit_bundle(
+        &self,
+        request: Request<pb::SubmitBundleRequest>,
+    ) -> Result<Response<pb::SubmitBundleResponse>, Status> {
+        let hash = self.submit_one(request.into_inner().bundle).await?;
+        Ok(Response::new(pb::SubmitBundleResponse { bundle_hash: hash.0.to_vec() }))
+    }
+
+    type SubmitBundlesStream = BoxStream<pb::SubmitBundlesResponse>;
+
+    async fn submit_bundles(
+        &self,
+        request: Request<Streaming<pb::SubmitBundlesRequest>>,
+    ) -> Result<Response<Self::SubmitBundlesStream>, Status> {
+        let mut inbound = request.into_inner();
+        // Requests are processed concurrently (bounded), responses leave in request order.
+        let (order_tx, mut order_rx) =
+            mpsc::channel::<tokio::task::JoinHandle<pb::SubmitBundlesResponse>>(self.submit_inflight);
+        let (out_tx, out_rx) = mpsc::channel(self.submit_inflight);
+        let api = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(req)) => {
+                        let api = api.clone();
+                        let task = tokio::spawn(async move {
+                            let result = match api.submit_one(req.bundle).await {
+                                Ok(h) => pb::submit_bundles_response::Result::BundleHash(h.0.to_vec()),
+                                Err(s) => pb::submit_bundles_response::Result::Error(pb::SubmitError {
+                                    code: s.code() as i32,
+                                    message: s.message().to_string(),
+                                }),
+                            };
+                            pb::SubmitBundlesResponse { client_ref: req.client_ref, result: Some(result) }
+                        });
+                        if order_tx.send(task).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        let _ = order_tx.send(tokio::spawn(async move {
+                            pb::SubmitBundlesResponse {
+                                client_ref: 0,
+                                result: Some(pb::submit_bundles_response::Result::Error(pb::SubmitError {
+                                    code: status.code() as i32,
+                                    message: status.message().to_string(),
+                                })),
+                            }
+                        }));
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(task) = order_rx.recv().await {
+                let Ok(resp) = task.await else { break };
+                if out_tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn get_bundle_status(
+        &self,
+        request: Request<pb::GetBundleStatusRequest>,
+    ) -> Result<Response<pb::GetBundleStatusResponse>, Status> {
+        let req = request.into_inner();
+        let hash = hash_field("bundle_hash", &req.bundle_hash).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if let Some(inc) = self.store.bundle_inclusion(&hash).map_err(internal)? {
+            return Ok(Response::new(pb::GetBundleStatusResponse {
+                bundle_hash: hash.0.to_vec(),
+                state: pb::BundleState::Included as i32,
+                height: inc.height,
+                block_hash: inc.block_hash.0.to_vec(),
+                index_in_block: inc.index,
+            }));
+        }
+        if self.store.is_pending(&hash).map_err(internal)? {
+            return Ok(Response::new(pb::GetBundleStatusResponse {
+                bundle_hash: hash.0.to_vec(),
+                state: pb::BundleState::Pending as i32,
+                ..Default::default()
+            }));
+        }
+        Err(Status::not_found(format!("bundle {hash} is not known to this node")))
+    }
+
+    type StreamBatchesStream = BoxStream<pb::RollupBatch>;
+
+    async fn stream_batches(
+        &self,
+        request: Request<pb::StreamBatchesRequest>,
+    ) -> Result<Response<Self::StreamBatchesStream>, Status> {
+        let req = request.into_inner();
+        if req.from_height == 0 {
+            return Err(Status::invalid_argument("from_height must be >= 1 (the first block is height 1)"));
+        }
+        let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("too many StreamBatches subscribers on this node (grpc.max_subscribers)")
+        })?;
+        let (tx, rx) = mpsc::channel(self.stream_buffer);
+        let api = self.clone();
+        let mut heights = self.shared.subscribe_heights();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut next = req.from_height;
+            loop {
+                let latest = *heights.borrow_and_update();
+                while next <= latest {
+                    // Read one height at a time from storage: catch-up never loads more than one batch per
+                    // subscriber, and `send` waits while the client's buffer is full (backpressure).
+                    let item = api.batch(req.rollup_id, next).map(|b| pb::RollupBatch::from(&b));
+                    let failed = item.is_err();
+                    if tx.send(item).await.is_err() || failed {
+                        return;
+                    }
+                    next += 1;
+                }
+                tokio::select! {
+                    changed = heights.changed() => if changed.is_err() { return },
+                    _ = tx.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::RollupBatch>, Status> {
+        let req = request.into_inner();
+        self.check_height(req.height)?;
+        let batch = self.batch(req.rollup_id, req.height)?;
+        Ok(Response::new((&batch).into()))
+    }
+}
+
+#[tonic::async_trait]
+impl NodeService for Api {
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let info = &self.shared.info;
+        let latest = self.shared.latest_height();
+        let header = if latest > 0 { self.store.header(latest).map_err(internal)? } else { None };
+        Ok(Response::new(pb::StatusResponse {
+            node_id: info.peer_id.clone(),
+            validator_address: if info.is_validator { info.address.0.to_vec() } else { vec![] },
+            role: if info.is_validator { pb::NodeRole::Validator } else { pb::NodeRole::Full } as i32,
+            chain_id: info.chain_id.clone(),
+            latest_height: latest,
+            latest_block_hash: header.as_ref().map(|h| h.hash().0.to_vec()).unwrap_or_default(),
+            latest_timestamp_ms: header.as_ref().map_or(0, |h| h.timestamp_ms),
+            peers: self.shared.peers.load(std::sync::atomic::Ordering::Relaxed),
+            validator_set_size: info.validator_set_size,
+            mempool_bundles: self.shared.mempool_bundles.load(std::sync::atomic::Ordering::Relaxed),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }))
+    }
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    api: Api,
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<RollupServiceServer<Api>>().await;
+    reporter.set_serving::<NodeServiceServer<Api>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
+    let max = api.max_request_bytes;
+    let rollup = RollupServiceServer::new(api.clone()).max_decoding_message_size(max);
+    let node = NodeServiceServer::new(api).max_decoding_message_size(4096);
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(256)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(rollup)
+        .add_service(node)
+        .serve_with_shutdown(addr, shutdown)
+        .await?;
+    Ok(())
+}

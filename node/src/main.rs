@@ -1,0 +1,156 @@
+//! The `baton` command line: keys, genesis, running a node, and a local devnet.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use eyre::{bail, Context, Result};
+
+use baton_consensus::context::GenesisValidator;
+use baton_node::config::{Genesis, NodeConfig};
+use baton_node::keys::NodeKey;
+
+#[derive(Parser)]
+#[command(name = "baton", version, about = "Baton: a shared and based sequencer network")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage validator keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Write a genesis file with the initial validator set.
+    Init {
+        #[arg(long)]
+        chain_id: String,
+        /// A validator as `NAME,PUBLIC_KEY_HEX,P2P_MULTIADDR[,POWER]`; repeat for each.
+        #[arg(long = "validator", required = true)]
+        validators: Vec<String>,
+        /// Where to write the genesis file.
+        #[arg(long, default_value = "genesis.toml")]
+        out: PathBuf,
+    },
+    /// Run a node.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a local network of validator processes on loopback and show it working.
+    Devnet {
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Working folder (wiped at start).
+        #[arg(long, default_value = ".devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value = "baton-devnet")]
+        chain_id: String,
+        /// Stop after this many seconds (default: run until Ctrl-C or SIGTERM).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+        /// Bundles to round-trip (submit, then see in two rollups' streams) at start.
+        #[arg(long, default_value_t = 20)]
+        round_trips: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Generate a new Ed25519 validator key.
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Show a key file's public key, address and peer id.
+    Show {
+        #[arg(long)]
+        key: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn parse_validator(s: &str) -> Result<GenesisValidator> {
+    let parts: Vec<&str> = s.split(',').collect();
+    if !(3..=4).contains(&parts.len()) {
+        bail!("--validator `{s}`: expected NAME,PUBLIC_KEY_HEX,P2P_MULTIADDR[,POWER]");
+    }
+    let voting_power = match parts.get(3) {
+        Some(p) => p.parse().with_context(|| format!("--validator `{s}`: POWER must be an integer"))?,
+        None => 1,
+    };
+    Ok(GenesisValidator {
+        name: parts[0].to_string(),
+        public_key: parts[1].to_string(),
+        p2p_addr: parts[2].to_string(),
+        voting_power,
+    })
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Keys { command: KeysCommand::Generate { out } } => {
+            let key = NodeKey::generate();
+            key.save(&out)?;
+            println!("wrote {}", out.display());
+            println!("public_key = {}", key.public_key_hex());
+            println!("address    = {}", key.address());
+            println!("peer_id    = {}", key.peer_id()?);
+        }
+        Command::Keys { command: KeysCommand::Show { key } } => {
+            let key = NodeKey::load(&key)?;
+            println!("public_key = {}", key.public_key_hex());
+            println!("address    = {}", key.address());
+            println!("peer_id    = {}", key.peer_id()?);
+        }
+        Command::Init { chain_id, validators, out } => {
+            let validators = validators.iter().map(|v| parse_validator(v)).collect::<Result<Vec<_>>>()?;
+            let genesis = Genesis { chain_id, params: Default::default(), validators };
+            genesis.validate()?;
+            if out.exists() {
+                bail!("{} exists; refusing to overwrite a genesis file", out.display());
+            }
+            std::fs::write(&out, toml::to_string(&genesis)?)?;
+            println!("wrote {} (genesis hash {})", out.display(), genesis.hash()?);
+        }
+        Command::Run { config } => {
+            init_tracing();
+            let cfg = NodeConfig::load(&config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let shutdown = async {
+                    use tokio::signal::unix::{signal, SignalKind};
+                    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                        (Ok(mut t), Ok(mut i)) => {
+                            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+                        }
+                        _ => std::future::pending::<()>().await,
+                    }
+                };
+                baton_node::node::run(cfg, shutdown).await
+            })?;
+        }
+        Command::Devnet { validators, dir, chain_id, duration_secs, round_trips } => {
+            if validators == 0 || validators > 32 {
+                bail!("--validators must be 1..=32");
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(baton_node::devnet::run(baton_node::devnet::DevnetOptions {
+                validators,
+                dir,
+                chain_id,
+                duration: duration_secs.map(Duration::from_secs),
+                demo_round_trips: round_trips,
+            }))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! Starting a node: open storage, build the host, start the engine (libp2p, consensus, sync, WAL), the ingest
+//! writer, the consensus loop and the gRPC server; stop them all on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{error, info, warn};
+
+use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
+use baton_consensus::host::{Host, HostLimits};
+use malachitebft_app_channel::app::config::{ConsensusConfig, NodeConfig as EngineNodeConfig, ValueSyncConfig};
+use malachitebft_app_channel::app::net::Multiaddr;
+use malachitebft_app_channel::{
+    ConsensusContext, EngineBuilder, NetworkContext, NetworkIdentity, NetworkRequest, RequestContext, Signer,
+    SyncContext, WalContext,
+};
+use malachitebft_codec::Codec;
+
+use crate::app::{ConsensusLoop, SystemClock};
+use crate::codec::WireCodec;
+use crate::config::{Genesis, NodeConfig};
+use crate::error::NodeError;
+use crate::grpc::{serve, Api};
+use crate::ingest::{IngestHandle, IngestLimits};
+use crate::keys::NodeKey;
+use crate::state::{NodeInfo, Shared};
+use crate::store::RocksStore;
+
+#[derive(Clone, Debug)]
+struct EngineConfig {
+    moniker: String,
+    consensus: ConsensusConfig,
+    value_sync: ValueSyncConfig,
+}
+
+impl EngineNodeConfig for EngineConfig {
+    fn moniker(&self) -> &str {
+        &self.moniker
+    }
+    fn consensus(&self) -> &ConsensusConfig {
+        &self.consensus
+    }
+    fn consensus_mut(&mut self) -> &mut ConsensusConfig {
+        &mut self.consensus
+    }
+    fn value_sync(&self) -> &ValueSyncConfig {
+        &self.value_sync
+    }
+    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
+        &mut self.value_sync
+    }
+}
+
+fn parse_addr(s: &str) -> Result<Multiaddr, NodeError> {
+    s.parse().map_err(|e| NodeError::Config(format!("`{s}` is not a multiaddr: {e}")))
+}
+
+/// Runs a node until `shutdown` resolves or a component fails.
+pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+    let genesis = Genesis::load(&cfg.genesis_file)?;
+    let key = NodeKey::load(&cfg.key_file)?;
+    let validators = genesis.validator_set()?;
+    let domain = genesis.domain();
+    let address = key.address();
+    let is_validator = cfg.validator && validators.get(&address).is_some();
+    let params = genesis.params.clone();
+
+    let store = RocksStore::open(&cfg.data_dir.join("db"), cfg.storage.sync_writes, cfg.storage.block_cache_bytes)?;
+    let signer = ConsensusSigner::new(key.signing_key.clone(), domain);
+    let limits = HostLimits {
+        // Ingest admits against the configured limits; the in-memory pool has slack for one ingest group in
+        // flight, so a durable bundle always finds room.
+        mempool_max_bundles: cfg.mempool.max_bundles + cfg.mempool.ingest_group,
+        mempool_max_bytes: cfg.mempool.max_bytes + cfg.mempool.ingest_group * params.max_bundle_bytes as usize,
+        ..HostLimits::default()
+    };
+    let host = Host::new(
+        domain,
+        genesis.hash()?,
+        is_validator.then(|| signer.clone()),
+        validators.clone(),
+        params.clone(),
+        limits,
+        store.clone(),
+        SystemClock,
+    )?;
+
+    // Engine configuration: the peers are the genesis validators (and configured full nodes), nobody else.
+    let mut consensus = ConsensusConfig::default();
+    consensus.p2p.listen_addr = parse_addr(&cfg.p2p.listen_addr)?;
+    let own = cfg.p2p.listen_addr.clone();
+    let mut peers = Vec::new();
+    for v in &genesis.validators {
+        let same_key = v.to_validator().map(|val| val.address == address).unwrap_or(false);
+        if !same_key && v.p2p_addr != own {
+            peers.push(parse_addr(&v.p2p_addr)?);
+        }
+    }
+    for p in &cfg.p2p.extra_peers {
+        peers.push(parse_addr(p)?);
+    }
+    consensus.p2p.persistent_peers = peers;
+    consensus.p2p.persistent_peers_only = true;
+    consensus.p2p.discovery.enabled = false;
+    consensus.p2p.discovery.max_connections_per_ip = 64;
+    consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
+    consensus.p2p.rpc_max_size = bytesize(cfg.p2p.max_rpc_bytes);
+    let value_sync = ValueSyncConfig {
+        enabled: true,
+        status_update_interval: Duration::from_millis(cfg.sync.status_interval_ms),
+        request_timeout: Duration::from_millis(cfg.sync.request_timeout_ms),
+        max_response_size: bytesize(cfg.p2p.max_rpc_bytes),
+        batch_size: cfg.sync.batch_size,
+        ..ValueSyncConfig::default()
+    };
+    let engine_cfg = EngineConfig { moniker: cfg.moniker.clone(), consensus, value_sync };
+
+    let keypair = key.keypair()?;
+    let peer_id = keypair.public().to_peer_id();
+    let identity = if is_validator {
+        let proof = signer
+            .sign_validator_proof(key.signing_key.verification_key().as_bytes().to_vec(), peer_id.to_bytes())
+            .await
+            .map_err(|e| NodeError::Key(format!("cannot sign validator proof: {e:?}")))?;
+        let proof_bytes = WireCodec.encode(&proof).map_err(|e| NodeError::Engine(e.to_string()))?;
+        NetworkIdentity::new_validator(cfg.moniker.clone(), keypair, address.to_string(), proof_bytes)
+    } else {
+        NetworkIdentity::new(cfg.moniker.clone(), keypair, None)
+    };
+    let verifier = ConsensusVerifier { domain };
+    let consensus_ctx = if is_validator {
+        ConsensusContext::<BatonContext>::new_validator(address, Box::new(verifier), Box::new(signer))
+    } else {
+        ConsensusContext::<BatonContext>::new_full_node(address, Box::new(verifier))
+    };
+    let wal_path = cfg.data_dir.join("wal").join("consensus.wal");
+    std::fs::create_dir_all(cfg.data_dir.join("wal"))?;
+    let (channels, engine) = EngineBuilder::new(BatonContext, engine_cfg)
+        .with_default_wal(WalContext::new(wal_path, WireCodec))
+        .with_default_network(NetworkContext::new(identity, WireCodec))
+        .with_default_consensus(consensus_ctx)
+        .with_default_sync(SyncContext::new(WireCodec))
+        .with_default_request(RequestContext::new(64))
+        .build()
+        .await
+        .map_err(|e| NodeError::Engine(e.to_string()))?;
+
+    let info = NodeInfo {
+        chain_id: genesis.chain_id.clone(),
+        moniker: cfg.moniker.clone(),
+        peer_id: peer_id.to_string(),
+        address,
+        is_validator,
+        validator_set_size: validators.validators().len() as u32,
+    };
+    let shared = Arc::new(Shared::new(info, store.latest_height()?));
+    let (admit_tx, admit_rx) = mpsc::channel(cfg.mempool.admit_queue);
+    let ingest = IngestHandle::spawn(
+        store.clone(),
+        params.clone(),
+        IngestLimits {
+            queue: cfg.mempool.ingest_queue,
+            group: cfg.mempool.ingest_group,
+            mempool_max_bundles: cfg.mempool.max_bundles,
+            mempool_max_bytes: cfg.mempool.max_bytes,
+        },
+        shared.clone(),
+        admit_tx,
+    );
+
+    // Peer count for Status, from the network actor's state dump.
+    let net_requests = channels.net_requests.clone();
+    let peers_shared = shared.clone();
+    let peers_task = tokio::spawn(async move {
+        loop {
+            if let Ok(Some(dump)) = NetworkRequest::dump_state(&net_requests).await {
+                peers_shared.peers.store(dump.peers.len() as u32, std::sync::atomic::Ordering::Relaxed);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+
+    let consensus_loop =
+        ConsensusLoop::new(host, channels, admit_rx, shared.clone(), cfg.p2p.max_rpc_bytes as usize / 2);
+    let mut loop_task = tokio::spawn(consensus_loop.run());
+
+    let api = Api {
+        ingest,
+        store: store.clone(),
+        shared: shared.clone(),
+        subscribers: Arc::new(Semaphore::new(cfg.grpc.max_subscribers)),
+        stream_buffer: cfg.grpc.stream_buffer,
+        submit_inflight: cfg.grpc.submit_stream_inflight,
+        // Bundles up to twice the limit are read and refused with RESOURCE_EXHAUSTED; larger messages are cut off
+        // by the transport (OUT_OF_RANGE) before they are buffered.
+        max_request_bytes: params.max_bundle_bytes as usize * 2 + 64 * 1024,
+    };
+    let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
+        let _ = stop_grpc_rx.await;
+    }));
+    info!(
+        moniker = %cfg.moniker, %address, %peer_id, validator = is_validator, grpc = %cfg.grpc.listen_addr,
+        p2p = %cfg.p2p.listen_addr, height = shared.latest_height(), "node started"
+    );
+
+    let outcome = tokio::select! {
+        _ = shutdown => { info!("shutdown requested"); Ok(()) }
+        r = &mut loop_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => { error!(error = %e, "consensus loop failed"); Err(e) }
+            Err(e) => Err(NodeError::Engine(format!("consensus loop panicked: {e}"))),
+        },
+        r = &mut grpc_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => { error!(error = %e, "gRPC server failed"); Err(e) }
+            Err(e) => Err(NodeError::Engine(format!("gRPC server panicked: {e}"))),
+        },
+    };
+
+    let _ = stop_grpc_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(5), &mut grpc_task).await.is_err() {
+        warn!("gRPC server did not stop in 5 s");
+        grpc_task.abort();
+    }
+    peers_task.abort();
+    let _ = engine.actor.kill_and_wait(Some(Duration::from_secs(5))).await;
+    engine.handle.abort();
+    loop_task.abort();
+    info!("node stopped");
+    outcome
+}
+
+fn bytesize(n: u64) -> bytesize::ByteSize {
+    bytesize::ByteSize::b(n)
+}

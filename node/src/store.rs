@@ -1,0 +1,288 @@
+//! RocksDB storage: one database per node, one column family per concern.
+//!
+//! | column family | key                         | value                                   |
+//! |---------------|-----------------------------|-----------------------------------------|
+//! | `meta`        | `latest`                    | latest decided height (u64 BE)          |
+//! | `headers`     | height (u64 BE)             | block header                            |
+//! | `blocks`      | height                      | whole block (served to syncing peers)   |
+//! | `certs`       | height                      | commit certificate                      |
+//! | `batches`     | rollup id ++ height         | that rollup's batch entries at height   |
+//! | `bundles`     | bundle hash                 | inclusion (height, block hash, index)   |
+//! | `mempool`     | bundle hash                 | acknowledged, not yet included bundle   |
+//! | `undecided`   | height ++ round ++ hash     | proposal seen for an undecided height   |
+//!
+//! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
+//! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+use baton_consensus::error::ConsensusError;
+use baton_consensus::hash::Hash;
+use baton_consensus::store::{ChainStore, UndecidedProposal};
+use baton_consensus::types::{BatchEntry, Block, BlockHeader, Bundle, Certificate, Inclusion, RollupId};
+
+use crate::error::NodeError;
+
+const CF_META: &str = "meta";
+const CF_HEADERS: &str = "headers";
+const CF_BLOCKS: &str = "blocks";
+const CF_CERTS: &str = "certs";
+const CF_BATCHES: &str = "batches";
+const CF_BUNDLES: &str = "bundles";
+const CF_MEMPOOL: &str = "mempool";
+const CF_UNDECIDED: &str = "undecided";
+const ALL_CFS: [&str; 8] = [CF_META, CF_HEADERS, CF_BLOCKS, CF_CERTS, CF_BATCHES, CF_BUNDLES, CF_MEMPOOL, CF_UNDECIDED];
+const LATEST: &[u8] = b"latest";
+
+/// Handle to the node's database. Clones share it.
+#[derive(Clone)]
+pub struct RocksStore {
+    db: Arc<DB>,
+    sync_writes: bool,
+}
+
+fn be(h: u64) -> [u8; 8] {
+    h.to_be_bytes()
+}
+
+fn batch_key(rollup: RollupId, height: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&rollup.to_be_bytes());
+    k[8..].copy_from_slice(&height.to_be_bytes());
+    k
+}
+
+fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
+    borsh::to_vec(v).unwrap_or_default()
+}
+
+fn dec<T: BorshDeserialize>(cf: &'static str, bytes: &[u8]) -> Result<T, NodeError> {
+    borsh::from_slice(bytes).map_err(|e| NodeError::Corrupt { cf, detail: e.to_string() })
+}
+
+fn to_consensus(e: NodeError) -> ConsensusError {
+    ConsensusError::Storage(e.to_string())
+}
+
+impl RocksStore {
+    pub fn open(path: &Path, sync_writes: bool, cache_bytes: usize) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(path)?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_open_files(512);
+        opts.increase_parallelism(2);
+        let cache = Cache::new_lru_cache(cache_bytes);
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut o = Options::default();
+            let mut t = BlockBasedOptions::default();
+            t.set_block_cache(&cache);
+            t.set_bloom_filter(10.0, false);
+            o.set_block_based_table_factory(&t);
+            if matches!(*name, CF_BLOCKS | CF_BATCHES) {
+                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        Ok(RocksStore { db: Arc::new(db), sync_writes })
+    }
+
+    fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, NodeError> {
+        self.db.cf_handle(name).ok_or(NodeError::Corrupt { cf: name, detail: "column family missing".into() })
+    }
+
+    fn write_opts(&self) -> WriteOptions {
+        let mut w = WriteOptions::default();
+        w.set_sync(self.sync_writes);
+        w
+    }
+
+    fn get<T: BorshDeserialize>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, NodeError> {
+        match self.db.get_pinned_cf(self.cf(cf)?, key)? {
+            Some(v) => Ok(Some(dec(cf, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn latest_height(&self) -> Result<u64, NodeError> {
+        match self.db.get_pinned_cf(self.cf(CF_META)?, LATEST)? {
+            Some(v) => {
+                let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
+                    cf: CF_META,
+                    detail: "latest height is not 8 bytes".into(),
+                })?;
+                Ok(u64::from_be_bytes(arr))
+            }
+            None => Ok(0),
+        }
+    }
+
+    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, NodeError> {
+        self.get(CF_HEADERS, &be(height))
+    }
+
+    /// A rollup's batch entries at a decided height (empty if it had none).
+    pub fn batch_entries(&self, rollup: RollupId, height: u64) -> Result<Vec<BatchEntry>, NodeError> {
+        Ok(self.get(CF_BATCHES, &batch_key(rollup, height))?.unwrap_or_default())
+    }
+
+    pub fn bundle_inclusion(&self, hash: &Hash) -> Result<Option<Inclusion>, NodeError> {
+        self.get(CF_BUNDLES, &hash.0)
+    }
+
+    pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
+        Ok(self.db.get_pinned_cf(self.cf(CF_MEMPOOL)?, hash.0)?.is_some())
+    }
+
+    /// Makes acknowledged bundles durable (one write, one fsync) before the node acknowledges them.
+    pub fn persist_pending(&self, bundles: &[(Hash, &Bundle)]) -> Result<(), NodeError> {
+        let cf = self.cf(CF_MEMPOOL)?;
+        let mut wb = WriteBatch::default();
+        for (h, b) in bundles {
+            wb.put_cf(cf, h.0, enc(*b));
+        }
+        self.db.write_opt(wb, &self.write_opts())?;
+        Ok(())
+    }
+
+    fn commit_inner(&self, block: &Block, hashes: &[Hash], cert: &Certificate) -> Result<(), NodeError> {
+        let height = block.height();
+        let block_hash = block.hash();
+        let mut wb = WriteBatch::default();
+        wb.put_cf(self.cf(CF_HEADERS)?, be(height), enc(&block.header));
+        wb.put_cf(self.cf(CF_BLOCKS)?, be(height), enc(block));
+        wb.put_cf(self.cf(CF_CERTS)?, be(height), enc(cert));
+        let batches = baton_consensus::types::batches_of(&block.bundles, hashes);
+        let cf_batches = self.cf(CF_BATCHES)?;
+        for (rollup, entries) in &batches {
+            wb.put_cf(cf_batches, batch_key(*rollup, height), enc(entries));
+        }
+        let cf_bundles = self.cf(CF_BUNDLES)?;
+        let cf_mempool = self.cf(CF_MEMPOOL)?;
+        for (index, h) in hashes.iter().enumerate() {
+            wb.put_cf(cf_bundles, h.0, enc(&Inclusion { height, block_hash, index: index as u32 }));
+            wb.delete_cf(cf_mempool, h.0);
+        }
+        wb.delete_range_cf(self.cf(CF_UNDECIDED)?, be(0), be(height + 1));
+        wb.put_cf(self.cf(CF_META)?, LATEST, be(height));
+        self.db.write_opt(wb, &self.write_opts())?;
+        Ok(())
+    }
+}
+
+impl ChainStore for RocksStore {
+    fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError> {
+        let h = self.latest_height().map_err(to_consensus)?;
+        if h == 0 {
+            return Ok(None);
+        }
+        self.header(h).map_err(to_consensus)
+    }
+
+    fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError> {
+        self.get(CF_BLOCKS, &be(height)).map_err(to_consensus)
+    }
+
+    fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError> {
+        self.get(CF_CERTS, &be(height)).map_err(to_consensus)
+    }
+
+    fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError> {
+        self.bundle_inclusion(bundle).map_err(to_consensus)
+    }
+
+    fn put_undecided(&self, height: u64, p: &UndecidedProposal) -> Result<(), ConsensusError> {
+        let mut key = Vec::with_capacity(44);
+        key.extend_from_slice(&be(height));
+        key.extend_from_slice(&p.round.to_be_bytes());
+        key.extend_from_slice(&p.block.hash().0);
+        let cf = self.cf(CF_UNDECIDED).map_err(to_consensus)?;
+        self.db
+            .put_cf_opt(cf, key, enc(p), &self.write_opts())
+            .map_err(|e| to_consensus(e.into()))
+    }
+
+    fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError> {
+        let cf = self.cf(CF_UNDECIDED).map_err(to_consensus)?;
+        let prefix = be(height);
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+            let (k, v) = item.map_err(|e| to_consensus(e.into()))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(dec(CF_UNDECIDED, &v).map_err(to_consensus)?);
+        }
+        Ok(out)
+    }
+
+    fn commit(&self, block: &Block, hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError> {
+        self.commit_inner(block, hashes, cert).map_err(to_consensus)
+    }
+
+    fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
+        let cf = self.cf(CF_MEMPOOL).map_err(to_consensus)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (_, v) = item.map_err(|e| to_consensus(e.into()))?;
+            out.push(dec(CF_MEMPOOL, &v).map_err(to_consensus)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use baton_consensus::types::{Address, BundleEntry};
+
+    fn block(height: u64, bundles: Vec<Bundle>) -> Block {
+        let ctx = baton_consensus::block::BlockContext {
+            height,
+            parent_hash: Hash::ZERO,
+            parent_timestamp_ms: 0,
+            validator_set_hash: Hash::ZERO,
+        };
+        baton_consensus::block::build_block(&ctx, Address([1; 20]), 10, bundles)
+    }
+
+    #[test]
+    fn commit_indexes_batches_and_bundles_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let b1 = Bundle {
+            entries: vec![
+                BundleEntry { rollup_id: 7, payload: b"x".to_vec() },
+                BundleEntry { rollup_id: 9, payload: b"y".to_vec() },
+            ],
+        };
+        let h1 = b1.hash();
+        {
+            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            s.persist_pending(&[(h1, &b1)]).unwrap();
+            assert!(s.is_pending(&h1).unwrap());
+            assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
+            let blk = block(1, vec![b1.clone()]);
+            let p = UndecidedProposal { round: 0, valid_round: None, proposer: Address([1; 20]), valid: true, block: blk.clone() };
+            s.put_undecided(1, &p).unwrap();
+            s.put_undecided(2, &p).unwrap();
+            assert_eq!(s.undecided(1).unwrap(), vec![p.clone()]);
+            let cert = Certificate { height: 1, round: 0, block_hash: blk.hash(), signatures: vec![] };
+            s.commit(&blk, &[h1], &cert).unwrap();
+        }
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        assert_eq!(s.latest_height().unwrap(), 1);
+        assert!(!s.is_pending(&h1).unwrap());
+        assert_eq!(s.bundle_inclusion(&h1).unwrap().unwrap().height, 1);
+        assert_eq!(s.batch_entries(7, 1).unwrap()[0].payload, b"x".to_vec());
+        assert_eq!(s.batch_entries(9, 1).unwrap()[0].index_in_bundle, 1);
+        assert!(s.batch_entries(8, 1).unwrap().is_empty());
+        assert!(s.undecided(1).unwrap().is_empty());
+        assert_eq!(s.undecided(2).unwrap().len(), 1);
+        assert_eq!(s.certificate(1).unwrap().unwrap().height, 1);
+    }
+}

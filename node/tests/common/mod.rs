@@ -1,0 +1,122 @@
+//! Test harness: a devnet of real `baton` processes on free loopback ports, in a temporary folder.
+//! Every process is killed when the harness is dropped, so a failing test leaves nothing behind.
+
+#![allow(dead_code)]
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use baton_consensus::hash::Hash;
+use baton_consensus::params::ConsensusParams;
+use baton_node::devnet::{prepare, Devnet, NodeProcess};
+use baton_proto::client::BatonClient;
+
+/// Cluster tests share two cores: run them one at a time.
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub struct Cluster {
+    pub net: Devnet,
+    pub procs: Vec<Option<NodeProcess>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Prepares `n` validators without starting them.
+    pub fn prepare(n: usize) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let net = prepare(&dir.path().join("net"), n, "baton-test", ConsensusParams::default()).expect("prepare");
+        let procs = (0..n).map(|_| None).collect();
+        Cluster { net, procs, _dir: dir }
+    }
+
+    pub fn start(n: usize) -> Self {
+        let mut c = Cluster::prepare(n);
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_baton"));
+        self.procs[i] = Some(NodeProcess::start(bin, &self.net.nodes[i]).expect("start node"));
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.procs[i].take() {
+            p.kill();
+        }
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.net.nodes[i].dir.join("node.log")).unwrap_or_default()
+    }
+
+    pub async fn client(&self, i: usize) -> BatonClient {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match BatonClient::connect(self.net.nodes[i].grpc_url()).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() > deadline => panic!("node{i} gRPC never came up: {e}\n{}", self.log(i)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    pub async fn height(&self, i: usize) -> Option<u64> {
+        let mut c = BatonClient::connect(self.net.nodes[i].grpc_url()).await.ok()?;
+        c.status().await.ok().map(|s| s.latest_height)
+    }
+
+    /// Waits until node `i` has decided `h`; panics with its log after `timeout`.
+    pub async fn wait_height(&self, i: usize, h: u64, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(now) = self.height(i).await {
+                if now >= h {
+                    return now;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("node{i} did not reach height {h} within {timeout:?}\n--- log ---\n{}", self.log(i));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Block hash of every height 1..=up_to on node `i`, checking that each header names its parent.
+    pub async fn chain(&self, i: usize, up_to: u64) -> Vec<Hash> {
+        let mut c = self.client(i).await;
+        let mut out: Vec<Hash> = Vec::new();
+        for h in 1..=up_to {
+            let b = c.get_batch(0, h).await.unwrap_or_else(|e| panic!("node{i} GetBatch({h}): {e}"));
+            assert_eq!(b.header.height, h);
+            assert_eq!(b.block_hash, b.header.hash(), "node{i} height {h}: block hash is not the header hash");
+            if let Some(prev) = out.last() {
+                assert_eq!(b.header.parent_hash, *prev, "node{i} height {h}: broken hash chain");
+            }
+            out.push(b.block_hash);
+        }
+        out
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for p in self.procs.iter_mut().flatten() {
+            p.kill();
+        }
+    }
+}
+
+/// Runs an async test body on a fresh runtime, with an overall time bound.
+pub fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        tokio::time::timeout(limit, f).await.expect("test exceeded its time bound");
+    });
+}

@@ -1,0 +1,166 @@
+//! Conversions between wire messages ([`crate::pb`]) and domain types. A malformed message yields a
+//! [`ConversionError`] that names the offending field, so the server can answer INVALID_ARGUMENT with it.
+
+use baton_consensus::{Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Hash, RollupBatch};
+
+use crate::pb;
+
+/// A wire message that does not map onto a domain type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConversionError {
+    #[error("missing field `{0}`")]
+    Missing(&'static str),
+    #[error("field `{field}` must be {expected} bytes, got {got}")]
+    Length { field: &'static str, expected: usize, got: usize },
+}
+
+/// Parses a 32-byte hash field.
+pub fn hash_field(field: &'static str, bytes: &[u8]) -> Result<Hash, ConversionError> {
+    Hash::from_slice(bytes).ok_or(ConversionError::Length { field, expected: 32, got: bytes.len() })
+}
+
+fn address_field(field: &'static str, bytes: &[u8]) -> Result<Address, ConversionError> {
+    Address::from_slice(bytes).ok_or(ConversionError::Length { field, expected: 20, got: bytes.len() })
+}
+
+impl From<pb::Bundle> for Bundle {
+    fn from(b: pb::Bundle) -> Self {
+        Bundle {
+            entries: b
+                .entries
+                .into_iter()
+                .map(|e| BundleEntry { rollup_id: e.rollup_id, payload: e.payload })
+                .collect(),
+        }
+    }
+}
+
+impl From<&Bundle> for pb::Bundle {
+    fn from(b: &Bundle) -> Self {
+        pb::Bundle {
+            entries: b
+                .entries
+                .iter()
+                .map(|e| pb::BundleEntry { rollup_id: e.rollup_id, payload: e.payload.clone() })
+                .collect(),
+        }
+    }
+}
+
+impl From<&BlockHeader> for pb::BlockHeader {
+    fn from(h: &BlockHeader) -> Self {
+        pb::BlockHeader {
+            height: h.height,
+            parent_hash: h.parent_hash.0.to_vec(),
+            timestamp_ms: h.timestamp_ms,
+            proposer: h.proposer.0.to_vec(),
+            validator_set_hash: h.validator_set_hash.0.to_vec(),
+            bundles_root: h.bundles_root.0.to_vec(),
+            namespace_root: h.namespace_root.0.to_vec(),
+            bundle_count: h.bundle_count,
+        }
+    }
+}
+
+impl TryFrom<pb::BlockHeader> for BlockHeader {
+    type Error = ConversionError;
+
+    fn try_from(h: pb::BlockHeader) -> Result<Self, ConversionError> {
+        Ok(BlockHeader {
+            height: h.height,
+            parent_hash: hash_field("header.parent_hash", &h.parent_hash)?,
+            timestamp_ms: h.timestamp_ms,
+            proposer: address_field("header.proposer", &h.proposer)?,
+            validator_set_hash: hash_field("header.validator_set_hash", &h.validator_set_hash)?,
+            bundles_root: hash_field("header.bundles_root", &h.bundles_root)?,
+            namespace_root: hash_field("header.namespace_root", &h.namespace_root)?,
+            bundle_count: h.bundle_count,
+        })
+    }
+}
+
+impl From<&RollupBatch> for pb::RollupBatch {
+    fn from(b: &RollupBatch) -> Self {
+        pb::RollupBatch {
+            rollup_id: b.rollup_id,
+            height: b.header.height,
+            block_hash: b.block_hash.0.to_vec(),
+            header: Some((&b.header).into()),
+            entries: b
+                .entries
+                .iter()
+                .map(|e| pb::BatchEntry {
+                    bundle_hash: e.bundle_hash.0.to_vec(),
+                    index_in_bundle: e.index_in_bundle,
+                    payload: e.payload.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TryFrom<pb::RollupBatch> for RollupBatch {
+    type Error = ConversionError;
+
+    fn try_from(b: pb::RollupBatch) -> Result<Self, ConversionError> {
+        let header: BlockHeader = b.header.ok_or(ConversionError::Missing("header"))?.try_into()?;
+        let entries = b
+            .entries
+            .into_iter()
+            .map(|e| {
+                Ok(BatchEntry {
+                    bundle_hash: hash_field("entries.bundle_hash", &e.bundle_hash)?,
+                    index_in_bundle: e.index_in_bundle,
+                    payload: e.payload,
+                })
+            })
+            .collect::<Result<Vec<_>, ConversionError>>()?;
+        Ok(RollupBatch {
+            rollup_id: b.rollup_id,
+            block_hash: hash_field("block_hash", &b.block_hash)?,
+            header,
+            entries,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> BlockHeader {
+        BlockHeader {
+            height: 9,
+            parent_hash: Hash([1; 32]),
+            timestamp_ms: 77,
+            proposer: Address([2; 20]),
+            validator_set_hash: Hash([3; 32]),
+            bundles_root: Hash([4; 32]),
+            namespace_root: Hash([5; 32]),
+            bundle_count: 1,
+        }
+    }
+
+    #[test]
+    fn batch_round_trips() {
+        let batch = RollupBatch {
+            rollup_id: 3,
+            header: header(),
+            block_hash: header().hash(),
+            entries: vec![BatchEntry { bundle_hash: Hash([6; 32]), index_in_bundle: 2, payload: b"x".to_vec() }],
+        };
+        let wire: pb::RollupBatch = (&batch).into();
+        assert_eq!(RollupBatch::try_from(wire).unwrap(), batch);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        let mut wire: pb::BlockHeader = (&header()).into();
+        wire.parent_hash.pop();
+        let err = BlockHeader::try_from(wire).unwrap_err();
+        assert_eq!(err, ConversionError::Length { field: "header.parent_hash", expected: 32, got: 31 });
+        assert!(err.to_string().contains("header.parent_hash"));
+        let missing = pb::RollupBatch { header: None, ..Default::default() };
+        assert_eq!(RollupBatch::try_from(missing).unwrap_err(), ConversionError::Missing("header"));
+    }
+}

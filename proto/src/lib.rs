@@ -1,0 +1,22 @@
+//! # baton-proto: Baton's public gRPC API
+//!
+//! Bird's-eye view: `proto/baton/v1/baton.proto` defines `RollupService` (submit bundles, bundle status, stream
+//! and get per-rollup batches) and `NodeService` (status). [`pb`] is the tonic/prost code generated from it and
+//! stays inside this crate's public surface only as wire types; [`convert`] turns wire messages into the domain
+//! types of `baton-consensus` (naming the field at fault when a message is malformed) and back; [`client`] is a
+//! small client for rollup operators and tools.
+
+pub mod client;
+pub mod codec;
+pub mod convert;
+
+/// Generated protobuf and gRPC code for package `baton.v1`.
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+pub mod pb {
+    tonic::include_proto!("baton.v1");
+}
+
+/// Encoded file descriptor set of the API, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("baton_descriptor");
+
+pub use convert::ConversionError;

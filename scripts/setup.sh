@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what building Baton needs on a fresh Debian machine, skipping what is already there.
+# Idempotent: safe to run before every build.
+set -euo pipefail
+
+need=()
+for pkg in libclang-dev protobuf-compiler build-essential pkg-config; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    need+=("$pkg")
+  fi
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Runs Baton's whole test suite: formatting, lints, unit and property tests, and the multi-process cluster tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+# Keep build output outside the checkout so fresh clones reuse a warm build.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/baton-target}"
+export CARGO_TERM_COLOR=never
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
