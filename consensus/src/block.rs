@@ -24,7 +24,10 @@ pub fn check_bundle(bundle: &Bundle, params: &ConsensusParams) -> Result<(), Bun
     }
     let len = bundle.encoded_len();
     if len > params.max_bundle_bytes as usize {
-        return Err(BundleError::TooLarge { got: len, limit: params.max_bundle_bytes });
+        return Err(BundleError::TooLarge {
+            got: len,
+            limit: params.max_bundle_bytes,
+        });
     }
     if let Some(index) = bundle.entries.iter().position(|e| e.payload.is_empty()) {
         return Err(BundleError::EmptyPayload { index });
@@ -42,7 +45,12 @@ pub struct BlockContext {
 }
 
 /// Builds a block from bundles that the caller already limited to the block's size.
-pub fn build_block(ctx: &BlockContext, proposer: Address, now_ms: u64, bundles: Vec<Bundle>) -> Block {
+pub fn build_block(
+    ctx: &BlockContext,
+    proposer: Address,
+    now_ms: u64,
+    bundles: Vec<Bundle>,
+) -> Block {
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let table = namespace_table(&batches_of(&bundles, &hashes));
     let header = BlockHeader {
@@ -71,10 +79,16 @@ pub fn validate_block(
 ) -> Result<Vec<Hash>, BlockError> {
     let h = &block.header;
     if h.height != ctx.height {
-        return Err(BlockError::WrongHeight { got: h.height, expected: ctx.height });
+        return Err(BlockError::WrongHeight {
+            got: h.height,
+            expected: ctx.height,
+        });
     }
     if h.parent_hash != ctx.parent_hash {
-        return Err(BlockError::WrongParent { got: h.parent_hash, expected: ctx.parent_hash });
+        return Err(BlockError::WrongParent {
+            got: h.parent_hash,
+            expected: ctx.parent_hash,
+        });
     }
     if h.timestamp_ms <= ctx.parent_timestamp_ms {
         return Err(BlockError::TimestampNotIncreasing {
@@ -99,7 +113,10 @@ pub fn validate_block(
         });
     }
     if h.bundle_count as usize != block.bundles.len() {
-        return Err(BlockError::BundleCountMismatch { header: h.bundle_count, body: block.bundles.len() });
+        return Err(BlockError::BundleCountMismatch {
+            header: h.bundle_count,
+            body: block.bundles.len(),
+        });
     }
     if block.bundles.len() > params.max_block_bundles as usize {
         return Err(BlockError::TooManyBundles {
@@ -109,7 +126,10 @@ pub fn validate_block(
     }
     let total: u64 = block.bundles.iter().map(|b| b.encoded_len() as u64).sum();
     if total > params.max_block_bytes {
-        return Err(BlockError::TooLarge { got: total, limit: params.max_block_bytes });
+        return Err(BlockError::TooLarge {
+            got: total,
+            limit: params.max_block_bytes,
+        });
     }
     let mut seen = HashSet::with_capacity(block.bundles.len());
     let mut hashes = Vec::with_capacity(block.bundles.len());
@@ -126,11 +146,17 @@ pub fn validate_block(
     }
     let expected = bundles_root(&hashes);
     if h.bundles_root != expected {
-        return Err(BlockError::WrongBundlesRoot { got: h.bundles_root, expected });
+        return Err(BlockError::WrongBundlesRoot {
+            got: h.bundles_root,
+            expected,
+        });
     }
     let expected = namespace_root(&namespace_table(&batches_of(&block.bundles, &hashes)));
     if h.namespace_root != expected {
-        return Err(BlockError::WrongNamespaceRoot { got: h.namespace_root, expected });
+        return Err(BlockError::WrongNamespaceRoot {
+            got: h.namespace_root,
+            expected,
+        });
     }
     Ok(hashes)
 }
@@ -155,18 +181,33 @@ mod tests {
             entries: rollups
                 .iter()
                 .enumerate()
-                .map(|(i, r)| BundleEntry { rollup_id: *r, payload: vec![seed, i as u8, 1] })
+                .map(|(i, r)| BundleEntry {
+                    rollup_id: *r,
+                    payload: vec![seed, i as u8, 1],
+                })
                 .collect(),
         }
     }
 
     fn valid(block: &Block) -> Result<Vec<Hash>, BlockError> {
-        validate_block(block, &ctx(), &ConsensusParams::default(), &|a| *a == Address([7; 20]), 1_100, &mut |_| false)
+        validate_block(
+            block,
+            &ctx(),
+            &ConsensusParams::default(),
+            &|a| *a == Address([7; 20]),
+            1_100,
+            &mut |_| false,
+        )
     }
 
     #[test]
     fn built_block_validates() {
-        let block = build_block(&ctx(), Address([7; 20]), 1_050, vec![bundle(1, &[1, 2, 3]), bundle(2, &[2])]);
+        let block = build_block(
+            &ctx(),
+            Address([7; 20]),
+            1_050,
+            vec![bundle(1, &[1, 2, 3]), bundle(2, &[2])],
+        );
         assert_eq!(valid(&block).unwrap().len(), 2);
         assert!(block.header.timestamp_ms > 1_000);
     }
@@ -180,7 +221,12 @@ mod tests {
 
     #[test]
     fn rejects_each_broken_rule() {
-        let good = build_block(&ctx(), Address([7; 20]), 1_050, vec![bundle(1, &[1, 2]), bundle(2, &[3])]);
+        let good = build_block(
+            &ctx(),
+            Address([7; 20]),
+            1_050,
+            vec![bundle(1, &[1, 2]), bundle(2, &[3])],
+        );
         let mut b = good.clone();
         b.header.height = 6;
         assert!(matches!(valid(&b), Err(BlockError::WrongHeight { .. })));
@@ -189,40 +235,85 @@ mod tests {
         assert!(matches!(valid(&b), Err(BlockError::WrongParent { .. })));
         let mut b = good.clone();
         b.header.timestamp_ms = 1_000;
-        assert!(matches!(valid(&b), Err(BlockError::TimestampNotIncreasing { .. })));
+        assert!(matches!(
+            valid(&b),
+            Err(BlockError::TimestampNotIncreasing { .. })
+        ));
         let mut b = good.clone();
         b.header.timestamp_ms = 1_100 + 2_001;
-        assert!(matches!(valid(&b), Err(BlockError::TimestampInFuture { .. })));
+        assert!(matches!(
+            valid(&b),
+            Err(BlockError::TimestampInFuture { .. })
+        ));
         let mut b = good.clone();
         b.header.proposer = Address([8; 20]);
         assert!(matches!(valid(&b), Err(BlockError::UnknownProposer(_))));
         let mut b = good.clone();
         b.bundles.swap(0, 1);
-        assert!(matches!(valid(&b), Err(BlockError::WrongBundlesRoot { .. })));
+        assert!(matches!(
+            valid(&b),
+            Err(BlockError::WrongBundlesRoot { .. })
+        ));
         let mut b = good.clone();
         b.bundles.push(b.bundles[0].clone());
         b.header.bundle_count = 3;
         assert!(matches!(valid(&b), Err(BlockError::DuplicateBundle(_))));
         let mut b = good.clone();
         b.bundles.pop();
-        assert!(matches!(valid(&b), Err(BlockError::BundleCountMismatch { .. })));
+        assert!(matches!(
+            valid(&b),
+            Err(BlockError::BundleCountMismatch { .. })
+        ));
         let mut b = good.clone();
         b.bundles[0].entries.clear();
-        assert!(matches!(valid(&b), Err(BlockError::BadBundle { index: 0, error: BundleError::Empty })));
-        let r = validate_block(&good, &ctx(), &ConsensusParams::default(), &|_| true, 1_100, &mut |_| true);
+        assert!(matches!(
+            valid(&b),
+            Err(BlockError::BadBundle {
+                index: 0,
+                error: BundleError::Empty
+            })
+        ));
+        let r = validate_block(
+            &good,
+            &ctx(),
+            &ConsensusParams::default(),
+            &|_| true,
+            1_100,
+            &mut |_| true,
+        );
         assert!(matches!(r, Err(BlockError::AlreadyIncluded(_))));
     }
 
     #[test]
     fn bundle_limits() {
-        let p = ConsensusParams { max_bundle_entries: 2, max_bundle_bytes: 100, ..Default::default() };
+        let p = ConsensusParams {
+            max_bundle_entries: 2,
+            max_bundle_bytes: 100,
+            ..Default::default()
+        };
         assert_eq!(check_bundle(&bundle(1, &[1, 2]), &p), Ok(()));
-        assert!(matches!(check_bundle(&bundle(1, &[1, 2, 3]), &p), Err(BundleError::TooManyEntries { .. })));
-        let big = Bundle { entries: vec![BundleEntry { rollup_id: 1, payload: vec![0; 200] }] };
+        assert!(matches!(
+            check_bundle(&bundle(1, &[1, 2, 3]), &p),
+            Err(BundleError::TooManyEntries { .. })
+        ));
+        let big = Bundle {
+            entries: vec![BundleEntry {
+                rollup_id: 1,
+                payload: vec![0; 200],
+            }],
+        };
         let err = check_bundle(&big, &p).unwrap_err();
         assert!(err.is_size_limit());
-        let empty_payload = Bundle { entries: vec![BundleEntry { rollup_id: 1, payload: vec![] }] };
-        assert_eq!(check_bundle(&empty_payload, &p), Err(BundleError::EmptyPayload { index: 0 }));
+        let empty_payload = Bundle {
+            entries: vec![BundleEntry {
+                rollup_id: 1,
+                payload: vec![],
+            }],
+        };
+        assert_eq!(
+            check_bundle(&empty_payload, &p),
+            Err(BundleError::EmptyPayload { index: 0 })
+        );
     }
 
     proptest! {

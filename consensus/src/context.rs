@@ -25,7 +25,17 @@ use crate::types::{Address, BlockHeader, Bundle};
 
 /// A block height. The first block is height 1.
 #[derive(
-    Copy, Clone, Default, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+    Copy,
+    Clone,
+    Default,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
 )]
 pub struct Height(pub u64);
 
@@ -96,8 +106,14 @@ impl SigningScheme for Ed25519 {
 }
 
 /// Verifies an Ed25519 signature.
-pub fn verify_signature(public_key: &VerificationKey, message: &[u8], signature: &Signature) -> bool {
-    public_key.verify(&ed25519_consensus::Signature::from(signature.0), message).is_ok()
+pub fn verify_signature(
+    public_key: &VerificationKey,
+    message: &[u8],
+    signature: &Signature,
+) -> bool {
+    public_key
+        .verify(&ed25519_consensus::Signature::from(signature.0), message)
+        .is_ok()
 }
 
 /// The chain a signature belongs to: every signed byte string starts with a domain tag and this hash.
@@ -138,7 +154,13 @@ impl ChainDomain {
     pub fn proposal_bytes(&self, p: &Proposal) -> Vec<u8> {
         self.bytes(
             b"baton/proposal/v1",
-            &(p.height.0, round_u32(p.round), p.value.0, round_i64(p.pol_round), p.proposer),
+            &(
+                p.height.0,
+                round_u32(p.round),
+                p.value.0,
+                round_i64(p.pol_round),
+                p.proposer,
+            ),
         )
     }
 
@@ -175,7 +197,11 @@ pub struct Validator {
 
 impl Validator {
     pub fn new(public_key: VerificationKey, voting_power: u64) -> Self {
-        Validator { address: Address::from_public_key_bytes(public_key.as_bytes()), public_key, voting_power }
+        Validator {
+            address: Address::from_public_key_bytes(public_key.as_bytes()),
+            public_key,
+            voting_power,
+        }
     }
 }
 
@@ -216,7 +242,10 @@ fn proposer_schedule(powers: &[u64]) -> Vec<u32> {
     let weights: Vec<u64> = powers.iter().map(|p| (p / scale).max(1)).collect();
     let mut order: Vec<usize> = (0..weights.len()).collect();
     order.sort_by(|a, b| weights[*b].cmp(&weights[*a]).then(a.cmp(b)));
-    let flat: Vec<u32> = order.iter().flat_map(|i| std::iter::repeat_n(*i as u32, weights[*i] as usize)).collect();
+    let flat: Vec<u32> = order
+        .iter()
+        .flat_map(|i| std::iter::repeat_n(*i as u32, weights[*i] as usize))
+        .collect();
     let len = flat.len();
     let positions = (0..len).step_by(2).chain((1..len).step_by(2));
     let mut out = vec![0u32; len];
@@ -241,15 +270,24 @@ impl ValidatorSet {
         }
         let mut total: u64 = 0;
         for v in &validators {
-            total = total.checked_add(v.voting_power).ok_or("total voting power overflows u64")?;
+            total = total
+                .checked_add(v.voting_power)
+                .ok_or("total voting power overflows u64")?;
         }
-        let rows: Vec<([u8; 20], [u8; 32], u64)> =
-            validators.iter().map(|v| (v.address.0, *v.public_key.as_bytes(), v.voting_power)).collect();
+        let rows: Vec<([u8; 20], [u8; 32], u64)> = validators
+            .iter()
+            .map(|v| (v.address.0, *v.public_key.as_bytes(), v.voting_power))
+            .collect();
         let enc = borsh::to_vec(&rows).map_err(|e| e.to_string())?;
         let hash = Hash::digest(&[b"baton/validator-set/v1", &enc]);
         let powers: Vec<u64> = validators.iter().map(|v| v.voting_power).collect();
         let schedule = proposer_schedule(&powers);
-        Ok(ValidatorSet { validators, total_power: total, hash, schedule })
+        Ok(ValidatorSet {
+            validators,
+            total_power: total,
+            hash,
+            schedule,
+        })
     }
 
     pub fn validators(&self) -> &[Validator] {
@@ -406,7 +444,10 @@ impl mct::Vote<BatonContext> for Vote {
     }
 
     fn extend(self, extension: SignedExtension<BatonContext>) -> Self {
-        Vote { extension: Some(extension), ..self }
+        Vote {
+            extension: Some(extension),
+            ..self
+        }
     }
 }
 
@@ -416,9 +457,19 @@ impl mct::Vote<BatonContext> for Vote {
 /// `Fin` (the proposer's signature over height, round and block hash).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum ProposalPart {
-    Init { height: Height, round: Round, pol_round: Round, proposer: Address, header: BlockHeader },
-    Data { bundles: Vec<Bundle> },
-    Fin { signature: Signature },
+    Init {
+        height: Height,
+        round: Round,
+        pol_round: Round,
+        proposer: Address,
+        header: BlockHeader,
+    },
+    Data {
+        bundles: Vec<Bundle>,
+    },
+    Fin {
+        signature: Signature,
+    },
 }
 
 impl mct::ProposalPart<BatonContext> for ProposalPart {
@@ -450,20 +501,64 @@ impl mct::Context for BatonContext {
     type Extension = ();
     type SigningScheme = Ed25519;
 
-    fn select_proposer<'a>(&self, vs: &'a ValidatorSet, height: Height, round: Round) -> &'a Validator {
+    fn select_proposer<'a>(
+        &self,
+        vs: &'a ValidatorSet,
+        height: Height,
+        round: Round,
+    ) -> &'a Validator {
         vs.proposer(height.0, round_u32(round))
     }
 
-    fn new_proposal(&self, height: Height, round: Round, value: Value, pol_round: Round, proposer: Address) -> Proposal {
-        Proposal { height, round, value, pol_round, proposer }
+    fn new_proposal(
+        &self,
+        height: Height,
+        round: Round,
+        value: Value,
+        pol_round: Round,
+        proposer: Address,
+    ) -> Proposal {
+        Proposal {
+            height,
+            round,
+            value,
+            pol_round,
+            proposer,
+        }
     }
 
-    fn new_prevote(&self, height: Height, round: Round, value: NilOrVal<Hash>, validator: Address) -> Vote {
-        Vote { vote_type: VoteType::Prevote, height, round, value, validator, extension: None }
+    fn new_prevote(
+        &self,
+        height: Height,
+        round: Round,
+        value: NilOrVal<Hash>,
+        validator: Address,
+    ) -> Vote {
+        Vote {
+            vote_type: VoteType::Prevote,
+            height,
+            round,
+            value,
+            validator,
+            extension: None,
+        }
     }
 
-    fn new_precommit(&self, height: Height, round: Round, value: NilOrVal<Hash>, validator: Address) -> Vote {
-        Vote { vote_type: VoteType::Precommit, height, round, value, validator, extension: None }
+    fn new_precommit(
+        &self,
+        height: Height,
+        round: Round,
+        value: NilOrVal<Hash>,
+        validator: Address,
+    ) -> Vote {
+        Vote {
+            vote_type: VoteType::Precommit,
+            height,
+            round,
+            value,
+            validator,
+            extension: None,
+        }
     }
 }
 
@@ -518,7 +613,10 @@ impl Signer<BatonContext> for ConsensusSigner {
         Ok(SignedMessage::new(vote, signature))
     }
 
-    async fn sign_proposal(&self, proposal: Proposal) -> Result<SignedMessage<BatonContext, Proposal>, SignError> {
+    async fn sign_proposal(
+        &self,
+        proposal: Proposal,
+    ) -> Result<SignedMessage<BatonContext, Proposal>, SignError> {
         let signature = self.sign(&self.domain.proposal_bytes(&proposal));
         Ok(SignedMessage::new(proposal, signature))
     }
@@ -528,7 +626,9 @@ impl Signer<BatonContext> for ConsensusSigner {
         _scope: VoteExtensionScope<BatonContext>,
         _extension: (),
     ) -> Result<SignedMessage<BatonContext, ()>, SignError> {
-        Err(SignError::from_source(Box::<dyn std::error::Error + Send + Sync>::from(
+        Err(SignError::from_source(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(
             "Baton does not use vote extensions",
         )))
     }
@@ -564,7 +664,9 @@ impl Verifier<BatonContext> for ConsensusVerifier {
             vote.value_hash(),
             &vote.validator,
         );
-        Ok(VerificationResult::from_bool(verify_signature(public_key, &bytes, signature)))
+        Ok(VerificationResult::from_bool(verify_signature(
+            public_key, &bytes, signature,
+        )))
     }
 
     async fn verify_signed_proposal(
@@ -574,7 +676,9 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
         let bytes = self.domain.proposal_bytes(proposal);
-        Ok(VerificationResult::from_bool(verify_signature(public_key, &bytes, signature)))
+        Ok(VerificationResult::from_bool(verify_signature(
+            public_key, &bytes, signature,
+        )))
     }
 
     async fn verify_signed_vote_extension(
@@ -594,8 +698,14 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         let Ok(public_key) = VerificationKey::try_from(proof.public_key.as_slice()) else {
             return Ok(VerificationResult::Invalid);
         };
-        let bytes = self.domain.validator_proof_bytes(&proof.public_key, &proof.peer_id);
-        Ok(VerificationResult::from_bool(verify_signature(&public_key, &bytes, &proof.signature)))
+        let bytes = self
+            .domain
+            .validator_proof_bytes(&proof.public_key, &proof.peer_id);
+        Ok(VerificationResult::from_bool(verify_signature(
+            &public_key,
+            &bytes,
+            &proof.signature,
+        )))
     }
 }
 
@@ -615,8 +725,12 @@ impl GenesisValidator {
     pub fn to_validator(&self) -> Result<Validator, String> {
         let bytes = hex::decode(self.public_key.trim_start_matches("0x"))
             .map_err(|e| format!("validator {}: public_key is not hex: {e}", self.name))?;
-        let key = VerificationKey::try_from(bytes.as_slice())
-            .map_err(|e| format!("validator {}: public_key is not an Ed25519 key: {e}", self.name))?;
+        let key = VerificationKey::try_from(bytes.as_slice()).map_err(|e| {
+            format!(
+                "validator {}: public_key is not an Ed25519 key: {e}",
+                self.name
+            )
+        })?;
         Ok(Validator::new(key, self.voting_power))
     }
 }
@@ -629,7 +743,9 @@ mod tests {
         let vals = powers
             .iter()
             .enumerate()
-            .map(|(i, p)| Validator::new(SigningKey::from([i as u8 + 1; 32]).verification_key(), *p))
+            .map(|(i, p)| {
+                Validator::new(SigningKey::from([i as u8 + 1; 32]).verification_key(), *p)
+            })
             .collect();
         ValidatorSet::new(vals).unwrap()
     }
@@ -641,16 +757,31 @@ mod tests {
         for h in 1..=400 {
             *counts.entry(vs.proposer(h, 0).address).or_insert(0) += 1;
         }
-        let heavy = vs.validators().iter().find(|v| v.voting_power == 2).unwrap().address;
+        let heavy = vs
+            .validators()
+            .iter()
+            .find(|v| v.voting_power == 2)
+            .unwrap()
+            .address;
         assert_eq!(counts[&heavy], 200);
-        for weights in [&[1, 1, 2][..], &[5, 4, 4, 4, 4], &[3, 1, 1, 1], &[1, 1, 1, 1]] {
+        for weights in [
+            &[1, 1, 2][..],
+            &[5, 4, 4, 4, 4],
+            &[3, 1, 1, 1],
+            &[1, 1, 1, 1],
+        ] {
             let vs = set(weights);
             for h in 0..100 {
-                assert_ne!(vs.proposer(h, 0).address, vs.proposer(h, 1).address, "{weights:?} height {h}");
+                assert_ne!(
+                    vs.proposer(h, 0).address,
+                    vs.proposer(h, 1).address,
+                    "{weights:?} height {h}"
+                );
             }
         }
         let equal = set(&[1, 1, 1, 1]);
-        let firsts: std::collections::HashSet<_> = (1..=4).map(|h| equal.proposer(h, 0).address).collect();
+        let firsts: std::collections::HashSet<_> =
+            (1..=4).map(|h| equal.proposer(h, 0).address).collect();
         assert_eq!(firsts.len(), 4, "equal powers rotate through everyone");
     }
 
@@ -658,7 +789,9 @@ mod tests {
     fn huge_powers_are_scaled_into_a_bounded_schedule() {
         let vs = set(&[u64::MAX / 4, 1, 1_000_000]);
         assert!(vs.schedule.len() as u64 <= MAX_SCHEDULE + 3);
-        let seen: std::collections::HashSet<_> = (0..vs.schedule.len() as u64).map(|h| vs.proposer(h, 0).address).collect();
+        let seen: std::collections::HashSet<_> = (0..vs.schedule.len() as u64)
+            .map(|h| vs.proposer(h, 0).address)
+            .collect();
         assert_eq!(seen.len(), 3, "every validator keeps a slot");
     }
 
@@ -669,5 +802,4 @@ mod tests {
         assert_ne!(set(&[1, 1]).hash(), set(&[1, 1, 1]).hash());
         assert!(ValidatorSet::new(vec![]).is_err());
     }
-
 }

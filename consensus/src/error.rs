@@ -39,7 +39,10 @@ pub enum BundleError {
 impl BundleError {
     /// Whether the error is about size (the API maps these to RESOURCE_EXHAUSTED).
     pub fn is_size_limit(&self) -> bool {
-        matches!(self, BundleError::TooManyEntries { .. } | BundleError::TooLarge { .. })
+        matches!(
+            self,
+            BundleError::TooManyEntries { .. } | BundleError::TooLarge { .. }
+        )
     }
 }
 

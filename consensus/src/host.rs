@@ -13,8 +13,8 @@ use tracing::{debug, warn};
 
 use crate::block::{build_block, check_bundle, validate_block, BlockContext};
 use crate::context::{
-    round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart, Signature,
-    ValidatorSet, Value,
+    round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart,
+    Signature, ValidatorSet, Value,
 };
 use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
@@ -199,7 +199,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             Some(t) => (t.hash(), t.timestamp_ms),
             None => (self.genesis_hash, 0),
         };
-        BlockContext { height, parent_hash, parent_timestamp_ms, validator_set_hash: self.validators.hash() }
+        BlockContext {
+            height,
+            parent_hash,
+            parent_timestamp_ms,
+            validator_set_hash: self.validators.hash(),
+        }
     }
 
     /// Checks a bundle's shape and limits (the API calls this before it persists anything).
@@ -218,10 +223,15 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// When the proposer of the next height should build: now if the mempool already fills a block, otherwise
     /// one block time after the parent.
     pub fn proposal_deadline_ms(&self) -> u64 {
-        if self.mempool.fills_block(self.params.max_block_bytes, self.params.max_block_bundles as usize) {
+        if self.mempool.fills_block(
+            self.params.max_block_bytes,
+            self.params.max_block_bundles as usize,
+        ) {
             return 0;
         }
-        self.tip.as_ref().map_or(0, |t| t.timestamp_ms + self.params.block_time_ms)
+        self.tip
+            .as_ref()
+            .map_or(0, |t| t.timestamp_ms + self.params.block_time_ms)
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -230,7 +240,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// A new round started: returns the undecided values already known for it (after a crash, or received
     /// before the height started), validating early arrivals now that the parent is known.
-    pub fn started_round(&mut self, height: u64, round: u32) -> Result<Vec<ProposedValue<BatonContext>>, ConsensusError> {
+    pub fn started_round(
+        &mut self,
+        height: u64,
+        round: u32,
+    ) -> Result<Vec<ProposedValue<BatonContext>>, ConsensusError> {
         self.current = height;
         self.future.retain(|h, _| *h >= height);
         if let Some(early) = self.future.remove(&height) {
@@ -272,8 +286,14 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// Builds (or, after a restart, rebuilds from disk) this node's proposal for `(height, round)` and returns the
     /// value with the proposal parts to publish.
-    pub fn propose(&mut self, height: u64, round: u32) -> Result<(Value, Vec<ProposalPart>), ConsensusError> {
-        let me = self.address().ok_or_else(|| ConsensusError::Storage("a full node cannot propose".into()))?;
+    pub fn propose(
+        &mut self,
+        height: u64,
+        round: u32,
+    ) -> Result<(Value, Vec<ProposalPart>), ConsensusError> {
+        let me = self
+            .address()
+            .ok_or_else(|| ConsensusError::Storage("a full node cannot propose".into()))?;
         let existing = self
             .store
             .undecided(height)?
@@ -285,12 +305,21 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 let ctx = self.block_context(height);
                 let bundles = self
                     .mempool
-                    .select(self.params.max_block_bytes, self.params.max_block_bundles as usize)
+                    .select(
+                        self.params.max_block_bytes,
+                        self.params.max_block_bundles as usize,
+                    )
                     .into_iter()
                     .map(|(_, b)| b)
                     .collect();
                 let block = build_block(&ctx, me, self.clock.now_ms(), bundles);
-                let p = UndecidedProposal { round, valid_round: None, proposer: me, valid: true, block };
+                let p = UndecidedProposal {
+                    round,
+                    valid_round: None,
+                    proposer: me,
+                    valid: true,
+                    block,
+                };
                 self.store.put_undecided(height, &p)?;
                 p.block
             }
@@ -308,15 +337,27 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         valid_round: Round,
         value_id: &Hash,
     ) -> Result<Option<Vec<ProposalPart>>, ConsensusError> {
-        let found = self.store.undecided(height)?.into_iter().find(|p| p.block.hash() == *value_id);
+        let found = self
+            .store
+            .undecided(height)?
+            .into_iter()
+            .find(|p| p.block.hash() == *value_id);
         match found {
             Some(p) => Ok(Some(self.parts_for(&p.block, round, valid_round)?)),
             None => Ok(None),
         }
     }
 
-    fn parts_for(&self, block: &Block, round: u32, pol_round: Round) -> Result<Vec<ProposalPart>, ConsensusError> {
-        let signer = self.signer.as_ref().ok_or_else(|| ConsensusError::Storage("no signing key".into()))?;
+    fn parts_for(
+        &self,
+        block: &Block,
+        round: u32,
+        pol_round: Round,
+    ) -> Result<Vec<ProposalPart>, ConsensusError> {
+        let signer = self
+            .signer
+            .as_ref()
+            .ok_or_else(|| ConsensusError::Storage("no signing key".into()))?;
         let height = block.height();
         let mut parts = vec![ProposalPart::Init {
             height: Height(height),
@@ -330,7 +371,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         for b in &block.bundles {
             let len = b.encoded_len();
             if !chunk.is_empty() && chunk_bytes + len > self.limits.part_bytes {
-                parts.push(ProposalPart::Data { bundles: std::mem::take(&mut chunk) });
+                parts.push(ProposalPart::Data {
+                    bundles: std::mem::take(&mut chunk),
+                });
                 chunk_bytes = 0;
             }
             chunk_bytes += len;
@@ -391,7 +434,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if !complete {
             return Ok(None);
         }
-        let Some(stream) = self.drop_stream(&key) else { return Ok(None) };
+        let Some(stream) = self.drop_stream(&key) else {
+            return Ok(None);
+        };
         self.assemble(stream)
     }
 
@@ -400,9 +445,19 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.streams.remove(key)
     }
 
-    fn assemble(&mut self, stream: PartStream) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+    fn assemble(
+        &mut self,
+        stream: PartStream,
+    ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
         let mut parts = stream.parts.into_values();
-        let Some(ProposalPart::Init { height, round, pol_round, proposer, header }) = parts.next() else {
+        let Some(ProposalPart::Init {
+            height,
+            round,
+            pol_round,
+            proposer,
+            header,
+        }) = parts.next()
+        else {
             warn!("proposal stream does not start with Init; dropping");
             return Ok(None);
         };
@@ -430,8 +485,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         let block = Block { header, bundles };
         let hash = block.hash();
-        if !verify_signature(&expected.public_key, &self.domain.parts_bytes(height, round_n, &hash), &signature) {
-            warn!(height, round = round_n, "proposal parts with a bad signature; dropping");
+        if !verify_signature(
+            &expected.public_key,
+            &self.domain.parts_bytes(height, round_n, &hash),
+            &signature,
+        ) {
+            warn!(
+                height,
+                round = round_n,
+                "proposal parts with a bad signature; dropping"
+            );
             return Ok(None);
         }
         // The value id is the header hash, and the header commits to the body only through `bundles_root`. A body
@@ -441,7 +504,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if block.header.bundle_count as usize != hashes.len()
             || crate::types::bundles_root(&hashes) != block.header.bundles_root
         {
-            warn!(height, round = round_n, "proposal body does not match its header; dropping");
+            warn!(
+                height,
+                round = round_n,
+                "proposal body does not match its header; dropping"
+            );
             return Ok(None);
         }
         if height < self.current {
@@ -451,13 +518,24 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             if height <= self.current + self.limits.future_heights {
                 let list = self.future.entry(height).or_default();
                 if list.len() < 16 {
-                    list.push(Assembled { round: round_n, pol_round, proposer, block });
+                    list.push(Assembled {
+                        round: round_n,
+                        pol_round,
+                        proposer,
+                        block,
+                    });
                 }
             }
             return Ok(None);
         }
         let valid = self.judge(&block, height);
-        let p = UndecidedProposal { round: round_n, valid_round: pol_round.as_u32(), proposer, valid, block };
+        let p = UndecidedProposal {
+            round: round_n,
+            valid_round: pol_round.as_u32(),
+            proposer,
+            valid,
+            block,
+        };
         self.store.put_undecided(height, &p)?;
         Ok(Some(proposed_value(height, &p)))
     }
@@ -482,7 +560,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// A decided block with its certificate, for peers that sync from us.
-    pub fn decided_value(&self, height: u64) -> Result<Option<(Certificate, Block)>, ConsensusError> {
+    pub fn decided_value(
+        &self,
+        height: u64,
+    ) -> Result<Option<(Certificate, Block)>, ConsensusError> {
         match (self.store.certificate(height)?, self.store.block(height)?) {
             (Some(c), Some(b)) => Ok(Some((c, b))),
             _ => Ok(None),
@@ -504,7 +585,13 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(SyncVerdict::NotNow);
         }
         let valid = self.judge(&block, height);
-        let p = UndecidedProposal { round, valid_round: None, proposer, valid, block };
+        let p = UndecidedProposal {
+            round,
+            valid_round: None,
+            proposer,
+            valid,
+            block,
+        };
         self.store.put_undecided(height, &p)?;
         Ok(SyncVerdict::Verdict(proposed_value(height, &p)))
     }
@@ -517,7 +604,11 @@ fn proposed_value(height: u64, p: &UndecidedProposal) -> ProposedValue<BatonCont
         valid_round: p.valid_round.map_or(Round::Nil, Round::new),
         proposer: p.proposer,
         value: Value(p.block.hash()),
-        validity: if p.valid { Validity::Valid } else { Validity::Invalid },
+        validity: if p.valid {
+            Validity::Valid
+        } else {
+            Validity::Invalid
+        },
     }
 }
 
@@ -527,7 +618,11 @@ pub fn certificate_from_engine(c: &CommitCertificate<BatonContext>) -> Certifica
         height: c.height.0,
         round: round_u32(c.round),
         block_hash: c.value_id,
-        signatures: c.commit_signatures.iter().map(|s| (s.address, s.signature.0)).collect(),
+        signatures: c
+            .commit_signatures
+            .iter()
+            .map(|s| (s.address, s.signature.0))
+            .collect(),
     }
 }
 
@@ -564,10 +659,17 @@ mod tests {
         fn new(n: u8) -> Self {
             let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from([i + 1; 32])).collect();
             let vs = ValidatorSet::new(
-                keys.iter().map(|k| crate::context::Validator::new(k.verification_key(), 1)).collect(),
+                keys.iter()
+                    .map(|k| crate::context::Validator::new(k.verification_key(), 1))
+                    .collect(),
             )
             .unwrap();
-            Net { keys, vs, domain: ChainDomain::new("test"), clock: Arc::new(ManualClock::new(1_000_000)) }
+            Net {
+                keys,
+                vs,
+                domain: ChainDomain::new("test"),
+                clock: Arc::new(ManualClock::new(1_000_000)),
+            }
         }
 
         fn host(&self, who: Address, store: MemStore) -> Host<MemStore, Arc<ManualClock>> {
@@ -594,8 +696,14 @@ mod tests {
     fn bundle(n: u8) -> Bundle {
         Bundle {
             entries: vec![
-                BundleEntry { rollup_id: 1, payload: vec![n; 10] },
-                BundleEntry { rollup_id: 2, payload: vec![n; 3] },
+                BundleEntry {
+                    rollup_id: 1,
+                    payload: vec![n; 10],
+                },
+                BundleEntry {
+                    rollup_id: 2,
+                    payload: vec![n; 3],
+                },
             ],
         }
     }
@@ -607,21 +715,36 @@ mod tests {
     ) -> Option<ProposedValue<BatonContext>> {
         let mut out = None;
         for (i, p) in parts.iter().enumerate() {
-            out = to.on_part(publisher, b"s", i as u64, Some(p.clone())).unwrap();
+            out = to
+                .on_part(publisher, b"s", i as u64, Some(p.clone()))
+                .unwrap();
             assert!(out.is_none(), "complete before Fin");
         }
-        to.on_part(publisher, b"s", parts.len() as u64, None).unwrap().or(out)
+        to.on_part(publisher, b"s", parts.len() as u64, None)
+            .unwrap()
+            .or(out)
     }
 
     fn cert(height: u64, round: u32, hash: Hash) -> Certificate {
-        Certificate { height, round, block_hash: hash, signatures: vec![] }
+        Certificate {
+            height,
+            round,
+            block_hash: hash,
+            signatures: vec![],
+        }
     }
 
     #[test]
     fn propose_receive_decide_and_restart() {
         let net = Net::new(4);
         let proposer = net.vs.proposer(1, 0).address;
-        let other = net.vs.validators().iter().find(|v| v.address != proposer).unwrap().address;
+        let other = net
+            .vs
+            .validators()
+            .iter()
+            .find(|v| v.address != proposer)
+            .unwrap()
+            .address;
         let store_p = MemStore::default();
         let store_o = MemStore::default();
         let mut p = net.host(proposer, store_p.clone());
@@ -645,7 +768,10 @@ mod tests {
         assert_eq!(b1, b2);
         assert_eq!(b1.bundles.len(), 3);
         assert!(p.mempool().is_empty());
-        assert_eq!(store_o.inclusion(&bundle(2).hash()).unwrap().unwrap().index, 2);
+        assert_eq!(
+            store_o.inclusion(&bundle(2).hash()).unwrap().unwrap().index,
+            2
+        );
         assert!(store_p.pending_bundles().unwrap().is_empty());
 
         // A restarted host resumes at the next height from its store.
@@ -658,8 +784,13 @@ mod tests {
     fn tampered_or_foreign_streams_are_refused() {
         let net = Net::new(4);
         let proposer = net.vs.proposer(1, 0).address;
-        let others: Vec<Address> =
-            net.vs.validators().iter().map(|v| v.address).filter(|a| *a != proposer).collect();
+        let others: Vec<Address> = net
+            .vs
+            .validators()
+            .iter()
+            .map(|v| v.address)
+            .filter(|a| *a != proposer)
+            .collect();
         let mut p = net.host(proposer, MemStore::default());
         let mut o = net.host(others[0], MemStore::default());
         let mut impostor = net.host(others[1], MemStore::default());
@@ -680,21 +811,33 @@ mod tests {
         assert!(deliver(&mut o, &fake, b"y").is_none());
 
         // The genuine stream still goes through.
-        assert_eq!(deliver(&mut o, &parts, b"z").unwrap().validity, Validity::Valid);
+        assert_eq!(
+            deliver(&mut o, &parts, b"z").unwrap().validity,
+            Validity::Valid
+        );
     }
 
     #[test]
     fn invalid_block_is_judged_invalid_not_dropped() {
         let net = Net::new(4);
         let proposer = net.vs.proposer(1, 0).address;
-        let other = net.vs.validators().iter().find(|v| v.address != proposer).unwrap().address;
+        let other = net
+            .vs
+            .validators()
+            .iter()
+            .find(|v| v.address != proposer)
+            .unwrap()
+            .address;
         let mut p = net.host(proposer, MemStore::default());
         let mut o = net.host(other, MemStore::default());
         o.started_round(1, 0).unwrap();
         // The proposer signs a block whose timestamp is far in the future: well-formed, correctly signed, invalid.
         net.clock.advance(0);
         let (_, _) = p.propose(1, 0).unwrap();
-        let future = Net { clock: Arc::new(ManualClock::new(1_000_000 + 60_000)), ..Net::new(4) };
+        let future = Net {
+            clock: Arc::new(ManualClock::new(1_000_000 + 60_000)),
+            ..Net::new(4)
+        };
         let mut p_future = future.host(proposer, MemStore::default());
         let (_, parts) = p_future.propose(1, 0).unwrap();
         let pv = deliver(&mut o, &parts, b"p").unwrap();
@@ -706,7 +849,13 @@ mod tests {
         let net = Net::new(4);
         let p2 = net.vs.proposer(2, 0).address;
         let p1 = net.vs.proposer(1, 0).address;
-        let other = net.vs.validators().iter().find(|v| v.address != p1 && v.address != p2).unwrap().address;
+        let other = net
+            .vs
+            .validators()
+            .iter()
+            .find(|v| v.address != p1 && v.address != p2)
+            .unwrap()
+            .address;
         let store = MemStore::default();
         let mut o = net.host(other, store.clone());
         let mut h1 = net.host(p1, MemStore::default());
@@ -718,7 +867,10 @@ mod tests {
         h2.decided(cert(1, 0, v1.0)).unwrap();
         net.clock.advance(100);
         let (v2, parts2) = h2.propose(2, 0).unwrap();
-        assert!(deliver(&mut o, &parts2, b"b").is_none(), "height 2 is in the future for o");
+        assert!(
+            deliver(&mut o, &parts2, b"b").is_none(),
+            "height 2 is in the future for o"
+        );
         deliver(&mut o, &parts1, b"a").unwrap();
         o.decided(cert(1, 0, v1.0)).unwrap();
         let values = o.started_round(2, 0).unwrap();

@@ -21,4 +21,7 @@ pub mod types;
 
 pub use error::{BlockError, BundleError, ConsensusError};
 pub use hash::Hash;
-pub use types::{Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, RollupBatch, RollupId};
+pub use types::{
+    Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, RollupBatch,
+    RollupId,
+};

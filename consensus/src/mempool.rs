@@ -131,7 +131,12 @@ mod tests {
     use crate::types::BundleEntry;
 
     fn b(n: u8, size: usize) -> (Hash, Bundle) {
-        let bundle = Bundle { entries: vec![BundleEntry { rollup_id: 1, payload: vec![n; size] }] };
+        let bundle = Bundle {
+            entries: vec![BundleEntry {
+                rollup_id: 1,
+                payload: vec![n; size],
+            }],
+        };
         (bundle.hash(), bundle)
     }
 
@@ -146,7 +151,10 @@ mod tests {
         let (h3, b3) = b(3, 10);
         m.insert(h3, b3).unwrap();
         let (h4, b4) = b(4, 10);
-        assert!(matches!(m.insert(h4, b4), Err(ConsensusError::MempoolFull(_))));
+        assert!(matches!(
+            m.insert(h4, b4),
+            Err(ConsensusError::MempoolFull(_))
+        ));
         let sel: Vec<_> = m.select(u64::MAX, 10).into_iter().map(|(h, _)| h).collect();
         assert_eq!(sel, vec![h1, h2, h3]);
         m.remove(&[h2]);

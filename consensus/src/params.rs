@@ -75,7 +75,10 @@ impl ConsensusParams {
     pub fn validate(&self) -> Result<(), ConsensusError> {
         let bad = |m: String| Err(ConsensusError::InvalidParams(m));
         if self.block_time_ms == 0 || self.block_time_ms > 60_000 {
-            return bad(format!("block_time_ms must be in 1..=60000, got {}", self.block_time_ms));
+            return bad(format!(
+                "block_time_ms must be in 1..=60000, got {}",
+                self.block_time_ms
+            ));
         }
         if self.timeouts.propose_ms < 2 * self.block_time_ms {
             return bad(format!(
@@ -88,7 +91,10 @@ impl ConsensusParams {
             return bad("max_bundle_entries must be at least 1".into());
         }
         if self.max_bundle_bytes < 64 {
-            return bad(format!("max_bundle_bytes must be at least 64, got {}", self.max_bundle_bytes));
+            return bad(format!(
+                "max_bundle_bytes must be at least 64, got {}",
+                self.max_bundle_bytes
+            ));
         }
         if u64::from(self.max_bundle_bytes) > self.max_block_bytes {
             return bad(format!(
@@ -97,13 +103,17 @@ impl ConsensusParams {
             ));
         }
         if self.max_block_bytes > 64 * 1024 * 1024 {
-            return bad(format!("max_block_bytes must be at most 64 MiB, got {}", self.max_block_bytes));
+            return bad(format!(
+                "max_block_bytes must be at most 64 MiB, got {}",
+                self.max_block_bytes
+            ));
         }
         if self.max_block_bundles == 0 {
             return bad("max_block_bundles must be at least 1".into());
         }
         let t = &self.timeouts;
-        if t.propose_ms == 0 || t.prevote_ms == 0 || t.precommit_ms == 0 || t.max_ms < t.propose_ms {
+        if t.propose_ms == 0 || t.prevote_ms == 0 || t.precommit_ms == 0 || t.max_ms < t.propose_ms
+        {
             return bad("timeouts must be positive and max_ms must be at least propose_ms".into());
         }
         Ok(())
@@ -129,7 +139,11 @@ mod tests {
 
     #[test]
     fn rejects_bundle_larger_than_block() {
-        let p = ConsensusParams { max_block_bytes: 1000, max_bundle_bytes: 2000, ..Default::default() };
+        let p = ConsensusParams {
+            max_block_bytes: 1000,
+            max_bundle_bytes: 2000,
+            ..Default::default()
+        };
         assert!(p.validate().is_err());
     }
 }

@@ -29,12 +29,21 @@ pub trait ChainStore: Send + Sync {
     fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError>;
     /// Where a bundle was included, if it was.
     fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError>;
-    fn put_undecided(&self, height: u64, proposal: &UndecidedProposal) -> Result<(), ConsensusError>;
+    fn put_undecided(
+        &self,
+        height: u64,
+        proposal: &UndecidedProposal,
+    ) -> Result<(), ConsensusError>;
     /// Undecided proposals recorded for a height.
     fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError>;
     /// Atomically stores a decided block with its certificate, indexes its batches and bundles, removes its
     /// bundles from the persisted mempool and forgets undecided proposals up to its height.
-    fn commit(&self, block: &Block, bundle_hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError>;
+    fn commit(
+        &self,
+        block: &Block,
+        bundle_hashes: &[Hash],
+        cert: &Certificate,
+    ) -> Result<(), ConsensusError>;
     /// Bundles acknowledged to clients and not yet included (the persisted mempool).
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError>;
 }
@@ -66,7 +75,12 @@ impl MemStore {
 
 impl ChainStore for MemStore {
     fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError> {
-        Ok(self.lock().blocks.values().next_back().map(|(b, _)| b.header.clone()))
+        Ok(self
+            .lock()
+            .blocks
+            .values()
+            .next_back()
+            .map(|(b, _)| b.header.clone()))
     }
 
     fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError> {
@@ -81,25 +95,49 @@ impl ChainStore for MemStore {
         Ok(self.lock().inclusions.get(bundle).copied())
     }
 
-    fn put_undecided(&self, height: u64, proposal: &UndecidedProposal) -> Result<(), ConsensusError> {
+    fn put_undecided(
+        &self,
+        height: u64,
+        proposal: &UndecidedProposal,
+    ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
         let list = g.undecided.entry(height).or_default();
-        if !list.iter().any(|p| p.round == proposal.round && p.block.hash() == proposal.block.hash()) {
+        if !list
+            .iter()
+            .any(|p| p.round == proposal.round && p.block.hash() == proposal.block.hash())
+        {
             list.push(proposal.clone());
         }
         Ok(())
     }
 
     fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError> {
-        Ok(self.lock().undecided.get(&height).cloned().unwrap_or_default())
+        Ok(self
+            .lock()
+            .undecided
+            .get(&height)
+            .cloned()
+            .unwrap_or_default())
     }
 
-    fn commit(&self, block: &Block, bundle_hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError> {
+    fn commit(
+        &self,
+        block: &Block,
+        bundle_hashes: &[Hash],
+        cert: &Certificate,
+    ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
         let height = block.height();
         let block_hash = block.hash();
         for (index, h) in bundle_hashes.iter().enumerate() {
-            g.inclusions.insert(*h, Inclusion { height, block_hash, index: index as u32 });
+            g.inclusions.insert(
+                *h,
+                Inclusion {
+                    height,
+                    block_hash,
+                    index: index as u32,
+                },
+            );
             g.pending.remove(h);
         }
         g.blocks.insert(height, (block.clone(), cert.clone()));

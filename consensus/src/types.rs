@@ -75,7 +75,11 @@ impl Bundle {
     /// Size of the bundle's canonical encoding in bytes.
     pub fn encoded_len(&self) -> usize {
         // u32 entry count + per entry: u64 rollup id + u32 length + payload
-        4 + self.entries.iter().map(|e| 8 + 4 + e.payload.len()).sum::<usize>()
+        4 + self
+            .entries
+            .iter()
+            .map(|e| 8 + 4 + e.payload.len())
+            .sum::<usize>()
     }
 
     /// The distinct rollups this bundle touches, in ascending order.
@@ -273,7 +277,10 @@ mod tests {
         Bundle {
             entries: entries
                 .iter()
-                .map(|(r, p)| BundleEntry { rollup_id: *r, payload: p.to_vec() })
+                .map(|(r, p)| BundleEntry {
+                    rollup_id: *r,
+                    payload: p.to_vec(),
+                })
                 .collect(),
         }
     }

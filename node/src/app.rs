@@ -14,12 +14,16 @@ use tracing::{debug, error, info, warn};
 
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
 use baton_consensus::hash::Hash;
-use baton_consensus::host::{certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict};
+use baton_consensus::host::{
+    certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict,
+};
 use baton_consensus::params::TimeoutParams;
 use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
-use malachitebft_app_channel::app::types::core::{ExtendedCommitCertificate, LinearTimeouts, Round, VoteExtensions};
+use malachitebft_app_channel::app::types::core::{
+    ExtendedCommitCertificate, LinearTimeouts, Round, VoteExtensions,
+};
 use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
@@ -34,7 +38,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
     }
 }
 
@@ -92,7 +99,11 @@ impl ConsensusLoop {
     }
 
     fn height_params(&self) -> HeightParams<BatonContext> {
-        HeightParams::new(self.host.validators().clone(), linear_timeouts(&self.host.params().timeouts), None)
+        HeightParams::new(
+            self.host.validators().clone(),
+            linear_timeouts(&self.host.params().timeouts),
+            None,
+        )
     }
 
     fn publish_gauges(&self) {
@@ -139,13 +150,22 @@ impl ConsensusLoop {
     }
 
     async fn propose_pending(&mut self) -> Result<(), NodeError> {
-        let Some(p) = self.pending.take() else { return Ok(()) };
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
         let (value, parts) = self.host.propose(p.height, round_u32(p.round))?;
-        let _ = p.reply.send(LocallyProposedValue::new(Height(p.height), p.round, value));
+        let _ = p
+            .reply
+            .send(LocallyProposedValue::new(Height(p.height), p.round, value));
         self.publish(p.height, p.round, parts).await
     }
 
-    async fn publish(&self, height: u64, round: Round, parts: Vec<ProposalPart>) -> Result<(), NodeError> {
+    async fn publish(
+        &self,
+        height: u64,
+        round: Round,
+        parts: Vec<ProposalPart>,
+    ) -> Result<(), NodeError> {
         let mut id = Vec::with_capacity(16);
         id.extend_from_slice(&height.to_be_bytes());
         id.extend_from_slice(&round.as_i64().to_be_bytes());
@@ -160,7 +180,11 @@ impl ConsensusLoop {
     }
 
     async fn send_net(&self, msg: NetworkMsg<BatonContext>) -> Result<(), NodeError> {
-        self.channels.network.send(msg).await.map_err(|_| NodeError::Engine("network channel closed".into()))
+        self.channels
+            .network
+            .send(msg)
+            .await
+            .map_err(|_| NodeError::Engine("network channel closed".into()))
     }
 
     async fn handle(&mut self, msg: AppMsg<BatonContext>) -> Result<(), NodeError> {
@@ -170,46 +194,88 @@ impl ConsensusLoop {
                 info!(start, "consensus ready");
                 let _ = reply.send((Height(start), self.height_params()));
             }
-            AppMsg::StartedRound { height, round, reply_value, .. } => {
-                if self.pending.as_ref().is_some_and(|p| p.height != height.0 || p.round != round) {
+            AppMsg::StartedRound {
+                height,
+                round,
+                reply_value,
+                ..
+            } => {
+                if self
+                    .pending
+                    .as_ref()
+                    .is_some_and(|p| p.height != height.0 || p.round != round)
+                {
                     self.pending = None;
                 }
                 let values = self.host.started_round(height.0, round_u32(round))?;
                 let _ = reply_value.send(values);
             }
-            AppMsg::GetValue { height, round, timeout, reply } => {
+            AppMsg::GetValue {
+                height,
+                round,
+                timeout,
+                reply,
+            } => {
                 let now = self.host.now_ms();
                 let wait_ms = self.host.proposal_deadline_ms().saturating_sub(now);
                 let wait = Duration::from_millis(wait_ms).min(timeout / 2);
-                self.pending = Some(PendingValue { height: height.0, round, deadline: Instant::now() + wait, reply });
+                self.pending = Some(PendingValue {
+                    height: height.0,
+                    round,
+                    deadline: Instant::now() + wait,
+                    reply,
+                });
                 if wait.is_zero() {
                     self.propose_pending().await?;
                 }
             }
-            AppMsg::RestreamProposal { height, round, valid_round, value_id, .. } => {
-                if let Some(parts) = self.host.restream(height.0, round_u32(round), valid_round, &value_id)? {
+            AppMsg::RestreamProposal {
+                height,
+                round,
+                valid_round,
+                value_id,
+                ..
+            } => {
+                if let Some(parts) =
+                    self.host
+                        .restream(height.0, round_u32(round), valid_round, &value_id)?
+                {
                     self.publish(height.0, round, parts).await?;
                 }
             }
             AppMsg::ExtendVote { reply, .. } => {
                 let _ = reply.send(None);
             }
-            AppMsg::VerifyVoteExtensions { extensions, reply, .. } => {
+            AppMsg::VerifyVoteExtensions {
+                extensions, reply, ..
+            } => {
                 let _ = reply.send(extensions.into_iter().map(|(a, _)| (a, Ok(()))).collect());
             }
             AppMsg::GetHistoryMinHeight { reply } => {
                 let _ = reply.send(Height(1));
             }
-            AppMsg::ReceivedProposalPart { from, published_by, part, reply } => {
+            AppMsg::ReceivedProposalPart {
+                from,
+                published_by,
+                part,
+                reply,
+            } => {
                 let publisher = published_by.unwrap_or(from).to_bytes();
                 let content = match part.content {
                     StreamContent::Data(p) => Some(p),
                     StreamContent::Fin => None,
                 };
-                let value = self.host.on_part(&publisher, &part.stream_id.to_bytes(), part.sequence, content)?;
+                let value = self.host.on_part(
+                    &publisher,
+                    &part.stream_id.to_bytes(),
+                    part.sequence,
+                    content,
+                )?;
                 let _ = reply.send(value);
             }
-            AppMsg::Decided { certificate, reply, .. } => {
+            AppMsg::Decided {
+                certificate, reply, ..
+            } => {
                 let cert = certificate_from_engine(&certificate);
                 let height = cert.height;
                 match self.host.decided(cert) {
@@ -227,7 +293,9 @@ impl ConsensusLoop {
                 }
                 let _ = reply.send(());
             }
-            AppMsg::Finalized { certificate, reply, .. } => {
+            AppMsg::Finalized {
+                certificate, reply, ..
+            } => {
                 let height = certificate.height.0;
                 let next = if self.failed_decision == Some(height) {
                     Next::Restart(Height(height), self.height_params())
@@ -239,24 +307,41 @@ impl ConsensusLoop {
             AppMsg::GetDecidedValues { range, reply } => {
                 let mut out = Vec::new();
                 let mut bytes = 0usize;
-                let (start, end) = (range.start().0, range.end().0.min(self.host.next_height().saturating_sub(1)));
+                let (start, end) = (
+                    range.start().0,
+                    range.end().0.min(self.host.next_height().saturating_sub(1)),
+                );
                 for h in start..=end {
-                    let Some((cert, block)) = self.host.decided_value(h)? else { break };
+                    let Some((cert, block)) = self.host.decided_value(h)? else {
+                        break;
+                    };
                     let value_bytes = block.encode();
                     bytes += value_bytes.len() + 128 * cert.signatures.len();
                     if !out.is_empty() && bytes > self.max_sync_response_bytes {
                         break;
                     }
-                    let certificate = ExtendedCommitCertificate::from_commit_certificate_and_extensions(
-                        certificate_to_engine(&cert),
-                        VoteExtensions::default(),
-                    );
+                    let certificate =
+                        ExtendedCommitCertificate::from_commit_certificate_and_extensions(
+                            certificate_to_engine(&cert),
+                            VoteExtensions::default(),
+                        );
                     out.push(RawDecidedValue::new(Bytes::from(value_bytes), certificate));
                 }
                 let _ = reply.send(out);
             }
-            AppMsg::ProcessSyncedValue { height, round, proposer, value_bytes, reply } => {
-                let outcome = match self.host.synced_value(height.0, round_u32(round), proposer, &value_bytes)? {
+            AppMsg::ProcessSyncedValue {
+                height,
+                round,
+                proposer,
+                value_bytes,
+                reply,
+            } => {
+                let outcome = match self.host.synced_value(
+                    height.0,
+                    round_u32(round),
+                    proposer,
+                    &value_bytes,
+                )? {
                     SyncVerdict::Verdict(pv) => SyncedValueOutcome::Verdict(pv),
                     SyncVerdict::PeerFault => SyncedValueOutcome::PeerFault,
                     SyncVerdict::NotNow => SyncedValueOutcome::LocalTransientError,

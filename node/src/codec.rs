@@ -15,7 +15,8 @@ use malachitebft_app_channel::app::streaming::StreamMessage;
 use malachitebft_codec::{Codec, HasEncodedLen};
 use malachitebft_core_consensus::{LivenessMsg, ProposedValue, SignedConsensusMsg};
 use malachitebft_core_types::{
-    ExtendedCommitCertificate, ExtendedCommitSignature, PolkaCertificate, Round, SignedExtension, ValidatorProof,
+    ExtendedCommitCertificate, ExtendedCommitSignature, PolkaCertificate, Round, SignedExtension,
+    ValidatorProof,
 };
 use malachitebft_sync::{RawDecidedValue, Request, Response, Status, ValueResponse};
 
@@ -127,7 +128,10 @@ impl Codec<Response<BatonContext>> for WireCodec {
                 RawDecidedValue::new(Bytes::from(d.value_bytes), certificate)
             })
             .collect();
-        Ok(Response::ValueResponse(ValueResponse::new(w.start_height, values)))
+        Ok(Response::ValueResponse(ValueResponse::new(
+            w.start_height,
+            values,
+        )))
     }
 
     fn encode(&self, r: &Response<BatonContext>) -> Result<Bytes, CodecError> {
@@ -157,7 +161,11 @@ impl Codec<ValidatorProof<BatonContext>> for WireCodec {
     }
 
     fn encode(&self, p: &ValidatorProof<BatonContext>) -> Result<Bytes, CodecError> {
-        let w = WireProof { public_key: p.public_key.clone(), peer_id: p.peer_id.clone(), signature: p.signature.clone() };
+        let w = WireProof {
+            public_key: p.public_key.clone(),
+            peer_id: p.peer_id.clone(),
+            signature: p.signature.clone(),
+        };
         Ok(Bytes::from(borsh::to_vec(&w)?))
     }
 }
@@ -173,7 +181,11 @@ mod tests {
             height: Height(4),
             round: Round::new(1),
             value_id: Hash([9; 32]),
-            commit_signatures: vec![ExtendedCommitSignature::new(Address([1; 20]), Signature([2; 64]), None)],
+            commit_signatures: vec![ExtendedCommitSignature::new(
+                Address([1; 20]),
+                Signature([2; 64]),
+                None,
+            )],
         };
         let resp = Response::ValueResponse(ValueResponse::new(
             Height(4),

@@ -130,7 +130,10 @@ pub struct StorageSection {
 
 impl Default for StorageSection {
     fn default() -> Self {
-        StorageSection { sync_writes: true, block_cache_bytes: 256 * 1024 * 1024 }
+        StorageSection {
+            sync_writes: true,
+            block_cache_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -147,7 +150,11 @@ pub struct SyncSection {
 
 impl Default for SyncSection {
     fn default() -> Self {
-        SyncSection { status_interval_ms: 500, request_timeout_ms: 5_000, batch_size: 8 }
+        SyncSection {
+            status_interval_ms: 500,
+            request_timeout_ms: 5_000,
+            batch_size: 8,
+        }
     }
 }
 
@@ -156,8 +163,8 @@ impl NodeConfig {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Config(format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: NodeConfig =
-            toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
+        let mut cfg: NodeConfig = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [&mut cfg.data_dir, &mut cfg.genesis_file, &mut cfg.key_file] {
             if p.is_relative() {
@@ -173,25 +180,46 @@ impl NodeConfig {
         if self.moniker.is_empty() {
             return bad("moniker must not be empty".into());
         }
-        if self.p2p.listen_addr.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
-            return bad(format!("p2p.listen_addr `{}` is not a multiaddr", self.p2p.listen_addr));
+        if self
+            .p2p
+            .listen_addr
+            .parse::<malachitebft_app_channel::app::net::Multiaddr>()
+            .is_err()
+        {
+            return bad(format!(
+                "p2p.listen_addr `{}` is not a multiaddr",
+                self.p2p.listen_addr
+            ));
         }
         for p in &self.p2p.extra_peers {
-            if p.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
+            if p.parse::<malachitebft_app_channel::app::net::Multiaddr>()
+                .is_err()
+            {
                 return bad(format!("p2p.extra_peers entry `{p}` is not a multiaddr"));
             }
         }
         if self.p2p.max_gossip_bytes < 64 * 1024 {
             return bad("p2p.max_gossip_bytes must be at least 64 KiB".into());
         }
-        if self.grpc.max_subscribers == 0 || self.grpc.stream_buffer == 0 || self.grpc.submit_stream_inflight == 0 {
+        if self.grpc.max_subscribers == 0
+            || self.grpc.stream_buffer == 0
+            || self.grpc.submit_stream_inflight == 0
+        {
             return bad("grpc.max_subscribers, grpc.stream_buffer and grpc.submit_stream_inflight must be > 0".into());
         }
         let m = &self.mempool;
-        if m.max_bundles == 0 || m.max_bytes == 0 || m.ingest_queue == 0 || m.ingest_group == 0 || m.admit_queue == 0 {
+        if m.max_bundles == 0
+            || m.max_bytes == 0
+            || m.ingest_queue == 0
+            || m.ingest_group == 0
+            || m.admit_queue == 0
+        {
             return bad("mempool sizes and queues must be > 0".into());
         }
-        if self.sync.status_interval_ms == 0 || self.sync.request_timeout_ms == 0 || self.sync.batch_size == 0 {
+        if self.sync.status_interval_ms == 0
+            || self.sync.request_timeout_ms == 0
+            || self.sync.batch_size == 0
+        {
             return bad("sync intervals and batch_size must be > 0".into());
         }
         Ok(())
@@ -210,23 +238,34 @@ pub struct Genesis {
 
 impl Genesis {
     pub fn load(path: &Path) -> Result<Self, NodeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| NodeError::Config(format!("cannot read genesis {}: {e}", path.display())))?;
-        let g: Genesis =
-            toml::from_str(&text).map_err(|e| NodeError::Config(format!("genesis {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            NodeError::Config(format!("cannot read genesis {}: {e}", path.display()))
+        })?;
+        let g: Genesis = toml::from_str(&text)
+            .map_err(|e| NodeError::Config(format!("genesis {}: {e}", path.display())))?;
         g.validate()?;
         Ok(g)
     }
 
     pub fn validate(&self) -> Result<(), NodeError> {
         if self.chain_id.is_empty() || self.chain_id.len() > 64 {
-            return Err(NodeError::Config("genesis chain_id must be 1..=64 characters".into()));
+            return Err(NodeError::Config(
+                "genesis chain_id must be 1..=64 characters".into(),
+            ));
         }
-        self.params.validate().map_err(|e| NodeError::Config(format!("genesis params: {e}")))?;
+        self.params
+            .validate()
+            .map_err(|e| NodeError::Config(format!("genesis params: {e}")))?;
         self.validator_set()?;
         for v in &self.validators {
-            if v.p2p_addr.parse::<malachitebft_app_channel::app::net::Multiaddr>().is_err() {
-                return Err(NodeError::Config(format!("genesis validator {}: p2p_addr is not a multiaddr", v.name)));
+            if v.p2p_addr
+                .parse::<malachitebft_app_channel::app::net::Multiaddr>()
+                .is_err()
+            {
+                return Err(NodeError::Config(format!(
+                    "genesis validator {}: p2p_addr is not a multiaddr",
+                    v.name
+                )));
             }
         }
         Ok(())
@@ -250,7 +289,12 @@ impl Genesis {
     pub fn hash(&self) -> Result<Hash, NodeError> {
         let params = toml::to_string(&self.params).map_err(|e| NodeError::Config(e.to_string()))?;
         let vs = self.validator_set()?;
-        Ok(Hash::digest(&[b"baton/genesis/v1", self.chain_id.as_bytes(), &vs.hash().0, params.as_bytes()]))
+        Ok(Hash::digest(&[
+            b"baton/genesis/v1",
+            self.chain_id.as_bytes(),
+            &vs.hash().0,
+            params.as_bytes(),
+        ]))
     }
 }
 
@@ -289,6 +333,10 @@ mod tests {
         cfg.validate().unwrap();
         let mut bad = cfg.clone();
         bad.p2p.listen_addr = "not an addr".into();
-        assert!(bad.validate().unwrap_err().to_string().contains("p2p.listen_addr"));
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("p2p.listen_addr"));
     }
 }

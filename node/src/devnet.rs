@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use baton_consensus::context::GenesisValidator;
 use baton_consensus::params::ConsensusParams;
 
-use crate::config::{Genesis, GrpcSection, MempoolSection, NodeConfig, P2pSection, StorageSection, SyncSection};
+use crate::config::{
+    Genesis, GrpcSection, MempoolSection, NodeConfig, P2pSection, StorageSection, SyncSection,
+};
 use crate::error::NodeError;
 use crate::keys::NodeKey;
 
@@ -47,9 +49,16 @@ pub fn free_port() -> Result<u16, NodeError> {
 }
 
 /// Writes keys, `genesis.toml` and a `config.toml` per node under `dir` (which must not exist or be empty).
-pub fn prepare(dir: &Path, validators: usize, chain_id: &str, params: ConsensusParams) -> Result<Devnet, NodeError> {
+pub fn prepare(
+    dir: &Path,
+    validators: usize,
+    chain_id: &str,
+    params: ConsensusParams,
+) -> Result<Devnet, NodeError> {
     if validators == 0 {
-        return Err(NodeError::Config("a devnet needs at least one validator".into()));
+        return Err(NodeError::Config(
+            "a devnet needs at least one validator".into(),
+        ));
     }
     std::fs::create_dir_all(dir)?;
     let dir = dir.canonicalize()?;
@@ -77,7 +86,10 @@ pub fn prepare(dir: &Path, validators: usize, chain_id: &str, params: ConsensusP
             genesis_file: PathBuf::from("../genesis.toml"),
             key_file: PathBuf::from("node_key.toml"),
             validator: true,
-            p2p: P2pSection { listen_addr: p2p_addr.clone(), ..P2pSection::default() },
+            p2p: P2pSection {
+                listen_addr: p2p_addr.clone(),
+                ..P2pSection::default()
+            },
             grpc: GrpcSection {
                 listen_addr: grpc_addr,
                 max_subscribers: 1024,
@@ -91,13 +103,31 @@ pub fn prepare(dir: &Path, validators: usize, chain_id: &str, params: ConsensusP
         let config_path = ndir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
         std::fs::write(&config_path, text)?;
-        nodes.push(DevnetNode { name, dir: ndir, config_path, grpc_addr, p2p_addr, peer_id: key.peer_id()? });
+        nodes.push(DevnetNode {
+            name,
+            dir: ndir,
+            config_path,
+            grpc_addr,
+            p2p_addr,
+            peer_id: key.peer_id()?,
+        });
     }
-    let genesis = Genesis { chain_id: chain_id.to_string(), params, validators: gvals };
+    let genesis = Genesis {
+        chain_id: chain_id.to_string(),
+        params,
+        validators: gvals,
+    };
     genesis.validate()?;
     let genesis_path = dir.join("genesis.toml");
-    std::fs::write(&genesis_path, toml::to_string(&genesis).map_err(|e| NodeError::Config(e.to_string()))?)?;
-    Ok(Devnet { dir, genesis_path, nodes })
+    std::fs::write(
+        &genesis_path,
+        toml::to_string(&genesis).map_err(|e| NodeError::Config(e.to_string()))?,
+    )?;
+    Ok(Devnet {
+        dir,
+        genesis_path,
+        nodes,
+    })
 }
 
 /// A running `baton run` child process. Dropping it kills the process.
@@ -111,17 +141,26 @@ impl NodeProcess {
     /// Starts `bin run --config <node config>`, appending output to `<node dir>/node.log`.
     pub fn start(bin: &Path, node: &DevnetNode) -> Result<Self, NodeError> {
         let log_path = node.dir.join("node.log");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         let child = Command::new(bin)
             .arg("run")
             .arg("--config")
             .arg(&node.config_path)
-            .env("RUST_LOG", std::env::var("BATON_NODE_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("BATON_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        Ok(NodeProcess { child: Some(child), log_path })
+        Ok(NodeProcess {
+            child: Some(child),
+            log_path,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -146,7 +185,9 @@ impl NodeProcess {
 
     /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
     pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut c) = self.child.take() else { return };
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
@@ -186,16 +227,35 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
     if opts.dir.exists() {
         std::fs::remove_dir_all(&opts.dir)?;
     }
-    let net = prepare(&opts.dir, opts.validators, &opts.chain_id, ConsensusParams::default())?;
+    let net = prepare(
+        &opts.dir,
+        opts.validators,
+        &opts.chain_id,
+        ConsensusParams::default(),
+    )?;
     let bin = std::env::current_exe()?;
     let mut procs = Vec::new();
     for n in &net.nodes {
         procs.push(NodeProcess::start(&bin, n)?);
     }
-    println!("baton devnet: {} validators, chain `{}`, files in {}", net.nodes.len(), opts.chain_id, net.dir.display());
-    println!("{:<7} {:<24} {:<32} {}", "node", "gRPC endpoint", "p2p", "log");
+    println!(
+        "baton devnet: {} validators, chain `{}`, files in {}",
+        net.nodes.len(),
+        opts.chain_id,
+        net.dir.display()
+    );
+    println!(
+        "{:<7} {:<24} {:<32} {}",
+        "node", "gRPC endpoint", "p2p", "log"
+    );
     for (n, p) in net.nodes.iter().zip(&procs) {
-        println!("{:<7} {:<24} {:<32} {}", n.name, n.grpc_url(), n.p2p_addr, p.log_path.display());
+        println!(
+            "{:<7} {:<24} {:<32} {}",
+            n.name,
+            n.grpc_url(),
+            n.p2p_addr,
+            p.log_path.display()
+        );
     }
 
     let mut term = signal(SignalKind::terminate())?;
@@ -223,7 +283,10 @@ async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClien
                     break;
                 }
                 Err(e) if Instant::now() > deadline => {
-                    return Err(NodeError::Engine(format!("{} did not open its gRPC port: {e}", n.name)))
+                    return Err(NodeError::Engine(format!(
+                        "{} did not open its gRPC port: {e}",
+                        n.name
+                    )))
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -232,7 +295,11 @@ async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClien
     Ok(clients)
 }
 
-async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> Result<(), NodeError> {
+async fn show(
+    net: &Devnet,
+    procs: &mut [NodeProcess],
+    opts: &DevnetOptions,
+) -> Result<(), NodeError> {
     use baton_consensus::types::{Bundle, BundleEntry};
 
     let err = |e: baton_proto::client::ClientError| NodeError::Engine(e.to_string());
@@ -241,11 +308,16 @@ async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> 
     loop {
         let s = clients[0].status().await.map_err(err)?;
         if s.latest_height >= 1 {
-            println!("first block decided {:.1} s after start", started.elapsed().as_secs_f64());
+            println!(
+                "first block decided {:.1} s after start",
+                started.elapsed().as_secs_f64()
+            );
             break;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            return Err(NodeError::Engine("no block decided within 60 s; see the node logs".into()));
+            return Err(NodeError::Engine(
+                "no block decided within 60 s; see the node logs".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -256,12 +328,24 @@ async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> 
         let submit_to = i % clients.len();
         let watch_on = (i + 1) % clients.len();
         let from = clients[watch_on].status().await.map_err(err)?.latest_height + 1;
-        let mut s1 = clients[watch_on].stream_batches(1, from).await.map_err(err)?;
-        let mut s2 = clients[watch_on].stream_batches(2, from).await.map_err(err)?;
+        let mut s1 = clients[watch_on]
+            .stream_batches(1, from)
+            .await
+            .map_err(err)?;
+        let mut s2 = clients[watch_on]
+            .stream_batches(2, from)
+            .await
+            .map_err(err)?;
         let bundle = Bundle {
             entries: vec![
-                BundleEntry { rollup_id: 1, payload: format!("hello rollup 1 #{i}").into_bytes() },
-                BundleEntry { rollup_id: 2, payload: format!("hello rollup 2 #{i}").into_bytes() },
+                BundleEntry {
+                    rollup_id: 1,
+                    payload: format!("hello rollup 1 #{i}").into_bytes(),
+                },
+                BundleEntry {
+                    rollup_id: 2,
+                    payload: format!("hello rollup 2 #{i}").into_bytes(),
+                },
             ],
         };
         let t0 = Instant::now();
@@ -294,7 +378,11 @@ async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> 
                     );
                 }
             }
-            _ => return Err(NodeError::Engine(format!("bundle {hash} did not show up in both streams within 30 s"))),
+            _ => {
+                return Err(NodeError::Engine(format!(
+                    "bundle {hash} did not show up in both streams within 30 s"
+                )))
+            }
         }
     }
     if !latencies.is_empty() {
@@ -327,9 +415,16 @@ async fn show(net: &Devnet, procs: &mut [NodeProcess], opts: &DevnetOptions) -> 
                 Err(_) => heights.push("?".into()),
             }
         }
-        let h0 = heights.iter().filter_map(|h| h.parse::<u64>().ok()).max().unwrap_or(0);
+        let h0 = heights
+            .iter()
+            .filter_map(|h| h.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
         let rate = match last {
-            Some((t, h)) => format!("{:.1} heights/s", (h0 - h) as f64 / t.elapsed().as_secs_f64()),
+            Some((t, h)) => format!(
+                "{:.1} heights/s",
+                (h0 - h) as f64 / t.elapsed().as_secs_f64()
+            ),
             None => String::new(),
         };
         println!("heights [{}] {rate}", heights.join(", "));

@@ -38,9 +38,13 @@ pub struct Api {
 
 fn submit_status(e: SubmitError) -> Status {
     match e {
-        SubmitError::Invalid(b) if b.is_size_limit() => Status::resource_exhausted(format!("bundle: {b}")),
+        SubmitError::Invalid(b) if b.is_size_limit() => {
+            Status::resource_exhausted(format!("bundle: {b}"))
+        }
         SubmitError::Invalid(b) => Status::invalid_argument(format!("bundle: {b}")),
-        SubmitError::Full(m) => Status::resource_exhausted(format!("mempool is full: {m}; retry later")),
+        SubmitError::Full(m) => {
+            Status::resource_exhausted(format!("mempool is full: {m}; retry later"))
+        }
         SubmitError::Busy => Status::unavailable(e.to_string()),
         SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
         SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
@@ -57,14 +61,26 @@ impl Api {
             .store
             .header(height)
             .map_err(internal)?
-            .ok_or_else(|| Status::internal(format!("header of decided height {height} is missing")))?;
-        let entries = self.store.batch_entries(rollup_id, height).map_err(internal)?;
-        Ok(RollupBatch { rollup_id, block_hash: header.hash(), header, entries })
+            .ok_or_else(|| {
+                Status::internal(format!("header of decided height {height} is missing"))
+            })?;
+        let entries = self
+            .store
+            .batch_entries(rollup_id, height)
+            .map_err(internal)?;
+        Ok(RollupBatch {
+            rollup_id,
+            block_hash: header.hash(),
+            header,
+            entries,
+        })
     }
 
     fn check_height(&self, height: u64) -> Result<(), Status> {
         if height == 0 {
-            return Err(Status::invalid_argument("height must be >= 1 (the first block is height 1)"));
+            return Err(Status::invalid_argument(
+                "height must be >= 1 (the first block is height 1)",
+            ));
         }
         let latest = self.shared.latest_height();
         if height > latest {
@@ -76,7 +92,9 @@ impl Api {
     }
 
     async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
-        let bundle: Bundle = bundle.ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?.into();
+        let bundle: Bundle = bundle
+            .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?
+            .into();
         self.ingest.submit(bundle).await.map_err(submit_status)
     }
 }
@@ -90,7 +108,9 @@ impl RollupService for Api {
         request: Request<pb::SubmitBundleRequest>,
     ) -> Result<Response<pb::SubmitBundleResponse>, Status> {
         let hash = self.submit_one(request.into_inner().bundle).await?;
-        Ok(Response::new(pb::SubmitBundleResponse { bundle_hash: hash.0.to_vec() }))
+        Ok(Response::new(pb::SubmitBundleResponse {
+            bundle_hash: hash.0.to_vec(),
+        }))
     }
 
     type SubmitBundlesStream = BoxStream<pb::SubmitBundlesResponse>;
@@ -101,8 +121,9 @@ impl RollupService for Api {
     ) -> Result<Response<Self::SubmitBundlesStream>, Status> {
         let mut inbound = request.into_inner();
         // Requests are processed concurrently (bounded), responses leave in request order.
-        let (order_tx, mut order_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<pb::SubmitBundlesResponse>>(self.submit_inflight);
+        let (order_tx, mut order_rx) = mpsc::channel::<
+            tokio::task::JoinHandle<pb::SubmitBundlesResponse>,
+        >(self.submit_inflight);
         let (out_tx, out_rx) = mpsc::channel(self.submit_inflight);
         let api = self.clone();
         tokio::spawn(async move {
@@ -112,13 +133,20 @@ impl RollupService for Api {
                         let api = api.clone();
                         let task = tokio::spawn(async move {
                             let result = match api.submit_one(req.bundle).await {
-                                Ok(h) => pb::submit_bundles_response::Result::BundleHash(h.0.to_vec()),
-                                Err(s) => pb::submit_bundles_response::Result::Error(pb::SubmitError {
-                                    code: s.code() as i32,
-                                    message: s.message().to_string(),
-                                }),
+                                Ok(h) => {
+                                    pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
+                                }
+                                Err(s) => {
+                                    pb::submit_bundles_response::Result::Error(pb::SubmitError {
+                                        code: s.code() as i32,
+                                        message: s.message().to_string(),
+                                    })
+                                }
                             };
-                            pb::SubmitBundlesResponse { client_ref: req.client_ref, result: Some(result) }
+                            pb::SubmitBundlesResponse {
+                                client_ref: req.client_ref,
+                                result: Some(result),
+                            }
                         });
                         if order_tx.send(task).await.is_err() {
                             break;
@@ -129,10 +157,12 @@ impl RollupService for Api {
                         let _ = order_tx.send(tokio::spawn(async move {
                             pb::SubmitBundlesResponse {
                                 client_ref: 0,
-                                result: Some(pb::submit_bundles_response::Result::Error(pb::SubmitError {
-                                    code: status.code() as i32,
-                                    message: status.message().to_string(),
-                                })),
+                                result: Some(pb::submit_bundles_response::Result::Error(
+                                    pb::SubmitError {
+                                        code: status.code() as i32,
+                                        message: status.message().to_string(),
+                                    },
+                                )),
                             }
                         }));
                         break;
@@ -156,7 +186,8 @@ impl RollupService for Api {
         request: Request<pb::GetBundleStatusRequest>,
     ) -> Result<Response<pb::GetBundleStatusResponse>, Status> {
         let req = request.into_inner();
-        let hash = hash_field("bundle_hash", &req.bundle_hash).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let hash = hash_field("bundle_hash", &req.bundle_hash)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if let Some(inc) = self.store.bundle_inclusion(&hash).map_err(internal)? {
             return Ok(Response::new(pb::GetBundleStatusResponse {
                 bundle_hash: hash.0.to_vec(),
@@ -173,7 +204,9 @@ impl RollupService for Api {
                 ..Default::default()
             }));
         }
-        Err(Status::not_found(format!("bundle {hash} is not known to this node")))
+        Err(Status::not_found(format!(
+            "bundle {hash} is not known to this node"
+        )))
     }
 
     type StreamBatchesStream = BoxStream<pb::RollupBatch>;
@@ -184,10 +217,14 @@ impl RollupService for Api {
     ) -> Result<Response<Self::StreamBatchesStream>, Status> {
         let req = request.into_inner();
         if req.from_height == 0 {
-            return Err(Status::invalid_argument("from_height must be >= 1 (the first block is height 1)"));
+            return Err(Status::invalid_argument(
+                "from_height must be >= 1 (the first block is height 1)",
+            ));
         }
         let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("too many StreamBatches subscribers on this node (grpc.max_subscribers)")
+            Status::resource_exhausted(
+                "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
+            )
         })?;
         let (tx, rx) = mpsc::channel(self.stream_buffer);
         let api = self.clone();
@@ -200,7 +237,9 @@ impl RollupService for Api {
                 while next <= latest {
                     // Read one height at a time from storage: catch-up never loads more than one batch per
                     // subscriber, and `send` waits while the client's buffer is full (backpressure).
-                    let item = api.batch(req.rollup_id, next).map(|b| pb::RollupBatch::from(&b));
+                    let item = api
+                        .batch(req.rollup_id, next)
+                        .map(|b| pb::RollupBatch::from(&b));
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         return;
@@ -216,7 +255,10 @@ impl RollupService for Api {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn get_batch(&self, request: Request<pb::GetBatchRequest>) -> Result<Response<pb::RollupBatch>, Status> {
+    async fn get_batch(
+        &self,
+        request: Request<pb::GetBatchRequest>,
+    ) -> Result<Response<pb::RollupBatch>, Status> {
         let req = request.into_inner();
         self.check_height(req.height)?;
         let batch = self.batch(req.rollup_id, req.height)?;
@@ -226,21 +268,42 @@ impl RollupService for Api {
 
 #[tonic::async_trait]
 impl NodeService for Api {
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let info = &self.shared.info;
         let latest = self.shared.latest_height();
-        let header = if latest > 0 { self.store.header(latest).map_err(internal)? } else { None };
+        let header = if latest > 0 {
+            self.store.header(latest).map_err(internal)?
+        } else {
+            None
+        };
         Ok(Response::new(pb::StatusResponse {
             node_id: info.peer_id.clone(),
-            validator_address: if info.is_validator { info.address.0.to_vec() } else { vec![] },
-            role: if info.is_validator { pb::NodeRole::Validator } else { pb::NodeRole::Full } as i32,
+            validator_address: if info.is_validator {
+                info.address.0.to_vec()
+            } else {
+                vec![]
+            },
+            role: if info.is_validator {
+                pb::NodeRole::Validator
+            } else {
+                pb::NodeRole::Full
+            } as i32,
             chain_id: info.chain_id.clone(),
             latest_height: latest,
-            latest_block_hash: header.as_ref().map(|h| h.hash().0.to_vec()).unwrap_or_default(),
+            latest_block_hash: header
+                .as_ref()
+                .map(|h| h.hash().0.to_vec())
+                .unwrap_or_default(),
             latest_timestamp_ms: header.as_ref().map_or(0, |h| h.timestamp_ms),
             peers: self.shared.peers.load(std::sync::atomic::Ordering::Relaxed),
             validator_set_size: info.validator_set_size,
-            mempool_bundles: self.shared.mempool_bundles.load(std::sync::atomic::Ordering::Relaxed),
+            mempool_bundles: self
+                .shared
+                .mempool_bundles
+                .load(std::sync::atomic::Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
         }))
     }

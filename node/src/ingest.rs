@@ -69,7 +69,10 @@ impl IngestHandle {
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
         tokio::spawn(writer(rx, store, limits, shared, admit));
-        IngestHandle { tx, params: Arc::new(params) }
+        IngestHandle {
+            tx,
+            params: Arc::new(params),
+        }
     }
 
     /// Checks a bundle against the limits, without queueing it.
@@ -82,10 +85,16 @@ impl IngestHandle {
         self.check(&bundle)?;
         let hash = bundle.hash();
         let (reply, rx) = oneshot::channel();
-        self.tx.try_send(Job { hash, bundle, reply }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
-            mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
-        })?;
+        self.tx
+            .try_send(Job {
+                hash,
+                bundle,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
+                mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
+            })?;
         rx.await.map_err(|_| SubmitError::ShuttingDown)?
     }
 }
@@ -112,7 +121,10 @@ async fn writer(
         let mut bundles = shared.mempool_bundles.load(Ordering::Relaxed) as usize;
         let mut bytes = shared.mempool_bytes.load(Ordering::Relaxed) as usize;
         for job in jobs {
-            let known = match (store.bundle_inclusion(&job.hash), store.is_pending(&job.hash)) {
+            let known = match (
+                store.bundle_inclusion(&job.hash),
+                store.is_pending(&job.hash),
+            ) {
                 (Ok(inc), Ok(pending)) => inc.is_some() || pending || !seen.insert(job.hash),
                 (Err(e), _) | (_, Err(e)) => {
                     let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
@@ -141,7 +153,8 @@ async fn writer(
             continue;
         }
         let store2 = store.clone();
-        let to_write: Vec<(Hash, Bundle)> = fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect();
+        let to_write: Vec<(Hash, Bundle)> =
+            fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect();
         let written = tokio::task::spawn_blocking(move || {
             let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
             store2.persist_pending(&refs)

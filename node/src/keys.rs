@@ -38,7 +38,9 @@ impl std::fmt::Debug for NodeKey {
 
 impl NodeKey {
     pub fn generate() -> Self {
-        NodeKey { signing_key: SigningKey::new(rand::thread_rng()) }
+        NodeKey {
+            signing_key: SigningKey::new(rand::thread_rng()),
+        }
     }
 
     pub fn public_key_hex(&self) -> String {
@@ -70,7 +72,8 @@ impl NodeKey {
         };
         let text = toml::to_string(&file).map_err(|e| NodeError::Key(e.to_string()))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| NodeError::Key(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NodeError::Key(format!("{}: {e}", dir.display())))?;
         }
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -78,20 +81,25 @@ impl NodeKey {
             .mode(0o600)
             .open(path)
             .map_err(|e| NodeError::Key(format!("cannot create {}: {e}", path.display())))?;
-        f.write_all(text.as_bytes()).map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))?;
         Ok(())
     }
 
     pub fn load(path: &Path) -> Result<Self, NodeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| NodeError::Key(format!("cannot read key file {}: {e}", path.display())))?;
-        let file: KeyFile = toml::from_str(&text).map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))?;
-        let bytes = hex::decode(&file.secret_key)
-            .map_err(|e| NodeError::Key(format!("{}: secret_key is not hex: {e}", path.display())))?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| NodeError::Key(format!("{}: secret_key must be 32 bytes", path.display())))?;
-        Ok(NodeKey { signing_key: SigningKey::from(arr) })
+        let file: KeyFile = toml::from_str(&text)
+            .map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))?;
+        let bytes = hex::decode(&file.secret_key).map_err(|e| {
+            NodeError::Key(format!("{}: secret_key is not hex: {e}", path.display()))
+        })?;
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| {
+            NodeError::Key(format!("{}: secret_key must be 32 bytes", path.display()))
+        })?;
+        Ok(NodeKey {
+            signing_key: SigningKey::from(arr),
+        })
     }
 }
 

@@ -11,7 +11,11 @@ use baton_node::config::{Genesis, NodeConfig};
 use baton_node::keys::NodeKey;
 
 #[derive(Parser)]
-#[command(name = "baton", version, about = "Baton: a shared and based sequencer network")]
+#[command(
+    name = "baton",
+    version,
+    about = "Baton: a shared and based sequencer network"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,8 +77,12 @@ enum KeysCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn parse_validator(s: &str) -> Result<GenesisValidator> {
@@ -83,7 +91,9 @@ fn parse_validator(s: &str) -> Result<GenesisValidator> {
         bail!("--validator `{s}`: expected NAME,PUBLIC_KEY_HEX,P2P_MULTIADDR[,POWER]");
     }
     let voting_power = match parts.get(3) {
-        Some(p) => p.parse().with_context(|| format!("--validator `{s}`: POWER must be an integer"))?,
+        Some(p) => p
+            .parse()
+            .with_context(|| format!("--validator `{s}`: POWER must be an integer"))?,
         None => 1,
     };
     Ok(GenesisValidator {
@@ -97,7 +107,9 @@ fn parse_validator(s: &str) -> Result<GenesisValidator> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Keys { command: KeysCommand::Generate { out } } => {
+        Command::Keys {
+            command: KeysCommand::Generate { out },
+        } => {
             let key = NodeKey::generate();
             key.save(&out)?;
             println!("wrote {}", out.display());
@@ -105,18 +117,34 @@ fn main() -> Result<()> {
             println!("address    = {}", key.address());
             println!("peer_id    = {}", key.peer_id()?);
         }
-        Command::Keys { command: KeysCommand::Show { key } } => {
+        Command::Keys {
+            command: KeysCommand::Show { key },
+        } => {
             let key = NodeKey::load(&key)?;
             println!("public_key = {}", key.public_key_hex());
             println!("address    = {}", key.address());
             println!("peer_id    = {}", key.peer_id()?);
         }
-        Command::Init { chain_id, validators, out } => {
-            let validators = validators.iter().map(|v| parse_validator(v)).collect::<Result<Vec<_>>>()?;
-            let genesis = Genesis { chain_id, params: Default::default(), validators };
+        Command::Init {
+            chain_id,
+            validators,
+            out,
+        } => {
+            let validators = validators
+                .iter()
+                .map(|v| parse_validator(v))
+                .collect::<Result<Vec<_>>>()?;
+            let genesis = Genesis {
+                chain_id,
+                params: Default::default(),
+                validators,
+            };
             genesis.validate()?;
             if out.exists() {
-                bail!("{} exists; refusing to overwrite a genesis file", out.display());
+                bail!(
+                    "{} exists; refusing to overwrite a genesis file",
+                    out.display()
+                );
             }
             std::fs::write(&out, toml::to_string(&genesis)?)?;
             println!("wrote {} (genesis hash {})", out.display(), genesis.hash()?);
@@ -128,7 +156,10 @@ fn main() -> Result<()> {
             rt.block_on(async move {
                 let shutdown = async {
                     use tokio::signal::unix::{signal, SignalKind};
-                    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+                    match (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) {
                         (Ok(mut t), Ok(mut i)) => {
                             tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
                         }
@@ -138,7 +169,13 @@ fn main() -> Result<()> {
                 baton_node::node::run(cfg, shutdown).await
             })?;
         }
-        Command::Devnet { validators, dir, chain_id, duration_secs, round_trips } => {
+        Command::Devnet {
+            validators,
+            dir,
+            chain_id,
+            duration_secs,
+            round_trips,
+        } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
             }

@@ -9,11 +9,13 @@ use tracing::{error, info, warn};
 
 use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use baton_consensus::host::{Host, HostLimits};
-use malachitebft_app_channel::app::config::{ConsensusConfig, NodeConfig as EngineNodeConfig, ValueSyncConfig};
+use malachitebft_app_channel::app::config::{
+    ConsensusConfig, NodeConfig as EngineNodeConfig, ValueSyncConfig,
+};
 use malachitebft_app_channel::app::net::Multiaddr;
 use malachitebft_app_channel::{
-    ConsensusContext, EngineBuilder, NetworkContext, NetworkIdentity, NetworkRequest, RequestContext, Signer,
-    SyncContext, WalContext,
+    ConsensusContext, EngineBuilder, NetworkContext, NetworkIdentity, NetworkRequest,
+    RequestContext, Signer, SyncContext, WalContext,
 };
 use malachitebft_codec::Codec;
 
@@ -53,11 +55,15 @@ impl EngineNodeConfig for EngineConfig {
 }
 
 fn parse_addr(s: &str) -> Result<Multiaddr, NodeError> {
-    s.parse().map_err(|e| NodeError::Config(format!("`{s}` is not a multiaddr: {e}")))
+    s.parse()
+        .map_err(|e| NodeError::Config(format!("`{s}` is not a multiaddr: {e}")))
 }
 
 /// Runs a node until `shutdown` resolves or a component fails.
-pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), NodeError> {
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
     let genesis = Genesis::load(&cfg.genesis_file)?;
     let key = NodeKey::load(&cfg.key_file)?;
     let validators = genesis.validator_set()?;
@@ -66,13 +72,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     let is_validator = cfg.validator && validators.get(&address).is_some();
     let params = genesis.params.clone();
 
-    let store = RocksStore::open(&cfg.data_dir.join("db"), cfg.storage.sync_writes, cfg.storage.block_cache_bytes)?;
+    let store = RocksStore::open(
+        &cfg.data_dir.join("db"),
+        cfg.storage.sync_writes,
+        cfg.storage.block_cache_bytes,
+    )?;
     let signer = ConsensusSigner::new(key.signing_key.clone(), domain);
     let limits = HostLimits {
         // Ingest admits against the configured limits; the in-memory pool has slack for one ingest group in
         // flight, so a durable bundle always finds room.
         mempool_max_bundles: cfg.mempool.max_bundles + cfg.mempool.ingest_group,
-        mempool_max_bytes: cfg.mempool.max_bytes + cfg.mempool.ingest_group * params.max_bundle_bytes as usize,
+        mempool_max_bytes: cfg.mempool.max_bytes
+            + cfg.mempool.ingest_group * params.max_bundle_bytes as usize,
         ..HostLimits::default()
     };
     let host = Host::new(
@@ -92,7 +103,10 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     let own = cfg.p2p.listen_addr.clone();
     let mut peers = Vec::new();
     for v in &genesis.validators {
-        let same_key = v.to_validator().map(|val| val.address == address).unwrap_or(false);
+        let same_key = v
+            .to_validator()
+            .map(|val| val.address == address)
+            .unwrap_or(false);
         if !same_key && v.p2p_addr != own {
             peers.push(parse_addr(&v.p2p_addr)?);
         }
@@ -114,23 +128,41 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
         batch_size: cfg.sync.batch_size,
         ..ValueSyncConfig::default()
     };
-    let engine_cfg = EngineConfig { moniker: cfg.moniker.clone(), consensus, value_sync };
+    let engine_cfg = EngineConfig {
+        moniker: cfg.moniker.clone(),
+        consensus,
+        value_sync,
+    };
 
     let keypair = key.keypair()?;
     let peer_id = keypair.public().to_peer_id();
     let identity = if is_validator {
         let proof = signer
-            .sign_validator_proof(key.signing_key.verification_key().as_bytes().to_vec(), peer_id.to_bytes())
+            .sign_validator_proof(
+                key.signing_key.verification_key().as_bytes().to_vec(),
+                peer_id.to_bytes(),
+            )
             .await
             .map_err(|e| NodeError::Key(format!("cannot sign validator proof: {e:?}")))?;
-        let proof_bytes = WireCodec.encode(&proof).map_err(|e| NodeError::Engine(e.to_string()))?;
-        NetworkIdentity::new_validator(cfg.moniker.clone(), keypair, address.to_string(), proof_bytes)
+        let proof_bytes = WireCodec
+            .encode(&proof)
+            .map_err(|e| NodeError::Engine(e.to_string()))?;
+        NetworkIdentity::new_validator(
+            cfg.moniker.clone(),
+            keypair,
+            address.to_string(),
+            proof_bytes,
+        )
     } else {
         NetworkIdentity::new(cfg.moniker.clone(), keypair, None)
     };
     let verifier = ConsensusVerifier { domain };
     let consensus_ctx = if is_validator {
-        ConsensusContext::<BatonContext>::new_validator(address, Box::new(verifier), Box::new(signer))
+        ConsensusContext::<BatonContext>::new_validator(
+            address,
+            Box::new(verifier),
+            Box::new(signer),
+        )
     } else {
         ConsensusContext::<BatonContext>::new_full_node(address, Box::new(verifier))
     };
@@ -175,14 +207,22 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     let peers_task = tokio::spawn(async move {
         loop {
             if let Ok(Some(dump)) = NetworkRequest::dump_state(&net_requests).await {
-                peers_shared.peers.store(dump.peers.len() as u32, std::sync::atomic::Ordering::Relaxed);
+                peers_shared.peers.store(
+                    dump.peers.len() as u32,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
 
-    let consensus_loop =
-        ConsensusLoop::new(host, channels, admit_rx, shared.clone(), cfg.p2p.max_rpc_bytes as usize / 2);
+    let consensus_loop = ConsensusLoop::new(
+        host,
+        channels,
+        admit_rx,
+        shared.clone(),
+        cfg.p2p.max_rpc_bytes as usize / 2,
+    );
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
     let api = Api {
@@ -220,12 +260,18 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     };
 
     let _ = stop_grpc_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(5), &mut grpc_task).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), &mut grpc_task)
+        .await
+        .is_err()
+    {
         warn!("gRPC server did not stop in 5 s");
         grpc_task.abort();
     }
     peers_task.abort();
-    let _ = engine.actor.kill_and_wait(Some(Duration::from_secs(5))).await;
+    let _ = engine
+        .actor
+        .kill_and_wait(Some(Duration::from_secs(5)))
+        .await;
     engine.handle.abort();
     loop_task.abort();
     info!("node stopped");

@@ -52,7 +52,8 @@ impl Shared {
     }
 
     pub fn set_mempool(&self, bundles: usize, bytes: usize) {
-        self.mempool_bundles.store(bundles as u64, Ordering::Relaxed);
+        self.mempool_bundles
+            .store(bundles as u64, Ordering::Relaxed);
         self.mempool_bytes.store(bytes as u64, Ordering::Relaxed);
     }
 }

@@ -18,12 +18,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use rocksdb::{BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch,
+    WriteOptions, DB,
+};
 
 use baton_consensus::error::ConsensusError;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
-use baton_consensus::types::{BatchEntry, Block, BlockHeader, Bundle, Certificate, Inclusion, RollupId};
+use baton_consensus::types::{
+    BatchEntry, Block, BlockHeader, Bundle, Certificate, Inclusion, RollupId,
+};
 
 use crate::error::NodeError;
 
@@ -35,7 +40,16 @@ const CF_BATCHES: &str = "batches";
 const CF_BUNDLES: &str = "bundles";
 const CF_MEMPOOL: &str = "mempool";
 const CF_UNDECIDED: &str = "undecided";
-const ALL_CFS: [&str; 8] = [CF_META, CF_HEADERS, CF_BLOCKS, CF_CERTS, CF_BATCHES, CF_BUNDLES, CF_MEMPOOL, CF_UNDECIDED];
+const ALL_CFS: [&str; 8] = [
+    CF_META,
+    CF_HEADERS,
+    CF_BLOCKS,
+    CF_CERTS,
+    CF_BATCHES,
+    CF_BUNDLES,
+    CF_MEMPOOL,
+    CF_UNDECIDED,
+];
 const LATEST: &[u8] = b"latest";
 
 /// Handle to the node's database. Clones share it.
@@ -61,7 +75,10 @@ fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
 }
 
 fn dec<T: BorshDeserialize>(cf: &'static str, bytes: &[u8]) -> Result<T, NodeError> {
-    borsh::from_slice(bytes).map_err(|e| NodeError::Corrupt { cf, detail: e.to_string() })
+    borsh::from_slice(bytes).map_err(|e| NodeError::Corrupt {
+        cf,
+        detail: e.to_string(),
+    })
 }
 
 fn to_consensus(e: NodeError) -> ConsensusError {
@@ -89,11 +106,17 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(RocksStore { db: Arc::new(db), sync_writes })
+        Ok(RocksStore {
+            db: Arc::new(db),
+            sync_writes,
+        })
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, NodeError> {
-        self.db.cf_handle(name).ok_or(NodeError::Corrupt { cf: name, detail: "column family missing".into() })
+        self.db.cf_handle(name).ok_or(NodeError::Corrupt {
+            cf: name,
+            detail: "column family missing".into(),
+        })
     }
 
     fn write_opts(&self) -> WriteOptions {
@@ -102,7 +125,11 @@ impl RocksStore {
         w
     }
 
-    fn get<T: BorshDeserialize>(&self, cf: &'static str, key: &[u8]) -> Result<Option<T>, NodeError> {
+    fn get<T: BorshDeserialize>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, NodeError> {
         match self.db.get_pinned_cf(self.cf(cf)?, key)? {
             Some(v) => Ok(Some(dec(cf, &v)?)),
             None => Ok(None),
@@ -127,8 +154,14 @@ impl RocksStore {
     }
 
     /// A rollup's batch entries at a decided height (empty if it had none).
-    pub fn batch_entries(&self, rollup: RollupId, height: u64) -> Result<Vec<BatchEntry>, NodeError> {
-        Ok(self.get(CF_BATCHES, &batch_key(rollup, height))?.unwrap_or_default())
+    pub fn batch_entries(
+        &self,
+        rollup: RollupId,
+        height: u64,
+    ) -> Result<Vec<BatchEntry>, NodeError> {
+        Ok(self
+            .get(CF_BATCHES, &batch_key(rollup, height))?
+            .unwrap_or_default())
     }
 
     pub fn bundle_inclusion(&self, hash: &Hash) -> Result<Option<Inclusion>, NodeError> {
@@ -136,7 +169,10 @@ impl RocksStore {
     }
 
     pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
-        Ok(self.db.get_pinned_cf(self.cf(CF_MEMPOOL)?, hash.0)?.is_some())
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_MEMPOOL)?, hash.0)?
+            .is_some())
     }
 
     /// Makes acknowledged bundles durable (one write, one fsync) before the node acknowledges them.
@@ -150,7 +186,12 @@ impl RocksStore {
         Ok(())
     }
 
-    fn commit_inner(&self, block: &Block, hashes: &[Hash], cert: &Certificate) -> Result<(), NodeError> {
+    fn commit_inner(
+        &self,
+        block: &Block,
+        hashes: &[Hash],
+        cert: &Certificate,
+    ) -> Result<(), NodeError> {
         let height = block.height();
         let block_hash = block.hash();
         let mut wb = WriteBatch::default();
@@ -165,7 +206,15 @@ impl RocksStore {
         let cf_bundles = self.cf(CF_BUNDLES)?;
         let cf_mempool = self.cf(CF_MEMPOOL)?;
         for (index, h) in hashes.iter().enumerate() {
-            wb.put_cf(cf_bundles, h.0, enc(&Inclusion { height, block_hash, index: index as u32 }));
+            wb.put_cf(
+                cf_bundles,
+                h.0,
+                enc(&Inclusion {
+                    height,
+                    block_hash,
+                    index: index as u32,
+                }),
+            );
             wb.delete_cf(cf_mempool, h.0);
         }
         wb.delete_range_cf(self.cf(CF_UNDECIDED)?, be(0), be(height + 1));
@@ -211,7 +260,10 @@ impl ChainStore for RocksStore {
         let cf = self.cf(CF_UNDECIDED).map_err(to_consensus)?;
         let prefix = be(height);
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&prefix, rocksdb::Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&prefix, rocksdb::Direction::Forward))
+        {
             let (k, v) = item.map_err(|e| to_consensus(e.into()))?;
             if !k.starts_with(&prefix) {
                 break;
@@ -221,7 +273,12 @@ impl ChainStore for RocksStore {
         Ok(out)
     }
 
-    fn commit(&self, block: &Block, hashes: &[Hash], cert: &Certificate) -> Result<(), ConsensusError> {
+    fn commit(
+        &self,
+        block: &Block,
+        hashes: &[Hash],
+        cert: &Certificate,
+    ) -> Result<(), ConsensusError> {
         self.commit_inner(block, hashes, cert).map_err(to_consensus)
     }
 
@@ -256,8 +313,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let b1 = Bundle {
             entries: vec![
-                BundleEntry { rollup_id: 7, payload: b"x".to_vec() },
-                BundleEntry { rollup_id: 9, payload: b"y".to_vec() },
+                BundleEntry {
+                    rollup_id: 7,
+                    payload: b"x".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 9,
+                    payload: b"y".to_vec(),
+                },
             ],
         };
         let h1 = b1.hash();
@@ -267,11 +330,22 @@ mod tests {
             assert!(s.is_pending(&h1).unwrap());
             assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
             let blk = block(1, vec![b1.clone()]);
-            let p = UndecidedProposal { round: 0, valid_round: None, proposer: Address([1; 20]), valid: true, block: blk.clone() };
+            let p = UndecidedProposal {
+                round: 0,
+                valid_round: None,
+                proposer: Address([1; 20]),
+                valid: true,
+                block: blk.clone(),
+            };
             s.put_undecided(1, &p).unwrap();
             s.put_undecided(2, &p).unwrap();
             assert_eq!(s.undecided(1).unwrap(), vec![p.clone()]);
-            let cert = Certificate { height: 1, round: 0, block_hash: blk.hash(), signatures: vec![] };
+            let cert = Certificate {
+                height: 1,
+                round: 0,
+                block_hash: blk.hash(),
+                signatures: vec![],
+            };
             s.commit(&blk, &[h1], &cert).unwrap();
         }
         let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();

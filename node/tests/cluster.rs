@@ -22,11 +22,26 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
         cluster.wait_height(0, 1, T).await;
         let bundle = Bundle {
             entries: vec![
-                BundleEntry { rollup_id: 10, payload: b"a0".to_vec() },
-                BundleEntry { rollup_id: 11, payload: b"b0".to_vec() },
-                BundleEntry { rollup_id: 12, payload: b"c0".to_vec() },
-                BundleEntry { rollup_id: 10, payload: b"a1".to_vec() },
-                BundleEntry { rollup_id: 11, payload: b"b1".to_vec() },
+                BundleEntry {
+                    rollup_id: 10,
+                    payload: b"a0".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 11,
+                    payload: b"b0".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 12,
+                    payload: b"c0".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 10,
+                    payload: b"a1".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 11,
+                    payload: b"b1".to_vec(),
+                },
             ],
         };
         let hash = c0.submit(&bundle).await.expect("submit");
@@ -42,23 +57,46 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
         let h = included.height;
         cluster.wait_height(3, h, T).await;
         let mut c3 = cluster.client(3).await;
-        for (rollup, want) in [(10u64, vec!["a0", "a1"]), (11, vec!["b0", "b1"]), (12, vec!["c0"])] {
+        for (rollup, want) in [
+            (10u64, vec!["a0", "a1"]),
+            (11, vec!["b0", "b1"]),
+            (12, vec!["c0"]),
+        ] {
             let batch = c3.get_batch(rollup, h).await.expect("get batch");
-            let ours: Vec<_> = batch.entries.iter().filter(|e| e.bundle_hash == hash).collect();
-            let payloads: Vec<_> = ours.iter().map(|e| String::from_utf8_lossy(&e.payload).to_string()).collect();
+            let ours: Vec<_> = batch
+                .entries
+                .iter()
+                .filter(|e| e.bundle_hash == hash)
+                .collect();
+            let payloads: Vec<_> = ours
+                .iter()
+                .map(|e| String::from_utf8_lossy(&e.payload).to_string())
+                .collect();
             assert_eq!(payloads, want, "rollup {rollup}");
-            let first = batch.entries.iter().position(|e| e.bundle_hash == hash).unwrap();
+            let first = batch
+                .entries
+                .iter()
+                .position(|e| e.bundle_hash == hash)
+                .unwrap();
             assert!(
-                batch.entries[first..first + ours.len()].iter().all(|e| e.bundle_hash == hash),
+                batch.entries[first..first + ours.len()]
+                    .iter()
+                    .all(|e| e.bundle_hash == hash),
                 "rollup {rollup}: the bundle's entries are not contiguous"
             );
             let idx: Vec<u32> = ours.iter().map(|e| e.index_in_bundle).collect();
-            assert!(idx.windows(2).all(|w| w[0] < w[1]), "rollup {rollup}: entries out of bundle order");
+            assert!(
+                idx.windows(2).all(|w| w[0] < w[1]),
+                "rollup {rollup}: entries out of bundle order"
+            );
             for other in [h - 1, h + 1] {
                 if other >= 1 {
                     cluster.wait_height(3, other, T).await;
                     let b = c3.get_batch(rollup, other).await.unwrap();
-                    assert!(b.entries.iter().all(|e| e.bundle_hash != hash), "bundle split across heights");
+                    assert!(
+                        b.entries.iter().all(|e| e.bundle_hash != hash),
+                        "bundle split across heights"
+                    );
                 }
             }
         }
@@ -69,7 +107,11 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
         }
         let reference = cluster.chain(0, 50).await;
         for i in 1..4 {
-            assert_eq!(cluster.chain(i, 50).await, reference, "node{i} disagrees with node0");
+            assert_eq!(
+                cluster.chain(i, 50).await,
+                reference,
+                "node{i} disagrees with node0"
+            );
         }
 
         // StreamBatches from height 1: every height, in order, no gaps, and an empty batch where the rollup had
@@ -108,7 +150,11 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
         let t0 = Instant::now();
         let after = cluster.wait_height(0, at_kill + 20, T).await;
         let secs = t0.elapsed().as_secs_f64();
-        println!("3 of 4: {} heights in {secs:.1} s ({:.1} heights/s)", after - at_kill, (after - at_kill) as f64 / secs);
+        println!(
+            "3 of 4: {} heights in {secs:.1} s ({:.1} heights/s)",
+            after - at_kill,
+            (after - at_kill) as f64 / secs
+        );
         cluster.wait_height(1, at_kill + 20, T).await;
         cluster.wait_height(2, at_kill + 20, T).await;
 
@@ -116,13 +162,20 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
         let t1 = Instant::now();
         let target = cluster.height(0).await.unwrap();
         cluster.wait_height(3, target, T).await;
-        println!("node3 caught up {target} heights in {:.1} s", t1.elapsed().as_secs_f64());
+        println!(
+            "node3 caught up {target} heights in {:.1} s",
+            t1.elapsed().as_secs_f64()
+        );
         // It keeps up afterwards, and agrees with the others on every height.
         let later = cluster.wait_height(0, target + 10, T).await;
         cluster.wait_height(3, later, T).await;
         let reference = cluster.chain(0, later).await;
         for i in 1..4 {
-            assert_eq!(cluster.chain(i, later).await, reference, "node{i} disagrees");
+            assert_eq!(
+                cluster.chain(i, later).await,
+                reference,
+                "node{i} disagrees"
+            );
         }
     });
 }
@@ -137,14 +190,24 @@ fn acknowledged_bundle_survives_sigkill_before_inclusion() {
         let mut c0 = cluster.client(0).await;
         let bundle = Bundle {
             entries: vec![
-                BundleEntry { rollup_id: 5, payload: b"durable".to_vec() },
-                BundleEntry { rollup_id: 6, payload: b"also durable".to_vec() },
+                BundleEntry {
+                    rollup_id: 5,
+                    payload: b"durable".to_vec(),
+                },
+                BundleEntry {
+                    rollup_id: 6,
+                    payload: b"also durable".to_vec(),
+                },
             ],
         };
         let hash = c0.submit(&bundle).await.expect("submit");
         let s = c0.bundle_status(&hash).await.unwrap();
         assert_eq!(s.state, pb::BundleState::Pending as i32);
-        assert_eq!(cluster.height(0).await, Some(0), "nothing can be decided without a quorum");
+        assert_eq!(
+            cluster.height(0).await,
+            Some(0),
+            "nothing can be decided without a quorum"
+        );
         drop(c0);
         cluster.kill(0);
 
@@ -159,13 +222,22 @@ fn acknowledged_bundle_survives_sigkill_before_inclusion() {
                     break s;
                 }
             }
-            assert!(Instant::now() < deadline, "acknowledged bundle was lost across SIGKILL");
+            assert!(
+                Instant::now() < deadline,
+                "acknowledged bundle was lost across SIGKILL"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let b5 = c1.get_batch(5, status.height).await.unwrap();
         let b6 = c1.get_batch(6, status.height).await.unwrap();
-        assert_eq!(b5.entries.iter().filter(|e| e.bundle_hash == hash).count(), 1);
-        assert_eq!(b6.entries.iter().filter(|e| e.bundle_hash == hash).count(), 1);
+        assert_eq!(
+            b5.entries.iter().filter(|e| e.bundle_hash == hash).count(),
+            1
+        );
+        assert_eq!(
+            b6.entries.iter().filter(|e| e.bundle_hash == hash).count(),
+            1
+        );
     });
 }
 
@@ -177,47 +249,132 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         let cluster = Cluster::start(1);
         cluster.wait_height(0, 1, T).await;
         let (mut rollup, mut node) = cluster.client(0).await.raw();
-        let submit = |entries: Vec<pb::BundleEntry>| pb::SubmitBundleRequest { bundle: Some(pb::Bundle { entries }) };
-        let entry = |n: usize| pb::BundleEntry { rollup_id: 1, payload: vec![7; n] };
+        let submit = |entries: Vec<pb::BundleEntry>| pb::SubmitBundleRequest {
+            bundle: Some(pb::Bundle { entries }),
+        };
+        let entry = |n: usize| pb::BundleEntry {
+            rollup_id: 1,
+            payload: vec![7; n],
+        };
 
         let cases: Vec<(&str, pb::SubmitBundleRequest, Code, &str)> = vec![
-            ("no bundle", pb::SubmitBundleRequest { bundle: None }, Code::InvalidArgument, "bundle"),
-            ("no entries", submit(vec![]), Code::InvalidArgument, "no entries"),
-            ("empty payload", submit(vec![entry(0)]), Code::InvalidArgument, "empty payload"),
-            ("too many entries", submit((0..65).map(|_| entry(1)).collect()), Code::ResourceExhausted, "limit is 64"),
-            ("bundle too large", submit(vec![entry(200 * 1024)]), Code::ResourceExhausted, "limit is 131072"),
+            (
+                "no bundle",
+                pb::SubmitBundleRequest { bundle: None },
+                Code::InvalidArgument,
+                "bundle",
+            ),
+            (
+                "no entries",
+                submit(vec![]),
+                Code::InvalidArgument,
+                "no entries",
+            ),
+            (
+                "empty payload",
+                submit(vec![entry(0)]),
+                Code::InvalidArgument,
+                "empty payload",
+            ),
+            (
+                "too many entries",
+                submit((0..65).map(|_| entry(1)).collect()),
+                Code::ResourceExhausted,
+                "limit is 64",
+            ),
+            (
+                "bundle too large",
+                submit(vec![entry(200 * 1024)]),
+                Code::ResourceExhausted,
+                "limit is 131072",
+            ),
         ];
         for (name, req, code, needle) in cases {
             let err = rollup.submit_bundle(req).await.expect_err(name);
             assert_eq!(err.code(), code, "{name}: {err:?}");
-            assert!(err.message().contains(needle), "{name}: message `{}` lacks `{needle}`", err.message());
+            assert!(
+                err.message().contains(needle),
+                "{name}: message `{}` lacks `{needle}`",
+                err.message()
+            );
         }
         // Far beyond any limit: cut off by the transport before it is buffered.
-        let err = rollup.submit_bundle(submit(vec![entry(4 * 1024 * 1024)])).await.expect_err("huge");
-        assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+        let err = rollup
+            .submit_bundle(submit(vec![entry(4 * 1024 * 1024)]))
+            .await
+            .expect_err("huge");
+        assert!(
+            matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted),
+            "{err:?}"
+        );
 
-        let err = rollup.get_batch(pb::GetBatchRequest { rollup_id: 1, height: 0 }).await.unwrap_err();
+        let err = rollup
+            .get_batch(pb::GetBatchRequest {
+                rollup_id: 1,
+                height: 0,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
-        let err = rollup.get_batch(pb::GetBatchRequest { rollup_id: 1, height: 1 << 40 }).await.unwrap_err();
+        let err = rollup
+            .get_batch(pb::GetBatchRequest {
+                rollup_id: 1,
+                height: 1 << 40,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::OutOfRange);
         assert!(err.message().contains("not decided yet"));
-        let err = rollup.get_bundle_status(pb::GetBundleStatusRequest { bundle_hash: vec![1; 5] }).await.unwrap_err();
+        let err = rollup
+            .get_bundle_status(pb::GetBundleStatusRequest {
+                bundle_hash: vec![1; 5],
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("bundle_hash"), "{}", err.message());
-        let err = rollup.get_bundle_status(pb::GetBundleStatusRequest { bundle_hash: vec![1; 32] }).await.unwrap_err();
+        let err = rollup
+            .get_bundle_status(pb::GetBundleStatusRequest {
+                bundle_hash: vec![1; 32],
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::NotFound);
-        let err = rollup.stream_batches(pb::StreamBatchesRequest { rollup_id: 1, from_height: 0 }).await.unwrap_err();
+        let err = rollup
+            .stream_batches(pb::StreamBatchesRequest {
+                rollup_id: 1,
+                from_height: 0,
+            })
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
 
         // Bytes that are not protobuf at all.
-        let raw = raw_unary(&cluster.net.nodes[0].grpc_url(), "/baton.v1.RollupService/SubmitBundle", &[0xff; 16]).await;
+        let raw = raw_unary(
+            &cluster.net.nodes[0].grpc_url(),
+            "/baton.v1.RollupService/SubmitBundle",
+            &[0xff; 16],
+        )
+        .await;
         assert_eq!(raw, Some(Code::InvalidArgument as i32), "garbage protobuf");
 
         // Still serving: status answers and a valid bundle is included.
-        let st = node.status(pb::StatusRequest {}).await.expect("status after bad input").into_inner();
+        let st = node
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status after bad input")
+            .into_inner();
         assert!(st.latest_height >= 1);
         let mut c = cluster.client(0).await;
-        let hash = c.submit(&Bundle { entries: vec![BundleEntry { rollup_id: 1, payload: b"ok".to_vec() }] }).await.unwrap();
+        let hash = c
+            .submit(&Bundle {
+                entries: vec![BundleEntry {
+                    rollup_id: 1,
+                    payload: b"ok".to_vec(),
+                }],
+            })
+            .await
+            .unwrap();
         let deadline = Instant::now() + T;
         while c.bundle_status(&hash).await.unwrap().state != pb::BundleState::Included as i32 {
             assert!(Instant::now() < deadline);
@@ -229,7 +386,11 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
 /// Sends one gRPC frame with arbitrary bytes and returns the grpc-status it gets.
 async fn raw_unary(url: &str, path: &str, body: &[u8]) -> Option<i32> {
     use bytes::{BufMut, BytesMut};
-    let channel = tonic::transport::Endpoint::from_shared(url.to_string()).ok()?.connect().await.ok()?;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .ok()?
+        .connect()
+        .await
+        .ok()?;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.ok()?;
     let mut frame = BytesMut::new();
@@ -267,7 +428,11 @@ impl tonic::codec::Codec for RawCodec {
 impl tonic::codec::Encoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn encode(&mut self, item: bytes::Bytes, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
         use bytes::BufMut;
         dst.put_slice(&item);
         Ok(())
@@ -277,7 +442,10 @@ impl tonic::codec::Encoder for RawCodec {
 impl tonic::codec::Decoder for RawCodec {
     type Item = bytes::Bytes;
     type Error = tonic::Status;
-    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<bytes::Bytes>, tonic::Status> {
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<bytes::Bytes>, tonic::Status> {
         use bytes::Buf;
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }

@@ -35,32 +35,57 @@ impl BatonClient {
             .connect()
             .await?;
         Ok(BatonClient {
-            rollup: RollupServiceClient::new(channel.clone()).max_decoding_message_size(64 * 1024 * 1024),
+            rollup: RollupServiceClient::new(channel.clone())
+                .max_decoding_message_size(64 * 1024 * 1024),
             node: NodeServiceClient::new(channel),
         })
     }
 
     /// Submits a bundle; returns its hash once the node has made it durable.
     pub async fn submit(&mut self, bundle: &Bundle) -> Result<Hash, ClientError> {
-        let req = pb::SubmitBundleRequest { bundle: Some(bundle.into()) };
+        let req = pb::SubmitBundleRequest {
+            bundle: Some(bundle.into()),
+        };
         let resp = self.rollup.submit_bundle(req).await?.into_inner();
         Ok(hash_field("bundle_hash", &resp.bundle_hash)?)
     }
 
-    pub async fn bundle_status(&mut self, hash: &Hash) -> Result<pb::GetBundleStatusResponse, ClientError> {
-        let req = pb::GetBundleStatusRequest { bundle_hash: hash.0.to_vec() };
+    pub async fn bundle_status(
+        &mut self,
+        hash: &Hash,
+    ) -> Result<pb::GetBundleStatusResponse, ClientError> {
+        let req = pb::GetBundleStatusRequest {
+            bundle_hash: hash.0.to_vec(),
+        };
         Ok(self.rollup.get_bundle_status(req).await?.into_inner())
     }
 
-    pub async fn get_batch(&mut self, rollup_id: RollupId, height: u64) -> Result<RollupBatch, ClientError> {
-        let resp = self.rollup.get_batch(pb::GetBatchRequest { rollup_id, height }).await?.into_inner();
+    pub async fn get_batch(
+        &mut self,
+        rollup_id: RollupId,
+        height: u64,
+    ) -> Result<RollupBatch, ClientError> {
+        let resp = self
+            .rollup
+            .get_batch(pb::GetBatchRequest { rollup_id, height })
+            .await?
+            .into_inner();
         Ok(resp.try_into()?)
     }
 
     /// Opens a stream of a rollup's batches from `from_height`.
-    pub async fn stream_batches(&mut self, rollup_id: RollupId, from_height: u64) -> Result<BatchStream, ClientError> {
-        let req = pb::StreamBatchesRequest { rollup_id, from_height };
-        Ok(BatchStream { inner: self.rollup.stream_batches(req).await?.into_inner() })
+    pub async fn stream_batches(
+        &mut self,
+        rollup_id: RollupId,
+        from_height: u64,
+    ) -> Result<BatchStream, ClientError> {
+        let req = pb::StreamBatchesRequest {
+            rollup_id,
+            from_height,
+        };
+        Ok(BatchStream {
+            inner: self.rollup.stream_batches(req).await?.into_inner(),
+        })
     }
 
     pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {

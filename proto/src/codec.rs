@@ -45,8 +45,8 @@ impl<U: Message + Default> Decoder for StrictDecoder<U> {
     type Error = Status;
 
     fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        U::decode(buf)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("request is not a valid protobuf message: {e}")))
+        U::decode(buf).map(Some).map_err(|e| {
+            Status::invalid_argument(format!("request is not a valid protobuf message: {e}"))
+        })
     }
 }

@@ -11,16 +11,28 @@ pub enum ConversionError {
     #[error("missing field `{0}`")]
     Missing(&'static str),
     #[error("field `{field}` must be {expected} bytes, got {got}")]
-    Length { field: &'static str, expected: usize, got: usize },
+    Length {
+        field: &'static str,
+        expected: usize,
+        got: usize,
+    },
 }
 
 /// Parses a 32-byte hash field.
 pub fn hash_field(field: &'static str, bytes: &[u8]) -> Result<Hash, ConversionError> {
-    Hash::from_slice(bytes).ok_or(ConversionError::Length { field, expected: 32, got: bytes.len() })
+    Hash::from_slice(bytes).ok_or(ConversionError::Length {
+        field,
+        expected: 32,
+        got: bytes.len(),
+    })
 }
 
 fn address_field(field: &'static str, bytes: &[u8]) -> Result<Address, ConversionError> {
-    Address::from_slice(bytes).ok_or(ConversionError::Length { field, expected: 20, got: bytes.len() })
+    Address::from_slice(bytes).ok_or(ConversionError::Length {
+        field,
+        expected: 20,
+        got: bytes.len(),
+    })
 }
 
 impl From<pb::Bundle> for Bundle {
@@ -29,7 +41,10 @@ impl From<pb::Bundle> for Bundle {
             entries: b
                 .entries
                 .into_iter()
-                .map(|e| BundleEntry { rollup_id: e.rollup_id, payload: e.payload })
+                .map(|e| BundleEntry {
+                    rollup_id: e.rollup_id,
+                    payload: e.payload,
+                })
                 .collect(),
         }
     }
@@ -41,7 +56,10 @@ impl From<&Bundle> for pb::Bundle {
             entries: b
                 .entries
                 .iter()
-                .map(|e| pb::BundleEntry { rollup_id: e.rollup_id, payload: e.payload.clone() })
+                .map(|e| pb::BundleEntry {
+                    rollup_id: e.rollup_id,
+                    payload: e.payload.clone(),
+                })
                 .collect(),
         }
     }
@@ -103,7 +121,10 @@ impl TryFrom<pb::RollupBatch> for RollupBatch {
     type Error = ConversionError;
 
     fn try_from(b: pb::RollupBatch) -> Result<Self, ConversionError> {
-        let header: BlockHeader = b.header.ok_or(ConversionError::Missing("header"))?.try_into()?;
+        let header: BlockHeader = b
+            .header
+            .ok_or(ConversionError::Missing("header"))?
+            .try_into()?;
         let entries = b
             .entries
             .into_iter()
@@ -147,7 +168,11 @@ mod tests {
             rollup_id: 3,
             header: header(),
             block_hash: header().hash(),
-            entries: vec![BatchEntry { bundle_hash: Hash([6; 32]), index_in_bundle: 2, payload: b"x".to_vec() }],
+            entries: vec![BatchEntry {
+                bundle_hash: Hash([6; 32]),
+                index_in_bundle: 2,
+                payload: b"x".to_vec(),
+            }],
         };
         let wire: pb::RollupBatch = (&batch).into();
         assert_eq!(RollupBatch::try_from(wire).unwrap(), batch);
@@ -158,9 +183,22 @@ mod tests {
         let mut wire: pb::BlockHeader = (&header()).into();
         wire.parent_hash.pop();
         let err = BlockHeader::try_from(wire).unwrap_err();
-        assert_eq!(err, ConversionError::Length { field: "header.parent_hash", expected: 32, got: 31 });
+        assert_eq!(
+            err,
+            ConversionError::Length {
+                field: "header.parent_hash",
+                expected: 32,
+                got: 31
+            }
+        );
         assert!(err.to_string().contains("header.parent_hash"));
-        let missing = pb::RollupBatch { header: None, ..Default::default() };
-        assert_eq!(RollupBatch::try_from(missing).unwrap_err(), ConversionError::Missing("header"));
+        let missing = pb::RollupBatch {
+            header: None,
+            ..Default::default()
+        };
+        assert_eq!(
+            RollupBatch::try_from(missing).unwrap_err(),
+            ConversionError::Missing("header")
+        );
     }
 }

@@ -28,9 +28,19 @@ impl Cluster {
     /// Prepares `n` validators without starting them.
     pub fn prepare(n: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let net = prepare(&dir.path().join("net"), n, "baton-test", ConsensusParams::default()).expect("prepare");
+        let net = prepare(
+            &dir.path().join("net"),
+            n,
+            "baton-test",
+            ConsensusParams::default(),
+        )
+        .expect("prepare");
         let procs = (0..n).map(|_| None).collect();
-        Cluster { net, procs, _dir: dir }
+        Cluster {
+            net,
+            procs,
+            _dir: dir,
+        }
     }
 
     pub fn start(n: usize) -> Self {
@@ -61,14 +71,18 @@ impl Cluster {
         loop {
             match BatonClient::connect(self.net.nodes[i].grpc_url()).await {
                 Ok(c) => return c,
-                Err(e) if Instant::now() > deadline => panic!("node{i} gRPC never came up: {e}\n{}", self.log(i)),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("node{i} gRPC never came up: {e}\n{}", self.log(i))
+                }
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
     pub async fn height(&self, i: usize) -> Option<u64> {
-        let mut c = BatonClient::connect(self.net.nodes[i].grpc_url()).await.ok()?;
+        let mut c = BatonClient::connect(self.net.nodes[i].grpc_url())
+            .await
+            .ok()?;
         c.status().await.ok().map(|s| s.latest_height)
     }
 
@@ -82,7 +96,10 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
-                panic!("node{i} did not reach height {h} within {timeout:?}\n--- log ---\n{}", self.log(i));
+                panic!(
+                    "node{i} did not reach height {h} within {timeout:?}\n--- log ---\n{}",
+                    self.log(i)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -93,11 +110,21 @@ impl Cluster {
         let mut c = self.client(i).await;
         let mut out: Vec<Hash> = Vec::new();
         for h in 1..=up_to {
-            let b = c.get_batch(0, h).await.unwrap_or_else(|e| panic!("node{i} GetBatch({h}): {e}"));
+            let b = c
+                .get_batch(0, h)
+                .await
+                .unwrap_or_else(|e| panic!("node{i} GetBatch({h}): {e}"));
             assert_eq!(b.header.height, h);
-            assert_eq!(b.block_hash, b.header.hash(), "node{i} height {h}: block hash is not the header hash");
+            assert_eq!(
+                b.block_hash,
+                b.header.hash(),
+                "node{i} height {h}: block hash is not the header hash"
+            );
             if let Some(prev) = out.last() {
-                assert_eq!(b.header.parent_hash, *prev, "node{i} height {h}: broken hash chain");
+                assert_eq!(
+                    b.header.parent_hash, *prev,
+                    "node{i} height {h}: broken hash chain"
+                );
             }
             out.push(b.block_hash);
         }
@@ -115,8 +142,13 @@ impl Drop for Cluster {
 
 /// Runs an async test body on a fresh runtime, with an overall time bound.
 pub fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
-        tokio::time::timeout(limit, f).await.expect("test exceeded its time bound");
+        tokio::time::timeout(limit, f)
+            .await
+            .expect("test exceeded its time bound");
     });
 }
