@@ -103,6 +103,17 @@ impl NodeKey {
     }
 }
 
+/// The libp2p peer id of a validator, from its Ed25519 public key (hex).
+pub fn peer_id_of(public_key_hex: &str) -> Result<String, NodeError> {
+    let bytes = hex::decode(public_key_hex.trim_start_matches("0x"))
+        .map_err(|e| NodeError::Key(format!("public key is not hex: {e}")))?;
+    let ed = libp2p_identity::ed25519::PublicKey::try_from_bytes(&bytes)
+        .map_err(|e| NodeError::Key(format!("not an Ed25519 public key: {e}")))?;
+    Ok(libp2p_identity::PublicKey::from(ed)
+        .to_peer_id()
+        .to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +130,9 @@ mod tests {
         let back = NodeKey::load(&path).unwrap();
         assert_eq!(back.public_key_hex(), k.public_key_hex());
         assert!(k.save(&path).is_err(), "must not overwrite a key");
+        assert_eq!(
+            peer_id_of(&k.public_key_hex()).unwrap(),
+            k.peer_id().unwrap()
+        );
     }
 }

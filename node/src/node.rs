@@ -108,7 +108,18 @@ pub async fn run(
             .map(|val| val.address == address)
             .unwrap_or(false);
         if !same_key && v.p2p_addr != own {
-            peers.push(parse_addr(&v.p2p_addr)?);
+            // Name the peer id in the address: the node then recognises the validator on an inbound connection
+            // before its own dial has completed (otherwise two validators starting together reject each other).
+            let addr = if v.p2p_addr.contains("/p2p/") {
+                v.p2p_addr.clone()
+            } else {
+                format!(
+                    "{}/p2p/{}",
+                    v.p2p_addr,
+                    crate::keys::peer_id_of(&v.public_key)?
+                )
+            };
+            peers.push(parse_addr(&addr)?);
         }
     }
     for p in &cfg.p2p.extra_peers {
