@@ -261,7 +261,7 @@ impl ValidatorSet {
         if validators.is_empty() {
             return Err("the validator set is empty".into());
         }
-        validators.sort_by(|a, b| a.address.cmp(&b.address));
+        validators.sort_by_key(|v| v.address);
         if validators.windows(2).any(|w| w[0].address == w[1].address) {
             return Err("the validator set lists a key twice".into());
         }
@@ -402,6 +402,23 @@ pub struct Vote {
 }
 
 impl Vote {
+    pub fn new(
+        vote_type: VoteType,
+        height: Height,
+        round: Round,
+        value: NilOrVal<Hash>,
+        validator: Address,
+    ) -> Self {
+        Vote {
+            vote_type,
+            height,
+            round,
+            value,
+            validator,
+            extension: None,
+        }
+    }
+
     fn value_hash(&self) -> Option<Hash> {
         match &self.value {
             NilOrVal::Nil => None,
@@ -534,14 +551,7 @@ impl mct::Context for BatonContext {
         value: NilOrVal<Hash>,
         validator: Address,
     ) -> Vote {
-        Vote {
-            vote_type: VoteType::Prevote,
-            height,
-            round,
-            value,
-            validator,
-            extension: None,
-        }
+        Vote::new(VoteType::Prevote, height, round, value, validator)
     }
 
     fn new_precommit(
@@ -551,14 +561,7 @@ impl mct::Context for BatonContext {
         value: NilOrVal<Hash>,
         validator: Address,
     ) -> Vote {
-        Vote {
-            vote_type: VoteType::Precommit,
-            height,
-            round,
-            value,
-            validator,
-            extension: None,
-        }
+        Vote::new(VoteType::Precommit, height, round, value, validator)
     }
 }
 

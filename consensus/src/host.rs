@@ -672,6 +672,15 @@ mod tests {
             }
         }
 
+        fn other_than(&self, not: &[Address]) -> Address {
+            self.vs
+                .validators()
+                .iter()
+                .map(|v| v.address)
+                .find(|a| !not.contains(a))
+                .unwrap()
+        }
+
         fn host(&self, who: Address, store: MemStore) -> Host<MemStore, Arc<ManualClock>> {
             let key = self
                 .keys
@@ -738,13 +747,7 @@ mod tests {
     fn propose_receive_decide_and_restart() {
         let net = Net::new(4);
         let proposer = net.vs.proposer(1, 0).address;
-        let other = net
-            .vs
-            .validators()
-            .iter()
-            .find(|v| v.address != proposer)
-            .unwrap()
-            .address;
+        let other = net.other_than(&[proposer]);
         let store_p = MemStore::default();
         let store_o = MemStore::default();
         let mut p = net.host(proposer, store_p.clone());
@@ -821,19 +824,10 @@ mod tests {
     fn invalid_block_is_judged_invalid_not_dropped() {
         let net = Net::new(4);
         let proposer = net.vs.proposer(1, 0).address;
-        let other = net
-            .vs
-            .validators()
-            .iter()
-            .find(|v| v.address != proposer)
-            .unwrap()
-            .address;
-        let mut p = net.host(proposer, MemStore::default());
+        let other = net.other_than(&[proposer]);
         let mut o = net.host(other, MemStore::default());
         o.started_round(1, 0).unwrap();
         // The proposer signs a block whose timestamp is far in the future: well-formed, correctly signed, invalid.
-        net.clock.advance(0);
-        let (_, _) = p.propose(1, 0).unwrap();
         let future = Net {
             clock: Arc::new(ManualClock::new(1_000_000 + 60_000)),
             ..Net::new(4)

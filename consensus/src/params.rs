@@ -131,8 +131,10 @@ mod tests {
 
     #[test]
     fn rejects_propose_timeout_shorter_than_block_time() {
-        let mut p = ConsensusParams::default();
-        p.block_time_ms = 300;
+        let p = ConsensusParams {
+            block_time_ms: 300,
+            ..Default::default()
+        };
         let err = p.validate().unwrap_err().to_string();
         assert!(err.contains("propose_ms"), "{err}");
     }

@@ -218,6 +218,8 @@ pub struct DevnetOptions {
     pub duration: Option<Duration>,
     /// Round trips to time at start.
     pub demo_round_trips: usize,
+    /// After the healthy phase, SIGKILL the last validator, measure again, restart it and watch it catch up.
+    pub demo_fault: bool,
 }
 
 /// Runs `baton devnet`: prepare, start, show it working, stop cleanly on Ctrl-C / SIGTERM.
@@ -295,18 +297,157 @@ async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClien
     Ok(clients)
 }
 
+fn client_err(e: baton_proto::client::ClientError) -> NodeError {
+    NodeError::Engine(e.to_string())
+}
+
+/// Submits `count` two-rollup bundles round-robin to the `live` nodes and times each until it is seen in both
+/// rollups' streams on the next live node. Returns the round-trip times.
+async fn round_trips(
+    clients: &mut [baton_proto::client::BatonClient],
+    live: &[usize],
+    count: usize,
+    label: &str,
+) -> Result<Vec<Duration>, NodeError> {
+    use baton_consensus::types::{Bundle, BundleEntry};
+
+    let mut latencies = Vec::new();
+    for i in 0..count {
+        let submit_to = live[i % live.len()];
+        let watch_on = live[(i + 1) % live.len()];
+        let from = clients[watch_on]
+            .status()
+            .await
+            .map_err(client_err)?
+            .latest_height
+            + 1;
+        let mut s1 = clients[watch_on]
+            .stream_batches(1, from)
+            .await
+            .map_err(client_err)?;
+        let mut s2 = clients[watch_on]
+            .stream_batches(2, from)
+            .await
+            .map_err(client_err)?;
+        let bundle = Bundle {
+            entries: vec![
+                BundleEntry {
+                    rollup_id: 1,
+                    payload: format!("{label} hello rollup 1 #{i}").into_bytes(),
+                },
+                BundleEntry {
+                    rollup_id: 2,
+                    payload: format!("{label} hello rollup 2 #{i}").into_bytes(),
+                },
+            ],
+        };
+        let t0 = Instant::now();
+        let hash = clients[submit_to]
+            .submit(&bundle)
+            .await
+            .map_err(client_err)?;
+        let ack = t0.elapsed();
+        let mut found = [None, None];
+        for (k, s) in [&mut s1, &mut s2].into_iter().enumerate() {
+            while found[k].is_none() {
+                match tokio::time::timeout(Duration::from_secs(30), s.next()).await {
+                    Ok(Ok(Some(b))) if b.entries.iter().any(|e| e.bundle_hash == hash) => {
+                        found[k] = Some(b.header.height)
+                    }
+                    Ok(Ok(Some(_))) => {}
+                    _ => break,
+                }
+            }
+        }
+        let rtt = t0.elapsed();
+        let [Some(h1), Some(h2)] = found else {
+            return Err(NodeError::Engine(format!(
+                "bundle {hash} did not show up in both streams within 30 s"
+            )));
+        };
+        latencies.push(rtt);
+        if i < 2 {
+            println!(
+                "  bundle {} -> node{submit_to} (ack {:.1} ms) -> in rollups 1 and 2 on node{watch_on} at height \
+                 {h1}/{h2}: {:.1} ms",
+                &hash.to_hex()[..12],
+                ack.as_secs_f64() * 1e3,
+                rtt.as_secs_f64() * 1e3
+            );
+        }
+    }
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if let (Some(first), Some(last)) = (latencies.first(), latencies.last()) {
+        println!(
+            "{label}: bundle round trip (submit -> seen in both rollups' streams) over {} bundles: min {:.1} ms, \
+             p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            latencies.len(),
+            ms(*first),
+            ms(latencies[latencies.len() / 2]),
+            ms(latencies[latencies.len() * 9 / 10]),
+            ms(*last)
+        );
+    }
+    Ok(latencies)
+}
+
+/// Prints every node's height each 2 s for `secs` seconds (forever if None) and returns the last rate.
+async fn watch_heights(
+    clients: &mut [baton_proto::client::BatonClient],
+    procs: &mut [NodeProcess],
+    secs: Option<u64>,
+    label: &str,
+) -> f64 {
+    let started = Instant::now();
+    let mut first: Option<(Instant, u64)> = None;
+    let mut rate = 0.0;
+    loop {
+        let mut heights = Vec::new();
+        for (i, c) in clients.iter_mut().enumerate() {
+            if procs[i].exited() {
+                heights.push("down".to_string());
+                continue;
+            }
+            match c.status().await {
+                Ok(s) => heights.push(s.latest_height.to_string()),
+                Err(_) => heights.push("?".into()),
+            }
+        }
+        let top = heights
+            .iter()
+            .filter_map(|h| h.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        match first {
+            Some((t, h)) => {
+                rate = (top - h) as f64 / t.elapsed().as_secs_f64();
+                println!(
+                    "{label}: heights [{}]  {rate:.1} heights/s since the phase began",
+                    heights.join(", ")
+                );
+            }
+            None => {
+                println!("{label}: heights [{}]", heights.join(", "));
+                first = Some((Instant::now(), top));
+            }
+        }
+        if secs.is_some_and(|s| started.elapsed() >= Duration::from_secs(s)) {
+            return rate;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
 async fn show(
     net: &Devnet,
     procs: &mut [NodeProcess],
     opts: &DevnetOptions,
 ) -> Result<(), NodeError> {
-    use baton_consensus::types::{Bundle, BundleEntry};
-
-    let err = |e: baton_proto::client::ClientError| NodeError::Engine(e.to_string());
     let mut clients = connect_all(net).await?;
     let started = Instant::now();
     loop {
-        let s = clients[0].status().await.map_err(err)?;
+        let s = clients[0].status().await.map_err(client_err)?;
         if s.latest_height >= 1 {
             println!(
                 "first block decided {:.1} s after start",
@@ -321,114 +462,63 @@ async fn show(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
-    // Round trips: submit a two-rollup bundle to one node, watch both rollups' streams on another.
-    let mut latencies = Vec::new();
-    for i in 0..opts.demo_round_trips {
-        let submit_to = i % clients.len();
-        let watch_on = (i + 1) % clients.len();
-        let from = clients[watch_on].status().await.map_err(err)?.latest_height + 1;
-        let mut s1 = clients[watch_on]
-            .stream_batches(1, from)
-            .await
-            .map_err(err)?;
-        let mut s2 = clients[watch_on]
-            .stream_batches(2, from)
-            .await
-            .map_err(err)?;
-        let bundle = Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 1,
-                    payload: format!("hello rollup 1 #{i}").into_bytes(),
-                },
-                BundleEntry {
-                    rollup_id: 2,
-                    payload: format!("hello rollup 2 #{i}").into_bytes(),
-                },
-            ],
-        };
-        let t0 = Instant::now();
-        let hash = clients[submit_to].submit(&bundle).await.map_err(err)?;
-        let ack = t0.elapsed();
-        let mut found = [None, None];
-        for (k, s) in [&mut s1, &mut s2].into_iter().enumerate() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while found[k].is_none() && Instant::now() < deadline {
-                match tokio::time::timeout(Duration::from_secs(30), s.next()).await {
-                    Ok(Ok(Some(b))) if b.entries.iter().any(|e| e.bundle_hash == hash) => {
-                        found[k] = Some(b.header.height)
+    let all: Vec<usize> = (0..clients.len()).collect();
+    if opts.demo_round_trips > 0 {
+        round_trips(&mut clients, &all, opts.demo_round_trips, "healthy").await?;
+    }
+    if opts.demo_fault && clients.len() >= 4 {
+        watch_heights(&mut clients, procs, Some(10), "healthy").await;
+        let victim = clients.len() - 1;
+        println!("killing node{victim} (SIGKILL)");
+        procs[victim].kill();
+        let live: Vec<usize> = (0..victim).collect();
+        watch_heights(&mut clients, procs, Some(10), &format!("node{victim} down")).await;
+        if opts.demo_round_trips > 0 {
+            round_trips(
+                &mut clients,
+                &live,
+                opts.demo_round_trips,
+                &format!("node{victim} down"),
+            )
+            .await?;
+        }
+        println!("restarting node{victim}");
+        let bin = std::env::current_exe()?;
+        procs[victim] = NodeProcess::start(&bin, &net.nodes[victim])?;
+        let t = Instant::now();
+        let target = clients[0].status().await.map_err(client_err)?.latest_height;
+        loop {
+            if let Ok(mut c) =
+                baton_proto::client::BatonClient::connect(net.nodes[victim].grpc_url()).await
+            {
+                if let Ok(s) = c.status().await {
+                    if s.latest_height >= target {
+                        println!(
+                            "node{victim} caught up to height {target} in {:.1} s after restart",
+                            t.elapsed().as_secs_f64()
+                        );
+                        clients[victim] = c;
+                        break;
                     }
-                    Ok(Ok(Some(_))) => {}
-                    _ => break,
                 }
             }
-        }
-        let rtt = t0.elapsed();
-        match found {
-            [Some(h1), Some(h2)] => {
-                latencies.push(rtt);
-                if i < 3 || i + 1 == opts.demo_round_trips {
-                    println!(
-                        "bundle {} -> node{submit_to} (ack {:.1} ms) -> seen by node{watch_on} in rollups 1 and 2 \
-                         at heights {h1}/{h2}: {:.1} ms round trip",
-                        &hash.to_hex()[..12],
-                        ack.as_secs_f64() * 1e3,
-                        rtt.as_secs_f64() * 1e3
-                    );
-                }
-            }
-            _ => {
+            if t.elapsed() > Duration::from_secs(120) {
                 return Err(NodeError::Engine(format!(
-                    "bundle {hash} did not show up in both streams within 30 s"
-                )))
+                    "node{victim} did not catch up within 120 s"
+                )));
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    if !latencies.is_empty() {
-        latencies.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        println!(
-            "round trip over {} bundles: p50 {:.1} ms, max {:.1} ms",
-            latencies.len(),
-            ms(latencies[latencies.len() / 2]),
-            ms(latencies[latencies.len() - 1])
-        );
+    let remaining = opts
+        .duration
+        .map(|d| d.saturating_sub(started.elapsed()).as_secs());
+    if remaining == Some(0) {
+        return Ok(());
     }
-
-    println!("heights every 2 s (Ctrl-C to stop):");
-    let mut last: Option<(Instant, u64)> = None;
-    loop {
-        if let Some(d) = opts.duration {
-            if started.elapsed() >= d {
-                return Ok(());
-            }
-        }
-        let mut heights = Vec::new();
-        for (i, c) in clients.iter_mut().enumerate() {
-            if procs[i].exited() {
-                heights.push("down".to_string());
-                continue;
-            }
-            match c.status().await {
-                Ok(s) => heights.push(s.latest_height.to_string()),
-                Err(_) => heights.push("?".into()),
-            }
-        }
-        let h0 = heights
-            .iter()
-            .filter_map(|h| h.parse::<u64>().ok())
-            .max()
-            .unwrap_or(0);
-        let rate = match last {
-            Some((t, h)) => format!(
-                "{:.1} heights/s",
-                (h0 - h) as f64 / t.elapsed().as_secs_f64()
-            ),
-            None => String::new(),
-        };
-        println!("heights [{}] {rate}", heights.join(", "));
-        last = Some((Instant::now(), h0));
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    if remaining.is_none() {
+        println!("heights every 2 s (Ctrl-C to stop):");
     }
+    watch_heights(&mut clients, procs, remaining, "running").await;
+    Ok(())
 }

@@ -59,6 +59,9 @@ enum Command {
         /// Bundles to round-trip (submit, then see in two rollups' streams) at start.
         #[arg(long, default_value_t = 20)]
         round_trips: usize,
+        /// Also show fault tolerance: kill the last validator, keep going, restart it, watch it catch up.
+        #[arg(long)]
+        demo_fault: bool,
     },
 }
 
@@ -186,6 +189,7 @@ fn main() -> Result<()> {
                 chain_id,
                 duration: duration_secs.map(Duration::from_secs),
                 demo_round_trips: round_trips,
+                demo_fault,
             }))?;
         }
     }

@@ -358,6 +358,33 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         .await;
         assert_eq!(raw, Some(Code::InvalidArgument as i32), "garbage protobuf");
 
+        // Standard health checking and reflection, so generic tools work.
+        let channel = tonic::transport::Endpoint::from_shared(cluster.net.nodes[0].grpc_url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+        for service in ["baton.v1.RollupService", "baton.v1.NodeService"] {
+            let resp = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .expect("health check")
+                .into_inner();
+            assert_eq!(
+                resp.status,
+                tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+                "{service}"
+            );
+        }
+        let services = list_services(channel).await;
+        assert!(
+            services.iter().any(|s| s == "baton.v1.RollupService"),
+            "reflection lists {services:?}"
+        );
+
         // Still serving: status answers and a valid bundle is included.
         let st = node
             .status(pb::StatusRequest {})
@@ -381,6 +408,35 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
+}
+
+/// Lists services through gRPC server reflection (what `grpcurl list` does).
+async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut client = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .expect("reflection reply")
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection reply {other:?}"),
+    }
 }
 
 /// Sends one gRPC frame with arbitrary bytes and returns the grpc-status it gets.
