@@ -246,10 +246,7 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         opts.chain_id,
         net.dir.display()
     );
-    println!(
-        "{:<7} {:<24} {:<32} {}",
-        "node", "gRPC endpoint", "p2p", "log"
-    );
+    println!("{:<7} {:<24} {:<32} log", "node", "gRPC endpoint", "p2p");
     for (n, p) in net.nodes.iter().zip(&procs) {
         println!(
             "{:<7} {:<24} {:<32} {}",

@@ -4,6 +4,9 @@
 //! INVALID_ARGUMENT, a limit is RESOURCE_EXHAUSTED, a height not decided yet is OUT_OF_RANGE, an unknown bundle
 //! is NOT_FOUND, a full queue is UNAVAILABLE (retry), a storage failure is INTERNAL.
 
+// Handlers return tonic's `Status` by value, as tonic's own API does.
+#![allow(clippy::result_large_err)]
+
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -154,17 +157,19 @@ impl RollupService for Api {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = order_tx.send(tokio::spawn(async move {
-                            pb::SubmitBundlesResponse {
-                                client_ref: 0,
-                                result: Some(pb::submit_bundles_response::Result::Error(
-                                    pb::SubmitError {
-                                        code: status.code() as i32,
-                                        message: status.message().to_string(),
-                                    },
-                                )),
-                            }
-                        }));
+                        let _ = order_tx
+                            .send(tokio::spawn(async move {
+                                pb::SubmitBundlesResponse {
+                                    client_ref: 0,
+                                    result: Some(pb::submit_bundles_response::Result::Error(
+                                        pb::SubmitError {
+                                            code: status.code() as i32,
+                                            message: status.message().to_string(),
+                                        },
+                                    )),
+                                }
+                            }))
+                            .await;
                         break;
                     }
                 }

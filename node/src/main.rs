@@ -178,6 +178,7 @@ fn main() -> Result<()> {
             chain_id,
             duration_secs,
             round_trips,
+            demo_fault,
         } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
