@@ -217,7 +217,20 @@ impl RocksStore {
             );
             wb.delete_cf(cf_mempool, h.0);
         }
-        wb.delete_range_cf(self.cf(CF_UNDECIDED)?, be(0), be(height + 1));
+        // Point deletes of this height's proposals (earlier heights were cleared by earlier commits). Not
+        // `delete_range`: one range tombstone per height piles up and slows every later read of this family.
+        let cf_undecided = self.cf(CF_UNDECIDED)?;
+        let prefix = be(height);
+        for item in self.db.iterator_cf(
+            cf_undecided,
+            IteratorMode::From(&prefix, rocksdb::Direction::Forward),
+        ) {
+            let (k, _) = item?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            wb.delete_cf(cf_undecided, k);
+        }
         wb.put_cf(self.cf(CF_META)?, LATEST, be(height));
         self.db.write_opt(wb, &self.write_opts())?;
         Ok(())
