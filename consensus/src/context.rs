@@ -150,6 +150,17 @@ impl ChainDomain {
         self.bytes(b"baton/vote/v1", &(kind, height, round, value, validator))
     }
 
+    /// Bytes a validator signs for `vote`.
+    pub fn signed_vote_bytes(&self, vote: &Vote) -> Vec<u8> {
+        self.vote_bytes(
+            vote.vote_type,
+            vote.height.0,
+            round_u32(vote.round),
+            vote.value_hash(),
+            &vote.validator,
+        )
+    }
+
     /// Bytes a proposer signs for a proposal.
     pub fn proposal_bytes(&self, p: &Proposal) -> Vec<u8> {
         self.bytes(
@@ -605,14 +616,7 @@ impl ConsensusSigner {
 #[async_trait]
 impl Signer<BatonContext> for ConsensusSigner {
     async fn sign_vote(&self, vote: Vote) -> Result<SignedMessage<BatonContext, Vote>, SignError> {
-        let bytes = self.domain.vote_bytes(
-            vote.vote_type,
-            vote.height.0,
-            round_u32(vote.round),
-            vote.value_hash(),
-            &vote.validator,
-        );
-        let signature = self.sign(&bytes);
+        let signature = self.sign(&self.domain.signed_vote_bytes(&vote));
         Ok(SignedMessage::new(vote, signature))
     }
 
@@ -660,13 +664,7 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         signature: &Signature,
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
-        let bytes = self.domain.vote_bytes(
-            vote.vote_type,
-            vote.height.0,
-            round_u32(vote.round),
-            vote.value_hash(),
-            &vote.validator,
-        );
+        let bytes = self.domain.signed_vote_bytes(&vote);
         Ok(VerificationResult::from_bool(verify_signature(
             public_key, &bytes, signature,
         )))
