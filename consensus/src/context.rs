@@ -664,7 +664,7 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         signature: &Signature,
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
-        let bytes = self.domain.signed_vote_bytes(&vote);
+        let bytes = self.domain.signed_vote_bytes(vote);
         Ok(VerificationResult::from_bool(verify_signature(
             public_key, &bytes, signature,
         )))
