@@ -114,6 +114,23 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
             );
         }
 
+        // Status reports the node's role, the set size, its peers and the latest decided block.
+        let st = c0.status().await.expect("status");
+        assert_eq!(st.role, pb::NodeRole::Validator as i32);
+        assert_eq!(st.validator_set_size, 4);
+        assert_eq!(st.chain_id, "baton-test");
+        assert_eq!(st.validator_address.len(), 20);
+        assert!(st.latest_height >= 50);
+        assert_eq!(st.latest_block_hash.len(), 32);
+        let deadline = Instant::now() + T;
+        while c0.status().await.expect("status").peers < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "node0 never reported its 3 peers"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
         // StreamBatches from height 1: every height, in order, no gaps, and an empty batch where the rollup had
         // nothing; then it follows live heights.
         let mut c2 = cluster.client(2).await;
