@@ -66,17 +66,19 @@ pub fn build_block(
     Block { header, bundles }
 }
 
-/// Validates a proposed block against its context. `is_validator` answers whether an address is in the set (the
-/// builder of a block re-proposed in a later round need not be that round's proposer); `is_included` answers
-/// whether a bundle hash is already in an earlier block. Returns the bundle hashes (in block order) on success.
+/// Validates a proposed block against its context. `hashes` are the block's bundle hashes in order (the caller
+/// has them already; see [`bundle_hashes`]). `is_validator` answers whether an address is in the set (the builder
+/// of a block re-proposed in a later round need not be that round's proposer); `is_included` answers whether a
+/// bundle hash is already in an earlier block.
 pub fn validate_block(
     block: &Block,
+    hashes: &[Hash],
     ctx: &BlockContext,
     params: &ConsensusParams,
     is_validator: &dyn Fn(&Address) -> bool,
     now_ms: u64,
     is_included: &mut dyn FnMut(&Hash) -> bool,
-) -> Result<Vec<Hash>, BlockError> {
+) -> Result<(), BlockError> {
     let h = &block.header;
     if h.height != ctx.height {
         return Err(BlockError::WrongHeight {
@@ -131,34 +133,37 @@ pub fn validate_block(
             limit: params.max_block_bytes,
         });
     }
+    debug_assert_eq!(hashes.len(), block.bundles.len());
     let mut seen = HashSet::with_capacity(block.bundles.len());
-    let mut hashes = Vec::with_capacity(block.bundles.len());
-    for (index, bundle) in block.bundles.iter().enumerate() {
+    for (index, (bundle, hash)) in block.bundles.iter().zip(hashes).enumerate() {
         check_bundle(bundle, params).map_err(|error| BlockError::BadBundle { index, error })?;
-        let hash = bundle.hash();
-        if !seen.insert(hash) {
-            return Err(BlockError::DuplicateBundle(hash));
+        if !seen.insert(*hash) {
+            return Err(BlockError::DuplicateBundle(*hash));
         }
-        if is_included(&hash) {
-            return Err(BlockError::AlreadyIncluded(hash));
+        if is_included(hash) {
+            return Err(BlockError::AlreadyIncluded(*hash));
         }
-        hashes.push(hash);
     }
-    let expected = bundles_root(&hashes);
+    let expected = bundles_root(hashes);
     if h.bundles_root != expected {
         return Err(BlockError::WrongBundlesRoot {
             got: h.bundles_root,
             expected,
         });
     }
-    let expected = namespace_root(&namespace_table(&batches_of(&block.bundles, &hashes)));
+    let expected = namespace_root(&namespace_table(&batches_of(&block.bundles, hashes)));
     if h.namespace_root != expected {
         return Err(BlockError::WrongNamespaceRoot {
             got: h.namespace_root,
             expected,
         });
     }
-    Ok(hashes)
+    Ok(())
+}
+
+/// The hashes of a block's bundles, in block order.
+pub fn bundle_hashes(block: &Block) -> Vec<Hash> {
+    block.bundles.iter().map(Bundle::hash).collect()
 }
 
 #[cfg(test)]
@@ -189,9 +194,10 @@ mod tests {
         }
     }
 
-    fn valid(block: &Block) -> Result<Vec<Hash>, BlockError> {
+    fn valid(block: &Block) -> Result<(), BlockError> {
         validate_block(
             block,
+            &bundle_hashes(block),
             &ctx(),
             &ConsensusParams::default(),
             &|a| *a == Address([7; 20]),
@@ -208,7 +214,8 @@ mod tests {
             1_050,
             vec![bundle(1, &[1, 2, 3]), bundle(2, &[2])],
         );
-        assert_eq!(valid(&block).unwrap().len(), 2);
+        valid(&block).unwrap();
+        assert_eq!(block.bundles.len(), 2);
         assert!(block.header.timestamp_ms > 1_000);
     }
 
@@ -275,6 +282,7 @@ mod tests {
         ));
         let r = validate_block(
             &good,
+            &bundle_hashes(&good),
             &ctx(),
             &ConsensusParams::default(),
             &|_| true,

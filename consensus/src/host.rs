@@ -11,7 +11,7 @@ use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
 use tracing::{debug, warn};
 
-use crate::block::{build_block, check_bundle, validate_block, BlockContext};
+use crate::block::{build_block, bundle_hashes, check_bundle, validate_block, BlockContext};
 use crate::context::{
     round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart,
     Signature, ValidatorSet, Value,
@@ -103,6 +103,7 @@ struct Assembled {
     pol_round: Round,
     proposer: Address,
     block: Block,
+    hashes: Vec<Hash>,
 }
 
 /// The host state machine. See the module docs.
@@ -249,7 +250,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.future.retain(|h, _| *h >= height);
         if let Some(early) = self.future.remove(&height) {
             for a in early {
-                let valid = self.judge(&a.block, height);
+                let valid = self.judge(&a.block, &a.hashes, height);
                 let p = UndecidedProposal {
                     round: a.round,
                     valid_round: a.pol_round.as_u32(),
@@ -269,13 +270,22 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .collect())
     }
 
-    fn judge(&self, block: &Block, height: u64) -> bool {
+    /// Validates `block` (whose bundle hashes are `hashes`) for `height`.
+    fn judge(&self, block: &Block, hashes: &[Hash], height: u64) -> bool {
         let ctx = self.block_context(height);
         let now = self.clock.now_ms();
         let store = &self.store;
         let mut included = |h: &Hash| store.inclusion(h).ok().flatten().is_some();
         let is_validator = |a: &Address| self.validators.get(a).is_some();
-        match validate_block(block, &ctx, &self.params, &is_validator, now, &mut included) {
+        match validate_block(
+            block,
+            hashes,
+            &ctx,
+            &self.params,
+            &is_validator,
+            now,
+            &mut included,
+        ) {
             Ok(_) => true,
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
@@ -500,7 +510,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         // The value id is the header hash, and the header commits to the body only through `bundles_root`. A body
         // that does not match it is not the block the proposer signed (damaged or altered on the way): drop it
         // rather than judge the value id invalid, which would count against the real block.
-        let hashes: Vec<Hash> = block.bundles.iter().map(Bundle::hash).collect();
+        let hashes = bundle_hashes(&block);
         if block.header.bundle_count as usize != hashes.len()
             || crate::types::bundles_root(&hashes) != block.header.bundles_root
         {
@@ -523,12 +533,13 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                         pol_round,
                         proposer,
                         block,
+                        hashes,
                     });
                 }
             }
             return Ok(None);
         }
-        let valid = self.judge(&block, height);
+        let valid = self.judge(&block, &hashes, height);
         let p = UndecidedProposal {
             round: round_n,
             valid_round: pol_round.as_u32(),
@@ -550,7 +561,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .find(|p| p.block.hash() == cert.block_hash)
             .map(|p| p.block)
             .ok_or(ConsensusError::UnknownBlock(cert.block_hash))?;
-        let hashes: Vec<Hash> = block.bundles.iter().map(Bundle::hash).collect();
+        let hashes = bundle_hashes(&block);
         self.store.commit(&block, &hashes, &cert)?;
         self.mempool.remove(&hashes);
         self.tip = Some(block.header.clone());
@@ -584,7 +595,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if height != self.next_height() || block.height() != height {
             return Ok(SyncVerdict::NotNow);
         }
-        let valid = self.judge(&block, height);
+        let valid = self.judge(&block, &bundle_hashes(&block), height);
         let p = UndecidedProposal {
             round,
             valid_round: None,

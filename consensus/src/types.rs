@@ -81,14 +81,6 @@ impl Bundle {
             .map(|e| 8 + 4 + e.payload.len())
             .sum::<usize>()
     }
-
-    /// The distinct rollups this bundle touches, in ascending order.
-    pub fn rollups(&self) -> Vec<RollupId> {
-        let mut ids: Vec<_> = self.entries.iter().map(|e| e.rollup_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        ids
-    }
 }
 
 /// The header every validator signs (through its hash, the consensus value id).
@@ -158,27 +150,6 @@ impl Block {
     pub fn batches(&self) -> BTreeMap<RollupId, Vec<BatchEntry>> {
         let hashes: Vec<Hash> = self.bundles.iter().map(Bundle::hash).collect();
         batches_of(&self.bundles, &hashes)
-    }
-
-    /// The batch of one rollup (empty when it has no entries at this height).
-    pub fn batch_for(&self, rollup_id: RollupId) -> Vec<BatchEntry> {
-        let mut out = Vec::new();
-        for bundle in &self.bundles {
-            if !bundle.entries.iter().any(|e| e.rollup_id == rollup_id) {
-                continue;
-            }
-            let bundle_hash = bundle.hash();
-            for (i, e) in bundle.entries.iter().enumerate() {
-                if e.rollup_id == rollup_id {
-                    out.push(BatchEntry {
-                        bundle_hash,
-                        index_in_bundle: i as u32,
-                        payload: e.payload.clone(),
-                    });
-                }
-            }
-        }
-        out
     }
 }
 
@@ -316,7 +287,6 @@ mod tests {
         assert_eq!(batches[&1][2].bundle_hash, b.hash());
         let r2: Vec<_> = batches[&2].iter().map(|e| e.payload.clone()).collect();
         assert_eq!(r2, vec![b"a1".to_vec(), b"b0".to_vec()]);
-        assert_eq!(block.batch_for(1), batches[&1]);
-        assert!(block.batch_for(3).is_empty());
+        assert!(!batches.contains_key(&3));
     }
 }
