@@ -23,27 +23,122 @@ pub enum ConsensusError {
     Codec(String),
 }
 
-/// A bundle that breaks a limit or a rule.
+/// A bundle that breaks a limit or a rule. Messages name the field or limit involved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BundleError {
-    #[error("bundle has no entries")]
+    #[error("bundle.entries is empty")]
     Empty,
-    #[error("bundle has {got} entries, the limit is {limit}")]
+    #[error("bundle.entries has {got} entries, the limit (max_bundle_entries) is {limit}")]
     TooManyEntries { got: usize, limit: u32 },
-    #[error("bundle is {got} bytes encoded, the limit is {limit}")]
+    #[error("bundle is {got} bytes encoded, the limit (max_bundle_bytes) is {limit}")]
     TooLarge { got: usize, limit: u32 },
-    #[error("entry {index} has an empty payload")]
+    #[error("bundle.entries[{index}].payload is empty")]
     EmptyPayload { index: usize },
+    #[error(
+        "bundle.entries[{index}].payload is {got} bytes, the limit (max_payload_bytes) is {limit}"
+    )]
+    PayloadTooLarge {
+        index: usize,
+        got: usize,
+        limit: u32,
+    },
+    #[error("bundle.entries[{index}].rollup_id {rollup_id} is not a registered rollup")]
+    UnknownRollup { index: usize, rollup_id: u64 },
+    #[error("bundle.network_id is {got}, this network's id is {expected}")]
+    WrongNetwork { got: u64, expected: u64 },
+    #[error("bundle.signature is not valid: {reason}")]
+    BadSignature { reason: String },
+    #[error(
+        "bundle.expiry_height {expiry_height} is below height {height}: the bundle has expired"
+    )]
+    Expired { expiry_height: u64, height: u64 },
+    #[error("bundle.nonce {nonce} of sender {sender} is already used; the sender's next nonce is {next}")]
+    NonceUsed {
+        sender: String,
+        nonce: u64,
+        next: u64,
+    },
+    #[error("bundle.nonce {nonce} of sender {sender} is taken by another pending bundle")]
+    NoncePending { sender: String, nonce: u64 },
+    #[error("bundle.nonce {got} of sender {sender}, expected {expected} (nonces are included in order, without gaps)")]
+    WrongNonce {
+        sender: String,
+        got: u64,
+        expected: u64,
+    },
+    #[error(
+        "sender {sender} already has {limit} bundles pending (mempool.max_pending_per_sender)"
+    )]
+    SenderLimit { sender: String, limit: usize },
+}
+
+/// How a refused bundle maps onto an API status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleErrorKind {
+    /// Malformed or not authentic (INVALID_ARGUMENT).
+    Invalid,
+    /// Over a size or count limit (RESOURCE_EXHAUSTED).
+    Limit,
+    /// Refers to something that does not exist (NOT_FOUND).
+    NotFound,
+    /// Well-formed, but not acceptable in the chain's current state (FAILED_PRECONDITION).
+    State,
 }
 
 impl BundleError {
+    pub fn kind(&self) -> BundleErrorKind {
+        use BundleError::*;
+        match self {
+            Empty | EmptyPayload { .. } | WrongNetwork { .. } | BadSignature { .. } => {
+                BundleErrorKind::Invalid
+            }
+            TooManyEntries { .. }
+            | TooLarge { .. }
+            | PayloadTooLarge { .. }
+            | SenderLimit { .. } => BundleErrorKind::Limit,
+            UnknownRollup { .. } => BundleErrorKind::NotFound,
+            Expired { .. } | NonceUsed { .. } | NoncePending { .. } | WrongNonce { .. } => {
+                BundleErrorKind::State
+            }
+        }
+    }
+
     /// Whether the error is about size (the API maps these to RESOURCE_EXHAUSTED).
     pub fn is_size_limit(&self) -> bool {
-        matches!(
-            self,
-            BundleError::TooManyEntries { .. } | BundleError::TooLarge { .. }
-        )
+        self.kind() == BundleErrorKind::Limit
     }
+}
+
+/// Why a served batch failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProofError {
+    #[error("batch.block_hash does not match the header's hash")]
+    BlockHashMismatch,
+    #[error("certificate is for {got_height}/{got_hash}, the header is {height}/{hash}")]
+    CertificateForOtherBlock {
+        got_height: u64,
+        got_hash: Hash,
+        height: u64,
+        hash: Hash,
+    },
+    #[error(
+        "header.validator_set_hash {got} is not the hash of the given validator set {expected}"
+    )]
+    OtherValidatorSet { got: Hash, expected: Hash },
+    #[error("certificate signer {0} is not in the validator set")]
+    UnknownSigner(String),
+    #[error("certificate signer {0} appears twice")]
+    DuplicateSigner(String),
+    #[error("certificate signature of {0} is not valid")]
+    BadSignature(String),
+    #[error("certificate carries {got} of {total} voting power; more than two thirds is needed")]
+    NoQuorum { got: u64, total: u64 },
+    #[error("batch entry {index} does not belong to rollup batch: {reason}")]
+    BadEntry { index: usize, reason: String },
+    #[error("namespace proof does not lead from the batch to header.namespace_root")]
+    BadNamespaceProof,
+    #[error("proof is missing: {0}")]
+    Missing(&'static str),
 }
 
 /// A block that breaks a rule. Validators prevote nil on such a block.
@@ -75,6 +170,8 @@ pub enum BlockError {
     AlreadyIncluded(Hash),
     #[error("bundles root {got} does not match the body's {expected}")]
     WrongBundlesRoot { got: Hash, expected: Hash },
+    #[error("header.namespace_count {got}, the registry has {expected} rollups")]
+    WrongNamespaceCount { got: u32, expected: usize },
     #[error("namespace root {got} does not match the body's {expected}")]
     WrongNamespaceRoot { got: Hash, expected: Hash },
 }

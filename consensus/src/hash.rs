@@ -75,6 +75,61 @@ pub fn merkle_root(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// The audit path (RFC 6962 §2.1.1) of leaf `index` in the tree over `leaves`: sibling hashes from the leaf up to
+/// the root. `None` if `index` is out of range.
+pub fn merkle_proof(leaves: &[Hash], index: usize) -> Option<Vec<Hash>> {
+    if index >= leaves.len() {
+        return None;
+    }
+    let mut path = Vec::new();
+    audit_path(leaves, index, &mut path);
+    Some(path)
+}
+
+fn audit_path(leaves: &[Hash], index: usize, out: &mut Vec<Hash>) {
+    let n = leaves.len();
+    if n <= 1 {
+        return;
+    }
+    let k = split_point(n);
+    if index < k {
+        audit_path(&leaves[..k], index, out);
+        out.push(merkle_root(&leaves[k..]));
+    } else {
+        audit_path(&leaves[k..], index - k, out);
+        out.push(merkle_root(&leaves[..k]));
+    }
+}
+
+/// Checks that `leaf` sits at `index` of a tree of `size` leaves with root `root`, given its audit path
+/// (RFC 9162 §2.1.3.2). Any wrong sibling, index, size or extra/missing step fails.
+pub fn verify_merkle_proof(leaf: &Hash, index: u64, size: u64, path: &[Hash], root: &Hash) -> bool {
+    if index >= size {
+        return false;
+    }
+    let (mut fn_, mut sn) = (index, size - 1);
+    let mut r = *leaf;
+    for p in path {
+        if sn == 0 {
+            return false;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            r = node_hash(p, &r);
+            if fn_ & 1 == 0 {
+                while fn_ & 1 == 0 && fn_ != 0 {
+                    fn_ >>= 1;
+                    sn >>= 1;
+                }
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    sn == 0 && r == *root
+}
+
 /// The largest power of two strictly below `n` (n >= 2).
 fn split_point(n: usize) -> usize {
     let mut k = 1;
@@ -125,6 +180,56 @@ mod tests {
                 m.swap(0, n - 1);
                 assert_ne!(merkle_root(&m), root, "swap n={n}");
             }
+        }
+    }
+
+    #[test]
+    fn proofs_verify_and_reject_any_change() {
+        for n in 1..40usize {
+            let l = leaves(n);
+            let root = merkle_root(&l);
+            for i in 0..n {
+                let path = merkle_proof(&l, i).unwrap();
+                assert!(
+                    verify_merkle_proof(&l[i], i as u64, n as u64, &path, &root),
+                    "n={n} i={i}"
+                );
+                // Wrong leaf, index, size, sibling, or a path with a step missing or added.
+                assert!(!verify_merkle_proof(
+                    &leaf_hash(b"x"),
+                    i as u64,
+                    n as u64,
+                    &path,
+                    &root
+                ));
+                if n > 1 {
+                    let j = (i + 1) % n;
+                    assert!(
+                        !verify_merkle_proof(&l[i], j as u64, n as u64, &path, &root),
+                        "n={n} i={i}"
+                    );
+                }
+                for k in 0..path.len() {
+                    let mut bad = path.clone();
+                    bad[k] = leaf_hash(b"y");
+                    assert!(!verify_merkle_proof(&l[i], i as u64, n as u64, &bad, &root));
+                }
+                if !path.is_empty() {
+                    assert!(!verify_merkle_proof(
+                        &l[i],
+                        i as u64,
+                        n as u64,
+                        &path[1..],
+                        &root
+                    ));
+                }
+                let mut longer = path.clone();
+                longer.push(root);
+                assert!(!verify_merkle_proof(
+                    &l[i], i as u64, n as u64, &longer, &root
+                ));
+            }
+            assert!(merkle_proof(&l, n).is_none());
         }
     }
 

@@ -11,17 +11,21 @@ use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
 use tracing::{debug, warn};
 
-use crate::block::{build_block, bundle_hashes, check_bundle, validate_block, BlockContext};
+use crate::block::{
+    build_block, bundle_hashes, check_bundle, validate_block, BlockContext, ChainView,
+};
+use crate::bundle::Sender;
 use crate::context::{
     round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart,
     Signature, ValidatorSet, Value,
 };
 use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
-use crate::mempool::{Admission, Mempool};
+use crate::mempool::{Admission, Mempool, MempoolLimits};
 use crate::params::ConsensusParams;
+use crate::registry::ChainSpec;
 use crate::store::{ChainStore, UndecidedProposal};
-use crate::types::{Address, Block, BlockHeader, Bundle, Certificate};
+use crate::types::{batches_of, namespace_table, Address, Block, BlockHeader, Bundle, Certificate};
 
 /// Milliseconds since the Unix epoch, from whatever clock the caller trusts.
 pub trait Clock: Send + Sync {
@@ -59,6 +63,7 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
 pub struct HostLimits {
     pub mempool_max_bundles: usize,
     pub mempool_max_bytes: usize,
+    pub mempool_max_per_sender: usize,
     /// Bundles per `Data` proposal part are packed up to this many bytes.
     pub part_bytes: usize,
     /// Concurrent incomplete proposal streams kept; the oldest is dropped beyond this.
@@ -72,6 +77,7 @@ impl Default for HostLimits {
         HostLimits {
             mempool_max_bundles: 200_000,
             mempool_max_bytes: 256 * 1024 * 1024,
+            mempool_max_per_sender: 1024,
             part_bytes: 256 * 1024,
             max_streams: 64,
             future_heights: 8,
@@ -112,11 +118,13 @@ pub struct Host<S, C> {
     genesis_hash: Hash,
     signer: Option<ConsensusSigner>,
     validators: ValidatorSet,
-    params: ConsensusParams,
+    spec: ChainSpec,
     limits: HostLimits,
     store: S,
     clock: C,
     mempool: Mempool,
+    /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
+    verified: HashMap<Hash, [u8; 65]>,
     tip: Option<BlockHeader>,
     current: u64,
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
@@ -125,45 +133,75 @@ pub struct Host<S, C> {
 }
 
 impl<S: ChainStore, C: Clock> Host<S, C> {
-    /// Opens the host on a store: finds the tip and reloads the persisted mempool.
+    /// Opens the host on a store: finds the tip and reloads the persisted mempool (bundles that expired or lost
+    /// their nonce while the node was down are recorded as dropped).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         domain: ChainDomain,
         genesis_hash: Hash,
         signer: Option<ConsensusSigner>,
         validators: ValidatorSet,
-        params: ConsensusParams,
+        spec: ChainSpec,
         limits: HostLimits,
         store: S,
         clock: C,
     ) -> Result<Self, ConsensusError> {
         let tip = store.latest()?;
-        let mut mempool = Mempool::new(limits.mempool_max_bundles, limits.mempool_max_bytes);
-        for bundle in store.pending_bundles()? {
-            let hash = bundle.hash();
-            if store.inclusion(&hash)?.is_none() {
-                // The persisted mempool may exceed a lowered in-memory limit after a config change; what does
-                // not fit now stays on disk and is reloaded at the next start.
-                let _ = mempool.insert(hash, bundle);
-            }
-        }
+        let mempool = Mempool::new(MempoolLimits {
+            max_bundles: limits.mempool_max_bundles,
+            max_bytes: limits.mempool_max_bytes,
+            max_per_sender: limits.mempool_max_per_sender,
+        });
         let current = tip.as_ref().map_or(1, |t| t.height + 1);
-        Ok(Host {
+        let mut host = Host {
             domain,
             genesis_hash,
             signer,
             validators,
-            params,
+            spec,
             limits,
             store,
             clock,
             mempool,
             tip,
             current,
+            verified: HashMap::new(),
             streams: HashMap::new(),
             stream_order: VecDeque::new(),
             future: BTreeMap::new(),
-        })
+        };
+        let mut pending = host.store.pending_bundles()?;
+        // Re-admit in nonce order so that no sender's queue looks gapped while it is rebuilt.
+        pending.sort_by_key(|b| (b.sender, b.nonce));
+        let mut dropped = Vec::new();
+        let height = current.saturating_sub(1);
+        for bundle in pending {
+            let hash = bundle.hash();
+            match host.admit(hash, bundle) {
+                Ok(_) => {}
+                Err(ConsensusError::InvalidBundle(BundleError::Expired {
+                    expiry_height, ..
+                })) => dropped.push((
+                    hash,
+                    crate::types::Dropped::Expired {
+                        expiry_height,
+                        height,
+                    },
+                )),
+                Err(ConsensusError::InvalidBundle(e)) => dropped.push((
+                    hash,
+                    crate::types::Dropped::Rejected {
+                        height,
+                        reason: e.to_string(),
+                    },
+                )),
+                // The persisted mempool may exceed a lowered in-memory limit after a config change; what does
+                // not fit now stays on disk and is reloaded at the next start.
+                Err(_) => {}
+            }
+        }
+        host.store.record_dropped(&dropped)?;
+        Ok(host)
     }
 
     pub fn store(&self) -> &S {
@@ -175,7 +213,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     pub fn params(&self) -> &ConsensusParams {
-        &self.params
+        &self.spec.params
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
     }
 
     pub fn mempool(&self) -> &Mempool {
@@ -210,29 +252,47 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// Checks a bundle's shape and limits (the API calls this before it persists anything).
     pub fn check_bundle(&self, bundle: &Bundle) -> Result<(), BundleError> {
-        check_bundle(bundle, &self.params)
+        check_bundle(bundle, &self.spec)
     }
 
-    /// Adds an acknowledged (already persisted) bundle to the mempool.
+    /// Adds a bundle whose signature the caller checked to the mempool, after the checks that need chain state:
+    /// not expired at the next height, nonce not used, room for it. A bundle already included is reported as
+    /// such (submissions are idempotent).
     pub fn admit(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
         if self.store.inclusion(&hash)?.is_some() {
-            return Ok(Admission::AlreadyPending);
+            return Ok(Admission::AlreadyIncluded);
         }
-        self.mempool.insert(hash, bundle)
+        check_bundle(&bundle, &self.spec)?;
+        let next_height = self.next_height();
+        if bundle.expiry_height < next_height {
+            return Err(BundleError::Expired {
+                expiry_height: bundle.expiry_height,
+                height: next_height,
+            }
+            .into());
+        }
+        let next_nonce = self.store.next_nonce(&bundle.sender)?;
+        self.mempool.insert(hash, bundle, next_nonce)
+    }
+
+    /// The sender's next nonce on chain and the first one its pending bundles leave free.
+    pub fn nonces(&self, sender: &Sender) -> Result<(u64, u64), ConsensusError> {
+        let chain = self.store.next_nonce(sender)?;
+        Ok((chain, self.mempool.next_free_nonce(sender, chain)))
     }
 
     /// When the proposer of the next height should build: now if the mempool already fills a block, otherwise
     /// one block time after the parent.
     pub fn proposal_deadline_ms(&self) -> u64 {
         if self.mempool.fills_block(
-            self.params.max_block_bytes,
-            self.params.max_block_bundles as usize,
+            self.spec.params.max_block_bytes,
+            self.spec.params.max_block_bundles as usize,
         ) {
             return 0;
         }
         self.tip
             .as_ref()
-            .map_or(0, |t| t.timestamp_ms + self.params.block_time_ms)
+            .map_or(0, |t| t.timestamp_ms + self.spec.params.block_time_ms)
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -270,23 +330,32 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .collect())
     }
 
-    /// Validates `block` (whose bundle hashes are `hashes`) for `height`.
-    fn judge(&self, block: &Block, hashes: &[Hash], height: u64) -> bool {
+    /// Validates `block` (whose bundle hashes are `hashes`) for `height`. Signatures of a valid block are
+    /// remembered, so the same bundles re-proposed in a later round are not recovered again.
+    fn judge(&mut self, block: &Block, hashes: &[Hash], height: u64) -> bool {
         let ctx = self.block_context(height);
         let now = self.clock.now_ms();
-        let store = &self.store;
-        let mut included = |h: &Hash| store.inclusion(h).ok().flatten().is_some();
-        let is_validator = |a: &Address| self.validators.get(a).is_some();
-        match validate_block(
-            block,
-            hashes,
-            &ctx,
-            &self.params,
-            &is_validator,
-            now,
-            &mut included,
-        ) {
-            Ok(_) => true,
+        let view = HostView {
+            store: &self.store,
+            validators: &self.validators,
+            mempool: &self.mempool,
+            verified: &self.verified,
+        };
+        match validate_block(block, hashes, &ctx, &self.spec, &view, now) {
+            Ok(v) => {
+                debug!(
+                    height,
+                    bundles = hashes.len(),
+                    recovered = v.signatures_checked,
+                    "valid proposal"
+                );
+                for (b, h) in block.bundles.iter().zip(hashes) {
+                    if !self.mempool.contains(h) {
+                        self.verified.insert(*h, b.signature);
+                    }
+                }
+                true
+            }
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
                 false
@@ -313,16 +382,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             Some(p) => p.block,
             None => {
                 let ctx = self.block_context(height);
-                let bundles = self
+                let (hashes, bundles): (Vec<Hash>, Vec<Bundle>) = self
                     .mempool
                     .select(
-                        self.params.max_block_bytes,
-                        self.params.max_block_bundles as usize,
+                        self.spec.params.max_block_bytes,
+                        self.spec.params.max_block_bundles as usize,
                     )
                     .into_iter()
-                    .map(|(_, b)| b)
-                    .collect();
-                let block = build_block(&ctx, me, self.clock.now_ms(), bundles);
+                    .unzip();
+                let block =
+                    build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
                 let p = UndecidedProposal {
                     round,
                     valid_round: None,
@@ -408,8 +477,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
         // Bound what one stream can hold: a full block plus Init and Fin, split into parts no smaller than one
         // bundle.
-        let max_parts = self.params.max_block_bundles as u64 + 3;
-        let max_bytes = self.params.max_block_bytes as usize + 64 * 1024;
+        let max_parts = self.spec.params.max_block_bundles as u64 + 3;
+        let max_bytes = self.spec.params.max_block_bytes as usize + 64 * 1024;
         if seq > max_parts {
             warn!(seq, "proposal part sequence number out of range; dropping");
             return Ok(None);
@@ -562,8 +631,27 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .map(|p| p.block)
             .ok_or(ConsensusError::UnknownBlock(cert.block_hash))?;
         let hashes = bundle_hashes(&block);
-        self.store.commit(&block, &hashes, &cert)?;
-        self.mempool.remove(&hashes);
+        let table = namespace_table(
+            self.spec.rollups.ids(),
+            &batches_of(&block.bundles, &hashes),
+        );
+        self.store.commit(&block, &hashes, &table, &cert)?;
+        let done: Vec<(Hash, Sender, u64)> = block
+            .bundles
+            .iter()
+            .zip(&hashes)
+            .map(|(b, h)| (*h, b.sender, b.nonce))
+            .collect();
+        let dropped = self.mempool.on_decided(height, &done);
+        if !dropped.is_empty() {
+            debug!(
+                height,
+                dropped = dropped.len(),
+                "pending bundles expired or lost their nonce"
+            );
+            self.store.record_dropped(&dropped)?;
+        }
+        self.verified.clear();
         self.tip = Some(block.header.clone());
         self.current = height + 1;
         self.future.retain(|h, _| *h > height);
@@ -605,6 +693,33 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         };
         self.store.put_undecided(height, &p)?;
         Ok(SyncVerdict::Verdict(proposed_value(height, &p)))
+    }
+}
+
+/// The chain as block validation sees it from a host.
+struct HostView<'a, S> {
+    store: &'a S,
+    validators: &'a ValidatorSet,
+    mempool: &'a Mempool,
+    verified: &'a HashMap<Hash, [u8; 65]>,
+}
+
+impl<S: ChainStore> ChainView for HostView<'_, S> {
+    fn is_validator(&self, address: &Address) -> bool {
+        self.validators.get(address).is_some()
+    }
+
+    fn is_included(&self, bundle: &Hash) -> bool {
+        self.store.inclusion(bundle).ok().flatten().is_some()
+    }
+
+    fn next_nonce(&self, sender: &Sender) -> u64 {
+        self.store.next_nonce(sender).unwrap_or(0)
+    }
+
+    fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool {
+        self.mempool.get(bundle).map(|b| &b.signature) == Some(signature)
+            || self.verified.get(bundle) == Some(signature)
     }
 }
 
@@ -655,7 +770,6 @@ pub fn certificate_to_engine(c: &Certificate) -> CommitCertificate<BatonContext>
 mod tests {
     use super::*;
     use crate::store::MemStore;
-    use crate::types::BundleEntry;
     use ed25519_consensus::SigningKey;
     use std::sync::Arc;
 
@@ -704,7 +818,7 @@ mod tests {
                 Hash::digest(&[b"genesis"]),
                 Some(ConsensusSigner::new(key, self.domain)),
                 self.vs.clone(),
-                ConsensusParams::default(),
+                ChainSpec::for_tests(7, 4),
                 HostLimits::default(),
                 store,
                 self.clock.clone(),
@@ -714,18 +828,7 @@ mod tests {
     }
 
     fn bundle(n: u8) -> Bundle {
-        Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 1,
-                    payload: vec![n; 10],
-                },
-                BundleEntry {
-                    rollup_id: 2,
-                    payload: vec![n; 3],
-                },
-            ],
-        }
+        crate::bundle::testing::bundle(n, 0, &[1, 2], n)
     }
 
     fn deliver(

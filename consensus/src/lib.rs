@@ -10,16 +10,19 @@
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
 
 pub mod block;
+pub mod bundle;
 pub mod context;
 pub mod error;
 pub mod hash;
 pub mod host;
 pub mod mempool;
 pub mod params;
+pub mod proof;
+pub mod registry;
 pub mod store;
 pub mod types;
 
-pub use error::{BlockError, BundleError, ConsensusError};
+pub use error::{BlockError, BundleError, ConsensusError, ProofError};
 pub use hash::Hash;
 pub use types::{
     Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, RollupBatch,

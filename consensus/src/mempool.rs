@@ -1,19 +1,34 @@
-//! The mempool: bundles admitted by this node and not yet included, in arrival order.
+//! The mempool: bundles admitted by this node and not yet included, in arrival order, with per-sender nonce
+//! queues.
 //!
-//! It is bounded by count and bytes (config), deduplicates by bundle hash, and hands the block builder bundles in
-//! first-come order. Durability is the node's concern: a bundle reaches this structure only after it is on disk.
+//! It is bounded by count, bytes and bundles per sender (config) and deduplicates by bundle hash. A sender's
+//! bundles are handed to the block builder in nonce order starting at the sender's next nonce on chain: a bundle
+//! whose nonce leaves a gap waits until the gap is filled (or it expires); a nonce already used on chain, or
+//! already taken by another pending bundle, is refused. Durability is the node's concern: a bundle is acknowledged
+//! only once it is on disk.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use crate::error::ConsensusError;
+use crate::bundle::Sender;
+use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
-use crate::types::Bundle;
+use crate::types::{Bundle, Dropped};
 
 /// Outcome of offering a bundle to the mempool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
     Added,
     AlreadyPending,
+    /// The bundle is already in a decided block (reported by the host, which knows the chain).
+    AlreadyIncluded,
+}
+
+/// Sizes of the mempool (node config).
+#[derive(Debug, Clone, Copy)]
+pub struct MempoolLimits {
+    pub max_bundles: usize,
+    pub max_bytes: usize,
+    pub max_per_sender: usize,
 }
 
 #[derive(Debug)]
@@ -23,26 +38,35 @@ struct Slot {
     bytes: usize,
 }
 
-/// Pending bundles in arrival order.
+#[derive(Debug, Default)]
+struct SenderQueue {
+    /// The sender's next nonce on chain, as last told.
+    next: u64,
+    pending: BTreeMap<u64, Hash>,
+}
+
+/// Pending bundles in arrival order. See the module docs.
 #[derive(Debug)]
 pub struct Mempool {
     order: BTreeMap<u64, Hash>,
     slots: HashMap<Hash, Slot>,
+    senders: HashMap<Sender, SenderQueue>,
+    expiries: BTreeSet<(u64, Hash)>,
     next_seq: u64,
     bytes: usize,
-    max_bundles: usize,
-    max_bytes: usize,
+    limits: MempoolLimits,
 }
 
 impl Mempool {
-    pub fn new(max_bundles: usize, max_bytes: usize) -> Self {
+    pub fn new(limits: MempoolLimits) -> Self {
         Self {
             order: BTreeMap::new(),
             slots: HashMap::new(),
+            senders: HashMap::new(),
+            expiries: BTreeSet::new(),
             next_seq: 0,
             bytes: 0,
-            max_bundles,
-            max_bytes,
+            limits,
         }
     }
 
@@ -62,59 +86,143 @@ impl Mempool {
         self.slots.contains_key(hash)
     }
 
-    /// Whether one more bundle of `bytes` would fit.
-    pub fn has_room_for(&self, bytes: usize) -> bool {
-        self.slots.len() < self.max_bundles && self.bytes + bytes <= self.max_bytes
+    pub fn get(&self, hash: &Hash) -> Option<&Bundle> {
+        self.slots.get(hash).map(|s| &s.bundle)
     }
 
-    /// Admits a bundle, or reports that it is already pending or that the pool is full.
-    pub fn insert(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
+    /// The first nonce at or after `chain_next_nonce` that no pending bundle of `sender` holds.
+    pub fn next_free_nonce(&self, sender: &Sender, chain_next_nonce: u64) -> u64 {
+        let Some(q) = self.senders.get(sender) else {
+            return chain_next_nonce;
+        };
+        let mut n = q.next.max(chain_next_nonce);
+        while q.pending.contains_key(&n) {
+            n += 1;
+        }
+        n
+    }
+
+    /// Admits a bundle whose signature was checked. `chain_next_nonce` is the sender's next nonce on chain.
+    pub fn insert(
+        &mut self,
+        hash: Hash,
+        bundle: Bundle,
+        chain_next_nonce: u64,
+    ) -> Result<Admission, ConsensusError> {
         if self.slots.contains_key(&hash) {
             return Ok(Admission::AlreadyPending);
         }
+        let queue_len = self
+            .senders
+            .get(&bundle.sender)
+            .map_or(0, |q| q.pending.len());
+        let next = self
+            .senders
+            .get(&bundle.sender)
+            .map_or(chain_next_nonce, |q| q.next.max(chain_next_nonce));
+        if bundle.nonce < next {
+            return Err(BundleError::NonceUsed {
+                sender: bundle.sender.to_string(),
+                nonce: bundle.nonce,
+                next,
+            }
+            .into());
+        }
+        if let Some(q) = self.senders.get(&bundle.sender) {
+            if q.pending.contains_key(&bundle.nonce) {
+                return Err(BundleError::NoncePending {
+                    sender: bundle.sender.to_string(),
+                    nonce: bundle.nonce,
+                }
+                .into());
+            }
+        }
+        if queue_len >= self.limits.max_per_sender {
+            return Err(BundleError::SenderLimit {
+                sender: bundle.sender.to_string(),
+                limit: self.limits.max_per_sender,
+            }
+            .into());
+        }
         let bytes = bundle.encoded_len();
-        if !self.has_room_for(bytes) {
+        if self.slots.len() >= self.limits.max_bundles || self.bytes + bytes > self.limits.max_bytes
+        {
             return Err(ConsensusError::MempoolFull(format!(
-                "{} bundles / {} bytes pending, limits {} / {}",
+                "{} bundles / {} bytes pending, limits mempool.max_bundles {} / mempool.max_bytes {}",
                 self.slots.len(),
                 self.bytes,
-                self.max_bundles,
-                self.max_bytes
+                self.limits.max_bundles,
+                self.limits.max_bytes
             )));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, hash);
+        let q = self.senders.entry(bundle.sender).or_default();
+        q.next = next;
+        q.pending.insert(bundle.nonce, hash);
+        self.expiries.insert((bundle.expiry_height, hash));
         self.slots.insert(hash, Slot { seq, bundle, bytes });
         self.bytes += bytes;
         Ok(Admission::Added)
     }
 
-    /// Removes bundles (included in a decided block, or expired). Unknown hashes are ignored.
-    pub fn remove(&mut self, hashes: &[Hash]) {
-        for h in hashes {
-            if let Some(slot) = self.slots.remove(h) {
-                self.order.remove(&slot.seq);
-                self.bytes -= slot.bytes;
+    fn remove_one(&mut self, hash: &Hash) -> Option<Bundle> {
+        let slot = self.slots.remove(hash)?;
+        self.order.remove(&slot.seq);
+        self.bytes -= slot.bytes;
+        self.expiries.remove(&(slot.bundle.expiry_height, *hash));
+        if let Some(q) = self.senders.get_mut(&slot.bundle.sender) {
+            q.pending.remove(&slot.bundle.nonce);
+            if q.pending.is_empty() {
+                self.senders.remove(&slot.bundle.sender);
             }
         }
+        Some(slot.bundle)
     }
 
-    /// Bundles in arrival order, as many as fit in `max_bytes` and `max_count`. A bundle that does not fit in the
-    /// remaining space is skipped, so one large bundle does not hold back the small ones behind it.
+    /// Bundles ready for a block, in arrival order, as many as fit in `max_bytes` and `max_count`: a bundle is
+    /// ready when its nonce is its sender's next (counting bundles picked before it). Picking a bundle pulls in the
+    /// sender's following nonces right behind it. A bundle that does not fit is skipped (with the rest of its
+    /// sender's queue), so one large bundle does not hold back small ones of other senders.
     pub fn select(&self, max_bytes: u64, max_count: usize) -> Vec<(Hash, Bundle)> {
         let mut out = Vec::new();
         let mut used = 0u64;
+        let mut taken: HashSet<Hash> = HashSet::new();
+        let mut blocked: HashSet<Sender> = HashSet::new();
         for hash in self.order.values() {
             if out.len() >= max_count {
                 break;
             }
-            let slot = &self.slots[hash];
-            if used + slot.bytes as u64 > max_bytes {
+            if taken.contains(hash) {
                 continue;
             }
-            used += slot.bytes as u64;
-            out.push((*hash, slot.bundle.clone()));
+            let slot = &self.slots[hash];
+            let sender = slot.bundle.sender;
+            if blocked.contains(&sender) {
+                continue;
+            }
+            let Some(q) = self.senders.get(&sender) else {
+                continue;
+            };
+            if slot.bundle.nonce != q.next {
+                // Waits for a lower nonce (picked later in this loop if it arrived later).
+                continue;
+            }
+            // Take the run q.next, q.next + 1, ... while it is pending and fits.
+            let mut nonce = q.next;
+            while let Some(h) = q.pending.get(&nonce) {
+                let s = &self.slots[h];
+                if out.len() >= max_count || used + s.bytes as u64 > max_bytes {
+                    blocked.insert(sender);
+                    break;
+                }
+                used += s.bytes as u64;
+                taken.insert(*h);
+                out.push((*h, s.bundle.clone()));
+                nonce += 1;
+            }
+            blocked.insert(sender);
         }
         out
     }
@@ -123,59 +231,191 @@ impl Mempool {
     pub fn fills_block(&self, max_bytes: u64, max_count: usize) -> bool {
         self.slots.len() >= max_count || self.bytes as u64 >= max_bytes
     }
+
+    /// Takes in a decided block at `height`: removes its bundles, advances its senders' nonces, and drops what
+    /// can no longer be included: bundles whose nonce the block used up, and bundles that expire before the next
+    /// height. Returns the dropped bundles and why.
+    pub fn on_decided(
+        &mut self,
+        height: u64,
+        bundles: &[(Hash, Sender, u64)],
+    ) -> Vec<(Hash, Dropped)> {
+        let mut dropped = Vec::new();
+        for (hash, sender, nonce) in bundles {
+            self.remove_one(hash);
+            if let Some(q) = self.senders.get_mut(sender) {
+                q.next = q.next.max(nonce + 1);
+            }
+        }
+        let senders: HashSet<Sender> = bundles.iter().map(|(_, s, _)| *s).collect();
+        for sender in senders {
+            let stale: Vec<(u64, Hash)> = match self.senders.get(&sender) {
+                Some(q) => q.pending.range(..q.next).map(|(n, h)| (*n, *h)).collect(),
+                None => continue,
+            };
+            for (nonce, hash) in stale {
+                self.remove_one(&hash);
+                dropped.push((
+                    hash,
+                    Dropped::Rejected {
+                        height,
+                        reason: format!(
+                            "nonce {nonce} of sender {sender} was used by another bundle included at height \
+                             {height} or before"
+                        ),
+                    },
+                ));
+            }
+        }
+        let expired: Vec<(u64, Hash)> = self
+            .expiries
+            .range(..(height + 1, Hash::ZERO))
+            .copied()
+            .collect();
+        for (expiry_height, hash) in expired {
+            self.remove_one(&hash);
+            dropped.push((
+                hash,
+                Dropped::Expired {
+                    expiry_height,
+                    height,
+                },
+            ));
+        }
+        dropped
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::testing::{bundle, key, sign};
+    use crate::bundle::UnsignedBundle;
     use crate::types::BundleEntry;
 
-    fn b(n: u8, size: usize) -> (Hash, Bundle) {
-        let bundle = Bundle {
-            entries: vec![BundleEntry {
-                rollup_id: 1,
-                payload: vec![n; size],
-            }],
-        };
-        (bundle.hash(), bundle)
+    fn limits() -> MempoolLimits {
+        MempoolLimits {
+            max_bundles: 100,
+            max_bytes: 100_000,
+            max_per_sender: 10,
+        }
+    }
+
+    fn add(m: &mut Mempool, b: &Bundle) -> Result<Admission, ConsensusError> {
+        m.insert(b.hash(), b.clone(), 0)
+    }
+
+    fn picked(m: &Mempool) -> Vec<(u8, u64)> {
+        m.select(u64::MAX, 100)
+            .into_iter()
+            .map(|(_, b)| (b.entries[0].payload[0], b.nonce))
+            .collect()
     }
 
     #[test]
-    fn fifo_dedup_and_limits() {
-        let mut m = Mempool::new(3, 10_000);
-        let (h1, b1) = b(1, 10);
-        let (h2, b2) = b(2, 10);
-        assert_eq!(m.insert(h1, b1.clone()).unwrap(), Admission::Added);
-        assert_eq!(m.insert(h1, b1).unwrap(), Admission::AlreadyPending);
-        m.insert(h2, b2).unwrap();
-        let (h3, b3) = b(3, 10);
-        m.insert(h3, b3).unwrap();
-        let (h4, b4) = b(4, 10);
+    fn fifo_across_senders_and_nonce_order_within_one() {
+        let mut m = Mempool::new(limits());
+        // Sender 1 sends nonce 1 before nonce 0; sender 2 sends nonce 0.
+        add(&mut m, &bundle(1, 1, &[1], 11)).unwrap();
+        add(&mut m, &bundle(2, 0, &[1], 20)).unwrap();
+        assert_eq!(picked(&m), vec![(20, 0)], "nonce 1 waits for the gap");
+        add(&mut m, &bundle(1, 0, &[1], 10)).unwrap();
+        assert_eq!(picked(&m), vec![(20, 0), (10, 0), (11, 1)]);
+        assert_eq!(
+            add(&mut m, &bundle(2, 0, &[1], 20)).unwrap(),
+            Admission::AlreadyPending
+        );
+        // Another bundle with a pending nonce is refused.
         assert!(matches!(
-            m.insert(h4, b4),
+            add(&mut m, &bundle(2, 0, &[1], 21)),
+            Err(ConsensusError::InvalidBundle(BundleError::NoncePending {
+                nonce: 0,
+                ..
+            }))
+        ));
+        // A nonce below the chain's next is refused.
+        let b = bundle(3, 4, &[1], 30);
+        assert!(matches!(
+            m.insert(b.hash(), b, 5),
+            Err(ConsensusError::InvalidBundle(BundleError::NonceUsed {
+                nonce: 4,
+                next: 5,
+                ..
+            }))
+        ));
+    }
+
+    #[test]
+    fn decided_blocks_advance_nonces_and_drop_conflicts_and_expired() {
+        let mut m = Mempool::new(limits());
+        let mine = bundle(1, 0, &[1], 10);
+        add(&mut m, &mine).unwrap();
+        let later = bundle(1, 1, &[1], 11);
+        add(&mut m, &later).unwrap();
+        let k = key(2);
+        let short = sign(
+            &k,
+            UnsignedBundle {
+                network_id: 7,
+                sender: k.address(),
+                nonce: 0,
+                expiry_height: 3,
+                entries: vec![BundleEntry {
+                    rollup_id: 1,
+                    payload: vec![1],
+                }],
+            },
+        );
+        add(&mut m, &short).unwrap();
+        // Another node's bundle with sender 1's nonce 0 was included at height 3.
+        let theirs = bundle(1, 0, &[2], 99);
+        let dropped = m.on_decided(3, &[(theirs.hash(), theirs.sender, 0)]);
+        let hashes: Vec<Hash> = dropped.iter().map(|(h, _)| *h).collect();
+        assert!(hashes.contains(&mine.hash()));
+        assert!(hashes.contains(&short.hash()));
+        assert!(matches!(
+            dropped.iter().find(|(h, _)| *h == short.hash()).unwrap().1,
+            Dropped::Expired {
+                expiry_height: 3,
+                height: 3
+            }
+        ));
+        assert!(matches!(
+            dropped.iter().find(|(h, _)| *h == mine.hash()).unwrap().1,
+            Dropped::Rejected { .. }
+        ));
+        assert_eq!(picked(&m), vec![(11, 1)], "nonce 1 is next now");
+        assert_eq!(m.len(), 1);
+        assert_eq!(m.bytes(), later.encoded_len());
+    }
+
+    #[test]
+    fn limits_per_sender_count_and_bytes() {
+        let mut m = Mempool::new(MempoolLimits {
+            max_bundles: 3,
+            max_bytes: 100_000,
+            max_per_sender: 2,
+        });
+        add(&mut m, &bundle(1, 0, &[1], 1)).unwrap();
+        add(&mut m, &bundle(1, 1, &[1], 1)).unwrap();
+        assert!(matches!(
+            add(&mut m, &bundle(1, 2, &[1], 1)),
+            Err(ConsensusError::InvalidBundle(BundleError::SenderLimit {
+                limit: 2,
+                ..
+            }))
+        ));
+        add(&mut m, &bundle(2, 0, &[1], 1)).unwrap();
+        assert!(matches!(
+            add(&mut m, &bundle(3, 0, &[1], 1)),
             Err(ConsensusError::MempoolFull(_))
         ));
-        let sel: Vec<_> = m.select(u64::MAX, 10).into_iter().map(|(h, _)| h).collect();
-        assert_eq!(sel, vec![h1, h2, h3]);
-        m.remove(&[h2]);
-        assert_eq!(m.len(), 2);
-        let sel: Vec<_> = m.select(u64::MAX, 1).into_iter().map(|(h, _)| h).collect();
-        assert_eq!(sel, vec![h1]);
-    }
-
-    #[test]
-    fn byte_accounting_and_skip_of_large_bundles() {
-        let mut m = Mempool::new(100, 100_000);
-        let (h1, b1) = b(1, 1000);
-        let (h2, b2) = b(2, 10);
-        let one = b1.encoded_len();
-        m.insert(h1, b1).unwrap();
-        m.insert(h2, b2.clone()).unwrap();
-        assert_eq!(m.bytes(), one + b2.encoded_len());
-        let sel: Vec<_> = m.select(100, 10).into_iter().map(|(h, _)| h).collect();
-        assert_eq!(sel, vec![h2]);
-        m.remove(&[h1, h2]);
-        assert_eq!(m.bytes(), 0);
-        assert!(m.is_empty());
+        // Select respects bytes: the first sender's run does not fit, the next sender's does.
+        let one = bundle(2, 0, &[1], 1).encoded_len() as u64;
+        let sel = m.select(one, 10);
+        assert_eq!(sel.len(), 1);
+        assert_eq!(sel[0].1.sender, key(1).address());
+        let sel = m.select(3 * one, 2);
+        assert_eq!(sel.len(), 2);
     }
 }

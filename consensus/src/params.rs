@@ -19,6 +19,8 @@ pub struct ConsensusParams {
     pub max_bundle_bytes: u32,
     /// Maximum number of entries in one bundle. Default 64.
     pub max_bundle_entries: u32,
+    /// Maximum size of one entry's payload. Default 64 KiB.
+    pub max_payload_bytes: u32,
     /// How far a proposal's timestamp may run ahead of a validator's clock. Default 2,000 ms.
     pub max_clock_drift_ms: u64,
     /// Round timeouts handed to the BFT engine.
@@ -33,6 +35,7 @@ impl Default for ConsensusParams {
             max_block_bundles: 20_000,
             max_bundle_bytes: 128 * 1024,
             max_bundle_entries: 64,
+            max_payload_bytes: 64 * 1024,
             max_clock_drift_ms: 2_000,
             timeouts: TimeoutParams::default(),
         }
@@ -90,10 +93,16 @@ impl ConsensusParams {
         if self.max_bundle_entries == 0 {
             return bad("max_bundle_entries must be at least 1".into());
         }
-        if self.max_bundle_bytes < 64 {
+        if self.max_bundle_bytes < 256 {
             return bad(format!(
-                "max_bundle_bytes must be at least 64, got {}",
+                "max_bundle_bytes must be at least 256, got {}",
                 self.max_bundle_bytes
+            ));
+        }
+        if self.max_payload_bytes == 0 || self.max_payload_bytes > self.max_bundle_bytes {
+            return bad(format!(
+                "max_payload_bytes must be in 1..=max_bundle_bytes ({}), got {}",
+                self.max_bundle_bytes, self.max_payload_bytes
             ));
         }
         if u64::from(self.max_bundle_bytes) > self.max_block_bytes {

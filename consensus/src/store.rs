@@ -5,9 +5,12 @@ use std::sync::{Arc, Mutex};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
+use crate::bundle::Sender;
 use crate::error::ConsensusError;
 use crate::hash::Hash;
-use crate::types::{Address, Block, BlockHeader, Bundle, Certificate, Inclusion};
+use crate::types::{
+    Address, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
+};
 
 /// A proposal seen (or built) for the current height that has not been decided yet. Kept on disk so that a node
 /// that crashes mid-height can hand the engine the values its write-ahead log refers to.
@@ -36,16 +39,24 @@ pub trait ChainStore: Send + Sync {
     ) -> Result<(), ConsensusError>;
     /// Undecided proposals recorded for a height.
     fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError>;
-    /// Atomically stores a decided block with its certificate, indexes its batches and bundles, removes its
-    /// bundles from the persisted mempool and forgets undecided proposals up to its height.
+    /// Atomically stores a decided block with its certificate and namespace table, indexes its batches and
+    /// bundles, advances its senders' nonces, removes its bundles from the persisted mempool and forgets undecided
+    /// proposals up to its height.
     fn commit(
         &self,
         block: &Block,
         bundle_hashes: &[Hash],
+        table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError>;
     /// Bundles acknowledged to clients and not yet included (the persisted mempool).
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError>;
+    /// The sender's next nonce on the decided chain (0 for a sender never included).
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
+    /// Records why pending bundles were dropped and removes them from the persisted mempool.
+    fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError>;
+    /// Why a bundle was dropped, if it was.
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError>;
 }
 
 #[derive(Default)]
@@ -54,6 +65,8 @@ struct MemInner {
     inclusions: HashMap<Hash, Inclusion>,
     undecided: BTreeMap<u64, Vec<UndecidedProposal>>,
     pending: BTreeMap<Hash, Bundle>,
+    nonces: HashMap<Sender, u64>,
+    dropped: HashMap<Hash, Dropped>,
 }
 
 /// In-memory [`ChainStore`] for tests and simulations. Clones share state, like handles to one database.
@@ -124,9 +137,14 @@ impl ChainStore for MemStore {
         &self,
         block: &Block,
         bundle_hashes: &[Hash],
+        _table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
+        for b in &block.bundles {
+            let next = g.nonces.entry(b.sender).or_default();
+            *next = (*next).max(b.nonce + 1);
+        }
         let height = block.height();
         let block_hash = block.hash();
         for (index, h) in bundle_hashes.iter().enumerate() {
@@ -147,5 +165,22 @@ impl ChainStore for MemStore {
 
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
         Ok(self.lock().pending.values().cloned().collect())
+    }
+
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        Ok(self.lock().nonces.get(sender).copied().unwrap_or(0))
+    }
+
+    fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError> {
+        let mut g = self.lock();
+        for (h, d) in dropped {
+            g.pending.remove(h);
+            g.dropped.insert(*h, d.clone());
+        }
+        Ok(())
+    }
+
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
+        Ok(self.lock().dropped.get(bundle).cloned())
     }
 }

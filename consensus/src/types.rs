@@ -48,40 +48,7 @@ impl fmt::Debug for Address {
     }
 }
 
-/// One entry of a bundle: an opaque payload for one rollup.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
-pub struct BundleEntry {
-    pub rollup_id: RollupId,
-    pub payload: Vec<u8>,
-}
-
-/// An ordered list of entries for one or more rollups, included atomically: every entry lands in the same block,
-/// contiguous and in bundle order within each rollup's batch, or none does.
-///
-/// Baton orders bundles; it does not execute them. "Atomic inclusion" is a guarantee about ordering, not about
-/// the entries' effects on the rollups.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
-pub struct Bundle {
-    pub entries: Vec<BundleEntry>,
-}
-
-impl Bundle {
-    /// The bundle's identity: SHA-256 over a domain tag and its canonical encoding.
-    pub fn hash(&self) -> Hash {
-        let enc = borsh::to_vec(self).unwrap_or_default();
-        Hash::digest(&[b"baton/bundle/v1", &enc])
-    }
-
-    /// Size of the bundle's canonical encoding in bytes.
-    pub fn encoded_len(&self) -> usize {
-        // u32 entry count + per entry: u64 rollup id + u32 length + payload
-        4 + self
-            .entries
-            .iter()
-            .map(|e| 8 + 4 + e.payload.len())
-            .sum::<usize>()
-    }
-}
+pub use crate::bundle::{Bundle, BundleEntry, Sender};
 
 /// The header every validator signs (through its hash, the consensus value id).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
@@ -95,8 +62,10 @@ pub struct BlockHeader {
     pub validator_set_hash: Hash,
     /// Merkle root over the hashes of the block's bundles, in block order.
     pub bundles_root: Hash,
-    /// Merkle root over the namespace table (one leaf per rollup with entries, ascending rollup id).
+    /// Merkle root over the namespace table (one leaf per registered rollup, ascending rollup id).
     pub namespace_root: Hash,
+    /// Rows in the namespace table (the tree size a namespace proof is checked against).
+    pub namespace_count: u32,
     pub bundle_count: u32,
 }
 
@@ -107,7 +76,8 @@ impl BlockHeader {
     }
 }
 
-/// One row of a block's namespace table: a rollup that has entries in the block and its batch root.
+/// One row of a block's namespace table: a registered rollup, its batch root and entry count (zero and the empty
+/// root when the block has nothing for it).
 #[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
 pub struct NamespaceEntry {
     pub rollup_id: RollupId,
@@ -169,14 +139,20 @@ pub fn batches_of(bundles: &[Bundle], hashes: &[Hash]) -> BTreeMap<RollupId, Vec
     out
 }
 
-/// The namespace table of a set of batches (ascending rollup id).
-pub fn namespace_table(batches: &BTreeMap<RollupId, Vec<BatchEntry>>) -> Vec<NamespaceEntry> {
-    batches
-        .iter()
-        .map(|(rollup_id, entries)| NamespaceEntry {
-            rollup_id: *rollup_id,
-            batch_root: batch_root(entries),
-            entry_count: entries.len() as u32,
+/// The namespace table of a block: one row per registered rollup (`rollups`, ascending), empty batches included.
+/// Batches for rollups not in `rollups` are not in the table (block validation refuses such blocks first).
+pub fn namespace_table(
+    rollups: impl Iterator<Item = RollupId>,
+    batches: &BTreeMap<RollupId, Vec<BatchEntry>>,
+) -> Vec<NamespaceEntry> {
+    rollups
+        .map(|rollup_id| {
+            let entries = batches.get(&rollup_id).map(Vec::as_slice).unwrap_or(&[]);
+            NamespaceEntry {
+                rollup_id,
+                batch_root: batch_root(entries),
+                entry_count: entries.len() as u32,
+            }
         })
         .collect()
 }
@@ -240,32 +216,25 @@ pub struct Inclusion {
     pub index: u32,
 }
 
+/// Why an acknowledged bundle left the mempool without being included. Recorded so that its status can be
+/// answered after restarts.
+#[derive(Clone, PartialEq, Eq, Debug, BorshSerialize, BorshDeserialize)]
+pub enum Dropped {
+    /// `expiry_height` passed: noticed when `height` was decided.
+    Expired { expiry_height: u64, height: u64 },
+    /// It can never be included (its nonce was used by another bundle, ...): `reason` says why.
+    Rejected { height: u64, reason: String },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bundle(entries: &[(RollupId, &[u8])]) -> Bundle {
-        Bundle {
-            entries: entries
-                .iter()
-                .map(|(r, p)| BundleEntry {
-                    rollup_id: *r,
-                    payload: p.to_vec(),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn encoded_len_matches_borsh() {
-        let b = bundle(&[(1, b"abc"), (7, b""), (2, &[9; 300])]);
-        assert_eq!(b.encoded_len(), borsh::to_vec(&b).unwrap().len());
-    }
+    use crate::bundle::testing::bundle;
 
     #[test]
     fn batches_keep_bundle_entries_contiguous_and_in_order() {
-        let a = bundle(&[(1, b"a0"), (2, b"a1"), (1, b"a2")]);
-        let b = bundle(&[(2, b"b0"), (1, b"b1")]);
+        let a = bundle(1, 0, &[1, 2, 1], 0xa);
+        let b = bundle(2, 0, &[2, 1], 0xb);
         let block = Block {
             header: BlockHeader {
                 height: 1,
@@ -275,18 +244,30 @@ mod tests {
                 validator_set_hash: Hash::ZERO,
                 bundles_root: Hash::ZERO,
                 namespace_root: Hash::ZERO,
+                namespace_count: 0,
                 bundle_count: 2,
             },
             bundles: vec![a.clone(), b.clone()],
         };
         let batches = block.batches();
-        let r1: Vec<_> = batches[&1].iter().map(|e| e.payload.clone()).collect();
-        assert_eq!(r1, vec![b"a0".to_vec(), b"a2".to_vec(), b"b1".to_vec()]);
+        let tags = |r: RollupId| -> Vec<(u8, u8)> {
+            batches[&r]
+                .iter()
+                .map(|e| (e.payload[0], e.payload[1]))
+                .collect()
+        };
+        assert_eq!(tags(1), vec![(0xa, 0), (0xa, 2), (0xb, 1)]);
         assert_eq!(batches[&1][0].bundle_hash, a.hash());
         assert_eq!(batches[&1][1].index_in_bundle, 2);
         assert_eq!(batches[&1][2].bundle_hash, b.hash());
-        let r2: Vec<_> = batches[&2].iter().map(|e| e.payload.clone()).collect();
-        assert_eq!(r2, vec![b"a1".to_vec(), b"b0".to_vec()]);
+        assert_eq!(tags(2), vec![(0xa, 1), (0xb, 0)]);
         assert!(!batches.contains_key(&3));
+
+        // The namespace table has a row for every registered rollup, empty ones included.
+        let table = namespace_table([1, 2, 3].into_iter(), &batches);
+        assert_eq!(table.len(), 3);
+        assert_eq!(table[2].entry_count, 0);
+        assert_eq!(table[2].batch_root, batch_root(&[]));
+        assert_eq!(table[0].entry_count, 3);
     }
 }

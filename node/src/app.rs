@@ -10,15 +10,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, info, warn};
+use tracing::{debug, error, info};
 
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
-use baton_consensus::hash::Hash;
 use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict,
 };
 use baton_consensus::params::TimeoutParams;
-use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
 use malachitebft_app_channel::app::types::core::{
@@ -29,6 +27,7 @@ use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
 
 use crate::error::NodeError;
+use crate::ingest::LoopRequest;
 use crate::state::Shared;
 use crate::store::RocksStore;
 
@@ -70,7 +69,7 @@ struct PendingValue {
 pub struct ConsensusLoop {
     pub host: Host<RocksStore, SystemClock>,
     pub channels: Channels<BatonContext>,
-    pub admit_rx: mpsc::Receiver<(Hash, Bundle)>,
+    pub requests: mpsc::Receiver<LoopRequest>,
     pub shared: Arc<Shared>,
     pub max_sync_response_bytes: usize,
     pending: Option<PendingValue>,
@@ -81,14 +80,14 @@ impl ConsensusLoop {
     pub fn new(
         host: Host<RocksStore, SystemClock>,
         channels: Channels<BatonContext>,
-        admit_rx: mpsc::Receiver<(Hash, Bundle)>,
+        requests: mpsc::Receiver<LoopRequest>,
         shared: Arc<Shared>,
         max_sync_response_bytes: usize,
     ) -> Self {
         let l = ConsensusLoop {
             host,
             channels,
-            admit_rx,
+            requests,
             shared,
             max_sync_response_bytes,
             pending: None,
@@ -124,11 +123,11 @@ impl ConsensusLoop {
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.propose_pending().await?;
                 }
-                Some(first) = self.admit_rx.recv() => {
-                    self.admit(first)?;
-                    for _ in 0..4096 {
-                        match self.admit_rx.try_recv() {
-                            Ok(next) => self.admit(next)?,
+                Some(first) = self.requests.recv() => {
+                    self.request(first);
+                    for _ in 0..64 {
+                        match self.requests.try_recv() {
+                            Ok(next) => self.request(next),
                             Err(_) => break,
                         }
                     }
@@ -141,12 +140,22 @@ impl ConsensusLoop {
         }
     }
 
-    fn admit(&mut self, (hash, bundle): (Hash, Bundle)) -> Result<(), NodeError> {
-        if let Err(e) = self.host.admit(hash, bundle) {
-            // The bundle is on disk; it is reloaded at the next start. Only a full in-memory pool gets here.
-            warn!(%hash, error = %e, "durable bundle not admitted to the in-memory mempool");
+    fn request(&mut self, req: LoopRequest) {
+        match req {
+            LoopRequest::Admit { bundles, reply } => {
+                let verdicts = bundles
+                    .into_iter()
+                    .map(|(hash, bundle)| self.host.admit(hash, bundle))
+                    .collect();
+                let _ = reply.send(verdicts);
+            }
+            LoopRequest::Nonces { sender, reply } => {
+                let _ = reply.send(self.host.nonces(&sender));
+            }
+            LoopRequest::IsPending { hash, reply } => {
+                let _ = reply.send(self.host.mempool().contains(&hash));
+            }
         }
-        Ok(())
     }
 
     async fn propose_pending(&mut self) -> Result<(), NodeError> {

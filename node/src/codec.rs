@@ -207,6 +207,7 @@ mod tests {
             validator_set_hash: Hash::ZERO,
             bundles_root: Hash::ZERO,
             namespace_root: Hash::ZERO,
+            namespace_count: 0,
             bundle_count: 0,
         };
         let part = ProposalPart::Init {

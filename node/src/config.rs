@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet};
 use baton_consensus::hash::Hash;
 use baton_consensus::params::ConsensusParams;
+use baton_consensus::registry::{ChainSpec, RollupInfo, RollupRegistry};
 
 use crate::error::NodeError;
 
@@ -104,6 +105,8 @@ pub struct MempoolSection {
     pub ingest_group: usize,
     /// Durable submissions queued for the consensus loop. Default 16,384.
     pub admit_queue: usize,
+    /// Pending bundles one sender may have on this node. Default 1,024.
+    pub max_pending_per_sender: usize,
 }
 
 impl Default for MempoolSection {
@@ -114,6 +117,7 @@ impl Default for MempoolSection {
             ingest_queue: 16_384,
             ingest_group: 2_048,
             admit_queue: 16_384,
+            max_pending_per_sender: 1_024,
         }
     }
 }
@@ -213,6 +217,7 @@ impl NodeConfig {
             || m.ingest_queue == 0
             || m.ingest_group == 0
             || m.admit_queue == 0
+            || m.max_pending_per_sender == 0
         {
             return bad("mempool sizes and queues must be > 0".into());
         }
@@ -226,13 +231,19 @@ impl NodeConfig {
     }
 }
 
-/// `genesis.toml`: the chain's identity, its parameters and its first validator set.
+/// `genesis.toml`: the chain's identity, its parameters, its rollups and its first validator set.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Genesis {
+    /// The chain's name; consensus signatures are bound to it.
     pub chain_id: String,
+    /// The EIP-712 `chainId` that bundles are signed for (replay protection across networks).
+    pub network_id: u64,
     #[serde(default)]
     pub params: ConsensusParams,
+    /// The rollup registry: `[[rollups]]` tables with `id`, `name` and `mode` (`shared`).
+    #[serde(default)]
+    pub rollups: Vec<RollupInfo>,
     pub validators: Vec<GenesisValidator>,
 }
 
@@ -256,6 +267,7 @@ impl Genesis {
         self.params
             .validate()
             .map_err(|e| NodeError::Config(format!("genesis params: {e}")))?;
+        self.spec()?;
         self.validator_set()?;
         for v in &self.validators {
             if v.p2p_addr
@@ -281,19 +293,35 @@ impl Genesis {
         ValidatorSet::new(vals).map_err(|e| NodeError::Config(format!("genesis: {e}")))
     }
 
+    /// The chain rules: network id, parameters and rollup registry.
+    pub fn spec(&self) -> Result<ChainSpec, NodeError> {
+        Ok(ChainSpec {
+            network_id: self.network_id,
+            params: self.params.clone(),
+            rollups: RollupRegistry::new(self.rollups.clone())
+                .map_err(|e| NodeError::Config(format!("genesis rollups: {e}")))?,
+        })
+    }
+
     pub fn domain(&self) -> ChainDomain {
         ChainDomain::new(&self.chain_id)
     }
 
-    /// The parent hash of block 1: binds the chain to its genesis (id, parameters, validators).
+    /// The parent hash of block 1: binds the chain to its genesis (ids, parameters, rollups, validators).
     pub fn hash(&self) -> Result<Hash, NodeError> {
         let params = toml::to_string(&self.params).map_err(|e| NodeError::Config(e.to_string()))?;
+        let mut rollups = String::new();
+        for r in self.spec()?.rollups.iter() {
+            rollups.push_str(&format!("{}:{}:{:?};", r.id, r.name, r.mode));
+        }
         let vs = self.validator_set()?;
         Ok(Hash::digest(&[
-            b"baton/genesis/v1",
+            b"baton/genesis/v2",
             self.chain_id.as_bytes(),
+            &self.network_id.to_be_bytes(),
             &vs.hash().0,
             params.as_bytes(),
+            rollups.as_bytes(),
         ]))
     }
 }

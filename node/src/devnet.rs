@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use alloy_signer_local::PrivateKeySigner;
+use baton_consensus::bundle::UnsignedBundle;
 use baton_consensus::context::GenesisValidator;
 use baton_consensus::params::ConsensusParams;
+use baton_consensus::registry::{RollupInfo, RollupMode};
+use baton_consensus::types::BundleEntry;
+use baton_proto::client::{sign_bundle, BatchVerifier};
 
 use crate::config::{
     Genesis, GrpcSection, MempoolSection, NodeConfig, P2pSection, StorageSection, SyncSection,
@@ -34,10 +39,27 @@ impl DevnetNode {
     }
 }
 
+/// The network id (EIP-712 chainId) of devnets.
+pub const DEVNET_NETWORK_ID: u64 = 0xBA70;
+
+/// The rollups a devnet registers: ids 1 to 4.
+pub fn devnet_rollups() -> Vec<RollupInfo> {
+    ["alpha", "beta", "gamma", "delta"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| RollupInfo {
+            id: i as u64 + 1,
+            name: (*name).to_string(),
+            mode: RollupMode::Shared,
+        })
+        .collect()
+}
+
 /// A prepared devnet folder.
 #[derive(Clone, Debug)]
 pub struct Devnet {
     pub dir: PathBuf,
+    pub genesis: Genesis,
     pub genesis_path: PathBuf,
     pub nodes: Vec<DevnetNode>,
 }
@@ -114,7 +136,9 @@ pub fn prepare(
     }
     let genesis = Genesis {
         chain_id: chain_id.to_string(),
+        network_id: DEVNET_NETWORK_ID,
         params,
+        rollups: devnet_rollups(),
         validators: gvals,
     };
     genesis.validate()?;
@@ -125,6 +149,7 @@ pub fn prepare(
     )?;
     Ok(Devnet {
         dir,
+        genesis,
         genesis_path,
         nodes,
     })
@@ -298,16 +323,23 @@ fn client_err(e: baton_proto::client::ClientError) -> NodeError {
     NodeError::Engine(e.to_string())
 }
 
-/// Submits `count` two-rollup bundles round-robin to the `live` nodes and times each until it is seen in both
-/// rollups' streams on the next live node. Returns the round-trip times.
+/// A demo user: an Ethereum key with its next nonce, and a verifier built from the devnet's genesis.
+struct DemoUser {
+    key: PrivateKeySigner,
+    nonce: u64,
+    network_id: u64,
+    verifier: BatchVerifier,
+}
+
+/// Submits `count` signed two-rollup bundles round-robin to the `live` nodes and times each until it is seen in
+/// both rollups' verified streams on the next live node. Returns the round-trip times.
 async fn round_trips(
     clients: &mut [baton_proto::client::BatonClient],
     live: &[usize],
     count: usize,
     label: &str,
+    user: &mut DemoUser,
 ) -> Result<Vec<Duration>, NodeError> {
-    use baton_consensus::types::{Bundle, BundleEntry};
-
     let mut latencies = Vec::new();
     for i in 0..count {
         let submit_to = live[i % live.len()];
@@ -319,25 +351,34 @@ async fn round_trips(
             .latest_height
             + 1;
         let mut s1 = clients[watch_on]
-            .stream_batches(1, from)
+            .stream_verified_batches(1, from, user.verifier.clone())
             .await
             .map_err(client_err)?;
         let mut s2 = clients[watch_on]
-            .stream_batches(2, from)
+            .stream_verified_batches(2, from, user.verifier.clone())
             .await
             .map_err(client_err)?;
-        let bundle = Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 1,
-                    payload: format!("{label} hello rollup 1 #{i}").into_bytes(),
-                },
-                BundleEntry {
-                    rollup_id: 2,
-                    payload: format!("{label} hello rollup 2 #{i}").into_bytes(),
-                },
-            ],
-        };
+        let bundle = sign_bundle(
+            &user.key,
+            UnsignedBundle {
+                network_id: user.network_id,
+                sender: user.key.address(),
+                nonce: user.nonce,
+                expiry_height: from + 1_000,
+                entries: vec![
+                    BundleEntry {
+                        rollup_id: 1,
+                        payload: format!("{label} hello rollup 1 #{i}").into_bytes(),
+                    },
+                    BundleEntry {
+                        rollup_id: 2,
+                        payload: format!("{label} hello rollup 2 #{i}").into_bytes(),
+                    },
+                ],
+            },
+        )
+        .map_err(client_err)?;
+        user.nonce += 1;
         let t0 = Instant::now();
         let hash = clients[submit_to]
             .submit(&bundle)
@@ -366,7 +407,7 @@ async fn round_trips(
         if i < 2 {
             println!(
                 "  bundle {} -> node{submit_to} (ack {:.1} ms) -> in rollups 1 and 2 on node{watch_on} at height \
-                 {h1}/{h2}: {:.1} ms",
+                 {h1}/{h2}, proofs verified: {:.1} ms",
                 &hash.to_hex()[..12],
                 ack.as_secs_f64() * 1e3,
                 rtt.as_secs_f64() * 1e3
@@ -460,8 +501,28 @@ async fn show(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all: Vec<usize> = (0..clients.len()).collect();
+    let key = PrivateKeySigner::random();
+    println!(
+        "demo user {} signs bundles (EIP-712, network id {:#x}); batches are verified against the genesis \
+         validator set",
+        key.address(),
+        net.genesis.network_id
+    );
+    let mut user = DemoUser {
+        key,
+        nonce: 0,
+        network_id: net.genesis.network_id,
+        verifier: BatchVerifier::new(net.genesis.validator_set()?, &net.genesis.chain_id),
+    };
     if opts.demo_round_trips > 0 {
-        round_trips(&mut clients, &all, opts.demo_round_trips, "healthy").await?;
+        round_trips(
+            &mut clients,
+            &all,
+            opts.demo_round_trips,
+            "healthy",
+            &mut user,
+        )
+        .await?;
     }
     if opts.demo_fault && clients.len() >= 4 {
         watch_heights(&mut clients, procs, Some(10), "healthy").await;
@@ -476,6 +537,7 @@ async fn show(
                 &live,
                 opts.demo_round_trips,
                 &format!("node{victim} down"),
+                &mut user,
             )
             .await?;
         }

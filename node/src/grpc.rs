@@ -1,8 +1,9 @@
 //! The gRPC API: `baton.v1.RollupService`, `baton.v1.NodeService`, standard health and reflection.
 //!
-//! Each failure maps to a status code with a message that names the field or limit: malformed input is
-//! INVALID_ARGUMENT, a limit is RESOURCE_EXHAUSTED, a height not decided yet is OUT_OF_RANGE, an unknown bundle
-//! is NOT_FOUND, a full queue is UNAVAILABLE (retry), a storage failure is INTERNAL.
+//! Each failure maps to a status code with a message that names the field or limit: malformed or unauthentic input
+//! (bad field, wrong network id, bad signature) is INVALID_ARGUMENT, a limit is RESOURCE_EXHAUSTED, an unknown
+//! rollup or bundle is NOT_FOUND, a bundle the chain's state refuses (used nonce, expired) is FAILED_PRECONDITION,
+//! a height not decided yet is OUT_OF_RANGE, a full queue is UNAVAILABLE (retry), a storage failure is INTERNAL.
 
 // Handlers return tonic's `Status` by value, as tonic's own API does.
 #![allow(clippy::result_large_err)]
@@ -11,19 +12,24 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use baton_consensus::context::ChainDomain;
+use baton_consensus::error::BundleErrorKind;
 use baton_consensus::hash::Hash;
+use baton_consensus::proof::namespace_proof;
+use baton_consensus::registry::{ChainSpec, RollupMode};
 use baton_consensus::types::{Bundle, RollupBatch, RollupId};
-use baton_proto::convert::hash_field;
+use baton_proto::client::BundleStatus;
+use baton_proto::convert::{batch_proof, hash_field, sender_field};
 use baton_proto::pb;
 use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
 use crate::error::NodeError;
-use crate::ingest::{IngestHandle, SubmitError};
+use crate::ingest::{IngestHandle, LoopRequest, SubmitError};
 use crate::state::Shared;
 use crate::store::RocksStore;
 
@@ -31,6 +37,9 @@ use crate::store::RocksStore;
 #[derive(Clone)]
 pub struct Api {
     pub ingest: IngestHandle,
+    pub to_loop: mpsc::Sender<LoopRequest>,
+    pub spec: Arc<ChainSpec>,
+    pub domain: ChainDomain,
     pub store: RocksStore,
     pub shared: Arc<Shared>,
     pub subscribers: Arc<Semaphore>,
@@ -41,10 +50,12 @@ pub struct Api {
 
 fn submit_status(e: SubmitError) -> Status {
     match e {
-        SubmitError::Invalid(b) if b.is_size_limit() => {
-            Status::resource_exhausted(format!("bundle: {b}"))
-        }
-        SubmitError::Invalid(b) => Status::invalid_argument(format!("bundle: {b}")),
+        SubmitError::Invalid(b) => match b.kind() {
+            BundleErrorKind::Invalid => Status::invalid_argument(b.to_string()),
+            BundleErrorKind::Limit => Status::resource_exhausted(b.to_string()),
+            BundleErrorKind::NotFound => Status::not_found(b.to_string()),
+            BundleErrorKind::State => Status::failed_precondition(b.to_string()),
+        },
         SubmitError::Full(m) => {
             Status::resource_exhausted(format!("mempool is full: {m}; retry later"))
         }
@@ -58,7 +69,50 @@ fn internal(e: NodeError) -> Status {
     Status::internal(e.to_string())
 }
 
+fn loop_gone() -> Status {
+    Status::unavailable("the node is shutting down")
+}
+
 impl Api {
+    fn check_rollup(&self, rollup_id: RollupId) -> Result<(), Status> {
+        if !self.spec.rollups.contains(rollup_id) {
+            return Err(Status::not_found(format!(
+                "rollup_id {rollup_id} is not a registered rollup (see ListRollups)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A rollup's batch at a decided height, with its proof when asked.
+    fn wire_batch(
+        &self,
+        rollup_id: RollupId,
+        height: u64,
+        with_proof: bool,
+    ) -> Result<pb::RollupBatch, Status> {
+        let batch = self.batch(rollup_id, height)?;
+        let mut wire = pb::RollupBatch::from(&batch);
+        if with_proof {
+            let missing = |what: &str| {
+                Status::internal(format!("{what} of decided height {height} is missing"))
+            };
+            let table = self
+                .store
+                .namespace_table(height)
+                .map_err(internal)?
+                .ok_or_else(|| missing("namespace table"))?;
+            let cert = self
+                .store
+                .cert(height)
+                .map_err(internal)?
+                .ok_or_else(|| missing("certificate"))?;
+            let proof =
+                namespace_proof(&table, rollup_id).ok_or_else(|| missing("namespace row"))?;
+            wire.proof = Some(batch_proof(&proof, &cert));
+        }
+        Ok(wire)
+    }
+
     fn batch(&self, rollup_id: RollupId, height: u64) -> Result<RollupBatch, Status> {
         let header = self
             .store
@@ -97,8 +151,18 @@ impl Api {
     async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
         let bundle: Bundle = bundle
             .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?
-            .into();
+            .try_into()
+            .map_err(|e: baton_proto::ConversionError| Status::invalid_argument(e.to_string()))?;
         self.ingest.submit(bundle).await.map_err(submit_status)
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LoopRequest,
+    ) -> Result<T, Status> {
+        let (tx, rx) = oneshot::channel();
+        self.to_loop.send(make(tx)).await.map_err(|_| loop_gone())?;
+        rx.await.map_err(|_| loop_gone())
     }
 }
 
@@ -200,9 +264,24 @@ impl RollupService for Api {
                 height: inc.height,
                 block_hash: inc.block_hash.0.to_vec(),
                 index_in_block: inc.index,
+                reason: String::new(),
             }));
         }
-        if self.store.is_pending(&hash).map_err(internal)? {
+        if let Some(d) = self.store.dropped_status(&hash).map_err(internal)? {
+            let (state, height, reason) = BundleStatus::from_dropped(&d);
+            return Ok(Response::new(pb::GetBundleStatusResponse {
+                bundle_hash: hash.0.to_vec(),
+                state: state as i32,
+                height,
+                reason,
+                ..Default::default()
+            }));
+        }
+        let pending = self.store.is_pending(&hash).map_err(internal)?
+            || self
+                .ask(|reply| LoopRequest::IsPending { hash, reply })
+                .await?;
+        if pending {
             return Ok(Response::new(pb::GetBundleStatusResponse {
                 bundle_hash: hash.0.to_vec(),
                 state: pb::BundleState::Pending as i32,
@@ -210,8 +289,45 @@ impl RollupService for Api {
             }));
         }
         Err(Status::not_found(format!(
-            "bundle {hash} is not known to this node"
+            "bundle_hash {hash} is not known to this node"
         )))
+    }
+
+    async fn get_nonce(
+        &self,
+        request: Request<pb::GetNonceRequest>,
+    ) -> Result<Response<pb::GetNonceResponse>, Status> {
+        let sender = sender_field("sender", &request.into_inner().sender)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let (next_nonce, next_free_nonce) = self
+            .ask(|reply| LoopRequest::Nonces { sender, reply })
+            .await?
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::GetNonceResponse {
+            next_nonce,
+            next_free_nonce,
+        }))
+    }
+
+    async fn list_rollups(
+        &self,
+        _request: Request<pb::ListRollupsRequest>,
+    ) -> Result<Response<pb::ListRollupsResponse>, Status> {
+        Ok(Response::new(pb::ListRollupsResponse {
+            rollups: self
+                .spec
+                .rollups
+                .iter()
+                .map(|r| pb::Rollup {
+                    id: r.id,
+                    name: r.name.clone(),
+                    mode: match r.mode {
+                        RollupMode::Shared => "shared".into(),
+                    },
+                })
+                .collect(),
+            network_id: self.spec.network_id,
+        }))
     }
 
     type StreamBatchesStream = BoxStream<pb::RollupBatch>;
@@ -226,6 +342,7 @@ impl RollupService for Api {
                 "from_height must be >= 1 (the first block is height 1)",
             ));
         }
+        self.check_rollup(req.rollup_id)?;
         let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(
                 "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
@@ -242,9 +359,7 @@ impl RollupService for Api {
                 while next <= latest {
                     // Read one height at a time from storage: catch-up never loads more than one batch per
                     // subscriber, and `send` waits while the client's buffer is full (backpressure).
-                    let item = api
-                        .batch(req.rollup_id, next)
-                        .map(|b| pb::RollupBatch::from(&b));
+                    let item = api.wire_batch(req.rollup_id, next, req.with_proof);
                     let failed = item.is_err();
                     if tx.send(item).await.is_err() || failed {
                         return;
@@ -265,9 +380,13 @@ impl RollupService for Api {
         request: Request<pb::GetBatchRequest>,
     ) -> Result<Response<pb::RollupBatch>, Status> {
         let req = request.into_inner();
+        self.check_rollup(req.rollup_id)?;
         self.check_height(req.height)?;
-        let batch = self.batch(req.rollup_id, req.height)?;
-        Ok(Response::new((&batch).into()))
+        Ok(Response::new(self.wire_batch(
+            req.rollup_id,
+            req.height,
+            req.with_proof,
+        )?))
     }
 }
 
@@ -310,6 +429,7 @@ impl NodeService for Api {
                 .mempool_bundles
                 .load(std::sync::atomic::Ordering::Relaxed),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            network_id: self.spec.network_id,
         }))
     }
 }

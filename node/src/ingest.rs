@@ -1,24 +1,27 @@
-//! Ingest: makes submitted bundles durable before they are acknowledged.
+//! Ingest: checks submitted bundles and makes them durable before they are acknowledged.
 //!
-//! A handle sends each submission over a bounded queue to one writer task. The writer takes whatever is queued
-//! (up to `ingest_group`), drops duplicates, writes the rest to the `mempool` column family in one batch with one
-//! fsync, hands them to the consensus loop, and only then answers each submitter. Group commit keeps the fsync
-//! cost per bundle small at high rates without weakening the guarantee.
+//! A submission is checked where it arrives (in the gRPC handler's task, so checks run in parallel across
+//! connections): shape and limits, registered rollups, network id, and the signature (one ECDSA recovery; the only
+//! time this node recovers this bundle's signer). It then goes over a bounded queue to one writer task. The writer
+//! takes whatever is queued (up to `ingest_group`), drops what is already durable here, asks the consensus loop to
+//! admit the rest (the checks that need chain state: expiry, nonces, room in the mempool), writes the admitted
+//! bundles to the `mempool` column family in one batch with one fsync, and only then answers each submitter.
+//! Group commit keeps the fsync cost per bundle small at high rates without weakening the guarantee.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use baton_consensus::block::check_bundle;
-use baton_consensus::error::BundleError;
+use baton_consensus::bundle::Sender;
+use baton_consensus::error::{BundleError, ConsensusError};
 use baton_consensus::hash::Hash;
-use baton_consensus::params::ConsensusParams;
+use baton_consensus::mempool::Admission;
+use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::Bundle;
 
-use crate::state::Shared;
 use crate::store::RocksStore;
 
 /// Why a submission was refused.
@@ -28,12 +31,42 @@ pub enum SubmitError {
     Invalid(BundleError),
     #[error("mempool is full ({0}); retry later")]
     Full(String),
-    #[error("the node is overloaded: ingest queue full; retry later")]
+    #[error("the node is overloaded: ingest queue full (mempool.ingest_queue); retry later")]
     Busy,
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+}
+
+impl From<ConsensusError> for SubmitError {
+    fn from(e: ConsensusError) -> Self {
+        match e {
+            ConsensusError::InvalidBundle(b) => SubmitError::Invalid(b),
+            ConsensusError::MempoolFull(m) => SubmitError::Full(m),
+            other => SubmitError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// What the API and the writer ask of the consensus loop, which owns the mempool.
+#[derive(Debug)]
+pub enum LoopRequest {
+    /// Admit checked bundles to the mempool; one answer per bundle, in order.
+    Admit {
+        bundles: Vec<(Hash, Bundle)>,
+        reply: oneshot::Sender<Vec<Result<Admission, ConsensusError>>>,
+    },
+    /// The sender's next nonce on chain and the first nonce its pending bundles leave free.
+    Nonces {
+        sender: Sender,
+        reply: oneshot::Sender<Result<(u64, u64), ConsensusError>>,
+    },
+    /// Whether a bundle is in the mempool.
+    IsPending {
+        hash: Hash,
+        reply: oneshot::Sender<bool>,
+    },
 }
 
 struct Job {
@@ -46,7 +79,7 @@ struct Job {
 #[derive(Clone)]
 pub struct IngestHandle {
     tx: mpsc::Sender<Job>,
-    params: Arc<ConsensusParams>,
+    spec: Arc<ChainSpec>,
 }
 
 /// Sizes of the ingest path.
@@ -54,36 +87,37 @@ pub struct IngestHandle {
 pub struct IngestLimits {
     pub queue: usize,
     pub group: usize,
-    pub mempool_max_bundles: usize,
-    pub mempool_max_bytes: usize,
 }
 
 impl IngestHandle {
-    /// Starts the writer task. Durable bundles go to `admit`, which the consensus loop drains.
+    /// Starts the writer task. Admission goes through `to_loop`, which the consensus loop drains.
     pub fn spawn(
         store: RocksStore,
-        params: ConsensusParams,
+        spec: ChainSpec,
         limits: IngestLimits,
-        shared: Arc<Shared>,
-        admit: mpsc::Sender<(Hash, Bundle)>,
+        to_loop: mpsc::Sender<LoopRequest>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
-        tokio::spawn(writer(rx, store, limits, shared, admit));
+        tokio::spawn(writer(rx, store, limits, to_loop));
         IngestHandle {
             tx,
-            params: Arc::new(params),
+            spec: Arc::new(spec),
         }
     }
 
-    /// Checks a bundle against the limits, without queueing it.
-    pub fn check(&self, bundle: &Bundle) -> Result<(), SubmitError> {
-        check_bundle(bundle, &self.params).map_err(SubmitError::Invalid)
+    /// Checks a bundle without chain state: limits, rollups, network id and signature. Returns its hash.
+    pub fn check(&self, bundle: &Bundle) -> Result<Hash, SubmitError> {
+        check_bundle(bundle, &self.spec).map_err(SubmitError::Invalid)?;
+        let hash = bundle.hash();
+        bundle
+            .verify_signature(&hash)
+            .map_err(SubmitError::Invalid)?;
+        Ok(hash)
     }
 
     /// Submits a bundle; resolves once it is durable (or refused).
     pub async fn submit(&self, bundle: Bundle) -> Result<Hash, SubmitError> {
-        self.check(&bundle)?;
-        let hash = bundle.hash();
+        let hash = self.check(&bundle)?;
         let (reply, rx) = oneshot::channel();
         self.tx
             .try_send(Job {
@@ -103,8 +137,7 @@ async fn writer(
     mut rx: mpsc::Receiver<Job>,
     store: RocksStore,
     limits: IngestLimits,
-    shared: Arc<Shared>,
-    admit: mpsc::Sender<(Hash, Bundle)>,
+    to_loop: mpsc::Sender<LoopRequest>,
 ) {
     let mut group = Vec::with_capacity(limits.group);
     while let Some(first) = rx.recv().await {
@@ -118,8 +151,6 @@ async fn writer(
         let jobs = std::mem::take(&mut group);
         let mut fresh = Vec::with_capacity(jobs.len());
         let mut seen = HashSet::with_capacity(jobs.len());
-        let mut bundles = shared.mempool_bundles.load(Ordering::Relaxed) as usize;
-        let mut bytes = shared.mempool_bytes.load(Ordering::Relaxed) as usize;
         for job in jobs {
             let known = match (
                 store.bundle_inclusion(&job.hash),
@@ -136,25 +167,46 @@ async fn writer(
                 let _ = job.reply.send(Ok(job.hash));
                 continue;
             }
-            let size = job.bundle.encoded_len();
-            if bundles + 1 > limits.mempool_max_bundles || bytes + size > limits.mempool_max_bytes {
-                let why = format!(
-                    "{bundles} bundles / {bytes} bytes pending, limits {} / {}",
-                    limits.mempool_max_bundles, limits.mempool_max_bytes
-                );
-                let _ = job.reply.send(Err(SubmitError::Full(why)));
-                continue;
-            }
-            bundles += 1;
-            bytes += size;
             fresh.push(job);
         }
         if fresh.is_empty() {
             continue;
         }
+        // Admission: the consensus loop applies the checks that need chain state.
+        let (reply, answer) = oneshot::channel();
+        let request = LoopRequest::Admit {
+            bundles: fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect(),
+            reply,
+        };
+        let verdicts = match to_loop.send(request).await {
+            Ok(()) => answer.await.ok(),
+            Err(_) => None,
+        };
+        let Some(verdicts) = verdicts else {
+            for job in fresh {
+                let _ = job.reply.send(Err(SubmitError::ShuttingDown));
+            }
+            continue;
+        };
+        let mut durable = Vec::with_capacity(fresh.len());
+        for (job, verdict) in fresh.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(Admission::AlreadyIncluded) => {
+                    let _ = job.reply.send(Ok(job.hash));
+                }
+                // Added, or pending from a peer: made durable here too before the ack.
+                Ok(Admission::Added) | Ok(Admission::AlreadyPending) => durable.push(job),
+                Err(e) => {
+                    let _ = job.reply.send(Err(e.into()));
+                }
+            }
+        }
+        if durable.is_empty() {
+            continue;
+        }
         let store2 = store.clone();
         let to_write: Vec<(Hash, Bundle)> =
-            fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect();
+            durable.iter().map(|j| (j.hash, j.bundle.clone())).collect();
         let written = tokio::task::spawn_blocking(move || {
             let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
             store2.persist_pending(&refs)
@@ -165,18 +217,20 @@ async fn writer(
             Ok(Err(e)) => Err(e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        if let Err(e) = result {
-            error!(error = %e, "cannot persist submitted bundles");
-            for job in fresh {
-                let _ = job.reply.send(Err(SubmitError::Storage(e.clone())));
+        match result {
+            Ok(()) => {
+                for job in durable {
+                    let _ = job.reply.send(Ok(job.hash));
+                }
             }
-            continue;
-        }
-        for job in fresh {
-            // Durable now; the consensus loop admits it to the in-memory mempool. If the loop is gone the node is
-            // stopping, and the bundle is reloaded from disk at the next start: it is still acknowledged.
-            let _ = admit.send((job.hash, job.bundle)).await;
-            let _ = job.reply.send(Ok(job.hash));
+            Err(e) => {
+                // Not acknowledged. The bundle may still be included (it is in the in-memory mempool); a client
+                // that retries gets the same hash back, idempotently.
+                error!(error = %e, "cannot persist submitted bundles");
+                for job in durable {
+                    let _ = job.reply.send(Err(SubmitError::Storage(e.clone())));
+                }
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use eyre::{bail, Context, Result};
 
 use baton_consensus::context::GenesisValidator;
+use baton_consensus::registry::{RollupInfo, RollupMode};
 use baton_node::config::{Genesis, NodeConfig};
 use baton_node::keys::NodeKey;
 
@@ -28,10 +29,16 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// Write a genesis file with the initial validator set.
+    /// Write a genesis file with the initial validator set and rollup registry.
     Init {
         #[arg(long)]
         chain_id: String,
+        /// The EIP-712 chainId bundles are signed for (pick one no other network uses).
+        #[arg(long)]
+        network_id: u64,
+        /// A registered rollup as `ID:NAME`; repeat for each.
+        #[arg(long = "rollup")]
+        rollups: Vec<String>,
         /// A validator as `NAME,PUBLIC_KEY_HEX,P2P_MULTIADDR[,POWER]`; repeat for each.
         #[arg(long = "validator", required = true)]
         validators: Vec<String>,
@@ -107,6 +114,19 @@ fn parse_validator(s: &str) -> Result<GenesisValidator> {
     })
 }
 
+fn parse_rollup(s: &str) -> Result<RollupInfo> {
+    let Some((id, name)) = s.split_once(':') else {
+        bail!("--rollup `{s}`: expected ID:NAME");
+    };
+    Ok(RollupInfo {
+        id: id
+            .parse()
+            .with_context(|| format!("--rollup `{s}`: ID must be an integer"))?,
+        name: name.to_string(),
+        mode: RollupMode::Shared,
+    })
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -130,6 +150,8 @@ fn main() -> Result<()> {
         }
         Command::Init {
             chain_id,
+            network_id,
+            rollups,
             validators,
             out,
         } => {
@@ -137,9 +159,15 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|v| parse_validator(v))
                 .collect::<Result<Vec<_>>>()?;
+            let rollups = rollups
+                .iter()
+                .map(|r| parse_rollup(r))
+                .collect::<Result<Vec<_>>>()?;
             let genesis = Genesis {
                 chain_id,
+                network_id,
                 params: Default::default(),
+                rollups,
                 validators,
             };
             genesis.validate()?;

@@ -70,7 +70,8 @@ pub async fn run(
     let domain = genesis.domain();
     let address = key.address();
     let is_validator = cfg.validator && validators.get(&address).is_some();
-    let params = genesis.params.clone();
+    let spec = genesis.spec()?;
+    let params = spec.params.clone();
 
     let store = RocksStore::open(
         &cfg.data_dir.join("db"),
@@ -79,11 +80,9 @@ pub async fn run(
     )?;
     let signer = ConsensusSigner::new(key.signing_key.clone(), domain);
     let limits = HostLimits {
-        // Ingest admits against the configured limits; the in-memory pool has slack for one ingest group in
-        // flight, so a durable bundle always finds room.
-        mempool_max_bundles: cfg.mempool.max_bundles + cfg.mempool.ingest_group,
-        mempool_max_bytes: cfg.mempool.max_bytes
-            + cfg.mempool.ingest_group * params.max_bundle_bytes as usize,
+        mempool_max_bundles: cfg.mempool.max_bundles,
+        mempool_max_bytes: cfg.mempool.max_bytes,
+        mempool_max_per_sender: cfg.mempool.max_pending_per_sender,
         ..HostLimits::default()
     };
     let host = Host::new(
@@ -91,7 +90,7 @@ pub async fn run(
         genesis.hash()?,
         is_validator.then(|| signer.clone()),
         validators.clone(),
-        params.clone(),
+        spec.clone(),
         limits,
         store.clone(),
         SystemClock,
@@ -198,18 +197,15 @@ pub async fn run(
         validator_set_size: validators.validators().len() as u32,
     };
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
-    let (admit_tx, admit_rx) = mpsc::channel(cfg.mempool.admit_queue);
+    let (loop_tx, loop_rx) = mpsc::channel(cfg.mempool.admit_queue);
     let ingest = IngestHandle::spawn(
         store.clone(),
-        params.clone(),
+        spec.clone(),
         IngestLimits {
             queue: cfg.mempool.ingest_queue,
             group: cfg.mempool.ingest_group,
-            mempool_max_bundles: cfg.mempool.max_bundles,
-            mempool_max_bytes: cfg.mempool.max_bytes,
         },
-        shared.clone(),
-        admit_tx,
+        loop_tx.clone(),
     );
 
     // Peer count for Status, from the network actor's state dump.
@@ -230,7 +226,7 @@ pub async fn run(
     let consensus_loop = ConsensusLoop::new(
         host,
         channels,
-        admit_rx,
+        loop_rx,
         shared.clone(),
         cfg.p2p.max_rpc_bytes as usize / 2,
     );
@@ -238,6 +234,9 @@ pub async fn run(
 
     let api = Api {
         ingest,
+        to_loop: loop_tx,
+        spec: Arc::new(spec),
+        domain,
         store: store.clone(),
         shared: shared.clone(),
         subscribers: Arc::new(Semaphore::new(cfg.grpc.max_subscribers)),

@@ -10,6 +10,9 @@
 //! | `bundles`     | bundle hash                 | inclusion (height, block hash, index)   |
 //! | `mempool`     | bundle hash                 | acknowledged, not yet included bundle   |
 //! | `undecided`   | height ++ round ++ hash     | proposal seen for an undecided height   |
+//! | `nonces`      | sender (20 bytes)           | the sender's next nonce on chain (u64)  |
+//! | `dropped`     | bundle hash                 | why a pending bundle was dropped        |
+//! | `tables`      | height                      | the block's namespace table (proofs)    |
 //!
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
@@ -23,11 +26,13 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use baton_consensus::bundle::Sender;
 use baton_consensus::error::ConsensusError;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
 use baton_consensus::types::{
-    BatchEntry, Block, BlockHeader, Bundle, Certificate, Inclusion, RollupId,
+    BatchEntry, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
+    RollupId,
 };
 
 use crate::error::NodeError;
@@ -40,7 +45,10 @@ const CF_BATCHES: &str = "batches";
 const CF_BUNDLES: &str = "bundles";
 const CF_MEMPOOL: &str = "mempool";
 const CF_UNDECIDED: &str = "undecided";
-const ALL_CFS: [&str; 8] = [
+const CF_NONCES: &str = "nonces";
+const CF_DROPPED: &str = "dropped";
+const CF_TABLES: &str = "tables";
+const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -49,6 +57,9 @@ const ALL_CFS: [&str; 8] = [
     CF_BUNDLES,
     CF_MEMPOOL,
     CF_UNDECIDED,
+    CF_NONCES,
+    CF_DROPPED,
+    CF_TABLES,
 ];
 const LATEST: &[u8] = b"latest";
 
@@ -168,6 +179,24 @@ impl RocksStore {
         self.get(CF_BUNDLES, &hash.0)
     }
 
+    /// The commit certificate of a decided height.
+    pub fn cert(&self, height: u64) -> Result<Option<Certificate>, NodeError> {
+        self.get(CF_CERTS, &be(height))
+    }
+
+    /// The namespace table of a decided height.
+    pub fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, NodeError> {
+        self.get(CF_TABLES, &be(height))
+    }
+
+    pub fn dropped_status(&self, hash: &Hash) -> Result<Option<Dropped>, NodeError> {
+        self.get(CF_DROPPED, &hash.0)
+    }
+
+    pub fn sender_nonce(&self, sender: &Sender) -> Result<u64, NodeError> {
+        Ok(self.get::<u64>(CF_NONCES, sender.as_slice())?.unwrap_or(0))
+    }
+
     pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
         Ok(self
             .db
@@ -190,6 +219,7 @@ impl RocksStore {
         &self,
         block: &Block,
         hashes: &[Hash],
+        table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), NodeError> {
         let height = block.height();
@@ -198,6 +228,16 @@ impl RocksStore {
         wb.put_cf(self.cf(CF_HEADERS)?, be(height), enc(&block.header));
         wb.put_cf(self.cf(CF_BLOCKS)?, be(height), enc(block));
         wb.put_cf(self.cf(CF_CERTS)?, be(height), enc(cert));
+        wb.put_cf(self.cf(CF_TABLES)?, be(height), enc(&table.to_vec()));
+        // A sender's bundles appear in a block in nonce order, so the last one sets its next nonce.
+        let mut nonces: std::collections::HashMap<Sender, u64> = std::collections::HashMap::new();
+        for b in &block.bundles {
+            nonces.insert(b.sender, b.nonce + 1);
+        }
+        let cf_nonces = self.cf(CF_NONCES)?;
+        for (sender, next) in nonces {
+            wb.put_cf(cf_nonces, sender.as_slice(), enc(&next));
+        }
         let batches = baton_consensus::types::batches_of(&block.bundles, hashes);
         let cf_batches = self.cf(CF_BATCHES)?;
         for (rollup, entries) in &batches {
@@ -290,9 +330,37 @@ impl ChainStore for RocksStore {
         &self,
         block: &Block,
         hashes: &[Hash],
+        table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError> {
-        self.commit_inner(block, hashes, cert).map_err(to_consensus)
+        self.commit_inner(block, hashes, table, cert)
+            .map_err(to_consensus)
+    }
+
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        self.sender_nonce(sender).map_err(to_consensus)
+    }
+
+    fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let run = || -> Result<(), NodeError> {
+            let cf_dropped = self.cf(CF_DROPPED)?;
+            let cf_mempool = self.cf(CF_MEMPOOL)?;
+            let mut wb = WriteBatch::default();
+            for (h, d) in dropped {
+                wb.put_cf(cf_dropped, h.0, enc(d));
+                wb.delete_cf(cf_mempool, h.0);
+            }
+            self.db.write_opt(wb, &self.write_opts())?;
+            Ok(())
+        };
+        run().map_err(to_consensus)
+    }
+
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
+        self.dropped_status(bundle).map_err(to_consensus)
     }
 
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
@@ -309,40 +377,63 @@ impl ChainStore for RocksStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_consensus::types::{Address, BundleEntry};
+    use alloy_signer_local::PrivateKeySigner;
+    use baton_consensus::bundle::UnsignedBundle;
+    use baton_consensus::registry::ChainSpec;
+    use baton_consensus::types::{batches_of, namespace_table, Address, BundleEntry};
 
-    fn block(height: u64, bundles: Vec<Bundle>) -> Block {
+    fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Vec<NamespaceEntry>) {
         let ctx = baton_consensus::block::BlockContext {
             height,
             parent_hash: Hash::ZERO,
             parent_timestamp_ms: 0,
             validator_set_hash: Hash::ZERO,
         };
-        baton_consensus::block::build_block(&ctx, Address([1; 20]), 10, bundles)
+        let spec = ChainSpec::for_tests(7, 9);
+        let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
+        let b = baton_consensus::block::build_block(
+            &ctx,
+            &spec,
+            Address([1; 20]),
+            10,
+            bundles,
+            &hashes,
+        );
+        let table = namespace_table(spec.rollups.ids(), &batches_of(&b.bundles, &hashes));
+        (b, table)
     }
 
     #[test]
-    fn commit_indexes_batches_and_bundles_and_survives_reopen() {
+    fn commit_indexes_batches_bundles_nonces_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let b1 = Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 7,
-                    payload: b"x".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 9,
-                    payload: b"y".to_vec(),
-                },
-            ],
-        };
+        let key = PrivateKeySigner::random();
+        let b1 = baton_proto::client::sign_bundle(
+            &key,
+            UnsignedBundle {
+                network_id: 7,
+                sender: key.address(),
+                nonce: 4,
+                expiry_height: 100,
+                entries: vec![
+                    BundleEntry {
+                        rollup_id: 7,
+                        payload: b"x".to_vec(),
+                    },
+                    BundleEntry {
+                        rollup_id: 9,
+                        payload: b"y".to_vec(),
+                    },
+                ],
+            },
+        )
+        .unwrap();
         let h1 = b1.hash();
         {
             let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
             s.persist_pending(&[(h1, &b1)]).unwrap();
             assert!(s.is_pending(&h1).unwrap());
             assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
-            let blk = block(1, vec![b1.clone()]);
+            let (blk, table) = block(1, vec![b1.clone()]);
             let p = UndecidedProposal {
                 round: 0,
                 valid_round: None,
@@ -359,7 +450,17 @@ mod tests {
                 block_hash: blk.hash(),
                 signatures: vec![],
             };
-            s.commit(&blk, &[h1], &cert).unwrap();
+            s.commit(&blk, &[h1], &table, &cert).unwrap();
+            let gone = Hash([9; 32]);
+            s.persist_pending(&[(gone, &b1)]).unwrap();
+            s.record_dropped(&[(
+                gone,
+                Dropped::Expired {
+                    expiry_height: 3,
+                    height: 4,
+                },
+            )])
+            .unwrap();
         }
         let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
         assert_eq!(s.latest_height().unwrap(), 1);
@@ -371,5 +472,12 @@ mod tests {
         assert!(s.undecided(1).unwrap().is_empty());
         assert_eq!(s.undecided(2).unwrap().len(), 1);
         assert_eq!(s.certificate(1).unwrap().unwrap().height, 1);
+        assert_eq!(s.sender_nonce(&key.address()).unwrap(), 5);
+        assert_eq!(s.namespace_table(1).unwrap().unwrap().len(), 9);
+        assert!(matches!(
+            s.dropped_status(&Hash([9; 32])).unwrap(),
+            Some(Dropped::Expired { .. })
+        ));
+        assert!(!s.is_pending(&Hash([9; 32])).unwrap());
     }
 }

@@ -4,9 +4,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baton_consensus::types::{Bundle, BundleEntry};
+use baton_consensus::types::Bundle;
+use baton_proto::client::{BatchVerifier, BundleStatus};
 use baton_proto::pb;
-use common::{run, serial, Cluster};
+use common::{run, serial, wait_included, Cluster, User};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -20,47 +21,17 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
         // A bundle spanning three rollups, submitted to node 0, appears in all three batches at one height,
         // contiguous and in bundle order.
         cluster.wait_height(0, 1, T).await;
-        let bundle = Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 10,
-                    payload: b"a0".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 11,
-                    payload: b"b0".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 12,
-                    payload: b"c0".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 10,
-                    payload: b"a1".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 11,
-                    payload: b"b1".to_vec(),
-                },
-            ],
-        };
+        let mut user = User::new();
+        let bundle = user.bundle(&[(1, b"a0"), (2, b"b0"), (3, b"c0"), (1, b"a1"), (2, b"b1")]);
         let hash = c0.submit(&bundle).await.expect("submit");
-        let deadline = Instant::now() + T;
-        let included = loop {
-            let s = c0.bundle_status(&hash).await.expect("status");
-            if s.state == pb::BundleState::Included as i32 {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "bundle not included in time");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        let h = included.height;
+        assert_eq!(hash, bundle.hash());
+        let (h, _, _) = wait_included(&mut c0, &hash, T).await;
         cluster.wait_height(3, h, T).await;
         let mut c3 = cluster.client(3).await;
         for (rollup, want) in [
-            (10u64, vec!["a0", "a1"]),
-            (11, vec!["b0", "b1"]),
-            (12, vec!["c0"]),
+            (1u64, vec!["a0", "a1"]),
+            (2, vec!["b0", "b1"]),
+            (3, vec!["c0"]),
         ] {
             let batch = c3.get_batch(rollup, h).await.expect("get batch");
             let ours: Vec<_> = batch
@@ -131,10 +102,41 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
 
+        // The sender's nonce moved on; the registry and network id are discoverable.
+        let n = c0.nonce(&user.key.address()).await.expect("nonce");
+        assert_eq!((n.next_nonce, n.next_free_nonce), (1, 1));
+        let rollups = c0.list_rollups().await.expect("rollups");
+        assert_eq!(rollups.rollups.len(), 4);
+        assert_eq!(rollups.network_id, st.network_id);
+
+        // Verified batches: every batch of rollup 1 from height 1 checks out against the genesis validator set
+        // (entries -> namespace proof -> header -> certificate), in order, without gaps.
+        let mut c1 = cluster.client(1).await;
+        let mut verified = c1
+            .stream_verified_batches(1, 1, cluster.verifier())
+            .await
+            .expect("verified stream");
+        for height in 1..=50u64 {
+            let b = tokio::time::timeout(Duration::from_secs(30), verified.next())
+                .await
+                .expect("verified stream stalled")
+                .expect("a served batch failed verification")
+                .expect("stream ended");
+            assert_eq!(b.block_hash, reference[height as usize - 1]);
+        }
+        drop(verified);
+
+        // The client rejects any tampering with a served batch, proof or certificate.
+        let served = c1
+            .get_batch_with_proof(1, h)
+            .await
+            .expect("batch with proof");
+        tamper_is_detected(&cluster.verifier(), &served);
+
         // StreamBatches from height 1: every height, in order, no gaps, and an empty batch where the rollup had
         // nothing; then it follows live heights.
         let mut c2 = cluster.client(2).await;
-        let mut stream = c2.stream_batches(77, 1).await.expect("stream");
+        let mut stream = c2.stream_batches(4, 1).await.expect("stream");
         let target = cluster.height(2).await.unwrap() + 5;
         let mut expect = 1;
         while expect <= target {
@@ -144,8 +146,8 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
                 .expect("stream error")
                 .expect("stream ended");
             assert_eq!(b.header.height, expect, "gap or reorder in the stream");
-            assert_eq!(b.rollup_id, 77);
-            assert!(b.entries.is_empty(), "rollup 77 never had entries");
+            assert_eq!(b.rollup_id, 4);
+            assert!(b.entries.is_empty(), "rollup 4 never had entries");
             if expect <= 50 {
                 assert_eq!(b.block_hash, reference[expect as usize - 1]);
             }
@@ -205,21 +207,12 @@ fn acknowledged_bundle_survives_sigkill_before_inclusion() {
         // Node 0 alone cannot decide anything (no quorum), so the bundle cannot be included before the kill.
         cluster.start_node(0);
         let mut c0 = cluster.client(0).await;
-        let bundle = Bundle {
-            entries: vec![
-                BundleEntry {
-                    rollup_id: 5,
-                    payload: b"durable".to_vec(),
-                },
-                BundleEntry {
-                    rollup_id: 6,
-                    payload: b"also durable".to_vec(),
-                },
-            ],
-        };
+        let bundle = User::new().bundle(&[(3, b"durable"), (4, b"also durable")]);
         let hash = c0.submit(&bundle).await.expect("submit");
-        let s = c0.bundle_status(&hash).await.unwrap();
-        assert_eq!(s.state, pb::BundleState::Pending as i32);
+        assert_eq!(
+            c0.bundle_status(&hash).await.unwrap(),
+            BundleStatus::Pending
+        );
         assert_eq!(
             cluster.height(0).await,
             Some(0),
@@ -232,21 +225,9 @@ fn acknowledged_bundle_survives_sigkill_before_inclusion() {
             cluster.start_node(i);
         }
         let mut c1 = cluster.client(1).await;
-        let deadline = Instant::now() + T;
-        let status = loop {
-            if let Ok(s) = c1.bundle_status(&hash).await {
-                if s.state == pb::BundleState::Included as i32 {
-                    break s;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "acknowledged bundle was lost across SIGKILL"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        let b5 = c1.get_batch(5, status.height).await.unwrap();
-        let b6 = c1.get_batch(6, status.height).await.unwrap();
+        let (height, _, _) = wait_included(&mut c1, &hash, T).await;
+        let b5 = c1.get_batch(3, height).await.unwrap();
+        let b6 = c1.get_batch(4, height).await.unwrap();
         assert_eq!(
             b5.entries.iter().filter(|e| e.bundle_hash == hash).count(),
             1
@@ -266,13 +247,36 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
         let cluster = Cluster::start(1);
         cluster.wait_height(0, 1, T).await;
         let (mut rollup, mut node) = cluster.client(0).await.raw();
-        let submit = |entries: Vec<pb::BundleEntry>| pb::SubmitBundleRequest {
-            bundle: Some(pb::Bundle { entries }),
+        let mut user = User::new();
+        let signed = |b: Bundle| pb::SubmitBundleRequest {
+            bundle: Some((&b).into()),
         };
-        let entry = |n: usize| pb::BundleEntry {
-            rollup_id: 1,
-            payload: vec![7; n],
-        };
+        // Signed by the user, then altered: the signature no longer matches.
+        let mut forged = user.bundle(&[(1, b"forged")]);
+        forged.entries[0].payload = b"altered".to_vec();
+        // Signed for another network.
+        let mut u = user.unsigned(&[(1, b"elsewhere")]);
+        u.network_id += 1;
+        let other_network = user.sign(u);
+        let mut u = user.unsigned(&[(1, b"stale")]);
+        u.expiry_height = 0;
+        let expired = user.sign(u);
+        let unknown_rollup = user.bundle(&[(1, b"x"), (99, b"nobody")]);
+        let too_many = user.bundle(&vec![(1u64, &b"e"[..]); 65]);
+        let big_payload = user.bundle(&[(1, &vec![7u8; 70 * 1024][..])]);
+        let too_large = user.bundle(&[
+            (1, &vec![7u8; 60 * 1024][..]),
+            (2, &vec![7u8; 60 * 1024][..]),
+            (3, &vec![7u8; 20 * 1024][..]),
+        ]);
+        let empty_payload = user.bundle(&[(1, b"")]);
+        let mut no_entries = user.unsigned(&[]);
+        no_entries.entries.clear();
+        let no_entries = user.sign(no_entries);
+        let mut short_sender: pb::Bundle = (&user.bundle(&[(1, b"x")])).into();
+        short_sender.sender.pop();
+        let mut short_sig: pb::Bundle = (&user.bundle(&[(1, b"x")])).into();
+        short_sig.signature.truncate(64);
 
         let cases: Vec<(&str, pb::SubmitBundleRequest, Code, &str)> = vec![
             (
@@ -282,32 +286,83 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
                 "bundle",
             ),
             (
-                "no entries",
-                submit(vec![]),
+                "bad signature",
+                signed(forged),
                 Code::InvalidArgument,
-                "no entries",
+                "bundle.signature",
             ),
             (
-                "empty payload",
-                submit(vec![entry(0)]),
+                "wrong network id",
+                signed(other_network),
                 Code::InvalidArgument,
-                "empty payload",
+                "bundle.network_id",
+            ),
+            (
+                "expired",
+                signed(expired),
+                Code::FailedPrecondition,
+                "bundle.expiry_height",
+            ),
+            (
+                "unknown rollup",
+                signed(unknown_rollup),
+                Code::NotFound,
+                "rollup_id 99",
             ),
             (
                 "too many entries",
-                submit((0..65).map(|_| entry(1)).collect()),
+                signed(too_many),
                 Code::ResourceExhausted,
-                "limit is 64",
+                "max_bundle_entries",
+            ),
+            (
+                "payload too large",
+                signed(big_payload),
+                Code::ResourceExhausted,
+                "max_payload_bytes",
             ),
             (
                 "bundle too large",
-                submit(vec![entry(200 * 1024)]),
+                signed(too_large),
                 Code::ResourceExhausted,
-                "limit is 131072",
+                "max_bundle_bytes",
+            ),
+            (
+                "empty payload",
+                signed(empty_payload),
+                Code::InvalidArgument,
+                "payload is empty",
+            ),
+            (
+                "no entries",
+                signed(no_entries),
+                Code::InvalidArgument,
+                "bundle.entries",
+            ),
+            (
+                "short sender",
+                pb::SubmitBundleRequest {
+                    bundle: Some(short_sender),
+                },
+                Code::InvalidArgument,
+                "bundle.sender",
+            ),
+            (
+                "short signature",
+                pb::SubmitBundleRequest {
+                    bundle: Some(short_sig),
+                },
+                Code::InvalidArgument,
+                "bundle.signature",
             ),
         ];
         for (name, req, code, needle) in cases {
-            let err = rollup.submit_bundle(req).await.expect_err(name);
+            let err = match tokio::time::timeout(Duration::from_secs(20), rollup.submit_bundle(req))
+                .await
+            {
+                Ok(r) => r.expect_err(name),
+                Err(_) => panic!("{name}: no answer\n{}", cluster.log(0)),
+            };
             assert_eq!(err.code(), code, "{name}: {err:?}");
             assert!(
                 err.message().contains(needle),
@@ -315,6 +370,66 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
                 err.message()
             );
         }
+        // A reused nonce: the first bundle with a nonce is accepted, a different one with the same nonce is not
+        // (while the first is pending, and after it is included).
+        let mut c = cluster.client(0).await;
+        let mut u = user.unsigned(&[(1, b"first")]);
+        u.nonce = 0;
+        let first = user.sign(u.clone());
+        let first_hash = c.submit(&first).await.expect("first with nonce 0");
+        u.entries[0].payload = b"second".to_vec();
+        let second = user.sign(u.clone());
+        let err = rollup
+            .submit_bundle(signed(second.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains("bundle.nonce 0"),
+            "{}",
+            err.message()
+        );
+        wait_included(&mut c, &first_hash, T).await;
+        let err = rollup.submit_bundle(signed(second)).await.unwrap_err();
+        assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+        assert!(err.message().contains("already used"), "{}", err.message());
+        // Resubmitting the included bundle is idempotent.
+        assert_eq!(c.submit(&first).await.expect("idempotent"), first_hash);
+        let entry = |n: usize| pb::BundleEntry {
+            rollup_id: 1,
+            payload: vec![7; n],
+        };
+        let submit = |entries: Vec<pb::BundleEntry>| pb::SubmitBundleRequest {
+            bundle: Some(pb::Bundle {
+                entries,
+                ..Default::default()
+            }),
+        };
+        let err = rollup
+            .get_batch(pb::GetBatchRequest {
+                rollup_id: 99,
+                height: 1,
+                with_proof: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        assert!(err.message().contains("rollup_id 99"), "{}", err.message());
+        let err = rollup
+            .stream_batches(pb::StreamBatchesRequest {
+                rollup_id: 99,
+                from_height: 1,
+                with_proof: true,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound);
+        let err = rollup
+            .get_nonce(pb::GetNonceRequest { sender: vec![1; 3] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("sender"), "{}", err.message());
         // Far beyond any limit: cut off by the transport before it is buffered.
         let err = rollup
             .submit_bundle(submit(vec![entry(4 * 1024 * 1024)]))
@@ -329,6 +444,7 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             .get_batch(pb::GetBatchRequest {
                 rollup_id: 1,
                 height: 0,
+                with_proof: false,
             })
             .await
             .unwrap_err();
@@ -337,6 +453,7 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             .get_batch(pb::GetBatchRequest {
                 rollup_id: 1,
                 height: 1 << 40,
+                with_proof: true,
             })
             .await
             .unwrap_err();
@@ -361,6 +478,7 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             .stream_batches(pb::StreamBatchesRequest {
                 rollup_id: 1,
                 from_height: 0,
+                with_proof: false,
             })
             .await
             .unwrap_err();
@@ -409,21 +527,22 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
             .expect("status after bad input")
             .into_inner();
         assert!(st.latest_height >= 1);
-        let mut c = cluster.client(0).await;
-        let hash = c
-            .submit(&Bundle {
-                entries: vec![BundleEntry {
-                    rollup_id: 1,
-                    payload: b"ok".to_vec(),
-                }],
-            })
-            .await
-            .unwrap();
-        let deadline = Instant::now() + T;
-        while c.bundle_status(&hash).await.unwrap().state != pb::BundleState::Included as i32 {
-            assert!(Instant::now() < deadline);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // A nonce gap waits: nonce 2 stays pending until nonce 1 arrives, then both are included in order.
+        user.nonce = 2;
+        let later = c.submit(&user.bundle(&[(1, b"nonce 2")])).await.unwrap();
+        let now = cluster.height(0).await.unwrap();
+        cluster.wait_height(0, now + 5, T).await;
+        assert_eq!(
+            c.bundle_status(&later).await.unwrap(),
+            BundleStatus::Pending
+        );
+        let n = c.nonce(&user.key.address()).await.unwrap();
+        assert_eq!((n.next_nonce, n.next_free_nonce), (1, 1));
+        user.nonce = 1;
+        let gap = c.submit(&user.bundle(&[(1, b"nonce 1")])).await.unwrap();
+        let (h1, _, i1) = wait_included(&mut c, &gap, T).await;
+        let (h2, _, i2) = wait_included(&mut c, &later, T).await;
+        assert!((h1, i1) < (h2, i2), "nonce 1 must come before nonce 2");
     });
 }
 
@@ -522,4 +641,107 @@ impl tonic::codec::Decoder for RawCodec {
         use bytes::Buf;
         Ok(Some(src.copy_to_bytes(src.remaining())))
     }
+}
+
+/// Flips bytes of a served batch's entries, namespace path and certificate (and its header fields): the verifier
+/// accepts the batch as served and rejects every altered copy.
+fn tamper_is_detected(verifier: &BatchVerifier, served: &pb::RollupBatch) {
+    verifier
+        .verify(served.clone())
+        .expect("the untampered batch verifies");
+    assert!(!served.entries.is_empty(), "pick a batch with entries");
+    let mut variants: Vec<(String, pb::RollupBatch)> = Vec::new();
+    let mut flip = |name: String, f: &dyn Fn(&mut pb::RollupBatch)| {
+        let mut b = served.clone();
+        f(&mut b);
+        variants.push((name, b));
+    };
+    for (e, entry) in served.entries.iter().enumerate() {
+        for i in 0..entry.payload.len() {
+            flip(format!("entry {e} payload byte {i}"), &|b| {
+                b.entries[e].payload[i] ^= 1
+            });
+        }
+        for i in 0..32 {
+            flip(format!("entry {e} bundle_hash byte {i}"), &|b| {
+                b.entries[e].bundle_hash[i] ^= 1
+            });
+        }
+        flip(format!("entry {e} index"), &|b| {
+            b.entries[e].index_in_bundle += 1
+        });
+    }
+    flip("entry dropped".into(), &|b| {
+        b.entries.pop();
+    });
+    flip("entry duplicated".into(), &|b| {
+        let e = b.entries[0].clone();
+        b.entries.push(e);
+    });
+    flip("rollup id".into(), &|b| b.rollup_id += 1);
+    let proof = served.proof.as_ref().expect("proof");
+    flip("namespace index".into(), &|b| {
+        proof_mut(b).namespace_index ^= 1
+    });
+    for (k, step) in proof.namespace_path.iter().enumerate() {
+        for i in 0..step.len() {
+            flip(format!("namespace path {k} byte {i}"), &|b| {
+                proof_mut(b).namespace_path[k][i] ^= 1
+            });
+        }
+    }
+    let cert = proof.certificate.as_ref().expect("certificate");
+    flip("cert round".into(), &|b| cert_mut(b).round += 1);
+    flip("cert height".into(), &|b| cert_mut(b).height += 1);
+    for i in 0..32 {
+        flip(format!("cert block_hash byte {i}"), &|b| {
+            cert_mut(b).block_hash[i] ^= 1
+        });
+    }
+    for (k, sig) in cert.signatures.iter().enumerate() {
+        for i in 0..sig.signature.len() {
+            flip(format!("cert signature {k} byte {i}"), &|b| {
+                cert_mut(b).signatures[k].signature[i] ^= 1
+            });
+        }
+        for i in 0..sig.validator.len() {
+            flip(format!("cert signer {k} byte {i}"), &|b| {
+                cert_mut(b).signatures[k].validator[i] ^= 1
+            });
+        }
+    }
+    // A certificate cut down to two signatures (of four equal validators): short of two thirds.
+    flip("cert short".into(), &|b| cert_mut(b).signatures.truncate(2));
+    flip("header timestamp".into(), &|b| {
+        header_mut(b).timestamp_ms += 1
+    });
+    flip("header namespace_count".into(), &|b| {
+        header_mut(b).namespace_count += 1
+    });
+    for i in 0..32 {
+        flip(format!("header namespace_root byte {i}"), &|b| {
+            header_mut(b).namespace_root[i] ^= 1
+        });
+        flip(format!("block_hash byte {i}"), &|b| b.block_hash[i] ^= 1);
+    }
+    let n = variants.len();
+    for (name, b) in variants {
+        assert!(
+            verifier.verify(b).is_err(),
+            "tampering not detected: {name}"
+        );
+    }
+    println!("tampering: {n} altered copies of a served batch, all rejected");
+}
+
+fn proof_mut(b: &mut pb::RollupBatch) -> &mut pb::BatchProof {
+    b.proof.as_mut().expect("proof")
+}
+
+fn cert_mut(b: &mut pb::RollupBatch) -> &mut pb::Certificate {
+    proof_mut(b).certificate.as_mut().expect("certificate")
+}
+
+fn header_mut(b: &mut pb::RollupBatch) -> &mut pb::BlockHeader {
+    b.header.as_mut().expect("header")
 }

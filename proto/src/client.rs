@@ -1,9 +1,19 @@
-//! A small client for Baton's API: connect, submit, read status, stream a rollup's batches.
+//! A client for Baton's API: connect, sign and submit bundles, read their status, and pull a rollup's batches,
+//! optionally **verified**: every batch checked against the validator set the caller trusts (entries -> batch root
+//! -> namespace proof -> header -> commit certificate), and a stream checked for order and gaps.
 
-use baton_consensus::{Bundle, Hash, RollupBatch, RollupId};
+use alloy_primitives::B256;
+use alloy_signer::SignerSync;
+use alloy_signer_local::PrivateKeySigner;
+
+use baton_consensus::bundle::{Sender, UnsignedBundle};
+use baton_consensus::context::{ChainDomain, ValidatorSet};
+use baton_consensus::proof::verify_batch;
+use baton_consensus::types::Dropped;
+use baton_consensus::{Bundle, Hash, ProofError, RollupBatch, RollupId};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{hash_field, ConversionError};
+use crate::convert::{hash_field, parse_batch_proof, ConversionError};
 use crate::pb;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::rollup_service_client::RollupServiceClient;
@@ -14,9 +24,107 @@ pub enum ClientError {
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),
     #[error("server returned {}: {}", .0.code(), .0.message())]
-    Status(#[from] tonic::Status),
+    Status(Box<tonic::Status>),
     #[error("server sent a malformed message: {0}")]
     Malformed(#[from] ConversionError),
+    #[error("batch at height {height} failed verification: {error}")]
+    Unverified { height: u64, error: ProofError },
+    #[error("stream skipped or repeated a height: expected {expected}, got {got}")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("stream sent a batch for rollup {got}, asked for {expected}")]
+    WrongRollup { expected: RollupId, got: RollupId },
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        ClientError::Status(Box::new(s))
+    }
+}
+
+/// Signs a bundle with a local Ethereum key (EIP-712, see `baton_consensus::bundle`).
+pub fn sign_bundle(key: &PrivateKeySigner, bundle: UnsignedBundle) -> Result<Bundle, ClientError> {
+    let hash = bundle.signing_hash();
+    let sig = key
+        .sign_hash_sync(&B256::from(hash.0))
+        .map_err(|e| ClientError::Signing(e.to_string()))?;
+    Ok(bundle.with_signature(sig.as_bytes()))
+}
+
+/// Where a bundle stands, as a node reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BundleStatus {
+    Pending,
+    Included {
+        height: u64,
+        block_hash: Hash,
+        index: u32,
+    },
+    Expired {
+        height: u64,
+        reason: String,
+    },
+    Rejected {
+        height: u64,
+        reason: String,
+    },
+}
+
+impl BundleStatus {
+    /// The status a node answers for a dropped bundle.
+    pub fn from_dropped(d: &Dropped) -> (pb::BundleState, u64, String) {
+        match d {
+            Dropped::Expired {
+                expiry_height,
+                height,
+            } => (
+                pb::BundleState::Expired,
+                *height,
+                format!("expiry_height {expiry_height} passed before the bundle was included"),
+            ),
+            Dropped::Rejected { height, reason } => {
+                (pb::BundleState::Rejected, *height, reason.clone())
+            }
+        }
+    }
+}
+
+/// Checks batches against a validator set the caller trusts (from genesis, not from the node).
+#[derive(Clone, Debug)]
+pub struct BatchVerifier {
+    validators: ValidatorSet,
+    domain: ChainDomain,
+}
+
+impl BatchVerifier {
+    /// `chain_id` is the chain's name in genesis (it separates signatures of different chains).
+    pub fn new(validators: ValidatorSet, chain_id: &str) -> Self {
+        BatchVerifier {
+            validators,
+            domain: ChainDomain::new(chain_id),
+        }
+    }
+
+    /// Decodes and verifies a served batch; the batch must carry a proof.
+    pub fn verify(&self, wire: pb::RollupBatch) -> Result<RollupBatch, ClientError> {
+        let height = wire.height;
+        let proof = wire
+            .proof
+            .clone()
+            .ok_or(ConversionError::Missing("proof"))?;
+        let (namespace, cert) = parse_batch_proof(proof)?;
+        let batch: RollupBatch = wire.try_into()?;
+        if batch.header.height != height {
+            return Err(ClientError::Unverified {
+                height,
+                error: ProofError::Missing("height field disagrees with header.height"),
+            });
+        }
+        verify_batch(&batch, &namespace, &cert, &self.validators, &self.domain)
+            .map_err(|error| ClientError::Unverified { height, error })?;
+        Ok(batch)
+    }
 }
 
 /// A connection to one Baton node.
@@ -34,11 +142,16 @@ impl BatonClient {
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(BatonClient {
+        Ok(Self::from_channel(channel))
+    }
+
+    /// Wraps an existing channel (custom TLS, windows, timeouts).
+    pub fn from_channel(channel: Channel) -> Self {
+        BatonClient {
             rollup: RollupServiceClient::new(channel.clone())
                 .max_decoding_message_size(64 * 1024 * 1024),
             node: NodeServiceClient::new(channel),
-        })
+        }
     }
 
     /// Submits a bundle; returns its hash once the node has made it durable.
@@ -50,7 +163,8 @@ impl BatonClient {
         Ok(hash_field("bundle_hash", &resp.bundle_hash)?)
     }
 
-    pub async fn bundle_status(
+    /// The raw status answer.
+    pub async fn bundle_status_raw(
         &mut self,
         hash: &Hash,
     ) -> Result<pb::GetBundleStatusResponse, ClientError> {
@@ -60,6 +174,44 @@ impl BatonClient {
         Ok(self.rollup.get_bundle_status(req).await?.into_inner())
     }
 
+    /// Where a bundle stands. NOT_FOUND (an error) if the node never saw it.
+    pub async fn bundle_status(&mut self, hash: &Hash) -> Result<BundleStatus, ClientError> {
+        let r = self.bundle_status_raw(hash).await?;
+        Ok(match r.state() {
+            pb::BundleState::Included => BundleStatus::Included {
+                height: r.height,
+                block_hash: hash_field("block_hash", &r.block_hash)?,
+                index: r.index_in_block,
+            },
+            pb::BundleState::Expired => BundleStatus::Expired {
+                height: r.height,
+                reason: r.reason,
+            },
+            pb::BundleState::Rejected => BundleStatus::Rejected {
+                height: r.height,
+                reason: r.reason,
+            },
+            pb::BundleState::Pending | pb::BundleState::Unspecified => BundleStatus::Pending,
+        })
+    }
+
+    /// The sender's next nonce on chain and after its bundles pending on this node.
+    pub async fn nonce(&mut self, sender: &Sender) -> Result<pb::GetNonceResponse, ClientError> {
+        let req = pb::GetNonceRequest {
+            sender: sender.to_vec(),
+        };
+        Ok(self.rollup.get_nonce(req).await?.into_inner())
+    }
+
+    pub async fn list_rollups(&mut self) -> Result<pb::ListRollupsResponse, ClientError> {
+        Ok(self
+            .rollup
+            .list_rollups(pb::ListRollupsRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// A batch without proof (trusting the node).
     pub async fn get_batch(
         &mut self,
         rollup_id: RollupId,
@@ -67,13 +219,53 @@ impl BatonClient {
     ) -> Result<RollupBatch, ClientError> {
         let resp = self
             .rollup
-            .get_batch(pb::GetBatchRequest { rollup_id, height })
+            .get_batch(pb::GetBatchRequest {
+                rollup_id,
+                height,
+                with_proof: false,
+            })
             .await?
             .into_inner();
         Ok(resp.try_into()?)
     }
 
-    /// Opens a stream of a rollup's batches from `from_height`.
+    /// A batch with its proof, as served (for inspection or custom checks).
+    pub async fn get_batch_with_proof(
+        &mut self,
+        rollup_id: RollupId,
+        height: u64,
+    ) -> Result<pb::RollupBatch, ClientError> {
+        Ok(self
+            .rollup
+            .get_batch(pb::GetBatchRequest {
+                rollup_id,
+                height,
+                with_proof: true,
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// A batch checked by `verifier`.
+    pub async fn get_verified_batch(
+        &mut self,
+        rollup_id: RollupId,
+        height: u64,
+        verifier: &BatchVerifier,
+    ) -> Result<RollupBatch, ClientError> {
+        let wire = self.get_batch_with_proof(rollup_id, height).await?;
+        let batch = verifier.verify(wire)?;
+        check_rollup(rollup_id, &batch)?;
+        if batch.header.height != height {
+            return Err(ClientError::OutOfOrder {
+                expected: height,
+                got: batch.header.height,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// Opens a stream of a rollup's batches from `from_height` (without proofs).
     pub async fn stream_batches(
         &mut self,
         rollup_id: RollupId,
@@ -82,9 +274,33 @@ impl BatonClient {
         let req = pb::StreamBatchesRequest {
             rollup_id,
             from_height,
+            with_proof: false,
         };
         Ok(BatchStream {
             inner: self.rollup.stream_batches(req).await?.into_inner(),
+            rollup_id,
+            next_height: from_height,
+            verifier: None,
+        })
+    }
+
+    /// Opens a stream whose every batch is verified and checked to follow the previous one.
+    pub async fn stream_verified_batches(
+        &mut self,
+        rollup_id: RollupId,
+        from_height: u64,
+        verifier: BatchVerifier,
+    ) -> Result<BatchStream, ClientError> {
+        let req = pb::StreamBatchesRequest {
+            rollup_id,
+            from_height,
+            with_proof: true,
+        };
+        Ok(BatchStream {
+            inner: self.rollup.stream_batches(req).await?.into_inner(),
+            rollup_id,
+            next_height: from_height,
+            verifier: Some(verifier),
         })
     }
 
@@ -98,18 +314,44 @@ impl BatonClient {
     }
 }
 
-/// A stream of decoded batches.
+fn check_rollup(expected: RollupId, batch: &RollupBatch) -> Result<(), ClientError> {
+    if batch.rollup_id != expected {
+        return Err(ClientError::WrongRollup {
+            expected,
+            got: batch.rollup_id,
+        });
+    }
+    Ok(())
+}
+
+/// A stream of decoded batches, checked to arrive in height order without gaps (and verified, when opened with
+/// [`BatonClient::stream_verified_batches`]).
 #[derive(Debug)]
 pub struct BatchStream {
     inner: tonic::Streaming<pb::RollupBatch>,
+    rollup_id: RollupId,
+    next_height: u64,
+    verifier: Option<BatchVerifier>,
 }
 
 impl BatchStream {
     /// The next batch; `Ok(None)` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<RollupBatch>, ClientError> {
-        match self.inner.message().await? {
-            Some(b) => Ok(Some(b.try_into()?)),
-            None => Ok(None),
+        let Some(wire) = self.inner.message().await? else {
+            return Ok(None);
+        };
+        let batch = match &self.verifier {
+            Some(v) => v.verify(wire)?,
+            None => wire.try_into()?,
+        };
+        check_rollup(self.rollup_id, &batch)?;
+        if batch.header.height != self.next_height {
+            return Err(ClientError::OutOfOrder {
+                expected: self.next_height,
+                got: batch.header.height,
+            });
         }
+        self.next_height += 1;
+        Ok(Some(batch))
     }
 }

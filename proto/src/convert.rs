@@ -1,7 +1,11 @@
 //! Conversions between wire messages ([`crate::pb`]) and domain types. A malformed message yields a
 //! [`ConversionError`] that names the offending field, so the server can answer INVALID_ARGUMENT with it.
 
-use baton_consensus::{Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Hash, RollupBatch};
+use baton_consensus::bundle::Sender;
+use baton_consensus::proof::NamespaceProof;
+use baton_consensus::{
+    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, RollupBatch,
+};
 
 use crate::pb;
 
@@ -15,6 +19,12 @@ pub enum ConversionError {
         field: &'static str,
         expected: usize,
         got: usize,
+    },
+    #[error("field `{field}` has {got} items, at most {limit} are allowed")]
+    TooMany {
+        field: &'static str,
+        got: usize,
+        limit: usize,
     },
 }
 
@@ -35,9 +45,33 @@ fn address_field(field: &'static str, bytes: &[u8]) -> Result<Address, Conversio
     })
 }
 
-impl From<pb::Bundle> for Bundle {
-    fn from(b: pb::Bundle) -> Self {
-        Bundle {
+/// Parses a 20-byte Ethereum address field.
+pub fn sender_field(field: &'static str, bytes: &[u8]) -> Result<Sender, ConversionError> {
+    Sender::try_from(bytes).map_err(|_| ConversionError::Length {
+        field,
+        expected: 20,
+        got: bytes.len(),
+    })
+}
+
+impl TryFrom<pb::Bundle> for Bundle {
+    type Error = ConversionError;
+
+    fn try_from(b: pb::Bundle) -> Result<Self, ConversionError> {
+        let signature: [u8; 65] =
+            b.signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| ConversionError::Length {
+                    field: "bundle.signature",
+                    expected: 65,
+                    got: b.signature.len(),
+                })?;
+        Ok(Bundle {
+            network_id: b.network_id,
+            sender: sender_field("bundle.sender", &b.sender)?,
+            nonce: b.nonce,
+            expiry_height: b.expiry_height,
             entries: b
                 .entries
                 .into_iter()
@@ -46,7 +80,8 @@ impl From<pb::Bundle> for Bundle {
                     payload: e.payload,
                 })
                 .collect(),
-        }
+            signature,
+        })
     }
 }
 
@@ -61,8 +96,113 @@ impl From<&Bundle> for pb::Bundle {
                     payload: e.payload.clone(),
                 })
                 .collect(),
+            network_id: b.network_id,
+            sender: b.sender.to_vec(),
+            nonce: b.nonce,
+            expiry_height: b.expiry_height,
+            signature: b.signature.to_vec(),
         }
     }
+}
+
+impl From<&Certificate> for pb::Certificate {
+    fn from(c: &Certificate) -> Self {
+        pb::Certificate {
+            height: c.height,
+            round: c.round,
+            block_hash: c.block_hash.0.to_vec(),
+            signatures: c
+                .signatures
+                .iter()
+                .map(|(a, s)| pb::CommitSignature {
+                    validator: a.0.to_vec(),
+                    signature: s.to_vec(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Most signatures a certificate may carry on the wire (bounds what a client decodes and checks).
+pub const MAX_CERTIFICATE_SIGNATURES: usize = 10_000;
+/// Longest namespace audit path (a tree of 2^64 rows would need 64 steps).
+pub const MAX_PATH: usize = 64;
+
+impl TryFrom<pb::Certificate> for Certificate {
+    type Error = ConversionError;
+
+    fn try_from(c: pb::Certificate) -> Result<Self, ConversionError> {
+        if c.signatures.len() > MAX_CERTIFICATE_SIGNATURES {
+            return Err(ConversionError::TooMany {
+                field: "proof.certificate.signatures",
+                got: c.signatures.len(),
+                limit: MAX_CERTIFICATE_SIGNATURES,
+            });
+        }
+        let signatures = c
+            .signatures
+            .iter()
+            .map(|s| {
+                let sig: [u8; 64] =
+                    s.signature
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| ConversionError::Length {
+                            field: "proof.certificate.signatures.signature",
+                            expected: 64,
+                            got: s.signature.len(),
+                        })?;
+                Ok((
+                    address_field("proof.certificate.signatures.validator", &s.validator)?,
+                    sig,
+                ))
+            })
+            .collect::<Result<Vec<_>, ConversionError>>()?;
+        Ok(Certificate {
+            height: c.height,
+            round: c.round,
+            block_hash: hash_field("proof.certificate.block_hash", &c.block_hash)?,
+            signatures,
+        })
+    }
+}
+
+/// Builds the wire proof of a batch.
+pub fn batch_proof(namespace: &NamespaceProof, cert: &Certificate) -> pb::BatchProof {
+    pb::BatchProof {
+        namespace_index: namespace.index,
+        namespace_path: namespace.path.iter().map(|h| h.0.to_vec()).collect(),
+        certificate: Some(cert.into()),
+    }
+}
+
+/// Parses a wire proof into its namespace path and certificate.
+pub fn parse_batch_proof(
+    p: pb::BatchProof,
+) -> Result<(NamespaceProof, Certificate), ConversionError> {
+    if p.namespace_path.len() > MAX_PATH {
+        return Err(ConversionError::TooMany {
+            field: "proof.namespace_path",
+            got: p.namespace_path.len(),
+            limit: MAX_PATH,
+        });
+    }
+    let path = p
+        .namespace_path
+        .iter()
+        .map(|h| hash_field("proof.namespace_path", h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cert = p
+        .certificate
+        .ok_or(ConversionError::Missing("proof.certificate"))?
+        .try_into()?;
+    Ok((
+        NamespaceProof {
+            index: p.namespace_index,
+            path,
+        },
+        cert,
+    ))
 }
 
 impl From<&BlockHeader> for pb::BlockHeader {
@@ -76,6 +216,7 @@ impl From<&BlockHeader> for pb::BlockHeader {
             bundles_root: h.bundles_root.0.to_vec(),
             namespace_root: h.namespace_root.0.to_vec(),
             bundle_count: h.bundle_count,
+            namespace_count: h.namespace_count,
         }
     }
 }
@@ -92,6 +233,7 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
             validator_set_hash: hash_field("header.validator_set_hash", &h.validator_set_hash)?,
             bundles_root: hash_field("header.bundles_root", &h.bundles_root)?,
             namespace_root: hash_field("header.namespace_root", &h.namespace_root)?,
+            namespace_count: h.namespace_count,
             bundle_count: h.bundle_count,
         })
     }
@@ -113,6 +255,7 @@ impl From<&RollupBatch> for pb::RollupBatch {
                     payload: e.payload.clone(),
                 })
                 .collect(),
+            proof: None,
         }
     }
 }
@@ -158,6 +301,7 @@ mod tests {
             validator_set_hash: Hash([3; 32]),
             bundles_root: Hash([4; 32]),
             namespace_root: Hash([5; 32]),
+            namespace_count: 3,
             bundle_count: 1,
         }
     }

@@ -6,16 +6,87 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use alloy_signer_local::PrivateKeySigner;
+use baton_consensus::bundle::UnsignedBundle;
 use baton_consensus::hash::Hash;
 use baton_consensus::params::ConsensusParams;
-use baton_node::devnet::{prepare, Devnet, NodeProcess};
-use baton_proto::client::BatonClient;
+use baton_consensus::types::{Bundle, BundleEntry, RollupId};
+use baton_node::devnet::{prepare, Devnet, NodeProcess, DEVNET_NETWORK_ID};
+use baton_proto::client::{sign_bundle, BatchVerifier, BatonClient, BundleStatus};
 
 /// Cluster tests share two cores: run them one at a time.
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A rollup user: an Ethereum key and its next nonce.
+pub struct User {
+    pub key: PrivateKeySigner,
+    pub nonce: u64,
+}
+
+impl User {
+    pub fn new() -> Self {
+        User {
+            key: PrivateKeySigner::random(),
+            nonce: 0,
+        }
+    }
+
+    /// The next bundle (taking the next nonce), unsigned, valid until height 1,000,000.
+    pub fn unsigned(&mut self, entries: &[(RollupId, &[u8])]) -> UnsignedBundle {
+        let u = UnsignedBundle {
+            network_id: DEVNET_NETWORK_ID,
+            sender: self.key.address(),
+            nonce: self.nonce,
+            expiry_height: 1_000_000,
+            entries: entries
+                .iter()
+                .map(|(r, p)| BundleEntry {
+                    rollup_id: *r,
+                    payload: p.to_vec(),
+                })
+                .collect(),
+        };
+        self.nonce += 1;
+        u
+    }
+
+    pub fn sign(&self, u: UnsignedBundle) -> Bundle {
+        sign_bundle(&self.key, u).expect("sign")
+    }
+
+    /// The next signed bundle.
+    pub fn bundle(&mut self, entries: &[(RollupId, &[u8])]) -> Bundle {
+        let u = self.unsigned(entries);
+        self.sign(u)
+    }
+}
+
+/// Polls a node until the bundle is included; panics after `timeout`.
+pub async fn wait_included(
+    c: &mut BatonClient,
+    hash: &Hash,
+    timeout: Duration,
+) -> (u64, Hash, u32) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(BundleStatus::Included {
+            height,
+            block_hash,
+            index,
+        }) = c.bundle_status(hash).await
+        {
+            return (height, block_hash, index);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bundle {hash} not included within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 pub struct Cluster {
@@ -60,6 +131,18 @@ impl Cluster {
         if let Some(mut p) = self.procs[i].take() {
             p.kill();
         }
+    }
+
+    /// A batch verifier trusting the devnet's genesis validator set.
+    pub fn verifier(&self) -> BatchVerifier {
+        BatchVerifier::new(
+            self.net.genesis.validator_set().expect("validator set"),
+            &self.net.genesis.chain_id,
+        )
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.procs[i].as_ref().and_then(|p| p.pid())
     }
 
     pub fn log(&self, i: usize) -> String {
@@ -111,7 +194,7 @@ impl Cluster {
         let mut out: Vec<Hash> = Vec::new();
         for h in 1..=up_to {
             let b = c
-                .get_batch(0, h)
+                .get_batch(1, h)
                 .await
                 .unwrap_or_else(|e| panic!("node{i} GetBatch({h}): {e}"));
             assert_eq!(b.header.height, h);
