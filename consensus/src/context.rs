@@ -481,8 +481,15 @@ impl mct::Vote<BatonContext> for Vote {
 
 // ------------------------------------------------------------------------------------------------ Proposal parts
 
-/// A piece of a streamed proposal: `Init` (who, where, and the header), `Data` (bundles, in block order) and
-/// `Fin` (the proposer's signature over height, round and block hash).
+/// What travels on the proposal-parts gossip channel.
+///
+/// A proposal is a stream: `Init` (who, where, and the header), then the body in block order as `Data` (whole
+/// bundles) and/or `Refs` (hashes of bundles the validators already hold from dissemination), then `Fin` (the
+/// proposer's signature over height, round and block hash).
+///
+/// Outside proposal streams, the same channel carries dissemination: `Bundles` (checked bundles a node admitted,
+/// sent to every peer ahead of any proposal) and `Want` (a validator missing bundles a proposal refers to asks the
+/// proposer for them; the proposer answers with `Bundles`).
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum ProposalPart {
     Init {
@@ -498,6 +505,32 @@ pub enum ProposalPart {
     Fin {
         signature: Signature,
     },
+    Refs {
+        hashes: Vec<Hash>,
+    },
+    Bundles {
+        bundles: Vec<Bundle>,
+    },
+    Want {
+        proposer: Address,
+        height: u64,
+        hashes: Vec<Hash>,
+    },
+}
+
+impl ProposalPart {
+    /// Approximate encoded size, for stream and message bounds.
+    pub fn size(&self) -> usize {
+        match self {
+            ProposalPart::Data { bundles } | ProposalPart::Bundles { bundles } => {
+                bundles.iter().map(Bundle::encoded_len).sum::<usize>() + 8
+            }
+            ProposalPart::Refs { hashes } | ProposalPart::Want { hashes, .. } => {
+                32 * hashes.len() + 40
+            }
+            ProposalPart::Init { .. } | ProposalPart::Fin { .. } => 256,
+        }
+    }
 }
 
 impl mct::ProposalPart<BatonContext> for ProposalPart {

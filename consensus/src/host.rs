@@ -4,7 +4,7 @@
 //! part, hand back undecided values after a restart, commit a decision, serve and accept synced blocks. Storage
 //! and time come in through [`ChainStore`] and [`Clock`], so the whole flow runs in memory in tests.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use malachitebft_core_consensus::ProposedValue;
@@ -70,6 +70,14 @@ pub struct HostLimits {
     pub max_streams: usize,
     /// Proposals for heights up to this far ahead of the current one are kept until that height starts.
     pub future_heights: u64,
+    /// Send proposal bodies as bundle hashes (validators hold the bundles from dissemination) instead of whole
+    /// bundles. Default true.
+    pub compact_proposals: bool,
+    /// Checked bundles from peers that did not enter the mempool (e.g. a nonce already taken by another pending
+    /// bundle), kept to resolve proposals that refer to them. Default 100,000.
+    pub side_cache: usize,
+    /// Proposals waiting for bundles they refer to. Default 16.
+    pub max_parked: usize,
 }
 
 impl Default for HostLimits {
@@ -81,6 +89,9 @@ impl Default for HostLimits {
             part_bytes: 256 * 1024,
             max_streams: 64,
             future_heights: 8,
+            compact_proposals: true,
+            side_cache: 100_000,
+            max_parked: 16,
         }
     }
 }
@@ -102,6 +113,27 @@ struct PartStream {
     fin_seq: Option<u64>,
     bytes: usize,
 }
+
+/// One bundle of a proposal body: sent whole, or by hash.
+enum Item {
+    Full(Bundle),
+    Ref(Hash),
+}
+
+/// A signed, well-formed proposal whose body refers to bundles this node does not hold yet.
+struct Parked {
+    height: u64,
+    round: u32,
+    pol_round: Round,
+    proposer: Address,
+    header: BlockHeader,
+    hashes: Vec<Hash>,
+    bundles: Vec<Option<Bundle>>,
+    asked_at_ms: u64,
+}
+
+/// How long a parked proposal waits before asking for its missing bundles again.
+const REASK_MS: u64 = 250;
 
 /// A complete proposal received for a height we have not reached yet.
 struct Assembled {
@@ -125,6 +157,14 @@ pub struct Host<S, C> {
     mempool: Mempool,
     /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
     verified: HashMap<Hash, [u8; 65]>,
+    side: HashMap<Hash, Bundle>,
+    side_order: VecDeque<Hash>,
+    parked: Vec<Parked>,
+    /// Values completed after their stream ended (parked proposals resolved by later bundles), handed to the
+    /// engine with the next reply.
+    ready: VecDeque<ProposedValue<BatonContext>>,
+    /// Messages the node should publish on the proposal-parts channel (wants, answers to wants).
+    outbox: Vec<ProposalPart>,
     tip: Option<BlockHeader>,
     current: u64,
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
@@ -166,6 +206,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             tip,
             current,
             verified: HashMap::new(),
+            side: HashMap::new(),
+            side_order: VecDeque::new(),
+            parked: Vec::new(),
+            ready: VecDeque::new(),
+            outbox: Vec::new(),
             streams: HashMap::new(),
             stream_order: VecDeque::new(),
             future: BTreeMap::new(),
@@ -340,6 +385,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             validators: &self.validators,
             mempool: &self.mempool,
             verified: &self.verified,
+            side: &self.side,
         };
         match validate_block(block, hashes, &ctx, &self.spec, &view, now) {
             Ok(v) => {
@@ -445,21 +491,20 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             proposer: signer.address(),
             header: block.header.clone(),
         }];
-        let mut chunk = Vec::new();
-        let mut chunk_bytes = 0;
-        for b in &block.bundles {
-            let len = b.encoded_len();
-            if !chunk.is_empty() && chunk_bytes + len > self.limits.part_bytes {
-                parts.push(ProposalPart::Data {
-                    bundles: std::mem::take(&mut chunk),
+        if self.limits.compact_proposals {
+            let per_part = (self.limits.part_bytes / 32).max(1);
+            let hashes = bundle_hashes(block);
+            for chunk in hashes.chunks(per_part) {
+                parts.push(ProposalPart::Refs {
+                    hashes: chunk.to_vec(),
                 });
-                chunk_bytes = 0;
             }
-            chunk_bytes += len;
-            chunk.push(b.clone());
-        }
-        if !chunk.is_empty() {
-            parts.push(ProposalPart::Data { bundles: chunk });
+        } else {
+            parts.extend(
+                chunk_bundles(&block.bundles, self.limits.part_bytes)
+                    .into_iter()
+                    .map(|bundles| ProposalPart::Data { bundles }),
+            );
         }
         let signature = signer.sign(&self.domain.parts_bytes(height, round, &block.hash()));
         parts.push(ProposalPart::Fin { signature });
@@ -495,11 +540,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let stream = self.streams.entry(key.clone()).or_default();
         match part {
             Some(p) => {
-                let size = match &p {
-                    ProposalPart::Data { bundles } => bundles.iter().map(Bundle::encoded_len).sum(),
-                    _ => 256,
-                };
-                stream.bytes += size;
+                stream.bytes += p.size();
                 stream.parts.insert(seq, p);
             }
             None => stream.fin_seq = Some(seq),
@@ -516,7 +557,147 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let Some(stream) = self.drop_stream(&key) else {
             return Ok(None);
         };
-        self.assemble(stream)
+        let value = self.assemble(stream)?;
+        Ok(value.or_else(|| self.ready.pop_front()))
+    }
+
+    /// Messages to publish on the proposal-parts channel (asks for missing bundles, answers to asks).
+    pub fn take_outbox(&mut self) -> Vec<ProposalPart> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Takes in bundles a peer disseminated, already checked by the caller (limits, network, signature): admits
+    /// what the mempool accepts, keeps the rest aside for proposals that may refer to them, and completes parked
+    /// proposals. Returns a value for the engine if one completed.
+    pub fn on_gossip(
+        &mut self,
+        bundles: Vec<(Hash, Bundle)>,
+    ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+        for (hash, bundle) in bundles {
+            if self.mempool.contains(&hash) || self.side.contains_key(&hash) {
+                continue;
+            }
+            match self.admit(hash, bundle.clone()) {
+                Ok(_) => {}
+                Err(ConsensusError::Storage(e)) => return Err(ConsensusError::Storage(e)),
+                Err(_) => self.keep_aside(hash, bundle),
+            }
+        }
+        self.resolve_parked()?;
+        Ok(self.ready.pop_front())
+    }
+
+    fn keep_aside(&mut self, hash: Hash, bundle: Bundle) {
+        if self.limits.side_cache == 0 {
+            return;
+        }
+        while self.side_order.len() >= self.limits.side_cache {
+            if let Some(old) = self.side_order.pop_front() {
+                self.side.remove(&old);
+            }
+        }
+        if self.side.insert(hash, bundle).is_none() {
+            self.side_order.push_back(hash);
+        }
+    }
+
+    fn find_bundle(&self, hash: &Hash) -> Option<Bundle> {
+        self.mempool
+            .get(hash)
+            .or_else(|| self.side.get(hash))
+            .cloned()
+    }
+
+    /// A validator asks the proposer for bundles it lacks. Only the named proposer answers (it holds every bundle
+    /// of its proposal), so one ask costs one answer however many validators see it.
+    pub fn on_want(
+        &mut self,
+        proposer: Address,
+        height: u64,
+        hashes: &[Hash],
+    ) -> Result<(), ConsensusError> {
+        if self.address() != Some(proposer)
+            || hashes.len() > self.spec.params.max_block_bundles as usize
+        {
+            return Ok(());
+        }
+        let wanted: HashSet<&Hash> = hashes.iter().collect();
+        let mut found: Vec<Bundle> = Vec::new();
+        let mut missing: Vec<&Hash> = Vec::new();
+        for h in hashes {
+            match self.find_bundle(h) {
+                Some(b) => found.push(b),
+                None => missing.push(h),
+            }
+        }
+        if !missing.is_empty() {
+            // Bundles of an undecided proposal that already left the mempool (a restream after a restart).
+            for p in self.store.undecided(height)? {
+                for b in p.block.bundles {
+                    let h = b.hash();
+                    if wanted.contains(&h) && missing.contains(&&h) {
+                        missing.retain(|m| **m != h);
+                        found.push(b);
+                    }
+                }
+            }
+        }
+        debug!(
+            height,
+            asked = hashes.len(),
+            found = found.len(),
+            "answering a want"
+        );
+        for bundles in chunk_bundles(&found, self.limits.part_bytes) {
+            self.outbox.push(ProposalPart::Bundles { bundles });
+        }
+        Ok(())
+    }
+
+    /// Completes parked proposals whose bundles have all arrived; asks again for what is still missing.
+    fn resolve_parked(&mut self) -> Result<(), ConsensusError> {
+        let now = self.clock.now_ms();
+        let mut i = 0;
+        while i < self.parked.len() {
+            let mut complete = true;
+            let mut missing = Vec::new();
+            for k in 0..self.parked[i].hashes.len() {
+                if self.parked[i].bundles[k].is_none() {
+                    let h = self.parked[i].hashes[k];
+                    match self.find_bundle(&h) {
+                        Some(b) => self.parked[i].bundles[k] = Some(b),
+                        None => {
+                            complete = false;
+                            missing.push(h);
+                        }
+                    }
+                }
+            }
+            if complete {
+                let p = self.parked.swap_remove(i);
+                let bundles: Vec<Bundle> = p.bundles.into_iter().flatten().collect();
+                let block = Block {
+                    header: p.header,
+                    bundles,
+                };
+                if let Some(v) =
+                    self.finish(p.height, p.round, p.pol_round, p.proposer, block, p.hashes)?
+                {
+                    self.ready.push_back(v);
+                }
+                continue;
+            }
+            if now.saturating_sub(self.parked[i].asked_at_ms) >= REASK_MS {
+                self.parked[i].asked_at_ms = now;
+                self.outbox.push(ProposalPart::Want {
+                    proposer: self.parked[i].proposer,
+                    height: self.parked[i].height,
+                    hashes: missing,
+                });
+            }
+            i += 1;
+        }
+        Ok(())
     }
 
     fn drop_stream(&mut self, key: &(Vec<u8>, Vec<u8>)) -> Option<PartStream> {
@@ -540,14 +721,19 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             warn!("proposal stream does not start with Init; dropping");
             return Ok(None);
         };
-        let mut bundles = Vec::new();
+        let mut items = Vec::new();
         let mut signature: Option<Signature> = None;
         for p in parts {
             match p {
-                ProposalPart::Data { bundles: b } if signature.is_none() => bundles.extend(b),
+                ProposalPart::Data { bundles: b } if signature.is_none() => {
+                    items.extend(b.into_iter().map(Item::Full))
+                }
+                ProposalPart::Refs { hashes } if signature.is_none() => {
+                    items.extend(hashes.into_iter().map(Item::Ref))
+                }
                 ProposalPart::Fin { signature: s } if signature.is_none() => signature = Some(s),
                 _ => {
-                    warn!("malformed proposal stream (parts after Fin or a second Init); dropping");
+                    warn!("malformed proposal stream (parts after Fin, a second Init, or dissemination); dropping");
                     return Ok(None);
                 }
             }
@@ -562,8 +748,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             warn!(height, round = round_n, %proposer, "proposal parts from a validator that is not the proposer");
             return Ok(None);
         }
-        let block = Block { header, bundles };
-        let hash = block.hash();
+        let hash = header.hash();
         if !verify_signature(
             &expected.public_key,
             &self.domain.parts_bytes(height, round_n, &hash),
@@ -579,9 +764,15 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         // The value id is the header hash, and the header commits to the body only through `bundles_root`. A body
         // that does not match it is not the block the proposer signed (damaged or altered on the way): drop it
         // rather than judge the value id invalid, which would count against the real block.
-        let hashes = bundle_hashes(&block);
-        if block.header.bundle_count as usize != hashes.len()
-            || crate::types::bundles_root(&hashes) != block.header.bundles_root
+        let hashes: Vec<Hash> = items
+            .iter()
+            .map(|i| match i {
+                Item::Full(b) => b.hash(),
+                Item::Ref(h) => *h,
+            })
+            .collect();
+        if header.bundle_count as usize != hashes.len()
+            || crate::types::bundles_root(&hashes) != header.bundles_root
         {
             warn!(
                 height,
@@ -590,6 +781,67 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             );
             return Ok(None);
         }
+        if height < self.current {
+            return Ok(None);
+        }
+        let mut bundles: Vec<Option<Bundle>> = Vec::with_capacity(items.len());
+        let mut missing = Vec::new();
+        for (item, h) in items.into_iter().zip(&hashes) {
+            match item {
+                Item::Full(b) => bundles.push(Some(b)),
+                Item::Ref(_) => {
+                    let found = self.find_bundle(h);
+                    if found.is_none() {
+                        missing.push(*h);
+                    }
+                    bundles.push(found);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            debug!(
+                height,
+                round = round_n,
+                missing = missing.len(),
+                "proposal refers to bundles not held here; asking"
+            );
+            if self.parked.len() >= self.limits.max_parked {
+                self.parked.remove(0);
+            }
+            self.outbox.push(ProposalPart::Want {
+                proposer,
+                height,
+                hashes: missing,
+            });
+            self.parked.push(Parked {
+                height,
+                round: round_n,
+                pol_round,
+                proposer,
+                header,
+                hashes,
+                bundles,
+                asked_at_ms: self.clock.now_ms(),
+            });
+            return Ok(None);
+        }
+        let block = Block {
+            header,
+            bundles: bundles.into_iter().flatten().collect(),
+        };
+        self.finish(height, round_n, pol_round, proposer, block, hashes)
+    }
+
+    /// A complete, signed proposal: keep it for later if its height has not started, else judge and record it.
+    fn finish(
+        &mut self,
+        height: u64,
+        round_n: u32,
+        pol_round: Round,
+        proposer: Address,
+        block: Block,
+        hashes: Vec<Hash>,
+    ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
         if height < self.current {
             return Ok(None);
         }
@@ -652,6 +904,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             self.store.record_dropped(&dropped)?;
         }
         self.verified.clear();
+        self.parked.retain(|p| p.height > height);
         self.tip = Some(block.header.clone());
         self.current = height + 1;
         self.future.retain(|h, _| *h > height);
@@ -702,6 +955,7 @@ struct HostView<'a, S> {
     validators: &'a ValidatorSet,
     mempool: &'a Mempool,
     verified: &'a HashMap<Hash, [u8; 65]>,
+    side: &'a HashMap<Hash, Bundle>,
 }
 
 impl<S: ChainStore> ChainView for HostView<'_, S> {
@@ -719,8 +973,29 @@ impl<S: ChainStore> ChainView for HostView<'_, S> {
 
     fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool {
         self.mempool.get(bundle).map(|b| &b.signature) == Some(signature)
+            || self.side.get(bundle).map(|b| &b.signature) == Some(signature)
             || self.verified.get(bundle) == Some(signature)
     }
+}
+
+/// Splits bundles into runs of at most `max_bytes` encoded bytes (a bundle larger than that gets a run of its own).
+pub fn chunk_bundles(bundles: &[Bundle], max_bytes: usize) -> Vec<Vec<Bundle>> {
+    let mut out = Vec::new();
+    let mut chunk = Vec::new();
+    let mut chunk_bytes = 0;
+    for b in bundles {
+        let len = b.encoded_len();
+        if !chunk.is_empty() && chunk_bytes + len > max_bytes {
+            out.push(std::mem::take(&mut chunk));
+            chunk_bytes = 0;
+        }
+        chunk_bytes += len;
+        chunk.push(b.clone());
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
 }
 
 fn proposed_value(height: u64, p: &UndecidedProposal) -> ProposedValue<BatonContext> {
@@ -807,6 +1082,15 @@ mod tests {
         }
 
         fn host(&self, who: Address, store: MemStore) -> Host<MemStore, Arc<ManualClock>> {
+            self.host_with(who, store, HostLimits::default())
+        }
+
+        fn host_with(
+            &self,
+            who: Address,
+            store: MemStore,
+            limits: HostLimits,
+        ) -> Host<MemStore, Arc<ManualClock>> {
             let key = self
                 .keys
                 .iter()
@@ -819,7 +1103,7 @@ mod tests {
                 Some(ConsensusSigner::new(key, self.domain)),
                 self.vs.clone(),
                 ChainSpec::for_tests(7, 4),
-                HostLimits::default(),
+                limits,
                 store,
                 self.clock.clone(),
             )
@@ -871,6 +1155,10 @@ mod tests {
             store_p.add_pending(bundle(n));
             p.admit(bundle(n).hash(), bundle(n)).unwrap();
         }
+        // Dissemination: the other validator holds the bundles before the (compact) proposal arrives.
+        let gossip: Vec<(Hash, Bundle)> = (0..3).map(|n| (bundle(n).hash(), bundle(n))).collect();
+        assert!(o.on_gossip(gossip).unwrap().is_none());
+        assert_eq!(o.mempool().len(), 3);
         assert_eq!(p.started_round(1, 0).unwrap().len(), 0);
         assert_eq!(o.started_round(1, 0).unwrap().len(), 0);
         net.clock.advance(10);
@@ -908,9 +1196,14 @@ mod tests {
             .map(|v| v.address)
             .filter(|a| *a != proposer)
             .collect();
-        let mut p = net.host(proposer, MemStore::default());
+        // Whole bundles in the proposal body (no dissemination needed) so that a payload byte can be flipped.
+        let full = HostLimits {
+            compact_proposals: false,
+            ..HostLimits::default()
+        };
+        let mut p = net.host_with(proposer, MemStore::default(), full.clone());
         let mut o = net.host(others[0], MemStore::default());
-        let mut impostor = net.host(others[1], MemStore::default());
+        let mut impostor = net.host_with(others[1], MemStore::default(), full);
         o.started_round(1, 0).unwrap();
         p.admit(bundle(1).hash(), bundle(1)).unwrap();
         let (_, parts) = p.propose(1, 0).unwrap();
@@ -985,5 +1278,209 @@ mod tests {
         assert_eq!(values.len(), 1);
         assert_eq!(values[0].value, v2);
         assert_eq!(values[0].validity, Validity::Valid);
+    }
+
+    #[test]
+    fn missing_bundles_are_asked_from_the_proposer_and_the_proposal_completes() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.other_than(&[proposer]);
+        let mut p = net.host(proposer, MemStore::default());
+        let mut o = net.host(other, MemStore::default());
+        o.started_round(1, 0).unwrap();
+        for n in 0..3 {
+            p.admit(bundle(n).hash(), bundle(n)).unwrap();
+        }
+        // `o` only saw bundle 0 disseminated.
+        o.on_gossip(vec![(bundle(0).hash(), bundle(0))]).unwrap();
+        let (value, parts) = p.propose(1, 0).unwrap();
+        assert!(parts.iter().any(|x| matches!(x, ProposalPart::Refs { .. })));
+        assert!(!parts.iter().any(|x| matches!(x, ProposalPart::Data { .. })));
+        assert!(
+            deliver(&mut o, &parts, b"p").is_none(),
+            "incomplete: parked"
+        );
+        let wants = o.take_outbox();
+        let [ProposalPart::Want {
+            proposer: to,
+            height,
+            hashes,
+        }] = wants.as_slice()
+        else {
+            panic!("expected one want, got {wants:?}");
+        };
+        assert_eq!((*to, *height), (proposer, 1));
+        assert_eq!(hashes.len(), 2);
+        // Only the proposer answers.
+        o.on_want(*to, 1, hashes).unwrap();
+        assert!(o.take_outbox().is_empty());
+        p.on_want(*to, 1, hashes).unwrap();
+        let answer = p.take_outbox();
+        let [ProposalPart::Bundles { bundles }] = answer.as_slice() else {
+            panic!("expected bundles, got {answer:?}");
+        };
+        assert_eq!(bundles.len(), 2);
+        let got = o
+            .on_gossip(bundles.iter().map(|b| (b.hash(), b.clone())).collect())
+            .unwrap()
+            .expect("the parked proposal completes");
+        assert_eq!(got.value, value);
+        assert_eq!(got.validity, Validity::Valid);
+    }
+
+    #[test]
+    fn a_tampered_ref_list_is_dropped() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.other_than(&[proposer]);
+        let mut p = net.host(proposer, MemStore::default());
+        let mut o = net.host(other, MemStore::default());
+        o.started_round(1, 0).unwrap();
+        p.admit(bundle(1).hash(), bundle(1)).unwrap();
+        o.on_gossip(vec![
+            (bundle(1).hash(), bundle(1)),
+            (bundle(2).hash(), bundle(2)),
+        ])
+        .unwrap();
+        let (_, mut parts) = p.propose(1, 0).unwrap();
+        for part in parts.iter_mut() {
+            if let ProposalPart::Refs { hashes } = part {
+                hashes[0] = bundle(2).hash();
+            }
+        }
+        assert!(deliver(&mut o, &parts, b"p").is_none());
+        assert!(o.take_outbox().is_empty(), "dropped, not parked");
+    }
+
+    mod random {
+        //! Property: whatever mix of good and bad bundles users send, decided blocks hold only good ones.
+        use super::*;
+        use crate::bundle::testing::{key, sign};
+        use crate::bundle::UnsignedBundle;
+        use crate::types::BundleEntry;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Fault {
+            None,
+            BadSignature,
+            WrongNetwork,
+            Expired,
+            Oversize,
+            UnknownRollup,
+            ReusedNonce,
+        }
+
+        fn fault() -> impl Strategy<Value = Fault> {
+            prop_oneof![
+                4 => Just(Fault::None),
+                1 => Just(Fault::BadSignature),
+                1 => Just(Fault::WrongNetwork),
+                1 => Just(Fault::Expired),
+                1 => Just(Fault::Oversize),
+                1 => Just(Fault::UnknownRollup),
+                1 => Just(Fault::ReusedNonce),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+            #[test]
+            fn bad_bundles_never_reach_a_block(
+                ops in proptest::collection::vec((0u8..3, fault(), 1u64..5, any::<u8>()), 1..40),
+                gap in any::<bool>(),
+            ) {
+                let net = Net::new(4);
+                let limits = HostLimits { compact_proposals: false, ..HostLimits::default() };
+                let hosts: Vec<Address> = net.vs.validators().iter().map(|v| v.address).collect();
+                let stores: Vec<MemStore> = hosts.iter().map(|_| MemStore::default()).collect();
+                let mut nodes: Vec<_> = hosts
+                    .iter()
+                    .zip(&stores)
+                    .map(|(a, s)| net.host_with(*a, s.clone(), limits.clone()))
+                    .collect();
+                let mut next: HashMap<u8, u64> = HashMap::new();
+                let mut bad: HashSet<Hash> = HashSet::new();
+                let mut included: Vec<Bundle> = Vec::new();
+                let mut height = 1u64;
+                for (i, (sender, f, rollup, tag)) in ops.into_iter().enumerate() {
+                    let k = key(sender);
+                    let n = next.entry(sender).or_default();
+                    let mut u = UnsignedBundle {
+                        network_id: 7,
+                        sender: k.address(),
+                        nonce: *n,
+                        expiry_height: height + 100,
+                        entries: vec![BundleEntry { rollup_id: rollup, payload: vec![tag, i as u8] }],
+                    };
+                    match f {
+                        Fault::WrongNetwork => u.network_id = 8,
+                        Fault::Expired => u.expiry_height = height - 1,
+                        Fault::Oversize => u.entries[0].payload = vec![tag; 70 * 1024],
+                        Fault::UnknownRollup => u.entries.push(BundleEntry { rollup_id: 99, payload: vec![1] }),
+                        Fault::ReusedNonce if *n > 0 => u.nonce = *n - 1,
+                        _ => {}
+                    }
+                    let mut b = sign(&k, u);
+                    if f == Fault::BadSignature {
+                        b.entries[0].payload.push(0);
+                    }
+                    let hash = b.hash();
+                    // The node's ingest: stateless checks and the signature, then admission with chain state.
+                    let entry = (i % 4) as usize;
+                    let admitted = crate::block::check_bundle(&b, nodes[entry].spec())
+                        .map_err(ConsensusError::from)
+                        .and_then(|_| b.verify_signature(&hash).map_err(ConsensusError::from))
+                        .and_then(|_| nodes[entry].admit(hash, b.clone()));
+                    let faulty = !matches!(f, Fault::None) && !(f == Fault::ReusedNonce && *n == 0);
+                    if faulty {
+                        prop_assert!(admitted.is_err(), "{f:?} was admitted");
+                        bad.insert(hash);
+                    } else {
+                        prop_assert!(admitted.is_ok(), "good bundle refused: {admitted:?}");
+                        *n += 1;
+                    }
+                    // Disseminate what was admitted (peers apply their own checks), then sometimes decide a block.
+                    if admitted.is_ok() {
+                        for (j, node) in nodes.iter_mut().enumerate() {
+                            if j != entry {
+                                node.on_gossip(vec![(hash, b.clone())]).unwrap();
+                            }
+                        }
+                    }
+                    if (gap && i % 3 == 2) || (!gap && i % 5 == 4) {
+                        net.clock.advance(60);
+                        let proposer = net.vs.proposer(height, 0).address;
+                        let pi = hosts.iter().position(|a| *a == proposer).unwrap();
+                        for node in nodes.iter_mut() {
+                            node.started_round(height, 0).unwrap();
+                        }
+                        let (value, parts) = nodes[pi].propose(height, 0).unwrap();
+                        for (j, node) in nodes.iter_mut().enumerate() {
+                            if j != pi {
+                                let pv = deliver(node, &parts, b"p").unwrap();
+                                prop_assert_eq!(pv.validity, Validity::Valid);
+                            }
+                        }
+                        for node in nodes.iter_mut() {
+                            let block = node.decided(cert(height, 0, value.0)).unwrap();
+                            if node.address() == Some(proposer) {
+                                included.extend(block.bundles);
+                            }
+                        }
+                        height += 1;
+                    }
+                }
+                // Nothing bad was included, and each sender's nonces run 0, 1, 2, ... once each.
+                let mut seen_nonces: HashMap<crate::bundle::Sender, u64> = HashMap::new();
+                for b in &included {
+                    prop_assert!(!bad.contains(&b.hash()), "a refused bundle reached a block");
+                    let want = seen_nonces.entry(b.sender).or_default();
+                    prop_assert_eq!(b.nonce, *want);
+                    *want += 1;
+                }
+            }
+        }
     }
 }

@@ -10,13 +10,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
 use baton_consensus::host::{
-    certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict,
+    certificate_from_engine, certificate_to_engine, chunk_bundles, Clock, Host, SyncVerdict,
 };
+use baton_consensus::mempool::Admission;
 use baton_consensus::params::TimeoutParams;
+use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
 use malachitebft_app_channel::app::types::core::{
@@ -27,7 +29,7 @@ use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
 
 use crate::error::NodeError;
-use crate::ingest::LoopRequest;
+use crate::ingest::{check_stateless, LoopRequest};
 use crate::state::Shared;
 use crate::store::RocksStore;
 
@@ -65,33 +67,58 @@ struct PendingValue {
     reply: Reply<LocallyProposedValue<BatonContext>>,
 }
 
+/// How the loop disseminates bundles (node config).
+#[derive(Clone, Debug)]
+pub struct GossipLimits {
+    /// Locally admitted bundles are sent to peers at least this often. Default 5 ms.
+    pub flush_ms: u64,
+    /// ... or as soon as this many bytes are waiting. Default 256 KiB.
+    pub batch_bytes: usize,
+    /// Peer messages being checked at once; more are dropped (the proposer is asked later). Default 64.
+    pub max_checking: usize,
+}
+
 /// The consensus loop. See the module docs.
 pub struct ConsensusLoop {
     pub host: Host<RocksStore, SystemClock>,
     pub channels: Channels<BatonContext>,
     pub requests: mpsc::Receiver<LoopRequest>,
+    /// Where checked peer bundles come back to the loop (the loop's own request queue).
+    pub requests_tx: mpsc::Sender<LoopRequest>,
     pub shared: Arc<Shared>,
     pub max_sync_response_bytes: usize,
+    pub gossip: GossipLimits,
     pending: Option<PendingValue>,
     failed_decision: Option<u64>,
+    outgoing: Vec<Bundle>,
+    outgoing_bytes: usize,
+    next_gossip_id: u64,
+    checking: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl ConsensusLoop {
     pub fn new(
         host: Host<RocksStore, SystemClock>,
         channels: Channels<BatonContext>,
-        requests: mpsc::Receiver<LoopRequest>,
+        requests: (mpsc::Sender<LoopRequest>, mpsc::Receiver<LoopRequest>),
         shared: Arc<Shared>,
         max_sync_response_bytes: usize,
+        gossip: GossipLimits,
     ) -> Self {
         let l = ConsensusLoop {
             host,
             channels,
-            requests,
+            requests_tx: requests.0,
+            requests: requests.1,
             shared,
             max_sync_response_bytes,
+            gossip,
             pending: None,
             failed_decision: None,
+            outgoing: Vec::new(),
+            outgoing_bytes: 0,
+            next_gossip_id: 0,
+            checking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
         l.publish_gauges();
         l
@@ -112,6 +139,8 @@ impl ConsensusLoop {
 
     /// Runs until the engine stops or storage fails.
     pub async fn run(mut self) -> Result<(), NodeError> {
+        let mut flush = tokio::time::interval(Duration::from_millis(self.gossip.flush_ms.max(1)));
+        flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             tokio::select! {
@@ -124,30 +153,77 @@ impl ConsensusLoop {
                     self.propose_pending().await?;
                 }
                 Some(first) = self.requests.recv() => {
-                    self.request(first);
+                    self.request(first)?;
                     for _ in 0..64 {
                         match self.requests.try_recv() {
-                            Ok(next) => self.request(next),
+                            Ok(next) => self.request(next)?,
                             Err(_) => break,
                         }
                     }
                     self.publish_gauges();
+                    self.publish_outbox().await?;
+                    if self.outgoing_bytes >= self.gossip.batch_bytes {
+                        self.flush_gossip().await?;
+                    }
                     if self.pending.is_some() && self.host.proposal_deadline_ms() == 0 {
                         self.propose_pending().await?;
                     }
+                }
+                _ = flush.tick(), if !self.outgoing.is_empty() => {
+                    self.flush_gossip().await?;
                 }
             }
         }
     }
 
-    fn request(&mut self, req: LoopRequest) {
+    /// Publishes one message outside any proposal stream (dissemination, wants): a stream of its own, one part.
+    async fn publish_single(&mut self, part: ProposalPart) -> Result<(), NodeError> {
+        let mut id = Vec::with_capacity(9);
+        id.push(b'g');
+        id.extend_from_slice(&self.next_gossip_id.to_be_bytes());
+        self.next_gossip_id += 1;
+        let msg = StreamMessage::new(StreamId::new(Bytes::from(id)), 0, StreamContent::Data(part));
+        self.send_net(NetworkMsg::PublishProposalPart(msg)).await
+    }
+
+    /// Sends locally admitted bundles to the peers.
+    async fn flush_gossip(&mut self) -> Result<(), NodeError> {
+        if self.outgoing.is_empty() {
+            return Ok(());
+        }
+        let bundles = std::mem::take(&mut self.outgoing);
+        self.outgoing_bytes = 0;
+        for chunk in chunk_bundles(&bundles, self.gossip.batch_bytes) {
+            self.publish_single(ProposalPart::Bundles { bundles: chunk })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn publish_outbox(&mut self) -> Result<(), NodeError> {
+        for part in self.host.take_outbox() {
+            self.publish_single(part).await?;
+        }
+        Ok(())
+    }
+
+    fn request(&mut self, req: LoopRequest) -> Result<(), NodeError> {
         match req {
             LoopRequest::Admit { bundles, reply } => {
-                let verdicts = bundles
-                    .into_iter()
-                    .map(|(hash, bundle)| self.host.admit(hash, bundle))
-                    .collect();
+                let mut verdicts = Vec::with_capacity(bundles.len());
+                for (hash, bundle) in bundles {
+                    let v = self.host.admit(hash, bundle.clone());
+                    if matches!(v, Ok(Admission::Added)) {
+                        self.outgoing_bytes += bundle.encoded_len();
+                        self.outgoing.push(bundle);
+                    }
+                    verdicts.push(v);
+                }
                 let _ = reply.send(verdicts);
+            }
+            LoopRequest::Gossiped { bundles, reply } => {
+                let value = self.host.on_gossip(bundles)?;
+                let _ = reply.send(value);
             }
             LoopRequest::Nonces { sender, reply } => {
                 let _ = reply.send(self.host.nonces(&sender));
@@ -156,12 +232,63 @@ impl ConsensusLoop {
                 let _ = reply.send(self.host.mempool().contains(&hash));
             }
         }
+        Ok(())
+    }
+
+    /// Checks disseminated bundles off the loop (signature recovery is the expensive part) and hands the good
+    /// ones back through the request queue. Under overload the message is dropped: a proposal that needs its
+    /// bundles asks the proposer for them.
+    fn check_gossip(
+        &self,
+        bundles: Vec<Bundle>,
+        reply: Reply<Option<malachitebft_app_channel::app::types::ProposedValue<BatonContext>>>,
+    ) {
+        use std::sync::atomic::Ordering;
+        if self.checking.fetch_add(1, Ordering::AcqRel) >= self.gossip.max_checking {
+            self.checking.fetch_sub(1, Ordering::AcqRel);
+            warn!(
+                bundles = bundles.len(),
+                "too many peer messages being checked; dropping one"
+            );
+            let _ = reply.send(None);
+            return;
+        }
+        let spec = self.host.spec().clone();
+        let back = self.requests_tx.clone();
+        let checking = self.checking.clone();
+        tokio::spawn(async move {
+            let checked = tokio::task::spawn_blocking(move || {
+                let mut good = Vec::with_capacity(bundles.len());
+                for b in bundles {
+                    match check_stateless(&b, &spec) {
+                        Ok(h) => good.push((h, b)),
+                        Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
+                    }
+                }
+                good
+            })
+            .await
+            .unwrap_or_default();
+            checking.fetch_sub(1, Ordering::AcqRel);
+            if let Err(mpsc::error::SendError(LoopRequest::Gossiped { reply, .. })) = back
+                .send(LoopRequest::Gossiped {
+                    bundles: checked,
+                    reply,
+                })
+                .await
+            {
+                let _ = reply.send(None);
+            }
+        });
     }
 
     async fn propose_pending(&mut self) -> Result<(), NodeError> {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
+        // Peers receive our own pending bundles before the proposal that refers to them (one connection, in
+        // order).
+        self.flush_gossip().await?;
         let (value, parts) = self.host.propose(p.height, round_u32(p.round))?;
         let _ = p
             .reply
@@ -271,6 +398,20 @@ impl ConsensusLoop {
             } => {
                 let publisher = published_by.unwrap_or(from).to_bytes();
                 let content = match part.content {
+                    StreamContent::Data(ProposalPart::Bundles { bundles }) => {
+                        self.check_gossip(bundles, reply);
+                        return Ok(());
+                    }
+                    StreamContent::Data(ProposalPart::Want {
+                        proposer,
+                        height,
+                        hashes,
+                    }) => {
+                        self.host.on_want(proposer, height, &hashes)?;
+                        let _ = reply.send(None);
+                        self.publish_outbox().await?;
+                        return Ok(());
+                    }
                     StreamContent::Data(p) => Some(p),
                     StreamContent::Fin => None,
                 };
@@ -281,6 +422,7 @@ impl ConsensusLoop {
                     content,
                 )?;
                 let _ = reply.send(value);
+                self.publish_outbox().await?;
             }
             AppMsg::Decided {
                 certificate, reply, ..

@@ -77,6 +77,10 @@ pub struct GrpcSection {
     /// Batches buffered per subscriber before the node waits for the client to read. Default 32.
     #[serde(default = "default_stream_buffer")]
     pub stream_buffer: usize,
+    /// Bytes of encoded batches buffered per subscriber (whichever of this and `stream_buffer` is reached
+    /// first makes the node wait for the client). Default 4 MiB.
+    #[serde(default = "default_stream_buffer_bytes")]
+    pub stream_buffer_bytes: usize,
     /// Requests in flight per `SubmitBundles` stream. Default 1024.
     #[serde(default = "default_stream_inflight")]
     pub submit_stream_inflight: usize,
@@ -84,6 +88,9 @@ pub struct GrpcSection {
 
 fn default_max_subscribers() -> usize {
     1024
+}
+fn default_stream_buffer_bytes() -> usize {
+    4 * 1024 * 1024
 }
 fn default_stream_buffer() -> usize {
     32
@@ -107,6 +114,14 @@ pub struct MempoolSection {
     pub admit_queue: usize,
     /// Pending bundles one sender may have on this node. Default 1,024.
     pub max_pending_per_sender: usize,
+    /// Admitted bundles are disseminated to peers at least this often. Default 5 ms.
+    pub gossip_flush_ms: u64,
+    /// ... or as soon as this many bytes wait (also the largest dissemination message). Default 256 KiB.
+    pub gossip_batch_bytes: usize,
+    /// Peer dissemination messages checked at once; more are dropped. Default 64.
+    pub gossip_max_checking: usize,
+    /// Proposals carry bundle hashes instead of bundles (validators hold them from dissemination). Default true.
+    pub compact_proposals: bool,
 }
 
 impl Default for MempoolSection {
@@ -118,6 +133,10 @@ impl Default for MempoolSection {
             ingest_group: 2_048,
             admit_queue: 16_384,
             max_pending_per_sender: 1_024,
+            gossip_flush_ms: 5,
+            gossip_batch_bytes: 256 * 1024,
+            gossip_max_checking: 64,
+            compact_proposals: true,
         }
     }
 }
@@ -205,11 +224,18 @@ impl NodeConfig {
         if self.p2p.max_gossip_bytes < 64 * 1024 {
             return bad("p2p.max_gossip_bytes must be at least 64 KiB".into());
         }
+        if self.mempool.gossip_batch_bytes as u64 * 2 > self.p2p.max_gossip_bytes {
+            return bad(format!(
+                "mempool.gossip_batch_bytes ({}) must be at most half of p2p.max_gossip_bytes ({})",
+                self.mempool.gossip_batch_bytes, self.p2p.max_gossip_bytes
+            ));
+        }
         if self.grpc.max_subscribers == 0
             || self.grpc.stream_buffer == 0
+            || self.grpc.stream_buffer_bytes < 64 * 1024
             || self.grpc.submit_stream_inflight == 0
         {
-            return bad("grpc.max_subscribers, grpc.stream_buffer and grpc.submit_stream_inflight must be > 0".into());
+            return bad("grpc.max_subscribers, grpc.stream_buffer and grpc.submit_stream_inflight must be > 0, grpc.stream_buffer_bytes at least 64 KiB".into());
         }
         let m = &self.mempool;
         if m.max_bundles == 0
@@ -218,6 +244,8 @@ impl NodeConfig {
             || m.ingest_group == 0
             || m.admit_queue == 0
             || m.max_pending_per_sender == 0
+            || m.gossip_flush_ms == 0
+            || m.gossip_max_checking == 0
         {
             return bad("mempool sizes and queues must be > 0".into());
         }

@@ -116,6 +116,7 @@ pub fn prepare(
                 listen_addr: grpc_addr,
                 max_subscribers: 1024,
                 stream_buffer: 32,
+                stream_buffer_bytes: 4 * 1024 * 1024,
                 submit_stream_inflight: 1024,
             },
             mempool: MempoolSection::default(),

@@ -12,8 +12,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use baton_consensus::context::ChainDomain;
@@ -44,6 +45,7 @@ pub struct Api {
     pub shared: Arc<Shared>,
     pub subscribers: Arc<Semaphore>,
     pub stream_buffer: usize,
+    pub stream_buffer_bytes: usize,
     pub submit_inflight: usize,
     pub max_request_bytes: usize,
 }
@@ -348,7 +350,15 @@ impl RollupService for Api {
                 "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
             )
         })?;
-        let (tx, rx) = mpsc::channel(self.stream_buffer);
+        // Bounded twice: by batches (`stream_buffer`) and by encoded bytes (`stream_buffer_bytes`). A batch holds
+        // byte permits until tonic takes it for encoding; HTTP/2 flow control then bounds what sits in the
+        // transport. A client that stops reading stops the producer, not the node's memory.
+        let (tx, rx) = mpsc::channel::<(
+            Result<pb::RollupBatch, Status>,
+            Option<OwnedSemaphorePermit>,
+        )>(self.stream_buffer);
+        let budget = self.stream_buffer_bytes;
+        let bytes = Arc::new(Semaphore::new(budget));
         let api = self.clone();
         let mut heights = self.shared.subscribe_heights();
         tokio::spawn(async move {
@@ -361,7 +371,12 @@ impl RollupService for Api {
                     // subscriber, and `send` waits while the client's buffer is full (backpressure).
                     let item = api.wire_batch(req.rollup_id, next, req.with_proof);
                     let failed = item.is_err();
-                    if tx.send(item).await.is_err() || failed {
+                    let size = item.as_ref().map_or(0, prost::Message::encoded_len);
+                    let permits = size.clamp(1, budget).min(u32::MAX as usize) as u32;
+                    let Ok(permit) = bytes.clone().acquire_many_owned(permits).await else {
+                        return;
+                    };
+                    if tx.send((item, Some(permit))).await.is_err() || failed {
                         return;
                     }
                     next += 1;
@@ -372,7 +387,8 @@ impl RollupService for Api {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let out = ReceiverStream::new(rx).map(|(item, _permit)| item);
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn get_batch(

@@ -16,11 +16,13 @@ use tracing::error;
 
 use baton_consensus::block::check_bundle;
 use baton_consensus::bundle::Sender;
+use baton_consensus::context::BatonContext;
 use baton_consensus::error::{BundleError, ConsensusError};
 use baton_consensus::hash::Hash;
 use baton_consensus::mempool::Admission;
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::Bundle;
+use malachitebft_core_consensus::ProposedValue;
 
 use crate::store::RocksStore;
 
@@ -67,6 +69,11 @@ pub enum LoopRequest {
         hash: Hash,
         reply: oneshot::Sender<bool>,
     },
+    /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete).
+    Gossiped {
+        bundles: Vec<(Hash, Bundle)>,
+        reply: oneshot::Sender<Option<ProposedValue<BatonContext>>>,
+    },
 }
 
 struct Job {
@@ -107,12 +114,7 @@ impl IngestHandle {
 
     /// Checks a bundle without chain state: limits, rollups, network id and signature. Returns its hash.
     pub fn check(&self, bundle: &Bundle) -> Result<Hash, SubmitError> {
-        check_bundle(bundle, &self.spec).map_err(SubmitError::Invalid)?;
-        let hash = bundle.hash();
-        bundle
-            .verify_signature(&hash)
-            .map_err(SubmitError::Invalid)?;
-        Ok(hash)
+        check_stateless(bundle, &self.spec).map_err(SubmitError::Invalid)
     }
 
     /// Submits a bundle; resolves once it is durable (or refused).
@@ -131,6 +133,15 @@ impl IngestHandle {
             })?;
         rx.await.map_err(|_| SubmitError::ShuttingDown)?
     }
+}
+
+/// The checks a bundle gets where it enters the node (from a client or a peer): limits, rollups, network id and
+/// its signature. Returns its hash.
+pub fn check_stateless(bundle: &Bundle, spec: &ChainSpec) -> Result<Hash, BundleError> {
+    check_bundle(bundle, spec)?;
+    let hash = bundle.hash();
+    bundle.verify_signature(&hash)?;
+    Ok(hash)
 }
 
 async fn writer(

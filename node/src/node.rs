@@ -19,7 +19,7 @@ use malachitebft_app_channel::{
 };
 use malachitebft_codec::Codec;
 
-use crate::app::{ConsensusLoop, SystemClock};
+use crate::app::{ConsensusLoop, GossipLimits, SystemClock};
 use crate::codec::WireCodec;
 use crate::config::{Genesis, NodeConfig};
 use crate::error::NodeError;
@@ -83,6 +83,7 @@ pub async fn run(
         mempool_max_bundles: cfg.mempool.max_bundles,
         mempool_max_bytes: cfg.mempool.max_bytes,
         mempool_max_per_sender: cfg.mempool.max_pending_per_sender,
+        compact_proposals: cfg.mempool.compact_proposals,
         ..HostLimits::default()
     };
     let host = Host::new(
@@ -226,9 +227,14 @@ pub async fn run(
     let consensus_loop = ConsensusLoop::new(
         host,
         channels,
-        loop_rx,
+        (loop_tx.clone(), loop_rx),
         shared.clone(),
         cfg.p2p.max_rpc_bytes as usize / 2,
+        GossipLimits {
+            flush_ms: cfg.mempool.gossip_flush_ms,
+            batch_bytes: cfg.mempool.gossip_batch_bytes,
+            max_checking: cfg.mempool.gossip_max_checking,
+        },
     );
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
@@ -241,6 +247,7 @@ pub async fn run(
         shared: shared.clone(),
         subscribers: Arc::new(Semaphore::new(cfg.grpc.max_subscribers)),
         stream_buffer: cfg.grpc.stream_buffer,
+        stream_buffer_bytes: cfg.grpc.stream_buffer_bytes,
         submit_inflight: cfg.grpc.submit_stream_inflight,
         // Bundles up to twice the limit are read and refused with RESOURCE_EXHAUSTED; larger messages are cut off
         // by the transport (OUT_OF_RANGE) before they are buffered.

@@ -141,6 +141,28 @@ impl Cluster {
         )
     }
 
+    /// Changes node `i`'s config file before it starts.
+    pub fn edit_config(&self, i: usize, f: impl FnOnce(&mut baton_node::config::NodeConfig)) {
+        let path = &self.net.nodes[i].config_path;
+        let mut cfg: baton_node::config::NodeConfig =
+            toml::from_str(&std::fs::read_to_string(path).expect("read config"))
+                .expect("parse config");
+        f(&mut cfg);
+        std::fs::write(path, toml::to_string(&cfg).expect("encode config")).expect("write config");
+    }
+
+    /// Resident memory of node `i`'s process, in bytes.
+    pub fn rss(&self, i: usize) -> u64 {
+        let pid = self.pid(i).expect("node running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.procs[i].as_ref().and_then(|p| p.pid())
     }
