@@ -1428,12 +1428,13 @@ mod tests {
                     }
                     let hash = b.hash();
                     // The node's ingest: stateless checks and the signature, then admission with chain state.
-                    let entry = (i % 4) as usize;
+                    let entry = i % 4;
                     let admitted = crate::block::check_bundle(&b, nodes[entry].spec())
                         .map_err(ConsensusError::from)
                         .and_then(|_| b.verify_signature(&hash).map_err(ConsensusError::from))
                         .and_then(|_| nodes[entry].admit(hash, b.clone()));
-                    let faulty = !matches!(f, Fault::None) && !(f == Fault::ReusedNonce && *n == 0);
+                    let fresh_reuse = f == Fault::ReusedNonce && *n == 0;
+                    let faulty = f != Fault::None && !fresh_reuse;
                     if faulty {
                         prop_assert!(admitted.is_err(), "{f:?} was admitted");
                         bad.insert(hash);
