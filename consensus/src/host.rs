@@ -1246,6 +1246,32 @@ mod tests {
     }
 
     #[test]
+    fn a_proposer_including_a_forged_or_split_bundle_is_voted_down() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.other_than(&[proposer]);
+        let full = HostLimits {
+            compact_proposals: false,
+            ..HostLimits::default()
+        };
+        // A forged bundle (content altered after signing) and half of a split bundle, slipped into a Byzantine
+        // proposer's mempool past the checks an honest ingest would apply.
+        let mut forged = bundle(1);
+        forged.entries[0].payload[0] ^= 1;
+        let mut half = bundle(2);
+        half.entries.truncate(1);
+        for bad in [forged, half] {
+            let mut p = net.host_with(proposer, MemStore::default(), full.clone());
+            let mut o = net.host(other, MemStore::default());
+            o.started_round(1, 0).unwrap();
+            p.admit(bad.hash(), bad).unwrap();
+            let (_, parts) = p.propose(1, 0).unwrap();
+            let pv = deliver(&mut o, &parts, b"p").expect("well-formed and signed by the proposer");
+            assert_eq!(pv.validity, Validity::Invalid);
+        }
+    }
+
+    #[test]
     fn early_proposals_wait_for_their_height() {
         let net = Net::new(4);
         let p2 = net.vs.proposer(2, 0).address;

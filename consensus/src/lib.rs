@@ -1,8 +1,10 @@
 //! # baton-consensus: the pure core of Baton
 //!
-//! Bird's-eye view: a [`types::Bundle`] (entries for one or more rollups) enters a node's [`mempool::Mempool`];
-//! when the node proposes, [`block::build_block`] packs bundles into a [`types::Block`] whose header commits to a
-//! namespace table (one Merkle root per rollup batch); other validators check it with [`block::validate_block`].
+//! Bird's-eye view: a [`bundle::Bundle`] (entries for one or more rollups, signed by its sender with EIP-712)
+//! enters a node's [`mempool::Mempool`] (per-sender nonce queues); when the node proposes,
+//! [`block::build_block`] packs bundles into a [`types::Block`] whose header commits to a namespace table (one
+//! Merkle root per registered rollup's batch, [`registry`]); other validators check it with
+//! [`block::validate_block`]. [`proof`] builds and checks the proofs a rollup operator verifies a batch with.
 //! The Malachite BFT engine decides one block hash per height; [`context`] gives the engine its types and
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
 //!

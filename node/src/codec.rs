@@ -228,4 +228,106 @@ mod tests {
         let r: Result<ProposalPart, _> = WireCodec.decode(Bytes::from(evil));
         assert!(r.is_err());
     }
+
+    /// What a block of N bundles costs on the wire, as the engine sends it (borsh stream messages): a full
+    /// proposal, a compact one (bundle hashes), and the dissemination that precedes a compact one.
+    #[test]
+    fn wire_cost_of_a_block() {
+        use alloy_signer_local::PrivateKeySigner;
+        use baton_consensus::bundle::UnsignedBundle;
+        use baton_consensus::context::{ChainDomain, ConsensusSigner, Validator, ValidatorSet};
+        use baton_consensus::host::{chunk_bundles, Host, HostLimits, ManualClock};
+        use baton_consensus::registry::ChainSpec;
+        use baton_consensus::store::MemStore;
+        use baton_consensus::types::{Bundle, BundleEntry};
+        use malachitebft_app_channel::app::streaming::{StreamContent, StreamId};
+
+        let key = ed25519_consensus::SigningKey::from([5; 32]);
+        let vs = ValidatorSet::new(vec![Validator::new(key.verification_key(), 1)]).unwrap();
+        let domain = ChainDomain::new("wire");
+        let users: Vec<PrivateKeySigner> = (0..16).map(|_| PrivateKeySigner::random()).collect();
+        let n = 1000;
+        let bundles: Vec<Bundle> = (0..n)
+            .map(|i| {
+                let u = &users[i % users.len()];
+                baton_proto::client::sign_bundle(
+                    u,
+                    UnsignedBundle {
+                        network_id: 7,
+                        sender: u.address(),
+                        nonce: (i / users.len()) as u64,
+                        expiry_height: 100,
+                        entries: vec![BundleEntry {
+                            rollup_id: 1 + (i % 4) as u64,
+                            payload: vec![i as u8; 512],
+                        }],
+                    },
+                )
+                .unwrap()
+            })
+            .collect();
+        let wire = |parts: &[ProposalPart]| -> usize {
+            parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    let m = StreamMessage::new(
+                        StreamId::new(Bytes::from_static(b"0123456789abcdef")),
+                        i as u64,
+                        StreamContent::Data(p.clone()),
+                    );
+                    WireCodec.encode(&m).unwrap().len()
+                })
+                .sum()
+        };
+        let mut sizes = Vec::new();
+        for compact in [false, true] {
+            let mut host = Host::new(
+                domain,
+                Hash::ZERO,
+                Some(ConsensusSigner::new(key.clone(), domain)),
+                vs.clone(),
+                ChainSpec::for_tests(7, 4),
+                HostLimits {
+                    compact_proposals: compact,
+                    ..HostLimits::default()
+                },
+                MemStore::default(),
+                ManualClock::new(1_000),
+            )
+            .unwrap();
+            for b in &bundles {
+                host.admit(b.hash(), b.clone()).unwrap();
+            }
+            let (_, parts) = host.propose(1, 0).unwrap();
+            sizes.push(wire(&parts));
+        }
+        let payload = n * 512;
+        let encoded: usize = bundles.iter().map(Bundle::encoded_len).sum();
+        let gossip: Vec<ProposalPart> = chunk_bundles(&bundles, 256 * 1024)
+            .into_iter()
+            .map(|bundles| ProposalPart::Bundles { bundles })
+            .collect();
+        let gossip_bytes = wire(&gossip);
+        println!(
+            "block of {n} bundles, 512-byte payloads ({payload} payload bytes, {encoded} encoded):"
+        );
+        println!(
+            "  full proposal:    {} bytes ({:.1} per bundle), sent by the proposer to each peer",
+            sizes[0],
+            sizes[0] as f64 / n as f64
+        );
+        println!(
+            "  compact proposal: {} bytes ({:.1} per bundle), sent by the proposer to each peer",
+            sizes[1],
+            sizes[1] as f64 / n as f64
+        );
+        println!("  dissemination:    {gossip_bytes} bytes ({:.1} per bundle), sent once by each bundle's entry node to each peer", gossip_bytes as f64 / n as f64);
+        assert!(sizes[0] >= encoded);
+        assert!(
+            sizes[1] < 40 * n,
+            "compact proposals cost about 32 bytes per bundle"
+        );
+        assert!(gossip_bytes < encoded + encoded / 50);
+    }
 }

@@ -1,9 +1,10 @@
 //! # baton-node: the `baton` binary
 //!
-//! Bird's-eye view: [`node::run`] wires one node. Bundles arrive over gRPC ([`grpc`]); [`ingest`] makes them
-//! durable in RocksDB ([`store`]) before acknowledging them and hands them to the consensus loop ([`app`]), which
-//! owns the pure `baton_consensus::host::Host` and drives the Malachite engine (libp2p gossip, consensus, value
-//! sync and write-ahead log, with [`codec`] as the wire format). Each decided block is committed to RocksDB with
+//! Bird's-eye view: [`node::run`] wires one node. Signed bundles arrive over gRPC ([`grpc`]); [`ingest`] checks
+//! them (signature once), has the consensus loop ([`app`]) admit them, and makes them durable in RocksDB
+//! ([`store`]) before acknowledging them. The loop owns the pure `baton_consensus::host::Host`, disseminates
+//! admitted bundles to peers, and drives the Malachite engine (libp2p gossip, consensus, value sync and
+//! write-ahead log, with [`codec`] as the wire format). Each decided block is committed to RocksDB with
 //! its certificate and per-rollup batches, and its height is published to `StreamBatches` subscribers. [`devnet`]
 //! starts several nodes as real processes on loopback.
 

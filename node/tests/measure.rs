@@ -1,0 +1,139 @@
+//! Figures for the README, not pass/fail checks: run with
+//! `cargo test --release -p baton-node --test measure -- --ignored --nocapture`.
+//!
+//! - admission rate: signed bundles per second one node of four acknowledges through `SubmitBundles` (checked,
+//!   signature recovered, fsynced, disseminated) while the network decides blocks;
+//! - proof sizes and client-side verify cost per batch.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use baton_proto::pb;
+use common::{run, serial, Cluster, User};
+use prost::Message;
+
+#[test]
+#[ignore = "measurement; run by hand with --release"]
+fn admission_rate_proof_sizes_and_verify_cost() {
+    let _g = serial();
+    run(Duration::from_secs(600), async {
+        // Four validators on this machine; all submissions go to node 0, which disseminates them to the others.
+        let cluster = Cluster::start(4);
+        for i in 0..4 {
+            cluster.wait_height(i, 1, Duration::from_secs(60)).await;
+        }
+        let url = cluster.net.nodes[0].grpc_url();
+
+        // Pre-sign: 64 users, 20,000 bundles of one 512-byte entry.
+        const USERS: usize = 64;
+        const BUNDLES: usize = 20_000;
+        const STREAMS: usize = 4;
+        let mut users: Vec<User> = (0..USERS).map(|_| User::new()).collect();
+        let t = Instant::now();
+        let mut per_stream: Vec<Vec<pb::SubmitBundlesRequest>> = vec![Vec::new(); STREAMS];
+        for i in 0..BUNDLES {
+            let u = i % USERS;
+            let payload = vec![(i % 251) as u8; 512];
+            let b = users[u].bundle(&[(1 + (i % 4) as u64, &payload)]);
+            per_stream[u % STREAMS].push(pb::SubmitBundlesRequest {
+                client_ref: i as u64,
+                bundle: Some((&b).into()),
+            });
+        }
+        println!(
+            "signed {BUNDLES} bundles in {:.2} s (client side)",
+            t.elapsed().as_secs_f64()
+        );
+
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for reqs in per_stream {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = baton_proto::client::BatonClient::connect(url)
+                    .await
+                    .expect("connect");
+                let (mut rollup, _) = c.raw();
+                let n = reqs.len();
+                let mut resp = rollup
+                    .submit_bundles(tokio_stream::iter(reqs))
+                    .await
+                    .expect("open stream")
+                    .into_inner();
+                let mut ok = 0;
+                for _ in 0..n {
+                    let r = resp
+                        .message()
+                        .await
+                        .expect("response")
+                        .expect("one per request");
+                    match r.result {
+                        Some(pb::submit_bundles_response::Result::BundleHash(_)) => ok += 1,
+                        other => panic!("refused: {other:?}"),
+                    }
+                }
+                ok
+            }));
+        }
+        let mut acked = 0;
+        for t in tasks {
+            acked += t.await.expect("stream task");
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "admission: {acked} bundles acknowledged through {STREAMS} SubmitBundles streams in {secs:.2} s = {:.0} \
+             bundles/s (each: limits, EIP-712 hash, ECDSA recovery, nonce/expiry, fsync before ack)",
+            acked as f64 / secs
+        );
+        let mut c = cluster.client(0).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let st = c.status().await.expect("status");
+            if st.mempool_bundles == 0 {
+                println!(
+                    "all included {:.2} s after the first submission (height {})",
+                    start.elapsed().as_secs_f64(),
+                    st.latest_height
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "mempool never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // Proof sizes and verify cost, on the fullest batch of rollup 1.
+        let latest = c.status().await.expect("status").latest_height;
+        let mut best = (0, 0usize);
+        for h in 1..=latest {
+            let b = c.get_batch(1, h).await.expect("batch");
+            if b.entries.len() > best.1 {
+                best = (h, b.entries.len());
+            }
+        }
+        let verifier = cluster.verifier();
+        for (label, height) in [("fullest", best.0), ("empty-ish", latest)] {
+            let wire = c.get_batch_with_proof(1, height).await.expect("batch");
+            let proof = wire.proof.clone().expect("proof");
+            let cert = proof.certificate.clone().expect("cert");
+            let n = 200;
+            let t = Instant::now();
+            for _ in 0..n {
+                verifier.verify(wire.clone()).expect("verifies");
+            }
+            let per = t.elapsed().as_secs_f64() / n as f64;
+            println!(
+                "{label} batch (height {height}, {} entries, {} bytes): proof {} bytes (namespace path {} x 32 bytes, \
+                 certificate {} bytes with {} signatures); header {} bytes; verify {:.0} us per batch",
+                wire.entries.len(),
+                wire.encoded_len(),
+                proof.encoded_len(),
+                proof.namespace_path.len(),
+                cert.encoded_len(),
+                cert.signatures.len(),
+                wire.header.as_ref().map_or(0, |h| h.encoded_len()),
+                per * 1e6
+            );
+        }
+    });
+}
