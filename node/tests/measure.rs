@@ -17,10 +17,17 @@ use prost::Message;
 #[ignore = "measurement; run by hand with --release"]
 fn admission_rate_proof_sizes_and_verify_cost() {
     let _g = serial();
+    for validators in [1, 4] {
+        println!("--- {validators} validator(s) on this machine; all submissions to node 0");
+        measure(validators);
+    }
+}
+
+fn measure(validators: usize) {
     run(Duration::from_secs(600), async {
-        // Four validators on this machine; all submissions go to node 0, which disseminates them to the others.
-        let cluster = Cluster::start(4);
-        for i in 0..4 {
+        // With four, node 0 disseminates every bundle to the other three, which check each signature again.
+        let cluster = Cluster::start(validators);
+        for i in 0..validators {
             cluster.wait_height(i, 1, Duration::from_secs(60)).await;
         }
         let url = cluster.net.nodes[0].grpc_url();
@@ -136,4 +143,91 @@ fn admission_rate_proof_sizes_and_verify_cost() {
             );
         }
     });
+}
+
+/// What validating a proposal costs with and without the signature cache: a block of 5,000 bundles judged by a
+/// validator that checked every bundle's signature when it was disseminated, and by one that checked none.
+#[test]
+#[ignore = "measurement; run by hand with --release"]
+fn block_validation_with_and_without_checked_signatures() {
+    use alloy_signer_local::PrivateKeySigner;
+    use baton_consensus::block::{build_block, validate_block, BlockContext, ChainView};
+    use baton_consensus::bundle::{Sender, UnsignedBundle};
+    use baton_consensus::hash::Hash;
+    use baton_consensus::registry::ChainSpec;
+    use baton_consensus::types::{Address, Bundle, BundleEntry};
+    use std::collections::HashMap;
+
+    struct View {
+        next: HashMap<Sender, u64>,
+        checked: bool,
+    }
+    impl ChainView for View {
+        fn is_validator(&self, _: &Address) -> bool {
+            true
+        }
+        fn is_included(&self, _: &Hash) -> bool {
+            false
+        }
+        fn next_nonce(&self, s: &Sender) -> u64 {
+            self.next.get(s).copied().unwrap_or(0)
+        }
+        fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
+            self.checked
+        }
+    }
+
+    let users: Vec<PrivateKeySigner> = (0..100).map(|_| PrivateKeySigner::random()).collect();
+    let n = 5_000;
+    let bundles: Vec<Bundle> = (0..n)
+        .map(|i| {
+            let u = &users[i % users.len()];
+            baton_proto::client::sign_bundle(
+                u,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: u.address(),
+                    nonce: (i / users.len()) as u64,
+                    expiry_height: 100,
+                    entries: vec![BundleEntry {
+                        rollup_id: 1,
+                        payload: vec![i as u8; 512],
+                    }],
+                },
+            )
+            .expect("sign")
+        })
+        .collect();
+    let spec = ChainSpec::for_tests(7, 4);
+    let ctx = BlockContext {
+        height: 1,
+        parent_hash: Hash::ZERO,
+        parent_timestamp_ms: 0,
+        validator_set_hash: Hash::ZERO,
+    };
+    let t = Instant::now();
+    let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
+    let hashing = t.elapsed();
+    let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
+    for checked in [true, false] {
+        let view = View {
+            next: HashMap::new(),
+            checked,
+        };
+        let t = Instant::now();
+        let v = validate_block(&block, &hashes, &ctx, &spec, &view, 20).expect("valid");
+        let took = t.elapsed();
+        println!(
+            "validate a block of {n} bundles, signatures {}: {:.1} ms ({:.1} us per bundle, {} recovered)",
+            if checked { "already checked" } else { "all recovered" },
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e6 / n as f64,
+            v.signatures_checked
+        );
+    }
+    println!(
+        "hashing {n} bundles (EIP-712): {:.1} ms ({:.1} us per bundle)",
+        hashing.as_secs_f64() * 1e3,
+        hashing.as_secs_f64() * 1e6 / n as f64
+    );
 }
