@@ -285,10 +285,21 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // A devnet started by another program (the load harness) stops if that program dies without stopping it.
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    };
     let result = tokio::select! {
         r = show(&net, &mut procs, &opts) => r,
         _ = term.recv() => { println!("SIGTERM: stopping"); Ok(()) }
         _ = int.recv() => { println!("Ctrl-C: stopping"); Ok(()) }
+        _ = orphaned => { println!("parent process gone: stopping"); Ok(()) }
     };
     for p in procs.iter_mut() {
         p.terminate(Duration::from_secs(10));

@@ -21,3 +21,11 @@ pub mod pb {
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("baton_descriptor");
 
 pub use convert::ConversionError;
+
+/// The domain types a client needs (bundles, hashes, batches), so tools can depend on this crate alone.
+pub mod types {
+    pub use baton_consensus::bundle::{Sender, UnsignedBundle};
+    pub use baton_consensus::context::ValidatorSet;
+    pub use baton_consensus::hash::Hash;
+    pub use baton_consensus::types::{BatchEntry, Bundle, BundleEntry, RollupBatch, RollupId};
+}

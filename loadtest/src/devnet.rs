@@ -1,0 +1,139 @@
+//! A devnet the harness starts itself: `baton devnet` as a child process, endpoints read from its node configs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use eyre::{bail, eyre, Result, WrapErr};
+
+/// A running `baton devnet`; stopped (SIGTERM, which stops its validators) when dropped.
+pub struct Devnet {
+    child: Option<Child>,
+    pub endpoints: Vec<String>,
+    pub dir: PathBuf,
+}
+
+/// Where the `baton` binary is: `--baton-bin`, else next to this executable (or one folder up, for test
+/// executables under `deps/`).
+pub fn find_baton(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_path_buf());
+    }
+    let exe = std::env::current_exe()?;
+    let mut dir = exe.parent().map(Path::to_path_buf);
+    for _ in 0..2 {
+        let Some(d) = dir else { break };
+        let candidate = d.join("baton");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    bail!(
+        "cannot find the `baton` binary next to {}; pass --baton-bin",
+        exe.display()
+    )
+}
+
+#[derive(serde::Deserialize)]
+struct NodeConfigView {
+    grpc: GrpcView,
+}
+
+#[derive(serde::Deserialize)]
+struct GrpcView {
+    listen_addr: String,
+}
+
+impl Devnet {
+    /// Starts `validators` validators under `dir` (wiped) and waits until each serves gRPC.
+    pub async fn start(baton: &Path, validators: usize, dir: &Path) -> Result<Devnet> {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        std::fs::create_dir_all(dir)?;
+        let log = std::fs::File::create(dir.join("devnet.log"))?;
+        let child = Command::new(baton)
+            .arg("devnet")
+            .arg("--validators")
+            .arg(validators.to_string())
+            .arg("--dir")
+            .arg(dir.join("net"))
+            .arg("--round-trips")
+            .arg("0")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .wrap_err_with(|| format!("cannot start {}", baton.display()))?;
+        let mut net = Devnet {
+            child: Some(child),
+            endpoints: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for i in 0..validators {
+            let path = dir.join("net").join(format!("node{i}")).join("config.toml");
+            let text = loop {
+                if let Ok(t) = std::fs::read_to_string(&path) {
+                    break t;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "devnet did not write {} (see {}/devnet.log)",
+                        path.display(),
+                        dir.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            let cfg: NodeConfigView =
+                toml::from_str(&text).map_err(|e| eyre!("{}: {e}", path.display()))?;
+            net.endpoints
+                .push(format!("http://{}", cfg.grpc.listen_addr));
+        }
+        for url in &net.endpoints {
+            loop {
+                if let Ok(mut c) = baton_proto::client::BatonClient::connect(url.clone()).await {
+                    if c.status()
+                        .await
+                        .map(|s| s.latest_height >= 1)
+                        .unwrap_or(false)
+                    {
+                        break;
+                    }
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{url} did not start deciding blocks within 60 s (see {}/devnet.log)",
+                        dir.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(net)
+    }
+
+    /// Stops the devnet and its validators.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

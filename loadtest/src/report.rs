@@ -1,0 +1,139 @@
+//! The run's report: JSON, a printed summary, and SVG plots (throughput and latency over time, latency CDF).
+
+use std::path::Path;
+
+use eyre::{eyre, Result};
+use plotters::prelude::*;
+
+use crate::run::Report;
+
+/// Writes `report.json`, `throughput.svg`, `latency.svg` and `latency_cdf.svg` into `dir`.
+pub fn write(report: &Report, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
+    let secs: Vec<f64> = report.timeline.iter().map(|s| s.t as f64).collect();
+    let xmax = secs.last().copied().unwrap_or(1.0) + 1.0;
+    let series = |f: &dyn Fn(&crate::run::Second) -> f64| -> Vec<(f64, f64)> {
+        report.timeline.iter().map(|s| (s.t as f64, f(s))).collect()
+    };
+    lines(
+        &dir.join("throughput.svg"),
+        "throughput",
+        "seconds",
+        "bundles per second",
+        xmax,
+        &[
+            ("offered", series(&|s| s.offered as f64), BLUE),
+            ("acknowledged", series(&|s| s.acked as f64), GREEN),
+            ("delivered", series(&|s| s.delivered as f64), RED),
+        ],
+    )?;
+    lines(
+        &dir.join("latency.svg"),
+        "submit -> delivered in stream",
+        "seconds",
+        "milliseconds",
+        xmax,
+        &[
+            ("p50", series(&|s| s.p50_ms), BLUE),
+            ("p99", series(&|s| s.p99_ms), RED),
+        ],
+    )?;
+    let cdf: Vec<(f64, f64)> = report.latency_cdf.clone();
+    let cmax = cdf.last().map_or(1.0, |p| p.0 * 1.05).max(1.0);
+    lines(
+        &dir.join("latency_cdf.svg"),
+        "latency CDF",
+        "milliseconds",
+        "fraction of bundles",
+        cmax,
+        &[("submit -> delivered", cdf, BLUE)],
+    )?;
+    Ok(())
+}
+
+/// A named line of (x, y) points.
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+
+fn lines(
+    path: &Path,
+    title: &str,
+    xdesc: &str,
+    ydesc: &str,
+    xmax: f64,
+    series: &[Series<'_>],
+) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| eyre!("plot {}: {e}", path.display());
+    let ymax = series
+        .iter()
+        .flat_map(|(_, pts, _)| pts.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-9)
+        * 1.1;
+    let root = SVGBackend::new(path, (900, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..xmax, 0f64..ymax)
+        .map_err(|e| err(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc(xdesc)
+        .y_desc(ydesc)
+        .draw()
+        .map_err(|e| err(&e))?;
+    for (name, pts, color) in series {
+        let color = *color;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(*name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// A human summary of a report.
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "offered {} ({:.0}/s steady), acknowledged {} ({:.0}/s), delivered {} ({:.0}/s)\n",
+        r.offered, r.offered_per_sec, r.acked, r.acked_per_sec, r.delivered, r.delivered_per_sec
+    ));
+    s.push_str(&format!(
+        "latency submit -> delivered: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n",
+        r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max
+    ));
+    s.push_str(&format!(
+        "ack latency: p50 {:.1} ms, p99 {:.1} ms; generator lag at worst {:.1} ms\n",
+        r.ack_latency.p50, r.ack_latency.p99, r.generator_max_lag_ms
+    ));
+    s.push_str(&format!(
+        "completeness: lost {}, duplicated {}, split across heights {}, unknown entries {} -> {}\n",
+        r.lost,
+        r.duplicated,
+        r.split,
+        r.unknown_entries,
+        if r.complete { "COMPLETE" } else { "INCOMPLETE" }
+    ));
+    if r.rejected.is_empty() {
+        s.push_str("rejections: none\n");
+    } else {
+        for (why, n) in &r.rejected {
+            s.push_str(&format!("rejected {n}: {why}\n"));
+        }
+    }
+    s
+}

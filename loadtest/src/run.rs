@@ -1,0 +1,644 @@
+//! The load run: open-loop signed submissions over `SubmitBundles` streams, every rollup's `StreamBatches`
+//! followed, each bundle timed from submission to the moment its last entry shows up in a stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy_signer_local::PrivateKeySigner;
+use baton_proto::client::{sign_bundle, BatonClient};
+use baton_proto::pb;
+use baton_proto::types::{BundleEntry, Hash, UnsignedBundle};
+use eyre::{bail, Result, WrapErr};
+use hdrhistogram::Histogram;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// What to offer and for how long.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadConfig {
+    pub endpoints: Vec<String>,
+    /// Offered bundles per second after the ramp (open loop: sent on schedule whether or not acks come back).
+    pub rate: f64,
+    /// Seconds to ramp linearly from 0 to `rate`.
+    pub ramp_secs: f64,
+    /// Seconds of offered load, ramp included.
+    pub duration_secs: f64,
+    /// Bytes per entry payload.
+    pub payload_bytes: usize,
+    /// Rollups to spread load over (the first N registered).
+    pub rollups: usize,
+    /// Fraction of bundles that span two rollups.
+    pub cross_fraction: f64,
+    /// `SubmitBundles` streams, spread over the endpoints.
+    pub connections: usize,
+    /// Distinct signing keys (each with its own nonce sequence).
+    pub senders: usize,
+    /// After the load stops, how long to wait for acknowledged bundles to show up.
+    pub drain_secs: f64,
+    /// Bundles expire this many heights after the height seen at start.
+    pub expiry_heights: u64,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1e3;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1e3,
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub offered: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// What a run found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub config: LoadConfig,
+    pub network_id: u64,
+    pub rollups: Vec<u64>,
+    pub offered: u64,
+    pub acked: u64,
+    pub rejected: BTreeMap<String, u64>,
+    pub delivered: u64,
+    /// Acknowledged, never delivered within the drain time.
+    pub lost: u64,
+    /// Bundles with an entry delivered more than once.
+    pub duplicated: u64,
+    /// Bundles whose entries arrived at more than one height (atomicity broken).
+    pub split: u64,
+    /// Entries in the streams that this run did not submit.
+    pub unknown_entries: u64,
+    /// Whether every acknowledged bundle was delivered exactly once, at one height.
+    pub complete: bool,
+    /// Rates over the steady part of the run (after the ramp, until the load stopped).
+    pub offered_per_sec: f64,
+    pub acked_per_sec: f64,
+    pub delivered_per_sec: f64,
+    /// Submit -> acknowledged.
+    pub ack_latency: Percentiles,
+    /// Submit -> last entry seen in a rollup stream.
+    pub latency: Percentiles,
+    /// Latency CDF points (ms, fraction), for plotting.
+    pub latency_cdf: Vec<(f64, f64)>,
+    /// How far the generator fell behind its schedule at worst (ms): if large, the harness, not the network,
+    /// limited the offered rate.
+    pub generator_max_lag_ms: f64,
+    pub timeline: Vec<Second>,
+}
+
+struct Rec {
+    submitted: f64,
+    acked: bool,
+    expected: u32,
+    seen: u32,
+    height: Option<u64>,
+    split: bool,
+    delivered: Option<f64>,
+}
+
+struct Tracker {
+    start: Instant,
+    recs: HashMap<Hash, Rec>,
+    refs: HashMap<u64, Hash>,
+    offered: u64,
+    acked: u64,
+    rejected: BTreeMap<String, u64>,
+    delivered: u64,
+    duplicated: u64,
+    split: u64,
+    unknown_entries: u64,
+    ack_hist: Histogram<u64>,
+    hist: Histogram<u64>,
+    seconds: Vec<(Second, Histogram<u64>)>,
+    max_lag_ms: f64,
+}
+
+fn hist() -> Histogram<u64> {
+    // Microseconds, 1 us to 1 hour, 3 significant digits: constant, valid bounds.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid histogram bounds")
+}
+
+impl Tracker {
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn second(&mut self, t: f64) -> &mut (Second, Histogram<u64>) {
+        let i = t.max(0.0) as usize;
+        while self.seconds.len() <= i {
+            let t = self.seconds.len() as u64;
+            self.seconds.push((
+                Second {
+                    t,
+                    ..Default::default()
+                },
+                hist(),
+            ));
+        }
+        &mut self.seconds[i]
+    }
+
+    fn offered(&mut self, client_ref: u64, hash: Hash, entries: u32, lag_ms: f64) {
+        let t = self.now();
+        self.offered += 1;
+        self.max_lag_ms = self.max_lag_ms.max(lag_ms);
+        self.second(t).0.offered += 1;
+        self.refs.insert(client_ref, hash);
+        self.recs.insert(
+            hash,
+            Rec {
+                submitted: t,
+                acked: false,
+                expected: entries,
+                seen: 0,
+                height: None,
+                split: false,
+                delivered: None,
+            },
+        );
+    }
+
+    fn answered(&mut self, client_ref: u64, result: Option<pb::submit_bundles_response::Result>) {
+        let t = self.now();
+        let Some(hash) = self.refs.remove(&client_ref) else {
+            return;
+        };
+        match result {
+            Some(pb::submit_bundles_response::Result::BundleHash(_)) => {
+                self.acked += 1;
+                self.second(t).0.acked += 1;
+                if let Some(r) = self.recs.get_mut(&hash) {
+                    r.acked = true;
+                    let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
+                    let _ = self.ack_hist.record(us);
+                }
+            }
+            Some(pb::submit_bundles_response::Result::Error(e)) => {
+                self.second(t).0.rejected += 1;
+                *self.rejected.entry(reason(e.code, &e.message)).or_default() += 1;
+            }
+            None => {
+                *self.rejected.entry("no result".into()).or_default() += 1;
+            }
+        }
+    }
+
+    fn entry(&mut self, height: u64, bundle: Hash) {
+        let t = self.now();
+        let Some(r) = self.recs.get_mut(&bundle) else {
+            self.unknown_entries += 1;
+            return;
+        };
+        r.seen += 1;
+        match r.height {
+            None => r.height = Some(height),
+            Some(h) if h != height && !r.split => {
+                r.split = true;
+                self.split += 1;
+            }
+            _ => {}
+        }
+        if r.seen == r.expected + 1 {
+            self.duplicated += 1;
+        }
+        if r.seen == r.expected {
+            r.delivered = Some(t);
+            let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
+            self.delivered += 1;
+            let _ = self.hist.record(us);
+            let s = self.second(t);
+            s.0.delivered += 1;
+            let _ = s.1.record(us);
+        }
+    }
+
+    fn outstanding(&self) -> u64 {
+        self.recs
+            .values()
+            .filter(|r| r.acked && r.delivered.is_none())
+            .count() as u64
+    }
+}
+
+fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A stable label for a refusal: the status code and the message up to its first digit or colon.
+fn reason(code: i32, message: &str) -> String {
+    let code = tonic::Code::from(code);
+    let cut = message
+        .find(|c: char| c.is_ascii_digit() || c == ':')
+        .unwrap_or(message.len())
+        .min(60);
+    format!("{code:?}: {}", message[..cut].trim())
+}
+
+/// Bundles due by time `t` for one connection offering `rate` after a linear ramp of `ramp` seconds.
+fn due(t: f64, rate: f64, ramp: f64) -> f64 {
+    if ramp <= 0.0 {
+        return rate * t;
+    }
+    if t < ramp {
+        rate * t * t / (2.0 * ramp)
+    } else {
+        rate * (ramp / 2.0 + (t - ramp))
+    }
+}
+
+/// Runs the load and returns the report. `progress` is called about once a second with a one-line summary.
+pub async fn run(
+    cfg: LoadConfig,
+    progress: impl Fn(&str) + Send + Sync + 'static,
+) -> Result<Report> {
+    if cfg.endpoints.is_empty() {
+        bail!("no endpoints");
+    }
+    let mut first = BatonClient::connect(cfg.endpoints[0].clone())
+        .await
+        .wrap_err("connect to the first endpoint")?;
+    let registry = first.list_rollups().await?;
+    let rollups: Vec<u64> = registry
+        .rollups
+        .iter()
+        .map(|r| r.id)
+        .take(cfg.rollups.max(1))
+        .collect();
+    if rollups.is_empty() {
+        bail!("the network registers no rollups");
+    }
+    let start_height = first.status().await?.latest_height;
+    let expiry = start_height + cfg.expiry_heights;
+    let tracker = Arc::new(Mutex::new(Tracker {
+        start: Instant::now(),
+        recs: HashMap::new(),
+        refs: HashMap::new(),
+        offered: 0,
+        acked: 0,
+        rejected: BTreeMap::new(),
+        delivered: 0,
+        duplicated: 0,
+        split: 0,
+        unknown_entries: 0,
+        ack_hist: hist(),
+        hist: hist(),
+        seconds: Vec::new(),
+        max_lag_ms: 0.0,
+    }));
+
+    // Follow every rollup from the next height, spread over the endpoints.
+    let mut subscribers = Vec::new();
+    for (i, rollup) in rollups.iter().enumerate() {
+        let url = cfg.endpoints[i % cfg.endpoints.len()].clone();
+        let mut c = BatonClient::connect(url).await?;
+        let mut stream = c.stream_batches(*rollup, start_height + 1).await?;
+        let tracker = tracker.clone();
+        subscribers.push(tokio::spawn(async move {
+            while let Ok(Some(batch)) = stream.next().await {
+                let mut t = lock(&tracker);
+                for e in &batch.entries {
+                    t.entry(batch.header.height, e.bundle_hash);
+                }
+            }
+        }));
+    }
+
+    // Submitters: one SubmitBundles stream each, with their own senders (so each sender's nonces stay in order).
+    let per_conn_rate = cfg.rate / cfg.connections.max(1) as f64;
+    let senders_per_conn = (cfg.senders / cfg.connections.max(1)).max(1);
+    let mut submitters = Vec::new();
+    for c in 0..cfg.connections.max(1) {
+        let url = cfg.endpoints[c % cfg.endpoints.len()].clone();
+        let client = BatonClient::connect(url).await?;
+        let (mut rollup_client, _) = client.raw();
+        let (tx, rx) = mpsc::channel::<pb::SubmitBundlesRequest>(8192);
+        let mut responses = rollup_client
+            .submit_bundles(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let t2 = tracker.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(r)) = responses.message().await {
+                lock(&t2).answered(r.client_ref, r.result);
+            }
+        });
+        let tracker = tracker.clone();
+        let cfg = cfg.clone();
+        let rollups = rollups.clone();
+        let network_id = registry.network_id;
+        let writer = tokio::spawn(async move {
+            let mut keys: Vec<(PrivateKeySigner, u64)> = (0..senders_per_conn)
+                .map(|_| (PrivateKeySigner::random(), 0))
+                .collect();
+            let start = lock(&tracker).start;
+            let mut sent: u64 = 0;
+            let mut next_key = 0usize;
+            loop {
+                let t = start.elapsed().as_secs_f64();
+                if t >= cfg.duration_secs {
+                    break;
+                }
+                let target = due(t, per_conn_rate, cfg.ramp_secs) as u64;
+                if target <= sent {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let n = (target - sent).min(512) as usize;
+                // Sign a batch off the async threads.
+                let mut batch = Vec::with_capacity(n);
+                for i in 0..n {
+                    let k = next_key % keys.len();
+                    next_key += 1;
+                    let seq = sent + i as u64;
+                    let r1 = rollups[(seq as usize + c) % rollups.len()];
+                    let mut entries = vec![BundleEntry {
+                        rollup_id: r1,
+                        payload: payload(cfg.payload_bytes, c as u64, seq),
+                    }];
+                    let cross = rollups.len() > 1
+                        && ((seq.wrapping_mul(2654435761) % 10_000) as f64)
+                            < cfg.cross_fraction * 10_000.0;
+                    if cross {
+                        let r2 = rollups[(seq as usize + c + 1) % rollups.len()];
+                        entries.push(BundleEntry {
+                            rollup_id: r2,
+                            payload: payload(cfg.payload_bytes, c as u64, seq),
+                        });
+                    }
+                    let (key, nonce) = &mut keys[k];
+                    batch.push((
+                        key.clone(),
+                        UnsignedBundle {
+                            network_id,
+                            sender: key.address(),
+                            nonce: *nonce,
+                            expiry_height: expiry,
+                            entries,
+                        },
+                    ));
+                    *nonce += 1;
+                }
+                let signed = tokio::task::spawn_blocking(move || {
+                    batch
+                        .into_iter()
+                        .filter_map(|(k, u)| sign_bundle(&k, u).ok())
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for b in signed {
+                    let client_ref = ((c as u64) << 48) | sent;
+                    let scheduled = scheduled_at(sent + 1, per_conn_rate, cfg.ramp_secs);
+                    let lag_ms = ((start.elapsed().as_secs_f64() - scheduled) * 1e3).max(0.0);
+                    lock(&tracker).offered(client_ref, b.hash(), b.entries.len() as u32, lag_ms);
+                    sent += 1;
+                    if tx
+                        .send(pb::SubmitBundlesRequest {
+                            client_ref,
+                            bundle: Some((&b).into()),
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        submitters.push((writer, reader));
+    }
+
+    // Progress, until the load ends and the drain completes (or times out).
+    let load_end = Duration::from_secs_f64(cfg.duration_secs);
+    let drain_end = load_end + Duration::from_secs_f64(cfg.drain_secs);
+    let started = lock(&tracker).start;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut writers_done = false;
+    loop {
+        tick.tick().await;
+        let elapsed = started.elapsed();
+        if !writers_done && elapsed >= load_end {
+            for (w, _) in &mut submitters {
+                let _ = w.await;
+            }
+            writers_done = true;
+        }
+        let line = {
+            let t = lock(&tracker);
+            let p = Percentiles::of(&t.hist);
+            format!(
+                "t={:>5.1}s offered {} acked {} rejected {} delivered {} outstanding {} | latency p50 {:.1} ms p99 {:.1} ms",
+                elapsed.as_secs_f64(),
+                t.offered,
+                t.acked,
+                t.rejected.values().sum::<u64>(),
+                t.delivered,
+                t.outstanding(),
+                p.p50,
+                p.p99
+            )
+        };
+        progress(&line);
+        if writers_done {
+            let t = lock(&tracker);
+            let answered = t.refs.is_empty();
+            if (answered && t.outstanding() == 0) || elapsed >= drain_end {
+                break;
+            }
+        }
+    }
+    for s in subscribers {
+        s.abort();
+    }
+    for (_, r) in submitters {
+        r.abort();
+    }
+
+    let t = lock(&tracker);
+    let lost = t.outstanding();
+    let steady_from = cfg.ramp_secs.ceil() as usize;
+    let steady_to = (cfg.duration_secs.floor() as usize).max(steady_from + 1);
+    let window: Vec<&Second> = t
+        .seconds
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| (s.t as usize) >= steady_from && (s.t as usize) < steady_to)
+        .collect();
+    let per_sec = |f: &dyn Fn(&Second) -> u64| -> f64 {
+        if window.is_empty() {
+            0.0
+        } else {
+            window.iter().map(|s| f(s)).sum::<u64>() as f64 / window.len() as f64
+        }
+    };
+    let mut cdf = Vec::new();
+    if !t.hist.is_empty() {
+        for q in 0..=200 {
+            let q = q as f64 / 200.0;
+            cdf.push((t.hist.value_at_quantile(q) as f64 / 1e3, q));
+        }
+    }
+    Ok(Report {
+        network_id: registry.network_id,
+        rollups,
+        offered: t.offered,
+        acked: t.acked,
+        rejected: t.rejected.clone(),
+        delivered: t.delivered,
+        lost,
+        duplicated: t.duplicated,
+        split: t.split,
+        unknown_entries: t.unknown_entries,
+        complete: lost == 0 && t.duplicated == 0 && t.split == 0,
+        offered_per_sec: per_sec(&|s| s.offered),
+        acked_per_sec: per_sec(&|s| s.acked),
+        delivered_per_sec: per_sec(&|s| s.delivered),
+        ack_latency: Percentiles::of(&t.ack_hist),
+        latency: Percentiles::of(&t.hist),
+        latency_cdf: cdf,
+        generator_max_lag_ms: t.max_lag_ms,
+        timeline: t
+            .seconds
+            .iter()
+            .map(|(s, h)| {
+                let p = Percentiles::of(h);
+                Second {
+                    p50_ms: p.p50,
+                    p99_ms: p.p99,
+                    ..s.clone()
+                }
+            })
+            .collect(),
+        config: cfg,
+    })
+}
+
+/// When the `n`th bundle of a connection is due (inverse of [`due`]).
+fn scheduled_at(n: u64, rate: f64, ramp: f64) -> f64 {
+    let n = n as f64;
+    if rate <= 0.0 {
+        return 0.0;
+    }
+    if ramp <= 0.0 {
+        return n / rate;
+    }
+    let at_ramp_end = rate * ramp / 2.0;
+    if n <= at_ramp_end {
+        (2.0 * ramp * n / rate).sqrt()
+    } else {
+        ramp + (n - at_ramp_end) / rate
+    }
+}
+
+/// A payload of `len` bytes, unique per (connection, sequence).
+fn payload(len: usize, conn: u64, seq: u64) -> Vec<u8> {
+    let mut p = vec![0x5a; len.max(16)];
+    p[..8].copy_from_slice(&conn.to_be_bytes());
+    p[8..16].copy_from_slice(&seq.to_be_bytes());
+    p.truncate(len.max(1));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_its_inverse_agree() {
+        for (rate, ramp) in [(100.0, 0.0), (100.0, 2.0), (5000.0, 5.0)] {
+            for t in [0.5, 1.0, 1.9, 2.0, 3.7, 10.0] {
+                let n = due(t, rate, ramp);
+                if n >= 1.0 {
+                    let back = scheduled_at(n as u64, rate, ramp);
+                    assert!(back <= t + 1e-9, "rate {rate} ramp {ramp} t {t}: {back}");
+                }
+            }
+        }
+        assert_eq!(due(10.0, 100.0, 0.0), 1000.0);
+        assert_eq!(due(2.0, 100.0, 2.0), 100.0);
+    }
+
+    #[test]
+    fn completeness_accounting() {
+        let mut t = Tracker {
+            start: Instant::now(),
+            recs: HashMap::new(),
+            refs: HashMap::new(),
+            offered: 0,
+            acked: 0,
+            rejected: BTreeMap::new(),
+            delivered: 0,
+            duplicated: 0,
+            split: 0,
+            unknown_entries: 0,
+            ack_hist: hist(),
+            hist: hist(),
+            seconds: Vec::new(),
+            max_lag_ms: 0.0,
+        };
+        let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
+        t.offered(1, a, 2, 0.0);
+        t.offered(2, b, 1, 0.0);
+        t.offered(3, c, 1, 0.0);
+        let ok = Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
+        t.answered(1, ok.clone());
+        t.answered(2, ok);
+        t.answered(
+            3,
+            Some(pb::submit_bundles_response::Result::Error(
+                pb::SubmitError {
+                    code: tonic::Code::FailedPrecondition as i32,
+                    message: "bundle.nonce 4 of sender 0xab is already used".into(),
+                },
+            )),
+        );
+        t.entry(5, a);
+        assert_eq!(t.outstanding(), 2, "a has one of two entries, b none");
+        t.entry(6, a);
+        t.entry(5, b);
+        t.entry(5, b);
+        t.entry(5, Hash([9; 32]));
+        assert_eq!(
+            (t.delivered, t.split, t.duplicated, t.unknown_entries),
+            (2, 1, 1, 1)
+        );
+        assert_eq!(t.outstanding(), 0);
+        assert_eq!(
+            t.rejected.keys().next().map(String::as_str),
+            Some("FailedPrecondition: bundle.nonce")
+        );
+    }
+}

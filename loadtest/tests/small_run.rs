@@ -1,0 +1,71 @@
+//! The CI-sized load run: a 4-validator devnet, a few seconds of low-rate signed load with cross-rollup bundles,
+//! and the harness's own completeness check (every acknowledged bundle delivered exactly once, at one height).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[test]
+fn small_load_run_is_complete() {
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton-loadtest"))
+        .args([
+            "--devnet",
+            "4",
+            "--rate",
+            "200",
+            "--ramp",
+            "1",
+            "--duration",
+            "5",
+            "--cross",
+            "0.3",
+            "--drain",
+            "30",
+            "--require-complete",
+            "--out",
+        ])
+        .arg(out.path())
+        .spawn()
+        .expect("start baton-loadtest");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            // SIGTERM lets the harness stop the devnet it started.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let _ = child.wait();
+            panic!("the load run exceeded its time bound");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(status.success(), "baton-loadtest failed: {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).expect("report"))
+            .expect("json");
+    assert_eq!(report["complete"], true);
+    let acked = report["acked"].as_u64().expect("acked");
+    assert!(
+        acked >= 500,
+        "acknowledged only {acked} of about 900 offered"
+    );
+    assert_eq!(
+        report["delivered"].as_u64(),
+        Some(acked),
+        "every acknowledged bundle delivered"
+    );
+    assert_eq!(report["duplicated"].as_u64(), Some(0));
+    assert_eq!(report["split"].as_u64(), Some(0));
+    assert!(report["latency"]["p99"].as_f64().expect("p99") > 0.0);
+    for plot in ["throughput.svg", "latency.svg", "latency_cdf.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(plot)).expect("plot");
+        assert!(
+            svg.contains("<svg") && svg.contains("polyline"),
+            "{plot} has no line"
+        );
+    }
+}
