@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what building Baton needs on a fresh Debian machine, skipping what is already there.
+# Installs what building and testing Baton need on a fresh Debian machine (promtool comes with `prometheus`),
+# skipping what is already there.
 # Idempotent: safe to run before every build.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev protobuf-compiler build-essential pkg-config; do
+for pkg in libclang-dev protobuf-compiler build-essential pkg-config prometheus; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need+=("$pkg")
   fi

@@ -103,6 +103,26 @@ impl BundleError {
         }
     }
 
+    /// A short, fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        use BundleError::*;
+        match self {
+            Empty => "empty",
+            TooManyEntries { .. } => "too_many_entries",
+            TooLarge { .. } => "too_large",
+            EmptyPayload { .. } => "empty_payload",
+            PayloadTooLarge { .. } => "payload_too_large",
+            UnknownRollup { .. } => "unknown_rollup",
+            WrongNetwork { .. } => "wrong_network",
+            BadSignature { .. } => "bad_signature",
+            Expired { .. } => "expired",
+            NonceUsed { .. } => "nonce_used",
+            NoncePending { .. } => "nonce_pending",
+            WrongNonce { .. } => "wrong_nonce",
+            SenderLimit { .. } => "sender_limit",
+        }
+    }
+
     /// Whether the error is about size (the API maps these to RESOURCE_EXHAUSTED).
     pub fn is_size_limit(&self) -> bool {
         self.kind() == BundleErrorKind::Limit

@@ -96,6 +96,15 @@ impl Default for HostLimits {
     }
 }
 
+/// Running totals the node turns into metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    pub invalid_proposals: u64,
+    pub dropped_expired: u64,
+    pub dropped_rejected: u64,
+    pub signatures_recovered: u64,
+}
+
 /// How a synced block was judged.
 #[derive(Debug)]
 pub enum SyncVerdict {
@@ -165,6 +174,7 @@ pub struct Host<S, C> {
     ready: VecDeque<ProposedValue<BatonContext>>,
     /// Messages the node should publish on the proposal-parts channel (wants, answers to wants).
     outbox: Vec<ProposalPart>,
+    stats: HostStats,
     tip: Option<BlockHeader>,
     current: u64,
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
@@ -211,6 +221,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             parked: Vec::new(),
             ready: VecDeque::new(),
             outbox: Vec::new(),
+            stats: HostStats::default(),
             streams: HashMap::new(),
             stream_order: VecDeque::new(),
             future: BTreeMap::new(),
@@ -263,6 +274,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     pub fn spec(&self) -> &ChainSpec {
         &self.spec
+    }
+
+    pub fn stats(&self) -> HostStats {
+        self.stats
     }
 
     pub fn mempool(&self) -> &Mempool {
@@ -395,6 +410,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     recovered = v.signatures_checked,
                     "valid proposal"
                 );
+                self.stats.signatures_recovered += v.signatures_checked as u64;
                 for (b, h) in block.bundles.iter().zip(hashes) {
                     if !self.mempool.contains(h) {
                         self.verified.insert(*h, b.signature);
@@ -404,6 +420,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
+                self.stats.invalid_proposals += 1;
                 false
             }
         }
@@ -895,6 +912,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .map(|(b, h)| (*h, b.sender, b.nonce))
             .collect();
         let dropped = self.mempool.on_decided(height, &done);
+        for (_, d) in &dropped {
+            match d {
+                crate::types::Dropped::Expired { .. } => self.stats.dropped_expired += 1,
+                crate::types::Dropped::Rejected { .. } => self.stats.dropped_rejected += 1,
+            }
+        }
         if !dropped.is_empty() {
             debug!(
                 height,

@@ -30,6 +30,7 @@ use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
 
 use crate::error::NodeError;
 use crate::ingest::{check_stateless, LoopRequest};
+use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
 use crate::state::Shared;
 use crate::store::RocksStore;
 
@@ -88,7 +89,10 @@ pub struct ConsensusLoop {
     pub shared: Arc<Shared>,
     pub max_sync_response_bytes: usize,
     pub gossip: GossipLimits,
+    pub metrics: Arc<Metrics>,
     pending: Option<PendingValue>,
+    last_decided: Option<std::time::Instant>,
+    last_stats: baton_consensus::host::HostStats,
     failed_decision: Option<u64>,
     outgoing: Vec<Bundle>,
     outgoing_bytes: usize,
@@ -104,6 +108,7 @@ impl ConsensusLoop {
         shared: Arc<Shared>,
         max_sync_response_bytes: usize,
         gossip: GossipLimits,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let l = ConsensusLoop {
             host,
@@ -113,7 +118,10 @@ impl ConsensusLoop {
             shared,
             max_sync_response_bytes,
             gossip,
+            metrics,
             pending: None,
+            last_decided: None,
+            last_stats: Default::default(),
             failed_decision: None,
             outgoing: Vec::new(),
             outgoing_bytes: 0,
@@ -132,9 +140,30 @@ impl ConsensusLoop {
         )
     }
 
+    /// Turns the host's running totals into counter increments.
+    fn publish_stats(&mut self) {
+        let now = self.host.stats();
+        let last = std::mem::replace(&mut self.last_stats, now);
+        self.metrics
+            .invalid_proposals
+            .inc_by(now.invalid_proposals - last.invalid_proposals);
+        self.metrics
+            .dropped
+            .get_or_create(&ReasonLabel { reason: "expired" })
+            .inc_by(now.dropped_expired - last.dropped_expired);
+        self.metrics
+            .dropped
+            .get_or_create(&ReasonLabel {
+                reason: "nonce_used",
+            })
+            .inc_by(now.dropped_rejected - last.dropped_rejected);
+    }
+
     fn publish_gauges(&self) {
         let m = self.host.mempool();
         self.shared.set_mempool(m.len(), m.bytes());
+        self.metrics.mempool_bundles.set(m.len() as i64);
+        self.metrics.mempool_bytes.set(m.bytes() as i64);
     }
 
     /// Runs until the engine stops or storage fails.
@@ -192,6 +221,15 @@ impl ConsensusLoop {
             return Ok(());
         }
         let bundles = std::mem::take(&mut self.outgoing);
+        let out = DirectionLabel { direction: "out" };
+        self.metrics
+            .gossip_bundles
+            .get_or_create(&out)
+            .inc_by(bundles.len() as u64);
+        self.metrics
+            .gossip_bytes
+            .get_or_create(&out)
+            .inc_by(self.outgoing_bytes as u64);
         self.outgoing_bytes = 0;
         for chunk in chunk_bundles(&bundles, self.gossip.batch_bytes) {
             self.publish_single(ProposalPart::Bundles { bundles: chunk })
@@ -253,6 +291,15 @@ impl ConsensusLoop {
             let _ = reply.send(None);
             return;
         }
+        let incoming = DirectionLabel { direction: "in" };
+        self.metrics
+            .gossip_bundles
+            .get_or_create(&incoming)
+            .inc_by(bundles.len() as u64);
+        self.metrics
+            .gossip_bytes
+            .get_or_create(&incoming)
+            .inc_by(bundles.iter().map(|b| b.encoded_len() as u64).sum());
         let spec = self.host.spec().clone();
         let back = self.requests_tx.clone();
         let checking = self.checking.clone();
@@ -290,6 +337,7 @@ impl ConsensusLoop {
         // order).
         self.flush_gossip().await?;
         let (value, parts) = self.host.propose(p.height, round_u32(p.round))?;
+        self.metrics.proposals.inc();
         let _ = p
             .reply
             .send(LocallyProposedValue::new(Height(p.height), p.round, value));
@@ -343,6 +391,7 @@ impl ConsensusLoop {
                 {
                     self.pending = None;
                 }
+                self.metrics.round.set(round.as_i64());
                 let values = self.host.started_round(height.0, round_u32(round))?;
                 let _ = reply_value.send(values);
             }
@@ -429,8 +478,23 @@ impl ConsensusLoop {
             } => {
                 let cert = certificate_from_engine(&certificate);
                 let height = cert.height;
+                let rounds = u64::from(cert.round) + 1;
+                let started = std::time::Instant::now();
                 match self.host.decided(cert) {
                     Ok(block) => {
+                        let bytes: u64 = block.bundles.iter().map(|b| b.encoded_len() as u64).sum();
+                        self.metrics.store_write("commit", started, bytes);
+                        self.metrics.height.set(height as i64);
+                        self.metrics.rounds_per_height.observe(rounds as f64);
+                        self.metrics
+                            .decided_bundles
+                            .inc_by(block.bundles.len() as u64);
+                        if let Some(prev) = self.last_decided.replace(std::time::Instant::now()) {
+                            self.metrics
+                                .height_duration
+                                .observe(prev.elapsed().as_secs_f64());
+                        }
+                        self.publish_stats();
                         debug!(height, bundles = block.bundles.len(), hash = %block.hash(), "decided");
                         self.shared.set_latest_height(height);
                         self.publish_gauges();

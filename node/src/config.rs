@@ -37,6 +37,23 @@ pub struct NodeConfig {
     pub storage: StorageSection,
     #[serde(default)]
     pub sync: SyncSection,
+    #[serde(default)]
+    pub metrics: MetricsSection,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Where `/metrics` (Prometheus / OpenMetrics text) is served. Default `127.0.0.1:26660`.
+    pub listen_addr: SocketAddr,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 26660)),
+        }
+    }
 }
 
 fn yes() -> bool {

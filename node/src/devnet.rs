@@ -17,7 +17,8 @@ use baton_consensus::types::BundleEntry;
 use baton_proto::client::{sign_bundle, BatchVerifier};
 
 use crate::config::{
-    Genesis, GrpcSection, MempoolSection, NodeConfig, P2pSection, StorageSection, SyncSection,
+    Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, StorageSection,
+    SyncSection,
 };
 use crate::error::NodeError;
 use crate::keys::NodeKey;
@@ -29,6 +30,7 @@ pub struct DevnetNode {
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub grpc_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
     pub p2p_addr: String,
     pub peer_id: String,
 }
@@ -96,6 +98,9 @@ pub fn prepare(
         let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
             .parse()
             .map_err(|e| NodeError::Config(format!("{e}")))?;
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
+            .parse()
+            .map_err(|e| NodeError::Config(format!("{e}")))?;
         gvals.push(GenesisValidator {
             name: name.clone(),
             public_key: key.public_key_hex(),
@@ -122,6 +127,9 @@ pub fn prepare(
             mempool: MempoolSection::default(),
             storage: StorageSection::default(),
             sync: SyncSection::default(),
+            metrics: MetricsSection {
+                listen_addr: metrics_addr,
+            },
         };
         let config_path = ndir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -131,6 +139,7 @@ pub fn prepare(
             dir: ndir,
             config_path,
             grpc_addr,
+            metrics_addr,
             p2p_addr,
             peer_id: key.peer_id()?,
         });
@@ -272,12 +281,16 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         opts.chain_id,
         net.dir.display()
     );
-    println!("{:<7} {:<24} {:<32} log", "node", "gRPC endpoint", "p2p");
+    println!(
+        "{:<7} {:<24} {:<38} {:<32} log",
+        "node", "gRPC endpoint", "metrics", "p2p"
+    );
     for (n, p) in net.nodes.iter().zip(&procs) {
         println!(
-            "{:<7} {:<24} {:<32} {}",
+            "{:<7} {:<24} {:<38} {:<32} {}",
             n.name,
             n.grpc_url(),
+            format!("http://{}/metrics", n.metrics_addr),
             n.p2p_addr,
             p.log_path.display()
         );

@@ -31,6 +31,7 @@ use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer}
 
 use crate::error::NodeError;
 use crate::ingest::{IngestHandle, LoopRequest, SubmitError};
+use crate::metrics::{MethodCodeLabel, MethodLabel, Metrics};
 use crate::state::Shared;
 use crate::store::RocksStore;
 
@@ -48,6 +49,7 @@ pub struct Api {
     pub stream_buffer_bytes: usize,
     pub submit_inflight: usize,
     pub max_request_bytes: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 fn submit_status(e: SubmitError) -> Status {
@@ -361,14 +363,20 @@ impl RollupService for Api {
         let bytes = Arc::new(Semaphore::new(budget));
         let api = self.clone();
         let mut heights = self.shared.subscribe_heights();
+        self.metrics.subscribers.inc();
         tokio::spawn(async move {
             let _permit = permit;
+            // Decrements the subscriber gauge however the task ends.
+            let _gauge = GaugeGuard(api.metrics.clone());
             let mut next = req.from_height;
             loop {
                 let latest = *heights.borrow_and_update();
                 while next <= latest {
                     // Read one height at a time from storage: catch-up never loads more than one batch per
                     // subscriber, and `send` waits while the client's buffer is full (backpressure).
+                    api.metrics
+                        .stream_lag
+                        .observe(latest.saturating_sub(next) as f64);
                     let item = api.wire_batch(req.rollup_id, next, req.with_proof);
                     let failed = item.is_err();
                     let size = item.as_ref().map_or(0, prost::Message::encoded_len);
@@ -450,6 +458,133 @@ impl NodeService for Api {
     }
 }
 
+struct GaugeGuard(Arc<Metrics>);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.subscribers.dec();
+    }
+}
+
+/// The gRPC methods, as metric labels (anything else is `other`, so a client cannot create label values).
+const METHODS: [&str; 12] = [
+    "/baton.v1.RollupService/SubmitBundle",
+    "/baton.v1.RollupService/SubmitBundles",
+    "/baton.v1.RollupService/GetBundleStatus",
+    "/baton.v1.RollupService/GetNonce",
+    "/baton.v1.RollupService/ListRollups",
+    "/baton.v1.RollupService/StreamBatches",
+    "/baton.v1.RollupService/GetBatch",
+    "/baton.v1.NodeService/Status",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+fn method_label(path: &str) -> &'static str {
+    METHODS
+        .iter()
+        .find(|m| **m == path)
+        .map_or("other", |m| m.rsplit_once('.').map_or(m, |(_, name)| name))
+}
+
+fn code_label(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// A tower layer that counts gRPC requests and errors and times them, by method.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer(pub Arc<Metrics>);
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = method_label(req.uri().path());
+        let metrics = self.metrics.clone();
+        let started = std::time::Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            let label = MethodLabel { method };
+            metrics.grpc_requests.get_or_create(&label).inc();
+            metrics
+                .grpc_duration
+                .get_or_create(&label)
+                .observe(started.elapsed().as_secs_f64());
+            // Errors answered before the body carry their status in the headers (trailers-only responses).
+            if let Ok(r) = &res {
+                if let Some(code) = r
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                    .filter(|c| *c != 0)
+                {
+                    metrics
+                        .grpc_errors
+                        .get_or_create(&MethodCodeLabel {
+                            method,
+                            code: code_label(tonic::Code::from(code)),
+                        })
+                        .inc();
+                }
+            }
+            res
+        })
+    }
+}
+
 /// Serves the API until `shutdown` resolves.
 pub async fn serve(
     api: Api,
@@ -465,9 +600,11 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
     let max = api.max_request_bytes;
+    let layer = GrpcMetricsLayer(api.metrics.clone());
     let rollup = RollupServiceServer::new(api.clone()).max_decoding_message_size(max);
     let node = NodeServiceServer::new(api).max_decoding_message_size(4096);
     tonic::transport::Server::builder()
+        .layer(layer)
         .concurrency_limit_per_connection(256)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)

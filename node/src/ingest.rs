@@ -24,6 +24,7 @@ use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::Bundle;
 use malachitebft_core_consensus::ProposedValue;
 
+use crate::metrics::{Metrics, ReasonLabel};
 use crate::store::RocksStore;
 
 /// Why a submission was refused.
@@ -39,6 +40,19 @@ pub enum SubmitError {
     Storage(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+}
+
+impl SubmitError {
+    /// A short, fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            SubmitError::Invalid(b) => b.label(),
+            SubmitError::Full(_) => "mempool_full",
+            SubmitError::Busy => "busy",
+            SubmitError::Storage(_) => "storage",
+            SubmitError::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 impl From<ConsensusError> for SubmitError {
@@ -87,6 +101,7 @@ struct Job {
 pub struct IngestHandle {
     tx: mpsc::Sender<Job>,
     spec: Arc<ChainSpec>,
+    metrics: Arc<Metrics>,
 }
 
 /// Sizes of the ingest path.
@@ -103,12 +118,14 @@ impl IngestHandle {
         spec: ChainSpec,
         limits: IngestLimits,
         to_loop: mpsc::Sender<LoopRequest>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
-        tokio::spawn(writer(rx, store, limits, to_loop));
+        tokio::spawn(writer(rx, store, limits, to_loop, metrics.clone()));
         IngestHandle {
             tx,
             spec: Arc::new(spec),
+            metrics,
         }
     }
 
@@ -119,6 +136,17 @@ impl IngestHandle {
 
     /// Submits a bundle; resolves once it is durable (or refused).
     pub async fn submit(&self, bundle: Bundle) -> Result<Hash, SubmitError> {
+        let result = self.submit_inner(bundle).await;
+        if let Err(e) = &result {
+            self.metrics
+                .rejected
+                .get_or_create(&ReasonLabel { reason: e.label() })
+                .inc();
+        }
+        result
+    }
+
+    async fn submit_inner(&self, bundle: Bundle) -> Result<Hash, SubmitError> {
         let hash = self.check(&bundle)?;
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -149,6 +177,7 @@ async fn writer(
     store: RocksStore,
     limits: IngestLimits,
     to_loop: mpsc::Sender<LoopRequest>,
+    metrics: Arc<Metrics>,
 ) {
     let mut group = Vec::with_capacity(limits.group);
     while let Some(first) = rx.recv().await {
@@ -218,11 +247,14 @@ async fn writer(
         let store2 = store.clone();
         let to_write: Vec<(Hash, Bundle)> =
             durable.iter().map(|j| (j.hash, j.bundle.clone())).collect();
+        let bytes: u64 = to_write.iter().map(|(_, b)| b.encoded_len() as u64).sum();
+        let started = std::time::Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
             store2.persist_pending(&refs)
         })
         .await;
+        metrics.store_write("persist_pending", started, bytes);
         let result = match written {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),
@@ -230,6 +262,7 @@ async fn writer(
         };
         match result {
             Ok(()) => {
+                metrics.admitted.inc_by(durable.len() as u64);
                 for job in durable {
                     let _ = job.reply.send(Ok(job.hash));
                 }

@@ -26,6 +26,7 @@ use crate::error::NodeError;
 use crate::grpc::{serve, Api};
 use crate::ingest::{IngestHandle, IngestLimits};
 use crate::keys::NodeKey;
+use crate::metrics::Metrics;
 use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
 
@@ -198,6 +199,9 @@ pub async fn run(
         validator_set_size: validators.validators().len() as u32,
     };
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let registry = Arc::new(registry);
     let (loop_tx, loop_rx) = mpsc::channel(cfg.mempool.admit_queue);
     let ingest = IngestHandle::spawn(
         store.clone(),
@@ -207,11 +211,13 @@ pub async fn run(
             group: cfg.mempool.ingest_group,
         },
         loop_tx.clone(),
+        metrics.clone(),
     );
 
     // Peer count for Status, from the network actor's state dump.
     let net_requests = channels.net_requests.clone();
     let peers_shared = shared.clone();
+    let peers_metrics = metrics.clone();
     let peers_task = tokio::spawn(async move {
         loop {
             if let Ok(Some(dump)) = NetworkRequest::dump_state(&net_requests).await {
@@ -219,6 +225,7 @@ pub async fn run(
                     dump.peers.len() as u32,
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                peers_metrics.peers.set(dump.peers.len() as i64);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -235,6 +242,7 @@ pub async fn run(
             batch_bytes: cfg.mempool.gossip_batch_bytes,
             max_checking: cfg.mempool.gossip_max_checking,
         },
+        metrics.clone(),
     );
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
@@ -252,14 +260,33 @@ pub async fn run(
         // Bundles up to twice the limit are read and refused with RESOURCE_EXHAUSTED; larger messages are cut off
         // by the transport (OUT_OF_RANGE) before they are buffered.
         max_request_bytes: params.max_bundle_bytes as usize * 2 + 64 * 1024,
+        metrics: metrics.clone(),
     };
     let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
     let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
         let _ = stop_grpc_rx.await;
     }));
+    // The metrics endpoint is bound now so that a taken port fails the start, not a later scrape.
+    let (stop_metrics_tx, stop_metrics_rx) = tokio::sync::oneshot::channel::<()>();
+    let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.listen_addr)
+        .await
+        .map_err(|e| {
+            NodeError::Config(format!(
+                "metrics.listen_addr {}: {e}",
+                cfg.metrics.listen_addr
+            ))
+        })?;
+    let mut metrics_task = tokio::spawn(crate::metrics::serve(
+        registry,
+        metrics_listener,
+        async move {
+            let _ = stop_metrics_rx.await;
+        },
+    ));
     info!(
         moniker = %cfg.moniker, %address, %peer_id, validator = is_validator, grpc = %cfg.grpc.listen_addr,
-        p2p = %cfg.p2p.listen_addr, height = shared.latest_height(), "node started"
+        metrics = %cfg.metrics.listen_addr, p2p = %cfg.p2p.listen_addr, height = shared.latest_height(),
+        "node started"
     );
 
     let outcome = tokio::select! {
@@ -274,7 +301,14 @@ pub async fn run(
             Ok(Err(e)) => { error!(error = %e, "gRPC server failed"); Err(e) }
             Err(e) => Err(NodeError::Engine(format!("gRPC server panicked: {e}"))),
         },
+        r = &mut metrics_task => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => { error!(error = %e, "metrics server failed"); Err(e.into()) }
+            Err(e) => Err(NodeError::Engine(format!("metrics server panicked: {e}"))),
+        },
     };
+    let _ = stop_metrics_tx.send(());
+    metrics_task.abort();
 
     let _ = stop_grpc_tx.send(());
     if tokio::time::timeout(Duration::from_secs(5), &mut grpc_task)

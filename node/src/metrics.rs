@@ -1,0 +1,331 @@
+//! Prometheus metrics: Baton's own, registered on a registry the node creates and passes in, and the engine's,
+//! which Malachite 0.8 registers on its process-wide registry (its builder takes no registry). `/metrics` on the
+//! node's metrics port serves both, as one document in the Prometheus text format.
+//!
+//! Names follow Prometheus conventions: a `baton_` prefix, base units (seconds, bytes), `_total` on counters.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabel {
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodCodeLabel {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabel {
+    pub direction: &'static str,
+}
+
+/// Every metric the node updates. Cheap to share (`Arc`); updates are atomic.
+#[derive(Debug)]
+pub struct Metrics {
+    pub height: Gauge,
+    pub round: Gauge,
+    pub height_duration: Histogram,
+    pub rounds_per_height: Histogram,
+    pub proposals: Counter,
+    pub decided_bundles: Counter,
+    pub invalid_proposals: Counter,
+    pub mempool_bundles: Gauge,
+    pub mempool_bytes: Gauge,
+    pub admitted: Counter,
+    pub rejected: Family<ReasonLabel, Counter>,
+    pub dropped: Family<ReasonLabel, Counter>,
+    pub grpc_requests: Family<MethodLabel, Counter>,
+    pub grpc_errors: Family<MethodCodeLabel, Counter>,
+    pub grpc_duration: Family<MethodLabel, Histogram>,
+    pub subscribers: Gauge,
+    pub stream_lag: Histogram,
+    pub store_write_duration: Family<OpLabel, Histogram>,
+    pub store_written_bytes: Family<OpLabel, Counter>,
+    pub peers: Gauge,
+    pub gossip_bundles: Family<DirectionLabel, Counter>,
+    pub gossip_bytes: Family<DirectionLabel, Counter>,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 100 us to about 100 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 21))
+}
+
+impl Metrics {
+    /// Registers every metric under `baton_` on `registry`.
+    pub fn register(registry: &mut Registry) -> Arc<Metrics> {
+        let m = Metrics {
+            height: Gauge::default(),
+            round: Gauge::default(),
+            height_duration: seconds_histogram(),
+            rounds_per_height: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 10.0]),
+            proposals: Counter::default(),
+            decided_bundles: Counter::default(),
+            invalid_proposals: Counter::default(),
+            mempool_bundles: Gauge::default(),
+            mempool_bytes: Gauge::default(),
+            admitted: Counter::default(),
+            rejected: Family::default(),
+            dropped: Family::default(),
+            grpc_requests: Family::default(),
+            grpc_errors: Family::default(),
+            grpc_duration: Family::new_with_constructor(seconds_histogram),
+            subscribers: Gauge::default(),
+            stream_lag: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]),
+            store_write_duration: Family::new_with_constructor(seconds_histogram),
+            store_written_bytes: Family::default(),
+            peers: Gauge::default(),
+            gossip_bundles: Family::default(),
+            gossip_bytes: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("baton");
+        r.register(
+            "consensus_height",
+            "Latest decided height",
+            m.height.clone(),
+        );
+        r.register(
+            "consensus_round",
+            "Round of the height in progress",
+            m.round.clone(),
+        );
+        r.register_with_unit(
+            "consensus_height_duration",
+            "Time from one decision to the next",
+            Unit::Seconds,
+            m.height_duration.clone(),
+        );
+        r.register(
+            "consensus_rounds_per_height",
+            "Rounds a height took to decide (1 = decided in round 0)",
+            m.rounds_per_height.clone(),
+        );
+        r.register(
+            "consensus_proposals",
+            "Blocks this node proposed",
+            m.proposals.clone(),
+        );
+        r.register(
+            "consensus_decided_bundles",
+            "Bundles in decided blocks",
+            m.decided_bundles.clone(),
+        );
+        r.register(
+            "consensus_invalid_proposals",
+            "Proposals this node judged invalid",
+            m.invalid_proposals.clone(),
+        );
+        r.register(
+            "mempool_bundles",
+            "Bundles pending in the mempool",
+            m.mempool_bundles.clone(),
+        );
+        r.register_with_unit(
+            "mempool",
+            "Encoded size of the pending bundles",
+            Unit::Bytes,
+            m.mempool_bytes.clone(),
+        );
+        r.register(
+            "mempool_admitted",
+            "Bundles admitted from clients",
+            m.admitted.clone(),
+        );
+        r.register(
+            "mempool_rejected",
+            "Submissions refused, by reason",
+            m.rejected.clone(),
+        );
+        r.register(
+            "mempool_dropped",
+            "Pending bundles dropped without inclusion, by reason (expired, nonce used)",
+            m.dropped.clone(),
+        );
+        r.register(
+            "grpc_requests",
+            "gRPC requests, by method",
+            m.grpc_requests.clone(),
+        );
+        r.register(
+            "grpc_errors",
+            "gRPC requests answered with an error status, by method and code",
+            m.grpc_errors.clone(),
+        );
+        r.register_with_unit(
+            "grpc_request_duration",
+            "Time to answer a gRPC request (to the response headers for streams)",
+            Unit::Seconds,
+            m.grpc_duration.clone(),
+        );
+        r.register(
+            "stream_subscribers",
+            "Open StreamBatches subscriptions",
+            m.subscribers.clone(),
+        );
+        r.register(
+            "stream_lag_heights",
+            "Heights between the latest decided height and the height a stream sends",
+            m.stream_lag.clone(),
+        );
+        r.register_with_unit(
+            "storage_write_duration",
+            "Time of a durable RocksDB write, by operation",
+            Unit::Seconds,
+            m.store_write_duration.clone(),
+        );
+        r.register_with_unit(
+            "storage_written",
+            "Bytes written durably, by operation",
+            Unit::Bytes,
+            m.store_written_bytes.clone(),
+        );
+        r.register("p2p_peers", "Connected peers", m.peers.clone());
+        r.register(
+            "p2p_gossip_bundles",
+            "Bundles disseminated, by direction",
+            m.gossip_bundles.clone(),
+        );
+        r.register_with_unit(
+            "p2p_gossip",
+            "Dissemination bytes (bundle encodings), by direction",
+            Unit::Bytes,
+            m.gossip_bytes.clone(),
+        );
+        Arc::new(m)
+    }
+
+    /// Records a durable write.
+    pub fn store_write(&self, op: &'static str, started: Instant, bytes: u64) {
+        self.store_write_duration
+            .get_or_create(&OpLabel { op })
+            .observe(started.elapsed().as_secs_f64());
+        self.store_written_bytes
+            .get_or_create(&OpLabel { op })
+            .inc_by(bytes);
+    }
+}
+
+/// The text served at `/metrics`: this node's registry, then the engine's, in the Prometheus text format
+/// (version 0.0.4), which every Prometheus and `promtool` reads.
+pub fn render(registry: &Registry) -> String {
+    let mut open_metrics = String::new();
+    // Writing into a String cannot fail.
+    let _ = prometheus_client::encoding::text::encode(&mut open_metrics, registry);
+    let mut engine = String::new();
+    malachitebft_app_channel::app::metrics::export(&mut engine);
+    let mut out = to_prometheus_text(&open_metrics);
+    out.push_str(&to_prometheus_text(&engine));
+    out
+}
+
+/// Rewrites the OpenMetrics text `prometheus-client` produces into the Prometheus text format: counter families
+/// are named with their `_total` suffix in `# HELP` / `# TYPE` (as their samples are), `# UNIT` and `# EOF` go.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let mut help: Option<&str> = None;
+    for line in open_metrics.lines() {
+        if line.starts_with("# HELP ") {
+            if let Some(h) = help.replace(line) {
+                out.push_str(h);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            // prometheus-client appends `_total` to every counter sample, even after a name that ends in it.
+            let suffix = if kind == "counter" { "_total" } else { "" };
+            if let Some(h) = help.take() {
+                let text = h
+                    .strip_prefix("# HELP ")
+                    .and_then(|r| r.split_once(' '))
+                    .map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name}{suffix} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name}{suffix} {kind}\n"));
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        if let Some(h) = help.take() {
+            out.push_str(h);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves `/metrics` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    registry: Arc<Registry>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                (
+                    [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+                    render(&registry),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_with_their_total_suffix_and_units_and_eof_go() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.admitted.inc_by(3);
+        m.rejected
+            .get_or_create(&ReasonLabel {
+                reason: "bad_signature",
+            })
+            .inc();
+        m.height.set(7);
+        let text = render(&registry);
+        assert!(text.contains("# HELP baton_mempool_admitted_total Bundles admitted from clients"));
+        assert!(text.contains("# TYPE baton_mempool_admitted_total counter"));
+        assert!(text.contains("baton_mempool_admitted_total 3"));
+        assert!(text.contains("baton_mempool_rejected_total{reason=\"bad_signature\"} 1"));
+        assert!(text.contains("# TYPE baton_consensus_height gauge"));
+        assert!(text.contains("baton_consensus_height 7"));
+        assert!(!text.contains("# UNIT") && !text.contains("# EOF"));
+    }
+}
