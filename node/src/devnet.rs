@@ -344,6 +344,86 @@ async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClien
     Ok(clients)
 }
 
+/// What `baton testnet` writes: validators reachable at host names rather than loopback ports.
+#[derive(Clone, Debug)]
+pub struct TestnetSpec {
+    pub validators: usize,
+    pub out: PathBuf,
+    pub host_template: String,
+    pub chain_id: String,
+    pub network_id: u64,
+    pub genesis_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub p2p_port: u16,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+}
+
+/// Writes `genesis.toml`, one `config.toml` shared by every node (each runs it with its own `--key-file` and
+/// `--moniker`), and `keys/node<i>.toml`. Refuses to overwrite an existing genesis.
+pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
+    let genesis_out = spec.out.join("genesis.toml");
+    if genesis_out.exists() {
+        return Err(NodeError::Config(format!(
+            "{} exists; refusing to overwrite a genesis",
+            genesis_out.display()
+        )));
+    }
+    std::fs::create_dir_all(spec.out.join("keys"))?;
+    let mut gvals = Vec::new();
+    for i in 0..spec.validators {
+        let key = NodeKey::generate();
+        key.save(&spec.out.join("keys").join(format!("node{i}.toml")))?;
+        let host = spec.host_template.replace("{i}", &i.to_string());
+        gvals.push(GenesisValidator {
+            name: format!("node{i}"),
+            public_key: key.public_key_hex(),
+            voting_power: 1,
+            p2p_addr: format!("/dns4/{host}/tcp/{}", spec.p2p_port),
+        });
+    }
+    let genesis = Genesis {
+        chain_id: spec.chain_id.clone(),
+        network_id: spec.network_id,
+        params: ConsensusParams::default(),
+        rollups: devnet_rollups(),
+        validators: gvals,
+    };
+    genesis.validate()?;
+    let cfg = NodeConfig {
+        moniker: "node".into(),
+        data_dir: spec.data_dir.clone(),
+        genesis_file: spec.genesis_path.clone(),
+        key_file: PathBuf::from("keys/node0.toml"),
+        validator: true,
+        p2p: P2pSection {
+            listen_addr: format!("/ip4/0.0.0.0/tcp/{}", spec.p2p_port),
+            ..P2pSection::default()
+        },
+        grpc: GrpcSection {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], spec.grpc_port)),
+            max_subscribers: 1024,
+            stream_buffer: 32,
+            stream_buffer_bytes: 4 * 1024 * 1024,
+            submit_stream_inflight: 1024,
+        },
+        mempool: MempoolSection::default(),
+        storage: StorageSection::default(),
+        sync: SyncSection::default(),
+        metrics: MetricsSection {
+            listen_addr: SocketAddr::from(([0, 0, 0, 0], spec.metrics_port)),
+        },
+    };
+    cfg.validate()?;
+    let enc = |e: toml::ser::Error| NodeError::Config(e.to_string());
+    std::fs::write(&genesis_out, toml::to_string(&genesis).map_err(enc)?)?;
+    std::fs::write(
+        spec.out.join("config.toml"),
+        toml::to_string(&cfg).map_err(enc)?,
+    )?;
+    Ok(genesis)
+}
+
 fn client_err(e: baton_proto::client::ClientError) -> NodeError {
     NodeError::Engine(e.to_string())
 }

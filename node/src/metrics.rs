@@ -52,6 +52,7 @@ pub struct Metrics {
     pub invalid_proposals: Counter,
     pub mempool_bundles: Gauge,
     pub mempool_bytes: Gauge,
+    pub mempool_capacity: Gauge,
     pub admitted: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub dropped: Family<ReasonLabel, Counter>,
@@ -85,6 +86,7 @@ impl Metrics {
             invalid_proposals: Counter::default(),
             mempool_bundles: Gauge::default(),
             mempool_bytes: Gauge::default(),
+            mempool_capacity: Gauge::default(),
             admitted: Counter::default(),
             rejected: Family::default(),
             dropped: Family::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "Encoded size of the pending bundles",
             Unit::Bytes,
             m.mempool_bytes.clone(),
+        );
+        r.register(
+            "mempool_capacity_bundles",
+            "Bundles the mempool holds at most (mempool.max_bundles)",
+            m.mempool_capacity.clone(),
         );
         r.register(
             "mempool_admitted",

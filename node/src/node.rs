@@ -201,6 +201,7 @@ pub async fn run(
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
+    metrics.mempool_capacity.set(cfg.mempool.max_bundles as i64);
     let registry = Arc::new(registry);
     let (loop_tx, loop_rx) = mpsc::channel(cfg.mempool.admit_queue);
     let ingest = IngestHandle::spawn(
