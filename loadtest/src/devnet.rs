@@ -47,14 +47,24 @@ struct GrpcView {
 
 impl Devnet {
     /// Starts `validators` validators under `dir` (wiped) and waits until each serves gRPC.
-    pub async fn start(baton: &Path, validators: usize, dir: &Path) -> Result<Devnet> {
+    pub async fn start(
+        baton: &Path,
+        validators: usize,
+        dir: &Path,
+        block_time_ms: Option<u64>,
+    ) -> Result<Devnet> {
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("devnet.log"))?;
-        let child = Command::new(baton)
-            .arg("devnet")
+        let mut cmd = Command::new(baton);
+        if let Some(ms) = block_time_ms {
+            cmd.arg("devnet").arg("--block-time-ms").arg(ms.to_string());
+        } else {
+            cmd.arg("devnet");
+        }
+        let child = cmd
             .arg("--validators")
             .arg(validators.to_string())
             .arg("--dir")

@@ -19,6 +19,9 @@ struct Args {
     /// Start a devnet of this many validators (when no endpoints are given).
     #[arg(long, default_value_t = 4)]
     devnet: usize,
+    /// Genesis block time of the devnet this harness starts (default: the genesis default, 50 ms).
+    #[arg(long)]
+    block_time_ms: Option<u64>,
     /// The `baton` binary for --devnet (default: next to this executable).
     #[arg(long)]
     baton_bin: Option<PathBuf>,
@@ -76,7 +79,7 @@ fn main() -> Result<()> {
                 args.devnet,
                 bin.display()
             );
-            let net = Devnet::start(&bin, args.devnet, &dir).await?;
+            let net = Devnet::start(&bin, args.devnet, &dir, args.block_time_ms).await?;
             let eps = net.endpoints.clone();
             devnet = Some(net);
             eps

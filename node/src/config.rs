@@ -127,11 +127,15 @@ pub struct MempoolSection {
     pub ingest_queue: usize,
     /// Submissions made durable with one fsync at most. Default 2,048.
     pub ingest_group: usize,
+    /// How long the ingest writer waits for more submissions before one fsync covers them. Default 0 (it
+    /// takes what is queued); raise it where fsync is slow, to trade a little ack latency for fewer fsyncs.
+    pub ingest_linger_us: u64,
     /// Durable submissions queued for the consensus loop. Default 16,384.
     pub admit_queue: usize,
     /// Pending bundles one sender may have on this node. Default 1,024.
     pub max_pending_per_sender: usize,
-    /// Admitted bundles are disseminated to peers at least this often. Default 5 ms.
+    /// Admitted bundles are disseminated to peers at least this often. Default 5 ms (each gossip message costs
+    /// a signature check per copy received, so fewer, larger messages save CPU).
     pub gossip_flush_ms: u64,
     /// ... or as soon as this many bytes wait (also the largest dissemination message). Default 256 KiB.
     pub gossip_batch_bytes: usize,
@@ -148,6 +152,7 @@ impl Default for MempoolSection {
             max_bytes: 256 * 1024 * 1024,
             ingest_queue: 16_384,
             ingest_group: 2_048,
+            ingest_linger_us: 0,
             admit_queue: 16_384,
             max_pending_per_sender: 1_024,
             gossip_flush_ms: 5,

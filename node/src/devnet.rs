@@ -255,6 +255,8 @@ pub struct DevnetOptions {
     pub demo_round_trips: usize,
     /// After the healthy phase, SIGKILL the last validator, measure again, restart it and watch it catch up.
     pub demo_fault: bool,
+    /// Genesis `block_time_ms` (None: the default).
+    pub block_time_ms: Option<u64>,
 }
 
 /// Runs `baton devnet`: prepare, start, show it working, stop cleanly on Ctrl-C / SIGTERM.
@@ -264,12 +266,12 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
     if opts.dir.exists() {
         std::fs::remove_dir_all(&opts.dir)?;
     }
-    let net = prepare(
-        &opts.dir,
-        opts.validators,
-        &opts.chain_id,
-        ConsensusParams::default(),
-    )?;
+    let mut params = ConsensusParams::default();
+    if let Some(ms) = opts.block_time_ms {
+        params.block_time_ms = ms;
+    }
+    params.validate()?;
+    let net = prepare(&opts.dir, opts.validators, &opts.chain_id, params)?;
     let bin = std::env::current_exe()?;
     let mut procs = Vec::new();
     for n in &net.nodes {

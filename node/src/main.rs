@@ -103,6 +103,9 @@ enum Command {
         /// Also show fault tolerance: kill the last validator, keep going, restart it, watch it catch up.
         #[arg(long)]
         demo_fault: bool,
+        /// Genesis target block time (default 50 ms).
+        #[arg(long)]
+        block_time_ms: Option<u64>,
     },
 }
 
@@ -288,6 +291,7 @@ fn main() -> Result<()> {
             duration_secs,
             round_trips,
             demo_fault,
+            block_time_ms,
         } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
@@ -300,6 +304,7 @@ fn main() -> Result<()> {
                 duration: duration_secs.map(Duration::from_secs),
                 demo_round_trips: round_trips,
                 demo_fault,
+                block_time_ms,
             }))?;
         }
     }

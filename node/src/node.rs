@@ -210,6 +210,7 @@ pub async fn run(
         IngestLimits {
             queue: cfg.mempool.ingest_queue,
             group: cfg.mempool.ingest_group,
+            linger: Duration::from_micros(cfg.mempool.ingest_linger_us),
         },
         loop_tx.clone(),
         metrics.clone(),
