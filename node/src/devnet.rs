@@ -66,10 +66,31 @@ pub struct Devnet {
     pub nodes: Vec<DevnetNode>,
 }
 
-/// A free TCP port on 127.0.0.1 (the OS picks it; it is released before use, so a tiny race remains).
+/// A free TCP port on 127.0.0.1 for a node to listen on, never the same twice in this process.
+///
+/// Ports come from below the kernel's ephemeral range (Linux's default starts at 32768): a port the OS picks for
+/// `bind(0)` is also one it may hand to an outgoing connection of an already running node before the node that
+/// should listen on it starts, which made "address already in use" failures possible.
 pub fn free_port() -> Result<u16, NodeError> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    const LOW: u16 = 20_000;
+    const HIGH: u16 = 32_000;
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..10_000 {
+        let port = LOW + rand::random::<u16>() % (HIGH - LOW);
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(NodeError::Config(format!(
+        "no free port in {LOW}..{HIGH} on 127.0.0.1"
+    )))
 }
 
 /// Writes keys, `genesis.toml` and a `config.toml` per node under `dir` (which must not exist or be empty).
