@@ -151,6 +151,25 @@ fn hist() -> Histogram<u64> {
 }
 
 impl Tracker {
+    fn new() -> Self {
+        Tracker {
+            start: Instant::now(),
+            recs: HashMap::new(),
+            refs: HashMap::new(),
+            offered: 0,
+            acked: 0,
+            rejected: BTreeMap::new(),
+            delivered: 0,
+            duplicated: 0,
+            split: 0,
+            unknown_entries: 0,
+            ack_hist: hist(),
+            hist: hist(),
+            seconds: Vec::new(),
+            max_lag_ms: 0.0,
+        }
+    }
+
     fn now(&self) -> f64 {
         self.start.elapsed().as_secs_f64()
     }
@@ -301,22 +320,7 @@ pub async fn run(
     }
     let start_height = first.status().await?.latest_height;
     let expiry = start_height + cfg.expiry_heights;
-    let tracker = Arc::new(Mutex::new(Tracker {
-        start: Instant::now(),
-        recs: HashMap::new(),
-        refs: HashMap::new(),
-        offered: 0,
-        acked: 0,
-        rejected: BTreeMap::new(),
-        delivered: 0,
-        duplicated: 0,
-        split: 0,
-        unknown_entries: 0,
-        ack_hist: hist(),
-        hist: hist(),
-        seconds: Vec::new(),
-        max_lag_ms: 0.0,
-    }));
+    let tracker = Arc::new(Mutex::new(Tracker::new()));
 
     // Follow every rollup from the next height, spread over the endpoints.
     let mut subscribers = Vec::new();
@@ -593,22 +597,7 @@ mod tests {
 
     #[test]
     fn completeness_accounting() {
-        let mut t = Tracker {
-            start: Instant::now(),
-            recs: HashMap::new(),
-            refs: HashMap::new(),
-            offered: 0,
-            acked: 0,
-            rejected: BTreeMap::new(),
-            delivered: 0,
-            duplicated: 0,
-            split: 0,
-            unknown_entries: 0,
-            ack_hist: hist(),
-            hist: hist(),
-            seconds: Vec::new(),
-            max_lag_ms: 0.0,
-        };
+        let mut t = Tracker::new();
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
         t.offered(1, a, 2, 0.0);
         t.offered(2, b, 1, 0.0);

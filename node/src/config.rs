@@ -103,6 +103,19 @@ pub struct GrpcSection {
     pub submit_stream_inflight: usize,
 }
 
+impl GrpcSection {
+    /// The section with every field but the address at its default.
+    pub fn on(listen_addr: SocketAddr) -> Self {
+        GrpcSection {
+            listen_addr,
+            max_subscribers: default_max_subscribers(),
+            stream_buffer: default_stream_buffer(),
+            stream_buffer_bytes: default_stream_buffer_bytes(),
+            submit_stream_inflight: default_stream_inflight(),
+        }
+    }
+}
+
 fn default_max_subscribers() -> usize {
     1024
 }

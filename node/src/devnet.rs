@@ -138,13 +138,7 @@ pub fn prepare(
                 listen_addr: p2p_addr.clone(),
                 ..P2pSection::default()
             },
-            grpc: GrpcSection {
-                listen_addr: grpc_addr,
-                max_subscribers: 1024,
-                stream_buffer: 32,
-                stream_buffer_bytes: 4 * 1024 * 1024,
-                submit_stream_inflight: 1024,
-            },
+            grpc: GrpcSection::on(grpc_addr),
             mempool: MempoolSection::default(),
             storage: StorageSection::default(),
             sync: SyncSection::default(),
@@ -423,13 +417,7 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
             listen_addr: format!("/ip4/0.0.0.0/tcp/{}", spec.p2p_port),
             ..P2pSection::default()
         },
-        grpc: GrpcSection {
-            listen_addr: SocketAddr::from(([0, 0, 0, 0], spec.grpc_port)),
-            max_subscribers: 1024,
-            stream_buffer: 32,
-            stream_buffer_bytes: 4 * 1024 * 1024,
-            submit_stream_inflight: 1024,
-        },
+        grpc: GrpcSection::on(SocketAddr::from(([0, 0, 0, 0], spec.grpc_port))),
         mempool: MempoolSection::default(),
         storage: StorageSection::default(),
         sync: SyncSection::default(),
