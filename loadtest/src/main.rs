@@ -58,6 +58,26 @@ struct Args {
     /// Exit with an error unless every acknowledged bundle was delivered exactly once, atomically.
     #[arg(long)]
     require_complete: bool,
+    /// Sweep: after --rate, run again at --rate + k * --sweep-step up to this rate, on the same network, and report
+    /// the highest rate sustained (complete, delivered at >= 95% of offered, p99 within --p99-target-ms).
+    #[arg(long)]
+    sweep_max: Option<f64>,
+    #[arg(long, default_value_t = 500.0)]
+    sweep_step: f64,
+    #[arg(long, default_value_t = 100.0)]
+    p99_target_ms: f64,
+}
+
+/// One step of a sweep.
+#[derive(serde::Serialize)]
+struct Step {
+    rate: f64,
+    delivered_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    complete: bool,
+    sustained: bool,
 }
 
 fn main() -> Result<()> {
@@ -87,44 +107,120 @@ fn main() -> Result<()> {
             args.endpoints.clone()
         };
         println!("endpoints: {}", endpoints.join(", "));
-        let cfg = LoadConfig {
-            endpoints,
-            rate: args.rate,
-            ramp_secs: args.ramp,
-            duration_secs: args.duration,
-            payload_bytes: args.payload,
-            rollups: args.rollups,
-            cross_fraction: args.cross,
-            connections: args.connections,
-            senders: args.senders,
-            drain_secs: args.drain,
-            expiry_heights: 100_000,
-        };
+        let mut rates = vec![args.rate];
+        if let Some(max) = args.sweep_max {
+            if args.sweep_step <= 0.0 {
+                bail!("--sweep-step must be positive");
+            }
+            let mut r = args.rate + args.sweep_step;
+            while r <= max + 1e-9 {
+                rates.push(r);
+                r += args.sweep_step;
+            }
+        }
         // SIGTERM / Ctrl-C stop the run (and the devnet this harness started) instead of orphaning it.
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        let result = tokio::select! {
-            r = run(cfg, |line| println!("{line}")) => r,
-            _ = term.recv() => Err(eyre::eyre!("stopped by SIGTERM")),
-            _ = tokio::signal::ctrl_c() => Err(eyre::eyre!("stopped by Ctrl-C")),
-        };
+        let sweeping = rates.len() > 1;
+        let mut steps = Vec::new();
+        let mut outcome: Result<()> = Ok(());
+        for rate in rates {
+            let cfg = LoadConfig {
+                endpoints: endpoints.clone(),
+                rate,
+                ramp_secs: args.ramp,
+                duration_secs: args.duration,
+                payload_bytes: args.payload,
+                rollups: args.rollups,
+                cross_fraction: args.cross,
+                connections: args.connections,
+                senders: args.senders,
+                drain_secs: args.drain,
+                expiry_heights: 100_000,
+            };
+            if sweeping {
+                println!("--- {rate} bundles/s");
+            }
+            let result = tokio::select! {
+                r = run(cfg, |line| println!("{line}")) => r,
+                _ = term.recv() => Err(eyre::eyre!("stopped by SIGTERM")),
+                _ = tokio::signal::ctrl_c() => Err(eyre::eyre!("stopped by Ctrl-C")),
+            };
+            let rep = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            };
+            let dir = if sweeping {
+                args.out.join(format!("rate-{rate}"))
+            } else {
+                args.out.clone()
+            };
+            report::write(&rep, &dir)?;
+            print!("{}", report::summary(&rep));
+            println!(
+                "report: {}/report.json, plots: throughput.svg latency.svg latency_cdf.svg",
+                dir.display()
+            );
+            let sustained = rep.complete
+                && rep.latency.p99 <= args.p99_target_ms
+                && rep.delivered_per_sec >= 0.95 * rate;
+            steps.push(Step {
+                rate,
+                delivered_per_sec: rep.delivered_per_sec,
+                p50_ms: rep.latency.p50,
+                p99_ms: rep.latency.p99,
+                max_ms: rep.latency.max,
+                complete: rep.complete,
+                sustained,
+            });
+            if args.require_complete && !rep.complete {
+                outcome = Err(eyre::eyre!(
+                    "incomplete: {} lost, {} duplicated, {} split",
+                    rep.lost,
+                    rep.duplicated,
+                    rep.split
+                ));
+                break;
+            }
+            if sweeping && !sustained {
+                break;
+            }
+        }
         if let Some(mut d) = devnet.take() {
             d.stop();
         }
-        let rep = result?;
-        report::write(&rep, &args.out)?;
-        print!("{}", report::summary(&rep));
-        println!(
-            "report: {}/report.json, plots: throughput.svg latency.svg latency_cdf.svg",
-            args.out.display()
-        );
-        if args.require_complete && !rep.complete {
-            bail!(
-                "incomplete: {} lost, {} duplicated, {} split",
-                rep.lost,
-                rep.duplicated,
-                rep.split
-            );
+        if sweeping {
+            std::fs::create_dir_all(&args.out)?;
+            std::fs::write(
+                args.out.join("sweep.json"),
+                serde_json::to_vec_pretty(&steps)?,
+            )?;
+            println!("rate/s    delivered/s   p50 ms   p99 ms   max ms   complete  sustained");
+            for s in &steps {
+                println!(
+                    "{:>8.0} {:>12.0} {:>8.1} {:>8.1} {:>8.1}   {:<8}  {}",
+                    s.rate,
+                    s.delivered_per_sec,
+                    s.p50_ms,
+                    s.p99_ms,
+                    s.max_ms,
+                    s.complete,
+                    s.sustained
+                );
+            }
+            match steps.iter().rev().find(|s| s.sustained).map(|s| s.rate) {
+                Some(r) => println!(
+                    "highest sustained rate with p99 <= {} ms: {r} bundles/s",
+                    args.p99_target_ms
+                ),
+                None => println!(
+                    "no rate tried was sustained with p99 <= {} ms",
+                    args.p99_target_ms
+                ),
+            }
         }
-        Ok(())
+        outcome
     })
 }
