@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev protobuf-compiler build-essential pkg-config prometheus; do
+for pkg in libclang-dev protobuf-compiler build-essential pkg-config; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need+=("$pkg")
   fi
@@ -16,6 +16,16 @@ if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# promtool (metrics and alert-rule checks in the tests) comes with the Prometheus package; its recommends (exporters
+# that start services) are not needed.
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed"; then
+  echo "setup: installing prometheus (for promtool)"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
