@@ -166,6 +166,9 @@ pub struct Host<S, C> {
     mempool: Mempool,
     /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
     verified: HashMap<Hash, [u8; 65]>,
+    /// Bundle hashes of the blocks built or judged at the current height, by block hash, so that proposing and
+    /// committing do not hash every bundle again (an EIP-712 hash per bundle).
+    known_hashes: HashMap<Hash, Vec<Hash>>,
     side: HashMap<Hash, Bundle>,
     side_order: VecDeque<Hash>,
     parked: Vec<Parked>,
@@ -216,6 +219,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             tip,
             current,
             verified: HashMap::new(),
+            known_hashes: HashMap::new(),
             side: HashMap::new(),
             side_order: VecDeque::new(),
             parked: Vec::new(),
@@ -411,6 +415,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     "valid proposal"
                 );
                 self.stats.signatures_recovered += v.signatures_checked as u64;
+                self.known_hashes.insert(block.hash(), hashes.to_vec());
                 for (b, h) in block.bundles.iter().zip(hashes) {
                     if !self.mempool.contains(h) {
                         self.verified.insert(*h, b.signature);
@@ -455,6 +460,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     .unzip();
                 let block =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
+                self.known_hashes.insert(block.hash(), hashes);
                 let p = UndecidedProposal {
                     round,
                     valid_round: None,
@@ -467,7 +473,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
         };
         debug!(height, round, bundles = block.bundles.len(), hash = %block.hash(), "proposing");
-        let parts = self.parts_for(&block, round, Round::Nil)?;
+        let hashes = self.hashes_of(&block);
+        let parts = self.parts_for(&block, &hashes, round, Round::Nil)?;
         Ok((Value(block.hash()), parts))
     }
 
@@ -485,14 +492,31 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .into_iter()
             .find(|p| p.block.hash() == *value_id);
         match found {
-            Some(p) => Ok(Some(self.parts_for(&p.block, round, valid_round)?)),
+            Some(p) => {
+                let hashes = self.hashes_of(&p.block);
+                Ok(Some(self.parts_for(
+                    &p.block,
+                    &hashes,
+                    round,
+                    valid_round,
+                )?))
+            }
             None => Ok(None),
         }
+    }
+
+    /// The block's bundle hashes, from the cache when this node built or judged it.
+    fn hashes_of(&self, block: &Block) -> Vec<Hash> {
+        self.known_hashes
+            .get(&block.hash())
+            .cloned()
+            .unwrap_or_else(|| bundle_hashes(block))
     }
 
     fn parts_for(
         &self,
         block: &Block,
+        hashes: &[Hash],
         round: u32,
         pol_round: Round,
     ) -> Result<Vec<ProposalPart>, ConsensusError> {
@@ -510,7 +534,6 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }];
         if self.limits.compact_proposals {
             let per_part = (self.limits.part_bytes / 32).max(1);
-            let hashes = bundle_hashes(block);
             for chunk in hashes.chunks(per_part) {
                 parts.push(ProposalPart::Refs {
                     hashes: chunk.to_vec(),
@@ -899,12 +922,14 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .find(|p| p.block.hash() == cert.block_hash)
             .map(|p| p.block)
             .ok_or(ConsensusError::UnknownBlock(cert.block_hash))?;
-        let hashes = bundle_hashes(&block);
-        let table = namespace_table(
-            self.spec.rollups.ids(),
-            &batches_of(&block.bundles, &hashes),
-        );
-        self.store.commit(&block, &hashes, &table, &cert)?;
+        let hashes = self
+            .known_hashes
+            .remove(&cert.block_hash)
+            .unwrap_or_else(|| bundle_hashes(&block));
+        let batches = batches_of(&block.bundles, &hashes);
+        let table = namespace_table(self.spec.rollups.ids(), &batches);
+        self.store
+            .commit(&block, &hashes, &batches, &table, &cert)?;
         let done: Vec<(Hash, Sender, u64)> = block
             .bundles
             .iter()
@@ -927,6 +952,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             self.store.record_dropped(&dropped)?;
         }
         self.verified.clear();
+        self.known_hashes.clear();
         self.parked.retain(|p| p.height > height);
         self.tip = Some(block.header.clone());
         self.current = height + 1;

@@ -9,7 +9,7 @@ use crate::bundle::Sender;
 use crate::error::ConsensusError;
 use crate::hash::Hash;
 use crate::types::{
-    Address, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
+    Address, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
 };
 
 /// A proposal seen (or built) for the current height that has not been decided yet. Kept on disk so that a node
@@ -46,6 +46,7 @@ pub trait ChainStore: Send + Sync {
         &self,
         block: &Block,
         bundle_hashes: &[Hash],
+        batches: &Batches,
         table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError>;
@@ -137,6 +138,7 @@ impl ChainStore for MemStore {
         &self,
         block: &Block,
         bundle_hashes: &[Hash],
+        _batches: &Batches,
         _table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError> {

@@ -123,6 +123,9 @@ impl Block {
     }
 }
 
+/// A block's per-rollup batches, by rollup id.
+pub type Batches = BTreeMap<RollupId, Vec<BatchEntry>>;
+
 /// Splits bundles into per-rollup batches: within each rollup, bundles keep block order and each bundle's
 /// entries stay contiguous and in bundle order.
 pub fn batches_of(bundles: &[Bundle], hashes: &[Hash]) -> BTreeMap<RollupId, Vec<BatchEntry>> {

@@ -161,7 +161,6 @@ impl ConsensusLoop {
 
     fn publish_gauges(&self) {
         let m = self.host.mempool();
-        self.shared.set_mempool(m.len(), m.bytes());
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);
     }

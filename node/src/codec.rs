@@ -233,39 +233,18 @@ mod tests {
     /// proposal, a compact one (bundle hashes), and the dissemination that precedes a compact one.
     #[test]
     fn wire_cost_of_a_block() {
-        use alloy_signer_local::PrivateKeySigner;
-        use baton_consensus::bundle::UnsignedBundle;
         use baton_consensus::context::{ChainDomain, ConsensusSigner, Validator, ValidatorSet};
         use baton_consensus::host::{chunk_bundles, Host, HostLimits, ManualClock};
         use baton_consensus::registry::ChainSpec;
         use baton_consensus::store::MemStore;
-        use baton_consensus::types::{Bundle, BundleEntry};
+        use baton_consensus::types::Bundle;
         use malachitebft_app_channel::app::streaming::{StreamContent, StreamId};
 
         let key = ed25519_consensus::SigningKey::from([5; 32]);
         let vs = ValidatorSet::new(vec![Validator::new(key.verification_key(), 1)]).unwrap();
         let domain = ChainDomain::new("wire");
-        let users: Vec<PrivateKeySigner> = (0..16).map(|_| PrivateKeySigner::random()).collect();
         let n = 1000;
-        let bundles: Vec<Bundle> = (0..n)
-            .map(|i| {
-                let u = &users[i % users.len()];
-                baton_proto::client::sign_bundle(
-                    u,
-                    UnsignedBundle {
-                        network_id: 7,
-                        sender: u.address(),
-                        nonce: (i / users.len()) as u64,
-                        expiry_height: 100,
-                        entries: vec![BundleEntry {
-                            rollup_id: 1 + (i % 4) as u64,
-                            payload: vec![i as u8; 512],
-                        }],
-                    },
-                )
-                .unwrap()
-            })
-            .collect();
+        let bundles = crate::devnet::sample_bundles(n, 16, 512, 4, 7).unwrap();
         let wire = |parts: &[ProposalPart]| -> usize {
             parts
                 .iter()

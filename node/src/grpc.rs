@@ -446,12 +446,9 @@ impl NodeService for Api {
                 .map(|h| h.hash().0.to_vec())
                 .unwrap_or_default(),
             latest_timestamp_ms: header.as_ref().map_or(0, |h| h.timestamp_ms),
-            peers: self.shared.peers.load(std::sync::atomic::Ordering::Relaxed),
+            peers: self.metrics.peers.get().max(0) as u32,
             validator_set_size: info.validator_set_size,
-            mempool_bundles: self
-                .shared
-                .mempool_bundles
-                .load(std::sync::atomic::Ordering::Relaxed),
+            mempool_bundles: self.metrics.mempool_bundles.get().max(0) as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             network_id: self.spec.network_id,
         }))

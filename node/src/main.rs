@@ -59,32 +59,7 @@ enum Command {
     },
     /// Write keys, a genesis and one shared node config for validators reachable at given host names
     /// (containers, Kubernetes pods): nodes listen on all interfaces and keep data in `--data-dir`.
-    Testnet {
-        #[arg(long, default_value_t = 4)]
-        validators: usize,
-        /// Output folder: genesis.toml, config.toml, keys/node<i>.toml.
-        #[arg(long)]
-        out: PathBuf,
-        /// Host name of validator i, with `{i}` for its index, e.g. `baton-{i}.baton-p2p.baton.svc.cluster.local`.
-        #[arg(long, default_value = "node{i}")]
-        host_template: String,
-        #[arg(long, default_value = "baton-testnet")]
-        chain_id: String,
-        #[arg(long, default_value_t = 47729)]
-        network_id: u64,
-        /// Path of the genesis file as the nodes see it (written into config.toml).
-        #[arg(long, default_value = "genesis.toml")]
-        genesis_path: PathBuf,
-        /// The nodes' data folder (written into config.toml).
-        #[arg(long, default_value = "/data")]
-        data_dir: PathBuf,
-        #[arg(long, default_value_t = 26656)]
-        p2p_port: u16,
-        #[arg(long, default_value_t = 50051)]
-        grpc_port: u16,
-        #[arg(long, default_value_t = 26660)]
-        metrics_port: u16,
-    },
+    Testnet(baton_node::devnet::TestnetSpec),
     /// Start a local network of validator processes on loopback and show it working.
     Devnet {
         #[arg(long, default_value_t = 4)]
@@ -248,40 +223,12 @@ fn main() -> Result<()> {
                 baton_node::node::run(cfg, shutdown).await
             })?;
         }
-        Command::Testnet {
-            validators,
-            out,
-            host_template,
-            chain_id,
-            network_id,
-            genesis_path,
-            data_dir,
-            p2p_port,
-            grpc_port,
-            metrics_port,
-        } => {
-            if validators == 0 || validators > 100 {
-                bail!("--validators must be 1..=100");
-            }
-            if !host_template.contains("{i}") {
-                bail!("--host-template must contain {{i}} (the validator's index)");
-            }
-            baton_node::devnet::prepare_testnet(&baton_node::devnet::TestnetSpec {
-                validators,
-                out: out.clone(),
-                host_template,
-                chain_id,
-                network_id,
-                genesis_path,
-                data_dir,
-                p2p_port,
-                grpc_port,
-                metrics_port,
-            })?;
+        Command::Testnet(spec) => {
+            baton_node::devnet::prepare_testnet(&spec)?;
             println!(
                 "wrote {0}/genesis.toml, {0}/config.toml and {0}/keys/node0..{1}.toml",
-                out.display(),
-                validators - 1
+                spec.out.display(),
+                spec.validators - 1
             );
         }
         Command::Devnet {

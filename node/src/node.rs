@@ -218,15 +218,10 @@ pub async fn run(
 
     // Peer count for Status, from the network actor's state dump.
     let net_requests = channels.net_requests.clone();
-    let peers_shared = shared.clone();
     let peers_metrics = metrics.clone();
     let peers_task = tokio::spawn(async move {
         loop {
             if let Ok(Some(dump)) = NetworkRequest::dump_state(&net_requests).await {
-                peers_shared.peers.store(
-                    dump.peers.len() as u32,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
                 peers_metrics.peers.set(dump.peers.len() as i64);
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -31,8 +31,8 @@ use baton_consensus::error::ConsensusError;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
 use baton_consensus::types::{
-    BatchEntry, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
-    RollupId,
+    BatchEntry, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion,
+    NamespaceEntry, RollupId,
 };
 
 use crate::error::NodeError;
@@ -219,6 +219,7 @@ impl RocksStore {
         &self,
         block: &Block,
         hashes: &[Hash],
+        batches: &Batches,
         table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), NodeError> {
@@ -238,9 +239,8 @@ impl RocksStore {
         for (sender, next) in nonces {
             wb.put_cf(cf_nonces, sender.as_slice(), enc(&next));
         }
-        let batches = baton_consensus::types::batches_of(&block.bundles, hashes);
         let cf_batches = self.cf(CF_BATCHES)?;
-        for (rollup, entries) in &batches {
+        for (rollup, entries) in batches {
             wb.put_cf(cf_batches, batch_key(*rollup, height), enc(entries));
         }
         let cf_bundles = self.cf(CF_BUNDLES)?;
@@ -330,10 +330,11 @@ impl ChainStore for RocksStore {
         &self,
         block: &Block,
         hashes: &[Hash],
+        batches: &Batches,
         table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError> {
-        self.commit_inner(block, hashes, table, cert)
+        self.commit_inner(block, hashes, batches, table, cert)
             .map_err(to_consensus)
     }
 
@@ -382,7 +383,7 @@ mod tests {
     use baton_consensus::registry::ChainSpec;
     use baton_consensus::types::{batches_of, namespace_table, Address, BundleEntry};
 
-    fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Vec<NamespaceEntry>) {
+    fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
         let ctx = baton_consensus::block::BlockContext {
             height,
             parent_hash: Hash::ZERO,
@@ -399,8 +400,9 @@ mod tests {
             bundles,
             &hashes,
         );
-        let table = namespace_table(spec.rollups.ids(), &batches_of(&b.bundles, &hashes));
-        (b, table)
+        let batches = batches_of(&b.bundles, &hashes);
+        let table = namespace_table(spec.rollups.ids(), &batches);
+        (b, batches, table)
     }
 
     #[test]
@@ -433,7 +435,7 @@ mod tests {
             s.persist_pending(&[(h1, &b1)]).unwrap();
             assert!(s.is_pending(&h1).unwrap());
             assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
-            let (blk, table) = block(1, vec![b1.clone()]);
+            let (blk, batches, table) = block(1, vec![b1.clone()]);
             let p = UndecidedProposal {
                 round: 0,
                 valid_round: None,
@@ -450,7 +452,7 @@ mod tests {
                 block_hash: blk.hash(),
                 signatures: vec![],
             };
-            s.commit(&blk, &[h1], &table, &cert).unwrap();
+            s.commit(&blk, &[h1], &batches, &table, &cert).unwrap();
             let gone = Hash([9; 32]);
             s.persist_pending(&[(gone, &b1)]).unwrap();
             s.record_dropped(&[(

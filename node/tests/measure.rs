@@ -150,12 +150,11 @@ fn measure(validators: usize) {
 #[test]
 #[ignore = "measurement; run by hand with --release"]
 fn block_validation_with_and_without_checked_signatures() {
-    use alloy_signer_local::PrivateKeySigner;
     use baton_consensus::block::{build_block, validate_block, BlockContext, ChainView};
-    use baton_consensus::bundle::{Sender, UnsignedBundle};
+    use baton_consensus::bundle::Sender;
     use baton_consensus::hash::Hash;
     use baton_consensus::registry::ChainSpec;
-    use baton_consensus::types::{Address, Bundle, BundleEntry};
+    use baton_consensus::types::{Address, Bundle};
     use std::collections::HashMap;
 
     struct View {
@@ -177,27 +176,8 @@ fn block_validation_with_and_without_checked_signatures() {
         }
     }
 
-    let users: Vec<PrivateKeySigner> = (0..100).map(|_| PrivateKeySigner::random()).collect();
     let n = 5_000;
-    let bundles: Vec<Bundle> = (0..n)
-        .map(|i| {
-            let u = &users[i % users.len()];
-            baton_proto::client::sign_bundle(
-                u,
-                UnsignedBundle {
-                    network_id: 7,
-                    sender: u.address(),
-                    nonce: (i / users.len()) as u64,
-                    expiry_height: 100,
-                    entries: vec![BundleEntry {
-                        rollup_id: 1,
-                        payload: vec![i as u8; 512],
-                    }],
-                },
-            )
-            .expect("sign")
-        })
-        .collect();
+    let bundles = baton_node::devnet::sample_bundles(n, 100, 512, 1, 7).expect("sign");
     let spec = ChainSpec::for_tests(7, 4);
     let ctx = BlockContext {
         height: 1,

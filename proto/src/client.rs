@@ -217,16 +217,10 @@ impl BatonClient {
         rollup_id: RollupId,
         height: u64,
     ) -> Result<RollupBatch, ClientError> {
-        let resp = self
-            .rollup
-            .get_batch(pb::GetBatchRequest {
-                rollup_id,
-                height,
-                with_proof: false,
-            })
+        Ok(self
+            .fetch_batch(rollup_id, height, false)
             .await?
-            .into_inner();
-        Ok(resp.try_into()?)
+            .try_into()?)
     }
 
     /// A batch with its proof, as served (for inspection or custom checks).
@@ -235,15 +229,21 @@ impl BatonClient {
         rollup_id: RollupId,
         height: u64,
     ) -> Result<pb::RollupBatch, ClientError> {
-        Ok(self
-            .rollup
-            .get_batch(pb::GetBatchRequest {
-                rollup_id,
-                height,
-                with_proof: true,
-            })
-            .await?
-            .into_inner())
+        self.fetch_batch(rollup_id, height, true).await
+    }
+
+    async fn fetch_batch(
+        &mut self,
+        rollup_id: RollupId,
+        height: u64,
+        with_proof: bool,
+    ) -> Result<pb::RollupBatch, ClientError> {
+        let req = pb::GetBatchRequest {
+            rollup_id,
+            height,
+            with_proof,
+        };
+        Ok(self.rollup.get_batch(req).await?.into_inner())
     }
 
     /// A batch checked by `verifier`.
@@ -271,17 +271,7 @@ impl BatonClient {
         rollup_id: RollupId,
         from_height: u64,
     ) -> Result<BatchStream, ClientError> {
-        let req = pb::StreamBatchesRequest {
-            rollup_id,
-            from_height,
-            with_proof: false,
-        };
-        Ok(BatchStream {
-            inner: self.rollup.stream_batches(req).await?.into_inner(),
-            rollup_id,
-            next_height: from_height,
-            verifier: None,
-        })
+        self.open_stream(rollup_id, from_height, None).await
     }
 
     /// Opens a stream whose every batch is verified and checked to follow the previous one.
@@ -291,16 +281,27 @@ impl BatonClient {
         from_height: u64,
         verifier: BatchVerifier,
     ) -> Result<BatchStream, ClientError> {
+        self.open_stream(rollup_id, from_height, Some(verifier))
+            .await
+    }
+
+    /// Proofs are asked for exactly when there is a verifier to check them.
+    async fn open_stream(
+        &mut self,
+        rollup_id: RollupId,
+        from_height: u64,
+        verifier: Option<BatchVerifier>,
+    ) -> Result<BatchStream, ClientError> {
         let req = pb::StreamBatchesRequest {
             rollup_id,
             from_height,
-            with_proof: true,
+            with_proof: verifier.is_some(),
         };
         Ok(BatchStream {
             inner: self.rollup.stream_batches(req).await?.into_inner(),
             rollup_id,
             next_height: from_height,
-            verifier: Some(verifier),
+            verifier,
         })
     }
 
