@@ -9,7 +9,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::bench::Bench;
 use crate::bundle::Sender;
+use crate::context::ValidatorSet;
 use crate::error::{BlockError, BundleError};
 use crate::hash::Hash;
 use crate::registry::ChainSpec;
@@ -68,16 +70,19 @@ pub fn check_bundle(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError
 #[derive(Clone, Debug)]
 pub struct BlockContext {
     pub height: u64,
+    /// The round being proposed (used when building; validation takes the round from the header).
+    pub round: u32,
     pub parent_hash: Hash,
     pub parent_timestamp_ms: u64,
     pub validator_set_hash: Hash,
+    /// The parent's proposer bench (empty at genesis).
+    pub parent_bench: Bench,
+    /// The validator set with `parent_bench` applied for this height: its rotation names the proposers.
+    pub validators: ValidatorSet,
 }
 
 /// What block validation needs to know about the chain and the node's own checks.
 pub trait ChainView {
-    /// Whether an address is in the validator set (the builder of a block re-proposed in a later round need not
-    /// be that round's proposer).
-    fn is_validator(&self, address: &Address) -> bool;
     /// Whether a bundle is already in an earlier block.
     fn is_included(&self, bundle: &Hash) -> bool;
     /// The sender's next nonce according to the decided chain.
@@ -106,6 +111,10 @@ pub fn build_block(
         namespace_root: namespace_root(&table),
         namespace_count: table.len() as u32,
         bundle_count: bundles.len() as u32,
+        round: ctx.round,
+        bench: ctx
+            .parent_bench
+            .after(&ctx.validators, ctx.height, ctx.round, proposer),
     };
     Block { header, bundles }
 }
@@ -159,8 +168,22 @@ pub fn validate_block(
             drift: params.max_clock_drift_ms,
         });
     }
-    if !view.is_validator(&h.proposer) {
-        return Err(BlockError::UnknownProposer(h.proposer.to_hex()));
+    // The builder holds the header's round (a block re-proposed later keeps its builder and round; the caller
+    // checks that the round is not later than the round it was proposed or locked in).
+    let expected = ctx.validators.proposer(h.height, h.round).address;
+    if h.proposer != expected {
+        return Err(BlockError::WrongProposer {
+            got: h.proposer.to_hex(),
+            expected: expected.to_hex(),
+            round: h.round,
+        });
+    }
+    if h.bench
+        != ctx
+            .parent_bench
+            .after(&ctx.validators, h.height, h.round, h.proposer)
+    {
+        return Err(BlockError::WrongBench);
     }
     if h.validator_set_hash != ctx.validator_set_hash {
         return Err(BlockError::WrongValidatorSet {
@@ -258,12 +281,29 @@ mod tests {
     use crate::types::BundleEntry;
     use proptest::prelude::*;
 
+    fn set() -> ValidatorSet {
+        ValidatorSet::new(vec![crate::context::Validator::new(
+            ed25519_consensus::SigningKey::from([7; 32]).verification_key(),
+            1,
+        )])
+        .unwrap()
+    }
+
+    /// The only validator, so the proposer of every round.
+    fn me() -> Address {
+        set().validators()[0].address
+    }
+
     fn ctx() -> BlockContext {
+        let validators = set();
         BlockContext {
             height: 5,
+            round: 0,
             parent_hash: Hash::digest(&[b"parent"]),
             parent_timestamp_ms: 1_000,
-            validator_set_hash: Hash::digest(&[b"vs"]),
+            validator_set_hash: validators.hash(),
+            parent_bench: Bench::default(),
+            validators,
         }
     }
 
@@ -280,9 +320,6 @@ mod tests {
     }
 
     impl ChainView for View {
-        fn is_validator(&self, a: &Address) -> bool {
-            *a == Address([7; 20])
-        }
         fn is_included(&self, h: &Hash) -> bool {
             self.included.contains(h)
         }
@@ -296,7 +333,7 @@ mod tests {
 
     fn build(bundles: Vec<Bundle>) -> Block {
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
-        build_block(&ctx(), &spec(), Address([7; 20]), 1_050, bundles, &hashes)
+        build_block(&ctx(), &spec(), me(), 1_050, bundles, &hashes)
     }
 
     fn check(block: &Block, view: &View) -> Result<Validated, BlockError> {
@@ -328,7 +365,7 @@ mod tests {
 
     #[test]
     fn timestamp_is_forced_past_parent() {
-        let block = build_block(&ctx(), &spec(), Address([7; 20]), 10, vec![], &[]);
+        let block = build_block(&ctx(), &spec(), me(), 10, vec![], &[]);
         assert_eq!(block.header.timestamp_ms, 1_001);
         valid(&block).unwrap();
     }
@@ -375,7 +412,11 @@ mod tests {
         ));
         let mut b = good.clone();
         b.header.proposer = Address([8; 20]);
-        assert!(matches!(valid(&b), Err(BlockError::UnknownProposer(_))));
+        assert!(matches!(valid(&b), Err(BlockError::WrongProposer { .. })));
+        let mut b = good.clone();
+        b.header.bench = Bench::default().after(&ctx().validators, 5, 3, Address([9; 20]));
+        assert!(!b.header.bench.entries().is_empty());
+        assert!(matches!(valid(&b), Err(BlockError::WrongBench)));
         let mut b = good.clone();
         b.header.namespace_count = 3;
         assert!(matches!(

@@ -238,6 +238,8 @@ pub struct ValidatorSet {
     hash: Hash,
     /// Proposer rotation: indices into `validators`, see [`ValidatorSet::proposer`].
     schedule: Vec<u32>,
+    /// The rotation without benched validators (see [`crate::bench`]); empty when nobody is benched.
+    active: Vec<u32>,
 }
 
 /// Longest proposer rotation; larger total powers are scaled down to fit (each validator keeps at least one slot).
@@ -298,7 +300,29 @@ impl ValidatorSet {
             total_power: total,
             hash,
             schedule,
+            active: Vec::new(),
         })
+    }
+
+    /// A set of equal-power validators (power 1 each).
+    pub fn equal_power(keys: &[ed25519_consensus::VerificationKey]) -> Result<Self, String> {
+        Self::new(keys.iter().map(|k| Validator::new(*k, 1)).collect())
+    }
+
+    /// The same set (same hash, same voting powers) with `benched` left out of the proposer rotation. When that
+    /// would leave nobody, the full rotation is kept.
+    pub fn with_benched(&self, benched: &[Address]) -> ValidatorSet {
+        let mut out = self.clone();
+        out.active = if benched.is_empty() {
+            Vec::new()
+        } else {
+            self.schedule
+                .iter()
+                .copied()
+                .filter(|i| !benched.contains(&self.validators[*i as usize].address))
+                .collect()
+        };
+        out
     }
 
     pub fn validators(&self) -> &[Validator] {
@@ -323,9 +347,17 @@ impl ValidatorSet {
     /// The proposer of `(height, round)`: slot `height + round` of the rotation, so each validator proposes in
     /// proportion to its power and, unless it holds more than half the power, never for two consecutive rounds
     /// (a crashed proposer costs one timeout, not several in a row).
+    ///
+    /// Benched validators (see [`ValidatorSet::with_benched`]) are skipped: the slot is taken in the rotation
+    /// without them.
     pub fn proposer(&self, height: u64, round: u32) -> &Validator {
-        let slot = height.wrapping_add(u64::from(round)) % self.schedule.len() as u64;
-        &self.validators[self.schedule[slot as usize] as usize]
+        let schedule = if self.active.is_empty() {
+            &self.schedule
+        } else {
+            &self.active
+        };
+        let slot = height.wrapping_add(u64::from(round)) % schedule.len() as u64;
+        &self.validators[schedule[slot as usize] as usize]
     }
 }
 

@@ -172,8 +172,14 @@ pub enum BlockError {
     TimestampNotIncreasing { got: u64, parent: u64 },
     #[error("timestamp {got} ms is more than {drift} ms ahead of local time {now} ms")]
     TimestampInFuture { got: u64, now: u64, drift: u64 },
-    #[error("proposer {0} is not in the validator set")]
-    UnknownProposer(String),
+    #[error("proposer {got} does not hold round {round} of this height ({expected} does)")]
+    WrongProposer {
+        got: String,
+        expected: String,
+        round: u32,
+    },
+    #[error("the header's proposer bench does not follow from the parent's")]
+    WrongBench,
     #[error("validator set hash {got}, expected {expected}")]
     WrongValidatorSet { got: Hash, expected: Hash },
     #[error("header says {header} bundles, body has {body}")]

@@ -11,6 +11,7 @@ use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
 use tracing::{debug, warn};
 
+use crate::bench::Bench;
 use crate::block::{
     build_block, bundle_hashes, check_bundle, validate_block, BlockContext, ChainView,
 };
@@ -301,16 +302,33 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.signer.as_ref().map(ConsensusSigner::address)
     }
 
-    fn block_context(&self, height: u64) -> BlockContext {
+    /// The validator set for the height after the tip, with the tip's proposer bench applied: the set to hand
+    /// the engine for that height (its rotation names the proposers).
+    pub fn height_validators(&self) -> ValidatorSet {
+        self.bench().apply(&self.validators, self.next_height())
+    }
+
+    fn bench(&self) -> Bench {
+        self.tip
+            .as_ref()
+            .map(|t| t.bench.clone())
+            .unwrap_or_default()
+    }
+
+    fn block_context(&self, height: u64, round: u32) -> BlockContext {
         let (parent_hash, parent_timestamp_ms) = match &self.tip {
             Some(t) => (t.hash(), t.timestamp_ms),
             None => (self.genesis_hash, 0),
         };
+        let parent_bench = self.bench();
         BlockContext {
             height,
+            round,
             parent_hash,
             parent_timestamp_ms,
             validator_set_hash: self.validators.hash(),
+            validators: parent_bench.apply(&self.validators, height),
+            parent_bench,
         }
     }
 
@@ -373,7 +391,14 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.current = height;
         self.future.retain(|h, _| *h >= height);
         if let Some(early) = self.future.remove(&height) {
+            let rotation = self.height_validators();
             for a in early {
+                if height != self.next_height()
+                    || rotation.proposer(height, a.round).address != a.proposer
+                {
+                    warn!(height, round = a.round, proposer = %a.proposer, "early proposal from a validator that is not the proposer; dropping");
+                    continue;
+                }
                 let valid = self.judge(&a.block, &a.hashes, height);
                 let p = UndecidedProposal {
                     round: a.round,
@@ -397,11 +422,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// Validates `block` (whose bundle hashes are `hashes`) for `height`. Signatures of a valid block are
     /// remembered, so the same bundles re-proposed in a later round are not recovered again.
     fn judge(&mut self, block: &Block, hashes: &[Hash], height: u64) -> bool {
-        let ctx = self.block_context(height);
+        let ctx = self.block_context(height, block.header.round);
         let now = self.clock.now_ms();
         let view = HostView {
             store: &self.store,
-            validators: &self.validators,
             mempool: &self.mempool,
             verified: &self.verified,
             side: &self.side,
@@ -449,7 +473,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let block = match existing {
             Some(p) => p.block,
             None => {
-                let ctx = self.block_context(height);
+                let ctx = self.block_context(height, round);
                 let (hashes, bundles): (Vec<Hash>, Vec<Bundle>) = self
                     .mempool
                     .select(
@@ -783,9 +807,34 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         };
         let height = height.0;
-        let expected = self.validators.proposer(height, round_n);
-        if expected.address != proposer {
-            warn!(height, round = round_n, %proposer, "proposal parts from a validator that is not the proposer");
+        // The proposer of a round depends on the parent's bench, known once the parent is decided; an early
+        // proposal is checked against the rotation when its height starts (`started_round`).
+        let expected = if height == self.next_height() {
+            let expected = self.height_validators().proposer(height, round_n).clone();
+            if expected.address != proposer {
+                warn!(height, round = round_n, %proposer, "proposal parts from a validator that is not the proposer");
+                return Ok(None);
+            }
+            expected
+        } else if let Some(v) = self.validators.get(&proposer) {
+            v.clone()
+        } else {
+            warn!(height, round = round_n, %proposer, "proposal parts from a validator outside the set");
+            return Ok(None);
+        };
+        // A fresh block is built for the round it is proposed in; a re-proposed one was built no later than the
+        // round it was locked in.
+        let round_ok = match pol_round.as_u32() {
+            None => header.round == round_n,
+            Some(vr) => header.round <= vr,
+        };
+        if !round_ok {
+            warn!(
+                height,
+                round = round_n,
+                built = header.round,
+                "proposal with a header round that does not fit; dropping"
+            );
             return Ok(None);
         }
         let hash = header.hash();
@@ -1001,17 +1050,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 /// The chain as block validation sees it from a host.
 struct HostView<'a, S> {
     store: &'a S,
-    validators: &'a ValidatorSet,
     mempool: &'a Mempool,
     verified: &'a HashMap<Hash, [u8; 65]>,
     side: &'a HashMap<Hash, Bundle>,
 }
 
 impl<S: ChainStore> ChainView for HostView<'_, S> {
-    fn is_validator(&self, address: &Address) -> bool {
-        self.validators.get(address).is_some()
-    }
-
     fn is_included(&self, bundle: &Hash) -> bool {
         self.store.inclusion(bundle).ok().flatten().is_some()
     }
@@ -1232,6 +1276,67 @@ mod tests {
         let again = net.host(other, store_o.clone());
         assert_eq!(again.next_height(), 2);
         assert_eq!(again.tip().unwrap().hash(), value.0);
+    }
+
+    /// The proposer of round 0 at height 1 is down; round 1's proposer's block is decided. From height 2 the
+    /// rotation skips the dead validator, every node agrees (the bench is in the header), a restarted host reads
+    /// it back from its store, and a proposal from the benched validator for its old slot is dropped.
+    #[test]
+    fn a_validator_that_misses_its_turn_is_benched_on_every_node() {
+        let net = Net::new(4);
+        let dead = net.vs.proposer(1, 0).address;
+        let live = net.vs.proposer(1, 1).address;
+        let other = net.other_than(&[dead, live]);
+        let store_o = MemStore::default();
+        let mut p = net.host(live, MemStore::default());
+        let mut o = net.host(other, store_o.clone());
+        p.started_round(1, 1).unwrap();
+        o.started_round(1, 1).unwrap();
+        net.clock.advance(10);
+        let (value, parts) = p.propose(1, 1).unwrap();
+        let pv = deliver(&mut o, &parts, b"peer-p").expect("complete proposal");
+        assert_eq!(pv.validity, Validity::Valid);
+        p.decided(cert(1, 1, value.0)).unwrap();
+        let block = o.decided(cert(1, 1, value.0)).unwrap();
+        assert_eq!(block.header.round, 1);
+        assert_eq!(block.header.bench.benched_at(2), vec![dead]);
+
+        // Heights 2..=2+BENCH_HEIGHTS-1: nobody expects the dead validator to propose any round.
+        for h in 2..2 + crate::bench::BENCH_HEIGHTS {
+            for r in 0..4 {
+                assert_ne!(
+                    o.block_context(h, 0).validators.proposer(h, r).address,
+                    dead
+                );
+            }
+        }
+        assert_eq!(
+            o.height_validators().hash(),
+            net.vs.hash(),
+            "same set, same certificates"
+        );
+        let again = net.host(other, store_o.clone());
+        assert_eq!(again.height_validators(), o.height_validators());
+
+        // The dead validator comes back and proposes for the slot the plain rotation would give it: dropped.
+        let h2_slot = (0..4u32)
+            .find(|r| net.vs.proposer(2, *r).address == dead)
+            .unwrap();
+        // (It shares the other node's store here, standing in for having synced height 1.)
+        let mut d = net.host(dead, store_o.clone());
+        d.started_round(2, h2_slot).unwrap();
+        o.started_round(2, h2_slot).unwrap();
+        net.clock.advance(10);
+        let (_, parts) = d.propose(2, h2_slot).unwrap();
+        assert!(deliver(&mut o, &parts, b"peer-d").is_none());
+
+        // The real proposer of that round builds a block whose header carries the same bench forward.
+        let q = o.height_validators().proposer(2, h2_slot).address;
+        let mut qh = net.host(q, store_o.clone());
+        qh.started_round(2, h2_slot).unwrap();
+        let (_, parts) = qh.propose(2, h2_slot).unwrap();
+        let pv = deliver(&mut o, &parts, b"peer-q").expect("complete proposal");
+        assert_eq!(pv.validity, Validity::Valid);
     }
 
     #[test]

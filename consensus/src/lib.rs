@@ -7,10 +7,12 @@
 //! [`block::validate_block`]. [`proof`] builds and checks the proofs a rollup operator verifies a batch with.
 //! The Malachite BFT engine decides one block hash per height; [`context`] gives the engine its types and
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
+//! [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
 //!
 //! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
 
+pub mod bench;
 pub mod block;
 pub mod bundle;
 pub mod context;

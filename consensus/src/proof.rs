@@ -200,9 +200,12 @@ mod tests {
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
         let ctx = BlockContext {
             height: 9,
+            round: 0,
             parent_hash: Hash::digest(&[b"p"]),
             parent_timestamp_ms: 5,
             validator_set_hash: vs.hash(),
+            parent_bench: Default::default(),
+            validators: vs.clone(),
         };
         let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
         let batches = batches_of(&block.bundles, &hashes);

@@ -67,6 +67,10 @@ pub struct BlockHeader {
     /// Rows in the namespace table (the tree size a namespace proof is checked against).
     pub namespace_count: u32,
     pub bundle_count: u32,
+    /// The round the block was built for (a block re-proposed in a later round keeps it).
+    pub round: u32,
+    /// Validators out of the proposer rotation after this block ([`crate::bench`]).
+    pub bench: crate::bench::Bench,
 }
 
 impl BlockHeader {
@@ -249,6 +253,8 @@ mod tests {
                 namespace_root: Hash::ZERO,
                 namespace_count: 0,
                 bundle_count: 2,
+                round: 0,
+                bench: Default::default(),
             },
             bundles: vec![a.clone(), b.clone()],
         };

@@ -45,26 +45,39 @@ struct GrpcView {
     listen_addr: String,
 }
 
+/// What devnet to start.
+#[derive(Clone, Debug, Default)]
+pub struct DevnetSpec {
+    pub validators: usize,
+    /// Genesis block time (None: the genesis default).
+    pub block_time_ms: Option<u64>,
+    /// `baton devnet --pubsub` (None: the node default).
+    pub pubsub: Option<String>,
+    /// Validators stopped once the first block is decided and kept down (the last ones).
+    pub down: usize,
+}
+
 impl Devnet {
-    /// Starts `validators` validators under `dir` (wiped) and waits until each serves gRPC.
-    pub async fn start(
-        baton: &Path,
-        validators: usize,
-        dir: &Path,
-        block_time_ms: Option<u64>,
-    ) -> Result<Devnet> {
+    /// Starts the devnet under `dir` (wiped) and waits until each running validator serves gRPC and every
+    /// stopped one is gone. `endpoints` lists the running validators only.
+    pub async fn start(baton: &Path, spec: &DevnetSpec, dir: &Path) -> Result<Devnet> {
+        let validators = spec.validators;
         if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
         std::fs::create_dir_all(dir)?;
         let log = std::fs::File::create(dir.join("devnet.log"))?;
         let mut cmd = Command::new(baton);
-        if let Some(ms) = block_time_ms {
-            cmd.arg("devnet").arg("--block-time-ms").arg(ms.to_string());
-        } else {
-            cmd.arg("devnet");
+        cmd.arg("devnet");
+        if let Some(ms) = spec.block_time_ms {
+            cmd.arg("--block-time-ms").arg(ms.to_string());
+        }
+        if let Some(p) = &spec.pubsub {
+            cmd.arg("--pubsub").arg(p);
         }
         let child = cmd
+            .arg("--down")
+            .arg(spec.down.to_string())
             .arg("--validators")
             .arg(validators.to_string())
             .arg("--dir")
@@ -101,6 +114,9 @@ impl Devnet {
             net.endpoints
                 .push(format!("http://{}", cfg.grpc.listen_addr));
         }
+        let stopped = net
+            .endpoints
+            .split_off(validators.saturating_sub(spec.down));
         for url in &net.endpoints {
             loop {
                 if let Ok(mut c) = baton_proto::client::BatonClient::connect(url.clone()).await {
@@ -115,6 +131,20 @@ impl Devnet {
                 if Instant::now() > deadline {
                     bail!(
                         "{url} did not start deciding blocks within 60 s (see {}/devnet.log)",
+                        dir.display()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for url in &stopped {
+            while let Ok(mut c) = baton_proto::client::BatonClient::connect(url.clone()).await {
+                if c.status().await.is_err() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{url} was to be stopped but still answers (see {}/devnet.log)",
                         dir.display()
                     );
                 }

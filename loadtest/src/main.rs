@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use eyre::{bail, Result};
 
-use baton_loadtest::devnet::{find_baton, Devnet};
+use baton_loadtest::devnet::{find_baton, Devnet, DevnetSpec};
 use baton_loadtest::report;
 use baton_loadtest::run::{run, LoadConfig};
 
@@ -22,6 +22,12 @@ struct Args {
     /// Genesis block time of the devnet this harness starts (default: the genesis default, 50 ms).
     #[arg(long)]
     block_time_ms: Option<u64>,
+    /// Pub-sub protocol of the devnet's nodes (`gossipsub` or `broadcast`; default: the node default).
+    #[arg(long)]
+    pubsub: Option<String>,
+    /// Validators of the devnet stopped before the load starts and kept down (the last ones).
+    #[arg(long, default_value_t = 0)]
+    down: usize,
     /// The `baton` binary for --devnet (default: next to this executable).
     #[arg(long)]
     baton_bin: Option<PathBuf>,
@@ -95,11 +101,18 @@ fn main() -> Result<()> {
             let bin = find_baton(args.baton_bin.as_deref())?;
             let dir = args.out.join("devnet");
             println!(
-                "starting a devnet of {} validators ({})",
+                "starting a devnet of {} validators, {} kept down ({})",
                 args.devnet,
+                args.down,
                 bin.display()
             );
-            let net = Devnet::start(&bin, args.devnet, &dir, args.block_time_ms).await?;
+            let spec = DevnetSpec {
+                validators: args.devnet,
+                block_time_ms: args.block_time_ms,
+                pubsub: args.pubsub.clone(),
+                down: args.down,
+            };
+            let net = Devnet::start(&bin, &spec, &dir).await?;
             let eps = net.endpoints.clone();
             devnet = Some(net);
             eps

@@ -134,7 +134,7 @@ impl ConsensusLoop {
 
     fn height_params(&self) -> HeightParams<BatonContext> {
         HeightParams::new(
-            self.host.validators().clone(),
+            self.host.height_validators(),
             linear_timeouts(&self.host.params().timeouts),
             None,
         )

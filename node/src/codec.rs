@@ -209,6 +209,8 @@ mod tests {
             namespace_root: Hash::ZERO,
             namespace_count: 0,
             bundle_count: 0,
+            round: 0,
+            bench: Default::default(),
         };
         let part = ProposalPart::Init {
             height: Height(1),

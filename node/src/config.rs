@@ -71,6 +71,19 @@ pub struct P2pSection {
     pub max_gossip_bytes: u64,
     /// Largest request/response (value sync). Default 64 MiB.
     pub max_rpc_bytes: u64,
+    /// How votes and proposal parts reach the peers: `gossipsub` (default; relays through peers, so it also
+    /// works when validators are not all connected to each other) or `broadcast` (each message straight to
+    /// every connected peer over its own stream, nothing relayed; for fully connected validator sets).
+    pub pubsub: PubSub,
+}
+
+/// The engine's pub-sub protocol (`p2p.pubsub`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PubSub {
+    #[default]
+    Gossipsub,
+    Broadcast,
 }
 
 impl Default for P2pSection {
@@ -80,6 +93,7 @@ impl Default for P2pSection {
             extra_peers: vec![],
             max_gossip_bytes: 8 * 1024 * 1024,
             max_rpc_bytes: 64 * 1024 * 1024,
+            pubsub: PubSub::Gossipsub,
         }
     }
 }

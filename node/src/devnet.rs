@@ -17,8 +17,8 @@ use baton_consensus::types::BundleEntry;
 use baton_proto::client::{sign_bundle, BatchVerifier};
 
 use crate::config::{
-    Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, StorageSection,
-    SyncSection,
+    Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, PubSub,
+    StorageSection, SyncSection,
 };
 use crate::error::NodeError;
 use crate::keys::NodeKey;
@@ -99,6 +99,7 @@ pub fn prepare(
     validators: usize,
     chain_id: &str,
     params: ConsensusParams,
+    pubsub: PubSub,
 ) -> Result<Devnet, NodeError> {
     if validators == 0 {
         return Err(NodeError::Config(
@@ -136,6 +137,7 @@ pub fn prepare(
             validator: true,
             p2p: P2pSection {
                 listen_addr: p2p_addr.clone(),
+                pubsub,
                 ..P2pSection::default()
             },
             grpc: GrpcSection::on(grpc_addr),
@@ -272,6 +274,10 @@ pub struct DevnetOptions {
     pub demo_fault: bool,
     /// Genesis `block_time_ms` (None: the default).
     pub block_time_ms: Option<u64>,
+    /// The nodes' `p2p.pubsub`.
+    pub pubsub: PubSub,
+    /// SIGKILL this many validators (the last ones) once the first block is decided and keep them down.
+    pub down: usize,
 }
 
 /// Runs `baton devnet`: prepare, start, show it working, stop cleanly on Ctrl-C / SIGTERM.
@@ -286,7 +292,13 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         params.block_time_ms = ms;
     }
     params.validate()?;
-    let net = prepare(&opts.dir, opts.validators, &opts.chain_id, params)?;
+    let net = prepare(
+        &opts.dir,
+        opts.validators,
+        &opts.chain_id,
+        params,
+        opts.pubsub,
+    )?;
     let bin = std::env::current_exe()?;
     let mut procs = Vec::new();
     for n in &net.nodes {
@@ -672,7 +684,12 @@ async fn show(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all: Vec<usize> = (0..clients.len()).collect();
+    let first_down = clients.len().saturating_sub(opts.down);
+    for (victim, p) in procs.iter_mut().enumerate().skip(first_down) {
+        p.kill();
+        println!("node{victim} stopped (SIGKILL) and kept down");
+    }
+    let all: Vec<usize> = (0..first_down).collect();
     let key = PrivateKeySigner::random();
     println!(
         "demo user {} signs bundles (EIP-712, network id {:#x}); batches are verified against the genesis \

@@ -81,6 +81,13 @@ enum Command {
         /// Genesis target block time (default 50 ms).
         #[arg(long)]
         block_time_ms: Option<u64>,
+        /// The nodes' pub-sub protocol (`p2p.pubsub`).
+        #[arg(long, value_enum, default_value_t = baton_node::config::PubSub::Gossipsub)]
+        pubsub: baton_node::config::PubSub,
+        /// SIGKILL the last N validators once the first block is decided and keep them down (to measure a
+        /// degraded network).
+        #[arg(long, default_value_t = 0)]
+        down: usize,
     },
 }
 
@@ -239,9 +246,17 @@ fn main() -> Result<()> {
             round_trips,
             demo_fault,
             block_time_ms,
+            pubsub,
+            down,
         } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
+            }
+            if down * 3 >= validators {
+                bail!("--down {down} of {validators} validators: the rest could not decide (fewer than 2/3 left)");
+            }
+            if down > 0 && demo_fault {
+                bail!("--down and --demo-fault both stop validators; pick one");
             }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(baton_node::devnet::run(baton_node::devnet::DevnetOptions {
@@ -252,6 +267,8 @@ fn main() -> Result<()> {
                 demo_round_trips: round_trips,
                 demo_fault,
                 block_time_ms,
+                pubsub,
+                down,
             }))?;
         }
     }

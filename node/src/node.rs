@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use baton_consensus::host::{Host, HostLimits};
 use malachitebft_app_channel::app::config::{
-    ConsensusConfig, NodeConfig as EngineNodeConfig, ValueSyncConfig,
+    ConsensusConfig, NodeConfig as EngineNodeConfig, PubSubProtocol, ValueSyncConfig,
 };
 use malachitebft_app_channel::app::net::Multiaddr;
 use malachitebft_app_channel::{
@@ -132,6 +132,9 @@ pub async fn run(
     consensus.p2p.discovery.max_connections_per_ip = 64;
     consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
     consensus.p2p.rpc_max_size = bytesize(cfg.p2p.max_rpc_bytes);
+    if cfg.p2p.pubsub == crate::config::PubSub::Broadcast {
+        consensus.p2p.protocol = PubSubProtocol::Broadcast;
+    }
     let value_sync = ValueSyncConfig {
         enabled: true,
         status_update_interval: Duration::from_millis(cfg.sync.status_interval_ms),

@@ -384,11 +384,18 @@ mod tests {
     use baton_consensus::types::{batches_of, namespace_table, Address, BundleEntry};
 
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
+        let validators = baton_consensus::context::ValidatorSet::equal_power(&[
+            ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
+        ])
+        .expect("set");
         let ctx = baton_consensus::block::BlockContext {
             height,
             parent_hash: Hash::ZERO,
             parent_timestamp_ms: 0,
-            validator_set_hash: Hash::ZERO,
+            validator_set_hash: validators.hash(),
+            round: 0,
+            parent_bench: Default::default(),
+            validators,
         };
         let spec = ChainSpec::for_tests(7, 9);
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();

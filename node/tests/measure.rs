@@ -154,7 +154,7 @@ fn block_validation_with_and_without_checked_signatures() {
     use baton_consensus::bundle::Sender;
     use baton_consensus::hash::Hash;
     use baton_consensus::registry::ChainSpec;
-    use baton_consensus::types::{Address, Bundle};
+    use baton_consensus::types::Bundle;
     use std::collections::HashMap;
 
     struct View {
@@ -162,9 +162,6 @@ fn block_validation_with_and_without_checked_signatures() {
         checked: bool,
     }
     impl ChainView for View {
-        fn is_validator(&self, _: &Address) -> bool {
-            true
-        }
         fn is_included(&self, _: &Hash) -> bool {
             false
         }
@@ -179,16 +176,24 @@ fn block_validation_with_and_without_checked_signatures() {
     let n = 5_000;
     let bundles = baton_node::devnet::sample_bundles(n, 100, 512, 1, 7).expect("sign");
     let spec = ChainSpec::for_tests(7, 4);
+    let validators = baton_consensus::context::ValidatorSet::equal_power(&[
+        ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
+    ])
+    .expect("set");
+    let proposer = validators.validators()[0].address;
     let ctx = BlockContext {
         height: 1,
         parent_hash: Hash::ZERO,
         parent_timestamp_ms: 0,
-        validator_set_hash: Hash::ZERO,
+        validator_set_hash: validators.hash(),
+        round: 0,
+        parent_bench: Default::default(),
+        validators,
     };
     let t = Instant::now();
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let hashing = t.elapsed();
-    let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
+    let block = build_block(&ctx, &spec, proposer, 10, bundles, &hashes);
     for checked in [true, false] {
         let view = View {
             next: HashMap::new(),

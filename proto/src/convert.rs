@@ -1,6 +1,7 @@
 //! Conversions between wire messages ([`crate::pb`]) and domain types. A malformed message yields a
 //! [`ConversionError`] that names the offending field, so the server can answer INVALID_ARGUMENT with it.
 
+use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
 use baton_consensus::proof::NamespaceProof;
 use baton_consensus::{
@@ -26,7 +27,12 @@ pub enum ConversionError {
         got: usize,
         limit: usize,
     },
+    #[error("field `{0}`: {1}")]
+    Invalid(&'static str, String),
 }
+
+/// Most benched validators a header may list (more than any validator set Baton accepts).
+const MAX_BENCHED: usize = 1024;
 
 /// Parses a 32-byte hash field.
 pub fn hash_field(field: &'static str, bytes: &[u8]) -> Result<Hash, ConversionError> {
@@ -217,8 +223,40 @@ impl From<&BlockHeader> for pb::BlockHeader {
             namespace_root: h.namespace_root.0.to_vec(),
             bundle_count: h.bundle_count,
             namespace_count: h.namespace_count,
+            round: h.round,
+            bench: h
+                .bench
+                .entries()
+                .iter()
+                .map(|b| pb::BenchedValidator {
+                    validator: b.validator.0.to_vec(),
+                    strikes: b.strikes,
+                    until_height: b.until_height,
+                })
+                .collect(),
         }
     }
+}
+
+fn bench_field(entries: &[pb::BenchedValidator]) -> Result<Bench, ConversionError> {
+    if entries.len() > MAX_BENCHED {
+        return Err(ConversionError::TooMany {
+            field: "header.bench",
+            got: entries.len(),
+            limit: MAX_BENCHED,
+        });
+    }
+    let entries = entries
+        .iter()
+        .map(|b| {
+            Ok(Benched {
+                validator: address_field("header.bench.validator", &b.validator)?,
+                strikes: b.strikes,
+                until_height: b.until_height,
+            })
+        })
+        .collect::<Result<Vec<_>, ConversionError>>()?;
+    Bench::from_entries(entries).map_err(|e| ConversionError::Invalid("header.bench", e))
 }
 
 impl TryFrom<pb::BlockHeader> for BlockHeader {
@@ -235,6 +273,8 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
             namespace_root: hash_field("header.namespace_root", &h.namespace_root)?,
             namespace_count: h.namespace_count,
             bundle_count: h.bundle_count,
+            round: h.round,
+            bench: bench_field(&h.bench)?,
         })
     }
 }
@@ -303,6 +343,20 @@ mod tests {
             namespace_root: Hash([5; 32]),
             namespace_count: 3,
             bundle_count: 1,
+            round: 2,
+            bench: Bench::from_entries(vec![
+                Benched {
+                    validator: Address([8; 20]),
+                    strikes: 1,
+                    until_height: 74,
+                },
+                Benched {
+                    validator: Address([9; 20]),
+                    strikes: 3,
+                    until_height: 300,
+                },
+            ])
+            .unwrap(),
         }
     }
 
@@ -336,6 +390,19 @@ mod tests {
             }
         );
         assert!(err.to_string().contains("header.parent_hash"));
+        let mut wire: pb::BlockHeader = (&header()).into();
+        wire.bench.swap(0, 1);
+        let err = BlockHeader::try_from(wire).unwrap_err();
+        assert!(
+            matches!(err, ConversionError::Invalid("header.bench", _)),
+            "{err}"
+        );
+        let mut wire: pb::BlockHeader = (&header()).into();
+        wire.bench[1].validator.push(0);
+        assert!(BlockHeader::try_from(wire)
+            .unwrap_err()
+            .to_string()
+            .contains("header.bench.validator"));
         let missing = pb::RollupBatch {
             header: None,
             ..Default::default()

@@ -104,6 +104,7 @@ impl Cluster {
             n,
             "baton-test",
             ConsensusParams::default(),
+            baton_node::config::PubSub::default(),
         )
         .expect("prepare");
         let procs = (0..n).map(|_| None).collect();
@@ -208,6 +209,20 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Headers of heights `from..=to` on node `i`.
+    pub async fn headers(&self, i: usize, from: u64, to: u64) -> Vec<baton_consensus::BlockHeader> {
+        let mut c = self.client(i).await;
+        let mut out = Vec::new();
+        for h in from..=to {
+            let b = c
+                .get_batch(1, h)
+                .await
+                .unwrap_or_else(|e| panic!("node{i} GetBatch({h}): {e}"));
+            out.push(b.header);
+        }
+        out
     }
 
     /// Block hash of every height 1..=up_to on node `i`, checking that each header names its parent.
