@@ -28,6 +28,10 @@ struct Args {
     /// Validators of the devnet stopped before the load starts and kept down (the last ones).
     #[arg(long, default_value_t = 0)]
     down: usize,
+    /// Seconds to wait between starting the devnet (and stopping --down validators) and the first load step,
+    /// to measure a steady state rather than the first minutes after a failure.
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     /// The `baton` binary for --devnet (default: next to this executable).
     #[arg(long)]
     baton_bin: Option<PathBuf>,
@@ -113,6 +117,10 @@ fn main() -> Result<()> {
                 down: args.down,
             };
             let net = Devnet::start(&bin, &spec, &dir).await?;
+            if args.settle > 0.0 {
+                println!("settling for {} s before the load", args.settle);
+                tokio::time::sleep(std::time::Duration::from_secs_f64(args.settle)).await;
+            }
             let eps = net.endpoints.clone();
             devnet = Some(net);
             eps

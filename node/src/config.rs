@@ -71,9 +71,10 @@ pub struct P2pSection {
     pub max_gossip_bytes: u64,
     /// Largest request/response (value sync). Default 64 MiB.
     pub max_rpc_bytes: u64,
-    /// How votes and proposal parts reach the peers: `gossipsub` (default; relays through peers, so it also
-    /// works when validators are not all connected to each other) or `broadcast` (each message straight to
-    /// every connected peer over its own stream, nothing relayed; for fully connected validator sets).
+    /// How votes and proposal parts reach the peers: `broadcast` (default: each message straight to every
+    /// connected peer, nothing relayed; validators dial every genesis validator, so the set is fully connected)
+    /// or `gossipsub` (relays through peers, which also covers a single broken link between two validators,
+    /// at the cost of receiving and checking most messages several times).
     pub pubsub: PubSub,
 }
 
@@ -81,8 +82,8 @@ pub struct P2pSection {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PubSub {
-    #[default]
     Gossipsub,
+    #[default]
     Broadcast,
 }
 
@@ -93,7 +94,7 @@ impl Default for P2pSection {
             extra_peers: vec![],
             max_gossip_bytes: 8 * 1024 * 1024,
             max_rpc_bytes: 64 * 1024 * 1024,
-            pubsub: PubSub::Gossipsub,
+            pubsub: PubSub::Broadcast,
         }
     }
 }

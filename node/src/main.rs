@@ -82,7 +82,7 @@ enum Command {
         #[arg(long)]
         block_time_ms: Option<u64>,
         /// The nodes' pub-sub protocol (`p2p.pubsub`).
-        #[arg(long, value_enum, default_value_t = baton_node::config::PubSub::Gossipsub)]
+        #[arg(long, value_enum, default_value_t = baton_node::config::PubSub::Broadcast)]
         pubsub: baton_node::config::PubSub,
         /// SIGKILL the last N validators once the first block is decided and keep them down (to measure a
         /// degraded network).
