@@ -47,6 +47,7 @@ pub struct Metrics {
     pub round: Gauge,
     pub height_duration: Histogram,
     pub rounds_per_height: Histogram,
+    pub benched_validators: Gauge,
     pub proposals: Counter,
     pub decided_bundles: Counter,
     pub invalid_proposals: Counter,
@@ -81,6 +82,7 @@ impl Metrics {
             round: Gauge::default(),
             height_duration: seconds_histogram(),
             rounds_per_height: Histogram::new([1.0, 2.0, 3.0, 4.0, 6.0, 10.0]),
+            benched_validators: Gauge::default(),
             proposals: Counter::default(),
             decided_bundles: Counter::default(),
             invalid_proposals: Counter::default(),
@@ -122,6 +124,11 @@ impl Metrics {
             "consensus_rounds_per_height",
             "Rounds a height took to decide (1 = decided in round 0)",
             m.rounds_per_height.clone(),
+        );
+        r.register(
+            "consensus_benched_validators",
+            "Validators skipped by the proposer rotation at the next height after missing their turn",
+            m.benched_validators.clone(),
         );
         r.register(
             "consensus_proposals",
