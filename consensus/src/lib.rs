@@ -8,6 +8,7 @@
 //! The Malachite BFT engine decides one block hash per height; [`context`] gives the engine its types and
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
 //! [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
+//! [`check`] judges a whole run (submissions and every node's chain): forks, lost, duplicated, split bundles.
 //!
 //! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
@@ -15,6 +16,7 @@
 pub mod bench;
 pub mod block;
 pub mod bundle;
+pub mod check;
 pub mod context;
 pub mod error;
 pub mod hash;

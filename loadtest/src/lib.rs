@@ -3,9 +3,12 @@
 //! Bird's-eye view: [`run::run`] offers signed bundles at an open-loop rate (with a linear ramp) over
 //! `SubmitBundles` streams, follows every rollup's `StreamBatches`, and times each bundle from submission to the
 //! moment its last entry is delivered; it checks that every acknowledged bundle is delivered exactly once and at
-//! one height. [`report`] writes the JSON report and SVG plots. [`devnet`] can start a local network to point at.
+//! one height. At the end [`chain`] reads every endpoint's chain and the run checker (`baton_proto::check`)
+//! looks for forks and for lost, duplicated, unknown or split bundles across all nodes. [`report`] writes the
+//! JSON report and SVG plots. [`devnet`] can start a local network to point at.
 //! It uses only the public gRPC API (`baton-proto`).
 
+pub mod chain;
 pub mod devnet;
 pub mod report;
 pub mod run;

@@ -198,10 +198,11 @@ fn main() -> Result<()> {
             });
             if args.require_complete && !rep.complete {
                 outcome = Err(eyre::eyre!(
-                    "incomplete: {} lost, {} duplicated, {} split",
+                    "incomplete: {} lost, {} duplicated, {} split in the streams; checker: {}",
                     rep.lost,
                     rep.duplicated,
-                    rep.split
+                    rep.split,
+                    rep.check.summary
                 ));
                 break;
             }

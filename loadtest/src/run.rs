@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
+use baton_proto::check::{check, CheckReport, RunHistory, Submitted};
 use baton_proto::client::{sign_bundle, BatonClient};
 use baton_proto::pb;
 use baton_proto::types::{BundleEntry, Hash, UnsignedBundle};
@@ -100,7 +101,10 @@ pub struct Report {
     pub split: u64,
     /// Entries in the streams that this run did not submit.
     pub unknown_entries: u64,
-    /// Whether every acknowledged bundle was delivered exactly once, at one height.
+    /// What the run checker found on every endpoint's chain.
+    pub check: CheckSummary,
+    /// Whether every acknowledged bundle was delivered exactly once, at one height, and the checker found
+    /// nothing wrong on any node.
     pub complete: bool,
     /// Rates over the steady part of the run (after the ramp, until the load stopped).
     pub offered_per_sec: f64,
@@ -118,9 +122,44 @@ pub struct Report {
     pub timeline: Vec<Second>,
 }
 
+/// The run checker's findings (counts, and the first of each kind).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckSummary {
+    pub nodes: usize,
+    pub heights_compared: u64,
+    pub forks: usize,
+    pub broken_links: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub unknown: usize,
+    pub split: usize,
+    pub ok: bool,
+    /// One line with the counts and the first findings.
+    pub summary: String,
+}
+
+impl From<&CheckReport> for CheckSummary {
+    fn from(r: &CheckReport) -> Self {
+        CheckSummary {
+            nodes: r.nodes,
+            heights_compared: r.heights_compared,
+            forks: r.forks.len(),
+            broken_links: r.broken_links.len(),
+            lost: r.lost.len(),
+            duplicated: r.duplicated.len(),
+            unknown: r.unknown.len(),
+            split: r.split.len(),
+            ok: r.ok(),
+            summary: r.to_string(),
+        }
+    }
+}
+
 struct Rec {
     submitted: f64,
     acked: bool,
+    /// Entries per rollup.
+    rollups: BTreeMap<u64, u32>,
     expected: u32,
     seen: u32,
     height: Option<u64>,
@@ -189,7 +228,8 @@ impl Tracker {
         &mut self.seconds[i]
     }
 
-    fn offered(&mut self, client_ref: u64, hash: Hash, entries: u32, lag_ms: f64) {
+    fn offered(&mut self, client_ref: u64, hash: Hash, rollups: BTreeMap<u64, u32>, lag_ms: f64) {
+        let entries = rollups.values().sum();
         let t = self.now();
         self.offered += 1;
         self.max_lag_ms = self.max_lag_ms.max(lag_ms);
@@ -200,6 +240,7 @@ impl Tracker {
             Rec {
                 submitted: t,
                 acked: false,
+                rollups,
                 expected: entries,
                 seen: 0,
                 height: None,
@@ -426,7 +467,11 @@ pub async fn run(
                     let client_ref = ((c as u64) << 48) | sent;
                     let scheduled = scheduled_at(sent + 1, per_conn_rate, cfg.ramp_secs);
                     let lag_ms = ((start.elapsed().as_secs_f64() - scheduled) * 1e3).max(0.0);
-                    lock(&tracker).offered(client_ref, b.hash(), b.entries.len() as u32, lag_ms);
+                    let mut per_rollup = BTreeMap::new();
+                    for e in &b.entries {
+                        *per_rollup.entry(e.rollup_id).or_insert(0u32) += 1;
+                    }
+                    lock(&tracker).offered(client_ref, b.hash(), per_rollup, lag_ms);
                     sent += 1;
                     if tx
                         .send(pb::SubmitBundlesRequest {
@@ -491,6 +536,27 @@ pub async fn run(
         r.abort();
     }
 
+    // The checker over every endpoint's chain.
+    let mut history = RunHistory {
+        submitted: lock(&tracker)
+            .recs
+            .iter()
+            .map(|(h, r)| Submitted {
+                bundle: *h,
+                entries: r.rollups.clone(),
+                acked: r.acked,
+            })
+            .collect(),
+        ..RunHistory::default()
+    };
+    crate::chain::read_all(&mut history, &cfg.endpoints, &rollups)
+        .await
+        .wrap_err("reading the chains for the checker")?;
+    // Other clients' bundles (not this run's) on the chain are not findings here.
+    let mut checked = check(&history);
+    checked.unknown.clear();
+    progress(&format!("checker: {checked}"));
+
     let t = lock(&tracker);
     let lost = t.outstanding();
     let steady_from = cfg.ramp_secs.ceil() as usize;
@@ -526,7 +592,8 @@ pub async fn run(
         duplicated: t.duplicated,
         split: t.split,
         unknown_entries: t.unknown_entries,
-        complete: lost == 0 && t.duplicated == 0 && t.split == 0,
+        complete: lost == 0 && t.duplicated == 0 && t.split == 0 && checked.ok(),
+        check: CheckSummary::from(&checked),
         offered_per_sec: per_sec(&|s| s.offered),
         acked_per_sec: per_sec(&|s| s.acked),
         delivered_per_sec: per_sec(&|s| s.delivered),
@@ -599,9 +666,9 @@ mod tests {
     fn completeness_accounting() {
         let mut t = Tracker::new();
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        t.offered(1, a, 2, 0.0);
-        t.offered(2, b, 1, 0.0);
-        t.offered(3, c, 1, 0.0);
+        t.offered(1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0);
+        t.offered(2, b, BTreeMap::from([(1, 1)]), 0.0);
+        t.offered(3, c, BTreeMap::from([(2, 1)]), 0.0);
         let ok = Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
         t.answered(1, ok.clone());
         t.answered(2, ok);

@@ -1,5 +1,6 @@
 //! The CI-sized load run: a 4-validator devnet, a few seconds of low-rate signed load with cross-rollup bundles,
-//! and the harness's own completeness check (every acknowledged bundle delivered exactly once, at one height).
+//! and the harness's own completeness check (every acknowledged bundle delivered exactly once, at one height),
+//! then the run checker over all four nodes' chains (no fork, nothing lost, duplicated or split).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -48,6 +49,14 @@ fn small_load_run_is_complete() {
         serde_json::from_slice(&std::fs::read(out.path().join("report.json")).expect("report"))
             .expect("json");
     assert_eq!(report["complete"], true);
+    // The checker read all four nodes' chains and found them identical and complete.
+    assert_eq!(report["check"]["nodes"], 4);
+    assert_eq!(
+        report["check"]["ok"], true,
+        "{}",
+        report["check"]["summary"]
+    );
+    assert!(report["check"]["heights_compared"].as_u64().unwrap_or(0) >= 5);
     let acked = report["acked"].as_u64().expect("acked");
     assert!(
         acked >= 500,

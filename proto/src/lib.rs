@@ -29,3 +29,6 @@ pub mod types {
     pub use baton_consensus::hash::Hash;
     pub use baton_consensus::types::{BatchEntry, Bundle, BundleEntry, RollupBatch, RollupId};
 }
+
+/// The run checker (forks, lost, duplicated, split bundles), for clients that judge a network from outside.
+pub use baton_consensus::check;
