@@ -20,9 +20,10 @@ use crate::types::{
 };
 
 /// Checks what can be checked about one bundle without chain state or signature recovery: network id, shape,
-/// limits and registered rollups (at admission, and again in block validation).
+/// limits, registered rollups and the signature's canonical form (at admission, and again in block validation).
 pub fn check_bundle(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError> {
     let params = &spec.params;
+    bundle.check_signature_form()?;
     if bundle.network_id != spec.network_id {
         return Err(BundleError::WrongNetwork {
             got: bundle.network_id,

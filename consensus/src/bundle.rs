@@ -84,6 +84,11 @@ pub struct Bundle {
 const FIXED_LEN: usize = 8 + 20 + 8 + 8 + 4 + 65;
 /// Encoded size of one entry besides its payload: rollup id and payload length.
 const ENTRY_OVERHEAD: usize = 8 + 4;
+/// Half the secp256k1 group order: the largest `s` of a canonical (EIP-2) signature.
+const SECP256K1N_HALF: alloy_primitives::U256 = alloy_primitives::U256::from_be_slice(&[
+    0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0x5d, 0x57, 0x6e, 0x73, 0x57, 0xa4, 0x50, 0x1d, 0xdf, 0xe9, 0x2f, 0x46, 0x68, 0x1b, 0x20, 0xa0,
+]);
 
 impl Bundle {
     /// The EIP-712 message of this bundle.
@@ -109,6 +114,29 @@ impl Bundle {
             .typed()
             .eip712_signing_hash(&bundle_domain(self.network_id));
         Hash(digest.0)
+    }
+
+    /// Checks that the signature bytes are in the one canonical form Baton accepts, so that a bundle has exactly
+    /// one encoding per identity: the recovery byte (the last) is 27 or 28, and `s` is in the lower half of the
+    /// curve order (EIP-2). Without this, `v` values that recover the same key and the `(r, n - s)` twin of every
+    /// signature would make byte-different copies of one bundle. Cheap; no recovery.
+    pub fn check_signature_form(&self) -> Result<(), BundleError> {
+        let v = self.signature[64];
+        if v != 27 && v != 28 {
+            return Err(BundleError::BadSignature {
+                reason: format!("the recovery byte (the last of 65) must be 27 or 28, got {v}"),
+            });
+        }
+        let s = alloy_primitives::U256::from_be_slice(&self.signature[32..64]);
+        if s > SECP256K1N_HALF {
+            return Err(BundleError::BadSignature {
+                reason:
+                    "s is in the upper half of the curve order (EIP-2): sign with a library that \
+                         normalizes s"
+                        .into(),
+            });
+        }
+        Ok(())
     }
 
     /// Checks that the signature over `hash` (this bundle's [`Bundle::hash`]) recovers to `sender`. This is the
@@ -235,6 +263,36 @@ mod tests {
     fn encoded_len_matches_borsh() {
         let b = bundle(1, 0, &[1, 7, 2], 9);
         assert_eq!(b.encoded_len(), borsh::to_vec(&b).unwrap().len());
+    }
+
+    /// One identity, one encoding: other recovery bytes and the high-s twin recover the same sender (so
+    /// recovery alone would accept them) but are refused by the form check.
+    #[test]
+    fn only_the_canonical_signature_form_is_accepted() {
+        let b = bundle(3, 5, &[1, 2], 1);
+        b.check_signature_form().unwrap();
+        assert!(b.signature[64] == 27 || b.signature[64] == 28);
+        for v in [0u8, 1, 29, 255] {
+            let mut t = b.clone();
+            t.signature[64] = v;
+            assert!(t.check_signature_form().is_err(), "v = {v}");
+        }
+        // (r, n - s) with the other parity is the same signature over the same hash.
+        let n = alloy_primitives::U256::from_str_radix(
+            "fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141",
+            16,
+        )
+        .unwrap();
+        let s = alloy_primitives::U256::from_be_slice(&b.signature[32..64]);
+        let mut twin = b.clone();
+        twin.signature[32..64].copy_from_slice(&(n - s).to_be_bytes::<32>());
+        twin.signature[64] = if b.signature[64] == 27 { 28 } else { 27 };
+        assert_eq!(twin.hash(), b.hash());
+        twin.verify_signature(&twin.hash()).unwrap();
+        assert!(matches!(
+            twin.check_signature_form(),
+            Err(BundleError::BadSignature { .. })
+        ));
     }
 
     #[test]
