@@ -966,3 +966,191 @@ fn cert_mut(b: &mut pb::RollupBatch) -> &mut pb::Certificate {
 fn header_mut(b: &mut pb::RollupBatch) -> &mut pb::BlockHeader {
     b.header.as_mut().expect("header")
 }
+
+/// A flood against one node: 1,000 idle TCP connections, garbage on the gRPC and p2p ports, oversized messages,
+/// and thousands of streams opened and dropped at once. A well-behaved client keeps getting answers, the chain
+/// keeps deciding, subscriber slots come back, and the node's memory stays bounded.
+#[test]
+fn a_flood_of_connections_and_bad_frames_does_not_stop_service() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+    let _g = serial();
+    run(Duration::from_secs(240), async {
+        let cluster = Cluster::start(1);
+        cluster.wait_height(0, 3, T).await;
+        let node = &cluster.net.nodes[0];
+        let grpc = node.grpc_addr;
+        let p2p: std::net::SocketAddr = node
+            .p2p_addr
+            .trim_start_matches("/ip4/")
+            .replacen("/tcp/", ":", 1)
+            .parse()
+            .expect("p2p addr");
+        let rss_before = cluster.rss(0);
+        let h0 = cluster.height(0).await.unwrap();
+
+        // The well-behaved client: a status call every 50 ms, timing each.
+        let stop = Arc::new(AtomicBool::new(false));
+        let worst_ms = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(AtomicU64::new(0));
+        let calls = Arc::new(AtomicU64::new(0));
+        let good = {
+            let (stop, worst_ms, failures, calls) = (
+                stop.clone(),
+                worst_ms.clone(),
+                failures.clone(),
+                calls.clone(),
+            );
+            let mut c = cluster.client(0).await;
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    match tokio::time::timeout(Duration::from_secs(5), c.status()).await {
+                        Ok(Ok(_)) => {
+                            worst_ms.fetch_max(t.elapsed().as_millis() as u64, Ordering::Relaxed);
+                        }
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+
+        // 1,000 idle connections held open on the gRPC port, 200 more on the p2p port.
+        let mut idle = Vec::new();
+        for i in 0..1_200 {
+            let addr = if i < 1_000 { grpc } else { p2p };
+            if let Ok(s) = tokio::net::TcpStream::connect(addr).await {
+                idle.push(s);
+            }
+        }
+        // Garbage: not HTTP/2, not a noise handshake.
+        let mut junk = Vec::new();
+        for i in 0..400u32 {
+            let addr = if i % 2 == 0 { grpc } else { p2p };
+            junk.push(tokio::spawn(async move {
+                if let Ok(mut s) = tokio::net::TcpStream::connect(addr).await {
+                    let mut bytes = vec![0u8; 64 * 1024];
+                    for (j, b) in bytes.iter_mut().enumerate() {
+                        *b = (j as u32).wrapping_mul(2654435761).wrapping_add(i) as u8;
+                    }
+                    let _ = s.write_all(&bytes).await;
+                }
+            }));
+        }
+        // Oversized requests on real HTTP/2 connections: refused with a status, not a crash.
+        let mut user = User::new();
+        let huge = user.bundle(&[(1, &vec![9u8; 24 * 1024 * 1024][..])]);
+        for _ in 0..4 {
+            let (mut rollup, _) = cluster.client(0).await.raw();
+            let err = rollup
+                .submit_bundle(pb::SubmitBundleRequest {
+                    bundle: Some((&huge).into()),
+                })
+                .await
+                .expect_err("a 24 MiB bundle must be refused");
+            assert!(
+                matches!(
+                    err.code(),
+                    tonic::Code::ResourceExhausted
+                        | tonic::Code::OutOfRange
+                        | tonic::Code::InvalidArgument
+                ),
+                "oversized request: {err:?}"
+            );
+        }
+        // Streams opened and dropped at once, 2,000 of them over 20 connections.
+        let mut churn = Vec::new();
+        for _ in 0..20 {
+            let mut c = cluster.client(0).await;
+            churn.push(tokio::spawn(async move {
+                for k in 0..100u64 {
+                    if let Ok(s) = c.stream_batches(1 + k % 4, 1).await {
+                        drop(s);
+                    }
+                }
+            }));
+        }
+        for j in junk.into_iter().chain(churn) {
+            let _ = j.await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss_flood = cluster.rss(0);
+        let h1 = cluster.height(0).await.unwrap();
+        drop(idle);
+        stop.store(true, Ordering::Relaxed);
+        let _ = good.await;
+
+        // Subscriber slots come back once the streams are gone.
+        let metrics_url = format!("http://{}/metrics", node.metrics_addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let subscribers = loop {
+            let text = scrape(&metrics_url).await;
+            let n = text
+                .lines()
+                .find_map(|l| l.strip_prefix("baton_stream_subscribers "))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(-1.0);
+            if n == 0.0 || Instant::now() > deadline {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        println!(
+            "flood: {} status calls, worst {} ms, {} failed; heights {h0} -> {h1} during the flood; RSS {} -> {} MiB; \
+             subscribers after: {subscribers}",
+            calls.load(Ordering::Relaxed),
+            worst_ms.load(Ordering::Relaxed),
+            failures.load(Ordering::Relaxed),
+            rss_before >> 20,
+            rss_flood >> 20
+        );
+        // (A fresh sender: the refused 24 MiB bundle took nonce 0 of the other one.)
+        let mut c = cluster.client(0).await;
+        let hash = c
+            .submit(&User::new().bundle(&[(2, b"after the flood")]))
+            .await
+            .expect("submit");
+        wait_included(&mut c, &hash, T).await;
+        assert_eq!(
+            failures.load(Ordering::Relaxed),
+            0,
+            "the good client lost calls"
+        );
+        assert!(
+            worst_ms.load(Ordering::Relaxed) < 2_000,
+            "the good client waited over 2 s"
+        );
+        assert!(
+            h1 > h0 + 5,
+            "the chain stalled during the flood ({h0} -> {h1})"
+        );
+        assert_eq!(subscribers, 0.0, "stream slots leaked");
+        assert!(
+            rss_flood < rss_before + 300 * 1024 * 1024,
+            "memory grew {} MiB under the flood",
+            (rss_flood - rss_before) >> 20
+        );
+    });
+}
+
+/// GET a metrics page (plain HTTP/1.1, no client library needed).
+async fn scrape(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(mut s) = tokio::net::TcpStream::connect(host).await else {
+        return String::new();
+    };
+    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
