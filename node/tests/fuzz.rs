@@ -355,9 +355,14 @@ fn grpc_conversions_never_panic_and_round_trip() {
         "gRPC BlockHeader",
         seed,
         cases,
-        &[s.block.header.clone()],
+        std::slice::from_ref(&s.block.header),
     );
-    grpc::<pb::Certificate, Certificate>("gRPC Certificate", seed, cases, &[s.cert.clone()]);
+    grpc::<pb::Certificate, Certificate>(
+        "gRPC Certificate",
+        seed,
+        cases,
+        std::slice::from_ref(&s.cert),
+    );
     let batch = RollupBatch {
         rollup_id: 2,
         header: s.block.header.clone(),
@@ -408,8 +413,13 @@ fn grpc_conversions_never_panic_and_round_trip() {
 fn stored_records_never_panic_and_round_trip() {
     let (seed, cases) = seed_and_cases();
     let s = samples();
-    stored("store Block", seed, cases, &[s.block.clone()]);
-    stored("store Certificate", seed, cases, &[s.cert.clone()]);
+    stored("store Block", seed, cases, std::slice::from_ref(&s.block));
+    stored(
+        "store Certificate",
+        seed,
+        cases,
+        std::slice::from_ref(&s.cert),
+    );
     stored("store Bundle", seed, cases, &s.bundles);
     stored(
         "store UndecidedProposal",
