@@ -61,6 +61,25 @@ pub struct TimeoutParams {
     pub max_ms: u64,
 }
 
+impl TimeoutParams {
+    /// The engine's timeouts: each grows linearly with the round; the rebroadcast of round messages waits for at
+    /// least a whole round (and a second).
+    pub fn linear(&self) -> malachitebft_core_types::LinearTimeouts {
+        let ms = std::time::Duration::from_millis;
+        malachitebft_core_types::LinearTimeouts {
+            propose: ms(self.propose_ms),
+            propose_delta: ms(self.propose_delta_ms),
+            prevote: ms(self.prevote_ms),
+            prevote_delta: ms(self.vote_delta_ms),
+            precommit: ms(self.precommit_ms),
+            precommit_delta: ms(self.vote_delta_ms),
+            rebroadcast: ms(self.propose_ms + self.prevote_ms + self.precommit_ms)
+                .max(std::time::Duration::from_secs(1)),
+            max_timeout: ms(self.max_ms),
+        }
+    }
+}
+
 impl Default for TimeoutParams {
     fn default() -> Self {
         Self {

@@ -17,12 +17,11 @@ use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, chunk_bundles, Clock, Host, SyncVerdict,
 };
 use baton_consensus::mempool::Admission;
-use baton_consensus::params::TimeoutParams;
 use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
 use malachitebft_app_channel::app::types::core::{
-    ExtendedCommitCertificate, LinearTimeouts, Round, VoteExtensions,
+    ExtendedCommitCertificate, Round, VoteExtensions,
 };
 use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::LocallyProposedValue;
@@ -44,20 +43,6 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0)
-    }
-}
-
-pub fn linear_timeouts(t: &TimeoutParams) -> LinearTimeouts {
-    let ms = Duration::from_millis;
-    LinearTimeouts {
-        propose: ms(t.propose_ms),
-        propose_delta: ms(t.propose_delta_ms),
-        prevote: ms(t.prevote_ms),
-        prevote_delta: ms(t.vote_delta_ms),
-        precommit: ms(t.precommit_ms),
-        precommit_delta: ms(t.vote_delta_ms),
-        rebroadcast: ms(t.propose_ms + t.prevote_ms + t.precommit_ms).max(Duration::from_secs(1)),
-        max_timeout: ms(t.max_ms),
     }
 }
 
@@ -135,7 +120,7 @@ impl ConsensusLoop {
     fn height_params(&self) -> HeightParams<BatonContext> {
         HeightParams::new(
             self.host.height_validators(),
-            linear_timeouts(&self.host.params().timeouts),
+            self.host.params().timeouts.linear(),
             None,
         )
     }
