@@ -151,12 +151,14 @@ mod tests {
         bench = bench.after(&bench.apply(&base, h), h, 1, second);
         assert_eq!(bench.benched_at(h + 1), vec![dead]);
         assert_eq!(bench.entries()[0].until_height, h + 1 + BENCH_HEIGHTS);
-        // While benched, the dead validator proposes no round of any height.
+        // While benched, the dead validator proposes none of the first three rounds of any height (later rounds
+        // use the whole rotation, so that it cannot starve a value it holds).
         for height in h + 1..h + 1 + BENCH_HEIGHTS {
             let eff = bench.apply(&base, height);
-            for r in 0..8 {
+            for r in 0..3 {
                 assert_ne!(eff.proposer(height, r).address, dead);
             }
+            assert!((3..7).any(|r| eff.proposer(height, r).address == dead));
         }
         // Back in the rotation it misses again: twice as long.
         let h2 = h + 1 + BENCH_HEIGHTS;
@@ -186,6 +188,18 @@ mod tests {
         for a in before {
             assert!(bench.benched_at(h3 + 1).contains(&a));
         }
+    }
+
+    #[test]
+    fn a_bench_holding_over_a_third_of_the_power_is_ignored() {
+        let base = set(4);
+        let two: Vec<Address> = base.validators()[..2].iter().map(|v| v.address).collect();
+        let eff = base.with_benched(&two);
+        for h in 0..8 {
+            assert_eq!(eff.proposer(h, 0).address, base.proposer(h, 0).address);
+        }
+        let one = base.with_benched(&two[..1]);
+        assert!((0..8).all(|h| one.proposer(h, 0).address != two[0]));
     }
 
     #[test]

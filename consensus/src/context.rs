@@ -309,11 +309,19 @@ impl ValidatorSet {
         Self::new(keys.iter().map(|k| Validator::new(*k, 1)).collect())
     }
 
-    /// The same set (same hash, same voting powers) with `benched` left out of the proposer rotation. When that
-    /// would leave nobody, the full rotation is kept.
+    /// The same set (same hash, same voting powers) with `benched` left out of the first rounds' proposer
+    /// rotation. The bench is ignored when the benched validators hold more than a third of the power (or
+    /// would leave nobody): a bench that large means the network itself is failing, and Tendermint's liveness
+    /// needs every validator to get proposer turns.
     pub fn with_benched(&self, benched: &[Address]) -> ValidatorSet {
         let mut out = self.clone();
-        out.active = if benched.is_empty() {
+        let benched_power: u64 = self
+            .validators
+            .iter()
+            .filter(|v| benched.contains(&v.address))
+            .map(|v| v.voting_power)
+            .sum();
+        out.active = if benched.is_empty() || benched_power.saturating_mul(3) > self.total_power {
             Vec::new()
         } else {
             self.schedule
@@ -348,10 +356,11 @@ impl ValidatorSet {
     /// proportion to its power and, unless it holds more than half the power, never for two consecutive rounds
     /// (a crashed proposer costs one timeout, not several in a row).
     ///
-    /// Benched validators (see [`ValidatorSet::with_benched`]) are skipped: the slot is taken in the rotation
-    /// without them.
+    /// Benched validators (see [`ValidatorSet::with_benched`]) are skipped in the first rounds, as many rounds
+    /// as there are slots left without them; later rounds use the full rotation again, so that every validator
+    /// (one holding a locked value among them) eventually proposes.
     pub fn proposer(&self, height: u64, round: u32) -> &Validator {
-        let schedule = if self.active.is_empty() {
+        let schedule = if self.active.is_empty() || round as usize >= self.active.len() {
             &self.schedule
         } else {
             &self.active

@@ -9,6 +9,7 @@
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
 //! [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
 //! [`check`] judges a whole run (submissions and every node's chain): forks, lost, duplicated, split bundles.
+//! `sim` (feature `sim`, and in tests) runs whole networks of these on a virtual clock over a faulty network.
 //!
 //! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
@@ -25,6 +26,8 @@ pub mod mempool;
 pub mod params;
 pub mod proof;
 pub mod registry;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod store;
 pub mod types;
 

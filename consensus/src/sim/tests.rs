@@ -1,0 +1,189 @@
+//! Seeded fault runs. Each test prints its seeds; `BATON_SIM_SEED=<seed>` replays one, `BATON_SIM_RUNS=<n>`
+//! sets how many seeds each scenario tries (default 3; the long suite uses more).
+
+use super::*;
+use crate::bundle::testing::bundle;
+
+fn seeds() -> Vec<u64> {
+    if let Some(s) = std::env::var("BATON_SIM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![s];
+    }
+    let runs = std::env::var("BATON_SIM_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    (0..runs).map(|_| rand::random()).collect()
+}
+
+/// 8 senders × `per_sender` bundles (some spanning two rollups), spread over the first `over_ms`, each sender
+/// submitting to one honest node in nonce order.
+fn load(per_sender: u64, over_ms: u64, honest: &[usize]) -> Vec<(u64, usize, Bundle)> {
+    let mut out = Vec::new();
+    for s in 0..8u8 {
+        for nonce in 0..per_sender {
+            let rollups: &[u64] = if nonce % 3 == 0 { &[1, 2] } else { &[3] };
+            let t = (nonce * over_ms / per_sender) + u64::from(s) * 7;
+            out.push((
+                t,
+                honest[s as usize % honest.len()],
+                bundle(s + 1, nonce, rollups, s),
+            ));
+        }
+    }
+    out
+}
+
+fn config(seed: u64, validators: usize, duration_ms: u64) -> SimConfig {
+    SimConfig {
+        seed,
+        validators,
+        duration_ms,
+        faults: NetFaults::default(),
+        partitions: vec![],
+        byzantine: vec![],
+        submissions: vec![],
+        spec: ChainSpec::for_tests(7, 4),
+    }
+}
+
+/// Runs, prints the outcome, and asserts the checker's verdict and that every honest node kept up.
+fn run_and_judge(name: &str, cfg: SimConfig, min_height: u64, max_resume_ms: u64) -> SimOutcome {
+    let seed = cfg.seed;
+    let honest: Vec<usize> = (0..cfg.validators)
+        .filter(|i| !cfg.byzantine.iter().any(|(b, _)| b == i))
+        .collect();
+    let out = Sim::new(cfg).run();
+    println!(
+        "{name} seed {seed}: heights {:?}, {} messages ({} lost, {} duplicated), {} events; {}",
+        out.heights, out.sent, out.dropped, out.duplicated, out.events, out.report
+    );
+    let replay = format!("(replay: BATON_SIM_SEED={seed} cargo test -p baton-consensus {name})");
+    assert!(out.report.ok(), "{name}: {} {replay}", out.report);
+    assert_eq!(
+        out.report.submitted, out.report.included,
+        "{name}: acked bundles not all included {replay}"
+    );
+    for &i in &honest {
+        assert!(
+            out.heights[i] >= min_height,
+            "{name}: node{i} reached only height {} {replay}",
+            out.heights[i]
+        );
+    }
+    if let Some(worst) = out.report.worst_resume_ms() {
+        assert!(
+            worst <= max_resume_ms,
+            "{name}: resumed after {worst} ms {replay}"
+        );
+    }
+    assert!(
+        out.report.resumes.iter().all(|r| r.ms.is_some()),
+        "{name}: no progress after a fault healed {replay}"
+    );
+    out
+}
+
+#[test]
+fn sim_healthy_network_decides_everything_once() {
+    for seed in seeds() {
+        let mut cfg = config(seed, 4, 20_000);
+        cfg.submissions = load(25, 10_000, &[0, 1, 2, 3]);
+        let out = run_and_judge("sim_healthy", cfg, 100, 0);
+        assert_eq!(out.report.included, 200);
+    }
+}
+
+#[test]
+fn sim_lossy_reordering_network_with_partitions() {
+    for seed in seeds() {
+        let mut cfg = config(seed, 4, 40_000);
+        cfg.faults = NetFaults {
+            drop: 0.05,
+            duplicate: 0.05,
+            min_delay_ms: 1,
+            max_delay_ms: 60,
+            until_ms: 30_000,
+        };
+        cfg.partitions = vec![
+            Partition {
+                label: "2|2 partition".into(),
+                from_ms: 5_000,
+                to_ms: 10_000,
+                groups: vec![vec![0, 1], vec![2, 3]],
+            },
+            Partition {
+                label: "node3 isolated".into(),
+                from_ms: 15_000,
+                to_ms: 20_000,
+                groups: vec![vec![0, 1, 2]],
+            },
+            Partition {
+                label: "node0 isolated".into(),
+                from_ms: 24_000,
+                to_ms: 27_000,
+                groups: vec![vec![1, 2, 3]],
+            },
+        ];
+        cfg.submissions = load(30, 25_000, &[0, 1, 2, 3]);
+        run_and_judge("sim_lossy", cfg, 50, 10_000);
+    }
+}
+
+#[test]
+fn sim_equivocating_proposer_cannot_fork_the_honest_nodes() {
+    for seed in seeds() {
+        let mut cfg = config(seed, 4, 30_000);
+        cfg.faults = NetFaults {
+            drop: 0.02,
+            duplicate: 0.02,
+            min_delay_ms: 1,
+            max_delay_ms: 30,
+            until_ms: 20_000,
+        };
+        cfg.byzantine = vec![(3, Behaviour::EquivocatingProposer)];
+        cfg.submissions = load(20, 15_000, &[0, 1, 2]);
+        run_and_judge("sim_equivocating", cfg, 30, 10_000);
+    }
+}
+
+#[test]
+fn sim_double_voter_cannot_fork_the_honest_nodes() {
+    for seed in seeds() {
+        let mut cfg = config(seed, 4, 30_000);
+        cfg.faults = NetFaults {
+            drop: 0.02,
+            duplicate: 0.02,
+            min_delay_ms: 1,
+            max_delay_ms: 30,
+            until_ms: 20_000,
+        };
+        cfg.byzantine = vec![(1, Behaviour::DoubleVoter)];
+        cfg.submissions = load(20, 15_000, &[0, 2, 3]);
+        run_and_judge("sim_double_voter", cfg, 30, 10_000);
+    }
+}
+
+#[test]
+fn sim_replays_exactly_from_its_seed() {
+    let make = || {
+        let mut cfg = config(42, 4, 8_000);
+        cfg.faults = NetFaults {
+            drop: 0.05,
+            duplicate: 0.05,
+            min_delay_ms: 1,
+            max_delay_ms: 40,
+            until_ms: u64::MAX,
+        };
+        cfg.submissions = load(5, 4_000, &[0, 1, 2, 3]);
+        cfg
+    };
+    let a = Sim::new(make()).run();
+    let b = Sim::new(make()).run();
+    assert_eq!(
+        (a.heights.clone(), a.sent, a.dropped, a.events),
+        (b.heights.clone(), b.sent, b.dropped, b.events)
+    );
+}
