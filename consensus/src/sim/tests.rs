@@ -128,7 +128,7 @@ fn sim_lossy_reordering_network_with_partitions() {
             },
         ];
         cfg.submissions = load(30, 25_000, &[0, 1, 2, 3]);
-        run_and_judge("sim_lossy", cfg, 50, 10_000);
+        run_and_judge("sim_lossy", cfg, 50, 20_000);
     }
 }
 
