@@ -5,7 +5,8 @@
 //! Scenarios (each under load, ending with the run checker over every node's chain): kill -9 and restart;
 //! SIGSTOP for 10 s then SIGCONT; one node's link down then up; a 2|2 partition (no commits during it); the
 //! current proposer killed again and again. The tests need root (to create namespaces) and skip with a message
-//! otherwise. `BATON_NETNS_SECS` scales the scenarios (default 1.0; the long suite uses 2.0).
+//! otherwise. `BATON_NETNS_SECS` scales the scenarios (default 1.0) and `BATON_NETNS_VALIDATORS` sets the network
+//! size (default 4); the long suite uses 2.0 and 7.
 
 mod common;
 
@@ -135,20 +136,29 @@ impl Lab {
         for (i, v) in genesis.validators.iter_mut().enumerate() {
             v.p2p_addr = v.p2p_addr.replace("127.0.0.1", &node_ip(i).to_string());
         }
-        std::fs::write(&net.genesis_path, toml::to_string(&genesis).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            &net.genesis_path,
+            toml::to_string(&genesis).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let mut configs = Vec::new();
         let mut grpc = Vec::new();
         let mut logs = Vec::new();
         for (i, node) in net.nodes.iter().enumerate() {
             let mut cfg = NodeConfig::load(&node.config_path).map_err(|e| e.to_string())?;
-            cfg.p2p.listen_addr = cfg.p2p.listen_addr.replace("127.0.0.1", &node_ip(i).to_string());
+            cfg.p2p.listen_addr = cfg
+                .p2p
+                .listen_addr
+                .replace("127.0.0.1", &node_ip(i).to_string());
             cfg.grpc.listen_addr = SocketAddr::new(node_ip(i).into(), cfg.grpc.listen_addr.port());
             cfg.metrics.listen_addr =
                 SocketAddr::new(node_ip(i).into(), cfg.metrics.listen_addr.port());
             grpc.push(cfg.grpc.listen_addr);
-            std::fs::write(&node.config_path, toml::to_string(&cfg).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            std::fs::write(
+                &node.config_path,
+                toml::to_string(&cfg).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
             configs.push(node.config_path.clone());
             logs.push(node.dir.join("node.log"));
         }
@@ -190,17 +200,17 @@ impl Lab {
             .stderr(log)
             .spawn()
             .expect("start node");
-        self.procs.lock().unwrap()[i] = Some(child);
+        self.procs.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(child);
     }
 
     fn signal(&self, i: usize, sig: nix::sys::signal::Signal) {
-        if let Some(c) = self.procs.lock().unwrap()[i].as_ref() {
+        if let Some(c) = self.procs.lock().unwrap_or_else(|p| p.into_inner())[i].as_ref() {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
         }
     }
 
     fn kill(&self, i: usize) {
-        if let Some(mut c) = self.procs.lock().unwrap()[i].take() {
+        if let Some(mut c) = self.procs.lock().unwrap_or_else(|p| p.into_inner())[i].take() {
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -220,7 +230,7 @@ impl Lab {
 
     /// Cuts every path between the two groups (blackhole routes inside the nodes' namespaces).
     fn partition(&self, a: &[usize], b: &[usize]) {
-        let mut cut = self.partitioned.lock().unwrap();
+        let mut cut = self.partitioned.lock().unwrap_or_else(|p| p.into_inner());
         for &x in a {
             for &y in b {
                 for (from, to) in [(x, y), (y, x)] {
@@ -240,7 +250,12 @@ impl Lab {
     }
 
     fn heal(&self) {
-        for (from, to) in self.partitioned.lock().unwrap().drain(..) {
+        for (from, to) in self
+            .partitioned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             let _ = ip(&[
                 "-n",
                 &self.nodes[from].0,
@@ -273,10 +288,7 @@ impl Drop for Lab {
 }
 
 /// Runs `f` on a thread inside the namespace `ns` (sockets it opens live there), on its own runtime.
-fn in_ns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> T {
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let path = format!("/var/run/netns/{ns}");
     std::thread::spawn(move || {
         let fd = File::open(&path).expect("namespace file");
@@ -311,10 +323,13 @@ struct Row {
 }
 
 async fn connect(url: &str) -> Option<BatonClient> {
-    tokio::time::timeout(Duration::from_millis(500), BatonClient::connect(url.to_string()))
-        .await
-        .ok()?
-        .ok()
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        BatonClient::connect(url.to_string()),
+    )
+    .await
+    .ok()?
+    .ok()
 }
 
 async fn height(url: &str) -> Option<u64> {
@@ -339,7 +354,11 @@ async fn scenario(
     let deadline = start + Duration::from_secs(90);
     for i in 0..n {
         while height(&lab.url(i)).await.unwrap_or(0) < 2 {
-            assert!(Instant::now() < deadline, "{name}: node{i} did not start deciding:\n{}", lab.tail(i));
+            assert!(
+                Instant::now() < deadline,
+                "{name}: node{i} did not start deciding:\n{}",
+                lab.tail(i)
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -351,7 +370,11 @@ async fn scenario(
     let acked: Arc<Mutex<BTreeMap<Hash, BTreeMap<u64, u32>>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
-        let (acked, stop, urls) = (acked.clone(), stop.clone(), (0..n).map(|i| lab.url(i)).collect::<Vec<_>>());
+        let (acked, stop, urls) = (
+            acked.clone(),
+            stop.clone(),
+            (0..n).map(|i| lab.url(i)).collect::<Vec<_>>(),
+        );
         tokio::spawn(async move {
             let mut users: Vec<(User, VecDeque<baton_consensus::types::Bundle>)> =
                 (0..8).map(|_| (User::new(), VecDeque::new())).collect();
@@ -360,7 +383,7 @@ async fn scenario(
             while !stop.load(Ordering::Relaxed) {
                 for (u, (user, queue)) in users.iter_mut().enumerate() {
                     if queue.is_empty() {
-                        let cross = k % 4 == 0;
+                        let cross = k.is_multiple_of(4);
                         let payload = format!("{u}-{k}").into_bytes();
                         let entries: Vec<(u64, &[u8])> = if cross {
                             vec![(1, &payload[..]), (2, &payload[..])]
@@ -374,14 +397,19 @@ async fn scenario(
                     if clients[node].is_none() {
                         clients[node] = connect(&urls[node]).await;
                     }
-                    let Some(c) = clients[node].as_mut() else { continue };
+                    let Some(c) = clients[node].as_mut() else {
+                        continue;
+                    };
                     match tokio::time::timeout(Duration::from_millis(500), c.submit(&b)).await {
                         Ok(Ok(h)) => {
                             let mut per = BTreeMap::new();
                             for e in &b.entries {
                                 *per.entry(e.rollup_id).or_insert(0u32) += 1;
                             }
-                            acked.lock().unwrap().insert(h, per);
+                            acked
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(h, per);
                             queue.pop_front();
                         }
                         _ => clients[node] = None,
@@ -396,14 +424,21 @@ async fn scenario(
     // Progress samples: the highest height any node reports.
     let progress: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let sampler = {
-        let (progress, stop, urls) = (progress.clone(), stop.clone(), (0..n).map(|i| lab.url(i)).collect::<Vec<_>>());
+        let (progress, stop, urls) = (
+            progress.clone(),
+            stop.clone(),
+            (0..n).map(|i| lab.url(i)).collect::<Vec<_>>(),
+        );
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let mut top = 0;
                 for u in &urls {
                     top = top.max(height(u).await.unwrap_or(0));
                 }
-                progress.lock().unwrap().push((ms(), top));
+                progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((ms(), top));
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         })
@@ -434,14 +469,19 @@ async fn scenario(
                 open.push((label, faults.len()));
             }
             Action::Partition => {
-                lab.partition(&[0, 1], &[2, 3]);
+                let half: Vec<usize> = (0..n / 2).collect();
+                let rest: Vec<usize> = (n / 2..n).collect();
+                lab.partition(&half, &rest);
                 open.push((label, faults.len()));
             }
             Action::KillProposer => {
                 let p = next_proposer(&lab).await;
                 lab.kill(p);
                 killed_proposers.push(p);
-                open.push((format!("kill proposer node{p} at {:.1} s", now as f64 / 1e3), faults.len()));
+                open.push((
+                    format!("kill proposer node{p} at {:.1} s", now as f64 / 1e3),
+                    faults.len(),
+                ));
             }
             Action::Start(i) => lab.start(i),
             Action::Cont(i) => lab.signal(i, nix::sys::signal::Signal::SIGCONT),
@@ -455,7 +495,11 @@ async fn scenario(
         }
         if matches!(
             action,
-            Action::Start(_) | Action::Cont(_) | Action::LinkUp(_) | Action::Heal | Action::RestartAll
+            Action::Start(_)
+                | Action::Cont(_)
+                | Action::LinkUp(_)
+                | Action::Heal
+                | Action::RestartAll
         ) {
             for (label, _) in open.drain(..) {
                 faults.push(Fault {
@@ -472,7 +516,7 @@ async fn scenario(
     let _ = sampler.await;
 
     // Drain: every acknowledged bundle included (or the checker will call it lost).
-    let acked = acked.lock().unwrap().clone();
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let drain_until = Instant::now() + Duration::from_secs(60);
     let mut c = connect(&lab.url(0)).await.expect("node0");
     let mut pending: Vec<Hash> = acked.keys().copied().collect();
@@ -491,7 +535,7 @@ async fn scenario(
     }
 
     // Heights during the partition window (a 2|2 split must decide nothing).
-    let progress = progress.lock().unwrap().clone();
+    let progress = progress.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let stalled_heights = window.map(|(from, to)| {
         let at = |t: f64| {
             progress
@@ -527,7 +571,11 @@ async fn scenario(
             .filter(|(_, a)| {
                 matches!(
                     a,
-                    Action::Kill(_) | Action::Stop(_) | Action::LinkDown(_) | Action::Partition | Action::KillProposer
+                    Action::Kill(_)
+                        | Action::Stop(_)
+                        | Action::LinkDown(_)
+                        | Action::Partition
+                        | Action::KillProposer
                 )
             })
             .count(),
@@ -541,11 +589,15 @@ async fn scenario(
 async fn next_proposer(lab: &Lab) -> usize {
     let base = lab.genesis.validator_set().expect("set");
     for i in 0..lab.configs.len() {
-        let Some(mut c) = connect(&lab.url(i)).await else { continue };
+        let Some(mut c) = connect(&lab.url(i)).await else {
+            continue;
+        };
         let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(500), c.status()).await else {
             continue;
         };
-        let Ok(b) = c.get_batch(1, s.latest_height).await else { continue };
+        let Ok(b) = c.get_batch(1, s.latest_height).await else {
+            continue;
+        };
         let next = s.latest_height + 1;
         let p = b.header.bench.apply(&base, next).proposer(next, 0).address;
         if let Some(idx) = lab
@@ -574,7 +626,12 @@ fn run_scenario(
     window: Option<(f64, f64)>,
 ) -> Option<Row> {
     let _g = serial();
-    let lab = Arc::new(Lab::new(4)?);
+    let validators = std::env::var("BATON_NETNS_VALIDATORS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4usize)
+        .max(4);
+    let lab = Arc::new(Lab::new(validators)?);
     let s = scale();
     let actions: Vec<(f64, Action)> = actions.into_iter().map(|(t, a)| (t * s, a)).collect();
     let window = window.map(|(a, b)| (a * s, b * s));
@@ -602,11 +659,23 @@ fn run_scenario(
         r.forks.len(),
         r.lost.len(),
         r.duplicated.len(),
-        r.worst_resume_ms().map_or("-".into(), |m| format!("{m} ms")),
+        r.worst_resume_ms()
+            .map_or("-".into(), |m| format!("{m} ms")),
         r
     );
-    assert!(r.ok(), "{name}: {r}\nnode logs:\n{}", (0..4).map(|i| lab.tail(i)).collect::<Vec<_>>().join("\n---\n"));
-    assert!(r.acked > 50, "{name}: only {} bundles acknowledged", r.acked);
+    assert!(
+        r.ok(),
+        "{name}: {r}\nnode logs:\n{}",
+        (0..lab.configs.len())
+            .map(|i| lab.tail(i))
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    );
+    assert!(
+        r.acked > 50,
+        "{name}: only {} bundles acknowledged",
+        r.acked
+    );
     assert_eq!(r.included, r.acked, "{name}: {r}");
     assert!(
         r.resumes.iter().all(|x| x.ms.is_some()),
@@ -648,14 +717,17 @@ fn netns_link_down_then_up() {
 #[test]
 fn netns_partition_two_two_decides_nothing_then_recovers() {
     let row = run_scenario(
-        "2|2 partition 12 s, healed",
+        "halves partition (2|2) 12 s, healed",
         35.0,
         vec![(8.0, Action::Partition), (20.0, Action::Heal)],
         Some((9.0, 19.5)),
     );
     if let Some(row) = row {
         let stalled = row.stalled_heights.expect("window");
-        assert!(stalled <= 1, "{stalled} heights decided during a 2|2 partition");
+        assert!(
+            stalled <= 1,
+            "{stalled} heights decided during a 2|2 partition"
+        );
     }
 }
 

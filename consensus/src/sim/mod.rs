@@ -162,6 +162,8 @@ pub struct Sim {
     dropped: u64,
     duplicated: u64,
     processed: u64,
+    /// `BATON_SIM_TRACE` set: print rounds, proposals and refused inputs to stderr.
+    trace: bool,
 }
 
 /// Virtual time starts here (the hosts check timestamps against it).
@@ -256,6 +258,7 @@ impl Sim {
             dropped: 0,
             duplicated: 0,
             processed: 0,
+            trace: std::env::var("BATON_SIM_TRACE").is_ok(),
             cfg,
         }
     }
@@ -416,7 +419,7 @@ impl Sim {
                     }
                     other => self.nodes[to].host.on_part(&publisher, &stream, seq, other),
                 };
-                if std::env::var("BATON_SIM_TRACE").is_ok() {
+                if self.trace {
                     if let Ok(Some(pv)) = &r {
                         eprintln!("t={} node{to} value from node{from} h={} r={} valid_round={} validity={:?}", self.now - START_MS, pv.height.0, pv.round, pv.valid_round, pv.validity);
                     }
@@ -503,7 +506,7 @@ impl Sim {
     fn propose(&mut self, node: usize, height: u64, round: Round) {
         let Some(r) = round.as_u32() else { return };
         let proposed = self.nodes[node].host.propose(height, r);
-        if std::env::var("BATON_SIM_TRACE").is_ok() {
+        if self.trace {
             eprintln!(
                 "t={} node{node} propose h={height} r={r} ok={}",
                 self.now - START_MS,
@@ -598,7 +601,7 @@ impl Sim {
         self.nodes[node].metrics = Some(metrics);
         self.nodes[node].state = Some(state);
         if let Err(e) = result {
-            if std::env::var("BATON_SIM_TRACE").is_ok() {
+            if self.trace {
                 eprintln!("t={} node{node} input refused: {e}", self.now - START_MS);
             }
             tracing::debug!(node, error = %e, "consensus input refused");
@@ -639,7 +642,7 @@ impl Sim {
                 r.resume_with(())
             }
             Effect::StartRound(height, round, proposer, role, r) => {
-                if std::env::var("BATON_SIM_TRACE").is_ok() {
+                if self.trace {
                     eprintln!(
                         "t={} node{node} start h={} r={} proposer={} role={role:?}",
                         self.now - START_MS,
@@ -707,7 +710,7 @@ impl Sim {
                     let got = self.nodes[node]
                         .host
                         .restream(height.0, n, valid_round, &value_id);
-                    if std::env::var("BATON_SIM_TRACE").is_ok() {
+                    if self.trace {
                         eprintln!(
                             "t={} node{node} restream h={} r={n} vr={valid_round} found={:?}",
                             self.now - START_MS,

@@ -1,5 +1,7 @@
 //! Seeded fault runs. Each test prints its seeds; `BATON_SIM_SEED=<seed>` replays one, `BATON_SIM_RUNS=<n>`
-//! sets how many seeds each scenario tries (default 3; the long suite uses more).
+//! sets how many seeds each scenario tries (default 3) and `BATON_SIM_VALIDATORS=<n>` the network size
+//! (default 4); the long suite uses more of both. `BATON_SIM_TRACE=1` prints each node's rounds, proposals and
+//! refused inputs.
 
 use super::*;
 use crate::bundle::testing::bundle;
@@ -34,6 +36,15 @@ fn load(per_sender: u64, over_ms: u64, honest: &[usize]) -> Vec<(u64, usize, Bun
         }
     }
     out
+}
+
+/// Validators per simulated network.
+fn size() -> usize {
+    std::env::var("BATON_SIM_VALIDATORS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4)
+        .max(4)
 }
 
 fn config(seed: u64, validators: usize, duration_ms: u64) -> SimConfig {
@@ -89,8 +100,9 @@ fn run_and_judge(name: &str, cfg: SimConfig, min_height: u64, max_resume_ms: u64
 #[test]
 fn sim_healthy_network_decides_everything_once() {
     for seed in seeds() {
-        let mut cfg = config(seed, 4, 20_000);
-        cfg.submissions = load(25, 10_000, &[0, 1, 2, 3]);
+        let n = size();
+        let mut cfg = config(seed, n, 20_000);
+        cfg.submissions = load(25, 10_000, &(0..n).collect::<Vec<_>>());
         let out = run_and_judge("sim_healthy", cfg, 100, 0);
         assert_eq!(out.report.included, 200);
     }
@@ -99,7 +111,8 @@ fn sim_healthy_network_decides_everything_once() {
 #[test]
 fn sim_lossy_reordering_network_with_partitions() {
     for seed in seeds() {
-        let mut cfg = config(seed, 4, 40_000);
+        let n = size();
+        let mut cfg = config(seed, n, 40_000);
         cfg.faults = NetFaults {
             drop: 0.05,
             duplicate: 0.05,
@@ -109,25 +122,25 @@ fn sim_lossy_reordering_network_with_partitions() {
         };
         cfg.partitions = vec![
             Partition {
-                label: "2|2 partition".into(),
+                label: "halves partition".into(),
                 from_ms: 5_000,
                 to_ms: 10_000,
-                groups: vec![vec![0, 1], vec![2, 3]],
+                groups: vec![(0..n / 2).collect(), (n / 2..n).collect()],
             },
             Partition {
-                label: "node3 isolated".into(),
+                label: "last node isolated".into(),
                 from_ms: 15_000,
                 to_ms: 20_000,
-                groups: vec![vec![0, 1, 2]],
+                groups: vec![(0..n - 1).collect()],
             },
             Partition {
                 label: "node0 isolated".into(),
                 from_ms: 24_000,
                 to_ms: 27_000,
-                groups: vec![vec![1, 2, 3]],
+                groups: vec![(1..n).collect()],
             },
         ];
-        cfg.submissions = load(30, 25_000, &[0, 1, 2, 3]);
+        cfg.submissions = load(30, 25_000, &(0..n).collect::<Vec<_>>());
         run_and_judge("sim_lossy", cfg, 50, 20_000);
     }
 }
@@ -135,7 +148,8 @@ fn sim_lossy_reordering_network_with_partitions() {
 #[test]
 fn sim_equivocating_proposer_cannot_fork_the_honest_nodes() {
     for seed in seeds() {
-        let mut cfg = config(seed, 4, 30_000);
+        let n = size();
+        let mut cfg = config(seed, n, 30_000);
         cfg.faults = NetFaults {
             drop: 0.02,
             duplicate: 0.02,
@@ -143,8 +157,8 @@ fn sim_equivocating_proposer_cannot_fork_the_honest_nodes() {
             max_delay_ms: 30,
             until_ms: 20_000,
         };
-        cfg.byzantine = vec![(3, Behaviour::EquivocatingProposer)];
-        cfg.submissions = load(20, 15_000, &[0, 1, 2]);
+        cfg.byzantine = vec![(n - 1, Behaviour::EquivocatingProposer)];
+        cfg.submissions = load(20, 15_000, &(0..n - 1).collect::<Vec<_>>());
         run_and_judge("sim_equivocating", cfg, 30, 10_000);
     }
 }
@@ -152,7 +166,8 @@ fn sim_equivocating_proposer_cannot_fork_the_honest_nodes() {
 #[test]
 fn sim_double_voter_cannot_fork_the_honest_nodes() {
     for seed in seeds() {
-        let mut cfg = config(seed, 4, 30_000);
+        let n = size();
+        let mut cfg = config(seed, n, 30_000);
         cfg.faults = NetFaults {
             drop: 0.02,
             duplicate: 0.02,
@@ -161,7 +176,7 @@ fn sim_double_voter_cannot_fork_the_honest_nodes() {
             until_ms: 20_000,
         };
         cfg.byzantine = vec![(1, Behaviour::DoubleVoter)];
-        cfg.submissions = load(20, 15_000, &[0, 2, 3]);
+        cfg.submissions = load(20, 15_000, &(0..n).filter(|i| *i != 1).collect::<Vec<_>>());
         run_and_judge("sim_double_voter", cfg, 30, 10_000);
     }
 }
