@@ -179,6 +179,8 @@ pub struct Host<S, C> {
     /// Messages the node should publish on the proposal-parts channel (wants, answers to wants).
     outbox: Vec<ProposalPart>,
     stats: HostStats,
+    /// When each pending bundle was last announced to peers (ms), for [`Host::reannounce`].
+    announced: HashMap<Hash, u64>,
     tip: Option<BlockHeader>,
     current: u64,
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
@@ -227,6 +229,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             ready: VecDeque::new(),
             outbox: Vec::new(),
             stats: HostStats::default(),
+            announced: HashMap::new(),
             streams: HashMap::new(),
             stream_order: VecDeque::new(),
             future: BTreeMap::new(),
@@ -623,6 +626,30 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         };
         let value = self.assemble(stream)?;
         Ok(value.or_else(|| self.ready.pop_front()))
+    }
+
+    /// Pending bundles to disseminate again: those this node has held for `after_ms` without any block including
+    /// them (at most `max`, oldest first). Dissemination is sent once to the peers connected at the time; a bundle
+    /// admitted while its node was cut off, or whose message was lost, would otherwise reach a block only when
+    /// that node proposes. Peers that have it already drop the copy.
+    pub fn reannounce(&mut self, after_ms: u64, max: usize) -> Vec<Bundle> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for (h, b) in self.mempool.iter() {
+            if out.len() >= max {
+                break;
+            }
+            let last = self.announced.entry(*h).or_insert(now);
+            if now.saturating_sub(*last) >= after_ms {
+                *last = now;
+                out.push(b.clone());
+            }
+        }
+        if self.announced.len() > 2 * self.mempool.len() + 1024 {
+            let mempool = &self.mempool;
+            self.announced.retain(|h, _| mempool.contains(h));
+        }
+        out
     }
 
     /// Messages to publish on the proposal-parts channel (asks for missing bundles, answers to asks).
@@ -1232,6 +1259,34 @@ mod tests {
             block_hash: hash,
             signatures: vec![],
         }
+    }
+
+    #[test]
+    fn pending_bundles_are_announced_again_after_a_while() {
+        let net = Net::new(4);
+        let me = net.vs.proposer(1, 0).address;
+        let mut h = net.host(me, MemStore::default());
+        for n in 0..3 {
+            h.admit(bundle(n).hash(), bundle(n)).unwrap();
+        }
+        assert!(h.reannounce(2_000, 10).is_empty(), "just admitted");
+        net.clock.advance(1_999);
+        assert!(h.reannounce(2_000, 10).is_empty());
+        net.clock.advance(1);
+        let again = h.reannounce(2_000, 2);
+        assert_eq!(
+            again,
+            vec![bundle(0), bundle(1)],
+            "oldest first, at most max"
+        );
+        assert_eq!(h.reannounce(2_000, 10), vec![bundle(2)]);
+        assert!(h.reannounce(2_000, 10).is_empty(), "each once per period");
+        // Once included, never again.
+        h.started_round(1, 0).unwrap();
+        let (value, _) = h.propose(1, 0).unwrap();
+        h.decided(cert(1, 0, value.0)).unwrap();
+        net.clock.advance(5_000);
+        assert!(h.reannounce(2_000, 10).is_empty());
     }
 
     #[test]

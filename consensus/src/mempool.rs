@@ -227,6 +227,11 @@ impl Mempool {
         out
     }
 
+    /// Pending bundles in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Hash, &Bundle)> {
+        self.order.values().map(|h| (h, &self.slots[h].bundle))
+    }
+
     /// Whether the pending bundles would already fill a block of these limits.
     pub fn fills_block(&self, max_bytes: u64, max_count: usize) -> bool {
         self.slots.len() >= max_count || self.bytes as u64 >= max_bytes

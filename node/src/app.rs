@@ -62,6 +62,8 @@ pub struct GossipLimits {
     pub batch_bytes: usize,
     /// Peer messages being checked at once; more are dropped (the proposer is asked later). Default 64.
     pub max_checking: usize,
+    /// Pending bundles older than this are disseminated again. Default 2,000 ms.
+    pub reannounce_ms: u64,
 }
 
 /// The consensus loop. See the module docs.
@@ -154,6 +156,9 @@ impl ConsensusLoop {
     pub async fn run(mut self) -> Result<(), NodeError> {
         let mut flush = tokio::time::interval(Duration::from_millis(self.gossip.flush_ms.max(1)));
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reannounce =
+            tokio::time::interval(Duration::from_millis(self.gossip.reannounce_ms.max(1)));
+        reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             tokio::select! {
@@ -184,6 +189,13 @@ impl ConsensusLoop {
                 }
                 _ = flush.tick(), if !self.outgoing.is_empty() => {
                     self.flush_gossip().await?;
+                }
+                _ = reannounce.tick() => {
+                    // Sent with the next flush, in messages of at most `batch_bytes`.
+                    for b in self.host.reannounce(self.gossip.reannounce_ms, 4_096) {
+                        self.outgoing_bytes += b.encoded_len();
+                        self.outgoing.push(b);
+                    }
                 }
             }
         }

@@ -171,6 +171,9 @@ pub struct MempoolSection {
     pub gossip_max_checking: usize,
     /// Proposals carry bundle hashes instead of bundles (validators hold them from dissemination). Default true.
     pub compact_proposals: bool,
+    /// A bundle still pending after this long is disseminated again (it may have been admitted while this node
+    /// was cut off). Default 2,000 ms.
+    pub reannounce_ms: u64,
 }
 
 impl Default for MempoolSection {
@@ -187,6 +190,7 @@ impl Default for MempoolSection {
             gossip_batch_bytes: 256 * 1024,
             gossip_max_checking: 64,
             compact_proposals: true,
+            reannounce_ms: 2_000,
         }
     }
 }
@@ -295,9 +299,13 @@ impl NodeConfig {
             || m.admit_queue == 0
             || m.max_pending_per_sender == 0
             || m.gossip_flush_ms == 0
+            || m.reannounce_ms < 100
             || m.gossip_max_checking == 0
         {
-            return bad("mempool sizes and queues must be > 0".into());
+            return bad(
+                "mempool sizes and queues must be > 0 and mempool.reannounce_ms at least 100"
+                    .into(),
+            );
         }
         if self.sync.status_interval_ms == 0
             || self.sync.request_timeout_ms == 0

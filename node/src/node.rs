@@ -240,6 +240,7 @@ pub async fn run(
         GossipLimits {
             flush_ms: cfg.mempool.gossip_flush_ms,
             batch_bytes: cfg.mempool.gossip_batch_bytes,
+            reannounce_ms: cfg.mempool.reannounce_ms,
             max_checking: cfg.mempool.gossip_max_checking,
         },
         metrics.clone(),

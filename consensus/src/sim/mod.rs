@@ -528,8 +528,15 @@ impl Sim {
         );
     }
 
-    /// Every `SYNC_EVERY_MS`: a node behind a reachable peer asks it for the next decided block.
+    /// Every `SYNC_EVERY_MS`: a node behind a reachable peer asks it for the next decided block, and every node
+    /// disseminates again what it has held for two seconds without a block including it.
     fn sync_tick(&mut self) {
+        for i in 0..self.nodes.len() {
+            let again = self.nodes[i].host.reannounce(2_000, 4_096);
+            if !again.is_empty() {
+                self.broadcast(i, Msg::Gossip(again));
+            }
+        }
         let heights: Vec<u64> = self
             .nodes
             .iter()
