@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building and testing Baton need on a fresh Debian machine (promtool comes with `prometheus`; `ip`
-# from iproute2 builds the network-namespace tests),
+# from iproute2 and `nft` from nftables build the network-namespace tests),
 # skipping what is already there.
 # Idempotent: safe to run before every build.
 set -euo pipefail
 
 need=()
-for pkg in libclang-dev protobuf-compiler build-essential pkg-config iproute2; do
+for pkg in libclang-dev protobuf-compiler build-essential pkg-config iproute2 nftables; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
     need+=("$pkg")
   fi

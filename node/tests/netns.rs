@@ -4,7 +4,10 @@
 //!
 //! Scenarios (each under load, ending with the run checker over every node's chain): kill -9 and restart;
 //! SIGSTOP for 10 s then SIGCONT; one node's link down then up; a 2|2 partition (no commits during it); the
-//! current proposer killed again and again. The tests need root (to create namespaces) and skip with a message
+//! current proposer killed again and again; 50 ms ± 10 ms delay on every link between validators with 1% packet
+//! loss throughout. This kernel has no netem, so the delay comes from a userspace proxy the suite runs (peers
+//! dial each validator through it) and the loss from an nftables `numgen random` rule in each validator's
+//! namespace. The tests need root (to create namespaces) and skip with a message
 //! otherwise. `BATON_NETNS_SECS` scales the scenarios (default 1.0) and `BATON_NETNS_VALIDATORS` sets the network
 //! size (default 4); the long suite uses 2.0 and 7.
 
@@ -27,6 +30,22 @@ use common::{serial, User};
 
 const SUBNET: &str = "10.231.0";
 static LABS: AtomicU64 = AtomicU64::new(0);
+
+fn nft(ns: &str, rule: &str) -> Result<(), String> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .args(rule.split_whitespace())
+        .output()
+        .map_err(|e| format!("nft {rule}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "nft {rule}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -72,7 +91,24 @@ struct Lab {
     genesis: Genesis,
     procs: Mutex<Vec<Option<Child>>>,
     partitioned: Mutex<Vec<(usize, usize)>>,
+    /// With a delayed network: validator i's peers reach it through a proxy at `proxy_ip(i)` (in the client
+    /// namespace), which forwards to `node_ip(i)` after a delay.
+    proxied: Vec<(SocketAddr, SocketAddr)>,
     _dir: tempfile::TempDir,
+}
+
+/// The address peers dial to reach validator `i` through the delay proxy.
+fn proxy_ip(i: usize) -> Ipv4Addr {
+    format!("{SUBNET}.{}", 101 + i).parse().expect("ip")
+}
+
+/// Network conditions for a lab.
+#[derive(Clone, Copy, Debug, Default)]
+struct Conditions {
+    /// Delay and jitter (ms) on every link between validators, by a userspace proxy (this kernel has no netem).
+    delay: Option<(u64, u64)>,
+    /// Packets dropped on arrival at each validator (per cent), by an nftables rule in its namespace.
+    loss_percent: u32,
 }
 
 fn node_ip(i: usize) -> Ipv4Addr {
@@ -81,8 +117,8 @@ fn node_ip(i: usize) -> Ipv4Addr {
 
 impl Lab {
     /// None (with the reason printed) where namespaces cannot be created: not root, no `ip`.
-    fn new(n: usize) -> Option<Lab> {
-        match Lab::build(n) {
+    fn new(n: usize, conditions: Conditions) -> Option<Lab> {
+        match Lab::build(n, conditions) {
             Ok(l) => Some(l),
             Err(e) => {
                 println!("SKIPPED: cannot build the namespace lab ({e}); these tests need root and iproute2");
@@ -91,7 +127,7 @@ impl Lab {
         }
     }
 
-    fn build(n: usize) -> Result<Lab, String> {
+    fn build(n: usize, conditions: Conditions) -> Result<Lab, String> {
         let tag = format!(
             "bt{}x{}",
             std::process::id() % 100_000,
@@ -121,6 +157,35 @@ impl Lab {
             members.push(ns);
         }
         let client = members.pop().expect("client namespace");
+        if conditions.delay.is_some() {
+            for i in 0..n {
+                ip(&[
+                    "-n",
+                    &client.0,
+                    "addr",
+                    "add",
+                    &format!("{}/24", proxy_ip(i)),
+                    "dev",
+                    "eth0",
+                ])?;
+            }
+        }
+        if conditions.loss_percent > 0 {
+            for ns in &members {
+                nft(&ns.0, "add table inet baton")?;
+                nft(
+                    &ns.0,
+                    "add chain inet baton in { type filter hook input priority 0; }",
+                )?;
+                nft(
+                    &ns.0,
+                    &format!(
+                        "add rule inet baton in ip saddr {SUBNET}.0/24 numgen random mod 100 < {} drop",
+                        conditions.loss_percent
+                    ),
+                )?;
+            }
+        }
 
         // A devnet's keys and configs, moved from loopback to the namespaces' addresses.
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -133,8 +198,24 @@ impl Lab {
         )
         .map_err(|e| e.to_string())?;
         let mut genesis = net.genesis.clone();
+        let mut proxied = Vec::new();
         for (i, v) in genesis.validators.iter_mut().enumerate() {
-            v.p2p_addr = v.p2p_addr.replace("127.0.0.1", &node_ip(i).to_string());
+            let port: u16 = v
+                .p2p_addr
+                .rsplit('/')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or("p2p port")?;
+            let reach = if conditions.delay.is_some() {
+                proxied.push((
+                    SocketAddr::new(proxy_ip(i).into(), port),
+                    SocketAddr::new(node_ip(i).into(), port),
+                ));
+                proxy_ip(i)
+            } else {
+                node_ip(i)
+            };
+            v.p2p_addr = v.p2p_addr.replace("127.0.0.1", &reach.to_string());
         }
         std::fs::write(
             &net.genesis_path,
@@ -174,11 +255,9 @@ impl Lab {
             genesis,
             procs: Mutex::new((0..n).map(|_| None).collect()),
             partitioned: Mutex::new(Vec::new()),
+            proxied,
             _dir: dir,
         };
-        for i in 0..n {
-            lab.start(i);
-        }
         Ok(lab)
     }
 
@@ -348,8 +427,28 @@ async fn scenario(
     secs: f64,
     actions: Vec<(f64, Action)>,
     window: Option<(f64, f64)>,
+    conditions: Conditions,
+    seed: u64,
 ) -> Row {
     let n = lab.configs.len();
+    let mut proxies = Vec::new();
+    if let Some((delay, jitter)) = conditions.delay {
+        for (k, (listen, upstream)) in lab.proxied.iter().enumerate() {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .expect("proxy bind");
+            proxies.push(tokio::spawn(delay_proxy(
+                listener,
+                *upstream,
+                delay,
+                jitter,
+                seed ^ k as u64,
+            )));
+        }
+    }
+    for i in 0..n {
+        lab.start(i);
+    }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(90);
     for i in 0..n {
@@ -565,6 +664,9 @@ async fn scenario(
     baton_loadtest::chain::read_all(&mut history, &urls, &[1, 2, 3, 4])
         .await
         .expect("read the chains");
+    for p in proxies {
+        p.abort();
+    }
     Row {
         faults: actions
             .iter()
@@ -582,6 +684,75 @@ async fn scenario(
         report: check(&history),
         stalled_heights,
     }
+}
+
+/// Forwards every connection accepted on `listener` to `upstream`, each chunk in each direction delivered
+/// `delay` ± `jitter` ms after it was read (never before an earlier chunk of the same direction: TCP order).
+async fn delay_proxy(
+    listener: tokio::net::TcpListener,
+    upstream: SocketAddr,
+    delay: u64,
+    jitter: u64,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    while let Ok((down, _)) = listener.accept().await {
+        let s1: u64 = rng.gen();
+        let s2: u64 = rng.gen();
+        tokio::spawn(async move {
+            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                return;
+            };
+            // A proxy must not add Nagle's algorithm's waits to the delay it models.
+            let _ = up.set_nodelay(true);
+            let _ = down.set_nodelay(true);
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            tokio::join!(
+                pump(dr, uw, delay, jitter, s1),
+                pump(ur, dw, delay, jitter, s2)
+            );
+        });
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: u64,
+    jitter: u64,
+    seed: u64,
+) {
+    use rand::{Rng, SeedableRng};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(1024);
+    let writer = tokio::spawn(async move {
+        while let Some((at, buf)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if to.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut last = tokio::time::Instant::now();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let ms = delay.saturating_sub(jitter) + rng.gen_range(0..=2 * jitter);
+        let at = (tokio::time::Instant::now() + Duration::from_millis(ms)).max(last);
+        last = at;
+        if tx.send((at, buf[..n].to_vec())).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
 }
 
 /// The proposer of the next height's round 0, from the latest header on any live node (the rotation with the
@@ -624,6 +795,7 @@ fn run_scenario(
     secs: f64,
     actions: Vec<(f64, Action)>,
     window: Option<(f64, f64)>,
+    conditions: Conditions,
 ) -> Option<Row> {
     let _g = serial();
     let validators = std::env::var("BATON_NETNS_VALIDATORS")
@@ -631,7 +803,16 @@ fn run_scenario(
         .and_then(|s| s.parse().ok())
         .unwrap_or(4usize)
         .max(4);
-    let lab = Arc::new(Lab::new(validators)?);
+    if conditions.loss_percent > 0 && Command::new("nft").arg("--version").output().is_err() {
+        println!("SKIPPED: {name}: nft (package nftables) is needed for packet loss");
+        return None;
+    }
+    let lab = Arc::new(Lab::new(validators, conditions)?);
+    let seed = std::env::var("BATON_NETNS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    println!("{name}: proxy seed {seed} (replay the delays with BATON_NETNS_SEED={seed})");
     let s = scale();
     let actions: Vec<(f64, Action)> = actions.into_iter().map(|(t, a)| (t * s, a)).collect();
     let window = window.map(|(a, b)| (a * s, b * s));
@@ -646,7 +827,7 @@ fn run_scenario(
         rt.block_on(async move {
             tokio::time::timeout(
                 Duration::from_secs_f64(secs * s + 180.0),
-                scenario(l, name, secs * s, actions, window),
+                scenario(l, name, secs * s, actions, window, conditions, seed),
             )
             .await
             .expect("scenario exceeded its time bound")
@@ -691,6 +872,7 @@ fn netns_kill9_and_restart() {
         35.0,
         vec![(8.0, Action::Kill(2)), (20.0, Action::Start(2))],
         None,
+        Conditions::default(),
     );
 }
 
@@ -701,6 +883,7 @@ fn netns_sigstop_then_sigcont() {
         35.0,
         vec![(8.0, Action::Stop(1)), (18.0, Action::Cont(1))],
         None,
+        Conditions::default(),
     );
 }
 
@@ -711,6 +894,7 @@ fn netns_link_down_then_up() {
         35.0,
         vec![(8.0, Action::LinkDown(3)), (20.0, Action::LinkUp(3))],
         None,
+        Conditions::default(),
     );
 }
 
@@ -721,6 +905,7 @@ fn netns_partition_two_two_decides_nothing_then_recovers() {
         35.0,
         vec![(8.0, Action::Partition), (20.0, Action::Heal)],
         Some((9.0, 19.5)),
+        Conditions::default(),
     );
     if let Some(row) = row {
         let stalled = row.stalled_heights.expect("window");
@@ -747,5 +932,27 @@ fn netns_current_proposer_killed_again_and_again() {
             (34.0, Action::RestartAll),
         ],
         None,
+        Conditions::default(),
     );
+}
+
+#[test]
+fn netns_delay_50ms_jitter_10ms_and_one_percent_loss_throughout() {
+    run_scenario(
+        "50 ms ± 10 ms delay, 1% loss, throughout",
+        40.0,
+        vec![],
+        None,
+        Conditions {
+            delay: Some((env_or("BATON_NETNS_DELAY_MS", 50), 10)),
+            loss_percent: env_or("BATON_NETNS_LOSS_PERCENT", 1) as u32,
+        },
+    );
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
