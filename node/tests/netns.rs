@@ -617,7 +617,16 @@ async fn scenario(
     // Drain: every acknowledged bundle included (or the checker will call it lost).
     let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let drain_until = Instant::now() + Duration::from_secs(60);
-    let mut c = connect(&lab.url(0)).await.expect("node0");
+    // (Connections may need SYN retransmissions on a lossy network: retry for a while.)
+    let mut c = None;
+    for _ in 0..40 {
+        c = connect(&lab.url(0)).await;
+        if c.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut c = c.expect("node0 reachable for the drain");
     let mut pending: Vec<Hash> = acked.keys().copied().collect();
     while !pending.is_empty() && Instant::now() < drain_until {
         let mut still = Vec::new();
