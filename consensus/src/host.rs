@@ -179,8 +179,9 @@ pub struct Host<S, C> {
     /// Messages the node should publish on the proposal-parts channel (wants, answers to wants).
     outbox: Vec<ProposalPart>,
     stats: HostStats,
-    /// When each pending bundle was last announced to peers (ms), for [`Host::reannounce`].
-    announced: HashMap<Hash, u64>,
+    /// When each pending bundle was last announced to peers (ms) and how often it was announced again, for
+    /// [`Host::reannounce`].
+    announced: HashMap<Hash, (u64, u32)>,
     tip: Option<BlockHeader>,
     current: u64,
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
@@ -629,9 +630,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// Pending bundles to disseminate again: those this node has held for `after_ms` without any block including
-    /// them (at most `max`, oldest first). Dissemination is sent once to the peers connected at the time; a bundle
-    /// admitted while its node was cut off, or whose message was lost, would otherwise reach a block only when
-    /// that node proposes. Peers that have it already drop the copy.
+    /// them (at most `max`, oldest first), each one again after twice as long as the time before (up to 32 ×
+    /// `after_ms`). Dissemination is sent once to the peers connected at the time; a bundle admitted while its
+    /// node was cut off, or whose message was lost, would otherwise reach a block only when that node proposes.
+    /// Peers that have it already drop the copy without checking its signature again.
     pub fn reannounce(&mut self, after_ms: u64, max: usize) -> Vec<Bundle> {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
@@ -639,9 +641,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             if out.len() >= max {
                 break;
             }
-            let last = self.announced.entry(*h).or_insert(now);
-            if now.saturating_sub(*last) >= after_ms {
+            let (last, times) = self.announced.entry(*h).or_insert((now, 0));
+            let wait = after_ms.saturating_mul(1 << (*times).min(5));
+            if now.saturating_sub(*last) >= wait {
                 *last = now;
+                *times += 1;
                 out.push(b.clone());
             }
         }
@@ -1281,6 +1285,11 @@ mod tests {
         );
         assert_eq!(h.reannounce(2_000, 10), vec![bundle(2)]);
         assert!(h.reannounce(2_000, 10).is_empty(), "each once per period");
+        // The next time after twice as long.
+        net.clock.advance(2_000);
+        assert!(h.reannounce(2_000, 10).is_empty());
+        net.clock.advance(2_000);
+        assert_eq!(h.reannounce(2_000, 10).len(), 3);
         // Once included, never again.
         h.started_round(1, 0).unwrap();
         let (value, _) = h.propose(1, 0).unwrap();

@@ -46,6 +46,45 @@ impl Clock for SystemClock {
     }
 }
 
+/// Entries kept in the set of checked disseminated bundles (about 100 bytes each).
+const CHECKED_CAPACITY: usize = 262_144;
+
+/// A bounded set of (bundle hash, signature) pairs, oldest evicted first.
+pub struct CheckedSet {
+    set: std::collections::HashSet<(baton_consensus::Hash, [u8; 65])>,
+    order: std::collections::VecDeque<(baton_consensus::Hash, [u8; 65])>,
+    capacity: usize,
+}
+
+impl CheckedSet {
+    pub fn new(capacity: usize) -> Self {
+        CheckedSet {
+            set: Default::default(),
+            order: Default::default(),
+            capacity,
+        }
+    }
+
+    pub fn contains(&self, key: &(baton_consensus::Hash, [u8; 65])) -> bool {
+        self.set.contains(key)
+    }
+
+    pub fn insert(&mut self, key: (baton_consensus::Hash, [u8; 65])) {
+        if self.set.insert(key) {
+            self.order.push_back(key);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+fn lock_set(m: &std::sync::Mutex<CheckedSet>) -> std::sync::MutexGuard<'_, CheckedSet> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct PendingValue {
     height: u64,
     round: Round,
@@ -85,6 +124,9 @@ pub struct ConsensusLoop {
     outgoing_bytes: usize,
     next_gossip_id: u64,
     checking: Arc<std::sync::atomic::AtomicUsize>,
+    /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
+    /// again (re-announcements, several peers) are not recovered again.
+    checked: Arc<std::sync::Mutex<CheckedSet>>,
 }
 
 impl ConsensusLoop {
@@ -114,6 +156,7 @@ impl ConsensusLoop {
             outgoing_bytes: 0,
             next_gossip_id: 0,
             checking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
         };
         l.publish_gauges();
         l
@@ -299,12 +342,29 @@ impl ConsensusLoop {
         let spec = self.host.spec().clone();
         let back = self.requests_tx.clone();
         let checking = self.checking.clone();
+        let seen = self.checked.clone();
         tokio::spawn(async move {
             let checked = tokio::task::spawn_blocking(move || {
                 let mut good = Vec::with_capacity(bundles.len());
                 for b in bundles {
+                    // The cheap checks always; the signature recovery only for bytes not checked before.
+                    let hash = match baton_consensus::block::check_bundle(&b, &spec) {
+                        Ok(()) => b.hash(),
+                        Err(e) => {
+                            warn!(error = %e, "a peer disseminated an invalid bundle");
+                            continue;
+                        }
+                    };
+                    let key = (hash, b.signature);
+                    if lock_set(&seen).contains(&key) {
+                        good.push((hash, b));
+                        continue;
+                    }
                     match check_stateless(&b, &spec) {
-                        Ok(h) => good.push((h, b)),
+                        Ok(h) => {
+                            lock_set(&seen).insert(key);
+                            good.push((h, b))
+                        }
                         Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
                     }
                 }
@@ -564,5 +624,27 @@ impl ConsensusLoop {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod checked_set_tests {
+    use super::CheckedSet;
+    use baton_consensus::Hash;
+
+    #[test]
+    fn keeps_exact_bytes_and_evicts_the_oldest() {
+        let mut s = CheckedSet::new(2);
+        let a = (Hash::digest(&[b"a"]), [1u8; 65]);
+        let b = (Hash::digest(&[b"b"]), [2u8; 65]);
+        let c = (Hash::digest(&[b"c"]), [3u8; 65]);
+        s.insert(a);
+        s.insert(b);
+        assert!(s.contains(&a) && s.contains(&b));
+        // Same hash, other signature bytes: not the checked bundle.
+        assert!(!s.contains(&(a.0, [9u8; 65])));
+        s.insert(c);
+        assert!(!s.contains(&a), "oldest evicted");
+        assert!(s.contains(&b) && s.contains(&c));
     }
 }

@@ -910,7 +910,7 @@ fn netns_link_down_then_up() {
 #[test]
 fn netns_partition_two_two_decides_nothing_then_recovers() {
     let row = run_scenario(
-        "halves partition (2|2) 12 s, healed",
+        "partition into halves (2|2 with four validators) 12 s, healed",
         35.0,
         vec![(8.0, Action::Partition), (20.0, Action::Heal)],
         Some((9.0, 19.5)),
