@@ -28,7 +28,7 @@ use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
 
 use crate::error::NodeError;
-use crate::ingest::{check_stateless, LoopRequest};
+use crate::ingest::LoopRequest;
 use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
 use crate::state::Shared;
 use crate::store::RocksStore;
@@ -360,10 +360,11 @@ impl ConsensusLoop {
                         good.push((hash, b));
                         continue;
                     }
-                    match check_stateless(&b, &spec) {
-                        Ok(h) => {
+                    // Limits and hash are done above: only the recovery is left.
+                    match b.verify_signature(&hash) {
+                        Ok(()) => {
                             lock_set(&seen).insert(key);
-                            good.push((h, b))
+                            good.push((hash, b))
                         }
                         Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
                     }

@@ -84,15 +84,17 @@ fn input(rng: &mut StdRng, valid: &[Vec<u8>]) -> Vec<u8> {
     v
 }
 
-/// Feeds `cases` inputs to `decode`; every accepted value must survive `encode` then `decode` unchanged.
+/// Feeds `cases` inputs (random, or mutations of the encoded `samples`) to `decode`; every accepted value must
+/// survive `encode` then `decode` unchanged.
 fn fuzz<T: PartialEq + Debug>(
     name: &str,
     seed: u64,
     cases: usize,
-    valid: Vec<Vec<u8>>,
+    samples: &[T],
     decode: impl Fn(&[u8]) -> Option<T>,
     encode: impl Fn(&T) -> Vec<u8>,
 ) -> (usize, usize) {
+    let valid: Vec<Vec<u8>> = samples.iter().map(&encode).collect();
     // A per-decoder stream, so adding a decoder does not change the inputs of the others.
     let name_hash = name
         .bytes()
@@ -131,15 +133,11 @@ where
     T: PartialEq + Debug,
     WireCodec: Codec<T>,
 {
-    let valid = samples
-        .iter()
-        .map(|s| WireCodec.encode(s).expect("encode").to_vec())
-        .collect();
     fuzz(
         name,
         seed,
         cases,
-        valid,
+        samples,
         |b| WireCodec.decode(Bytes::copy_from_slice(b)).ok(),
         |v| WireCodec.encode(v).expect("re-encode").to_vec(),
     );
@@ -151,15 +149,11 @@ fn stored<T: BorshSerialize + BorshDeserialize + PartialEq + Debug>(
     cases: usize,
     samples: &[T],
 ) {
-    let valid = samples
-        .iter()
-        .map(|s| borsh::to_vec(s).expect("encode"))
-        .collect();
     fuzz(
         name,
         seed,
         cases,
-        valid,
+        samples,
         |b| borsh::from_slice::<T>(b).ok(),
         |v| borsh::to_vec(v).expect("re-encode"),
     );
@@ -170,12 +164,11 @@ where
     P: Message + Default + for<'a> From<&'a D>,
     D: TryFrom<P> + PartialEq + Debug,
 {
-    let valid = samples.iter().map(|s| P::from(s).encode_to_vec()).collect();
     fuzz(
         name,
         seed,
         cases,
-        valid,
+        samples,
         |b| P::decode(b).ok().and_then(|m| D::try_from(m).ok()),
         |v| P::from(v).encode_to_vec(),
     );
