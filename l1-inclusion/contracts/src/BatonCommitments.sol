@@ -1,0 +1,191 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title BatonCommitments
+/// @notice Holds the history of Baton ordering commitments that rollup contracts settle against.
+///
+/// A commitment is a Baton block header (borsh-encoded, exactly as the validators hashed it) plus secp256k1
+/// signatures of the validators' L1 attestation keys over the EIP-712 message
+/// `Commitment(uint64 height,bytes32 blockHash)`. The contract recomputes the block hash from the header
+/// (SHA-256 over "baton/header/v1" || header), reads height, validator-set hash and batches root (the header's
+/// namespace root) from the header's fixed prefix, and accepts it only if the signers hold more than 2/3 of the
+/// current set's voting power and the header names the current set.
+contract BatonCommitments {
+    struct Commitment {
+        uint64 height;
+        bytes32 blockHash;
+        bytes32 batchesRoot;
+        bytes32 validatorSetHash;
+        uint64 l1Block;
+    }
+
+    bytes32 private constant DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant COMMITMENT_TYPEHASH = keccak256("Commitment(uint64 height,bytes32 blockHash)");
+    bytes32 private constant HALF_ORDER = 0x7fffffffffffffffffffffffffffffff5d576e7357a4501ddfe92f46681b20a0;
+
+    // Offsets in the borsh-encoded header: height u64 LE (0), parent hash (8), timestamp u64 (40), proposer (48),
+    // validator-set hash (68), bundles root (100), namespace root (132).
+    uint256 private constant SET_HASH_OFFSET = 68;
+    uint256 private constant NAMESPACE_ROOT_OFFSET = 132;
+    uint256 private constant MIN_HEADER_LEN = 164;
+    uint256 public constant MAX_HEADER_LEN = 16384;
+    uint256 public constant MAX_ATTESTERS = 256;
+
+    address public governance;
+    bytes32 public validatorSetHash;
+    uint64 public totalPower;
+    address[] private attesterList;
+    mapping(address => uint64) public attesterPower;
+
+    mapping(uint64 => Commitment) private byHeight;
+    uint64[] private heights;
+
+    event Committed(uint64 indexed height, bytes32 indexed blockHash, bytes32 batchesRoot, bytes32 validatorSetHash);
+    event ValidatorSetChanged(bytes32 indexed validatorSetHash, uint64 totalPower, uint256 attesters);
+    event GovernanceChanged(address indexed governance);
+
+    error NotGovernance(address caller);
+    error BadValidatorSet(string reason);
+    error BadHeader(uint256 length);
+    error WrongValidatorSet(bytes32 got, bytes32 expected);
+    error HeightNotAfterLatest(uint64 height, uint64 latest);
+    error BadSignature(uint256 index);
+    error SignerNotAttester(uint256 index, address signer);
+    error SignersNotAscending(uint256 index);
+    error InsufficientPower(uint64 signed, uint64 total);
+
+    constructor(address governance_, address[] memory attesters_, uint64[] memory powers, bytes32 setHash) {
+        governance = governance_;
+        emit GovernanceChanged(governance_);
+        _setValidators(attesters_, powers, setHash);
+    }
+
+    modifier onlyGovernance() {
+        if (msg.sender != governance) revert NotGovernance(msg.sender);
+        _;
+    }
+
+    /// @notice Replaces the attesting set (the L1 keys of Baton's validator set `setHash`).
+    function setValidators(address[] calldata attesters_, uint64[] calldata powers, bytes32 setHash)
+        external
+        onlyGovernance
+    {
+        _setValidators(attesters_, powers, setHash);
+    }
+
+    function setGovernance(address next) external onlyGovernance {
+        governance = next;
+        emit GovernanceChanged(next);
+    }
+
+    /// @notice Accepts an ordering commitment. `signatures` are 65-byte (r, s, v) signatures, their signers in
+    /// strictly ascending address order.
+    function commit(bytes calldata header, bytes[] calldata signatures) external {
+        if (header.length < MIN_HEADER_LEN || header.length > MAX_HEADER_LEN) revert BadHeader(header.length);
+        uint64 height = _u64le(header[0:8]);
+        bytes32 setHash = bytes32(header[SET_HASH_OFFSET:SET_HASH_OFFSET + 32]);
+        bytes32 batchesRoot = bytes32(header[NAMESPACE_ROOT_OFFSET:NAMESPACE_ROOT_OFFSET + 32]);
+        if (setHash != validatorSetHash) revert WrongValidatorSet(setHash, validatorSetHash);
+        uint64 latest = heights.length == 0 ? 0 : heights[heights.length - 1];
+        if (height <= latest) revert HeightNotAfterLatest(height, latest);
+        bytes32 blockHash = sha256(abi.encodePacked("baton/header/v1", header));
+
+        bytes32 digest = keccak256(abi.encodePacked("\x19\x01", domainSeparator(), commitmentHash(height, blockHash)));
+        uint64 signed;
+        address last;
+        for (uint256 i = 0; i < signatures.length; i++) {
+            address signer = _recover(digest, signatures[i], i);
+            if (signer <= last) revert SignersNotAscending(i);
+            last = signer;
+            uint64 p = attesterPower[signer];
+            if (p == 0) revert SignerNotAttester(i, signer);
+            signed += p;
+        }
+        if (uint256(signed) * 3 <= uint256(totalPower) * 2) revert InsufficientPower(signed, totalPower);
+
+        byHeight[height] = Commitment(height, blockHash, batchesRoot, setHash, uint64(block.number));
+        heights.push(height);
+        emit Committed(height, blockHash, batchesRoot, setHash);
+    }
+
+    /// @notice The EIP-712 struct hash attesters sign.
+    function commitmentHash(uint64 height, bytes32 blockHash) public pure returns (bytes32) {
+        return keccak256(abi.encode(COMMITMENT_TYPEHASH, height, blockHash));
+    }
+
+    function domainSeparator() public view returns (bytes32) {
+        return keccak256(
+            abi.encode(DOMAIN_TYPEHASH, keccak256("BatonCommitments"), keccak256("1"), block.chainid, address(this))
+        );
+    }
+
+    /// @notice The most recent commitment's height (0 before the first).
+    function latestHeight() external view returns (uint64) {
+        return heights.length == 0 ? 0 : heights[heights.length - 1];
+    }
+
+    function commitmentCount() external view returns (uint256) {
+        return heights.length;
+    }
+
+    /// @notice The `index`-th commitment in the order they were accepted (heights ascend).
+    function commitmentAtIndex(uint256 index) external view returns (Commitment memory) {
+        return byHeight[heights[index]];
+    }
+
+    /// @notice The commitment of Baton height `height`; all zero (height 0) if none was accepted.
+    function commitmentAt(uint64 height) external view returns (Commitment memory) {
+        return byHeight[height];
+    }
+
+    /// @notice Whether `batchesRoot` is the committed batches root of Baton height `height`: what a rollup
+    /// contract checks a namespace proof's root against.
+    function isCommitted(uint64 height, bytes32 blockHash, bytes32 batchesRoot) external view returns (bool) {
+        Commitment storage c = byHeight[height];
+        return c.height != 0 && c.blockHash == blockHash && c.batchesRoot == batchesRoot;
+    }
+
+    function attesters() external view returns (address[] memory) {
+        return attesterList;
+    }
+
+    function _setValidators(address[] memory attesters_, uint64[] memory powers, bytes32 setHash) private {
+        if (attesters_.length == 0 || attesters_.length > MAX_ATTESTERS) revert BadValidatorSet("1..=256 attesters");
+        if (attesters_.length != powers.length) revert BadValidatorSet("one power per attester");
+        for (uint256 i = 0; i < attesterList.length; i++) {
+            delete attesterPower[attesterList[i]];
+        }
+        delete attesterList;
+        uint64 total;
+        for (uint256 i = 0; i < attesters_.length; i++) {
+            if (attesters_[i] == address(0)) revert BadValidatorSet("zero attester address");
+            if (powers[i] == 0) revert BadValidatorSet("zero power");
+            if (attesterPower[attesters_[i]] != 0) revert BadValidatorSet("attester listed twice");
+            attesterPower[attesters_[i]] = powers[i];
+            attesterList.push(attesters_[i]);
+            total += powers[i];
+        }
+        totalPower = total;
+        validatorSetHash = setHash;
+        emit ValidatorSetChanged(setHash, total, attesters_.length);
+    }
+
+    function _recover(bytes32 digest, bytes calldata sig, uint256 index) private pure returns (address) {
+        if (sig.length != 65) revert BadSignature(index);
+        bytes32 r = bytes32(sig[0:32]);
+        bytes32 s = bytes32(sig[32:64]);
+        uint8 v = uint8(sig[64]);
+        if (v < 27) v += 27;
+        if ((v != 27 && v != 28) || uint256(s) > uint256(HALF_ORDER)) revert BadSignature(index);
+        address signer = ecrecover(digest, v, r, s);
+        if (signer == address(0)) revert BadSignature(index);
+        return signer;
+    }
+
+    function _u64le(bytes calldata b) private pure returns (uint64 x) {
+        for (uint256 i = 0; i < 8; i++) {
+            x |= uint64(uint8(b[i])) << uint64(8 * i);
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! # baton-l1-inclusion: Baton on Ethereum L1
+//!
+//! Bird's-eye view: validators decide Baton blocks; each holds an L1 attestation key and signs
+//! [`commitment::AttestationDomain::digest`] of decided headers, and the [`poster::Poster`] puts a header plus more
+//! than 2/3 of those signatures on the [`contracts::BatonCommitments`] contract, following each transaction
+//! through pending → included → safe → finalized, re-posting after reorgs, repairing its nonce and bumping fees
+//! itself. The [`contracts::BatonInbox`] is where based rollups are ordered by L1 proposers and where anyone can
+//! force an entry into a shared rollup. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
+//!
+//! This crate depends on `baton-consensus` for domain types only; the node wires it to the chain.
+
+pub mod anvil;
+pub mod commitment;
+pub mod contracts;
+pub mod error;
+pub mod poster;
+
+pub use error::L1Error;

@@ -1,0 +1,152 @@
+//! A local L1 with Baton's contracts deployed, for the tests in this folder.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::node_bindings::AnvilInstance;
+use alloy::primitives::{Address as EthAddress, B256};
+use alloy::providers::ext::AnvilApi;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use baton_consensus::types::{Address, BlockHeader};
+use baton_consensus::Hash;
+use baton_l1_inclusion::anvil::LocalL1;
+use baton_l1_inclusion::commitment::{AttestationDomain, SignedCommitment};
+use baton_l1_inclusion::contracts::BatonCommitments;
+
+pub struct L1 {
+    pub anvil: AnvilInstance,
+    /// Signs with anvil's first dev key (the contracts' governance).
+    pub provider: DynProvider,
+    pub commitments: EthAddress,
+    pub attesters: Vec<PrivateKeySigner>,
+    pub domain: AttestationDomain,
+    pub set_hash: Hash,
+}
+
+impl L1 {
+    /// Anvil (mining a block per transaction unless `automine` is off) with a commitments contract whose set is
+    /// four attesters of power 1.
+    pub async fn start(automine: bool) -> L1 {
+        let anvil = LocalL1::default().spawn().expect("anvil starts");
+        let key: PrivateKeySigner = anvil.keys()[0].clone().into();
+        let governance = key.address();
+        let provider = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(key))
+            .connect_http(anvil.endpoint_url())
+            .erased();
+        let attesters: Vec<PrivateKeySigner> = (1..=4u8)
+            .map(|i| PrivateKeySigner::from_bytes(&B256::repeat_byte(0x40 + i)).unwrap())
+            .collect();
+        let set_hash = Hash::digest(&[b"test validator set"]);
+        let c = BatonCommitments::deploy(
+            provider.clone(),
+            governance,
+            attesters.iter().map(|a| a.address()).collect(),
+            vec![1u64; 4],
+            B256::from(set_hash.0),
+        )
+        .await
+        .expect("deploy commitments");
+        let domain = AttestationDomain {
+            l1_chain_id: anvil.chain_id(),
+            contract: *c.address(),
+        };
+        if !automine {
+            provider.anvil_set_auto_mine(false).await.unwrap();
+        }
+        L1 {
+            provider,
+            commitments: *c.address(),
+            attesters,
+            domain,
+            set_hash,
+            anvil,
+        }
+    }
+
+    pub fn header(&self, height: u64) -> BlockHeader {
+        BlockHeader {
+            height,
+            parent_hash: Hash::digest(&[b"parent", &height.to_le_bytes()]),
+            timestamp_ms: 1_700_000_000_000 + height,
+            proposer: Address([3; 20]),
+            validator_set_hash: self.set_hash,
+            bundles_root: Hash::digest(&[b"bundles", &height.to_le_bytes()]),
+            namespace_root: Hash::digest(&[b"namespaces", &height.to_le_bytes()]),
+            namespace_count: 2,
+            bundle_count: 0,
+            round: 0,
+            bench: Default::default(),
+        }
+    }
+
+    /// A commitment of `height` signed by the attesters at `signers`.
+    pub fn commitment(&self, height: u64, signers: &[usize]) -> SignedCommitment {
+        let header = self.header(height);
+        let hash = header.hash();
+        SignedCommitment {
+            signatures: signers
+                .iter()
+                .map(|&i| {
+                    let a = &self.attesters[i];
+                    (a.address(), self.domain.sign(a, height, hash).unwrap())
+                })
+                .collect(),
+            header,
+        }
+    }
+
+    /// A wallet for anvil dev key `i` (each poster test uses its own account).
+    pub fn wallet(&self, i: usize) -> EthereumWallet {
+        let key: PrivateKeySigner = self.anvil.keys()[i].clone().into();
+        EthereumWallet::from(key)
+    }
+
+    pub fn address(&self, i: usize) -> EthAddress {
+        self.anvil.addresses()[i]
+    }
+
+    /// A provider that does not sign (the poster signs itself).
+    pub fn reader(&self) -> DynProvider {
+        ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_http(self.anvil.endpoint_url())
+            .erased()
+    }
+
+    pub async fn mine(&self, blocks: u64) {
+        self.provider.anvil_mine(Some(blocks), None).await.unwrap();
+    }
+
+    pub async fn head(&self) -> u64 {
+        self.provider.get_block_number().await.unwrap()
+    }
+
+    pub fn contract(&self) -> BatonCommitments::BatonCommitmentsInstance<DynProvider> {
+        BatonCommitments::new(self.commitments, self.provider.clone())
+    }
+}
+
+/// Polls `check` every 100 ms until it holds, mining a block between polls if `mine`, for at most `secs`.
+pub async fn wait_for<F, Fut>(l1: &L1, secs: u64, mine: bool, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        if mine {
+            l1.mine(1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
