@@ -13,9 +13,10 @@
 //! 3. judges the in-flight transaction from receipts of every fee level it was sent at: included, replaced by a
 //!    foreign use of its nonce (re-sync the nonce, post again), dropped from the pool (post again at the chain's
 //!    nonce), stuck behind a nonce gap (fill the gap with zero-value self-transfers), or merely slow (after
-//!    `bump_after_blocks`, re-send at the same nonce with fee cap and tip raised by 10%, within the caps);
+//!    `bump_after_blocks`, or at once if the pool refuses it, re-send at the same nonce with fee cap and tip
+//!    raised by at least 10%, to the node's current suggestion if higher, within the caps);
 //! 4. with nothing in flight, sends the newest commitment above the contract's latest, if the hourly spend cap
-//!    allows; the signed transaction is saved to the state file *before* it is broadcast, so a restart re-sends
+//!    (fees paid plus this transaction's worst case) allows; the signed transaction is saved to the state file *before* it is broadcast, so a restart re-sends
 //!    the same transaction (same hash) rather than a second one.
 //!
 //! It does not rely on alloy's pending-transaction watcher: that waits on one hash and does not notice a dropped
@@ -52,8 +53,8 @@ pub struct PosterConfig {
     pub max_fee_per_gas_wei: u128,
     /// Highest priority fee (wei per gas) the poster ever offers. Default 5 gwei.
     pub max_priority_fee_per_gas_wei: u128,
-    /// Most wei the poster may commit to in any hour (gas limit × fee cap of each transaction sent, counted when
-    /// sent). Default 0.5 ETH.
+    /// Most wei the poster may spend in any hour: fees paid by its included transactions, plus the worst case
+    /// (gas limit × fee cap) of the one it is about to send or re-price. Default 0.5 ETH.
     pub max_spend_wei_per_hour: u128,
     /// Gas limit = estimate × (100 + this) / 100. Default 25.
     pub gas_margin_percent: u64,
@@ -170,7 +171,7 @@ struct PosterState {
     inflight: Option<InFlight>,
     /// Posted commitments by Baton height, until finalized (and the last few finalized ones).
     posted: BTreeMap<u64, Posted>,
-    /// `(unix seconds, wei committed)` of transactions sent in the last hour.
+    /// `(unix seconds, wei paid)` of transactions included in the last hour.
     spent: VecDeque<(u64, u128)>,
 }
 
@@ -181,6 +182,8 @@ pub struct PosterStatus {
     /// The contract's latest height on the canonical chain.
     pub contract_latest: u64,
     pub inflight_height: Option<u64>,
+    /// Hash of the in-flight transaction's latest fee level.
+    pub inflight_tx: Option<TxHash>,
     /// Highest height the poster saw included / safe / finalized on the canonical chain.
     pub included_height: u64,
     pub safe_height: u64,
@@ -196,7 +199,7 @@ pub struct PosterStatus {
     pub gap_fills: u64,
     /// Commitments skipped because a newer one was posted first.
     pub superseded: u64,
-    /// Wei committed in the last hour.
+    /// Wei paid for included transactions in the last hour.
     pub spend_last_hour_wei: u128,
     pub last_error: Option<String>,
 }
@@ -329,7 +332,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 },
                 _ = tick.tick() => {
                     match self.tick().await {
-                        Ok(()) => self.counters.last_error = None,
+                        Ok(()) => {}
                         Err(e) => {
                             warn!(error = %e, "poster tick failed; retrying");
                             self.counters.last_error = Some(e.to_string());
@@ -349,6 +352,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
 
     /// One look at L1 and at most one action.
     pub async fn tick(&mut self) -> Result<(), L1Error> {
+        self.counters.last_error = None;
         let heads = self.heads().await?;
         self.counters.l1_head = heads.latest;
         let at = BlockId::hash(heads.latest_hash);
@@ -376,6 +380,11 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             self.maybe_send(heads, chain_nonce, contract_latest).await?;
         }
         self.counters.inflight_height = self.state.inflight.as_ref().map(|f| f.height);
+        self.counters.inflight_tx = self
+            .state
+            .inflight
+            .as_ref()
+            .and_then(|f| f.attempts.last().map(|a| a.hash));
         self.counters.spend_last_hour_wei = self.spend_last_hour();
         Ok(())
     }
@@ -498,6 +507,8 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 .map_err(L1Error::rpc)?;
             let Some(r) = receipt else { continue };
             self.state.inflight = None;
+            let cost = u128::from(r.gas_used) * r.effective_gas_price;
+            self.record_spend(cost);
             if r.status() {
                 info!(height = f.height, tx = %a.hash, l1_block = ?r.block_number, "commitment included on L1");
                 self.state.posted.insert(
@@ -521,7 +532,24 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             }
             return self.save();
         }
-        // Not included. Is any of our fee levels still known to the node?
+        // Not included.
+        if chain_nonce > f.nonce {
+            // Our nonce was used by a transaction that is none of ours for this commitment.
+            warn!(
+                nonce = f.nonce,
+                chain_nonce, "in-flight nonce used elsewhere; re-syncing"
+            );
+            self.counters.nonce_resyncs += 1;
+            self.state.inflight = None;
+            return self.save();
+        }
+        if chain_nonce < f.nonce {
+            // A gap below our transaction (earlier transactions of ours dropped by a reorg). Fill it with
+            // zero-value self-transfers whether or not the node still reports our transaction (some report queued
+            // transactions, some do not): if it is gone, the next look re-broadcasts it at its own nonce.
+            return self.fill_gap(chain_nonce, f.nonce).await;
+        }
+        // Is any of our fee levels still known to the node?
         let mut known = false;
         for a in &f.attempts {
             if self
@@ -535,39 +563,22 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 break;
             }
         }
-        if chain_nonce > f.nonce {
-            // Our nonce was used by a transaction that is none of ours for this commitment.
-            warn!(
-                nonce = f.nonce,
-                chain_nonce, "in-flight nonce used elsewhere; re-syncing"
-            );
-            self.counters.nonce_resyncs += 1;
-            self.state.inflight = None;
-            return self.save();
-        }
         if !known {
             // Dropped from the pool (a reorg, eviction, or a restart before the broadcast reached the node):
-            // re-broadcast the last signed attempt if its nonce is still next, else post again.
-            if chain_nonce == f.nonce {
-                if let Some(a) = f.attempts.last() {
-                    debug!(tx = %a.hash, "re-broadcasting the in-flight commitment");
-                    match self.provider.send_raw_transaction(&a.raw).await {
-                        Ok(_) => {
-                            self.counters.sent += 1;
-                            return Ok(());
-                        }
-                        Err(e) => warn!(error = %e, "re-broadcast refused; posting again"),
+            // re-broadcast the last signed attempt (a refusal means it is priced out: re-send it with higher fees).
+            if let Some(a) = f.attempts.last() {
+                debug!(tx = %a.hash, "re-broadcasting the in-flight commitment");
+                match self.provider.send_raw_transaction(&a.raw).await {
+                    Ok(_) => {
+                        self.counters.sent += 1;
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        debug!(error = %e, "re-broadcast refused; re-pricing");
+                        return self.bump(heads).await;
                     }
                 }
             }
-            self.counters.nonce_resyncs += 1;
-            self.state.inflight = None;
-            return self.save();
-        }
-        if chain_nonce < f.nonce {
-            // A gap below our transaction (earlier transactions of ours dropped by a reorg): fill it.
-            self.fill_gap(chain_nonce, f.nonce).await?;
-            return Ok(());
         }
         if heads.latest.saturating_sub(f.sent_at_block) >= self.cfg.bump_after_blocks {
             self.bump(heads).await?;
@@ -643,7 +654,6 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         f.attempts.push(attempt.clone());
         f.sent_at_block = heads.latest;
         self.state.inflight = Some(f.clone());
-        self.record_spend(cost);
         self.save()?;
         match self.provider.send_raw_transaction(&attempt.raw).await {
             Ok(_) => {
@@ -718,7 +728,6 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             attempts: vec![attempt.clone()],
             commitment: stored,
         });
-        self.record_spend(cost);
         // Saved before the broadcast: after a crash here the same transaction is re-sent, never a second one.
         self.save()?;
         match self.provider.send_raw_transaction(&attempt.raw).await {

@@ -1,6 +1,8 @@
 //! The contracts against a real local L1 (anvil): committed artifacts match the sources, commitments with more
 //! than 2/3 of the attesting power land, forged and under-signed ones are rejected on-chain.
 
+#![allow(clippy::unwrap_used)] // test helpers
+
 mod common;
 
 use alloy::network::TransactionBuilder;

@@ -1,5 +1,5 @@
 //! A local L1 with Baton's contracts deployed, for the tests in this folder.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::time::Duration;
 
