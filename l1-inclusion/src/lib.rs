@@ -5,7 +5,8 @@
 //! than 2/3 of those signatures on the [`contracts::BatonCommitments`] contract, following each transaction
 //! through pending → included → safe → finalized, re-posting after reorgs, repairing its nonce and bumping fees
 //! itself. The [`contracts::BatonInbox`] is where based rollups are ordered by L1 proposers and where anyone can
-//! force an entry into a shared rollup. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
+//! force an entry into a shared rollup; the [`watcher::Watcher`] follows its events on the canonical chain at a
+//! chosen safety, rolling them back on reorgs. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
 //!
 //! This crate depends on `baton-consensus` for domain types only; the node wires it to the chain.
 
@@ -14,5 +15,6 @@ pub mod commitment;
 pub mod contracts;
 pub mod error;
 pub mod poster;
+pub mod watcher;
 
 pub use error::L1Error;

@@ -59,6 +59,14 @@ async fn submit(
 
 #[tokio::test]
 async fn commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain() {
+    common::bounded(
+        180,
+        commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain_body(),
+    )
+    .await;
+}
+
+async fn commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain_body() {
     let l1 = L1::start(true).await;
     let contract = l1.contract();
 

@@ -80,6 +80,14 @@ async fn sent_by(l1: &L1, from: alloy::primitives::Address) -> usize {
 
 #[tokio::test]
 async fn poster_follows_to_finality_and_reposts_after_a_reorg() {
+    common::bounded(
+        180,
+        poster_follows_to_finality_and_reposts_after_a_reorg_body(),
+    )
+    .await;
+}
+
+async fn poster_follows_to_finality_and_reposts_after_a_reorg_body() {
     let l1 = L1::start(true).await;
     let (h, task) = start_poster(&l1, 1, None).await;
     let c = l1.commitment(10, &[0, 1, 2]);
@@ -129,6 +137,10 @@ async fn poster_follows_to_finality_and_reposts_after_a_reorg() {
 
 #[tokio::test]
 async fn nonce_gap_after_a_reorg_is_healed() {
+    common::bounded(180, nonce_gap_after_a_reorg_is_healed_body()).await;
+}
+
+async fn nonce_gap_after_a_reorg_is_healed_body() {
     let l1 = L1::start(true).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("poster.json");
@@ -199,6 +211,14 @@ async fn nonce_gap_after_a_reorg_is_healed() {
 
 #[tokio::test]
 async fn restart_resumes_the_in_flight_transaction_without_posting_twice() {
+    common::bounded(
+        180,
+        restart_resumes_the_in_flight_transaction_without_posting_twice_body(),
+    )
+    .await;
+}
+
+async fn restart_resumes_the_in_flight_transaction_without_posting_twice_body() {
     let l1 = L1::start(false).await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("poster.json");
@@ -226,6 +246,14 @@ async fn restart_resumes_the_in_flight_transaction_without_posting_twice() {
 
 #[tokio::test]
 async fn a_priced_out_commitment_is_re_sent_with_higher_fees() {
+    common::bounded(
+        180,
+        a_priced_out_commitment_is_re_sent_with_higher_fees_body(),
+    )
+    .await;
+}
+
+async fn a_priced_out_commitment_is_re_sent_with_higher_fees_body() {
     let l1 = L1::start(false).await;
     let (h, task) = start_poster(&l1, 4, None).await;
     assert!(h.offer(l1.commitment(10, &[0, 1, 2])));

@@ -108,6 +108,14 @@ impl L1 {
         self.anvil.addresses()[i]
     }
 
+    /// A provider that signs with anvil dev key `i`.
+    pub fn signer(&self, i: usize) -> DynProvider {
+        ProviderBuilder::new()
+            .wallet(self.wallet(i))
+            .connect_http(self.anvil.endpoint_url())
+            .erased()
+    }
+
     /// A provider that does not sign (the poster signs itself).
     pub fn reader(&self) -> DynProvider {
         ProviderBuilder::new()
@@ -149,4 +157,11 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Runs a test body with a time bound, so a hung L1 call fails the test instead of stalling the suite.
+pub async fn bounded<F: std::future::Future<Output = ()>>(secs: u64, body: F) {
+    tokio::time::timeout(Duration::from_secs(secs), body)
+        .await
+        .unwrap_or_else(|_| panic!("test did not finish within {secs} s"));
 }
