@@ -642,15 +642,9 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             self.counters.last_error = Some("hourly spend cap reached; not bumping".into());
             return Ok(());
         }
-        let env = self
-            .sign(self.commit_request(&f.commitment, f.nonce, f.gas_limit, fee, tip)?)
+        let attempt = self
+            .attempt(&f.commitment, f.nonce, f.gas_limit, fee, tip)
             .await?;
-        let attempt = Attempt {
-            hash: *env.tx_hash(),
-            max_fee: fee,
-            tip,
-            raw: env.encoded_2718().into(),
-        };
         f.attempts.push(attempt.clone());
         f.sent_at_block = heads.latest;
         self.state.inflight = Some(f.clone());
@@ -711,15 +705,9 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             ));
             return Ok(());
         }
-        let env = self
-            .sign(self.commit_request(&stored, chain_nonce, gas_limit, fee, tip)?)
+        let attempt = self
+            .attempt(&stored, chain_nonce, gas_limit, fee, tip)
             .await?;
-        let attempt = Attempt {
-            hash: *env.tx_hash(),
-            max_fee: fee,
-            tip,
-            raw: env.encoded_2718().into(),
-        };
         self.state.inflight = Some(InFlight {
             height: c.height(),
             nonce: chain_nonce,
@@ -743,18 +731,19 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         Ok(())
     }
 
-    fn commit_request(
+    /// Signs a `commit` transaction for `c` at one nonce and fee level.
+    async fn attempt(
         &self,
         c: &StoredCommitment,
         nonce: u64,
         gas_limit: u64,
         fee: u128,
         tip: u128,
-    ) -> Result<TransactionRequest, L1Error> {
+    ) -> Result<Attempt, L1Error> {
         let signed = c
             .to_signed()
             .ok_or_else(|| L1Error::Signing("stored commitment does not decode".into()))?;
-        Ok(TransactionRequest::default()
+        let req = TransactionRequest::default()
             .with_from(self.from)
             .with_to(self.contract)
             .with_input(signed.calldata())
@@ -762,7 +751,14 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             .with_chain_id(self.chain_id)
             .with_gas_limit(gas_limit)
             .with_max_fee_per_gas(fee)
-            .with_max_priority_fee_per_gas(tip))
+            .with_max_priority_fee_per_gas(tip);
+        let env = self.sign(req).await?;
+        Ok(Attempt {
+            hash: *env.tx_hash(),
+            max_fee: fee,
+            tip,
+            raw: env.encoded_2718().into(),
+        })
     }
 
     async fn sign(&self, req: TransactionRequest) -> Result<TxEnvelope, L1Error> {

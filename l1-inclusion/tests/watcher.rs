@@ -21,113 +21,108 @@ fn batch_data(e: &InboxEventKind) -> Vec<u8> {
 
 #[tokio::test]
 async fn events_follow_the_canonical_chain_through_a_reorg() {
-    common::bounded(
-        120,
-        events_follow_the_canonical_chain_through_a_reorg_body(),
-    )
+    common::bounded(120, async {
+        let l1 = L1::start(true).await;
+        let inbox = BatonInbox::deploy(l1.provider.clone(), 5, alloy::primitives::U256::ZERO)
+            .await
+            .unwrap();
+        let from_block = l1.head().await;
+        // A fresh signing provider per post: a cached nonce would outlive the reorg below.
+        let post = |tag: u8| {
+            let inbox = BatonInbox::new(*inbox.address(), l1.signer(0));
+            async move {
+                inbox
+                    .post(7, Bytes::from(vec![tag; 3]))
+                    .send()
+                    .await
+                    .unwrap()
+                    .get_receipt()
+                    .await
+                    .unwrap()
+            }
+        };
+        for tag in 1..=4u8 {
+            post(tag).await;
+        }
+        let r = BatonInbox::new(*inbox.address(), l1.signer(0))
+            .forceInclude(9, Bytes::from_static(b"forced"))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        let forced_block = r.block_number.unwrap();
+
+        let mut latest = Watcher::new(
+            l1.reader(),
+            *inbox.address(),
+            WatcherConfig {
+                safety: Safety::Latest,
+                from_block,
+                ..Default::default()
+            },
+        );
+        let Some(WatcherUpdate::Advanced { events, to }) = latest.poll().await.unwrap() else {
+            panic!("expected events");
+        };
+        assert_eq!(to.number, forced_block);
+        assert_eq!(events.len(), 5);
+        let tags: Vec<u8> = events[..4].iter().map(|e| batch_data(&e.kind)[0]).collect();
+        assert_eq!(tags, vec![1, 2, 3, 4]);
+        assert!(events.windows(2).all(|w| w[0].position < w[1].position));
+        assert_eq!(
+            events[4].kind,
+            InboxEventKind::Forced {
+                rollup_id: 9,
+                index: 0,
+                sender: l1.address(0),
+                deadline: forced_block + 5,
+                payload: Bytes::from_static(b"forced"),
+            }
+        );
+        assert_eq!(latest.poll().await.unwrap(), None, "nothing new");
+
+        // At `safe` (two blocks behind the head on this anvil) the newest events are not reported yet.
+        let mut safe = Watcher::new(
+            l1.reader(),
+            *inbox.address(),
+            WatcherConfig {
+                safety: Safety::Safe,
+                from_block,
+                ..Default::default()
+            },
+        );
+        let Some(WatcherUpdate::Advanced { events, .. }) = safe.poll().await.unwrap() else {
+            panic!("expected events");
+        };
+        assert_eq!(events.len(), 3);
+
+        // Drop the last two blocks (batch 4 and the forced entry); the replacement chain carries batch 5.
+        l1.provider
+            .anvil_reorg(ReorgOptions {
+                depth: 2,
+                tx_block_pairs: vec![],
+            })
+            .await
+            .unwrap();
+        let Some(WatcherUpdate::RolledBack { removed, to }) = latest.poll().await.unwrap() else {
+            panic!("expected a rollback");
+        };
+        assert_eq!(removed.len(), 2);
+        assert_eq!(batch_data(&removed[0].kind), vec![4; 3]);
+        assert!(matches!(removed[1].kind, InboxEventKind::Forced { .. }));
+        assert!(to.number < forced_block - 1);
+        post(5).await;
+        let Some(WatcherUpdate::Advanced { events, .. }) = latest.poll().await.unwrap() else {
+            panic!("expected the corrected events");
+        };
+        // Blocks re-read after the rollback: the empty replacements and batch 5.
+        let tags: Vec<u8> = events.iter().map(|e| batch_data(&e.kind)[0]).collect();
+        assert_eq!(tags, vec![5]);
+        let all: Vec<u8> = latest.events().map(|e| batch_data(&e.kind)[0]).collect();
+        assert_eq!(all, vec![1, 2, 3, 5]);
+        assert_eq!(latest.reorgs, 1);
+    })
     .await;
-}
-
-async fn events_follow_the_canonical_chain_through_a_reorg_body() {
-    let l1 = L1::start(true).await;
-    let inbox = BatonInbox::deploy(l1.provider.clone(), 5, alloy::primitives::U256::ZERO)
-        .await
-        .unwrap();
-    let from_block = l1.head().await;
-    // A fresh signing provider per post: a cached nonce would outlive the reorg below.
-    let post = |tag: u8| {
-        let inbox = BatonInbox::new(*inbox.address(), l1.signer(0));
-        async move {
-            inbox
-                .post(7, Bytes::from(vec![tag; 3]))
-                .send()
-                .await
-                .unwrap()
-                .get_receipt()
-                .await
-                .unwrap()
-        }
-    };
-    for tag in 1..=4u8 {
-        post(tag).await;
-    }
-    let r = BatonInbox::new(*inbox.address(), l1.signer(0))
-        .forceInclude(9, Bytes::from_static(b"forced"))
-        .send()
-        .await
-        .unwrap()
-        .get_receipt()
-        .await
-        .unwrap();
-    let forced_block = r.block_number.unwrap();
-
-    let mut latest = Watcher::new(
-        l1.reader(),
-        *inbox.address(),
-        WatcherConfig {
-            safety: Safety::Latest,
-            from_block,
-            ..Default::default()
-        },
-    );
-    let Some(WatcherUpdate::Advanced { events, to }) = latest.poll().await.unwrap() else {
-        panic!("expected events");
-    };
-    assert_eq!(to.number, forced_block);
-    assert_eq!(events.len(), 5);
-    let tags: Vec<u8> = events[..4].iter().map(|e| batch_data(&e.kind)[0]).collect();
-    assert_eq!(tags, vec![1, 2, 3, 4]);
-    assert!(events.windows(2).all(|w| w[0].position < w[1].position));
-    assert_eq!(
-        events[4].kind,
-        InboxEventKind::Forced {
-            rollup_id: 9,
-            index: 0,
-            sender: l1.address(0),
-            deadline: forced_block + 5,
-            payload: Bytes::from_static(b"forced"),
-        }
-    );
-    assert_eq!(latest.poll().await.unwrap(), None, "nothing new");
-
-    // At `safe` (two blocks behind the head on this anvil) the newest events are not reported yet.
-    let mut safe = Watcher::new(
-        l1.reader(),
-        *inbox.address(),
-        WatcherConfig {
-            safety: Safety::Safe,
-            from_block,
-            ..Default::default()
-        },
-    );
-    let Some(WatcherUpdate::Advanced { events, .. }) = safe.poll().await.unwrap() else {
-        panic!("expected events");
-    };
-    assert_eq!(events.len(), 3);
-
-    // Drop the last two blocks (batch 4 and the forced entry); the replacement chain carries batch 5.
-    l1.provider
-        .anvil_reorg(ReorgOptions {
-            depth: 2,
-            tx_block_pairs: vec![],
-        })
-        .await
-        .unwrap();
-    let Some(WatcherUpdate::RolledBack { removed, to }) = latest.poll().await.unwrap() else {
-        panic!("expected a rollback");
-    };
-    assert_eq!(removed.len(), 2);
-    assert_eq!(batch_data(&removed[0].kind), vec![4; 3]);
-    assert!(matches!(removed[1].kind, InboxEventKind::Forced { .. }));
-    assert!(to.number < forced_block - 1);
-    post(5).await;
-    let Some(WatcherUpdate::Advanced { events, .. }) = latest.poll().await.unwrap() else {
-        panic!("expected the corrected events");
-    };
-    // Blocks re-read after the rollback: the empty replacements and batch 5.
-    let tags: Vec<u8> = events.iter().map(|e| batch_data(&e.kind)[0]).collect();
-    assert_eq!(tags, vec![5]);
-    let all: Vec<u8> = latest.events().map(|e| batch_data(&e.kind)[0]).collect();
-    assert_eq!(all, vec![1, 2, 3, 5]);
-    assert_eq!(latest.reorgs, 1);
 }
