@@ -180,6 +180,24 @@ impl ChainDomain {
         self.bytes(b"baton/parts/v1", &(height, round, block_hash))
     }
 
+    /// Bytes a validator signs (with its consensus key) to attach `extension` to its precommit in `scope`.
+    pub fn extension_bytes(
+        &self,
+        scope: &VoteExtensionScope<BatonContext>,
+        extension: &Attestation,
+    ) -> Vec<u8> {
+        self.bytes(
+            b"baton/extension/v1",
+            &(
+                scope.height.0,
+                round_u32(scope.round),
+                scope.value_id,
+                scope.validator_address,
+                extension.0,
+            ),
+        )
+    }
+
     fn validator_proof_bytes(&self, public_key: &[u8], peer_id: &[u8]) -> Vec<u8> {
         let mut out = ValidatorProof::<BatonContext>::signing_bytes(public_key, peer_id);
         out.extend_from_slice(&self.0 .0);
@@ -442,6 +460,24 @@ impl mct::Proposal<BatonContext> for Proposal {
     }
 }
 
+/// A precommit's vote extension: the validator's L1 attestation (`r ‖ s ‖ v` secp256k1 signature by its L1
+/// attestation key over the commitment of the height and block it precommits; `baton-l1-inclusion` defines the
+/// message). Required on precommits at commitment heights when the chain posts to L1, absent otherwise.
+#[derive(Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Attestation(pub [u8; 65]);
+
+impl fmt::Debug for Attestation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Attestation({})", hex::encode(&self.0[..8]))
+    }
+}
+
+impl mct::Extension for Attestation {
+    fn size_bytes(&self) -> usize {
+        65
+    }
+}
+
 /// A prevote or precommit.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct Vote {
@@ -600,7 +636,7 @@ impl mct::Context for BatonContext {
     type Timeouts = mct::LinearTimeouts;
     type Value = Value;
     type Vote = Vote;
-    type Extension = ();
+    type Extension = Attestation;
     type SigningScheme = Ed25519;
 
     fn select_proposer<'a>(
@@ -704,14 +740,11 @@ impl Signer<BatonContext> for ConsensusSigner {
 
     async fn sign_vote_extension(
         &self,
-        _scope: VoteExtensionScope<BatonContext>,
-        _extension: (),
-    ) -> Result<SignedMessage<BatonContext, ()>, SignError> {
-        Err(SignError::from_source(Box::<
-            dyn std::error::Error + Send + Sync,
-        >::from(
-            "Baton does not use vote extensions",
-        )))
+        scope: VoteExtensionScope<BatonContext>,
+        extension: Attestation,
+    ) -> Result<SignedMessage<BatonContext, Attestation>, SignError> {
+        let signature = self.sign(&self.domain.extension_bytes(&scope, &extension));
+        Ok(SignedMessage::new(extension, signature))
     }
 
     async fn sign_validator_proof(
@@ -758,12 +791,15 @@ impl Verifier<BatonContext> for ConsensusVerifier {
 
     async fn verify_signed_vote_extension(
         &self,
-        _scope: &VoteExtensionScope<BatonContext>,
-        _extension: &(),
-        _signature: &Signature,
-        _public_key: &VerificationKey,
+        scope: &VoteExtensionScope<BatonContext>,
+        extension: &Attestation,
+        signature: &Signature,
+        public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
-        Ok(VerificationResult::Invalid)
+        let bytes = self.domain.extension_bytes(scope, extension);
+        Ok(VerificationResult::from_bool(verify_signature(
+            public_key, &bytes, signature,
+        )))
     }
 
     async fn verify_validator_proof(
@@ -876,5 +912,38 @@ mod tests {
         assert_ne!(set(&[1, 1]).hash(), set(&[1, 2]).hash());
         assert_ne!(set(&[1, 1]).hash(), set(&[1, 1, 1]).hash());
         assert!(ValidatorSet::new(vec![]).is_err());
+    }
+
+    #[test]
+    fn a_vote_extension_signature_is_bound_to_its_precommit() {
+        let key = SigningKey::from([5; 32]);
+        let signer = ConsensusSigner::new(key, ChainDomain::new("test-chain"));
+        let domain = signer.domain();
+        let scope = |height: u64, value: &[u8]| {
+            VoteExtensionScope::<BatonContext>::new(
+                Height(height),
+                Round::new(0),
+                Hash::digest(&[value]),
+                signer.address(),
+            )
+        };
+        let ext = Attestation([7; 65]);
+        let sig = signer.sign(&domain.extension_bytes(&scope(10, b"a"), &ext));
+        let ok = |s: &VoteExtensionScope<BatonContext>, e: &Attestation, d: &ChainDomain| {
+            verify_signature(&signer.public_key(), &d.extension_bytes(s, e), &sig)
+        };
+        assert!(ok(&scope(10, b"a"), &ext, &domain));
+        assert!(!ok(&scope(11, b"a"), &ext, &domain), "another height");
+        assert!(!ok(&scope(10, b"b"), &ext, &domain), "another block");
+        assert!(
+            !ok(&scope(10, b"a"), &Attestation([8; 65]), &domain),
+            "another attestation"
+        );
+        assert!(
+            !ok(&scope(10, b"a"), &ext, &ChainDomain::new("other")),
+            "another chain"
+        );
+        use malachitebft_core_types::Extension;
+        assert_eq!(ext.size_bytes(), 65);
     }
 }
