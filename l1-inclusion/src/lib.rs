@@ -6,11 +6,13 @@
 //! through pending → included → safe → finalized, re-posting after reorgs, repairing its nonce and bumping fees
 //! itself. The [`contracts::BatonInbox`] is where based rollups are ordered by L1 proposers and where anyone can
 //! force an entry into a shared rollup; the [`watcher::Watcher`] follows its events on the canonical chain at a
-//! chosen safety, rolling them back on reorgs. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
+//! chosen safety, rolling them back on reorgs, and [`based::Deriver`] turns a based rollup's inbox events into its
+//! batches. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
 //!
 //! This crate depends on `baton-consensus` for domain types only; the node wires it to the chain.
 
 pub mod anvil;
+pub mod based;
 pub mod commitment;
 pub mod contracts;
 pub mod error;

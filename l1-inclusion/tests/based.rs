@@ -1,0 +1,144 @@
+//! Based-mode derivation against a real local L1 (anvil): a based rollup's batches are the valid bundles of its
+//! inbox events in L1 order, and after a reorg the derivation yields the corrected batches.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+mod common;
+
+use alloy::primitives::{Bytes, B256};
+use alloy::providers::ext::AnvilApi;
+use alloy::rpc::types::anvil::ReorgOptions;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::signers::SignerSync;
+use baton_consensus::bundle::UnsignedBundle;
+use baton_consensus::registry::ChainSpec;
+use baton_consensus::types::{Bundle, BundleEntry};
+use baton_l1_inclusion::based::{BasedBatch, Deriver};
+use baton_l1_inclusion::contracts::BatonInbox;
+use baton_l1_inclusion::watcher::{Safety, Watcher, WatcherConfig, WatcherUpdate};
+use common::L1;
+
+const NETWORK: u64 = 5;
+const BASED: u64 = 7;
+
+fn bundle(key: &PrivateKeySigner, nonce: u64, entries: &[(u64, &str)]) -> Bundle {
+    let u = UnsignedBundle {
+        network_id: NETWORK,
+        sender: key.address(),
+        nonce,
+        expiry_height: 1,
+        entries: entries
+            .iter()
+            .map(|(r, p)| BundleEntry {
+                rollup_id: *r,
+                payload: p.as_bytes().to_vec(),
+            })
+            .collect(),
+    };
+    let hash = u.signing_hash();
+    let sig = key.sign_hash_sync(&B256::from(hash.0)).unwrap();
+    u.with_signature(sig.as_bytes())
+}
+
+fn payloads(batches: &[BasedBatch]) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| b.entries.iter())
+        .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn based_batches_follow_the_inbox_through_a_reorg() {
+    common::bounded(120, async {
+        let l1 = L1::start(true).await;
+        let inbox = BatonInbox::deploy(l1.provider.clone(), 5, alloy::primitives::U256::ZERO)
+            .await
+            .unwrap();
+        let from_block = l1.head().await;
+        let post = |rollup: u64, data: Vec<u8>| {
+            let inbox = BatonInbox::new(*inbox.address(), l1.signer(0));
+            async move {
+                inbox
+                    .post(rollup, Bytes::from(data))
+                    .send()
+                    .await
+                    .unwrap()
+                    .get_receipt()
+                    .await
+                    .unwrap()
+            }
+        };
+        let list = |bundles: Vec<Bundle>| borsh::to_vec(&bundles).unwrap();
+        let (alice, bob) = (
+            PrivateKeySigner::from_bytes(&B256::repeat_byte(0x11)).unwrap(),
+            PrivateKeySigner::from_bytes(&B256::repeat_byte(0x12)).unwrap(),
+        );
+        let a1 = bundle(&alice, 0, &[(BASED, "a1"), (BASED, "a1-second")]);
+        let a2 = bundle(&bob, 0, &[(BASED, "a2")]);
+        post(BASED, list(vec![a1.clone(), a2])).await;
+        let mut forged = bundle(&alice, 1, &[(BASED, "forged")]);
+        forged.signature[3] ^= 1;
+        let mixed = bundle(&bob, 1, &[(BASED, "mixed"), (8, "shared")]);
+        let b4 = bundle(&bob, 2, &[(BASED, "b4")]);
+        post(BASED, list(vec![forged, mixed, a1.clone(), b4])).await;
+        post(BASED, b"not bundles".to_vec()).await;
+        post(8, list(vec![bundle(&alice, 5, &[(8, "other rollup")])])).await;
+        let b5 = bundle(&alice, 2, &[(BASED, "b5")]);
+        post(BASED, list(vec![b5.clone()])).await;
+
+        let spec = ChainSpec::for_tests(NETWORK, 8);
+        let mut watcher = Watcher::new(
+            l1.reader(),
+            *inbox.address(),
+            WatcherConfig {
+                safety: Safety::Latest,
+                from_block,
+                ..Default::default()
+            },
+        );
+        let mut deriver = Deriver::new(BASED, spec.clone());
+        let Some(WatcherUpdate::Advanced { events, .. }) = watcher.poll().await.unwrap() else {
+            panic!("expected inbox events");
+        };
+        assert_eq!(events.len(), 5);
+        let (batches, skipped) = deriver.apply(&events);
+        assert_eq!(payloads(&batches), ["a1", "a1-second", "a2", "b4", "b5"]);
+        // One batch per L1 block with entries, carrying that block as its origin.
+        assert_eq!(batches.len(), 3);
+        for b in &batches {
+            let block = watcher.block(b.l1_block_number).unwrap();
+            assert_eq!(block.hash, b.l1_block_hash);
+        }
+        assert_eq!(batches[0].entries[1].index_in_bundle, 1);
+        assert_eq!(batches[0].entries[0].bundle_hash, a1.hash());
+        // forged signature, mixed rollups, duplicate of a1, undecodable data.
+        assert_eq!(skipped.len(), 4, "{skipped:?}");
+
+        // A reorg drops the last block (b5); the replacement chain carries b6 then b5 again.
+        l1.provider
+            .anvil_reorg(ReorgOptions {
+                depth: 1,
+                tx_block_pairs: vec![],
+            })
+            .await
+            .unwrap();
+        let Some(WatcherUpdate::RolledBack { to, removed }) = watcher.poll().await.unwrap() else {
+            panic!("expected a rollback");
+        };
+        assert_eq!(removed.len(), 1);
+        deriver.rollback(to.number + 1);
+        let b6 = bundle(&bob, 3, &[(BASED, "b6")]);
+        post(BASED, list(vec![b6, b5])).await;
+        let Some(WatcherUpdate::Advanced { events, .. }) = watcher.poll().await.unwrap() else {
+            panic!("expected the replacement events");
+        };
+        let (corrected, _) = deriver.apply(&events);
+        assert_eq!(payloads(&corrected), ["b6", "b5"]);
+
+        // Incremental derivation with rollback equals derivation from scratch over the canonical events.
+        let (all, _) = Deriver::new(BASED, spec).apply(watcher.events());
+        assert_eq!(payloads(&all), ["a1", "a1-second", "a2", "b4", "b6", "b5"]);
+    })
+    .await;
+}
