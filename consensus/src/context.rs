@@ -830,6 +830,9 @@ pub struct GenesisValidator {
     pub voting_power: u64,
     /// libp2p multiaddr the validator listens on, e.g. `/ip4/127.0.0.1/tcp/26656`.
     pub p2p_addr: String,
+    /// The validator's L1 attestation address (`0x…`, 20 bytes), required when genesis has an `[l1]` table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attester: Option<String>,
 }
 
 impl GenesisValidator {

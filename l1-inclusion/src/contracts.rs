@@ -16,3 +16,68 @@ alloy::sol!(
     BatonInbox,
     "contracts/artifacts/BatonInbox.json"
 );
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address as EthAddress, B256, U256};
+use alloy::providers::ProviderBuilder;
+
+use crate::error::L1Error;
+
+/// Addresses of a deployment of Baton's contracts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    pub commitments: EthAddress,
+    pub inbox: EthAddress,
+    /// The L1 block the inbox was deployed in (where a watcher starts).
+    pub inbox_block: u64,
+}
+
+/// Deploys both contracts with `deployer` as governance (devnets and tests). `attesters` are `(address, power)`
+/// of the validator set whose Baton hash is `set_hash`.
+pub async fn deploy(
+    rpc_url: &str,
+    deployer: alloy::signers::local::PrivateKeySigner,
+    attesters: &[(EthAddress, u64)],
+    set_hash: B256,
+    forced_inclusion_delay: u64,
+) -> Result<Deployment, L1Error> {
+    let governance = deployer.address();
+    let url = rpc_url
+        .parse()
+        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(deployer))
+        .connect_http(url);
+    let c = BatonCommitments::deploy(
+        provider.clone(),
+        governance,
+        attesters.iter().map(|(a, _)| *a).collect(),
+        attesters.iter().map(|(_, p)| *p).collect(),
+        set_hash,
+    )
+    .await
+    .map_err(|e| L1Error::Contract {
+        call: "deploy BatonCommitments",
+        message: e.to_string(),
+    })?;
+    let builder = BatonInbox::deploy_builder(provider.clone(), forced_inclusion_delay, U256::ZERO);
+    let receipt = builder
+        .send()
+        .await
+        .map_err(|e| L1Error::Contract {
+            call: "deploy BatonInbox",
+            message: e.to_string(),
+        })?
+        .get_receipt()
+        .await
+        .map_err(L1Error::rpc)?;
+    let inbox = receipt.contract_address.ok_or_else(|| L1Error::Contract {
+        call: "deploy BatonInbox",
+        message: "no contract address in the receipt".into(),
+    })?;
+    Ok(Deployment {
+        commitments: *c.address(),
+        inbox,
+        inbox_block: receipt.block_number.unwrap_or(0),
+    })
+}

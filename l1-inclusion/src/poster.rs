@@ -50,12 +50,12 @@ pub struct PosterConfig {
     /// L1 blocks a sent transaction may stay pending before it is re-sent with higher fees. Default 3.
     pub bump_after_blocks: u64,
     /// Highest fee cap (wei per gas) the poster ever offers. Default 200 gwei.
-    pub max_fee_per_gas_wei: u128,
+    pub max_fee_per_gas_wei: u64,
     /// Highest priority fee (wei per gas) the poster ever offers. Default 5 gwei.
-    pub max_priority_fee_per_gas_wei: u128,
+    pub max_priority_fee_per_gas_wei: u64,
     /// Most wei the poster may spend in any hour: fees paid by its included transactions, plus the worst case
     /// (gas limit × fee cap) of the one it is about to send or re-price. Default 0.5 ETH.
-    pub max_spend_wei_per_hour: u128,
+    pub max_spend_wei_per_hour: u64,
     /// Gas limit = estimate × (100 + this) / 100. Default 25.
     pub gas_margin_percent: u64,
     /// Commitments waiting for the poster task. Default 64.
@@ -625,10 +625,10 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         let (market_fee, market_tip) = self.market_fees().await?;
         let tip = bumped(last.tip)
             .max(market_tip)
-            .min(self.cfg.max_priority_fee_per_gas_wei);
+            .min(u128::from(self.cfg.max_priority_fee_per_gas_wei));
         let fee = bumped(last.max_fee)
             .max(market_fee)
-            .min(self.cfg.max_fee_per_gas_wei)
+            .min(u128::from(self.cfg.max_fee_per_gas_wei))
             .max(tip);
         if fee < bumped(last.max_fee) || tip < bumped(last.tip) {
             self.counters.last_error = Some(format!(
@@ -701,7 +701,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         if !self.can_spend(cost) {
             self.counters.last_error = Some(format!(
                 "hourly spend cap reached ({} wei); waiting",
-                self.cfg.max_spend_wei_per_hour
+                u128::from(self.cfg.max_spend_wei_per_hour)
             ));
             return Ok(());
         }
@@ -776,10 +776,10 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             .map_err(L1Error::rpc)?;
         let tip = est
             .max_priority_fee_per_gas
-            .clamp(1, self.cfg.max_priority_fee_per_gas_wei);
+            .clamp(1, u128::from(self.cfg.max_priority_fee_per_gas_wei));
         let fee = est
             .max_fee_per_gas
-            .min(self.cfg.max_fee_per_gas_wei)
+            .min(u128::from(self.cfg.max_fee_per_gas_wei))
             .max(tip);
         Ok((fee, tip))
     }
@@ -795,7 +795,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
     }
 
     fn can_spend(&self, wei: u128) -> bool {
-        self.spend_last_hour().saturating_add(wei) <= self.cfg.max_spend_wei_per_hour
+        self.spend_last_hour().saturating_add(wei) <= u128::from(self.cfg.max_spend_wei_per_hour)
     }
 
     fn record_spend(&mut self, wei: u128) {

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use baton_consensus::context::Signature;
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
 use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, chunk_bundles, Clock, Host, SyncVerdict,
@@ -21,11 +22,12 @@ use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
 use malachitebft_app_channel::app::types::core::{
-    ExtendedCommitCertificate, Round, VoteExtensions,
+    ExtendedCommitCertificate, Round, SignedExtension, VoteExtensionPolicy, VoteExtensions,
 };
 use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
+use malachitebft_core_consensus::VoteExtensionError;
 
 use crate::error::NodeError;
 use crate::ingest::LoopRequest;
@@ -127,6 +129,8 @@ pub struct ConsensusLoop {
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
+    /// L1 attestation rules and the poster, when genesis has `[l1]`.
+    pub attestor: Option<Arc<crate::l1::Attestor>>,
 }
 
 impl ConsensusLoop {
@@ -157,17 +161,24 @@ impl ConsensusLoop {
             next_gossip_id: 0,
             checking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
+            attestor: None,
         };
         l.publish_gauges();
         l
     }
 
-    fn height_params(&self) -> HeightParams<BatonContext> {
+    fn height_params(&self, height: u64) -> HeightParams<BatonContext> {
+        let policy = if self.attestor.as_ref().is_some_and(|a| a.required(height)) {
+            VoteExtensionPolicy::Required
+        } else {
+            VoteExtensionPolicy::Disabled
+        };
         HeightParams::new(
             self.host.height_validators(),
             self.host.params().timeouts.linear(),
             None,
         )
+        .with_vote_extension_policy(policy)
     }
 
     /// Turns the host's running totals into counter increments.
@@ -433,7 +444,7 @@ impl ConsensusLoop {
             AppMsg::ConsensusReady { reply } => {
                 let start = self.host.next_height();
                 info!(start, "consensus ready");
-                let _ = reply.send((Height(start), self.height_params()));
+                let _ = reply.send((Height(start), self.height_params(start)));
             }
             AppMsg::StartedRound {
                 height,
@@ -485,13 +496,40 @@ impl ConsensusLoop {
                     self.publish(height.0, round, parts).await?;
                 }
             }
-            AppMsg::ExtendVote { reply, .. } => {
-                let _ = reply.send(None);
+            AppMsg::ExtendVote {
+                height,
+                value_id,
+                reply,
+                ..
+            } => {
+                let ext = self
+                    .attestor
+                    .as_ref()
+                    .filter(|a| a.required(height.0))
+                    .and_then(|a| a.extend(height.0, value_id));
+                let _ = reply.send(ext);
             }
             AppMsg::VerifyVoteExtensions {
-                extensions, reply, ..
+                height,
+                value_id,
+                extensions,
+                reply,
+                ..
             } => {
-                let _ = reply.send(extensions.into_iter().map(|(a, _)| (a, Ok(()))).collect());
+                let verdicts = extensions
+                    .into_iter()
+                    .map(|(validator, ext)| {
+                        let verdict = match &self.attestor {
+                            Some(a) => a.verify(height.0, value_id, &validator, &ext).map_err(|e| {
+                                debug!(height = height.0, %validator, error = %e, "refused a vote extension");
+                                VoteExtensionError::InvalidVoteExtension
+                            }),
+                            None => Err(VoteExtensionError::InvalidVoteExtension),
+                        };
+                        (validator, verdict)
+                    })
+                    .collect();
+                let _ = reply.send(verdicts);
             }
             AppMsg::GetHistoryMinHeight { reply } => {
                 let _ = reply.send(Height(1));
@@ -531,14 +569,28 @@ impl ConsensusLoop {
                 self.publish_outbox().await?;
             }
             AppMsg::Decided {
-                certificate, reply, ..
+                certificate,
+                extensions,
+                reply,
             } => {
                 let cert = certificate_from_engine(&certificate);
                 let height = cert.height;
+                // Stored before the decision is committed, so that a decided height never lacks them.
+                let stored: Vec<_> = extensions
+                    .extensions
+                    .iter()
+                    .map(|(a, e)| (*a, (e.message, e.signature.0)))
+                    .collect();
+                if !stored.is_empty() {
+                    self.host.store().put_extensions(height, &stored)?;
+                }
                 let rounds = u64::from(cert.round) + 1;
                 let started = std::time::Instant::now();
                 match self.host.decided(cert) {
                     Ok(block) => {
+                        if let Some(a) = self.attestor.as_ref().filter(|a| a.required(height)) {
+                            a.decided(&block.header, stored.iter().map(|(_, (att, _))| *att));
+                        }
                         let bytes: u64 = block.bundles.iter().map(|b| b.encoded_len() as u64).sum();
                         self.metrics.store_write("commit", started, bytes);
                         self.metrics.height.set(height as i64);
@@ -573,9 +625,9 @@ impl ConsensusLoop {
             } => {
                 let height = certificate.height.0;
                 let next = if self.failed_decision == Some(height) {
-                    Next::Restart(Height(height), self.height_params())
+                    Next::Restart(Height(height), self.height_params(height))
                 } else {
-                    Next::Start(Height(height + 1), self.height_params())
+                    Next::Start(Height(height + 1), self.height_params(height + 1))
                 };
                 let _ = reply.send(next);
             }
@@ -595,10 +647,17 @@ impl ConsensusLoop {
                     if !out.is_empty() && bytes > self.max_sync_response_bytes {
                         break;
                     }
+                    let extensions = self
+                        .host
+                        .store()
+                        .extensions(h)?
+                        .into_iter()
+                        .map(|(a, (att, sig))| (a, SignedExtension::new(att, Signature(sig))))
+                        .collect();
                     let certificate =
                         ExtendedCommitCertificate::from_commit_certificate_and_extensions(
                             certificate_to_engine(&cert),
-                            VoteExtensions::default(),
+                            VoteExtensions::new(extensions),
                         );
                     out.push(RawDecidedValue::new(Bytes::from(value_bytes), certificate));
                 }

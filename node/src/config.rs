@@ -39,6 +39,39 @@ pub struct NodeConfig {
     pub sync: SyncSection,
     #[serde(default)]
     pub metrics: MetricsSection,
+    /// L1 access: attesting (validators, when genesis has `[l1]`) and optionally posting commitments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1: Option<L1Section>,
+}
+
+/// `[l1]` in `config.toml`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct L1Section {
+    /// The L1 JSON-RPC endpoint (`http://` or `https://`).
+    pub rpc_url: String,
+    /// The validator's L1 attestation key: a file holding a 32-byte secp256k1 key as hex.
+    pub attestation_key_file: PathBuf,
+    /// When set, this node posts commitments, paying with this key (same file format).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poster_key_file: Option<PathBuf>,
+    /// Poster limits and cadence (`[l1.poster]`; defaults in `baton_l1_inclusion::poster::PosterConfig`).
+    #[serde(default)]
+    pub poster: baton_l1_inclusion::poster::PosterConfig,
+}
+
+impl L1Section {
+    pub fn validate(&self) -> Result<(), NodeError> {
+        if !(self.rpc_url.starts_with("http://") || self.rpc_url.starts_with("https://")) {
+            return Err(NodeError::Config(format!(
+                "l1.rpc_url `{}` must start with http:// or https://",
+                self.rpc_url
+            )));
+        }
+        self.poster
+            .validate()
+            .map_err(|e| NodeError::Config(e.to_string()))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,7 +276,14 @@ impl NodeConfig {
         let mut cfg: NodeConfig = toml::from_str(&text)
             .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut cfg.data_dir, &mut cfg.genesis_file, &mut cfg.key_file] {
+        let mut paths = vec![&mut cfg.data_dir, &mut cfg.genesis_file, &mut cfg.key_file];
+        if let Some(l1) = cfg.l1.as_mut() {
+            paths.push(&mut l1.attestation_key_file);
+            if let Some(p) = l1.poster_key_file.as_mut() {
+                paths.push(p);
+            }
+        }
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -254,6 +294,9 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::Config(m));
+        if let Some(l1) = &self.l1 {
+            l1.validate()?;
+        }
         if self.moniker.is_empty() {
             return bad("moniker must not be empty".into());
         }
@@ -331,6 +374,33 @@ pub struct Genesis {
     #[serde(default)]
     pub rollups: Vec<RollupInfo>,
     pub validators: Vec<GenesisValidator>,
+    /// Posting ordering commitments to L1. When present, every validator lists its `attester` address and
+    /// precommits at commitment heights carry its L1 attestation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1: Option<GenesisL1>,
+}
+
+/// Genesis `[l1]`: where commitments go and how often.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisL1 {
+    /// The L1 chain id (part of what attesters sign).
+    pub chain_id: u64,
+    /// Address of the `BatonCommitments` contract.
+    pub commitments: String,
+    /// Heights whose number is a multiple of this are attested and posted. At least 1.
+    pub commit_every: u64,
+}
+
+impl GenesisL1 {
+    pub fn commitments_address(&self) -> Result<alloy_primitives::Address, NodeError> {
+        self.commitments.parse().map_err(|e| {
+            NodeError::Config(format!(
+                "genesis l1.commitments `{}` is not an address: {e}",
+                self.commitments
+            ))
+        })
+    }
 }
 
 impl Genesis {
@@ -355,6 +425,17 @@ impl Genesis {
             .map_err(|e| NodeError::Config(format!("genesis params: {e}")))?;
         self.spec()?;
         self.validator_set()?;
+        if let Some(l1) = &self.l1 {
+            if l1.commit_every == 0 {
+                return Err(NodeError::Config(
+                    "genesis l1.commit_every must be at least 1".into(),
+                ));
+            }
+            l1.commitments_address()?;
+            for v in &self.validators {
+                attester_of(v)?;
+            }
+        }
         for v in &self.validators {
             if v.p2p_addr
                 .parse::<malachitebft_app_channel::app::net::Multiaddr>()
@@ -389,6 +470,19 @@ impl Genesis {
         })
     }
 
+    /// Each validator's L1 attester address and power (genesis `[l1]` only).
+    pub fn attesters(
+        &self,
+    ) -> Result<Vec<(baton_consensus::Address, alloy_primitives::Address, u64)>, NodeError> {
+        self.validators
+            .iter()
+            .map(|v| {
+                let val = v.to_validator().map_err(NodeError::Config)?;
+                Ok((val.address, attester_of(v)?, v.voting_power))
+            })
+            .collect()
+    }
+
     pub fn domain(&self) -> ChainDomain {
         ChainDomain::new(&self.chain_id)
     }
@@ -401,6 +495,19 @@ impl Genesis {
             rollups.push_str(&format!("{}:{}:{:?};", r.id, r.name, r.mode));
         }
         let vs = self.validator_set()?;
+        // The L1 section (contract, cadence, attesters) is a chain rule too; without it the hash is unchanged.
+        let mut l1 = String::new();
+        if let Some(g) = &self.l1 {
+            l1 = format!(
+                "{}:{}:{};",
+                g.chain_id,
+                g.commitments.to_lowercase(),
+                g.commit_every
+            );
+            for v in &self.validators {
+                l1.push_str(&format!("{}={};", v.public_key, attester_of(v)?));
+            }
+        }
         Ok(Hash::digest(&[
             b"baton/genesis/v2",
             self.chain_id.as_bytes(),
@@ -408,8 +515,24 @@ impl Genesis {
             &vs.hash().0,
             params.as_bytes(),
             rollups.as_bytes(),
+            l1.as_bytes(),
         ]))
     }
+}
+
+fn attester_of(v: &GenesisValidator) -> Result<alloy_primitives::Address, NodeError> {
+    let a = v.attester.as_deref().ok_or_else(|| {
+        NodeError::Config(format!(
+            "genesis validator {}: `attester` (its L1 attestation address) is required when genesis has [l1]",
+            v.name
+        ))
+    })?;
+    a.parse().map_err(|e| {
+        NodeError::Config(format!(
+            "genesis validator {}: attester `{a}` is not an address: {e}",
+            v.name
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -452,5 +575,77 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("p2p.listen_addr"));
+    }
+
+    #[test]
+    fn l1_sections_are_checked() {
+        let text = r#"
+            moniker = "a"
+            data_dir = "d"
+            genesis_file = "g"
+            key_file = "k"
+            [grpc]
+            listen_addr = "127.0.0.1:1"
+            [l1]
+            rpc_url = "ftp://l1"
+            attestation_key_file = "attest.key"
+            [l1.poster]
+            bump_after_blocks = 0
+        "#;
+        let mut cfg: NodeConfig = toml::from_str(text).unwrap();
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("l1.rpc_url"), "{err}");
+        if let Some(l1) = cfg.l1.as_mut() {
+            l1.rpc_url = "http://127.0.0.1:8545".into();
+        }
+        let err = cfg.validate().unwrap_err().to_string();
+        assert!(err.contains("bump_after_blocks"), "{err}");
+
+        // Genesis [l1] needs every validator's attester, a contract address and a cadence.
+        let key = crate::keys::NodeKey::generate();
+        let mut g = Genesis {
+            chain_id: "c".into(),
+            network_id: 1,
+            params: Default::default(),
+            rollups: vec![],
+            validators: vec![GenesisValidator {
+                name: "v0".into(),
+                public_key: key.public_key_hex(),
+                voting_power: 1,
+                p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+                attester: None,
+            }],
+            l1: None,
+        };
+        g.validate().unwrap();
+        let without_l1 = g.hash().unwrap();
+        g.l1 = Some(GenesisL1 {
+            chain_id: 31337,
+            commitments: "0x00000000000000000000000000000000000000aa".into(),
+            commit_every: 10,
+        });
+        let err = g.validate().unwrap_err().to_string();
+        assert!(err.contains("v0") && err.contains("attester"), "{err}");
+        g.validators[0].attester = Some("0x00000000000000000000000000000000000000bb".into());
+        g.validate().unwrap();
+        assert_ne!(
+            g.hash().unwrap(),
+            without_l1,
+            "the L1 section is part of the genesis hash"
+        );
+        let mut bad = g.clone();
+        bad.l1.as_mut().unwrap().commit_every = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("commit_every"));
+        let mut bad = g.clone();
+        bad.l1.as_mut().unwrap().commitments = "nope".into();
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("l1.commitments"));
     }
 }

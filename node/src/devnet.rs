@@ -128,6 +128,7 @@ pub fn prepare(
             public_key: key.public_key_hex(),
             voting_power: 1,
             p2p_addr: p2p_addr.clone(),
+            attester: None,
         });
         let cfg = NodeConfig {
             moniker: name.clone(),
@@ -147,6 +148,7 @@ pub fn prepare(
             metrics: MetricsSection {
                 listen_addr: metrics_addr,
             },
+            l1: None,
         };
         let config_path = ndir.join("config.toml");
         let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
@@ -167,6 +169,7 @@ pub fn prepare(
         params,
         rollups: devnet_rollups(),
         validators: gvals,
+        l1: None,
     };
     genesis.validate()?;
     let genesis_path = dir.join("genesis.toml");
@@ -180,6 +183,84 @@ pub fn prepare(
         genesis_path,
         nodes,
     })
+}
+
+/// L1 settings for a devnet: an endpoint, funded keys, and the commitment cadence.
+#[derive(Clone, Debug)]
+pub struct DevnetL1 {
+    pub rpc_url: String,
+    pub chain_id: u64,
+    /// Deploys the contracts and is their governance.
+    pub deployer: PrivateKeySigner,
+    /// Pays for the posted commitments (node `poster_node`).
+    pub poster: PrivateKeySigner,
+    pub poster_node: usize,
+    pub commit_every: u64,
+}
+
+/// Gives every validator an L1 attestation key, deploys the contracts for the devnet's validator set, and writes
+/// genesis `[l1]` and each node's `[l1]` config (node `poster_node` posts). Call before the nodes start.
+pub async fn attach_l1(
+    net: &mut Devnet,
+    l1: &DevnetL1,
+) -> Result<baton_l1_inclusion::contracts::Deployment, NodeError> {
+    let mut attesters = Vec::new();
+    for (i, node) in net.nodes.iter().enumerate() {
+        let key = PrivateKeySigner::random();
+        std::fs::write(
+            node.dir.join("l1_attestation.key"),
+            format!("{}\n", key.to_bytes()),
+        )?;
+        net.genesis.validators[i].attester = Some(format!("{:#x}", key.address()));
+        attesters.push((key.address(), net.genesis.validators[i].voting_power));
+    }
+    let set_hash = net.genesis.validator_set()?.hash();
+    let deployment = baton_l1_inclusion::contracts::deploy(
+        &l1.rpc_url,
+        l1.deployer.clone(),
+        &attesters,
+        alloy_primitives::B256::from(set_hash.0),
+        10,
+    )
+    .await
+    .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
+    net.genesis.l1 = Some(crate::config::GenesisL1 {
+        chain_id: l1.chain_id,
+        commitments: format!("{:#x}", deployment.commitments),
+        commit_every: l1.commit_every,
+    });
+    net.genesis.validate()?;
+    std::fs::write(
+        &net.genesis_path,
+        toml::to_string(&net.genesis).map_err(|e| NodeError::Config(e.to_string()))?,
+    )?;
+    for (i, node) in net.nodes.iter().enumerate() {
+        let poster_key_file = if i == l1.poster_node {
+            std::fs::write(
+                node.dir.join("l1_poster.key"),
+                format!("{}\n", l1.poster.to_bytes()),
+            )?;
+            Some(PathBuf::from("l1_poster.key"))
+        } else {
+            None
+        };
+        let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&node.config_path)?)
+            .map_err(|e| NodeError::Config(e.to_string()))?;
+        cfg.l1 = Some(crate::config::L1Section {
+            rpc_url: l1.rpc_url.clone(),
+            attestation_key_file: PathBuf::from("l1_attestation.key"),
+            poster_key_file,
+            poster: baton_l1_inclusion::poster::PosterConfig {
+                poll_interval_ms: 250,
+                ..Default::default()
+            },
+        });
+        std::fs::write(
+            &node.config_path,
+            toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?,
+        )?;
+    }
+    Ok(deployment)
 }
 
 /// A running `baton run` child process. Dropping it kills the process.
@@ -432,6 +513,7 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
             public_key: key.public_key_hex(),
             voting_power: 1,
             p2p_addr: format!("/dns4/{host}/tcp/{}", spec.p2p_port),
+            attester: None,
         });
     }
     let genesis = Genesis {
@@ -440,6 +522,7 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
         params: ConsensusParams::default(),
         rollups: devnet_rollups(),
         validators: gvals,
+        l1: None,
     };
     genesis.validate()?;
     let cfg = NodeConfig {
@@ -459,6 +542,7 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
         metrics: MetricsSection {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], spec.metrics_port)),
         },
+        l1: None,
     };
     cfg.validate()?;
     let enc = |e: toml::ser::Error| NodeError::Config(e.to_string());

@@ -16,6 +16,7 @@ pub mod error;
 pub mod grpc;
 pub mod ingest;
 pub mod keys;
+pub mod l1;
 pub mod metrics;
 pub mod node;
 pub mod state;

@@ -130,6 +130,7 @@ fn parse_validator(s: &str) -> Result<GenesisValidator> {
         public_key: parts[1].to_string(),
         p2p_addr: parts[2].to_string(),
         voting_power,
+        attester: None,
     })
 }
 
@@ -188,6 +189,7 @@ fn main() -> Result<()> {
                 params: Default::default(),
                 rollups,
                 validators,
+                l1: None,
             };
             genesis.validate()?;
             if out.exists() {

@@ -245,6 +245,15 @@ pub async fn run(
         },
         metrics.clone(),
     );
+    let mut consensus_loop = consensus_loop;
+    consensus_loop.attestor = crate::l1::Attestor::start(
+        &genesis,
+        cfg.l1.as_ref(),
+        is_validator.then_some(address),
+        &cfg.data_dir,
+    )
+    .await?
+    .map(Arc::new);
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
     let api = Api {

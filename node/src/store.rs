@@ -13,6 +13,7 @@
 //! | `nonces`      | sender (20 bytes)           | the sender's next nonce on chain (u64)  |
 //! | `dropped`     | bundle hash                 | why a pending bundle was dropped        |
 //! | `tables`      | height                      | the block's namespace table (proofs)    |
+//! | `extensions`  | height                      | the deciding precommits' vote extensions |
 //!
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
@@ -37,6 +38,10 @@ use baton_consensus::types::{
 
 use crate::error::NodeError;
 
+/// A vote extension as stored: the attestation and the validator's Ed25519 signature binding it to its
+/// precommit.
+pub type StoredExtension = (baton_consensus::context::Attestation, [u8; 64]);
+
 const CF_META: &str = "meta";
 const CF_HEADERS: &str = "headers";
 const CF_BLOCKS: &str = "blocks";
@@ -48,7 +53,8 @@ const CF_UNDECIDED: &str = "undecided";
 const CF_NONCES: &str = "nonces";
 const CF_DROPPED: &str = "dropped";
 const CF_TABLES: &str = "tables";
-const ALL_CFS: [&str; 11] = [
+const CF_EXTENSIONS: &str = "extensions";
+const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -60,6 +66,7 @@ const ALL_CFS: [&str; 11] = [
     CF_NONCES,
     CF_DROPPED,
     CF_TABLES,
+    CF_EXTENSIONS,
 ];
 const LATEST: &[u8] = b"latest";
 
@@ -182,6 +189,30 @@ impl RocksStore {
     /// The commit certificate of a decided height.
     pub fn cert(&self, height: u64) -> Result<Option<Certificate>, NodeError> {
         self.get(CF_CERTS, &be(height))
+    }
+
+    /// Stores the vote extensions (L1 attestations) of the precommits that decided `height`, so that the
+    /// height's certificate can be served to syncing peers with them.
+    pub fn put_extensions(
+        &self,
+        height: u64,
+        extensions: &[(baton_consensus::Address, StoredExtension)],
+    ) -> Result<(), NodeError> {
+        self.db.put_cf_opt(
+            self.cf(CF_EXTENSIONS)?,
+            be(height),
+            enc(&extensions.to_vec()),
+            &self.write_opts(),
+        )?;
+        Ok(())
+    }
+
+    /// The vote extensions stored for `height` (empty if none).
+    pub fn extensions(
+        &self,
+        height: u64,
+    ) -> Result<Vec<(baton_consensus::Address, StoredExtension)>, NodeError> {
+        Ok(self.get(CF_EXTENSIONS, &be(height))?.unwrap_or_default())
     }
 
     /// The namespace table of a decided height.

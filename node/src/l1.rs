@@ -1,0 +1,307 @@
+//! The node's side of L1 commitments: attesting at commitment heights and handing decided, attested headers to
+//! the poster.
+//!
+//! When genesis has `[l1]`, every height that is a multiple of `commit_every` requires a vote extension on each
+//! non-nil precommit: the validator's L1 attestation of `(height, block hash)`
+//! ([`baton_l1_inclusion::commitment`]). [`Attestor::verify`] accepts an extension only if it recovers to the
+//! attester genesis lists for that validator, so the deciding precommits of such a height always carry more than
+//! 2/3 of the power in attestations. The loop stores them with the decision (so syncing peers receive them with
+//! the certificate) and, on a posting node, offers the commitment to the [`Poster`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::Address as EthAddress;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
+use baton_consensus::context::Attestation;
+use baton_consensus::types::{Address, BlockHeader};
+use baton_consensus::Hash;
+use baton_l1_inclusion::commitment::{AttestationDomain, Attester, SignedCommitment};
+use baton_l1_inclusion::poster::{Poster, PosterHandle};
+use tracing::{info, warn};
+
+use crate::config::{Genesis, L1Section};
+use crate::error::NodeError;
+
+/// Attestation rules of one chain, this node's attestation key, and the poster if this node posts.
+pub struct Attestor {
+    domain: AttestationDomain,
+    commit_every: u64,
+    attesters: HashMap<Address, EthAddress>,
+    powers: Vec<Attester>,
+    key: Option<PrivateKeySigner>,
+    poster: Option<PosterHandle>,
+}
+
+impl std::fmt::Debug for Attestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attestor")
+            .field("domain", &self.domain)
+            .field("commit_every", &self.commit_every)
+            .field("attesting", &self.key.as_ref().map(|k| k.address()))
+            .field("posting", &self.poster.is_some())
+            .finish()
+    }
+}
+
+/// Reads a secp256k1 key file (32 bytes as hex, optional `0x`).
+pub fn load_l1_key(path: &Path) -> Result<PrivateKeySigner, NodeError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| NodeError::Config(format!("cannot read L1 key {}: {e}", path.display())))?;
+    text.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|e| NodeError::Config(format!("L1 key {}: {e}", path.display())))
+}
+
+impl Attestor {
+    /// Builds the attestor for a node. `own` is this node's consensus address when it is a validator: it must then
+    /// have an attestation key matching its genesis attester.
+    pub async fn start(
+        genesis: &Genesis,
+        section: Option<&L1Section>,
+        own: Option<Address>,
+        data_dir: &Path,
+    ) -> Result<Option<Attestor>, NodeError> {
+        let Some(g) = &genesis.l1 else {
+            return Ok(None);
+        };
+        let domain = AttestationDomain {
+            l1_chain_id: g.chain_id,
+            contract: g.commitments_address()?,
+        };
+        let list = genesis.attesters()?;
+        let attesters: HashMap<Address, EthAddress> =
+            list.iter().map(|(a, e, _)| (*a, *e)).collect();
+        let powers = list
+            .iter()
+            .map(|(_, address, power)| Attester {
+                address: *address,
+                power: *power,
+            })
+            .collect();
+        let key = match section {
+            Some(s) => Some(load_l1_key(&s.attestation_key_file)?),
+            None => None,
+        };
+        if let Some(me) = own {
+            let expected = attesters.get(&me).copied();
+            match (&key, expected) {
+                (None, _) => {
+                    return Err(NodeError::Config(
+                        "genesis has [l1]: a validator needs [l1] attestation_key_file in its config".into(),
+                    ))
+                }
+                (Some(k), Some(e)) if k.address() != e => {
+                    return Err(NodeError::Config(format!(
+                        "l1.attestation_key_file holds {}, but genesis lists {e} as this validator's attester",
+                        k.address()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        let mut poster = None;
+        if let Some(s) = section {
+            if let Some(pk) = &s.poster_key_file {
+                let wallet = EthereumWallet::from(load_l1_key(pk)?);
+                let url = s
+                    .rpc_url
+                    .parse()
+                    .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
+                let provider: DynProvider = ProviderBuilder::new()
+                    .disable_recommended_fillers()
+                    .connect_http(url)
+                    .erased();
+                let chain = provider
+                    .get_chain_id()
+                    .await
+                    .map_err(|e| NodeError::Config(format!("L1 at {}: {e}", s.rpc_url)))?;
+                if chain != g.chain_id {
+                    return Err(NodeError::Config(format!(
+                        "L1 at {} has chain id {chain}, genesis says {}",
+                        s.rpc_url, g.chain_id
+                    )));
+                }
+                let (p, handle) = Poster::new(
+                    provider,
+                    wallet,
+                    domain.contract,
+                    s.poster.clone(),
+                    Some(data_dir.join("l1-poster.json")),
+                )
+                .await
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+                tokio::spawn(p.run());
+                info!(contract = %domain.contract, "posting commitments to L1");
+                poster = Some(handle);
+            }
+        }
+        Ok(Some(Attestor {
+            domain,
+            commit_every: g.commit_every,
+            attesters,
+            powers,
+            key,
+            poster,
+        }))
+    }
+
+    /// Whether precommits at `height` must carry an attestation.
+    pub fn required(&self, height: u64) -> bool {
+        height.is_multiple_of(self.commit_every)
+    }
+
+    /// This validator's attestation of `(height, block)`.
+    pub fn extend(&self, height: u64, block: Hash) -> Option<Attestation> {
+        let key = self.key.as_ref()?;
+        match self.domain.sign(key, height, block) {
+            Ok(sig) => Some(Attestation(sig)),
+            Err(e) => {
+                warn!(height, error = %e, "cannot sign the L1 attestation");
+                None
+            }
+        }
+    }
+
+    /// Whether `attestation` is `validator`'s attester's signature of `(height, block)`.
+    pub fn verify(
+        &self,
+        height: u64,
+        block: Hash,
+        validator: &Address,
+        attestation: &Attestation,
+    ) -> Result<(), String> {
+        let expected = self
+            .attesters
+            .get(validator)
+            .ok_or_else(|| format!("validator {validator} has no attester in genesis"))?;
+        let got = self
+            .domain
+            .recover(height, block, &attestation.0, 0)
+            .map_err(|e| e.to_string())?;
+        if got != *expected {
+            return Err(format!(
+                "attestation of validator {validator} recovers to {got}, not its attester {expected}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// After a commitment height is decided: offers the attested header to the poster (if this node posts).
+    pub fn decided(
+        &self,
+        header: &BlockHeader,
+        attestations: impl IntoIterator<Item = Attestation>,
+    ) {
+        let Some(poster) = &self.poster else {
+            return;
+        };
+        match SignedCommitment::verified(
+            header.clone(),
+            attestations.into_iter().map(|a| a.0),
+            &self.domain,
+            &self.powers,
+        ) {
+            Ok(c) => {
+                if !poster.offer(c) {
+                    warn!(
+                        height = header.height,
+                        "poster queue full; a later commitment will supersede this one"
+                    );
+                }
+            }
+            Err(e) => {
+                warn!(height = header.height, error = %e, "decided height lacks attestations to post")
+            }
+        }
+    }
+
+    pub fn poster(&self) -> Option<&PosterHandle> {
+        self.poster.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{GenesisL1, L1Section};
+    use baton_consensus::context::GenesisValidator;
+
+    fn genesis(attester: EthAddress, node: &crate::keys::NodeKey) -> Genesis {
+        Genesis {
+            chain_id: "c".into(),
+            network_id: 1,
+            params: Default::default(),
+            rollups: vec![],
+            validators: vec![GenesisValidator {
+                name: "v0".into(),
+                public_key: node.public_key_hex(),
+                voting_power: 1,
+                p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+                attester: Some(format!("{attester:#x}")),
+            }],
+            l1: Some(GenesisL1 {
+                chain_id: 31337,
+                commitments: "0x00000000000000000000000000000000000000aa".into(),
+                commit_every: 5,
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_validator_must_hold_its_genesis_attestation_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = crate::keys::NodeKey::generate();
+        let me = node.address();
+        let key = PrivateKeySigner::random();
+        let other = PrivateKeySigner::random();
+        let path = dir.path().join("attest.key");
+        std::fs::write(&path, format!("{}", key.to_bytes())).unwrap();
+        let section = L1Section {
+            rpc_url: "http://127.0.0.1:1".into(),
+            attestation_key_file: path,
+            poster_key_file: None,
+            poster: Default::default(),
+        };
+
+        // No key configured, or someone else's: refused with a message naming the setting.
+        let g = genesis(key.address(), &node);
+        let err = Attestor::start(&g, None, Some(me), dir.path())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("attestation_key_file"), "{err}");
+        let g_other = genesis(other.address(), &node);
+        let err = Attestor::start(&g_other, Some(&section), Some(me), dir.path())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("genesis lists"), "{err}");
+
+        // The right key: attests commitment heights only, and verification checks the signer.
+        let a = Attestor::start(&g, Some(&section), Some(me), dir.path())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(a.required(10) && !a.required(11));
+        let block = Hash::digest(&[b"block"]);
+        let att = a.extend(10, block).unwrap();
+        a.verify(10, block, &me, &att).unwrap();
+        assert!(a.verify(15, block, &me, &att).is_err(), "another height");
+        assert!(
+            a.verify(10, Hash::digest(&[b"x"]), &me, &att).is_err(),
+            "another block"
+        );
+        assert!(
+            a.verify(10, block, &Address([9; 20]), &att).is_err(),
+            "not a validator"
+        );
+        // No [l1] in genesis: no attestor at all.
+        let mut plain = g.clone();
+        plain.l1 = None;
+        assert!(Attestor::start(&plain, None, Some(me), dir.path())
+            .await
+            .unwrap()
+            .is_none());
+    }
+}
