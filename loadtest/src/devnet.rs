@@ -75,7 +75,10 @@ impl Devnet {
         if let Some(p) = &spec.pubsub {
             cmd.arg("--pubsub").arg(p);
         }
+        // No local L1: load figures measure the sequencer alone (and stay comparable with earlier runs).
         let child = cmd
+            .arg("--l1-commit-every")
+            .arg("0")
             .arg("--down")
             .arg(spec.down.to_string())
             .arg("--validators")

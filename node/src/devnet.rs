@@ -359,6 +359,26 @@ pub struct DevnetOptions {
     pub pubsub: PubSub,
     /// SIGKILL this many validators (the last ones) once the first block is decided and keep them down.
     pub down: usize,
+    /// Start a local L1 (anvil), deploy Baton's contracts, and have node 0 post a commitment every
+    /// `commit_every` heights (None: no L1).
+    pub l1_commit_every: Option<u64>,
+}
+
+/// The devnet's L1, kept alive while the devnet runs (anvil stops when this is dropped).
+struct DevnetL1Running {
+    _anvil: alloy::node_bindings::AnvilInstance,
+    contract: baton_l1_inclusion::contracts::BatonCommitments::BatonCommitmentsInstance<
+        alloy::providers::DynProvider,
+    >,
+}
+
+impl DevnetL1Running {
+    async fn latest(&self) -> String {
+        match self.contract.latestHeight().call().await {
+            Ok(h) => h.to_string(),
+            Err(_) => "?".into(),
+        }
+    }
 }
 
 /// Runs `baton devnet`: prepare, start, show it working, stop cleanly on Ctrl-C / SIGTERM.
@@ -373,13 +393,17 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         params.block_time_ms = ms;
     }
     params.validate()?;
-    let net = prepare(
+    let mut net = prepare(
         &opts.dir,
         opts.validators,
         &opts.chain_id,
         params,
         opts.pubsub,
     )?;
+    let l1 = match opts.l1_commit_every {
+        Some(commit_every) => Some(start_l1(&mut net, commit_every).await?),
+        None => None,
+    };
     let bin = std::env::current_exe()?;
     let mut procs = Vec::new();
     for n in &net.nodes {
@@ -419,7 +443,7 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         }
     };
     let result = tokio::select! {
-        r = show(&net, &mut procs, &opts) => r,
+        r = show(&net, &mut procs, &opts, l1.as_ref()) => r,
         _ = term.recv() => { println!("SIGTERM: stopping"); Ok(()) }
         _ = int.recv() => { println!("Ctrl-C: stopping"); Ok(()) }
         _ = orphaned => { println!("parent process gone: stopping"); Ok(()) }
@@ -429,6 +453,46 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
     }
     println!("all nodes stopped");
     result
+}
+
+/// Starts anvil (a block per second), deploys the contracts and writes the L1 settings of every node.
+async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running, NodeError> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let anvil = baton_l1_inclusion::anvil::LocalL1 {
+        block_time_secs: Some(1),
+        ..Default::default()
+    }
+    .spawn()
+    .map_err(|e| NodeError::Config(e.to_string()))?;
+    let key = |i: usize| -> PrivateKeySigner { anvil.keys()[i].clone().into() };
+    let deployment = attach_l1(
+        net,
+        &DevnetL1 {
+            rpc_url: anvil.endpoint(),
+            chain_id: anvil.chain_id(),
+            deployer: key(0),
+            poster: key(1),
+            poster_node: 0,
+            commit_every,
+        },
+    )
+    .await?;
+    println!(
+        "L1: anvil at {} (chain id {}), commitments {:#x}, inbox {:#x}; node0 posts every {commit_every} heights",
+        anvil.endpoint(),
+        anvil.chain_id(),
+        deployment.commitments,
+        deployment.inbox
+    );
+    let provider = ProviderBuilder::new()
+        .connect_http(anvil.endpoint_url())
+        .erased();
+    let contract =
+        baton_l1_inclusion::contracts::BatonCommitments::new(deployment.commitments, provider);
+    Ok(DevnetL1Running {
+        _anvil: anvil,
+        contract,
+    })
 }
 
 async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClient>, NodeError> {
@@ -702,6 +766,7 @@ async fn round_trips(
 async fn watch_heights(
     clients: &mut [baton_proto::client::BatonClient],
     procs: &mut [NodeProcess],
+    l1: Option<&DevnetL1Running>,
     secs: Option<u64>,
     label: &str,
 ) -> f64 {
@@ -725,16 +790,20 @@ async fn watch_heights(
             .filter_map(|h| h.parse::<u64>().ok())
             .max()
             .unwrap_or(0);
+        let on_l1 = match l1 {
+            Some(l1) => format!("  L1 commitment at height {}", l1.latest().await),
+            None => String::new(),
+        };
         match first {
             Some((t, h)) => {
                 rate = (top - h) as f64 / t.elapsed().as_secs_f64();
                 println!(
-                    "{label}: heights [{}]  {rate:.1} heights/s since the phase began",
+                    "{label}: heights [{}]  {rate:.1} heights/s since the phase began{on_l1}",
                     heights.join(", ")
                 );
             }
             None => {
-                println!("{label}: heights [{}]", heights.join(", "));
+                println!("{label}: heights [{}]{on_l1}", heights.join(", "));
                 first = Some((Instant::now(), top));
             }
         }
@@ -749,6 +818,7 @@ async fn show(
     net: &Devnet,
     procs: &mut [NodeProcess],
     opts: &DevnetOptions,
+    l1: Option<&DevnetL1Running>,
 ) -> Result<(), NodeError> {
     let mut clients = connect_all(net).await?;
     let started = Instant::now();
@@ -798,12 +868,19 @@ async fn show(
         .await?;
     }
     if opts.demo_fault && clients.len() >= 4 {
-        watch_heights(&mut clients, procs, Some(10), "healthy").await;
+        watch_heights(&mut clients, procs, l1, Some(10), "healthy").await;
         let victim = clients.len() - 1;
         println!("killing node{victim} (SIGKILL)");
         procs[victim].kill();
         let live: Vec<usize> = (0..victim).collect();
-        watch_heights(&mut clients, procs, Some(10), &format!("node{victim} down")).await;
+        watch_heights(
+            &mut clients,
+            procs,
+            l1,
+            Some(10),
+            &format!("node{victim} down"),
+        )
+        .await;
         if opts.demo_round_trips > 0 {
             round_trips(
                 &mut clients,
@@ -851,6 +928,6 @@ async fn show(
     if remaining.is_none() {
         println!("heights every 2 s (Ctrl-C to stop):");
     }
-    watch_heights(&mut clients, procs, remaining, "running").await;
+    watch_heights(&mut clients, procs, l1, remaining, "running").await;
     Ok(())
 }

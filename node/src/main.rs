@@ -88,6 +88,9 @@ enum Command {
         /// degraded network).
         #[arg(long, default_value_t = 0)]
         down: usize,
+        /// Post an L1 commitment every N heights to a local anvil the devnet starts (0: no L1).
+        #[arg(long, default_value_t = 10)]
+        l1_commit_every: u64,
     },
 }
 
@@ -250,6 +253,7 @@ fn main() -> Result<()> {
             block_time_ms,
             pubsub,
             down,
+            l1_commit_every,
         } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
@@ -271,6 +275,7 @@ fn main() -> Result<()> {
                 block_time_ms,
                 pubsub,
                 down,
+                l1_commit_every: (l1_commit_every > 0).then_some(l1_commit_every),
             }))?;
         }
     }
