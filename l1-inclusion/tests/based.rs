@@ -6,8 +6,6 @@
 mod common;
 
 use alloy::primitives::{Bytes, B256};
-use alloy::providers::ext::AnvilApi;
-use alloy::rpc::types::anvil::ReorgOptions;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use baton_consensus::bundle::UnsignedBundle;
@@ -116,13 +114,7 @@ async fn based_batches_follow_the_inbox_through_a_reorg() {
         assert_eq!(skipped.len(), 4, "{skipped:?}");
 
         // A reorg drops the last block (b5); the replacement chain carries b6 then b5 again.
-        l1.provider
-            .anvil_reorg(ReorgOptions {
-                depth: 1,
-                tx_block_pairs: vec![],
-            })
-            .await
-            .unwrap();
+        l1.reorg(1).await;
         let Some(WatcherUpdate::RolledBack { to, removed }) = watcher.poll().await.unwrap() else {
             panic!("expected a rollback");
         };

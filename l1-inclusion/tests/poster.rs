@@ -11,7 +11,6 @@ use std::time::Duration;
 use alloy::primitives::B256;
 use alloy::providers::ext::AnvilApi;
 use alloy::providers::Provider;
-use alloy::rpc::types::anvil::ReorgOptions;
 use alloy::rpc::types::BlockTransactionsKind;
 use baton_l1_inclusion::poster::{Poster, PosterConfig, PosterHandle, PosterStatus};
 use common::{wait_for, L1};
@@ -94,13 +93,7 @@ async fn poster_follows_to_finality_and_reposts_after_a_reorg() {
 
         // Drop the block that holds it (and anything after).
         let depth = l1.head().await - landed_at + 1;
-        l1.provider
-            .anvil_reorg(ReorgOptions {
-                depth,
-                tx_block_pairs: vec![],
-            })
-            .await
-            .unwrap();
+        l1.reorg(depth).await;
         assert_eq!(l1.contract().latestHeight().call().await.unwrap(), 0);
         let s = status_until(&l1, &h, false, "re-posted after the reorg", |s| {
             s.reorged >= 1 && s.included_height == 10
@@ -164,13 +157,7 @@ async fn nonce_gap_after_a_reorg_is_healed() {
         // A reorg drops commitment 10's transaction: the account's nonce on chain falls below the pending one. Anvil
         // also empties its pool on a reorg, where geth would keep the pending transaction; put it back as geth would.
         let depth = l1.head().await - landed_at + 1;
-        l1.provider
-            .anvil_reorg(ReorgOptions {
-                depth,
-                tx_block_pairs: vec![],
-            })
-            .await
-            .unwrap();
+        l1.reorg(depth).await;
         let account = l1.address(2);
         assert_eq!(l1.provider.get_transaction_count(account).await.unwrap(), 0);
         let back = l1.provider.send_raw_transaction(&raw).await;

@@ -6,8 +6,6 @@
 mod common;
 
 use alloy::primitives::Bytes;
-use alloy::providers::ext::AnvilApi;
-use alloy::rpc::types::anvil::ReorgOptions;
 use baton_l1_inclusion::contracts::BatonInbox;
 use baton_l1_inclusion::watcher::{InboxEventKind, Safety, Watcher, WatcherConfig, WatcherUpdate};
 use common::L1;
@@ -99,13 +97,7 @@ async fn events_follow_the_canonical_chain_through_a_reorg() {
         assert_eq!(events.len(), 3);
 
         // Drop the last two blocks (batch 4 and the forced entry); the replacement chain carries batch 5.
-        l1.provider
-            .anvil_reorg(ReorgOptions {
-                depth: 2,
-                tx_block_pairs: vec![],
-            })
-            .await
-            .unwrap();
+        l1.reorg(2).await;
         let Some(WatcherUpdate::RolledBack { removed, to }) = latest.poll().await.unwrap() else {
             panic!("expected a rollback");
         };

@@ -198,6 +198,21 @@ pub struct DevnetL1 {
     pub commit_every: u64,
 }
 
+impl DevnetL1 {
+    /// A local anvil's settings: its first dev key deploys, its second pays for commitments posted by node 0.
+    pub fn local(anvil: &alloy::node_bindings::AnvilInstance, commit_every: u64) -> Self {
+        let key = |i: usize| -> PrivateKeySigner { anvil.keys()[i].clone().into() };
+        DevnetL1 {
+            rpc_url: anvil.endpoint(),
+            chain_id: anvil.chain_id(),
+            deployer: key(0),
+            poster: key(1),
+            poster_node: 0,
+            commit_every,
+        }
+    }
+}
+
 /// Gives every validator an L1 attestation key, deploys the contracts for the devnet's validator set, and writes
 /// genesis `[l1]` and each node's `[l1]` config (node `poster_node` posts). Call before the nodes start.
 pub async fn attach_l1(
@@ -464,19 +479,7 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
     }
     .spawn()
     .map_err(|e| NodeError::Config(e.to_string()))?;
-    let key = |i: usize| -> PrivateKeySigner { anvil.keys()[i].clone().into() };
-    let deployment = attach_l1(
-        net,
-        &DevnetL1 {
-            rpc_url: anvil.endpoint(),
-            chain_id: anvil.chain_id(),
-            deployer: key(0),
-            poster: key(1),
-            poster_node: 0,
-            commit_every,
-        },
-    )
-    .await?;
+    let deployment = attach_l1(net, &DevnetL1::local(&anvil, commit_every)).await?;
     println!(
         "L1: anvil at {} (chain id {}), commitments {:#x}, inbox {:#x}; node0 posts every {commit_every} heights",
         anvil.endpoint(),

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use alloy::primitives::B256;
 use alloy::providers::ProviderBuilder;
-use alloy::signers::local::PrivateKeySigner;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::contracts::BatonCommitments;
 use baton_node::devnet::{attach_l1, DevnetL1};
@@ -25,21 +24,10 @@ fn commitments_land_on_l1_and_match_the_chain() {
         }
         .spawn()
         .expect("anvil");
-        let key = |i: usize| -> PrivateKeySigner { anvil.keys()[i].clone().into() };
         let mut cluster = Cluster::prepare(4);
-        let deployment = attach_l1(
-            &mut cluster.net,
-            &DevnetL1 {
-                rpc_url: anvil.endpoint(),
-                chain_id: anvil.chain_id(),
-                deployer: key(0),
-                poster: key(1),
-                poster_node: 0,
-                commit_every: 10,
-            },
-        )
-        .await
-        .expect("attach L1");
+        let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
+            .await
+            .expect("attach L1");
         for i in 0..3 {
             cluster.start_node(i);
         }

@@ -124,6 +124,17 @@ impl L1 {
             .erased()
     }
 
+    /// Replaces the last `depth` blocks with empty ones (`anvil_reorg`).
+    pub async fn reorg(&self, depth: u64) {
+        self.provider
+            .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
+                depth,
+                tx_block_pairs: vec![],
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn mine(&self, blocks: u64) {
         self.provider.anvil_mine(Some(blocks), None).await.unwrap();
     }
