@@ -67,6 +67,47 @@ pub struct Metrics {
     pub peers: Gauge,
     pub gossip_bundles: Family<DirectionLabel, Counter>,
     pub gossip_bytes: Family<DirectionLabel, Counter>,
+    pub l1: L1Metrics,
+}
+
+/// The commitment poster's view of L1 (zero on nodes that do not post).
+#[derive(Debug, Default)]
+pub struct L1Metrics {
+    pub head: Gauge,
+    pub included_height: Gauge,
+    pub safe_height: Gauge,
+    pub finalized_height: Gauge,
+    pub sent: Counter,
+    pub fee_bumps: Counter,
+    pub reorged: Counter,
+    pub nonce_resyncs: Counter,
+    pub gap_fills: Counter,
+    pub spend_last_hour_wei: Gauge,
+    pub poster_ok: Gauge,
+}
+
+impl L1Metrics {
+    /// Copies a poster status into the metrics (counters advance by what the status gained).
+    pub fn observe(&self, s: &baton_l1_inclusion::poster::PosterStatus) {
+        let set = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
+        set(&self.head, s.l1_head);
+        set(&self.included_height, s.included_height);
+        set(&self.safe_height, s.safe_height);
+        set(&self.finalized_height, s.finalized_height);
+        let catch_up = |c: &Counter, total: u64| {
+            c.inc_by(total.saturating_sub(c.get()));
+        };
+        catch_up(&self.sent, s.sent);
+        catch_up(&self.fee_bumps, s.fee_bumps);
+        catch_up(&self.reorged, s.reorged);
+        catch_up(&self.nonce_resyncs, s.nonce_resyncs);
+        catch_up(&self.gap_fills, s.gap_fills);
+        self.spend_last_hour_wei
+            .set(i64::try_from(s.spend_last_hour_wei).unwrap_or(i64::MAX));
+        self.poster_ok.set(i64::from(s.last_error.is_none()));
+    }
 }
 
 fn seconds_histogram() -> Histogram {
@@ -102,6 +143,7 @@ impl Metrics {
             peers: Gauge::default(),
             gossip_bundles: Family::default(),
             gossip_bytes: Family::default(),
+            l1: L1Metrics::default(),
         };
         let r = registry.sub_registry_with_prefix("baton");
         r.register(
@@ -225,6 +267,70 @@ impl Metrics {
             "Dissemination bytes (bundle encodings), by direction",
             Unit::Bytes,
             m.gossip_bytes.clone(),
+        );
+        let l1 = &m.l1;
+        r.register(
+            "l1_head",
+            "L1 head block number the poster last read",
+            l1.head.clone(),
+        );
+        for (name, help, g) in [
+            (
+                "l1_commitment_included_height",
+                "Highest Baton height whose commitment is included on L1",
+                &l1.included_height,
+            ),
+            (
+                "l1_commitment_safe_height",
+                "Highest Baton height whose commitment is in a safe L1 block",
+                &l1.safe_height,
+            ),
+            (
+                "l1_commitment_finalized_height",
+                "Highest Baton height whose commitment is in a finalized L1 block",
+                &l1.finalized_height,
+            ),
+            (
+                "l1_poster_ok",
+                "1 when the poster's last look at L1 found nothing wrong, else 0",
+                &l1.poster_ok,
+            ),
+        ] {
+            r.register(name, help, g.clone());
+        }
+        for (name, help, c) in [
+            (
+                "l1_transactions_sent",
+                "Commitment transactions broadcast (every fee level counts)",
+                &l1.sent,
+            ),
+            (
+                "l1_fee_bumps",
+                "Commitment transactions re-sent with higher fees",
+                &l1.fee_bumps,
+            ),
+            (
+                "l1_reorged_commitments",
+                "Posted commitments that an L1 reorg removed (then posted again)",
+                &l1.reorged,
+            ),
+            (
+                "l1_nonce_resyncs",
+                "Times the poster re-read its nonce after losing its transaction",
+                &l1.nonce_resyncs,
+            ),
+            (
+                "l1_nonce_gap_fills",
+                "Self-transfers sent to fill a nonce gap below a commitment",
+                &l1.gap_fills,
+            ),
+        ] {
+            r.register(name, help, c.clone());
+        }
+        r.register(
+            "l1_poster_spend_last_hour_wei",
+            "Wei the poster paid for included transactions in the last hour",
+            l1.spend_last_hour_wei.clone(),
         );
         Arc::new(m)
     }

@@ -254,6 +254,20 @@ pub async fn run(
     )
     .await?
     .map(Arc::new);
+    if let Some(mut status) = consensus_loop
+        .attestor
+        .as_ref()
+        .and_then(|a| a.poster())
+        .map(|p| p.watch())
+    {
+        let m = metrics.clone();
+        tokio::spawn(async move {
+            while status.changed().await.is_ok() {
+                let s = status.borrow_and_update().clone();
+                m.l1.observe(&s);
+            }
+        });
+    }
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
     let api = Api {

@@ -12,7 +12,7 @@ use alloy::providers::ProviderBuilder;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::contracts::BatonCommitments;
 use baton_node::devnet::{attach_l1, DevnetL1};
-use common::{run, serial, Cluster};
+use common::{run, scrape, serial, value, Cluster};
 
 #[test]
 fn commitments_land_on_l1_and_match_the_chain() {
@@ -65,6 +65,17 @@ fn commitments_land_on_l1_and_match_the_chain() {
             assert_eq!(c.batchesRoot, B256::from(header.namespace_root.0));
             assert_eq!(c.validatorSetHash, B256::from(header.validator_set_hash.0));
         }
+
+        // The poster's view is on node 0's /metrics; node 1 does not post.
+        let m0 = scrape(cluster.net.nodes[0].metrics_addr);
+        assert!(
+            value(&m0, "baton_l1_commitment_included_height ").unwrap() >= 10.0,
+            "{m0}"
+        );
+        assert!(value(&m0, "baton_l1_transactions_sent_total ").unwrap() >= 1.0);
+        assert_eq!(value(&m0, "baton_l1_poster_ok "), Some(1.0));
+        let m1 = scrape(cluster.net.nodes[1].metrics_addr);
+        assert_eq!(value(&m1, "baton_l1_transactions_sent_total "), Some(0.0));
 
         // The fourth validator starts late and syncs across commitment heights.
         let target = cluster.height(1).await.expect("height");
