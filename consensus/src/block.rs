@@ -19,9 +19,43 @@ use crate::types::{
     batches_of, bundles_root, namespace_root, namespace_table, Address, Block, BlockHeader, Bundle,
 };
 
-/// Checks what can be checked about one bundle without chain state or signature recovery: network id, shape,
-/// limits, registered rollups and the signature's canonical form (at admission, and again in block validation).
+/// Checks what can be checked about one bundle without chain state or signature recovery, for Baton's validators
+/// to order it (at admission, and again in block validation): [`check_bundle_form`], and every entry for a
+/// `shared` rollup ([`check_shared`]).
 pub fn check_bundle(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError> {
+    check_bundle_form(bundle, spec)?;
+    check_shared(bundle, spec)
+}
+
+/// Refuses a bundle with entries for `based` rollups: alone (they are ordered through the L1 inbox) or mixed with
+/// shared ones (no single order covers both).
+pub fn check_shared(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError> {
+    use crate::registry::RollupMode;
+    let (mut shared, mut based) = (None, None);
+    for e in &bundle.entries {
+        match spec.rollups.get(e.rollup_id).map(|r| r.mode) {
+            Some(RollupMode::Shared) => {
+                shared.get_or_insert(e.rollup_id);
+            }
+            Some(RollupMode::Based) => {
+                based.get_or_insert(e.rollup_id);
+            }
+            None => {}
+        }
+    }
+    match (shared, based) {
+        (Some(shared_rollup), Some(based_rollup)) => Err(BundleError::MixedModes {
+            shared_rollup,
+            based_rollup,
+        }),
+        (None, Some(rollup_id)) => Err(BundleError::BasedRollup { rollup_id }),
+        _ => Ok(()),
+    }
+}
+
+/// Network id, shape, limits, registered rollups and the signature's canonical form: what every bundle must
+/// satisfy, whoever orders it.
+pub fn check_bundle_form(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError> {
     let params = &spec.params;
     bundle.check_signature_form()?;
     if bundle.network_id != spec.network_id {
@@ -552,6 +586,67 @@ mod tests {
         assert!(matches!(
             err(&with(vec![big])),
             BundleError::PayloadTooLarge { .. }
+        ));
+    }
+
+    #[test]
+    fn based_rollups_are_not_ordered_by_the_validators() {
+        use crate::registry::{RollupInfo, RollupMode, RollupRegistry};
+        let mut spec = spec();
+        spec.rollups = RollupRegistry::new(
+            (1..=4)
+                .map(|id| RollupInfo {
+                    id,
+                    name: format!("r{id}"),
+                    mode: if id == 3 {
+                        RollupMode::Based
+                    } else {
+                        RollupMode::Shared
+                    },
+                })
+                .collect(),
+        )
+        .unwrap();
+        let mixed = bundle(1, 0, &[1, 3], 1);
+        let err = check_bundle(&mixed, &spec).unwrap_err();
+        assert_eq!(
+            err,
+            BundleError::MixedModes {
+                shared_rollup: 1,
+                based_rollup: 3
+            }
+        );
+        assert_eq!(err.kind(), crate::error::BundleErrorKind::State);
+        assert!(err
+            .to_string()
+            .contains("shared rollup 1 and based rollup 3"));
+        let based = bundle(1, 0, &[3], 1);
+        assert_eq!(
+            check_bundle(&based, &spec),
+            Err(BundleError::BasedRollup { rollup_id: 3 })
+        );
+        // The form checks alone (what based derivation uses) accept both.
+        check_bundle_form(&mixed, &spec).unwrap();
+        check_bundle_form(&based, &spec).unwrap();
+        check_bundle(&bundle(1, 0, &[1, 2, 4], 1), &spec).unwrap();
+        // A proposer cannot slip a based bundle into a block.
+        let block = rebuild(Block {
+            bundles: vec![based],
+            ..build(vec![])
+        });
+        assert!(matches!(
+            validate_block(
+                &block,
+                &bundle_hashes(&block),
+                &ctx(),
+                &spec,
+                &View::default(),
+                1_100
+            ),
+            Err(BlockError::BadBundle {
+                error: BundleError::BasedRollup { rollup_id: 3 },
+                ..
+            })
         ));
     }
 

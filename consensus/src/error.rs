@@ -70,6 +70,20 @@ pub enum BundleError {
         "sender {sender} already has {limit} bundles pending (mempool.max_pending_per_sender)"
     )]
     SenderLimit { sender: String, limit: usize },
+    #[error(
+        "bundle spans shared rollup {shared_rollup} and based rollup {based_rollup}: Baton's validators order the \
+         shared one and L1 proposers the based one, so no single order can include both atomically; send a \
+         bundle per mode"
+    )]
+    MixedModes {
+        shared_rollup: u64,
+        based_rollup: u64,
+    },
+    #[error(
+        "rollup {rollup_id} is based: L1 proposers order it through the inbox contract (BatonInbox.post), not \
+         Baton's validators; post the bundle there"
+    )]
+    BasedRollup { rollup_id: u64 },
 }
 
 /// How a refused bundle maps onto an API status.
@@ -97,9 +111,12 @@ impl BundleError {
             | PayloadTooLarge { .. }
             | SenderLimit { .. } => BundleErrorKind::Limit,
             UnknownRollup { .. } => BundleErrorKind::NotFound,
-            Expired { .. } | NonceUsed { .. } | NoncePending { .. } | WrongNonce { .. } => {
-                BundleErrorKind::State
-            }
+            Expired { .. }
+            | NonceUsed { .. }
+            | NoncePending { .. }
+            | WrongNonce { .. }
+            | MixedModes { .. }
+            | BasedRollup { .. } => BundleErrorKind::State,
         }
     }
 
@@ -120,6 +137,8 @@ impl BundleError {
             NoncePending { .. } => "nonce_pending",
             WrongNonce { .. } => "wrong_nonce",
             SenderLimit { .. } => "sender_limit",
+            MixedModes { .. } => "mixed_modes",
+            BasedRollup { .. } => "based_rollup",
         }
     }
 

@@ -22,6 +22,8 @@ pub enum RollupMode {
     /// Ordered by Baton's validator set.
     #[default]
     Shared,
+    /// Ordered by L1 proposers through the inbox contract; Baton derives and serves that order.
+    Based,
 }
 
 /// One registered rollup.

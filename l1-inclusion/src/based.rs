@@ -8,9 +8,9 @@
 //! deterministic, so every node derives the same batches from the same canonical chain:
 //!
 //! - an event whose data does not decode as a list of bundles contributes nothing;
-//! - a bundle is skipped if it fails the stateless checks of shared bundles (network id, limits, registered
-//!   rollups, canonical signature), has an entry for another rollup, or its signature does not recover to its
-//!   sender;
+//! - a bundle is skipped if it fails the stateless checks every bundle must pass (network id, limits,
+//!   registered rollups, canonical signature), has an entry for another rollup, or its signature does not
+//!   recover to its sender;
 //! - a bundle already derived for this rollup (same hash) is skipped: the first occurrence on the canonical chain
 //!   wins;
 //! - nonces and expiry heights are not enforced: L1 order is the order (a rollup may apply its own rules).
@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use alloy::primitives::B256;
-use baton_consensus::block::check_bundle;
+use baton_consensus::block::check_bundle_form;
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::{BatchEntry, Bundle, RollupId};
 use baton_consensus::Hash;
@@ -138,7 +138,7 @@ impl Deriver {
     }
 
     fn check(&self, bundle: &Bundle) -> Result<Hash, String> {
-        check_bundle(bundle, &self.spec).map_err(|e| e.to_string())?;
+        check_bundle_form(bundle, &self.spec).map_err(|e| e.to_string())?;
         if let Some(e) = bundle
             .entries
             .iter()

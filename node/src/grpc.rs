@@ -327,6 +327,7 @@ impl RollupService for Api {
                     name: r.name.clone(),
                     mode: match r.mode {
                         RollupMode::Shared => "shared".into(),
+                        RollupMode::Based => "based".into(),
                     },
                 })
                 .collect(),

@@ -89,3 +89,55 @@ fn commitments_land_on_l1_and_match_the_chain() {
         assert_eq!(a, b, "the late validator agrees on every hash");
     });
 }
+
+#[test]
+fn a_bundle_spanning_shared_and_based_rollups_is_refused() {
+    let _guard = serial();
+    run(Duration::from_secs(120), async {
+        let mut cluster = Cluster::prepare(1);
+        // Register a based rollup beside the devnet's shared ones.
+        cluster
+            .net
+            .genesis
+            .rollups
+            .push(baton_consensus::registry::RollupInfo {
+                id: 9,
+                name: "based-demo".into(),
+                mode: baton_consensus::registry::RollupMode::Based,
+            });
+        std::fs::write(
+            &cluster.net.genesis_path,
+            toml::to_string(&cluster.net.genesis).expect("genesis"),
+        )
+        .expect("write genesis");
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let mut user = common::User::new();
+        let status = |e: baton_proto::client::ClientError| match e {
+            baton_proto::client::ClientError::Status(s) => *s,
+            other => panic!("expected a status, got {other}"),
+        };
+
+        let mixed = user.bundle(&[(1, b"shared"), (9, b"based")]);
+        let err = status(client.submit(&mixed).await.unwrap_err());
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains("shared rollup 1 and based rollup 9"),
+            "{}",
+            err.message()
+        );
+        let based = user.bundle(&[(9, b"based only")]);
+        let err = status(client.submit(&based).await.unwrap_err());
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains("BatonInbox.post"),
+            "{}",
+            err.message()
+        );
+        // The node keeps serving shared bundles.
+        let ok = common::User::new().bundle(&[(1, b"shared only")]);
+        let hash = client.submit(&ok).await.expect("shared bundle admitted");
+        common::wait_included(&mut client, &hash, Duration::from_secs(30)).await;
+    });
+}
