@@ -5,14 +5,13 @@
 
 mod common;
 
-use alloy::primitives::{Bytes, B256};
+use alloy::primitives::B256;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use baton_consensus::bundle::UnsignedBundle;
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::{Bundle, BundleEntry};
 use baton_l1_inclusion::based::{BasedBatch, Deriver};
-use baton_l1_inclusion::contracts::BatonInbox;
 use baton_l1_inclusion::watcher::{Safety, Watcher, WatcherConfig, WatcherUpdate};
 use common::L1;
 
@@ -50,23 +49,8 @@ fn payloads(batches: &[BasedBatch]) -> Vec<String> {
 async fn based_batches_follow_the_inbox_through_a_reorg() {
     common::bounded(120, async {
         let l1 = L1::start(true).await;
-        let inbox = BatonInbox::deploy(l1.provider.clone(), 5, alloy::primitives::U256::ZERO)
-            .await
-            .unwrap();
-        let from_block = l1.head().await;
-        let post = |rollup: u64, data: Vec<u8>| {
-            let inbox = BatonInbox::new(*inbox.address(), l1.signer(0));
-            async move {
-                inbox
-                    .post(rollup, Bytes::from(data))
-                    .send()
-                    .await
-                    .unwrap()
-                    .get_receipt()
-                    .await
-                    .unwrap()
-            }
-        };
+        let (inbox, from_block) = l1.deploy_inbox().await;
+        let post = |rollup: u64, data: Vec<u8>| l1.post(inbox, rollup, data);
         let list = |bundles: Vec<Bundle>| borsh::to_vec(&bundles).unwrap();
         let (alice, bob) = (
             PrivateKeySigner::from_bytes(&B256::repeat_byte(0x11)).unwrap(),
@@ -88,7 +72,7 @@ async fn based_batches_follow_the_inbox_through_a_reorg() {
         let spec = ChainSpec::for_tests(NETWORK, 8);
         let mut watcher = Watcher::new(
             l1.reader(),
-            *inbox.address(),
+            inbox,
             WatcherConfig {
                 safety: Safety::Latest,
                 from_block,

@@ -21,28 +21,12 @@ fn batch_data(e: &InboxEventKind) -> Vec<u8> {
 async fn events_follow_the_canonical_chain_through_a_reorg() {
     common::bounded(120, async {
         let l1 = L1::start(true).await;
-        let inbox = BatonInbox::deploy(l1.provider.clone(), 5, alloy::primitives::U256::ZERO)
-            .await
-            .unwrap();
-        let from_block = l1.head().await;
-        // A fresh signing provider per post: a cached nonce would outlive the reorg below.
-        let post = |tag: u8| {
-            let inbox = BatonInbox::new(*inbox.address(), l1.signer(0));
-            async move {
-                inbox
-                    .post(7, Bytes::from(vec![tag; 3]))
-                    .send()
-                    .await
-                    .unwrap()
-                    .get_receipt()
-                    .await
-                    .unwrap()
-            }
-        };
+        let (inbox, from_block) = l1.deploy_inbox().await;
+        let post = |tag: u8| l1.post(inbox, 7, vec![tag; 3]);
         for tag in 1..=4u8 {
             post(tag).await;
         }
-        let r = BatonInbox::new(*inbox.address(), l1.signer(0))
+        let r = BatonInbox::new(inbox, l1.signer(0))
             .forceInclude(9, Bytes::from_static(b"forced"))
             .send()
             .await
@@ -54,7 +38,7 @@ async fn events_follow_the_canonical_chain_through_a_reorg() {
 
         let mut latest = Watcher::new(
             l1.reader(),
-            *inbox.address(),
+            inbox,
             WatcherConfig {
                 safety: Safety::Latest,
                 from_block,
@@ -84,7 +68,7 @@ async fn events_follow_the_canonical_chain_through_a_reorg() {
         // At `safe` (two blocks behind the head on this anvil) the newest events are not reported yet.
         let mut safe = Watcher::new(
             l1.reader(),
-            *inbox.address(),
+            inbox,
             WatcherConfig {
                 safety: Safety::Safe,
                 from_block,

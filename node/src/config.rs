@@ -535,36 +535,53 @@ fn attester_of(v: &GenesisValidator) -> Result<alloy_primitives::Address, NodeEr
     })
 }
 
+/// A one-validator genesis for unit tests, with `attester` and `l1` as given.
+#[cfg(test)]
+pub(crate) fn test_genesis(
+    key: &crate::keys::NodeKey,
+    attester: Option<String>,
+    l1: Option<GenesisL1>,
+) -> Genesis {
+    Genesis {
+        chain_id: "c".into(),
+        network_id: 1,
+        params: Default::default(),
+        rollups: vec![],
+        validators: vec![GenesisValidator {
+            name: "v0".into(),
+            public_key: key.public_key_hex(),
+            voting_power: 1,
+            p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+            attester,
+        }],
+        l1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_fields_are_rejected() {
-        let text = r#"
+    /// The settings a config file must have.
+    const MINIMAL: &str = r#"
             moniker = "a"
             data_dir = "d"
             genesis_file = "g"
             key_file = "k"
-            typo_field = 1
             [grpc]
             listen_addr = "127.0.0.1:1"
         "#;
-        let err = toml::from_str::<NodeConfig>(text).unwrap_err().to_string();
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let text = format!("typo_field = 1\n{MINIMAL}");
+        let err = toml::from_str::<NodeConfig>(&text).unwrap_err().to_string();
         assert!(err.contains("typo_field"), "{err}");
     }
 
     #[test]
     fn minimal_config_gets_defaults_and_validates() {
-        let text = r#"
-            moniker = "a"
-            data_dir = "d"
-            genesis_file = "g"
-            key_file = "k"
-            [grpc]
-            listen_addr = "127.0.0.1:1"
-        "#;
-        let cfg: NodeConfig = toml::from_str(text).unwrap();
+        let cfg: NodeConfig = toml::from_str(MINIMAL).unwrap();
         assert!(cfg.storage.sync_writes);
         assert_eq!(cfg.grpc.stream_buffer, 32);
         cfg.validate().unwrap();
@@ -579,20 +596,17 @@ mod tests {
 
     #[test]
     fn l1_sections_are_checked() {
-        let text = r#"
-            moniker = "a"
-            data_dir = "d"
-            genesis_file = "g"
-            key_file = "k"
-            [grpc]
-            listen_addr = "127.0.0.1:1"
+        let text = format!(
+            "{MINIMAL}{}",
+            r#"
             [l1]
             rpc_url = "ftp://l1"
             attestation_key_file = "attest.key"
             [l1.poster]
             bump_after_blocks = 0
-        "#;
-        let mut cfg: NodeConfig = toml::from_str(text).unwrap();
+        "#
+        );
+        let mut cfg: NodeConfig = toml::from_str(&text).unwrap();
         let err = cfg.validate().unwrap_err().to_string();
         assert!(err.contains("l1.rpc_url"), "{err}");
         if let Some(l1) = cfg.l1.as_mut() {
@@ -603,20 +617,7 @@ mod tests {
 
         // Genesis [l1] needs every validator's attester, a contract address and a cadence.
         let key = crate::keys::NodeKey::generate();
-        let mut g = Genesis {
-            chain_id: "c".into(),
-            network_id: 1,
-            params: Default::default(),
-            rollups: vec![],
-            validators: vec![GenesisValidator {
-                name: "v0".into(),
-                public_key: key.public_key_hex(),
-                voting_power: 1,
-                p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
-                attester: None,
-            }],
-            l1: None,
-        };
+        let mut g = test_genesis(&key, None, None);
         g.validate().unwrap();
         let without_l1 = g.hash().unwrap();
         g.l1 = Some(GenesisL1 {

@@ -227,27 +227,17 @@ impl Attestor {
 mod tests {
     use super::*;
     use crate::config::{GenesisL1, L1Section};
-    use baton_consensus::context::GenesisValidator;
 
     fn genesis(attester: EthAddress, node: &crate::keys::NodeKey) -> Genesis {
-        Genesis {
-            chain_id: "c".into(),
-            network_id: 1,
-            params: Default::default(),
-            rollups: vec![],
-            validators: vec![GenesisValidator {
-                name: "v0".into(),
-                public_key: node.public_key_hex(),
-                voting_power: 1,
-                p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
-                attester: Some(format!("{attester:#x}")),
-            }],
-            l1: Some(GenesisL1 {
+        crate::config::test_genesis(
+            node,
+            Some(format!("{attester:#x}")),
+            Some(GenesisL1 {
                 chain_id: 31337,
                 commitments: "0x00000000000000000000000000000000000000aa".into(),
                 commit_every: 5,
             }),
-        }
+        )
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use baton_consensus::types::{Address, BlockHeader};
 use baton_consensus::Hash;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::commitment::{AttestationDomain, SignedCommitment};
-use baton_l1_inclusion::contracts::BatonCommitments;
+use baton_l1_inclusion::contracts::{BatonCommitments, BatonInbox};
 
 pub struct L1 {
     pub anvil: AnvilInstance,
@@ -122,6 +122,32 @@ impl L1 {
             .disable_recommended_fillers()
             .connect_http(self.anvil.endpoint_url())
             .erased()
+    }
+
+    /// Deploys an inbox (forced-inclusion delay 5 blocks, no fee); returns it and the L1 head after deployment.
+    pub async fn deploy_inbox(&self) -> (EthAddress, u64) {
+        let inbox = BatonInbox::deploy(self.provider.clone(), 5, alloy::primitives::U256::ZERO)
+            .await
+            .unwrap();
+        (*inbox.address(), self.head().await)
+    }
+
+    /// Posts `data` for `rollup` to the inbox and waits for the receipt. Signs through a fresh provider each
+    /// time: a cached nonce would outlive an `anvil_reorg`.
+    pub async fn post(
+        &self,
+        inbox: EthAddress,
+        rollup: u64,
+        data: Vec<u8>,
+    ) -> alloy::rpc::types::TransactionReceipt {
+        BatonInbox::new(inbox, self.signer(0))
+            .post(rollup, alloy::primitives::Bytes::from(data))
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap()
     }
 
     /// Replaces the last `depth` blocks with empty ones (`anvil_reorg`).
