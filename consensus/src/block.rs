@@ -14,9 +14,11 @@ use crate::bundle::Sender;
 use crate::context::ValidatorSet;
 use crate::error::{BlockError, BundleError};
 use crate::hash::Hash;
+use crate::origin::{owed_forced, L1View};
 use crate::registry::ChainSpec;
 use crate::types::{
     batches_of, bundles_root, namespace_root, namespace_table, Address, Block, BlockHeader, Bundle,
+    L1Origin,
 };
 
 /// Checks what can be checked about one bundle without chain state or signature recovery, for Baton's validators
@@ -114,6 +116,10 @@ pub struct BlockContext {
     pub parent_bench: Bench,
     /// The validator set with `parent_bench` applied for this height: its rotation names the proposers.
     pub validators: ValidatorSet,
+    /// The parent's L1 origin (zero at genesis and on a chain without L1).
+    pub parent_l1_origin: L1Origin,
+    /// The origin to build with (used when building; validation takes it from the header).
+    pub l1_origin: L1Origin,
 }
 
 /// What block validation needs to know about the chain and the node's own checks.
@@ -150,6 +156,7 @@ pub fn build_block(
         bench: ctx
             .parent_bench
             .after(&ctx.validators, ctx.height, ctx.round, proposer),
+        l1_origin: ctx.l1_origin,
     };
     Block { header, bundles }
 }
@@ -167,13 +174,16 @@ pub struct Validated {
 /// Rules: header fields (height, parent, timestamps, proposer, validator set, counts), block limits, and for each
 /// bundle in order: [`check_bundle`], not a duplicate, not included before, not expired at this height, the
 /// sender's next nonce (nonces of one sender in increasing order without gaps), a valid signature. A bundle cut
-/// into pieces fails here too: each piece's signature covers the whole bundle, not the piece. Last, both roots.
+/// into pieces fails here too: each piece's signature covers the whole bundle, not the piece. Then both roots.
+/// Last, with `l1` (a chain with L1), the header's L1 origin and the forced entries it makes owed
+/// ([`crate::origin`]); without, the origin must be zero.
 pub fn validate_block(
     block: &Block,
     hashes: &[Hash],
     ctx: &BlockContext,
     spec: &ChainSpec,
     view: &dyn ChainView,
+    l1: Option<&dyn L1View>,
     now_ms: u64,
 ) -> Result<Validated, BlockError> {
     let params = &spec.params;
@@ -300,7 +310,59 @@ pub fn validate_block(
             expected,
         });
     }
+    check_l1(h, ctx, params, view, l1, &seen)?;
     Ok(out)
+}
+
+/// The header's L1 origin, and that every forced entry it makes owed is among `included` (the block's bundle
+/// hashes).
+fn check_l1(
+    h: &BlockHeader,
+    ctx: &BlockContext,
+    params: &crate::params::ConsensusParams,
+    view: &dyn ChainView,
+    l1: Option<&dyn L1View>,
+    included: &HashSet<Hash>,
+) -> Result<(), BlockError> {
+    let origin = &h.l1_origin;
+    let Some(l1) = l1 else {
+        if *origin != L1Origin::default() {
+            return Err(BlockError::L1OriginWithoutL1 {
+                number: origin.number,
+            });
+        }
+        return Ok(());
+    };
+    let parent = &ctx.parent_l1_origin;
+    if origin.number < parent.number {
+        return Err(BlockError::L1OriginBehindParent {
+            got: origin.number,
+            parent: parent.number,
+        });
+    }
+    if origin.number == parent.number && origin.hash != parent.hash {
+        return Err(BlockError::L1OriginChanged {
+            number: origin.number,
+            hash: origin.hash,
+        });
+    }
+    match l1.check_origin(origin) {
+        Ok(()) => {}
+        // Staying on the parent's origin needs no fresh sighting, only not to fall too far behind.
+        Err(BlockError::L1OriginUnknown { .. }) if *origin == *parent => {}
+        Err(e) => return Err(e),
+    }
+    let due = l1.forced_due(origin.number);
+    if let Some(f) = owed_forced(&due, h.height, params, view)
+        .into_iter()
+        .find(|f| !included.contains(&f.hash))
+    {
+        return Err(BlockError::ForcedOmitted {
+            index: f.index,
+            hash: f.hash,
+        });
+    }
+    Ok(())
 }
 
 /// The hashes of a block's bundles, in block order.
@@ -338,6 +400,8 @@ mod tests {
             parent_timestamp_ms: 1_000,
             validator_set_hash: validators.hash(),
             parent_bench: Bench::default(),
+            parent_l1_origin: Default::default(),
+            l1_origin: Default::default(),
             validators,
         }
     }
@@ -372,7 +436,15 @@ mod tests {
     }
 
     fn check(block: &Block, view: &View) -> Result<Validated, BlockError> {
-        validate_block(block, &bundle_hashes(block), &ctx(), &spec(), view, 1_100)
+        validate_block(
+            block,
+            &bundle_hashes(block),
+            &ctx(),
+            &spec(),
+            view,
+            None,
+            1_100,
+        )
     }
 
     fn valid(block: &Block) -> Result<Validated, BlockError> {
@@ -641,6 +713,7 @@ mod tests {
                 &ctx(),
                 &spec,
                 &View::default(),
+                None,
                 1_100
             ),
             Err(BlockError::BadBundle {
@@ -711,6 +784,218 @@ mod tests {
             prop_assert!(valid(&t).is_err());
             // Even with the header re-derived from the tampered body, the signature catches it.
             prop_assert!(valid(&rebuild(t)).is_err());
+        }
+    }
+
+    mod l1 {
+        use super::*;
+        use crate::origin::{ForcedBundle, MemL1};
+
+        fn forced(index: u64, deadline: u64, bundle: Bundle) -> ForcedBundle {
+            ForcedBundle {
+                index,
+                deadline,
+                hash: bundle.hash(),
+                bundle,
+            }
+        }
+
+        /// A context on `l1` whose parent sits at `parent` and which builds on `origin`.
+        fn ctx_on(parent: L1Origin, origin: L1Origin) -> BlockContext {
+            BlockContext {
+                parent_l1_origin: parent,
+                l1_origin: origin,
+                ..ctx()
+            }
+        }
+
+        fn build_on(ctx: &BlockContext, bundles: Vec<Bundle>) -> Block {
+            let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
+            build_block(ctx, &spec(), me(), 1_050, bundles, &hashes)
+        }
+
+        fn judge(
+            block: &Block,
+            ctx: &BlockContext,
+            view: &View,
+            l1: &MemL1,
+        ) -> Result<Validated, BlockError> {
+            validate_block(
+                block,
+                &bundle_hashes(block),
+                ctx,
+                &spec(),
+                view,
+                Some(l1),
+                1_100,
+            )
+        }
+
+        #[test]
+        fn the_origin_moves_forward_to_blocks_the_validator_has_seen() {
+            let l1 = MemL1::new(3);
+            let (b1, b2) = (l1.mine(), l1.mine());
+            let view = View::default();
+            // Moving forward to a seen block, or staying on the parent's, is fine.
+            judge(
+                &build_on(&ctx_on(b1, b2), vec![]),
+                &ctx_on(b1, b2),
+                &view,
+                &l1,
+            )
+            .unwrap();
+            judge(
+                &build_on(&ctx_on(b2, b2), vec![]),
+                &ctx_on(b2, b2),
+                &view,
+                &l1,
+            )
+            .unwrap();
+            // Backwards.
+            assert_eq!(
+                judge(
+                    &build_on(&ctx_on(b2, b1), vec![]),
+                    &ctx_on(b2, b1),
+                    &view,
+                    &l1
+                ),
+                Err(BlockError::L1OriginBehindParent { got: 1, parent: 2 })
+            );
+            // Same number, another block.
+            let other = L1Origin {
+                number: 2,
+                hash: Hash::digest(&[b"fork"]),
+            };
+            assert!(matches!(
+                judge(
+                    &build_on(&ctx_on(b2, other), vec![]),
+                    &ctx_on(b2, other),
+                    &view,
+                    &l1
+                ),
+                Err(BlockError::L1OriginChanged { number: 2, .. })
+            ));
+            // A block this validator has not seen (yet, or at all).
+            let unseen = L1Origin {
+                number: 3,
+                hash: Hash::digest(&[b"unseen"]),
+            };
+            assert!(matches!(
+                judge(
+                    &build_on(&ctx_on(b2, unseen), vec![]),
+                    &ctx_on(b2, unseen),
+                    &view,
+                    &l1
+                ),
+                Err(BlockError::L1OriginUnknown { number: 3, .. })
+            ));
+            // Too far behind the validator's view: a proposer cannot hold the origin back to dodge forced entries.
+            for _ in 0..4 {
+                l1.mine();
+            }
+            assert_eq!(
+                judge(
+                    &build_on(&ctx_on(b1, b2), vec![]),
+                    &ctx_on(b1, b2),
+                    &view,
+                    &l1
+                ),
+                Err(BlockError::L1OriginStale {
+                    number: 2,
+                    behind: 4,
+                    limit: 3
+                })
+            );
+            // Without L1 the origin must stay zero.
+            let block = build_on(&ctx_on(b1, b2), vec![]);
+            assert_eq!(
+                check(&block, &view),
+                Err(BlockError::L1OriginWithoutL1 { number: 2 })
+            );
+        }
+
+        #[test]
+        fn an_overdue_forced_entry_must_be_in_the_block() {
+            let l1 = MemL1::new(100);
+            let origins: Vec<L1Origin> = (0..5).map(|_| l1.mine()).collect();
+            let entry = bundle(9, 0, &[2], 9);
+            l1.force(forced(0, 4, entry.clone()));
+            let view = View::default();
+            // Not due yet at origin 3: the block may leave it out.
+            let c3 = ctx_on(origins[0], origins[2]);
+            judge(&build_on(&c3, vec![]), &c3, &view, &l1).unwrap();
+            // Due at origin 4: a block without it is refused, naming the entry ...
+            let c4 = ctx_on(origins[2], origins[3]);
+            assert_eq!(
+                judge(&build_on(&c4, vec![bundle(1, 0, &[1], 1)]), &c4, &view, &l1),
+                Err(BlockError::ForcedOmitted {
+                    index: 0,
+                    hash: entry.hash()
+                })
+            );
+            // ... and one with it (anywhere in the block) is accepted.
+            judge(
+                &build_on(&c4, vec![bundle(1, 0, &[1], 1), entry.clone()]),
+                &c4,
+                &view,
+                &l1,
+            )
+            .unwrap();
+            // Not owed once included, expired, or when its nonce was used by another bundle.
+            let mut included = View::default();
+            included.included.insert(entry.hash());
+            judge(&build_on(&c4, vec![]), &c4, &included, &l1).unwrap();
+            let mut nonce_used = View::default();
+            nonce_used.next.insert(entry.sender, 1);
+            judge(&build_on(&c4, vec![]), &c4, &nonce_used, &l1).unwrap();
+            let expiring = sign(
+                &key(9),
+                UnsignedBundle {
+                    network_id: entry.network_id,
+                    sender: entry.sender,
+                    nonce: 0,
+                    expiry_height: 4,
+                    entries: entry.entries.clone(),
+                },
+            );
+            let l1b = MemL1::new(100);
+            let o: Vec<L1Origin> = (0..5).map(|_| l1b.mine()).collect();
+            l1b.force(forced(0, 1, expiring));
+            let c = ctx_on(o[0], o[1]);
+            judge(&build_on(&c, vec![]), &c, &view, &l1b).unwrap();
+        }
+
+        #[test]
+        fn owed_entries_follow_nonces_in_queue_order_within_the_block_limits() {
+            let l1 = MemL1::new(100);
+            let o = l1.mine();
+            let (a0, a1, a3) = (
+                bundle(3, 0, &[1], 1),
+                bundle(3, 1, &[1], 2),
+                bundle(3, 3, &[1], 3),
+            );
+            // Queue order a1, a0, a3: a1's nonce is not next until a0 is counted, a3 waits for nonce 2.
+            for (i, b) in [&a1, &a0, &a3].into_iter().enumerate() {
+                l1.force(forced(i as u64, 1, b.clone()));
+            }
+            let due = l1.forced_due(1);
+            let mut params = spec().params.clone();
+            let owed: Vec<u64> = crate::origin::owed_forced(&due, 5, &params, &View::default())
+                .iter()
+                .map(|f| f.index)
+                .collect();
+            assert_eq!(owed, vec![1]);
+            // a1 is owed once a0 is included.
+            let mut after = View::default();
+            after.next.insert(a0.sender, 1);
+            after.included.insert(a0.hash());
+            let owed = crate::origin::owed_forced(&due, 5, &params, &after);
+            assert_eq!(owed.iter().map(|f| f.index).collect::<Vec<_>>(), vec![0]);
+            // The block limit bounds what one block owes.
+            params.max_block_bundles = 0;
+            assert!(crate::origin::owed_forced(&due, 5, &params, &View::default()).is_empty());
+            let c = ctx_on(L1Origin::default(), o);
+            judge(&build_on(&c, vec![a0.clone()]), &c, &View::default(), &l1).unwrap();
         }
     }
 }

@@ -574,7 +574,7 @@ pub enum ProposalPart {
         round: Round,
         pol_round: Round,
         proposer: Address,
-        header: BlockHeader,
+        header: Box<BlockHeader>,
     },
     Data {
         bundles: Vec<Bundle>,

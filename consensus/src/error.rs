@@ -219,4 +219,22 @@ pub enum BlockError {
     WrongNamespaceCount { got: u32, expected: usize },
     #[error("namespace root {got} does not match the body's {expected}")]
     WrongNamespaceRoot { got: Hash, expected: Hash },
+    #[error("L1 origin {got} is below the parent's {parent}")]
+    L1OriginBehindParent { got: u64, parent: u64 },
+    #[error("L1 origin {number} keeps the parent's number but names another block ({hash})")]
+    L1OriginChanged { number: u64, hash: Hash },
+    #[error("L1 block {number} ({hash}) is not one this node has seen at the configured safety")]
+    L1OriginUnknown { number: u64, hash: Hash },
+    #[error(
+        "L1 origin {number} is {behind} blocks behind this node's view (at most {limit} allowed)"
+    )]
+    L1OriginStale {
+        number: u64,
+        behind: u64,
+        limit: u64,
+    },
+    #[error("this chain has no L1, but the header names L1 block {number}")]
+    L1OriginWithoutL1 { number: u64 },
+    #[error("forced-inclusion entry {index} (bundle {hash}) is overdue and not in the block")]
+    ForcedOmitted { index: u64, hash: Hash },
 }

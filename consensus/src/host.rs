@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
@@ -23,6 +24,7 @@ use crate::context::{
 use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
 use crate::mempool::{Admission, Mempool, MempoolLimits};
+use crate::origin::{owed_forced, Certified, ForcedBundle, L1View};
 use crate::params::ConsensusParams;
 use crate::registry::ChainSpec;
 use crate::store::{ChainStore, UndecidedProposal};
@@ -187,6 +189,8 @@ pub struct Host<S, C> {
     streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
     stream_order: VecDeque<(Vec<u8>, Vec<u8>)>,
     future: BTreeMap<u64, Vec<Assembled>>,
+    /// The node's view of L1, on a chain with L1 ([`crate::origin`]).
+    l1: Option<Arc<dyn L1View>>,
 }
 
 impl<S: ChainStore, C: Clock> Host<S, C> {
@@ -234,6 +238,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             streams: HashMap::new(),
             stream_order: VecDeque::new(),
             future: BTreeMap::new(),
+            l1: None,
         };
         let mut pending = host.store.pending_bundles()?;
         // Re-admit in nonce order so that no sender's queue looks gapped while it is rebuilt.
@@ -271,6 +276,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     pub fn store(&self) -> &S {
         &self.store
+    }
+
+    /// Ties the chain to L1: headers carry an L1 origin and owed forced-inclusion entries ([`crate::origin`]).
+    /// Every node of a chain with L1 must have one (the genesis says so).
+    pub fn set_l1(&mut self, l1: Arc<dyn L1View>) {
+        self.l1 = Some(l1);
     }
 
     pub fn validators(&self) -> &ValidatorSet {
@@ -325,7 +336,17 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             None => (self.genesis_hash, 0),
         };
         let parent_bench = self.bench();
+        let parent_l1_origin = self.tip.as_ref().map(|t| t.l1_origin).unwrap_or_default();
+        // The newest origin this node would vouch for, never below the parent's.
+        let l1_origin = self
+            .l1
+            .as_ref()
+            .and_then(|l1| l1.proposal_origin())
+            .filter(|o| o.number > parent_l1_origin.number)
+            .unwrap_or(parent_l1_origin);
         BlockContext {
+            parent_l1_origin,
+            l1_origin,
             height,
             round,
             parent_hash,
@@ -403,7 +424,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     warn!(height, round = a.round, proposer = %a.proposer, "early proposal from a validator that is not the proposer; dropping");
                     continue;
                 }
-                let valid = self.judge(&a.block, &a.hashes, height);
+                let valid = self.judge(&a.block, &a.hashes, height, false);
                 let p = UndecidedProposal {
                     round: a.round,
                     valid_round: a.pol_round.as_u32(),
@@ -424,8 +445,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// Validates `block` (whose bundle hashes are `hashes`) for `height`. Signatures of a valid block are
-    /// remembered, so the same bundles re-proposed in a later round are not recovered again.
-    fn judge(&mut self, block: &Block, hashes: &[Hash], height: u64) -> bool {
+    /// remembered, so the same bundles re-proposed in a later round are not recovered again. A `certified` block
+    /// (synced with its certificate) skips the L1 rules ([`Certified`]).
+    fn judge(&mut self, block: &Block, hashes: &[Hash], height: u64, certified: bool) -> bool {
         let ctx = self.block_context(height, block.header.round);
         let now = self.clock.now_ms();
         let view = HostView {
@@ -434,7 +456,18 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             verified: &self.verified,
             side: &self.side,
         };
-        match validate_block(block, hashes, &ctx, &self.spec, &view, now) {
+        match validate_block(
+            block,
+            hashes,
+            &ctx,
+            &self.spec,
+            &view,
+            match &self.l1 {
+                Some(_) if certified => Some(&Certified),
+                l1 => l1.as_deref(),
+            },
+            now,
+        ) {
             Ok(v) => {
                 debug!(
                     height,
@@ -478,14 +511,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             Some(p) => p.block,
             None => {
                 let ctx = self.block_context(height, round);
-                let (hashes, bundles): (Vec<Hash>, Vec<Bundle>) = self
-                    .mempool
-                    .select(
-                        self.spec.params.max_block_bytes,
-                        self.spec.params.max_block_bundles as usize,
-                    )
-                    .into_iter()
-                    .unzip();
+                let (hashes, bundles) = self.select(&ctx);
                 let block =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
                 self.known_hashes.insert(block.hash(), hashes);
@@ -504,6 +530,54 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let hashes = self.hashes_of(&block);
         let parts = self.parts_for(&block, &hashes, round, Round::Nil)?;
         Ok((Value(block.hash()), parts))
+    }
+
+    /// The bundles of a new block: the forced entries its origin makes owed, first, then the mempool's pick within
+    /// what is left of the limits (without the owed senders' other bundles, whose nonces the owed ones take).
+    /// Owed bundles are kept aside so that validators missing them can ask for them.
+    fn select(&mut self, ctx: &BlockContext) -> (Vec<Hash>, Vec<Bundle>) {
+        let params = &self.spec.params;
+        let due = match &self.l1 {
+            Some(l1) => l1.forced_due(ctx.l1_origin.number),
+            None => Vec::new(),
+        };
+        let view = HostView {
+            store: &self.store,
+            mempool: &self.mempool,
+            verified: &self.verified,
+            side: &self.side,
+        };
+        let owed: Vec<ForcedBundle> = owed_forced(&due, ctx.height, params, &view)
+            .into_iter()
+            .cloned()
+            .collect();
+        let owed_bytes: u64 = owed.iter().map(|f| f.bundle.encoded_len() as u64).sum();
+        let senders: HashSet<Sender> = owed.iter().map(|f| f.bundle.sender).collect();
+        let picked = self.mempool.select(
+            params.max_block_bytes.saturating_sub(owed_bytes),
+            (params.max_block_bundles as usize).saturating_sub(owed.len()),
+        );
+        let mut hashes = Vec::with_capacity(owed.len() + picked.len());
+        let mut bundles = Vec::with_capacity(owed.len() + picked.len());
+        if !owed.is_empty() {
+            debug!(
+                height = ctx.height,
+                owed = owed.len(),
+                "including overdue forced entries"
+            );
+        }
+        for f in owed {
+            hashes.push(f.hash);
+            bundles.push(f.bundle.clone());
+            self.keep_aside(f.hash, f.bundle);
+        }
+        for (h, b) in picked {
+            if !senders.contains(&b.sender) && !hashes.contains(&h) {
+                hashes.push(h);
+                bundles.push(b);
+            }
+        }
+        (hashes, bundles)
     }
 
     /// Parts to re-publish a known value (the engine asks when it re-proposes a locked value).
@@ -558,7 +632,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             round: Round::new(round),
             pol_round,
             proposer: signer.address(),
-            header: block.header.clone(),
+            header: Box::new(block.header.clone()),
         }];
         if self.limits.compact_proposals {
             let per_part = (self.limits.part_bytes / 32).max(1);
@@ -938,7 +1012,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 round: round_n,
                 pol_round,
                 proposer,
-                header,
+                header: *header,
                 hashes,
                 bundles,
                 asked_at_ms: self.clock.now_ms(),
@@ -946,7 +1020,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         }
         let block = Block {
-            header,
+            header: *header,
             bundles: bundles.into_iter().flatten().collect(),
         };
         self.finish(height, round_n, pol_round, proposer, block, hashes)
@@ -980,7 +1054,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             return Ok(None);
         }
-        let valid = self.judge(&block, &hashes, height);
+        let valid = self.judge(&block, &hashes, height, false);
         let p = UndecidedProposal {
             round: round_n,
             valid_round: pol_round.as_u32(),
@@ -1016,6 +1090,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .zip(&hashes)
             .map(|(b, h)| (*h, b.sender, b.nonce))
             .collect();
+        if let Some(l1) = &self.l1 {
+            l1.included(&hashes);
+        }
         let dropped = self.mempool.on_decided(height, &done);
         for (_, d) in &dropped {
             match d {
@@ -1065,7 +1142,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if height != self.next_height() || block.height() != height {
             return Ok(SyncVerdict::NotNow);
         }
-        let valid = self.judge(&block, &bundle_hashes(&block), height);
+        // Certified by more than 2/3 of the set: its L1 origin was checked when it was decided, and this node's
+        // own L1 view (catching up, or moved on) is no judge of it now.
+        let valid = self.judge(&block, &bundle_hashes(&block), height, true);
         let p = UndecidedProposal {
             round,
             valid_round: None,
@@ -1573,6 +1652,81 @@ mod tests {
             .expect("the parked proposal completes");
         assert_eq!(got.value, value);
         assert_eq!(got.validity, Validity::Valid);
+    }
+
+    #[test]
+    fn an_overdue_forced_entry_the_mempool_never_saw_is_proposed_and_skipping_it_is_voted_down() {
+        use crate::origin::{ForcedBundle, MemL1};
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.other_than(&[proposer]);
+        let l1 = Arc::new(MemL1::new(16));
+        let origins: Vec<_> = (0..3).map(|_| l1.mine()).collect();
+        let forced = crate::bundle::testing::bundle(9, 0, &[2], 9);
+        l1.force(ForcedBundle {
+            index: 0,
+            deadline: 2,
+            hash: forced.hash(),
+            bundle: forced.clone(),
+        });
+        let (store_p, store_o) = (MemStore::default(), MemStore::default());
+        let mut p = net.host(proposer, store_p.clone());
+        let mut o = net.host(other, store_o.clone());
+        p.set_l1(l1.clone());
+        o.set_l1(l1.clone());
+        p.admit(bundle(0).hash(), bundle(0)).unwrap();
+        p.started_round(1, 0).unwrap();
+        o.started_round(1, 0).unwrap();
+
+        // A proposer ignoring the queue (its L1 view has the blocks but not the entry) builds on origin 3 without
+        // the entry: the other validator judges it invalid.
+        let blind = Arc::new(MemL1::new(16));
+        for _ in 0..3 {
+            blind.mine();
+        }
+        let mut cheat = net.host(proposer, MemStore::default());
+        cheat.set_l1(blind);
+        cheat.admit(bundle(0).hash(), bundle(0)).unwrap();
+        cheat.started_round(1, 0).unwrap();
+        let (_, parts) = cheat.propose(1, 0).unwrap();
+        o.on_gossip(vec![(bundle(0).hash(), bundle(0))]).unwrap();
+        let pv = deliver(&mut o, &parts, b"cheat").expect("complete proposal");
+        assert_eq!(pv.validity, Validity::Invalid);
+
+        // The honest proposer puts the entry first, though its mempool never had it, on the newest origin.
+        let (value, parts) = p.propose(1, 0).unwrap();
+        let block = store_p.undecided(1).unwrap().remove(0).block;
+        assert_eq!(block.header.l1_origin, origins[2]);
+        assert_eq!(block.bundles, vec![forced.clone(), bundle(0)]);
+        // The other validator lacks the entry too (its mempool never saw it): it asks, the proposer answers.
+        if let Some(pv) = deliver(&mut o, &parts, b"p") {
+            assert_eq!(pv.validity, Validity::Valid);
+        } else {
+            let wants = o.take_outbox();
+            let [ProposalPart::Want { hashes, .. }] = wants.as_slice() else {
+                panic!("expected one want, got {wants:?}");
+            };
+            assert_eq!(hashes, &vec![forced.hash()]);
+            p.on_want(proposer, 1, hashes).unwrap();
+            let answer = p.take_outbox();
+            let [ProposalPart::Bundles { bundles }] = answer.as_slice() else {
+                panic!("expected bundles, got {answer:?}");
+            };
+            let pv = o
+                .on_gossip(bundles.iter().map(|b| (b.hash(), b.clone())).collect())
+                .unwrap()
+                .expect("the parked proposal completes");
+            assert_eq!((pv.value, pv.validity), (value, Validity::Valid));
+        }
+        o.decided(cert(1, 0, value.0)).unwrap();
+        assert_eq!(
+            store_o.inclusion(&forced.hash()).unwrap().map(|i| i.height),
+            Some(1)
+        );
+        // Included: not owed again, and the next block keeps the origin.
+        o.started_round(2, 0).unwrap();
+        let next = o.block_context(2, 0);
+        assert_eq!(next.parent_l1_origin, origins[2]);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! [`block::validate_block`]. [`proof`] builds and checks the proofs a rollup operator verifies a batch with.
 //! The Malachite BFT engine decides one block hash per height; [`context`] gives the engine its types and
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
-//! [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
+//! [`origin`] ties blocks to L1: each header names an L1 block, and forced-inclusion entries of the L1 inbox
+//! that are overdue by then must be in the block. [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
 //! [`check`] judges a whole run (submissions and every node's chain): forks, lost, duplicated, split bundles.
 //! `sim` (feature `sim`, and in tests) runs whole networks of these on a virtual clock over a faulty network.
 //!
@@ -23,6 +24,7 @@ pub mod error;
 pub mod hash;
 pub mod host;
 pub mod mempool;
+pub mod origin;
 pub mod params;
 pub mod proof;
 pub mod registry;
@@ -34,6 +36,6 @@ pub mod types;
 pub use error::{BlockError, BundleError, ConsensusError, ProofError};
 pub use hash::Hash;
 pub use types::{
-    Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, RollupBatch,
-    RollupId,
+    Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, L1Origin,
+    RollupBatch, RollupId,
 };

@@ -205,6 +205,8 @@ mod tests {
             parent_timestamp_ms: 5,
             validator_set_hash: vs.hash(),
             parent_bench: Default::default(),
+            parent_l1_origin: Default::default(),
+            l1_origin: Default::default(),
             validators: vs.clone(),
         };
         let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);

@@ -71,6 +71,28 @@ pub struct BlockHeader {
     pub round: u32,
     /// Validators out of the proposer rotation after this block ([`crate::bench`]).
     pub bench: crate::bench::Bench,
+    /// The L1 block this block builds on ([`crate::origin`]); zero on a chain without L1. Last in the header, so
+    /// the fixed-offset fields the L1 commitment contract reads stay where they are.
+    pub l1_origin: L1Origin,
+}
+
+/// An L1 block a Baton block builds on: the forced-inclusion entries due by then must be in the chain.
+#[derive(
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Debug,
+    Hash,
+    BorshSerialize,
+    BorshDeserialize,
+)]
+pub struct L1Origin {
+    pub number: u64,
+    pub hash: Hash,
 }
 
 impl BlockHeader {
@@ -255,6 +277,7 @@ mod tests {
                 bundle_count: 2,
                 round: 0,
                 bench: Default::default(),
+                l1_origin: Default::default(),
             },
             bundles: vec![a.clone(), b.clone()],
         };

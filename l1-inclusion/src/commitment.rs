@@ -192,6 +192,7 @@ mod tests {
             bundle_count: 0,
             round: 0,
             bench: Default::default(),
+            l1_origin: Default::default(),
         }
     }
 

@@ -10,7 +10,7 @@
 //!    newest one that is, drops every event after it and reports a [`WatcherUpdate::RolledBack`];
 //! 3. reads the inbox logs of up to `max_blocks_per_poll` new blocks, records the header of every block that has
 //!    logs and of the last block read, checks that each log's block hash is the recorded one (a reorg during the
-//!    read retries the poll), and reports a [`WatcherUpdate::Advanced`].
+//!    read retries the poll; with `track_blocks`, also the headers of the read's last blocks), and reports a [`WatcherUpdate::Advanced`].
 //!
 //! Below `finalized` a rollback can happen; at `finalized` it means L1 itself broke finality.
 
@@ -121,6 +121,9 @@ pub struct WatcherConfig {
     pub max_blocks_per_poll: u64,
     /// Most recorded blocks kept for reorg detection. Default 4096.
     pub max_recorded_blocks: usize,
+    /// Also record the header of each of the last this many blocks of every read, events or not, so that
+    /// [`Watcher::block`] can vouch for any recent block (what an L1 origin check needs). Default 0.
+    pub track_blocks: u64,
 }
 
 impl Default for WatcherConfig {
@@ -130,6 +133,7 @@ impl Default for WatcherConfig {
             from_block: 0,
             max_blocks_per_poll: 1000,
             max_recorded_blocks: 4096,
+            track_blocks: 0,
         }
     }
 }
@@ -166,6 +170,11 @@ impl<P: Provider> Watcher<P> {
     /// The recorded block at `number`, if it was recorded (has events or ended a read).
     pub fn block(&self, number: u64) -> Option<L1Block> {
         self.blocks.get(&number).copied()
+    }
+
+    /// The recorded blocks, oldest first.
+    pub fn blocks(&self) -> impl Iterator<Item = &L1Block> {
+        self.blocks.values()
     }
 
     /// Events of the canonical chain read so far, in order.
@@ -216,7 +225,8 @@ impl<P: Provider> Watcher<P> {
             .map_err(L1Error::rpc)?;
         let mut new_blocks: BTreeMap<u64, L1Block> = BTreeMap::new();
         let mut numbers: Vec<u64> = logs.iter().filter_map(|l| l.block_number).collect();
-        numbers.push(to);
+        numbers.extend(to.saturating_sub(self.cfg.track_blocks).max(from)..=to);
+        numbers.sort_unstable();
         numbers.dedup();
         for n in numbers {
             if let Some(b) = self.header(BlockNumberOrTag::Number(n)).await? {

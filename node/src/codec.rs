@@ -211,13 +211,14 @@ mod tests {
             bundle_count: 0,
             round: 0,
             bench: Default::default(),
+            l1_origin: Default::default(),
         };
         let part = ProposalPart::Init {
             height: Height(1),
             round: Round::new(0),
             pol_round: Round::Nil,
             proposer: Address::default(),
-            header,
+            header: Box::new(header),
         };
         let good = WireCodec.encode(&part).unwrap();
         for cut in 0..good.len() {

@@ -58,6 +58,21 @@ pub struct L1Section {
     /// Poster limits and cadence (`[l1.poster]`; defaults in `baton_l1_inclusion::poster::PosterConfig`).
     #[serde(default)]
     pub poster: baton_l1_inclusion::poster::PosterConfig,
+    /// How often the inbox is read. Default 500 ms.
+    #[serde(default = "default_l1_poll_ms")]
+    pub poll_ms: u64,
+    /// A proposer names an L1 block as its origin only after it has seen it at the genesis `origin_safety` for
+    /// this long, so that the other validators have most likely seen it too. Default 1,000 ms.
+    #[serde(default = "default_origin_delay_ms")]
+    pub origin_delay_ms: u64,
+}
+
+fn default_l1_poll_ms() -> u64 {
+    500
+}
+
+fn default_origin_delay_ms() -> u64 {
+    1_000
 }
 
 impl L1Section {
@@ -66,6 +81,12 @@ impl L1Section {
             return Err(NodeError::Config(format!(
                 "l1.rpc_url `{}` must start with http:// or https://",
                 self.rpc_url
+            )));
+        }
+        if self.poll_ms == 0 || self.poll_ms > 60_000 {
+            return Err(NodeError::Config(format!(
+                "l1.poll_ms is {}, it must be 1..=60000",
+                self.poll_ms
             )));
         }
         self.poster
@@ -390,9 +411,35 @@ pub struct GenesisL1 {
     pub commitments: String,
     /// Heights whose number is a multiple of this are attested and posted. At least 1.
     pub commit_every: u64,
+    /// Address of the `BatonInbox` contract: forced-inclusion entries and based rollups' batches.
+    pub inbox: String,
+    /// The L1 block the inbox was deployed in (where reading its events starts). Default 0.
+    #[serde(default)]
+    pub inbox_from_block: u64,
+    /// How settled an L1 block must be before it can be a block's L1 origin and its inbox events count:
+    /// `latest`, `safe` (default) or `finalized`.
+    #[serde(default)]
+    pub origin_safety: baton_l1_inclusion::watcher::Safety,
+    /// Validators refuse a header whose L1 origin is more than this many blocks behind the newest block they have
+    /// seen at `origin_safety` (so a proposer cannot hold the origin back to dodge forced entries). Default 64.
+    #[serde(default = "default_max_origin_lag")]
+    pub max_origin_lag: u64,
+}
+
+fn default_max_origin_lag() -> u64 {
+    64
 }
 
 impl GenesisL1 {
+    pub fn inbox_address(&self) -> Result<alloy_primitives::Address, NodeError> {
+        self.inbox.parse().map_err(|e| {
+            NodeError::Config(format!(
+                "genesis l1.inbox `{}` is not an address: {e}",
+                self.inbox
+            ))
+        })
+    }
+
     pub fn commitments_address(&self) -> Result<alloy_primitives::Address, NodeError> {
         self.commitments.parse().map_err(|e| {
             NodeError::Config(format!(
@@ -432,6 +479,12 @@ impl Genesis {
                 ));
             }
             l1.commitments_address()?;
+            l1.inbox_address()?;
+            if l1.max_origin_lag == 0 {
+                return Err(NodeError::Config(
+                    "genesis l1.max_origin_lag must be at least 1".into(),
+                ));
+            }
             for v in &self.validators {
                 attester_of(v)?;
             }
@@ -624,6 +677,10 @@ mod tests {
             chain_id: 31337,
             commitments: "0x00000000000000000000000000000000000000aa".into(),
             commit_every: 10,
+            inbox: "0x00000000000000000000000000000000000000bb".into(),
+            inbox_from_block: 0,
+            origin_safety: Default::default(),
+            max_origin_lag: 64,
         });
         let err = g.validate().unwrap_err().to_string();
         assert!(err.contains("v0") && err.contains("attester"), "{err}");

@@ -196,6 +196,10 @@ pub struct DevnetL1 {
     pub poster: PrivateKeySigner,
     pub poster_node: usize,
     pub commit_every: u64,
+    /// L1 blocks a forced-inclusion entry waits before it is owed.
+    pub forced_delay: u64,
+    /// Genesis `origin_safety`.
+    pub origin_safety: baton_l1_inclusion::watcher::Safety,
 }
 
 impl DevnetL1 {
@@ -209,6 +213,8 @@ impl DevnetL1 {
             poster: key(1),
             poster_node: 0,
             commit_every,
+            forced_delay: 10,
+            origin_safety: baton_l1_inclusion::watcher::Safety::Safe,
         }
     }
 }
@@ -235,7 +241,7 @@ pub async fn attach_l1(
         l1.deployer.clone(),
         &attesters,
         alloy_primitives::B256::from(set_hash.0),
-        10,
+        l1.forced_delay,
     )
     .await
     .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
@@ -243,6 +249,10 @@ pub async fn attach_l1(
         chain_id: l1.chain_id,
         commitments: format!("{:#x}", deployment.commitments),
         commit_every: l1.commit_every,
+        inbox: format!("{:#x}", deployment.inbox),
+        inbox_from_block: deployment.inbox_block,
+        origin_safety: l1.origin_safety,
+        max_origin_lag: 64,
     });
     net.genesis.validate()?;
     std::fs::write(
@@ -269,6 +279,8 @@ pub async fn attach_l1(
                 poll_interval_ms: 250,
                 ..Default::default()
             },
+            poll_ms: 250,
+            origin_delay_ms: 500,
         });
         std::fs::write(
             &node.config_path,

@@ -236,6 +236,10 @@ mod tests {
                 chain_id: 31337,
                 commitments: "0x00000000000000000000000000000000000000aa".into(),
                 commit_every: 5,
+                inbox: "0x00000000000000000000000000000000000000bb".into(),
+                inbox_from_block: 0,
+                origin_safety: Default::default(),
+                max_origin_lag: 64,
             }),
         )
     }
@@ -254,6 +258,8 @@ mod tests {
             attestation_key_file: path,
             poster_key_file: None,
             poster: Default::default(),
+            poll_ms: 500,
+            origin_delay_ms: 1_000,
         };
 
         // No key configured, or someone else's: refused with a message naming the setting.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod devnet;
 pub mod error;
 pub mod grpc;
+pub mod inbox;
 pub mod ingest;
 pub mod keys;
 pub mod l1;

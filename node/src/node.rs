@@ -87,7 +87,7 @@ pub async fn run(
         compact_proposals: cfg.mempool.compact_proposals,
         ..HostLimits::default()
     };
-    let host = Host::new(
+    let mut host = Host::new(
         domain,
         genesis.hash()?,
         is_validator.then(|| signer.clone()),
@@ -97,6 +97,13 @@ pub async fn run(
         store.clone(),
         SystemClock,
     )?;
+    let inbox = start_inbox(&genesis, cfg.l1.as_ref(), &spec).await?;
+    match &inbox {
+        Some(view) => host.set_l1(Arc::new(view.clone())),
+        // A node of a chain with L1 but without an L1 endpoint (a full node) takes blocks on their certificates.
+        None if genesis.l1.is_some() => host.set_l1(Arc::new(baton_consensus::origin::Certified)),
+        None => {}
+    }
 
     // Engine configuration: the peers are the genesis validators (and configured full nodes), nobody else.
     let mut consensus = ConsensusConfig::default();
@@ -355,4 +362,40 @@ pub async fn run(
 
 fn bytesize(n: u64) -> bytesize::ByteSize {
     bytesize::ByteSize::b(n)
+}
+
+/// Starts following the L1 inbox when genesis has `[l1]` and the config an `[l1]` endpoint.
+async fn start_inbox(
+    genesis: &Genesis,
+    section: Option<&crate::config::L1Section>,
+    spec: &baton_consensus::registry::ChainSpec,
+) -> Result<Option<crate::inbox::InboxView>, NodeError> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let (Some(g), Some(s)) = (&genesis.l1, section) else {
+        return Ok(None);
+    };
+    let url = s
+        .rpc_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
+    let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url)
+        .erased();
+    let view = crate::inbox::start(
+        provider,
+        g.inbox_address()?,
+        spec.clone(),
+        crate::inbox::FollowConfig {
+            watcher: baton_l1_inclusion::watcher::WatcherConfig {
+                safety: g.origin_safety,
+                from_block: g.inbox_from_block,
+                ..Default::default()
+            },
+            poll: Duration::from_millis(s.poll_ms),
+            origin_delay: Duration::from_millis(s.origin_delay_ms),
+            max_lag: g.max_origin_lag,
+        },
+    );
+    Ok(Some(view))
 }

@@ -426,6 +426,8 @@ mod tests {
             validator_set_hash: validators.hash(),
             round: 0,
             parent_bench: Default::default(),
+            parent_l1_origin: Default::default(),
+            l1_origin: Default::default(),
             validators,
         };
         let spec = ChainSpec::for_tests(7, 9);

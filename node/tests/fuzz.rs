@@ -195,6 +195,8 @@ fn samples() -> Samples {
         parent_timestamp_ms: 10,
         validator_set_hash: vs.hash(),
         parent_bench: Default::default(),
+        parent_l1_origin: Default::default(),
+        l1_origin: Default::default(),
         validators: vs.clone(),
     };
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
@@ -213,7 +215,7 @@ fn samples() -> Samples {
             round: malachitebft_core_types::Round::new(1),
             pol_round: malachitebft_core_types::Round::Nil,
             proposer,
-            header: block.header.clone(),
+            header: Box::new(block.header.clone()),
         },
         ProposalPart::Data {
             bundles: bundles[..2].to_vec(),

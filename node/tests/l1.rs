@@ -141,3 +141,105 @@ fn a_bundle_spanning_shared_and_based_rollups_is_refused() {
         common::wait_included(&mut client, &hash, Duration::from_secs(30)).await;
     });
 }
+
+/// Forced inclusion: a bundle queued in the L1 inbox, never submitted to any node, is in the chain from the first
+/// block whose L1 origin reaches its deadline, on every node, and served in its rollup's stream; every block
+/// before it names an earlier L1 block.
+#[test]
+fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
+    use alloy::providers::Provider;
+    use baton_l1_inclusion::contracts::BatonInbox;
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = LocalL1 {
+            block_time_secs: Some(1),
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let mut cluster = Cluster::prepare(4);
+        let mut l1 = DevnetL1::local(&anvil, 10);
+        l1.forced_delay = 4;
+        let deployment = attach_l1(&mut cluster.net, &l1).await.expect("attach L1");
+        for i in 0..4 {
+            cluster.start_node(i);
+        }
+        cluster.wait_height(1, 2, Duration::from_secs(60)).await;
+
+        // A user nobody has heard of queues a bundle for shared rollup 1 through L1.
+        let mut user = common::User::new();
+        let bundle = user.bundle(&[(1, b"forced through L1")]);
+        let hash = bundle.hash();
+        let payer: alloy::signers::local::PrivateKeySigner = anvil.keys()[3].clone().into();
+        let provider = ProviderBuilder::new()
+            .wallet(alloy::network::EthereumWallet::from(payer))
+            .connect_http(anvil.endpoint_url());
+        let inbox = BatonInbox::new(deployment.inbox, provider.clone());
+        let fee = inbox.forcedInclusionFee().call().await.expect("fee");
+        let receipt = inbox
+            .forceInclude(1, borsh::to_vec(&bundle).expect("encode").into())
+            .value(fee)
+            .send()
+            .await
+            .expect("send")
+            .get_receipt()
+            .await
+            .expect("receipt");
+        assert!(receipt.status());
+        let queued = receipt
+            .decoded_log::<BatonInbox::ForcedInclusion>()
+            .expect("ForcedInclusion event");
+        let deadline = queued.deadline;
+        assert_eq!(deadline, receipt.block_number.unwrap() + 4);
+
+        let mut client = cluster.client(2).await;
+        let (height, block_hash, _) =
+            common::wait_included(&mut client, &hash, Duration::from_secs(90)).await;
+        let headers = cluster.headers(2, 1, height).await;
+        let at = headers.last().expect("including header");
+        assert!(
+            at.l1_origin.number >= deadline,
+            "included at height {height} on L1 origin {} before its deadline {deadline}: only owed entries come \
+             from the queue",
+            at.l1_origin.number
+        );
+        for h in &headers[..headers.len() - 1] {
+            assert!(
+                h.l1_origin.number < deadline,
+                "height {} on L1 origin {} omitted the entry due at {deadline}",
+                h.height,
+                h.l1_origin.number
+            );
+        }
+        // Origins never go back and name real L1 blocks.
+        assert!(headers
+            .windows(2)
+            .all(|w| w[0].l1_origin.number <= w[1].l1_origin.number));
+        let l1_block = provider
+            .get_block_by_number(at.l1_origin.number.into())
+            .await
+            .expect("L1 block")
+            .expect("exists");
+        assert_eq!(l1_block.header.hash.0, at.l1_origin.hash.0);
+
+        // The rollup reads it in its verified stream, and every node agrees.
+        let batch = client
+            .get_verified_batch(1, height, &cluster.verifier())
+            .await
+            .expect("verified batch");
+        assert_eq!(batch.block_hash, block_hash);
+        assert!(batch
+            .entries
+            .iter()
+            .any(|e| e.bundle_hash == hash && e.payload == b"forced through L1"));
+        for i in [0, 1, 3] {
+            cluster
+                .wait_height(i, height, Duration::from_secs(30))
+                .await;
+            assert_eq!(
+                cluster.chain(i, height).await,
+                cluster.chain(2, height).await
+            );
+        }
+    });
+}

@@ -188,6 +188,8 @@ fn block_validation_with_and_without_checked_signatures() {
         validator_set_hash: validators.hash(),
         round: 0,
         parent_bench: Default::default(),
+        parent_l1_origin: Default::default(),
+        l1_origin: Default::default(),
         validators,
     };
     let t = Instant::now();
@@ -200,7 +202,7 @@ fn block_validation_with_and_without_checked_signatures() {
             checked,
         };
         let t = Instant::now();
-        let v = validate_block(&block, &hashes, &ctx, &spec, &view, 20).expect("valid");
+        let v = validate_block(&block, &hashes, &ctx, &spec, &view, None, 20).expect("valid");
         let took = t.elapsed();
         println!(
             "validate a block of {n} bundles, signatures {}: {:.1} ms ({:.1} us per bundle, {} recovered)",

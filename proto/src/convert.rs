@@ -5,7 +5,7 @@ use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
 use baton_consensus::proof::NamespaceProof;
 use baton_consensus::{
-    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, RollupBatch,
+    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin, RollupBatch,
 };
 
 use crate::pb;
@@ -234,6 +234,10 @@ impl From<&BlockHeader> for pb::BlockHeader {
                     until_height: b.until_height,
                 })
                 .collect(),
+            l1_origin: (h.l1_origin != L1Origin::default()).then(|| pb::L1Block {
+                number: h.l1_origin.number,
+                hash: h.l1_origin.hash.0.to_vec(),
+            }),
         }
     }
 }
@@ -275,6 +279,13 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
             bundle_count: h.bundle_count,
             round: h.round,
             bench: bench_field(&h.bench)?,
+            l1_origin: match h.l1_origin {
+                None => L1Origin::default(),
+                Some(o) => L1Origin {
+                    number: o.number,
+                    hash: hash_field("header.l1_origin.hash", &o.hash)?,
+                },
+            },
         })
     }
 }
@@ -357,6 +368,10 @@ mod tests {
                 },
             ])
             .unwrap(),
+            l1_origin: L1Origin {
+                number: 1234,
+                hash: Hash([6; 32]),
+            },
         }
     }
 

@@ -79,6 +79,7 @@ impl L1 {
             bundle_count: 0,
             round: 0,
             bench: Default::default(),
+            l1_origin: Default::default(),
         }
     }
 

@@ -1,0 +1,264 @@
+//! Following the L1 inbox: the node's L1 view for block building and validation ([`baton_consensus::origin`]).
+//!
+//! A task polls a [`Watcher`] over the `BatonInbox` at the genesis `origin_safety` and mirrors what it read into
+//! state shared with the consensus host:
+//!
+//! - the recent canonical L1 blocks at that safety, with when this node first saw each (a proposer names a block as
+//!   its origin only once it has seen it for `origin_delay_ms`; a validator accepts an origin it has seen and that
+//!   is at most `max_origin_lag` blocks behind its newest);
+//! - the forced-inclusion queue: entries whose payload is a well-formed, validly signed bundle for shared rollups,
+//!   with their deadlines (others are logged and never owed).
+//!
+//! A block is recorded only after the inbox logs up to it were read, so a validator that accepts an origin has
+//! every forced entry due by it. A reorg at the safety level rolls the queue back with the blocks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use alloy::providers::Provider;
+use baton_consensus::block::check_bundle;
+use baton_consensus::origin::{ForcedBundle, L1View};
+use baton_consensus::registry::ChainSpec;
+use baton_consensus::{BlockError, Bundle, Hash, L1Origin};
+use baton_l1_inclusion::watcher::{
+    EventPosition, InboxEvent, InboxEventKind, Watcher, WatcherConfig, WatcherUpdate,
+};
+use tracing::{debug, info, warn};
+
+/// What the follower task shares with the host.
+#[derive(Debug, Default)]
+struct FollowState {
+    /// Recent canonical blocks at the safety: hash and when first seen.
+    blocks: BTreeMap<u64, (B256, Instant)>,
+    /// The forced queue by inbox position.
+    forced: BTreeMap<EventPosition, ForcedBundle>,
+    /// Forced entries refused (not a valid shared bundle), for metrics.
+    refused: u64,
+}
+
+/// The L1 view handed to the host; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct InboxView {
+    state: Arc<Mutex<FollowState>>,
+    origin_delay: Duration,
+    max_lag: u64,
+}
+
+/// Settings of the follower.
+#[derive(Clone, Debug)]
+pub struct FollowConfig {
+    pub watcher: WatcherConfig,
+    pub poll: Duration,
+    pub origin_delay: Duration,
+    pub max_lag: u64,
+}
+
+impl InboxView {
+    fn state(&self) -> MutexGuard<'_, FollowState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The newest L1 block seen, if any (for metrics and status).
+    pub fn head(&self) -> Option<u64> {
+        self.state().blocks.keys().next_back().copied()
+    }
+
+    /// Forced entries waiting (included ones are dropped as blocks are decided).
+    pub fn forced_len(&self) -> usize {
+        self.state().forced.len()
+    }
+
+    /// Forced entries whose payload was refused.
+    pub fn forced_refused(&self) -> u64 {
+        self.state().refused
+    }
+}
+
+impl L1View for InboxView {
+    fn proposal_origin(&self) -> Option<L1Origin> {
+        let s = self.state();
+        let now = Instant::now();
+        s.blocks
+            .iter()
+            .rev()
+            .find(|(_, (_, seen))| now.duration_since(*seen) >= self.origin_delay)
+            .map(|(n, (h, _))| L1Origin {
+                number: *n,
+                hash: Hash(h.0),
+            })
+    }
+
+    fn check_origin(&self, origin: &L1Origin) -> Result<(), BlockError> {
+        let s = self.state();
+        let head = s.blocks.keys().next_back().copied().unwrap_or(0);
+        let behind = head.saturating_sub(origin.number);
+        if behind > self.max_lag {
+            return Err(BlockError::L1OriginStale {
+                number: origin.number,
+                behind,
+                limit: self.max_lag,
+            });
+        }
+        match s.blocks.get(&origin.number) {
+            Some((h, _)) if h.0 == origin.hash.0 => Ok(()),
+            _ => Err(BlockError::L1OriginUnknown {
+                number: origin.number,
+                hash: origin.hash,
+            }),
+        }
+    }
+
+    fn forced_due(&self, number: u64) -> Vec<ForcedBundle> {
+        let s = self.state();
+        let mut due: Vec<ForcedBundle> = s
+            .forced
+            .values()
+            .filter(|f| f.deadline <= number)
+            .cloned()
+            .collect();
+        due.sort_by_key(|f| f.index);
+        due
+    }
+
+    fn included(&self, bundles: &[Hash]) {
+        let mut s = self.state();
+        if s.forced.is_empty() {
+            return;
+        }
+        let done: std::collections::HashSet<&Hash> = bundles.iter().collect();
+        s.forced.retain(|_, f| !done.contains(&f.hash));
+    }
+}
+
+/// Reads a forced entry's payload: a borsh-encoded bundle that passes the validators' checks and is validly
+/// signed.
+pub fn forced_bundle(
+    index: u64,
+    deadline: u64,
+    payload: &[u8],
+    spec: &ChainSpec,
+) -> Result<ForcedBundle, String> {
+    let bundle: Bundle =
+        borsh::from_slice(payload).map_err(|e| format!("payload is not a bundle: {e}"))?;
+    check_bundle(&bundle, spec).map_err(|e| e.to_string())?;
+    let hash = bundle.hash();
+    bundle.verify_signature(&hash).map_err(|e| e.to_string())?;
+    Ok(ForcedBundle {
+        index,
+        deadline,
+        hash,
+        bundle,
+    })
+}
+
+/// Starts the follower task; returns the view for the host.
+pub fn start<P: Provider + 'static>(
+    provider: P,
+    inbox: alloy::primitives::Address,
+    spec: ChainSpec,
+    cfg: FollowConfig,
+) -> InboxView {
+    let view = InboxView {
+        state: Arc::new(Mutex::new(FollowState::default())),
+        origin_delay: cfg.origin_delay,
+        max_lag: cfg.max_lag,
+    };
+    let state = view.state.clone();
+    let keep = cfg.max_lag + 16;
+    let mut watcher = Watcher::new(
+        provider,
+        inbox,
+        WatcherConfig {
+            track_blocks: keep,
+            ..cfg.watcher
+        },
+    );
+    tokio::spawn(async move {
+        info!(%inbox, "following the L1 inbox");
+        let mut failing = false;
+        loop {
+            match watcher.poll().await {
+                Ok(Some(update)) => {
+                    failing = false;
+                    apply(&state, &watcher, update, &spec, keep);
+                    // More to read: go on at once.
+                    continue;
+                }
+                Ok(None) => failing = false,
+                Err(e) if !failing => {
+                    warn!(error = %e, "reading the L1 inbox failed; retrying");
+                    failing = true;
+                }
+                Err(e) => debug!(error = %e, "reading the L1 inbox failed again"),
+            }
+            tokio::time::sleep(cfg.poll).await;
+        }
+    });
+    view
+}
+
+fn apply<P: Provider>(
+    state: &Mutex<FollowState>,
+    watcher: &Watcher<P>,
+    update: WatcherUpdate,
+    spec: &ChainSpec,
+    keep: u64,
+) {
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    match update {
+        WatcherUpdate::Advanced { events, .. } => {
+            for e in events {
+                add_event(&mut s, e, spec);
+            }
+        }
+        WatcherUpdate::RolledBack { to, removed } => {
+            warn!(
+                to = to.number,
+                removed = removed.len(),
+                "L1 reorg at the origin safety"
+            );
+            for e in removed {
+                s.forced.remove(&e.position);
+            }
+        }
+    }
+    // Mirror the watcher's recent blocks, keeping first-seen times of blocks that did not change.
+    let now = Instant::now();
+    let newest = watcher.tip().map_or(0, |t| t.number);
+    let old = std::mem::take(&mut s.blocks);
+    s.blocks = watcher
+        .blocks()
+        .filter(|b| b.number + keep > newest)
+        .map(|b| {
+            let seen = old
+                .get(&b.number)
+                .filter(|(h, _)| *h == b.hash)
+                .map_or(now, |(_, t)| *t);
+            (b.number, (b.hash, seen))
+        })
+        .collect();
+}
+
+fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
+    if let InboxEventKind::Forced {
+        index,
+        deadline,
+        payload,
+        rollup_id,
+        ..
+    } = &e.kind
+    {
+        match forced_bundle(*index, *deadline, payload, spec) {
+            Ok(f) => {
+                info!(index, deadline, rollup_id, bundle = %f.hash, "forced-inclusion entry queued");
+                s.forced.insert(e.position, f);
+            }
+            Err(why) => {
+                s.refused += 1;
+                warn!(index, rollup_id, %why, "forced-inclusion entry is not a valid bundle; it is never owed");
+            }
+        }
+    }
+}
