@@ -65,6 +65,10 @@ pub struct L1Section {
     /// this long, so that the other validators have most likely seen it too. Default 1,000 ms.
     #[serde(default = "default_origin_delay_ms")]
     pub origin_delay_ms: u64,
+    /// How settled the L1 blocks based rollups are served from must be: `latest`, `safe` (default) or
+    /// `finalized`. Below `finalized`, streams may carry reorg notices.
+    #[serde(default)]
+    pub based_safety: baton_l1_inclusion::watcher::Safety,
 }
 
 fn default_l1_poll_ms() -> u64 {

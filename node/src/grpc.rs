@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,6 +50,8 @@ pub struct Api {
     pub submit_inflight: usize,
     pub max_request_bytes: usize,
     pub metrics: Arc<Metrics>,
+    /// Based rollups' batches derived from the L1 inbox (a node following L1 with based rollups registered).
+    pub based: Option<crate::based::BasedBatches>,
 }
 
 fn submit_status(e: SubmitError) -> Status {
@@ -135,6 +137,98 @@ impl Api {
             header,
             entries,
         })
+    }
+
+    fn is_based(&self, rollup_id: RollupId) -> bool {
+        self.spec
+            .rollups
+            .get(rollup_id)
+            .is_some_and(|r| r.mode == RollupMode::Based)
+    }
+
+    fn based(&self, rollup_id: RollupId) -> Result<&crate::based::BasedBatches, Status> {
+        self.based.as_ref().ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "rollup {rollup_id} is based (ordered on L1) and this node does not follow L1: use a node with \
+                 [l1] in its config"
+            ))
+        })
+    }
+
+    /// A based rollup's stream: stored batches from `from` on, then new ones and reorg notices as the deriver
+    /// reports them. A subscriber too slow for the update channel is cut off with a message saying where to
+    /// resume.
+    fn stream_based(
+        &self,
+        rollup_id: RollupId,
+        from: u64,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Response<<Self as RollupService>::StreamBatchesStream>, Status> {
+        use baton_proto::convert::BasedItem;
+        let based = self.based(rollup_id)?.clone();
+        let (tx, rx) = mpsc::channel::<Result<pb::RollupBatch, Status>>(self.stream_buffer);
+        let metrics = self.metrics.clone();
+        metrics.subscribers.inc();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _gauge = GaugeGuard(metrics);
+            let mut updates = based.subscribe();
+            // The L1 block of the last batch sent (or just before the next one to send).
+            let mut last = from - 1;
+            loop {
+                let page = based.from(rollup_id, last + 1, 64);
+                if page.is_empty() {
+                    break;
+                }
+                for it in page {
+                    if let BasedItem::Batch { l1_block, .. } = &it {
+                        last = l1_block.number;
+                    }
+                    if tx.send(Ok((&it).into())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            loop {
+                let it = tokio::select! {
+                    r = updates.recv() => r,
+                    _ = tx.closed() => return,
+                };
+                let it = match it {
+                    Ok(it) => it,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = tx
+                            .send(Err(Status::aborted(format!(
+                                "this stream fell behind the L1 inbox; open it again from L1 block {}",
+                                last + 1
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                match &it {
+                    BasedItem::Batch {
+                        rollup_id: r,
+                        l1_block,
+                        ..
+                    } if *r == rollup_id && l1_block.number > last => last = l1_block.number,
+                    BasedItem::Reorg {
+                        rollup_id: r,
+                        from_l1_block,
+                        ..
+                    } if *r == rollup_id && *from_l1_block <= last => {
+                        last = from_l1_block - 1;
+                    }
+                    _ => continue,
+                }
+                if tx.send(Ok((&it).into())).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let out = ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(out)))
     }
 
     fn check_height(&self, height: u64) -> Result<(), Status> {
@@ -353,6 +447,9 @@ impl RollupService for Api {
                 "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
             )
         })?;
+        if self.is_based(req.rollup_id) {
+            return self.stream_based(req.rollup_id, req.from_height, permit);
+        }
         // Bounded twice: by batches (`stream_buffer`) and by encoded bytes (`stream_buffer_bytes`). A batch holds
         // byte permits until tonic takes it for encoding; HTTP/2 flow control then bounds what sits in the
         // transport. A client that stops reading stops the producer, not the node's memory.
@@ -406,6 +503,19 @@ impl RollupService for Api {
     ) -> Result<Response<pb::RollupBatch>, Status> {
         let req = request.into_inner();
         self.check_rollup(req.rollup_id)?;
+        if self.is_based(req.rollup_id) {
+            let based = self.based(req.rollup_id)?;
+            return match based.get(req.rollup_id, req.height) {
+                Some(it) => Ok(Response::new((&it).into())),
+                None => Err(Status::not_found(format!(
+                    "based rollup {} has no batch at L1 block {} (derived up to L1 block {}; blocks without \
+                     entries for the rollup have none)",
+                    req.rollup_id,
+                    req.height,
+                    based.head().map_or(0, |h| h.number)
+                ))),
+            };
+        }
         self.check_height(req.height)?;
         Ok(Response::new(self.wire_batch(
             req.rollup_id,

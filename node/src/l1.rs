@@ -260,6 +260,7 @@ mod tests {
             poster: Default::default(),
             poll_ms: 500,
             origin_delay_ms: 1_000,
+            based_safety: Default::default(),
         };
 
         // No key configured, or someone else's: refused with a message naming the setting.

@@ -9,6 +9,7 @@
 //! starts several nodes as real processes on loopback.
 
 pub mod app;
+pub mod based;
 pub mod codec;
 pub mod config;
 pub mod devnet;

@@ -97,7 +97,7 @@ pub async fn run(
         store.clone(),
         SystemClock,
     )?;
-    let inbox = start_inbox(&genesis, cfg.l1.as_ref(), &spec).await?;
+    let (inbox, based) = start_inbox(&genesis, cfg.l1.as_ref(), &spec).await?;
     match &inbox {
         Some(view) => host.set_l1(Arc::new(view.clone())),
         // A node of a chain with L1 but without an L1 endpoint (a full node) takes blocks on their certificates.
@@ -292,6 +292,7 @@ pub async fn run(
         // by the transport (OUT_OF_RANGE) before they are buffered.
         max_request_bytes: params.max_bundle_bytes as usize * 2 + 64 * 1024,
         metrics: metrics.clone(),
+        based,
     };
     let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
     let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
@@ -364,15 +365,22 @@ fn bytesize(n: u64) -> bytesize::ByteSize {
     bytesize::ByteSize::b(n)
 }
 
-/// Starts following the L1 inbox when genesis has `[l1]` and the config an `[l1]` endpoint.
+/// Starts following the L1 inbox when genesis has `[l1]` and the config an `[l1]` endpoint: the L1 view for
+/// block building and validation, and the based rollups' derivation (when the registry has any).
 async fn start_inbox(
     genesis: &Genesis,
     section: Option<&crate::config::L1Section>,
     spec: &baton_consensus::registry::ChainSpec,
-) -> Result<Option<crate::inbox::InboxView>, NodeError> {
+) -> Result<
+    (
+        Option<crate::inbox::InboxView>,
+        Option<crate::based::BasedBatches>,
+    ),
+    NodeError,
+> {
     use alloy::providers::{Provider, ProviderBuilder};
     let (Some(g), Some(s)) = (&genesis.l1, section) else {
-        return Ok(None);
+        return Ok((None, None));
     };
     let url = s
         .rpc_url
@@ -383,7 +391,7 @@ async fn start_inbox(
         .connect_http(url)
         .erased();
     let view = crate::inbox::start(
-        provider,
+        provider.clone(),
         g.inbox_address()?,
         spec.clone(),
         crate::inbox::FollowConfig {
@@ -397,5 +405,17 @@ async fn start_inbox(
             max_lag: g.max_origin_lag,
         },
     );
-    Ok(Some(view))
+    let based = crate::based::start(
+        provider,
+        g.inbox_address()?,
+        spec.clone(),
+        baton_l1_inclusion::watcher::WatcherConfig {
+            safety: s.based_safety,
+            from_block: g.inbox_from_block,
+            ..Default::default()
+        },
+        Duration::from_millis(s.poll_ms),
+        1024,
+    );
+    Ok((Some(view), based))
 }

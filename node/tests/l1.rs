@@ -243,3 +243,218 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
         }
     });
 }
+
+/// Based mode: a based rollup's stream carries the inbox's batches in L1 order, each with its L1 block; after an
+/// L1 reorg (served at `latest`, below finalized) it sends a reorg notice and then the corrected batches, so a
+/// reader applying the notices ends with exactly what the canonical chain's inbox holds.
+#[test]
+fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
+    use alloy::providers::ext::AnvilApi;
+    use alloy::providers::Provider;
+    use baton_l1_inclusion::contracts::BatonInbox;
+    use baton_proto::convert::BasedItem;
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = LocalL1 {
+            block_time_secs: Some(1),
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let mut cluster = Cluster::prepare(1);
+        cluster
+            .net
+            .genesis
+            .rollups
+            .push(baton_consensus::registry::RollupInfo {
+                id: 9,
+                name: "based-demo".into(),
+                mode: baton_consensus::registry::RollupMode::Based,
+            });
+        let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
+            .await
+            .expect("attach L1");
+        cluster.edit_config(0, |c| {
+            c.l1.as_mut().expect("l1").based_safety = baton_l1_inclusion::watcher::Safety::Latest
+        });
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+
+        // Anyone posts to the inbox; a fresh provider per post (a cached nonce would outlive the reorg).
+        let payer: alloy::signers::local::PrivateKeySigner = anvil.keys()[3].clone().into();
+        let post = |data: Vec<u8>| {
+            let payer = payer.clone();
+            let url = anvil.endpoint_url();
+            async move {
+                let provider = ProviderBuilder::new()
+                    .wallet(alloy::network::EthereumWallet::from(payer))
+                    .connect_http(url);
+                let r = BatonInbox::new(deployment.inbox, provider)
+                    .post(9, data.into())
+                    .send()
+                    .await
+                    .expect("send")
+                    .get_receipt()
+                    .await
+                    .expect("receipt");
+                assert!(r.status());
+                r.block_number.expect("mined")
+            }
+        };
+        let mut user = common::User::new();
+        let mut posted = Vec::new();
+        for i in 0..3u8 {
+            let bundles = vec![
+                user.bundle(&[(9, &[b'a', i][..])]),
+                user.bundle(&[(9, &[b'b', i][..]), (9, &[b'c', i][..])]),
+            ];
+            let block = post(borsh::to_vec(&bundles).expect("encode")).await;
+            posted.push((block, bundles));
+        }
+        // Undecodable data and a bundle for a shared rollup are skipped by every node alike.
+        post(b"not bundles".to_vec()).await;
+        post(borsh::to_vec(&vec![user.bundle(&[(1, b"shared")])]).unwrap()).await;
+
+        let mut client = cluster.client(0).await;
+        let mut stream = client.stream_based(9, 1).await.expect("stream");
+        // The reader's view: L1 block -> (hash, payloads), with reorg notices applied.
+        let mut view: std::collections::BTreeMap<u64, (baton_consensus::Hash, Vec<Vec<u8>>)> =
+            Default::default();
+        let mut notices = Vec::new();
+        let read = |item: BasedItem,
+                    view: &mut std::collections::BTreeMap<_, _>,
+                    notices: &mut Vec<u64>| match item {
+            BasedItem::Batch {
+                rollup_id,
+                l1_block,
+                entries,
+            } => {
+                assert_eq!(rollup_id, 9);
+                view.insert(
+                    l1_block.number,
+                    (
+                        l1_block.hash,
+                        entries.into_iter().map(|e| e.payload).collect::<Vec<_>>(),
+                    ),
+                );
+            }
+            BasedItem::Reorg { from_l1_block, .. } => {
+                view.split_off(&from_l1_block);
+                notices.push(from_l1_block);
+            }
+        };
+        while view.len() < 3 {
+            let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("a batch within 30 s")
+                .expect("stream")
+                .expect("open");
+            read(item, &mut view, &mut notices);
+        }
+        // In inbox order, one batch per L1 block, bundles' entries contiguous and in order.
+        let expected: Vec<(u64, Vec<Vec<u8>>)> = posted
+            .iter()
+            .map(|(block, bundles)| {
+                (
+                    *block,
+                    bundles
+                        .iter()
+                        .flat_map(|b| b.entries.iter().map(|e| e.payload.clone()))
+                        .collect(),
+                )
+            })
+            .collect();
+        let got: Vec<(u64, Vec<Vec<u8>>)> =
+            view.iter().map(|(n, (_, p))| (*n, p.clone())).collect();
+        assert_eq!(got, expected);
+
+        // Reorg away the third batch's block (and whatever followed), then post a fourth batch.
+        let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+        let third = posted[2].0;
+        let head = provider.get_block_number().await.unwrap();
+        provider
+            .anvil_reorg(alloy::rpc::types::anvil::ReorgOptions {
+                depth: head - third + 2,
+                tx_block_pairs: vec![],
+            })
+            .await
+            .expect("anvil_reorg");
+        let fourth = vec![user.bundle(&[(9, b"after the reorg")])];
+        let fourth_block = post(borsh::to_vec(&fourth).unwrap()).await;
+        while !view.contains_key(&fourth_block) {
+            let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("an item within 30 s")
+                .expect("stream")
+                .expect("open");
+            read(item, &mut view, &mut notices);
+        }
+        assert!(
+            notices.iter().any(|from| *from <= third),
+            "a reorg notice withdrew the third batch: {notices:?}"
+        );
+        // The reader's view is exactly the canonical inbox's batches for rollup 9, block hashes included.
+        let logs = provider
+            .get_logs(
+                &alloy::rpc::types::Filter::new()
+                    .address(deployment.inbox)
+                    .from_block(deployment.inbox_block),
+            )
+            .await
+            .expect("logs");
+        let mut canonical: std::collections::BTreeMap<u64, (baton_consensus::Hash, Vec<Vec<u8>>)> =
+            Default::default();
+        for log in &logs {
+            let Ok(e) = log.log_decode::<BatonInbox::BatchPosted>() else {
+                continue;
+            };
+            let Ok(bundles) = borsh::from_slice::<Vec<baton_consensus::Bundle>>(&e.inner.data.data)
+            else {
+                continue;
+            };
+            if e.inner.data.rollupId != 9
+                || bundles
+                    .iter()
+                    .any(|b| b.entries.iter().any(|x| x.rollup_id != 9))
+            {
+                continue;
+            }
+            let slot = canonical
+                .entry(log.block_number.unwrap())
+                .or_insert((baton_consensus::Hash(log.block_hash.unwrap().0), Vec::new()));
+            slot.1.extend(
+                bundles
+                    .iter()
+                    .flat_map(|b| b.entries.iter().map(|x| x.payload.clone())),
+            );
+        }
+        assert!(!canonical.contains_key(&third));
+        assert_eq!(view, canonical);
+        // A new reader gets the corrected batches directly.
+        let mut fresh = client.stream_based(9, 1).await.expect("stream");
+        let mut again = std::collections::BTreeMap::new();
+        let mut none = Vec::new();
+        while again.len() < canonical.len() {
+            let item = tokio::time::timeout(Duration::from_secs(10), fresh.next())
+                .await
+                .expect("stored batches")
+                .expect("stream")
+                .expect("open");
+            read(item, &mut again, &mut none);
+        }
+        assert_eq!(again, canonical);
+        // GetBatch answers by L1 block.
+        let one = client
+            .raw()
+            .0
+            .get_batch(baton_proto::pb::GetBatchRequest {
+                rollup_id: 9,
+                height: fourth_block,
+                with_proof: false,
+            })
+            .await
+            .expect("batch")
+            .into_inner();
+        assert_eq!(one.l1_origin.expect("origin").number, fourth_block);
+    });
+}

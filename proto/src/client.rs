@@ -13,7 +13,7 @@ use baton_consensus::types::Dropped;
 use baton_consensus::{Bundle, Hash, ProofError, RollupBatch, RollupId};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{hash_field, parse_batch_proof, ConversionError};
+use crate::convert::{hash_field, parse_batch_proof, BasedItem, ConversionError};
 use crate::pb;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::rollup_service_client::RollupServiceClient;
@@ -285,6 +285,24 @@ impl BatonClient {
             .await
     }
 
+    /// Opens a based rollup's stream from L1 block `from_l1_block`: batches in L1 order and reorg notices.
+    pub async fn stream_based(
+        &mut self,
+        rollup_id: RollupId,
+        from_l1_block: u64,
+    ) -> Result<BasedStream, ClientError> {
+        let req = pb::StreamBatchesRequest {
+            rollup_id,
+            from_height: from_l1_block,
+            with_proof: false,
+        };
+        Ok(BasedStream {
+            inner: self.rollup.stream_batches(req).await?.into_inner(),
+            rollup_id,
+            last: from_l1_block.saturating_sub(1),
+        })
+    }
+
     /// Proofs are asked for exactly when there is a verifier to check them.
     async fn open_stream(
         &mut self,
@@ -354,5 +372,46 @@ impl BatchStream {
         }
         self.next_height += 1;
         Ok(Some(batch))
+    }
+}
+
+/// A based rollup's stream, checked to move forward in L1 order except right after a reorg notice (which moves
+/// the stream back to the withdrawn block).
+#[derive(Debug)]
+pub struct BasedStream {
+    inner: tonic::Streaming<pb::RollupBatch>,
+    rollup_id: RollupId,
+    /// The L1 block of the last batch received (or just before the start / the withdrawn range).
+    last: u64,
+}
+
+impl BasedStream {
+    /// The next batch or reorg notice; `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<BasedItem>, ClientError> {
+        let Some(wire) = self.inner.message().await? else {
+            return Ok(None);
+        };
+        if wire.rollup_id != self.rollup_id {
+            return Err(ClientError::WrongRollup {
+                expected: self.rollup_id,
+                got: wire.rollup_id,
+            });
+        }
+        let item = BasedItem::try_from(wire)?;
+        match &item {
+            BasedItem::Batch { l1_block, .. } => {
+                if l1_block.number <= self.last {
+                    return Err(ClientError::OutOfOrder {
+                        expected: self.last + 1,
+                        got: l1_block.number,
+                    });
+                }
+                self.last = l1_block.number;
+            }
+            BasedItem::Reorg { from_l1_block, .. } => {
+                self.last = self.last.min(from_l1_block.saturating_sub(1));
+            }
+        }
+        Ok(Some(item))
     }
 }

@@ -5,7 +5,8 @@ use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
 use baton_consensus::proof::NamespaceProof;
 use baton_consensus::{
-    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin, RollupBatch,
+    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin,
+    RollupBatch, RollupId,
 };
 
 use crate::pb;
@@ -234,10 +235,7 @@ impl From<&BlockHeader> for pb::BlockHeader {
                     until_height: b.until_height,
                 })
                 .collect(),
-            l1_origin: (h.l1_origin != L1Origin::default()).then(|| pb::L1Block {
-                number: h.l1_origin.number,
-                hash: h.l1_origin.hash.0.to_vec(),
-            }),
+            l1_origin: (h.l1_origin != L1Origin::default()).then(|| l1_block_wire(&h.l1_origin)),
         }
     }
 }
@@ -281,10 +279,7 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
             bench: bench_field(&h.bench)?,
             l1_origin: match h.l1_origin {
                 None => L1Origin::default(),
-                Some(o) => L1Origin {
-                    number: o.number,
-                    hash: hash_field("header.l1_origin.hash", &o.hash)?,
-                },
+                o => l1_block_field("header.l1_origin", o)?,
             },
         })
     }
@@ -297,17 +292,121 @@ impl From<&RollupBatch> for pb::RollupBatch {
             height: b.header.height,
             block_hash: b.block_hash.0.to_vec(),
             header: Some((&b.header).into()),
-            entries: b
-                .entries
-                .iter()
-                .map(|e| pb::BatchEntry {
-                    bundle_hash: e.bundle_hash.0.to_vec(),
-                    index_in_bundle: e.index_in_bundle,
-                    payload: e.payload.clone(),
-                })
-                .collect(),
+            entries: entries_wire(&b.entries),
             proof: None,
+            l1_origin: None,
+            reorg: None,
         }
+    }
+}
+
+fn entries_wire(entries: &[BatchEntry]) -> Vec<pb::BatchEntry> {
+    entries
+        .iter()
+        .map(|e| pb::BatchEntry {
+            bundle_hash: e.bundle_hash.0.to_vec(),
+            index_in_bundle: e.index_in_bundle,
+            payload: e.payload.clone(),
+        })
+        .collect()
+}
+
+fn entries_field(entries: Vec<pb::BatchEntry>) -> Result<Vec<BatchEntry>, ConversionError> {
+    entries
+        .into_iter()
+        .map(|e| {
+            Ok(BatchEntry {
+                bundle_hash: hash_field("entries.bundle_hash", &e.bundle_hash)?,
+                index_in_bundle: e.index_in_bundle,
+                payload: e.payload,
+            })
+        })
+        .collect()
+}
+
+fn l1_block_wire(b: &L1Origin) -> pb::L1Block {
+    pb::L1Block {
+        number: b.number,
+        hash: b.hash.0.to_vec(),
+    }
+}
+
+fn l1_block_field(
+    field: &'static str,
+    b: Option<pb::L1Block>,
+) -> Result<L1Origin, ConversionError> {
+    let b = b.ok_or(ConversionError::Missing(field))?;
+    Ok(L1Origin {
+        number: b.number,
+        hash: hash_field(field, &b.hash)?,
+    })
+}
+
+/// What a based rollup's `StreamBatches` carries: its batches in L1 order, and notices that an L1 reorg withdrew
+/// batches already sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BasedItem {
+    /// The entries derived from one L1 block's inbox events.
+    Batch {
+        rollup_id: RollupId,
+        l1_block: L1Origin,
+        entries: Vec<BatchEntry>,
+    },
+    /// Every batch from L1 block `from_l1_block` on was withdrawn; corrected batches follow.
+    Reorg {
+        rollup_id: RollupId,
+        from_l1_block: u64,
+        canonical_head: L1Origin,
+    },
+}
+
+impl From<&BasedItem> for pb::RollupBatch {
+    fn from(item: &BasedItem) -> Self {
+        match item {
+            BasedItem::Batch {
+                rollup_id,
+                l1_block,
+                entries,
+            } => pb::RollupBatch {
+                rollup_id: *rollup_id,
+                height: l1_block.number,
+                block_hash: l1_block.hash.0.to_vec(),
+                entries: entries_wire(entries),
+                l1_origin: Some(l1_block_wire(l1_block)),
+                ..Default::default()
+            },
+            BasedItem::Reorg {
+                rollup_id,
+                from_l1_block,
+                canonical_head,
+            } => pb::RollupBatch {
+                rollup_id: *rollup_id,
+                reorg: Some(pb::ReorgNotice {
+                    from_l1_block: *from_l1_block,
+                    canonical_head: Some(l1_block_wire(canonical_head)),
+                }),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+impl TryFrom<pb::RollupBatch> for BasedItem {
+    type Error = ConversionError;
+
+    fn try_from(b: pb::RollupBatch) -> Result<Self, ConversionError> {
+        if let Some(r) = b.reorg {
+            return Ok(BasedItem::Reorg {
+                rollup_id: b.rollup_id,
+                from_l1_block: r.from_l1_block,
+                canonical_head: l1_block_field("reorg.canonical_head", r.canonical_head)?,
+            });
+        }
+        Ok(BasedItem::Batch {
+            rollup_id: b.rollup_id,
+            l1_block: l1_block_field("l1_origin", b.l1_origin)?,
+            entries: entries_field(b.entries)?,
+        })
     }
 }
 
@@ -319,17 +418,7 @@ impl TryFrom<pb::RollupBatch> for RollupBatch {
             .header
             .ok_or(ConversionError::Missing("header"))?
             .try_into()?;
-        let entries = b
-            .entries
-            .into_iter()
-            .map(|e| {
-                Ok(BatchEntry {
-                    bundle_hash: hash_field("entries.bundle_hash", &e.bundle_hash)?,
-                    index_in_bundle: e.index_in_bundle,
-                    payload: e.payload,
-                })
-            })
-            .collect::<Result<Vec<_>, ConversionError>>()?;
+        let entries = entries_field(b.entries)?;
         Ok(RollupBatch {
             rollup_id: b.rollup_id,
             block_hash: hash_field("block_hash", &b.block_hash)?,
