@@ -19,6 +19,8 @@ pub enum L1Error {
     State { path: String, message: String },
     #[error("invalid L1 config: {0}")]
     Config(String),
+    #[error("blob: {0}")]
+    Blob(String),
 }
 
 impl L1Error {

@@ -118,3 +118,75 @@ async fn based_batches_follow_the_inbox_through_a_reorg() {
     })
     .await;
 }
+
+/// A batch posted as EIP-4844 blobs derives exactly like the same batch in calldata; blobs that do not hold a
+/// list of bundles are skipped.
+#[tokio::test]
+async fn a_batch_posted_in_blobs_derives_like_calldata() {
+    use baton_l1_inclusion::blobs::{encode, resolve, BlobFetcher};
+    use baton_l1_inclusion::contracts::BatonInbox;
+    use baton_l1_inclusion::watcher::InboxEventKind;
+    common::bounded(120, async {
+        let l1 = L1::start(true).await;
+        let (inbox, from_block) = l1.deploy_inbox().await;
+        let alice = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x21)).unwrap();
+        let big = "x".repeat(60_000);
+        let bundles = vec![
+            bundle(&alice, 0, &[(BASED, "blob-1"), (BASED, "blob-1b")]),
+            bundle(&alice, 1, &[(BASED, &big)]),
+            bundle(&alice, 2, &[(BASED, &big)]),
+            bundle(&alice, 3, &[(BASED, &big)]),
+        ];
+        let data = borsh::to_vec(&bundles).unwrap();
+        let l1 = &l1;
+        let post_blobs = |data: Vec<u8>| async move {
+            let receipt = BatonInbox::new(inbox, l1.signer(0))
+                .postBlobs(BASED)
+                .sidecar(encode(&data).unwrap())
+                .send()
+                .await
+                .unwrap()
+                .get_receipt()
+                .await
+                .unwrap();
+            assert!(receipt.status());
+        };
+        post_blobs(data.clone()).await;
+        post_blobs(b"not bundles".to_vec()).await;
+        l1.post(inbox, BASED, borsh::to_vec(&vec![bundle(&alice, 4, &[(BASED, "calldata")])]).unwrap())
+            .await;
+
+        let mut watcher = Watcher::new(
+            l1.reader(),
+            inbox,
+            WatcherConfig {
+                safety: Safety::Latest,
+                from_block,
+                ..Default::default()
+            },
+        );
+        let Some(WatcherUpdate::Advanced { events, .. }) = watcher.poll().await.unwrap() else {
+            panic!("expected inbox events");
+        };
+        let blob_events = events
+            .iter()
+            .filter(|e| matches!(&e.kind, InboxEventKind::BlobBatch { blob_hashes, .. } if !blob_hashes.is_empty()))
+            .count();
+        assert_eq!(blob_events, 2);
+        // 180 kB need two blobs.
+        assert!(matches!(&events[0].kind, InboxEventKind::BlobBatch { blob_hashes, .. } if blob_hashes.len() == 2));
+        let resolved = resolve(events, &BlobFetcher::new(l1.reader())).await.unwrap();
+        let InboxEventKind::Batch { data: got, .. } = &resolved[0].kind else {
+            panic!("resolved to a batch");
+        };
+        assert_eq!(got.as_ref(), data.as_slice());
+        let spec = ChainSpec::for_tests(NETWORK, 8);
+        let (batches, skipped) = Deriver::new(BASED, spec).apply(&resolved);
+        let got = payloads(&batches);
+        assert_eq!(got[..2], ["blob-1", "blob-1b"]);
+        assert_eq!(got[2..5], [big.clone(), big.clone(), big]);
+        assert_eq!(got[5], "calldata");
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+    })
+    .await;
+}
