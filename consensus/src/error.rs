@@ -84,6 +84,11 @@ pub enum BundleError {
          Baton's validators; post the bundle there"
     )]
     BasedRollup { rollup_id: u64 },
+    #[error(
+        "bundle has entries for based rollups {first} and {second}: the inbox orders each based rollup's batches \
+         on their own, so a based bundle must be for one rollup"
+    )]
+    TwoBasedRollups { first: u64, second: u64 },
 }
 
 /// How a refused bundle maps onto an API status.
@@ -116,7 +121,8 @@ impl BundleError {
             | NoncePending { .. }
             | WrongNonce { .. }
             | MixedModes { .. }
-            | BasedRollup { .. } => BundleErrorKind::State,
+            | BasedRollup { .. }
+            | TwoBasedRollups { .. } => BundleErrorKind::State,
         }
     }
 
@@ -139,6 +145,7 @@ impl BundleError {
             SenderLimit { .. } => "sender_limit",
             MixedModes { .. } => "mixed_modes",
             BasedRollup { .. } => "based_rollup",
+            TwoBasedRollups { .. } => "two_based_rollups",
         }
     }
 

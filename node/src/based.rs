@@ -4,7 +4,8 @@
 //! based rollup of the registry. Derived batches (one per L1 block with entries for the rollup) are kept in memory
 //! by `(rollup, L1 block)` and announced on a broadcast channel; when the watcher rolls back, the deriver forgets
 //! the removed blocks, their batches are dropped, and every rollup that lost batches gets a [`BasedItem::Reorg`]
-//! notice before the corrected batches. Everything here can be rebuilt from L1, so a restart derives again from
+//! notice before the corrected batches. Batches posted in blobs are read back from the L1 node first
+//! ([`resolve`]). Everything here can be rebuilt from L1, so a restart derives again from
 //! the inbox's deployment block.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use alloy::providers::Provider;
 use baton_consensus::registry::{ChainSpec, RollupMode};
 use baton_consensus::{Hash, L1Origin, RollupId};
 use baton_l1_inclusion::based::{BasedBatch, Deriver};
+use baton_l1_inclusion::blobs::{resolve, BlobFetcher};
 use baton_l1_inclusion::watcher::{L1Block, Watcher, WatcherConfig, WatcherUpdate};
 use baton_proto::convert::BasedItem;
 use tokio::sync::broadcast;
@@ -44,6 +46,8 @@ struct State {
     /// The newest L1 block derived.
     head: Option<L1Origin>,
     skipped: u64,
+    /// Bundles derived so far, with their L1 block (for the forwarder: what the inbox already shows).
+    derived: std::collections::HashMap<Hash, u64>,
 }
 
 /// Shared handle: the derived batches and the update channel.
@@ -83,10 +87,20 @@ impl BasedBatches {
     pub fn head(&self) -> Option<L1Origin> {
         self.state().head
     }
+
+    /// Whether the bundle is among the derived batches (at the serving safety).
+    pub fn contains(&self, bundle: &Hash) -> bool {
+        self.state().derived.contains_key(bundle)
+    }
+
+    /// Inbox entries skipped by the derivation rules so far.
+    pub fn skipped(&self) -> u64 {
+        self.state().skipped
+    }
 }
 
 /// Starts deriving every based rollup of `spec` from `inbox`; `None` when the registry has none.
-pub fn start<P: Provider + 'static>(
+pub fn start<P: Provider + Clone + 'static>(
     provider: P,
     inbox: alloy::primitives::Address,
     spec: ChainSpec,
@@ -114,6 +128,7 @@ pub fn start<P: Provider + 'static>(
         .map(|r| Deriver::new(*r, spec.clone()))
         .collect();
     let safety = watcher.safety;
+    let blobs = BlobFetcher::new(provider.clone());
     let mut watcher = Watcher::new(provider, inbox, watcher);
     tokio::spawn(async move {
         info!(
@@ -126,6 +141,7 @@ pub fn start<P: Provider + 'static>(
             match watcher.poll().await {
                 Ok(Some(update)) => {
                     failing = false;
+                    let update = resolve_blobs(update, &blobs, poll).await;
                     apply(&shared, &mut derivers, update);
                     continue;
                 }
@@ -142,6 +158,26 @@ pub fn start<P: Provider + 'static>(
     Some(out)
 }
 
+/// Reads the blobs of new blob batches (retrying while the L1 node fails: derivation must not go on without them).
+async fn resolve_blobs<P: Provider>(
+    update: WatcherUpdate,
+    blobs: &BlobFetcher<P>,
+    retry: Duration,
+) -> WatcherUpdate {
+    let WatcherUpdate::Advanced { to, events } = update else {
+        return update;
+    };
+    loop {
+        match resolve(events.clone(), blobs).await {
+            Ok(events) => return WatcherUpdate::Advanced { to, events },
+            Err(e) => {
+                warn!(error = %e, "reading blob batches failed; retrying");
+                tokio::time::sleep(retry).await;
+            }
+        }
+    }
+}
+
 fn apply(shared: &BasedBatches, derivers: &mut [Deriver], update: WatcherUpdate) {
     let mut announce = Vec::new();
     {
@@ -155,6 +191,9 @@ fn apply(shared: &BasedBatches, derivers: &mut [Deriver], update: WatcherUpdate)
                         debug!(position = ?k.position, bundle = ?k.bundle, reason = %k.reason, "based entry skipped");
                     }
                     for b in batches {
+                        for e in &b.entries {
+                            s.derived.insert(e.bundle_hash, b.l1_block_number);
+                        }
                         let it = item(&b);
                         s.batches
                             .insert((b.rollup_id, b.l1_block_number), it.clone());
@@ -184,6 +223,7 @@ fn apply(shared: &BasedBatches, derivers: &mut [Deriver], update: WatcherUpdate)
                 for k in gone {
                     s.batches.remove(&k);
                 }
+                s.derived.retain(|_, n| *n < from);
                 for rollup_id in rollups {
                     announce.push(BasedItem::Reorg {
                         rollup_id,

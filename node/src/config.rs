@@ -69,6 +69,13 @@ pub struct L1Section {
     /// `finalized`. Below `finalized`, streams may carry reorg notices.
     #[serde(default)]
     pub based_safety: baton_l1_inclusion::watcher::Safety,
+    /// When set, bundles submitted for based rollups are forwarded to the inbox, paid with this key (same file
+    /// format as the attestation key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_key_file: Option<PathBuf>,
+    /// Batching and fees of forwarding (`[l1.forward]`; defaults in `crate::forward::ForwardConfig`).
+    #[serde(default)]
+    pub forward: crate::forward::ForwardConfig,
 }
 
 fn default_l1_poll_ms() -> u64 {
@@ -93,6 +100,7 @@ impl L1Section {
                 self.poll_ms
             )));
         }
+        self.forward.validate()?;
         self.poster
             .validate()
             .map_err(|e| NodeError::Config(e.to_string()))
@@ -304,9 +312,8 @@ impl NodeConfig {
         let mut paths = vec![&mut cfg.data_dir, &mut cfg.genesis_file, &mut cfg.key_file];
         if let Some(l1) = cfg.l1.as_mut() {
             paths.push(&mut l1.attestation_key_file);
-            if let Some(p) = l1.poster_key_file.as_mut() {
-                paths.push(p);
-            }
+            paths.extend(l1.poster_key_file.as_mut());
+            paths.extend(l1.forward_key_file.as_mut());
         }
         for p in paths {
             if p.is_relative() {

@@ -282,6 +282,8 @@ pub async fn attach_l1(
             poll_ms: 250,
             origin_delay_ms: 500,
             based_safety: Default::default(),
+            forward_key_file: None,
+            forward: Default::default(),
         });
         std::fs::write(
             &node.config_path,

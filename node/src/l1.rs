@@ -261,6 +261,8 @@ mod tests {
             poll_ms: 500,
             origin_delay_ms: 1_000,
             based_safety: Default::default(),
+            forward_key_file: None,
+            forward: Default::default(),
         };
 
         // No key configured, or someone else's: refused with a message naming the setting.

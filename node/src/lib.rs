@@ -14,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod devnet;
 pub mod error;
+pub mod forward;
 pub mod grpc;
 pub mod inbox;
 pub mod ingest;

@@ -277,6 +277,7 @@ pub async fn run(
     }
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
+    let forward = start_forward(cfg.l1.as_ref(), &genesis, based.clone(), &store, &spec).await?;
     let api = Api {
         ingest,
         to_loop: loop_tx,
@@ -292,7 +293,8 @@ pub async fn run(
         // by the transport (OUT_OF_RANGE) before they are buffered.
         max_request_bytes: params.max_bundle_bytes as usize * 2 + 64 * 1024,
         metrics: metrics.clone(),
-        based,
+        based: based.clone(),
+        forward,
     };
     let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
     let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
@@ -418,4 +420,42 @@ async fn start_inbox(
         1024,
     );
     Ok((Some(view), based))
+}
+
+/// Starts forwarding based-rollup bundles to the inbox when this node follows based rollups and has
+/// `[l1] forward_key_file`.
+async fn start_forward(
+    section: Option<&crate::config::L1Section>,
+    genesis: &Genesis,
+    based: Option<crate::based::BasedBatches>,
+    store: &RocksStore,
+    spec: &baton_consensus::registry::ChainSpec,
+) -> Result<Option<crate::forward::ForwardHandle>, NodeError> {
+    use alloy::providers::{Provider, ProviderBuilder};
+    let (Some(s), Some(g), Some(based)) = (section, &genesis.l1, based) else {
+        return Ok(None);
+    };
+    let Some(key_file) = &s.forward_key_file else {
+        return Ok(None);
+    };
+    let wallet = alloy::network::EthereumWallet::from(crate::l1::load_l1_key(key_file)?);
+    let url = s
+        .rpc_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
+    let provider = ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url)
+        .erased();
+    let handle = crate::forward::start(
+        provider,
+        wallet,
+        g.inbox_address()?,
+        s.forward.clone(),
+        store.clone(),
+        Arc::new(spec.clone()),
+        based,
+    )
+    .await?;
+    Ok(Some(handle))
 }

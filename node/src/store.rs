@@ -54,7 +54,8 @@ const CF_NONCES: &str = "nonces";
 const CF_DROPPED: &str = "dropped";
 const CF_TABLES: &str = "tables";
 const CF_EXTENSIONS: &str = "extensions";
-const ALL_CFS: [&str; 12] = [
+const CF_FORWARD: &str = "forward";
+const ALL_CFS: [&str; 13] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -67,6 +68,7 @@ const ALL_CFS: [&str; 12] = [
     CF_DROPPED,
     CF_TABLES,
     CF_EXTENSIONS,
+    CF_FORWARD,
 ];
 const LATEST: &[u8] = b"latest";
 
@@ -205,6 +207,40 @@ impl RocksStore {
             &self.write_opts(),
         )?;
         Ok(())
+    }
+
+    /// Keeps a bundle for a based rollup until the inbox shows it (written before the submission is
+    /// acknowledged).
+    pub fn put_forward(&self, hash: &Hash, bundle: &Bundle) -> Result<(), NodeError> {
+        self.db.put_cf_opt(
+            self.cf(CF_FORWARD)?,
+            hash.0,
+            enc(bundle),
+            &self.write_opts(),
+        )?;
+        Ok(())
+    }
+
+    /// Forgets forwarded bundles the inbox now shows.
+    pub fn remove_forward(&self, hashes: &[Hash]) -> Result<(), NodeError> {
+        let cf = self.cf(CF_FORWARD)?;
+        let mut batch = WriteBatch::default();
+        for h in hashes {
+            batch.delete_cf(cf, h.0);
+        }
+        self.db.write_opt(batch, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// Bundles waiting to be forwarded to the inbox.
+    pub fn forward_pending(&self) -> Result<Vec<Bundle>, NodeError> {
+        let cf = self.cf(CF_FORWARD)?;
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (_, v) = item?;
+            out.push(dec(CF_FORWARD, &v)?);
+        }
+        Ok(out)
     }
 
     /// The vote extensions stored for `height` (empty if none).

@@ -458,3 +458,133 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
         assert_eq!(one.l1_origin.expect("origin").number, fourth_block);
     });
 }
+
+/// Based mode through Baton's API: bundles submitted for a based rollup are acknowledged after they are stored,
+/// forwarded to the inbox (small batches in calldata, large ones in blobs), and come back in the rollup's stream.
+#[test]
+fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
+    use alloy::providers::Provider;
+    use baton_l1_inclusion::contracts::BatonInbox;
+    use baton_proto::convert::BasedItem;
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = LocalL1 {
+            block_time_secs: Some(1),
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let mut cluster = Cluster::prepare(1);
+        cluster
+            .net
+            .genesis
+            .rollups
+            .push(baton_consensus::registry::RollupInfo {
+                id: 9,
+                name: "based-demo".into(),
+                mode: baton_consensus::registry::RollupMode::Based,
+            });
+        let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
+            .await
+            .expect("attach L1");
+        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
+        std::fs::write(
+            cluster.net.nodes[0].dir.join("forward.key"),
+            format!("{}\n", forwarder.to_bytes()),
+        )
+        .expect("key");
+        cluster.edit_config(0, |c| {
+            let l1 = c.l1.as_mut().expect("l1");
+            l1.based_safety = baton_l1_inclusion::watcher::Safety::Latest;
+            l1.forward_key_file = Some("forward.key".into());
+            l1.forward.flush_ms = 200;
+            l1.forward.sender.blob_min_bytes = 4096;
+        });
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let mut stream = client.stream_based(9, 1).await.expect("stream");
+        let mut seen: Vec<(u64, baton_consensus::Hash, Vec<u8>)> = Vec::new();
+        let mut user = common::User::new();
+
+        // Small bundles: a calldata batch. Then bundles of 5 kB each: blob batches.
+        let small: Vec<_> = (0..2u8)
+            .map(|i| user.bundle(&[(9, &[b's', i][..])]))
+            .collect();
+        let big_payload = |i: u8| vec![i; 5_000];
+        let big: Vec<_> = (0..3u8)
+            .map(|i| user.bundle(&[(9, &big_payload(i)[..])]))
+            .collect();
+        for phase in [&small, &big] {
+            for b in phase.iter() {
+                let hash = client.submit(b).await.expect("accepted for forwarding");
+                assert_eq!(hash, b.hash());
+            }
+            while !phase
+                .iter()
+                .all(|b| seen.iter().any(|(_, h, _)| *h == b.hash()))
+            {
+                let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                    .await
+                    .expect("forwarded bundles derived within 60 s")
+                    .expect("stream")
+                    .expect("open");
+                if let BasedItem::Batch {
+                    l1_block, entries, ..
+                } = item
+                {
+                    seen.extend(
+                        entries
+                            .into_iter()
+                            .map(|e| (l1_block.number, e.bundle_hash, e.payload)),
+                    );
+                }
+            }
+        }
+        // Each bundle exactly once, in submission order, with its payload.
+        let expected: Vec<_> = small
+            .iter()
+            .chain(&big)
+            .map(|b| (b.hash(), b.entries[0].payload.clone()))
+            .collect();
+        let got: Vec<_> = seen.iter().map(|(_, h, p)| (*h, p.clone())).collect();
+        assert_eq!(got, expected);
+        // On L1: the forwarder's calldata batch and blob batches.
+        let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+        let logs = provider
+            .get_logs(
+                &alloy::rpc::types::Filter::new()
+                    .address(deployment.inbox)
+                    .from_block(deployment.inbox_block),
+            )
+            .await
+            .expect("logs");
+        let calldata = logs
+            .iter()
+            .filter_map(|l| l.log_decode::<BatonInbox::BatchPosted>().ok())
+            .filter(|e| e.inner.data.sender == forwarder.address())
+            .count();
+        let blobs = logs
+            .iter()
+            .filter_map(|l| l.log_decode::<BatonInbox::BlobBatchPosted>().ok())
+            .filter(|e| e.inner.data.sender == forwarder.address())
+            .count();
+        assert!(calldata >= 1, "no calldata batch");
+        assert!(blobs >= 1, "no blob batch");
+        // Submitting an already derived bundle again is acknowledged and not posted twice.
+        assert_eq!(
+            client.submit(&small[0]).await.expect("ack"),
+            small[0].hash()
+        );
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let again = provider
+            .get_logs(
+                &alloy::rpc::types::Filter::new()
+                    .address(deployment.inbox)
+                    .from_block(deployment.inbox_block),
+            )
+            .await
+            .expect("logs");
+        assert_eq!(again.len(), logs.len());
+    });
+}
