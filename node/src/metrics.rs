@@ -84,6 +84,9 @@ pub struct L1Metrics {
     pub gap_fills: Counter,
     pub spend_last_hour_wei: Gauge,
     pub poster_ok: Gauge,
+    pub origin_block: Gauge,
+    pub forced_waiting: Gauge,
+    pub based_block: Gauge,
 }
 
 impl L1Metrics {
@@ -294,6 +297,21 @@ impl Metrics {
                 "l1_poster_ok",
                 "1 when the poster's last look at L1 found nothing wrong, else 0",
                 &l1.poster_ok,
+            ),
+            (
+                "l1_origin_block",
+                "Newest L1 block this node has seen at the genesis origin safety (what it proposes and accepts as L1 origin)",
+                &l1.origin_block,
+            ),
+            (
+                "l1_forced_waiting",
+                "Forced-inclusion entries read from the inbox and not yet included",
+                &l1.forced_waiting,
+            ),
+            (
+                "l1_based_block",
+                "Newest L1 block the based rollups are derived up to",
+                &l1.based_block,
             ),
         ] {
             r.register(name, help, g.clone());

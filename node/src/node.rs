@@ -277,6 +277,23 @@ pub async fn run(
     }
     let mut loop_task = tokio::spawn(consensus_loop.run());
 
+    {
+        let (inbox, based, m) = (inbox.clone(), based.clone(), metrics.clone());
+        if inbox.is_some() {
+            tokio::spawn(async move {
+                loop {
+                    if let Some(v) = &inbox {
+                        m.l1.origin_block.set(v.head().unwrap_or(0) as i64);
+                        m.l1.forced_waiting.set(v.forced_len() as i64);
+                    }
+                    if let Some(b) = based.as_ref().and_then(|b| b.head()) {
+                        m.l1.based_block.set(b.number as i64);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            });
+        }
+    }
     let forward = start_forward(cfg.l1.as_ref(), &genesis, based.clone(), &store, &spec).await?;
     let api = Api {
         ingest,

@@ -232,6 +232,14 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
             .entries
             .iter()
             .any(|e| e.bundle_hash == hash && e.payload == b"forced through L1"));
+        // The node's L1 view on /metrics: its origin head passed the deadline, and the entry left the queue.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let m = scrape(cluster.net.nodes[2].metrics_addr);
+        assert!(
+            value(&m, "baton_l1_origin_block ").unwrap() >= deadline as f64,
+            "{m}"
+        );
+        assert_eq!(value(&m, "baton_l1_forced_waiting "), Some(0.0), "{m}");
         for i in [0, 1, 3] {
             cluster
                 .wait_height(i, height, Duration::from_secs(30))
@@ -456,6 +464,12 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             .expect("batch")
             .into_inner();
         assert_eq!(one.l1_origin.expect("origin").number, fourth_block);
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        assert!(
+            value(&m, "baton_l1_based_block ").unwrap() >= fourth_block as f64,
+            "{m}"
+        );
     });
 }
 
