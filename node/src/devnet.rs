@@ -14,7 +14,7 @@ use baton_consensus::context::GenesisValidator;
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::registry::{RollupInfo, RollupMode};
 use baton_consensus::types::BundleEntry;
-use baton_proto::client::{sign_bundle, BatchVerifier};
+use baton_proto::client::{sign_bundle, BatchVerifier, BundleStatus};
 
 use crate::config::{
     Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, PubSub,
@@ -200,6 +200,8 @@ pub struct DevnetL1 {
     pub forced_delay: u64,
     /// Genesis `origin_safety`.
     pub origin_safety: baton_l1_inclusion::watcher::Safety,
+    /// When set, node `poster_node` also forwards based-rollup bundles to the inbox, paying with this key.
+    pub forwarder: Option<PrivateKeySigner>,
 }
 
 impl DevnetL1 {
@@ -215,6 +217,7 @@ impl DevnetL1 {
             commit_every,
             forced_delay: 10,
             origin_safety: baton_l1_inclusion::watcher::Safety::Safe,
+            forwarder: None,
         }
     }
 }
@@ -269,6 +272,16 @@ pub async fn attach_l1(
         } else {
             None
         };
+        let forward_key_file = match &l1.forwarder {
+            Some(k) if i == l1.poster_node => {
+                std::fs::write(
+                    node.dir.join("l1_forward.key"),
+                    format!("{}\n", k.to_bytes()),
+                )?;
+                Some(PathBuf::from("l1_forward.key"))
+            }
+            _ => None,
+        };
         let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&node.config_path)?)
             .map_err(|e| NodeError::Config(e.to_string()))?;
         cfg.l1 = Some(crate::config::L1Section {
@@ -282,8 +295,11 @@ pub async fn attach_l1(
             poll_ms: 250,
             origin_delay_ms: 500,
             based_safety: Default::default(),
-            forward_key_file: None,
-            forward: Default::default(),
+            forward_key_file,
+            forward: crate::forward::ForwardConfig {
+                flush_ms: 250,
+                ..Default::default()
+            },
         });
         std::fs::write(
             &node.config_path,
@@ -396,10 +412,13 @@ pub struct DevnetOptions {
 
 /// The devnet's L1, kept alive while the devnet runs (anvil stops when this is dropped).
 struct DevnetL1Running {
-    _anvil: alloy::node_bindings::AnvilInstance,
+    anvil: alloy::node_bindings::AnvilInstance,
     contract: baton_l1_inclusion::contracts::BatonCommitments::BatonCommitmentsInstance<
         alloy::providers::DynProvider,
     >,
+    inbox: alloy_primitives::Address,
+    /// The based rollup registered for the demo.
+    based_rollup: u64,
 }
 
 impl DevnetL1Running {
@@ -494,7 +513,16 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
     }
     .spawn()
     .map_err(|e| NodeError::Config(e.to_string()))?;
-    let deployment = attach_l1(net, &DevnetL1::local(&anvil, commit_every)).await?;
+    // A based rollup beside the shared ones, and node 0 forwarding its bundles to the inbox.
+    let based_rollup = net.genesis.rollups.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+    net.genesis.rollups.push(RollupInfo {
+        id: based_rollup,
+        name: "based-demo".into(),
+        mode: RollupMode::Based,
+    });
+    let mut settings = DevnetL1::local(&anvil, commit_every);
+    settings.forwarder = Some(anvil.keys()[2].clone().into());
+    let deployment = attach_l1(net, &settings).await?;
     println!(
         "L1: anvil at {} (chain id {}), commitments {:#x}, inbox {:#x}; node0 posts every {commit_every} heights",
         anvil.endpoint(),
@@ -508,8 +536,10 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
     let contract =
         baton_l1_inclusion::contracts::BatonCommitments::new(deployment.commitments, provider);
     Ok(DevnetL1Running {
-        _anvil: anvil,
+        anvil,
         contract,
+        inbox: deployment.inbox,
+        based_rollup,
     })
 }
 
@@ -667,6 +697,127 @@ pub fn sample_bundles(
             .map_err(client_err)
         })
         .collect()
+}
+
+/// Shows the L1 side working: a bundle forced in through the L1 inbox that no node was sent, included once its
+/// deadline is reached; and a bundle for the based rollup, forwarded to the inbox by node 0 and served back from
+/// L1.
+async fn l1_demo(
+    clients: &mut [baton_proto::client::BatonClient],
+    l1: &DevnetL1Running,
+    user: &DemoUser,
+) -> Result<(), NodeError> {
+    use alloy::providers::ProviderBuilder;
+    use baton_l1_inclusion::contracts::BatonInbox;
+    let err = |what: &str, e: &dyn std::fmt::Display| NodeError::Engine(format!("{what}: {e}"));
+    // Forced inclusion: a fresh key, so its nonce is 0; the bundle goes only to L1.
+    let key = PrivateKeySigner::random();
+    let unsigned = UnsignedBundle {
+        network_id: user.network_id,
+        sender: key.address(),
+        nonce: 0,
+        expiry_height: u64::MAX,
+        entries: vec![BundleEntry {
+            rollup_id: 1,
+            payload: b"forced through the L1 inbox".to_vec(),
+        }],
+    };
+    let bundle = sign_bundle(&key, unsigned).map_err(client_err)?;
+    let payer: PrivateKeySigner = l1.anvil.keys()[3].clone().into();
+    let provider = ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::from(payer))
+        .connect_http(l1.anvil.endpoint_url());
+    let inbox = BatonInbox::new(l1.inbox, provider);
+    let fee = inbox
+        .forcedInclusionFee()
+        .call()
+        .await
+        .map_err(|e| err("inbox fee", &e))?;
+    let t = Instant::now();
+    let receipt = inbox
+        .forceInclude(1, borsh::to_vec(&bundle)?.into())
+        .value(fee)
+        .send()
+        .await
+        .map_err(|e| err("forceInclude", &e))?
+        .get_receipt()
+        .await
+        .map_err(|e| err("forceInclude receipt", &e))?;
+    let deadline = receipt
+        .decoded_log::<BatonInbox::ForcedInclusion>()
+        .map(|l| l.deadline)
+        .unwrap_or(0);
+    println!(
+        "forced inclusion: bundle {} queued in L1 block {} with deadline {deadline}; no node was sent it",
+        bundle.hash(),
+        receipt.block_number.unwrap_or(0)
+    );
+    let height = loop {
+        if let Ok(BundleStatus::Included { height, .. }) =
+            clients[1].bundle_status(&bundle.hash()).await
+        {
+            break height;
+        }
+        if t.elapsed() > Duration::from_secs(90) {
+            return Err(NodeError::Engine(
+                "the forced entry was not included within 90 s".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let header = clients[1]
+        .get_batch(1, height)
+        .await
+        .map_err(client_err)?
+        .header;
+    println!(
+        "forced inclusion: included at height {height}, whose L1 origin is block {} (>= deadline {deadline}), \
+         {:.1} s after the L1 transaction",
+        header.l1_origin.number,
+        t.elapsed().as_secs_f64()
+    );
+
+    // Based rollup: submitted to node 0, which forwards it to the inbox; served back from L1.
+    let rollup = l1.based_rollup;
+    let key = PrivateKeySigner::random();
+    let unsigned = UnsignedBundle {
+        network_id: user.network_id,
+        sender: key.address(),
+        nonce: 0,
+        expiry_height: u64::MAX,
+        entries: vec![BundleEntry {
+            rollup_id: rollup,
+            payload: b"ordered by L1 proposers".to_vec(),
+        }],
+    };
+    let bundle = sign_bundle(&key, unsigned).map_err(client_err)?;
+    let mut stream = clients[0]
+        .stream_based(rollup, 1)
+        .await
+        .map_err(client_err)?;
+    let t = Instant::now();
+    clients[0].submit(&bundle).await.map_err(client_err)?;
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .map_err(|_| NodeError::Engine("the based bundle was not derived within 60 s".into()))?
+            .map_err(client_err)?;
+        match item {
+            Some(baton_proto::convert::BasedItem::Batch {
+                l1_block, entries, ..
+            }) if entries.iter().any(|e| e.bundle_hash == bundle.hash()) => {
+                println!(
+                    "based rollup {rollup}: bundle forwarded to the inbox by node0 and served back from L1 block {} \
+                     (safe) {:.1} s after submission",
+                    l1_block.number,
+                    t.elapsed().as_secs_f64()
+                );
+                return Ok(());
+            }
+            Some(_) => {}
+            None => return Err(NodeError::Engine("the based stream ended".into())),
+        }
+    }
 }
 
 fn client_err(e: baton_proto::client::ClientError) -> NodeError {
@@ -884,6 +1035,9 @@ async fn show(
             &mut user,
         )
         .await?;
+    }
+    if let Some(l1) = l1 {
+        l1_demo(&mut clients, l1, &user).await?;
     }
     if opts.demo_fault && clients.len() >= 4 {
         watch_heights(&mut clients, procs, l1, Some(10), "healthy").await;
