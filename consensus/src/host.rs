@@ -553,6 +553,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .collect();
         let owed_bytes: u64 = owed.iter().map(|f| f.bundle.encoded_len() as u64).sum();
         let senders: HashSet<Sender> = owed.iter().map(|f| f.bundle.sender).collect();
+        let owed_hashes: HashSet<Hash> = owed.iter().map(|f| f.hash).collect();
         let picked = self.mempool.select(
             params.max_block_bytes.saturating_sub(owed_bytes),
             (params.max_block_bundles as usize).saturating_sub(owed.len()),
@@ -572,7 +573,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             self.keep_aside(f.hash, f.bundle);
         }
         for (h, b) in picked {
-            if !senders.contains(&b.sender) && !hashes.contains(&h) {
+            if !senders.contains(&b.sender) && !owed_hashes.contains(&h) {
                 hashes.push(h);
                 bundles.push(b);
             }

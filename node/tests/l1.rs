@@ -600,5 +600,33 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
             .await
             .expect("logs");
         assert_eq!(again.len(), logs.len());
+
+        // Durable before the ack: a node killed (SIGKILL) right after acknowledging a bundle it had not posted
+        // yet posts it after its restart.
+        cluster.kill(0);
+        cluster.edit_config(0, |c| c.l1.as_mut().expect("l1").forward.flush_ms = 600_000);
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let late = user.bundle(&[(9, b"acknowledged, then the node died")]);
+        assert_eq!(client.submit(&late).await.expect("ack"), late.hash());
+        cluster.kill(0);
+        cluster.edit_config(0, |c| c.l1.as_mut().expect("l1").forward.flush_ms = 200);
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let mut stream = client.stream_based(9, 1).await.expect("stream");
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
+                .await
+                .expect("the stored bundle is posted after the restart")
+                .expect("stream")
+                .expect("open");
+            if let BasedItem::Batch { entries, .. } = item {
+                if entries.iter().any(|e| e.bundle_hash == late.hash()) {
+                    break;
+                }
+            }
+        }
     });
 }
