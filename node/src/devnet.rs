@@ -754,7 +754,7 @@ async fn l1_demo(
     );
     let height = loop {
         if let Ok(BundleStatus::Included { height, .. }) =
-            clients[1].bundle_status(&bundle.hash()).await
+            clients[0].bundle_status(&bundle.hash()).await
         {
             break height;
         }
@@ -765,7 +765,7 @@ async fn l1_demo(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let header = clients[1]
+    let header = clients[0]
         .get_batch(1, height)
         .await
         .map_err(client_err)?

@@ -11,6 +11,7 @@
 //! repost never duplicates entries.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,8 @@ pub struct ForwardConfig {
     pub max_batch_bytes: usize,
     /// A posted bundle the derivation does not show after this long is posted again. Default 30,000 ms.
     pub repost_after_ms: u64,
-    /// Most bundles waiting; more are refused with RESOURCE_EXHAUSTED. Default 10,000.
+    /// Most bundles waiting (acknowledged, not yet derived); more are refused with RESOURCE_EXHAUSTED. Default
+    /// 10,000.
     pub max_pending: usize,
     /// Capacity of the submission channel. Default 1,024.
     pub queue: usize,
@@ -107,6 +109,9 @@ pub struct ForwardHandle {
     store: RocksStore,
     spec: Arc<ChainSpec>,
     based: BasedBatches,
+    /// Bundles acknowledged and not yet shown by the derivation (bounded by `max_pending`).
+    pending: Arc<AtomicUsize>,
+    max_pending: usize,
 }
 
 impl ForwardHandle {
@@ -125,6 +130,12 @@ impl ForwardHandle {
             .map_err(SubmitError::Invalid)?;
         if self.based.contains(&hash) {
             return Ok(hash);
+        }
+        if self.pending.load(Ordering::Relaxed) >= self.max_pending {
+            return Err(SubmitError::Full(format!(
+                "{} bundles wait to be forwarded to L1 (l1.forward.max_pending)",
+                self.max_pending
+            )));
         }
         let permit = self.tx.try_reserve().map_err(|_| {
             SubmitError::Full("the L1 forwarding queue is full (l1.forward.queue)".into())
@@ -180,11 +191,14 @@ pub async fn start<P: Provider + 'static>(
         }
     }
     info!(from = %sender.address(), reloaded = waiting.len(), "forwarding based-rollup bundles to the L1 inbox");
+    let pending = Arc::new(AtomicUsize::new(waiting.len()));
     let handle = ForwardHandle {
         tx,
         store: store.clone(),
         spec,
         based: based.clone(),
+        pending: pending.clone(),
+        max_pending: cfg.max_pending,
     };
     tokio::spawn(async move {
         let flush = Duration::from_millis(cfg.flush_ms);
@@ -194,12 +208,9 @@ pub async fn start<P: Provider + 'static>(
             tokio::select! {
                 got = rx.recv() => match got {
                     Some((hash, rollup, bundle)) => {
-                        if waiting.len() >= cfg.max_pending {
-                            warn!(%hash, "forwarding queue over l1.forward.max_pending; the bundle waits in the store");
-                            continue;
-                        }
                         seq += 1;
                         waiting.entry(hash).or_insert(Waiting { rollup, bundle, posted: None, in_flight: false, seq });
+                        pending.store(waiting.len(), Ordering::Relaxed);
                         continue;
                     }
                     None => return,
@@ -220,6 +231,7 @@ pub async fn start<P: Provider + 'static>(
                 for h in &done {
                     waiting.remove(h);
                 }
+                pending.store(waiting.len(), Ordering::Relaxed);
             }
             match sender.tick().await {
                 Ok(Some(SenderEvent::Mined {
@@ -301,4 +313,69 @@ pub async fn start<P: Provider + 'static>(
         }
     });
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_based_bundle_names_one_based_rollup() {
+        use alloy_signer_local::PrivateKeySigner;
+        use baton_consensus::bundle::UnsignedBundle;
+        use baton_consensus::registry::{RollupInfo, RollupRegistry};
+        use baton_consensus::types::BundleEntry;
+        let mode = |id| {
+            if id >= 8 {
+                RollupMode::Based
+            } else {
+                RollupMode::Shared
+            }
+        };
+        let spec = ChainSpec {
+            rollups: RollupRegistry::new(
+                [1, 2, 8, 9]
+                    .into_iter()
+                    .map(|id| RollupInfo {
+                        id,
+                        name: format!("r{id}"),
+                        mode: mode(id),
+                    })
+                    .collect(),
+            )
+            .unwrap(),
+            ..ChainSpec::for_tests(7, 0)
+        };
+        let key = PrivateKeySigner::random();
+        let b = |rollups: &[u64]| {
+            baton_proto::client::sign_bundle(
+                &key,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: key.address(),
+                    nonce: 0,
+                    expiry_height: 10,
+                    entries: rollups
+                        .iter()
+                        .map(|r| BundleEntry {
+                            rollup_id: *r,
+                            payload: vec![1],
+                        })
+                        .collect(),
+                },
+            )
+            .unwrap()
+        };
+        assert_eq!(based_rollup(&b(&[1, 2]), &spec), Ok(None));
+        assert_eq!(based_rollup(&b(&[9, 9]), &spec), Ok(Some(9)));
+        // Mixed with a shared rollup: the based one is named (ingest then refuses the mix).
+        assert_eq!(based_rollup(&b(&[1, 9]), &spec), Ok(Some(9)));
+        assert_eq!(
+            based_rollup(&b(&[8, 9]), &spec),
+            Err(BundleError::TwoBasedRollups {
+                first: 8,
+                second: 9
+            })
+        );
+    }
 }
