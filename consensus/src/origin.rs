@@ -54,6 +54,32 @@ pub trait L1View: Send + Sync {
     fn included(&self, _bundles: &[Hash]) {}
 }
 
+/// The rule behind [`L1View::check_origin`], for a view whose newest block is `head` and which has `seen` as the
+/// canonical hash at `origin.number` (if it has that block): not more than `max_lag` blocks behind `head`, and
+/// the same block.
+pub fn judge_origin(
+    origin: &L1Origin,
+    head: u64,
+    seen: Option<Hash>,
+    max_lag: u64,
+) -> Result<(), BlockError> {
+    let behind = head.saturating_sub(origin.number);
+    if behind > max_lag {
+        return Err(BlockError::L1OriginStale {
+            number: origin.number,
+            behind,
+            limit: max_lag,
+        });
+    }
+    if seen != Some(origin.hash) {
+        return Err(BlockError::L1OriginUnknown {
+            number: origin.number,
+            hash: origin.hash,
+        });
+    }
+    Ok(())
+}
+
 /// The forced entries a block at `height` owes, in queue order: due by its origin, not included yet, not expired
 /// at `height`, and whose nonce is the sender's next one once the sender's earlier owed entries are counted (an
 /// entry whose nonce was taken can never be included; one whose nonce is ahead waits for the earlier ones). The
@@ -159,21 +185,12 @@ impl L1View for MemL1 {
     fn check_origin(&self, origin: &L1Origin) -> Result<(), BlockError> {
         let s = self.state();
         let head = s.blocks.last().map_or(0, |b| b.number);
-        let behind = head.saturating_sub(origin.number);
-        if behind > s.max_lag {
-            return Err(BlockError::L1OriginStale {
-                number: origin.number,
-                behind,
-                limit: s.max_lag,
-            });
-        }
-        if !s.blocks.contains(origin) {
-            return Err(BlockError::L1OriginUnknown {
-                number: origin.number,
-                hash: origin.hash,
-            });
-        }
-        Ok(())
+        let seen = s
+            .blocks
+            .iter()
+            .find(|b| b.number == origin.number)
+            .map(|b| b.hash);
+        judge_origin(origin, head, seen, s.max_lag)
     }
 
     fn forced_due(&self, number: u64) -> Vec<ForcedBundle> {

@@ -259,6 +259,22 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The L1 node's EIP-1559 suggestion as (fee cap, tip), the tip within `max_tip` (at least 1 wei), the fee cap
+/// within `max_fee` and never below the tip.
+pub(crate) async fn market_fees<P: Provider>(
+    provider: &P,
+    max_fee: u64,
+    max_tip: u64,
+) -> Result<(u128, u128), L1Error> {
+    let est = provider
+        .estimate_eip1559_fees()
+        .await
+        .map_err(L1Error::rpc)?;
+    let tip = est.max_priority_fee_per_gas.clamp(1, u128::from(max_tip));
+    let fee = est.max_fee_per_gas.min(u128::from(max_fee)).max(tip);
+    Ok((fee, tip))
+}
+
 /// `x` raised by 10%, rounded up, and at least by one wei (the replacement rule clients enforce).
 pub fn bumped(x: u128) -> u128 {
     x.saturating_add(x.div_ceil(10)).max(x.saturating_add(1))
@@ -769,19 +785,12 @@ impl<P: Provider + Clone + 'static> Poster<P> {
 
     /// The node's EIP-1559 fee suggestion, within the caps.
     async fn market_fees(&self) -> Result<(u128, u128), L1Error> {
-        let est = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(L1Error::rpc)?;
-        let tip = est
-            .max_priority_fee_per_gas
-            .clamp(1, u128::from(self.cfg.max_priority_fee_per_gas_wei));
-        let fee = est
-            .max_fee_per_gas
-            .min(u128::from(self.cfg.max_fee_per_gas_wei))
-            .max(tip);
-        Ok((fee, tip))
+        market_fees(
+            &self.provider,
+            self.cfg.max_fee_per_gas_wei,
+            self.cfg.max_priority_fee_per_gas_wei,
+        )
+        .await
     }
 
     fn spend_last_hour(&self) -> u128 {

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::contracts::BatonInbox;
 use crate::error::L1Error;
-use crate::poster::bumped;
+use crate::poster::{bumped, market_fees};
 
 /// Sender settings (node config `[l1.forward]`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,18 +174,12 @@ impl<P: Provider, T: Clone> InboxSender<P, T> {
     }
 
     async fn market(&self, blob: bool) -> Result<Fees, L1Error> {
-        let est = self
-            .provider
-            .estimate_eip1559_fees()
-            .await
-            .map_err(L1Error::rpc)?;
-        let tip = est
-            .max_priority_fee_per_gas
-            .clamp(1, u128::from(self.cfg.max_priority_fee_per_gas_wei));
-        let max_fee = est
-            .max_fee_per_gas
-            .min(u128::from(self.cfg.max_fee_per_gas_wei))
-            .max(tip);
+        let (max_fee, tip) = market_fees(
+            &self.provider,
+            self.cfg.max_fee_per_gas_wei,
+            self.cfg.max_priority_fee_per_gas_wei,
+        )
+        .await?;
         let blob_fee = if blob {
             let base = self
                 .provider

@@ -12,7 +12,7 @@ use baton_consensus::bundle::UnsignedBundle;
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::{Bundle, BundleEntry};
 use baton_l1_inclusion::based::{BasedBatch, Deriver};
-use baton_l1_inclusion::watcher::{Safety, Watcher, WatcherConfig, WatcherUpdate};
+use baton_l1_inclusion::watcher::{Safety, WatcherUpdate};
 use common::L1;
 
 const NETWORK: u64 = 5;
@@ -70,15 +70,7 @@ async fn based_batches_follow_the_inbox_through_a_reorg() {
         post(BASED, list(vec![b5.clone()])).await;
 
         let spec = ChainSpec::for_tests(NETWORK, 8);
-        let mut watcher = Watcher::new(
-            l1.reader(),
-            inbox,
-            WatcherConfig {
-                safety: Safety::Latest,
-                from_block,
-                ..Default::default()
-            },
-        );
+        let mut watcher = l1.watcher(inbox, from_block, Safety::Latest);
         let mut deriver = Deriver::new(BASED, spec.clone());
         let Some(WatcherUpdate::Advanced { events, .. }) = watcher.poll().await.unwrap() else {
             panic!("expected inbox events");
@@ -156,15 +148,7 @@ async fn a_batch_posted_in_blobs_derives_like_calldata() {
         l1.post(inbox, BASED, borsh::to_vec(&vec![bundle(&alice, 4, &[(BASED, "calldata")])]).unwrap())
             .await;
 
-        let mut watcher = Watcher::new(
-            l1.reader(),
-            inbox,
-            WatcherConfig {
-                safety: Safety::Latest,
-                from_block,
-                ..Default::default()
-            },
-        );
+        let mut watcher = l1.watcher(inbox, from_block, Safety::Latest);
         let Some(WatcherUpdate::Advanced { events, .. }) = watcher.poll().await.unwrap() else {
             panic!("expected inbox events");
         };

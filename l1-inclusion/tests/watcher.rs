@@ -7,7 +7,7 @@ mod common;
 
 use alloy::primitives::Bytes;
 use baton_l1_inclusion::contracts::BatonInbox;
-use baton_l1_inclusion::watcher::{InboxEventKind, Safety, Watcher, WatcherConfig, WatcherUpdate};
+use baton_l1_inclusion::watcher::{InboxEventKind, Safety, WatcherUpdate};
 use common::L1;
 
 fn batch_data(e: &InboxEventKind) -> Vec<u8> {
@@ -36,15 +36,7 @@ async fn events_follow_the_canonical_chain_through_a_reorg() {
             .unwrap();
         let forced_block = r.block_number.unwrap();
 
-        let mut latest = Watcher::new(
-            l1.reader(),
-            inbox,
-            WatcherConfig {
-                safety: Safety::Latest,
-                from_block,
-                ..Default::default()
-            },
-        );
+        let mut latest = l1.watcher(inbox, from_block, Safety::Latest);
         let Some(WatcherUpdate::Advanced { events, to }) = latest.poll().await.unwrap() else {
             panic!("expected events");
         };
@@ -66,15 +58,7 @@ async fn events_follow_the_canonical_chain_through_a_reorg() {
         assert_eq!(latest.poll().await.unwrap(), None, "nothing new");
 
         // At `safe` (two blocks behind the head on this anvil) the newest events are not reported yet.
-        let mut safe = Watcher::new(
-            l1.reader(),
-            inbox,
-            WatcherConfig {
-                safety: Safety::Safe,
-                from_block,
-                ..Default::default()
-            },
-        );
+        let mut safe = l1.watcher(inbox, from_block, Safety::Safe);
         let Some(WatcherUpdate::Advanced { events, .. }) = safe.poll().await.unwrap() else {
             panic!("expected events");
         };

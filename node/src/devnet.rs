@@ -699,6 +699,26 @@ pub fn sample_bundles(
         .collect()
 }
 
+/// A bundle with one entry, signed by a new key (nonce 0, no expiry).
+fn fresh_bundle(
+    network_id: u64,
+    rollup_id: u64,
+    payload: &[u8],
+) -> Result<baton_consensus::Bundle, NodeError> {
+    let key = PrivateKeySigner::random();
+    let unsigned = UnsignedBundle {
+        network_id,
+        sender: key.address(),
+        nonce: 0,
+        expiry_height: u64::MAX,
+        entries: vec![BundleEntry {
+            rollup_id,
+            payload: payload.to_vec(),
+        }],
+    };
+    sign_bundle(&key, unsigned).map_err(client_err)
+}
+
 /// Shows the L1 side working: a bundle forced in through the L1 inbox that no node was sent, included once its
 /// deadline is reached; and a bundle for the based rollup, forwarded to the inbox by node 0 and served back from
 /// L1.
@@ -711,18 +731,7 @@ async fn l1_demo(
     use baton_l1_inclusion::contracts::BatonInbox;
     let err = |what: &str, e: &dyn std::fmt::Display| NodeError::Engine(format!("{what}: {e}"));
     // Forced inclusion: a fresh key, so its nonce is 0; the bundle goes only to L1.
-    let key = PrivateKeySigner::random();
-    let unsigned = UnsignedBundle {
-        network_id: user.network_id,
-        sender: key.address(),
-        nonce: 0,
-        expiry_height: u64::MAX,
-        entries: vec![BundleEntry {
-            rollup_id: 1,
-            payload: b"forced through the L1 inbox".to_vec(),
-        }],
-    };
-    let bundle = sign_bundle(&key, unsigned).map_err(client_err)?;
+    let bundle = fresh_bundle(user.network_id, 1, b"forced through the L1 inbox")?;
     let payer: PrivateKeySigner = l1.anvil.keys()[3].clone().into();
     let provider = ProviderBuilder::new()
         .wallet(alloy::network::EthereumWallet::from(payer))
@@ -779,18 +788,7 @@ async fn l1_demo(
 
     // Based rollup: submitted to node 0, which forwards it to the inbox; served back from L1.
     let rollup = l1.based_rollup;
-    let key = PrivateKeySigner::random();
-    let unsigned = UnsignedBundle {
-        network_id: user.network_id,
-        sender: key.address(),
-        nonce: 0,
-        expiry_height: u64::MAX,
-        entries: vec![BundleEntry {
-            rollup_id: rollup,
-            payload: b"ordered by L1 proposers".to_vec(),
-        }],
-    };
-    let bundle = sign_bundle(&key, unsigned).map_err(client_err)?;
+    let bundle = fresh_bundle(user.network_id, rollup, b"ordered by L1 proposers")?;
     let mut stream = clients[0]
         .stream_based(rollup, 1)
         .await

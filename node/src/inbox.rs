@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use baton_consensus::block::check_bundle;
-use baton_consensus::origin::{ForcedBundle, L1View};
+use baton_consensus::origin::{judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::{BlockError, Bundle, Hash, L1Origin};
 use baton_l1_inclusion::watcher::{
@@ -93,21 +93,8 @@ impl L1View for InboxView {
     fn check_origin(&self, origin: &L1Origin) -> Result<(), BlockError> {
         let s = self.state();
         let head = s.blocks.keys().next_back().copied().unwrap_or(0);
-        let behind = head.saturating_sub(origin.number);
-        if behind > self.max_lag {
-            return Err(BlockError::L1OriginStale {
-                number: origin.number,
-                behind,
-                limit: self.max_lag,
-            });
-        }
-        match s.blocks.get(&origin.number) {
-            Some((h, _)) if h.0 == origin.hash.0 => Ok(()),
-            _ => Err(BlockError::L1OriginUnknown {
-                number: origin.number,
-                hash: origin.hash,
-            }),
-        }
+        let seen = s.blocks.get(&origin.number).map(|(h, _)| Hash(h.0));
+        judge_origin(origin, head, seen, self.max_lag)
     }
 
     fn forced_due(&self, number: u64) -> Vec<ForcedBundle> {

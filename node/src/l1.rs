@@ -46,6 +46,19 @@ impl std::fmt::Debug for Attestor {
     }
 }
 
+/// A provider for `[l1] rpc_url` without fillers: the node's L1 components sign, price and number their own
+/// transactions.
+pub fn l1_provider(section: &L1Section) -> Result<DynProvider, NodeError> {
+    let url = section
+        .rpc_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", section.rpc_url)))?;
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .connect_http(url)
+        .erased())
+}
+
 /// Reads a secp256k1 key file (32 bytes as hex, optional `0x`).
 pub fn load_l1_key(path: &Path) -> Result<PrivateKeySigner, NodeError> {
     let text = std::fs::read_to_string(path)
@@ -106,14 +119,7 @@ impl Attestor {
         if let Some(s) = section {
             if let Some(pk) = &s.poster_key_file {
                 let wallet = EthereumWallet::from(load_l1_key(pk)?);
-                let url = s
-                    .rpc_url
-                    .parse()
-                    .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
-                let provider: DynProvider = ProviderBuilder::new()
-                    .disable_recommended_fillers()
-                    .connect_http(url)
-                    .erased();
+                let provider = l1_provider(s)?;
                 let chain = provider
                     .get_chain_id()
                     .await

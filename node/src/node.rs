@@ -397,18 +397,10 @@ async fn start_inbox(
     ),
     NodeError,
 > {
-    use alloy::providers::{Provider, ProviderBuilder};
     let (Some(g), Some(s)) = (&genesis.l1, section) else {
         return Ok((None, None));
     };
-    let url = s
-        .rpc_url
-        .parse()
-        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
-    let provider = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .connect_http(url)
-        .erased();
+    let provider = crate::l1::l1_provider(s)?;
     let view = crate::inbox::start(
         provider.clone(),
         g.inbox_address()?,
@@ -448,7 +440,6 @@ async fn start_forward(
     store: &RocksStore,
     spec: &baton_consensus::registry::ChainSpec,
 ) -> Result<Option<crate::forward::ForwardHandle>, NodeError> {
-    use alloy::providers::{Provider, ProviderBuilder};
     let (Some(s), Some(g), Some(based)) = (section, &genesis.l1, based) else {
         return Ok(None);
     };
@@ -456,14 +447,7 @@ async fn start_forward(
         return Ok(None);
     };
     let wallet = alloy::network::EthereumWallet::from(crate::l1::load_l1_key(key_file)?);
-    let url = s
-        .rpc_url
-        .parse()
-        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", s.rpc_url)))?;
-    let provider = ProviderBuilder::new()
-        .disable_recommended_fillers()
-        .connect_http(url)
-        .erased();
+    let provider = crate::l1::l1_provider(s)?;
     let handle = crate::forward::start(
         provider,
         wallet,

@@ -14,16 +14,46 @@ use baton_l1_inclusion::contracts::BatonCommitments;
 use baton_node::devnet::{attach_l1, DevnetL1};
 use common::{run, scrape, serial, value, Cluster};
 
+/// A local L1 mining a block per second.
+fn local_l1() -> alloy::node_bindings::AnvilInstance {
+    LocalL1 {
+        block_time_secs: Some(1),
+        ..Default::default()
+    }
+    .spawn()
+    .expect("anvil")
+}
+
+/// Registers based rollup `id` in the cluster's genesis (written by `attach_l1`, or by the caller).
+fn add_based_rollup(cluster: &mut Cluster, id: u64) {
+    cluster
+        .net
+        .genesis
+        .rollups
+        .push(baton_consensus::registry::RollupInfo {
+            id,
+            name: "based-demo".into(),
+            mode: baton_consensus::registry::RollupMode::Based,
+        });
+}
+
+/// The next item of a based stream, within `secs`.
+async fn next_based(
+    stream: &mut baton_proto::client::BasedStream,
+    secs: u64,
+) -> baton_proto::convert::BasedItem {
+    tokio::time::timeout(Duration::from_secs(secs), stream.next())
+        .await
+        .unwrap_or_else(|_| panic!("nothing on the based stream within {secs} s"))
+        .expect("stream")
+        .expect("open")
+}
+
 #[test]
 fn commitments_land_on_l1_and_match_the_chain() {
     let _guard = serial();
     run(Duration::from_secs(240), async {
-        let anvil = LocalL1 {
-            block_time_secs: Some(1),
-            ..Default::default()
-        }
-        .spawn()
-        .expect("anvil");
+        let anvil = local_l1();
         let mut cluster = Cluster::prepare(4);
         let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
             .await
@@ -96,15 +126,7 @@ fn a_bundle_spanning_shared_and_based_rollups_is_refused() {
     run(Duration::from_secs(120), async {
         let mut cluster = Cluster::prepare(1);
         // Register a based rollup beside the devnet's shared ones.
-        cluster
-            .net
-            .genesis
-            .rollups
-            .push(baton_consensus::registry::RollupInfo {
-                id: 9,
-                name: "based-demo".into(),
-                mode: baton_consensus::registry::RollupMode::Based,
-            });
+        add_based_rollup(&mut cluster, 9);
         std::fs::write(
             &cluster.net.genesis_path,
             toml::to_string(&cluster.net.genesis).expect("genesis"),
@@ -151,12 +173,7 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
     use baton_l1_inclusion::contracts::BatonInbox;
     let _guard = serial();
     run(Duration::from_secs(180), async {
-        let anvil = LocalL1 {
-            block_time_secs: Some(1),
-            ..Default::default()
-        }
-        .spawn()
-        .expect("anvil");
+        let anvil = local_l1();
         let mut cluster = Cluster::prepare(4);
         let mut l1 = DevnetL1::local(&anvil, 10);
         l1.forced_delay = 4;
@@ -263,22 +280,9 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
     use baton_proto::convert::BasedItem;
     let _guard = serial();
     run(Duration::from_secs(180), async {
-        let anvil = LocalL1 {
-            block_time_secs: Some(1),
-            ..Default::default()
-        }
-        .spawn()
-        .expect("anvil");
+        let anvil = local_l1();
         let mut cluster = Cluster::prepare(1);
-        cluster
-            .net
-            .genesis
-            .rollups
-            .push(baton_consensus::registry::RollupInfo {
-                id: 9,
-                name: "based-demo".into(),
-                mode: baton_consensus::registry::RollupMode::Based,
-            });
+        add_based_rollup(&mut cluster, 9);
         let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
             .await
             .expect("attach L1");
@@ -352,11 +356,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             }
         };
         while view.len() < 3 {
-            let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await
-                .expect("a batch within 30 s")
-                .expect("stream")
-                .expect("open");
+            let item = next_based(&mut stream, 30).await;
             read(item, &mut view, &mut notices);
         }
         // In inbox order, one batch per L1 block, bundles' entries contiguous and in order.
@@ -390,11 +390,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
         let fourth = vec![user.bundle(&[(9, b"after the reorg")])];
         let fourth_block = post(borsh::to_vec(&fourth).unwrap()).await;
         while !view.contains_key(&fourth_block) {
-            let item = tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await
-                .expect("an item within 30 s")
-                .expect("stream")
-                .expect("open");
+            let item = next_based(&mut stream, 30).await;
             read(item, &mut view, &mut notices);
         }
         assert!(
@@ -443,11 +439,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
         let mut again = std::collections::BTreeMap::new();
         let mut none = Vec::new();
         while again.len() < canonical.len() {
-            let item = tokio::time::timeout(Duration::from_secs(10), fresh.next())
-                .await
-                .expect("stored batches")
-                .expect("stream")
-                .expect("open");
+            let item = next_based(&mut fresh, 10).await;
             read(item, &mut again, &mut none);
         }
         assert_eq!(again, canonical);
@@ -482,22 +474,9 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
     use baton_proto::convert::BasedItem;
     let _guard = serial();
     run(Duration::from_secs(180), async {
-        let anvil = LocalL1 {
-            block_time_secs: Some(1),
-            ..Default::default()
-        }
-        .spawn()
-        .expect("anvil");
+        let anvil = local_l1();
         let mut cluster = Cluster::prepare(1);
-        cluster
-            .net
-            .genesis
-            .rollups
-            .push(baton_consensus::registry::RollupInfo {
-                id: 9,
-                name: "based-demo".into(),
-                mode: baton_consensus::registry::RollupMode::Based,
-            });
+        add_based_rollup(&mut cluster, 9);
         let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
             .await
             .expect("attach L1");
@@ -538,11 +517,7 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
                 .iter()
                 .all(|b| seen.iter().any(|(_, h, _)| *h == b.hash()))
             {
-                let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
-                    .await
-                    .expect("forwarded bundles derived within 60 s")
-                    .expect("stream")
-                    .expect("open");
+                let item = next_based(&mut stream, 60).await;
                 if let BasedItem::Batch {
                     l1_block, entries, ..
                 } = item
@@ -617,11 +592,7 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
         let mut client = cluster.client(0).await;
         let mut stream = client.stream_based(9, 1).await.expect("stream");
         loop {
-            let item = tokio::time::timeout(Duration::from_secs(60), stream.next())
-                .await
-                .expect("the stored bundle is posted after the restart")
-                .expect("stream")
-                .expect("open");
+            let item = next_based(&mut stream, 60).await;
             if let BasedItem::Batch { entries, .. } = item {
                 if entries.iter().any(|e| e.bundle_hash == late.hash()) {
                     break;

@@ -117,6 +117,24 @@ impl L1 {
             .erased()
     }
 
+    /// A watcher of `inbox` from `from_block` at `safety`.
+    pub fn watcher(
+        &self,
+        inbox: EthAddress,
+        from_block: u64,
+        safety: baton_l1_inclusion::watcher::Safety,
+    ) -> baton_l1_inclusion::watcher::Watcher<DynProvider> {
+        baton_l1_inclusion::watcher::Watcher::new(
+            self.reader(),
+            inbox,
+            baton_l1_inclusion::watcher::WatcherConfig {
+                safety,
+                from_block,
+                ..Default::default()
+            },
+        )
+    }
+
     /// A provider that does not sign (the poster signs itself).
     pub fn reader(&self) -> DynProvider {
         ProviderBuilder::new()
