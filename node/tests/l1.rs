@@ -37,6 +37,21 @@ fn add_based_rollup(cluster: &mut Cluster, id: u64) {
         });
 }
 
+/// One validator (not started) with based rollup 9, attached to `anvil`, serving based rollups at `latest`.
+async fn based_cluster(
+    anvil: &alloy::node_bindings::AnvilInstance,
+) -> (Cluster, baton_l1_inclusion::contracts::Deployment) {
+    let mut cluster = Cluster::prepare(1);
+    add_based_rollup(&mut cluster, 9);
+    let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(anvil, 10))
+        .await
+        .expect("attach L1");
+    cluster.edit_config(0, |c| {
+        c.l1.as_mut().expect("l1").based_safety = baton_l1_inclusion::watcher::Safety::Latest
+    });
+    (cluster, deployment)
+}
+
 /// The next item of a based stream, within `secs`.
 async fn next_based(
     stream: &mut baton_proto::client::BasedStream,
@@ -281,14 +296,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
     let _guard = serial();
     run(Duration::from_secs(180), async {
         let anvil = local_l1();
-        let mut cluster = Cluster::prepare(1);
-        add_based_rollup(&mut cluster, 9);
-        let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
-            .await
-            .expect("attach L1");
-        cluster.edit_config(0, |c| {
-            c.l1.as_mut().expect("l1").based_safety = baton_l1_inclusion::watcher::Safety::Latest
-        });
+        let (mut cluster, deployment) = based_cluster(&anvil).await;
         cluster.start_node(0);
         cluster.wait_height(0, 1, Duration::from_secs(60)).await;
 
@@ -475,11 +483,7 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
     let _guard = serial();
     run(Duration::from_secs(180), async {
         let anvil = local_l1();
-        let mut cluster = Cluster::prepare(1);
-        add_based_rollup(&mut cluster, 9);
-        let deployment = attach_l1(&mut cluster.net, &DevnetL1::local(&anvil, 10))
-            .await
-            .expect("attach L1");
+        let (mut cluster, deployment) = based_cluster(&anvil).await;
         let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
         std::fs::write(
             cluster.net.nodes[0].dir.join("forward.key"),
@@ -488,7 +492,6 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
         .expect("key");
         cluster.edit_config(0, |c| {
             let l1 = c.l1.as_mut().expect("l1");
-            l1.based_safety = baton_l1_inclusion::watcher::Safety::Latest;
             l1.forward_key_file = Some("forward.key".into());
             l1.forward.flush_ms = 200;
             l1.forward.sender.blob_min_bytes = 4096;
