@@ -9,6 +9,7 @@
 //! signatures, and [`host::Host`] answers each engine step (propose, receive parts, commit a decision, sync).
 //! [`origin`] ties blocks to L1: each header names an L1 block, and forced-inclusion entries of the L1 inbox
 //! that are overdue by then must be in the block. [`bench`] keeps a validator that misses its turn out of the proposer rotation for a while, as chain state.
+//! [`epoch`] is the validator-set function: who validates the next epoch, from a table of staked keys.
 //! [`check`] judges a whole run (submissions and every node's chain): forks, lost, duplicated, split bundles.
 //! `sim` (feature `sim`, and in tests) runs whole networks of these on a virtual clock over a faulty network.
 //!
@@ -20,6 +21,7 @@ pub mod block;
 pub mod bundle;
 pub mod check;
 pub mod context;
+pub mod epoch;
 pub mod error;
 pub mod hash;
 pub mod host;
