@@ -17,6 +17,13 @@ alloy::sol!(
     "contracts/artifacts/BatonInbox.json"
 );
 
+alloy::sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    BatonStaking,
+    "contracts/artifacts/BatonStaking.json"
+);
+
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address as EthAddress, B256, U256};
 use alloy::providers::ProviderBuilder;

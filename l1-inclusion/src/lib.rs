@@ -8,7 +8,9 @@
 //! force an entry into a shared rollup; the [`watcher::Watcher`] follows its events on the canonical chain at a
 //! chosen safety, rolling them back on reorgs, and [`based::Deriver`] turns a based rollup's inbox events into its
 //! batches ([`blobs`] reads batches posted as EIP-4844 blobs); [`sender::InboxSender`] posts batches to the
-//! inbox (calldata or blobs by size) with the same nonce and fee discipline as the poster. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
+//! inbox (calldata or blobs by size) with the same nonce and fee discipline as the poster.
+//! [`contracts::BatonStaking`] holds validator stakes (allowlist first, then open) and [`staking`] reads its
+//! events for the validator-set function. [`anvil`] starts the pinned local L1 used by tests and `baton devnet`.
 //!
 //! This crate depends on `baton-consensus` for domain types only; the node wires it to the chain.
 
@@ -20,6 +22,7 @@ pub mod contracts;
 pub mod error;
 pub mod poster;
 pub mod sender;
+pub mod staking;
 pub mod watcher;
 
 pub use error::L1Error;

@@ -1,0 +1,212 @@
+//! The staking contract against a real local L1 (anvil): registration behind an allowlist, then open; stake,
+//! exit, withdraw after the delay; and the events read back into the validator-set function's candidate table.
+
+#![allow(clippy::unwrap_used)] // test helpers
+
+mod common;
+
+use alloy::network::TransactionBuilder;
+use alloy::primitives::{Address as EthAddress, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::sol_types::SolCall;
+use baton_consensus::epoch::{next_set, CandidateTable, SetChange, SetRules};
+use baton_l1_inclusion::contracts::BatonStaking;
+use common::L1;
+
+const ETHER: u128 = 1_000_000_000_000_000_000;
+
+/// A valid Ed25519 consensus key.
+fn key(n: u8) -> B256 {
+    B256::from(
+        ed25519_consensus::SigningKey::from([n; 32])
+            .verification_key()
+            .to_bytes(),
+    )
+}
+
+/// Sends `input` from dev account `from` with a fixed gas limit, so a refused call is mined and reverts on-chain;
+/// returns whether it succeeded.
+async fn send(l1: &L1, staking: EthAddress, from: usize, input: Vec<u8>, value: u128) -> bool {
+    let req = TransactionRequest::default()
+        .with_to(staking)
+        .with_input(input)
+        .with_value(U256::from(value))
+        .with_gas_limit(300_000);
+    l1.signer(from)
+        .send_transaction(req)
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
+    common::bounded(120, async {
+        let l1 = L1::start(true).await;
+        let governance = l1.address(0);
+        let staking = *BatonStaking::deploy(l1.provider.clone(), U256::from(ETHER), 3, governance)
+            .await
+            .unwrap()
+            .address();
+        let contract = BatonStaking::new(staking, l1.reader());
+        let register = |n: u8| {
+            BatonStaking::registerCall {
+                consensusKey: key(n),
+                attester: EthAddress::repeat_byte(n),
+            }
+            .abi_encode()
+        };
+
+        // Allowlist on: key 1 (allowlisted) registers; key 9 is refused on-chain and never registered.
+        assert!(
+            send(
+                &l1,
+                staking,
+                0,
+                BatonStaking::setAllowlistedCall {
+                    consensusKey: key(1),
+                    allowed: true
+                }
+                .abi_encode(),
+                0
+            )
+            .await
+        );
+        assert!(
+            !send(&l1, staking, 5, register(9), 2 * ETHER).await,
+            "not allowlisted"
+        );
+        assert_eq!(
+            contract.stakes(key(9)).call().await.unwrap().owner,
+            EthAddress::ZERO
+        );
+        assert!(send(&l1, staking, 1, register(1), 2 * ETHER).await);
+        // Only governance opens registration; below the minimum stake is refused.
+        assert!(
+            !send(
+                &l1,
+                staking,
+                2,
+                BatonStaking::openRegistrationCall {}.abi_encode(),
+                0
+            )
+            .await
+        );
+        assert!(
+            send(
+                &l1,
+                staking,
+                0,
+                BatonStaking::openRegistrationCall {}.abi_encode(),
+                0
+            )
+            .await
+        );
+        assert!(
+            !send(&l1, staking, 2, register(2), ETHER / 2).await,
+            "below minStake"
+        );
+        for n in 2..=5u8 {
+            assert!(send(&l1, staking, n as usize, register(n), ETHER * u128::from(n)).await);
+        }
+        assert!(
+            send(
+                &l1,
+                staking,
+                2,
+                BatonStaking::increaseCall {
+                    consensusKey: key(2)
+                }
+                .abi_encode(),
+                5 * ETHER
+            )
+            .await
+        );
+        // Only the owner touches a stake.
+        assert!(
+            !send(
+                &l1,
+                staking,
+                3,
+                BatonStaking::requestExitCall {
+                    consensusKey: key(2)
+                }
+                .abi_encode(),
+                0
+            )
+            .await
+        );
+
+        // Key 1 exits: not withdrawable before the delay, then paid back.
+        let exit = BatonStaking::requestExitCall {
+            consensusKey: key(1),
+        }
+        .abi_encode();
+        let withdraw = BatonStaking::withdrawCall {
+            consensusKey: key(1),
+        }
+        .abi_encode();
+        assert!(send(&l1, staking, 1, exit, 0).await);
+        assert!(
+            !send(&l1, staking, 1, withdraw.clone(), 0).await,
+            "exit delay not over"
+        );
+        l1.mine(3).await;
+        let before = l1.provider.get_balance(l1.address(1)).await.unwrap();
+        assert!(send(&l1, staking, 1, withdraw, 0).await);
+        let after = l1.provider.get_balance(l1.address(1)).await.unwrap();
+        assert!(
+            after > before + U256::from(ETHER),
+            "stake returned: {before} -> {after}"
+        );
+
+        // The events, read back per L1 block, give the set function its table.
+        let logs = l1
+            .provider
+            .get_logs(&Filter::new().address(staking).from_block(0))
+            .await
+            .unwrap();
+        let mut table = CandidateTable::default();
+        for (_, events) in baton_l1_inclusion::staking::by_block(&logs) {
+            table.apply_block(events);
+        }
+        let keys: Vec<[u8; 32]> = table.candidates.keys().copied().collect();
+        let mut expected: Vec<[u8; 32]> = (2..=5u8).map(|n| key(n).0).collect();
+        expected.sort();
+        assert_eq!(
+            keys, expected,
+            "withdrawn and refused keys are not candidates"
+        );
+        assert_eq!(table.candidates[&key(2).0].stake, 7 * ETHER);
+        assert_eq!(table.candidates[&key(3).0].attester, [3; 20]);
+        let rules = SetRules {
+            epoch_length: 10,
+            max_validators: 10,
+            min_stake: ETHER,
+            stake_per_power: ETHER,
+            min_validators: 4,
+        };
+        let genesis = baton_consensus::context::ValidatorSet::new(
+            (1..=4u8)
+                .map(|n| {
+                    baton_consensus::context::Validator::new(
+                        ed25519_consensus::VerificationKey::try_from(key(n).0).unwrap(),
+                        1,
+                    )
+                })
+                .collect(),
+        )
+        .unwrap();
+        let (set, change) = next_set(&table, &rules, &genesis);
+        // Powers 7, 3, 4, 5: 7 is above a third of 19, so it is capped at half of the others' 12.
+        assert_eq!(change, SetChange::Capped(vec![key(2).0]));
+        let mut powers: Vec<u64> = set.validators().iter().map(|v| v.voting_power).collect();
+        powers.sort();
+        assert_eq!(powers, vec![3, 4, 5, 6]);
+    })
+    .await;
+}
