@@ -11,22 +11,35 @@ use crate::error::L1Error;
 pub const ANVIL_RELATIVE_PATH: &str =
     "tools/l1/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil";
 
-/// The anvil binary: `$BATON_ANVIL` if set, else the one setup installed in this checkout.
+/// The anvil binary: `$BATON_ANVIL` if set, else the one setup installed in this checkout, found from the
+/// running process (cargo's `CARGO_MANIFEST_DIR` under `cargo test`, else the working directory and its parents).
+/// Resolved at run time: a build reused from another checkout of the same workspace (a shared target directory)
+/// must not point into that checkout.
 pub fn anvil_path() -> Result<PathBuf, L1Error> {
     if let Some(p) = std::env::var_os("BATON_ANVIL") {
         return Ok(PathBuf::from(p));
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(ANVIL_RELATIVE_PATH);
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(L1Error::Anvil(format!(
-            "anvil not found at {}: run ./scripts/setup.sh (or set BATON_ANVIL)",
-            p.display()
-        )))
+    let mut starts: Vec<PathBuf> = Vec::new();
+    starts.extend(std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from));
+    starts.extend(std::env::current_dir().ok());
+    for start in &starts {
+        if let Some(p) = start
+            .ancestors()
+            .map(|dir| dir.join(ANVIL_RELATIVE_PATH))
+            .find(|p| p.is_file())
+        {
+            return Ok(p);
+        }
     }
+    Err(L1Error::Anvil(format!(
+        "anvil not found under {} or their parents ({ANVIL_RELATIVE_PATH}): run ./scripts/setup.sh from the \
+         checkout (or set BATON_ANVIL)",
+        starts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Options for a local L1.

@@ -93,6 +93,15 @@ impl BasedBatches {
         self.state().derived.contains_key(bundle)
     }
 
+    /// Those of `bundles` the derived batches hold (one lock for the lot).
+    pub fn derived_among<'a>(&self, bundles: impl Iterator<Item = &'a Hash>) -> Vec<Hash> {
+        let s = self.state();
+        bundles
+            .filter(|h| s.derived.contains_key(h))
+            .copied()
+            .collect()
+    }
+
     /// Inbox entries skipped by the derivation rules so far.
     pub fn skipped(&self) -> u64 {
         self.state().skipped
@@ -136,23 +145,10 @@ pub fn start<P: Provider + Clone + 'static>(
             ?safety,
             "deriving based rollups from the L1 inbox"
         );
-        let mut failing = false;
         loop {
-            match watcher.poll().await {
-                Ok(Some(update)) => {
-                    failing = false;
-                    let update = resolve_blobs(update, &blobs, poll).await;
-                    apply(&shared, &mut derivers, update);
-                    continue;
-                }
-                Ok(None) => failing = false,
-                Err(e) if !failing => {
-                    warn!(error = %e, "reading the L1 inbox for based rollups failed; retrying");
-                    failing = true;
-                }
-                Err(e) => debug!(error = %e, "reading the L1 inbox failed again"),
-            }
-            tokio::time::sleep(poll).await;
+            let update = crate::inbox::next_update(&mut watcher, poll, "based rollups").await;
+            let update = resolve_blobs(update, &blobs, poll).await;
+            apply(&shared, &mut derivers, update);
         }
     });
     Some(out)

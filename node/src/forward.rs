@@ -115,7 +115,8 @@ pub struct ForwardHandle {
 }
 
 impl ForwardHandle {
-    /// Checks `bundle` (all of its entries for `rollup`, a based rollup), stores it, then queues it.
+    /// Checks `bundle` (every entry for `rollup`, a based rollup: an entry for a shared rollup is refused with
+    /// `MixedModes`, as ingest would), stores it, then queues it.
     pub async fn submit(&self, rollup: RollupId, bundle: Bundle) -> Result<Hash, SubmitError> {
         check_bundle_form(&bundle, &self.spec).map_err(SubmitError::Invalid)?;
         if let Some(e) = bundle.entries.iter().find(|e| e.rollup_id != rollup) {
@@ -219,11 +220,7 @@ pub async fn start<P: Provider + 'static>(
             }
             next_flush = tokio::time::Instant::now() + flush;
             // Done: the derivation shows them.
-            let done: Vec<Hash> = waiting
-                .keys()
-                .filter(|h| based.contains(h))
-                .copied()
-                .collect();
+            let done = based.derived_among(waiting.keys());
             if !done.is_empty() {
                 if let Err(e) = store.remove_forward(&done) {
                     warn!(error = %e, "cannot drop forwarded bundles from the store");

@@ -253,15 +253,12 @@ impl Api {
             .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?
             .try_into()
             .map_err(|e: baton_proto::ConversionError| Status::invalid_argument(e.to_string()))?;
-        // A bundle for one based rollup goes to the L1 inbox through this node's forwarder, if it has one; a
-        // mixed one is refused at ingest (FAILED_PRECONDITION saying why).
+        // A bundle for a based rollup goes to this node's forwarder, if it has one (which refuses a mix with
+        // shared rollups as ingest does); without one, ingest refuses it (FAILED_PRECONDITION saying why).
         let based = crate::forward::based_rollup(&bundle, &self.spec)
             .map_err(|e| submit_status(SubmitError::Invalid(e)))?;
         if let (Some(rollup), Some(fwd)) = (based, &self.forward) {
-            let only_based = bundle.entries.iter().all(|e| e.rollup_id == rollup);
-            if only_based {
-                return fwd.submit(rollup, bundle).await.map_err(submit_status);
-            }
+            return fwd.submit(rollup, bundle).await.map_err(submit_status);
         }
         self.ingest.submit(bundle).await.map_err(submit_status)
     }

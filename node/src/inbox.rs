@@ -164,26 +164,34 @@ pub fn start<P: Provider + 'static>(
     );
     tokio::spawn(async move {
         info!(%inbox, "following the L1 inbox");
-        let mut failing = false;
         loop {
-            match watcher.poll().await {
-                Ok(Some(update)) => {
-                    failing = false;
-                    apply(&state, &watcher, update, &spec, keep);
-                    // More to read: go on at once.
-                    continue;
-                }
-                Ok(None) => failing = false,
-                Err(e) if !failing => {
-                    warn!(error = %e, "reading the L1 inbox failed; retrying");
-                    failing = true;
-                }
-                Err(e) => debug!(error = %e, "reading the L1 inbox failed again"),
-            }
-            tokio::time::sleep(cfg.poll).await;
+            let update = next_update(&mut watcher, cfg.poll, "L1 origin and forced entries").await;
+            apply(&state, &watcher, update, &spec, keep);
         }
     });
     view
+}
+
+/// The watcher's next update: polls at once while there is more to read, every `poll` otherwise; a failing L1
+/// endpoint is logged once (as a warning, naming `what` follows it) until it answers again.
+pub(crate) async fn next_update<P: Provider>(
+    watcher: &mut Watcher<P>,
+    poll: Duration,
+    what: &str,
+) -> WatcherUpdate {
+    let mut failing = false;
+    loop {
+        match watcher.poll().await {
+            Ok(Some(update)) => return update,
+            Ok(None) => failing = false,
+            Err(e) if !failing => {
+                warn!(error = %e, what, "reading the L1 inbox failed; retrying");
+                failing = true;
+            }
+            Err(e) => debug!(error = %e, what, "reading the L1 inbox failed again"),
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 fn apply<P: Provider>(

@@ -10,7 +10,8 @@ use baton_node::config::NodeConfig;
 use serde_yaml::Value;
 
 fn deploy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+    // At run time: a test binary reused from another checkout (shared target directory) must read this one.
+    Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo test")).join("../deploy")
 }
 
 fn yaml(path: &Path) -> Vec<Value> {

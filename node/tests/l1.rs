@@ -563,6 +563,19 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
             .count();
         assert!(calldata >= 1, "no calldata batch");
         assert!(blobs >= 1, "no blob batch");
+        // A node that forwards still refuses a bundle spanning a shared and a based rollup, saying why.
+        let mixed = user.bundle(&[(1, b"shared"), (9, b"based")]);
+        match client.submit(&mixed).await.unwrap_err() {
+            baton_proto::client::ClientError::Status(s) => {
+                assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+                assert!(
+                    s.message().contains("shared rollup 1 and based rollup 9"),
+                    "{}",
+                    s.message()
+                );
+            }
+            other => panic!("expected a status, got {other}"),
+        }
         // Submitting an already derived bundle again is acknowledged and not posted twice.
         assert_eq!(
             client.submit(&small[0]).await.expect("ack"),
