@@ -116,6 +116,8 @@ pub struct BlockContext {
     pub parent_bench: Bench,
     /// The validator set with `parent_bench` applied for this height: its rotation names the proposers.
     pub validators: ValidatorSet,
+    /// The set deciding the next height (this one's, except when an epoch ends with a change).
+    pub next_validators: ValidatorSet,
     /// The parent's L1 origin (zero at genesis and on a chain without L1).
     pub parent_l1_origin: L1Origin,
     /// The origin to build with (used when building; validation takes it from the header).
@@ -157,8 +159,15 @@ pub fn build_block(
             .parent_bench
             .after(&ctx.validators, ctx.height, ctx.round, proposer),
         l1_origin: ctx.l1_origin,
+        next_validator_set_hash: ctx.next_validators.hash(),
     };
-    Block { header, bundles }
+    let next_validators =
+        (ctx.next_validators.hash() != ctx.validator_set_hash).then(|| ctx.next_validators.clone());
+    Block {
+        header,
+        bundles,
+        next_validators,
+    }
 }
 
 /// What validation of a good block found.
@@ -234,6 +243,12 @@ pub fn validate_block(
         return Err(BlockError::WrongValidatorSet {
             got: h.validator_set_hash,
             expected: ctx.validator_set_hash,
+        });
+    }
+    if h.next_validator_set_hash != ctx.next_validators.hash() {
+        return Err(BlockError::WrongNextValidatorSet {
+            got: h.next_validator_set_hash,
+            expected: ctx.next_validators.hash(),
         });
     }
     if h.bundle_count as usize != block.bundles.len() || hashes.len() != block.bundles.len() {
@@ -402,6 +417,7 @@ mod tests {
             parent_bench: Bench::default(),
             parent_l1_origin: Default::default(),
             l1_origin: Default::default(),
+            next_validators: validators.clone(),
             validators,
         }
     }

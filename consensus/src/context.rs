@@ -388,6 +388,46 @@ impl ValidatorSet {
     }
 }
 
+/// On the wire and on disk a set is its members (public key, voting power), sorted by address; decoding rebuilds
+/// the rotation and refuses what [`ValidatorSet::new`] refuses (a bench is never encoded).
+impl BorshSerialize for ValidatorSet {
+    fn serialize<W: std::io::Write>(&self, writer: &mut W) -> std::io::Result<()> {
+        let rows: Vec<([u8; 32], u64)> = self
+            .validators
+            .iter()
+            .map(|v| (*v.public_key.as_bytes(), v.voting_power))
+            .collect();
+        BorshSerialize::serialize(&rows, writer)
+    }
+}
+
+impl BorshDeserialize for ValidatorSet {
+    fn deserialize_reader<R: std::io::Read>(reader: &mut R) -> std::io::Result<Self> {
+        let rows: Vec<([u8; 32], u64)> = BorshDeserialize::deserialize_reader(reader)?;
+        if rows.len() > MAX_VALIDATORS {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} validators, more than {MAX_VALIDATORS}", rows.len()),
+            ));
+        }
+        let validators = rows
+            .into_iter()
+            .map(|(k, p)| {
+                VerificationKey::try_from(k)
+                    .map(|k| Validator::new(k, p))
+                    .map_err(|e| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        ValidatorSet::new(validators)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    }
+}
+
+/// Most validators a decoded set may list.
+pub const MAX_VALIDATORS: usize = 1024;
+
 impl mct::ValidatorSet<BatonContext> for ValidatorSet {
     fn count(&self) -> usize {
         self.validators.len()

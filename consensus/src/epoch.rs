@@ -40,7 +40,16 @@ pub struct Candidate {
 }
 
 /// One staking event, keyed by the consensus key it concerns.
-#[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    BorshSerialize,
+    BorshDeserialize,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub enum StakeEvent {
     Registered {
         key: ConsensusKey,
@@ -78,6 +87,19 @@ pub struct CandidateTable {
 }
 
 impl CandidateTable {
+    /// The table after `events` (each with its L1 block number), applied block by block in ascending order.
+    pub fn from_blocks(events: impl IntoIterator<Item = (u64, PositionedEvent)>) -> Self {
+        let mut blocks: BTreeMap<u64, Vec<PositionedEvent>> = BTreeMap::new();
+        for (n, e) in events {
+            blocks.entry(n).or_default().push(e);
+        }
+        let mut t = CandidateTable::default();
+        for (_, events) in blocks {
+            t.apply_block(events);
+        }
+        t
+    }
+
     /// Applies one L1 block's events in (transaction, log) order, whatever order they are given in. Events about
     /// unknown keys (other than a registration) and a second registration of a known key are ignored.
     pub fn apply_block(&mut self, mut events: Vec<PositionedEvent>) {

@@ -208,6 +208,10 @@ pub enum BlockError {
     WrongBench,
     #[error("validator set hash {got}, expected {expected}")]
     WrongValidatorSet { got: Hash, expected: Hash },
+    #[error("header.next_validator_set_hash {got} is not the next height's set {expected}")]
+    WrongNextValidatorSet { got: Hash, expected: Hash },
+    #[error("the staking table at L1 block {number} is not known here yet (the next epoch's set depends on it)")]
+    StakeTableUnknown { number: u64 },
     #[error("header says {header} bundles, body has {body}")]
     BundleCountMismatch { header: u32, body: usize },
     #[error("block has {got} bundles, the limit is {limit}")]

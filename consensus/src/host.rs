@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::{CommitCertificate, CommitSignature, Round, Validity};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::bench::Bench;
 use crate::block::{
@@ -21,14 +21,17 @@ use crate::context::{
     round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart,
     Signature, ValidatorSet, Value,
 };
-use crate::error::{BundleError, ConsensusError};
+use crate::epoch::next_set;
+use crate::error::{BlockError, BundleError, ConsensusError};
 use crate::hash::Hash;
 use crate::mempool::{Admission, Mempool, MempoolLimits};
 use crate::origin::{owed_forced, Certified, ForcedBundle, L1View};
 use crate::params::ConsensusParams;
 use crate::registry::ChainSpec;
 use crate::store::{ChainStore, UndecidedProposal};
-use crate::types::{batches_of, namespace_table, Address, Block, BlockHeader, Bundle, Certificate};
+use crate::types::{
+    batches_of, namespace_table, Address, Block, BlockHeader, Bundle, Certificate, L1Origin,
+};
 
 /// Milliseconds since the Unix epoch, from whatever clock the caller trusts.
 pub trait Clock: Send + Sync {
@@ -214,6 +217,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             max_per_sender: limits.mempool_max_per_sender,
         });
         let current = tip.as_ref().map_or(1, |t| t.height + 1);
+        // The set of the next height: the genesis one until a decided block named another.
+        let validators = store.validator_set_at(current)?.unwrap_or(validators);
         let mut host = Host {
             domain,
             genesis_hash,
@@ -353,7 +358,62 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             parent_timestamp_ms,
             validator_set_hash: self.validators.hash(),
             validators: parent_bench.apply(&self.validators, height),
+            next_validators: self.validators.clone(),
             parent_bench,
+        }
+    }
+
+    /// The set deciding `height + 1` for a block at `height` on L1 origin `origin`: this height's set, except in an
+    /// epoch's last block on a chain with epochs, where [`next_set`] picks it from the staking table at the origin
+    /// (the L1 state every validator judging the block agreed on). A view that has not read that far cannot judge
+    /// ([`BlockError::StakeTableUnknown`]).
+    pub fn next_validators(
+        &self,
+        height: u64,
+        origin: &L1Origin,
+    ) -> Result<ValidatorSet, BlockError> {
+        let current = &self.validators;
+        let (Some(rules), Some(l1)) = (&self.spec.epochs, &self.l1) else {
+            return Ok(current.clone());
+        };
+        if !rules.is_boundary(height + 1) {
+            return Ok(current.clone());
+        }
+        let table = l1
+            .stake_table(origin.number)
+            .ok_or(BlockError::StakeTableUnknown {
+                number: origin.number,
+            })?;
+        let (set, change) = next_set(&table, rules, current);
+        debug!(
+            height,
+            origin = origin.number,
+            ?change,
+            validators = set.validators().len(),
+            "next epoch's set"
+        );
+        Ok(set)
+    }
+
+    /// The next set a certified block carries: its body's set when its header names a new one (only at an epoch's
+    /// end), this height's set otherwise.
+    fn carried_next_set(&self, block: &Block) -> Result<ValidatorSet, BlockError> {
+        let h = &block.header;
+        let current = &self.validators;
+        if h.next_validator_set_hash == current.hash() && block.next_validators.is_none() {
+            return Ok(current.clone());
+        }
+        let at_boundary = self
+            .spec
+            .epochs
+            .as_ref()
+            .is_some_and(|r| r.is_boundary(h.height + 1));
+        match &block.next_validators {
+            Some(set) if at_boundary && set.hash() == h.next_validator_set_hash => Ok(set.clone()),
+            carried => Err(BlockError::WrongNextValidatorSet {
+                got: h.next_validator_set_hash,
+                expected: carried.as_ref().map_or(current.hash(), ValidatorSet::hash),
+            }),
         }
     }
 
@@ -424,15 +484,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     warn!(height, round = a.round, proposer = %a.proposer, "early proposal from a validator that is not the proposer; dropping");
                     continue;
                 }
-                let valid = self.judge(&a.block, &a.hashes, height, false);
+                let mut block = a.block;
+                let valid = self.judge(&mut block, &a.hashes, height, false);
                 let p = UndecidedProposal {
                     round: a.round,
                     valid_round: a.pol_round.as_u32(),
                     proposer: a.proposer,
                     valid,
-                    block: a.block,
+                    block,
                 };
-                self.store.put_undecided(height, &p)?;
+                self.record(height, &p)?;
             }
         }
         Ok(self
@@ -447,8 +508,25 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// Validates `block` (whose bundle hashes are `hashes`) for `height`. Signatures of a valid block are
     /// remembered, so the same bundles re-proposed in a later round are not recovered again. A `certified` block
     /// (synced with its certificate) skips the L1 rules ([`Certified`]).
-    fn judge(&mut self, block: &Block, hashes: &[Hash], height: u64, certified: bool) -> bool {
-        let ctx = self.block_context(height, block.header.round);
+    ///
+    /// The next height's validator set is computed here (an epoch's last block, [`Host::next_validators`]) and
+    /// put in `block.next_validators` when it differs from this height's; a certified block brings its own, which
+    /// must match its header.
+    fn judge(&mut self, block: &mut Block, hashes: &[Hash], height: u64, certified: bool) -> bool {
+        let mut ctx = self.block_context(height, block.header.round);
+        let next = if certified {
+            self.carried_next_set(block)
+        } else {
+            self.next_validators(height, &block.header.l1_origin)
+        };
+        match next {
+            Ok(set) => ctx.next_validators = set,
+            Err(e) => {
+                warn!(height, block = %block.hash(), error = %e, "invalid proposal");
+                self.stats.invalid_proposals += 1;
+                return false;
+            }
+        }
         let now = self.clock.now_ms();
         let view = HostView {
             store: &self.store,
@@ -475,6 +553,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     recovered = v.signatures_checked,
                     "valid proposal"
                 );
+                block.next_validators = (ctx.next_validators.hash() != ctx.validator_set_hash)
+                    .then_some(ctx.next_validators);
                 self.stats.signatures_recovered += v.signatures_checked as u64;
                 self.known_hashes.insert(block.hash(), hashes.to_vec());
                 for (b, h) in block.bundles.iter().zip(hashes) {
@@ -510,7 +590,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let block = match existing {
             Some(p) => p.block,
             None => {
-                let ctx = self.block_context(height, round);
+                let mut ctx = self.block_context(height, round);
+                match self.next_validators(height, &ctx.l1_origin) {
+                    Ok(set) => ctx.next_validators = set,
+                    // Validators will refuse this block as well; the round moves on.
+                    Err(e) => warn!(height, error = %e, "cannot compute the next epoch's set"),
+                }
                 let (hashes, bundles) = self.select(&ctx);
                 let block =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
@@ -849,6 +934,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 let block = Block {
                     header: p.header,
                     bundles,
+                    next_validators: None,
                 };
                 if let Some(v) =
                     self.finish(p.height, p.round, p.pol_round, p.proposer, block, p.hashes)?
@@ -1023,6 +1109,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let block = Block {
             header: *header,
             bundles: bundles.into_iter().flatten().collect(),
+            next_validators: None,
         };
         self.finish(height, round_n, pol_round, proposer, block, hashes)
     }
@@ -1055,7 +1142,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             return Ok(None);
         }
-        let valid = self.judge(&block, &hashes, height, false);
+        let mut block = block;
+        let valid = self.judge(&mut block, &hashes, height, false);
         let p = UndecidedProposal {
             round: round_n,
             valid_round: pol_round.as_u32(),
@@ -1063,20 +1151,50 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             valid,
             block,
         };
-        self.store.put_undecided(height, &p)?;
+        self.record(height, &p)?;
         Ok(Some(proposed_value(height, &p)))
     }
 
     /// Commits a decision. Returns the decided block.
     pub fn decided(&mut self, cert: Certificate) -> Result<Block, ConsensusError> {
         let height = cert.height;
-        let block = self
+        let mut found: Vec<UndecidedProposal> = self
             .store
             .undecided(height)?
             .into_iter()
-            .find(|p| p.block.hash() == cert.block_hash)
+            .filter(|p| p.block.hash() == cert.block_hash)
+            .collect();
+        // A copy judged valid here carries the next set this node computed; a carried set must match the header.
+        found.sort_by_key(|p| !p.valid);
+        let current = self.validators.hash();
+        let carries_named_set = |b: &Block| match &b.next_validators {
+            None => b.header.next_validator_set_hash == current,
+            Some(set) => set.hash() == b.header.next_validator_set_hash && set.hash() != current,
+        };
+        let mut block = found
+            .into_iter()
             .map(|p| p.block)
+            .reduce(|best, b| {
+                if !carries_named_set(&best) && carries_named_set(&b) {
+                    b
+                } else {
+                    best
+                }
+            })
             .ok_or(ConsensusError::UnknownBlock(cert.block_hash))?;
+        if !carries_named_set(&block) {
+            block.next_validators = None;
+        }
+        if block.header.next_validator_set_hash != current && block.next_validators.is_none() {
+            // Decided by the others while this node could not judge it (its L1 view was behind): compute the set
+            // now, or take the block with its set through sync.
+            match self.next_validators(height, &block.header.l1_origin) {
+                Ok(set) if set.hash() == block.header.next_validator_set_hash => {
+                    block.next_validators = Some(set)
+                }
+                _ => return Err(ConsensusError::UnknownBlock(cert.block_hash)),
+            }
+        }
         let hashes = self
             .known_hashes
             .remove(&cert.block_hash)
@@ -1112,10 +1230,35 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.verified.clear();
         self.known_hashes.clear();
         self.parked.retain(|p| p.height > height);
+        if let Some(set) = &block.next_validators {
+            info!(
+                height = height + 1,
+                validators = set.validators().len(),
+                power = set.total_power(),
+                set = %set.hash(),
+                "new validator set"
+            );
+            self.validators = set.clone();
+        }
         self.tip = Some(block.header.clone());
         self.current = height + 1;
         self.future.retain(|h, _| *h > height);
         Ok(block)
+    }
+
+    /// Stores a judged proposal, unless it is an invalid copy of a block already stored as valid for that round (a
+    /// forged sync copy must not replace the good one: the hash does not cover the carried next set).
+    fn record(&self, height: u64, p: &UndecidedProposal) -> Result<(), ConsensusError> {
+        if !p.valid
+            && self
+                .store
+                .undecided(height)?
+                .iter()
+                .any(|q| q.valid && q.round == p.round && q.block.hash() == p.block.hash())
+        {
+            return Ok(());
+        }
+        self.store.put_undecided(height, p)
     }
 
     /// A decided block with its certificate, for peers that sync from us.
@@ -1137,7 +1280,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         proposer: Address,
         bytes: &[u8],
     ) -> Result<SyncVerdict, ConsensusError> {
-        let Ok(block) = Block::decode(bytes) else {
+        let Ok(mut block) = Block::decode(bytes) else {
             return Ok(SyncVerdict::PeerFault);
         };
         if height != self.next_height() || block.height() != height {
@@ -1145,7 +1288,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         // Certified by more than 2/3 of the set: its L1 origin was checked when it was decided, and this node's
         // own L1 view (catching up, or moved on) is no judge of it now.
-        let valid = self.judge(&block, &bundle_hashes(&block), height, true);
+        let hashes = bundle_hashes(&block);
+        let valid = self.judge(&mut block, &hashes, height, true);
         let p = UndecidedProposal {
             round,
             valid_round: None,
@@ -1153,7 +1297,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             valid,
             block,
         };
-        self.store.put_undecided(height, &p)?;
+        self.record(height, &p)?;
         Ok(SyncVerdict::Verdict(proposed_value(height, &p)))
     }
 }
@@ -1728,6 +1872,194 @@ mod tests {
         o.started_round(2, 0).unwrap();
         let next = o.block_context(2, 0);
         assert_eq!(next.parent_l1_origin, origins[2]);
+    }
+
+    #[test]
+    fn an_epochs_last_block_names_the_staked_set_which_then_decides() {
+        use crate::epoch::{PositionedEvent, SetRules, StakeEvent};
+        use crate::origin::MemL1;
+        let net = Net::new(4);
+        let newcomer = SigningKey::from([42; 32]);
+        let spec = ChainSpec {
+            epochs: Some(SetRules {
+                epoch_length: 2,
+                max_validators: 10,
+                min_stake: 10,
+                stake_per_power: 10,
+                min_validators: 4,
+            }),
+            ..ChainSpec::for_tests(7, 4)
+        };
+        // L1 block 1 registers the four genesis keys and a newcomer (10 each: power 1).
+        let staked = |keys: &[&SigningKey]| {
+            let l1 = Arc::new(MemL1::new(16));
+            l1.mine();
+            for (i, k) in keys.iter().enumerate() {
+                l1.stake(
+                    1,
+                    PositionedEvent {
+                        tx_index: i as u64,
+                        log_index: 0,
+                        event: StakeEvent::Registered {
+                            key: k.verification_key().to_bytes(),
+                            attester: [i as u8; 20],
+                            stake: 10,
+                        },
+                    },
+                );
+            }
+            l1
+        };
+        let mut all: Vec<&SigningKey> = net.keys.iter().collect();
+        all.push(&newcomer);
+        let l1 = staked(&all);
+        let expected = ValidatorSet::new(
+            all.iter()
+                .map(|k| crate::context::Validator::new(k.verification_key(), 1))
+                .collect(),
+        )
+        .unwrap();
+        let host = |who: Address, store: MemStore, l1: Arc<MemL1>| {
+            let key = net
+                .keys
+                .iter()
+                .find(|k| Address::from_public_key_bytes(k.verification_key().as_bytes()) == who)
+                .unwrap()
+                .clone();
+            let mut h = Host::new(
+                net.domain,
+                Hash::digest(&[b"genesis"]),
+                Some(ConsensusSigner::new(key, net.domain)),
+                net.vs.clone(),
+                spec.clone(),
+                HostLimits::default(),
+                store,
+                net.clock.clone(),
+            )
+            .unwrap();
+            h.set_l1(l1);
+            h
+        };
+        let addrs: Vec<Address> = net.vs.validators().iter().map(|v| v.address).collect();
+        let stores: Vec<MemStore> = addrs.iter().map(|_| MemStore::default()).collect();
+        let mut hosts: Vec<_> = addrs
+            .iter()
+            .zip(&stores)
+            .map(|(a, s)| host(*a, s.clone(), l1.clone()))
+            .collect();
+        for height in 1..=2u64 {
+            net.clock.advance(1_000);
+            let proposer = net.vs.proposer(height, 0).address;
+            let pi = addrs.iter().position(|a| *a == proposer).unwrap();
+            for h in hosts.iter_mut() {
+                h.started_round(height, 0).unwrap();
+            }
+            if height == 2 {
+                // A validator whose L1 view has not reached the origin cannot judge the epoch's last block.
+                let behind = Arc::new(MemL1::new(16));
+                let oi = (pi + 1) % 4;
+                let mut lagging = host(addrs[oi], MemStore::default(), behind);
+                for b in 1..2 {
+                    let blk = stores[oi].block(b).unwrap().unwrap();
+                    lagging
+                        .synced_value(b, 0, blk.header.proposer, &blk.encode())
+                        .unwrap();
+                    lagging.decided(cert(b, 0, blk.hash())).unwrap();
+                }
+                lagging.started_round(2, 0).unwrap();
+                // A proposer that does not see the newcomer's stake names the old set: refused.
+                let mut blind = host(
+                    proposer,
+                    MemStore::default(),
+                    staked(&net.keys.iter().collect::<Vec<_>>()),
+                );
+                let b1 = stores[pi].block(1).unwrap().unwrap();
+                blind
+                    .synced_value(1, 0, b1.header.proposer, &b1.encode())
+                    .unwrap();
+                blind.decided(cert(1, 0, b1.hash())).unwrap();
+                blind.started_round(2, 0).unwrap();
+                let (_, parts) = blind.propose(2, 0).unwrap();
+                let oi2 = (pi + 2) % 4;
+                let judge = &mut hosts[oi2];
+                let pv = deliver(judge, &parts, b"blind").expect("complete");
+                assert_eq!(
+                    pv.validity,
+                    Validity::Invalid,
+                    "a block naming the wrong next set"
+                );
+                let (_, parts) = hosts[pi].propose(2, 0).unwrap();
+                let pv = deliver(&mut lagging, &parts, b"p").expect("complete");
+                assert_eq!(
+                    pv.validity,
+                    Validity::Invalid,
+                    "no staking table at the origin here"
+                );
+            }
+            let (value, parts) = hosts[pi].propose(height, 0).unwrap();
+            for (i, h) in hosts.iter_mut().enumerate() {
+                if i != pi {
+                    let pv = deliver(h, &parts, b"p").expect("complete");
+                    assert_eq!(pv.validity, Validity::Valid, "height {height} at host {i}");
+                }
+                let block = h.decided(cert(height, 0, value.0)).unwrap();
+                let header = &block.header;
+                assert_eq!(header.validator_set_hash, net.vs.hash());
+                if height == 1 {
+                    assert_eq!(header.next_validator_set_hash, net.vs.hash());
+                    assert_eq!(block.next_validators, None);
+                } else {
+                    assert_eq!(header.next_validator_set_hash, expected.hash());
+                    assert_eq!(block.next_validators.as_ref(), Some(&expected));
+                }
+            }
+        }
+        // Height 3 (epoch 1) is decided by five validators, the newcomer among them; a restart keeps that.
+        for h in &hosts {
+            assert_eq!(h.validators(), &expected);
+            assert_eq!(h.height_validators().hash(), expected.hash());
+        }
+        let again = host(addrs[0], stores[0].clone(), l1.clone());
+        assert_eq!(again.validators(), &expected);
+
+        // A node syncing without L1 takes the set from the certified block, and refuses a block whose carried set
+        // is not the one its header names.
+        let mut fresh = Host::new(
+            net.domain,
+            Hash::digest(&[b"genesis"]),
+            None,
+            net.vs.clone(),
+            spec.clone(),
+            HostLimits::default(),
+            MemStore::default(),
+            net.clock.clone(),
+        )
+        .unwrap();
+        fresh.set_l1(Arc::new(Certified));
+        let b1 = stores[0].block(1).unwrap().unwrap();
+        fresh
+            .synced_value(1, 0, b1.header.proposer, &b1.encode())
+            .unwrap();
+        fresh.decided(cert(1, 0, b1.hash())).unwrap();
+        let b2 = stores[0].block(2).unwrap().unwrap();
+        let mut forged = b2.clone();
+        forged.next_validators = Some(net.vs.clone());
+        let SyncVerdict::Verdict(pv) = fresh
+            .synced_value(2, 0, b2.header.proposer, &forged.encode())
+            .unwrap()
+        else {
+            panic!("decodes")
+        };
+        assert_eq!(pv.validity, Validity::Invalid);
+        let SyncVerdict::Verdict(pv) = fresh
+            .synced_value(2, 0, b2.header.proposer, &b2.encode())
+            .unwrap()
+        else {
+            panic!("decodes")
+        };
+        assert_eq!(pv.validity, Validity::Valid);
+        fresh.decided(cert(2, 0, b2.hash())).unwrap();
+        assert_eq!(fresh.validators(), &expected);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use std::sync::Mutex;
 
 use crate::block::ChainView;
 use crate::bundle::Sender;
+use crate::epoch::{CandidateTable, PositionedEvent};
 use crate::error::BlockError;
 use crate::hash::Hash;
 use crate::params::ConsensusParams;
@@ -52,6 +53,11 @@ pub trait L1View: Send + Sync {
     fn forced_due(&self, number: u64) -> Vec<ForcedBundle>;
     /// A block with these bundles was decided (a view may forget forced entries among them).
     fn included(&self, _bundles: &[Hash]) {}
+    /// The staking candidate table after every staking event in L1 blocks up to `number` ([`crate::epoch`]);
+    /// `None` when this view has not read that far (or the chain has no staking contract).
+    fn stake_table(&self, _number: u64) -> Option<CandidateTable> {
+        None
+    }
 }
 
 /// The rule behind [`L1View::check_origin`], for a view whose newest block is `head` and which has `seen` as the
@@ -146,6 +152,7 @@ pub struct MemL1 {
 struct MemL1State {
     blocks: Vec<L1Origin>,
     forced: Vec<ForcedBundle>,
+    stakes: Vec<(u64, PositionedEvent)>,
     max_lag: u64,
 }
 
@@ -175,6 +182,11 @@ impl MemL1 {
     pub fn force(&self, f: ForcedBundle) {
         self.state().forced.push(f);
     }
+
+    /// Adds a staking event in L1 block `number`.
+    pub fn stake(&self, number: u64, e: PositionedEvent) {
+        self.state().stakes.push((number, e));
+    }
 }
 
 impl L1View for MemL1 {
@@ -200,5 +212,15 @@ impl L1View for MemL1 {
             .filter(|f| f.deadline <= number)
             .cloned()
             .collect()
+    }
+
+    fn stake_table(&self, number: u64) -> Option<CandidateTable> {
+        let s = self.state();
+        if s.blocks.last().is_none_or(|b| b.number < number) {
+            return None;
+        }
+        Some(CandidateTable::from_blocks(
+            s.stakes.iter().filter(|(n, _)| *n <= number).cloned(),
+        ))
     }
 }

@@ -208,6 +208,7 @@ mod tests {
             parent_l1_origin: Default::default(),
             l1_origin: Default::default(),
             validators: vs.clone(),
+            next_validators: vs.clone(),
         };
         let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
         let batches = batches_of(&block.bundles, &hashes);

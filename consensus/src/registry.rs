@@ -108,6 +108,8 @@ pub struct ChainSpec {
     pub network_id: u64,
     pub params: ConsensusParams,
     pub rollups: RollupRegistry,
+    /// Epochs and the set function ([`crate::epoch`]); `None`: the genesis set decides every height.
+    pub epochs: Option<crate::epoch::SetRules>,
 }
 
 impl ChainSpec {
@@ -126,6 +128,7 @@ impl ChainSpec {
                     .collect(),
             )
             .unwrap_or_default(),
+            epochs: None,
         }
     }
 }

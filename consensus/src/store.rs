@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::bundle::Sender;
+use crate::context::ValidatorSet;
 use crate::error::ConsensusError;
 use crate::hash::Hash;
 use crate::types::{
@@ -32,6 +33,7 @@ pub trait ChainStore: Send + Sync {
     fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError>;
     /// Where a bundle was included, if it was.
     fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError>;
+    /// Records a proposal; a second one with the same round and block hash replaces the first.
     fn put_undecided(
         &self,
         height: u64,
@@ -58,6 +60,9 @@ pub trait ChainStore: Send + Sync {
     fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError>;
     /// Why a bundle was dropped, if it was.
     fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError>;
+    /// The validator set deciding `height` when it is not the genesis set: the newest decided block below
+    /// `height` that carried `next_validators` names it (`commit` indexes them). `None`: the genesis set.
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError>;
 }
 
 #[derive(Default)]
@@ -116,12 +121,9 @@ impl ChainStore for MemStore {
     ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
         let list = g.undecided.entry(height).or_default();
-        if !list
-            .iter()
-            .any(|p| p.round == proposal.round && p.block.hash() == proposal.block.hash())
-        {
-            list.push(proposal.clone());
-        }
+        // Like a key-value store keyed by (height, round, block hash): the last write wins.
+        list.retain(|p| !(p.round == proposal.round && p.block.hash() == proposal.block.hash()));
+        list.push(proposal.clone());
         Ok(())
     }
 
@@ -184,5 +186,14 @@ impl ChainStore for MemStore {
 
     fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
         Ok(self.lock().dropped.get(bundle).cloned())
+    }
+
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
+        Ok(self
+            .lock()
+            .blocks
+            .range(..height)
+            .rev()
+            .find_map(|(_, (b, _))| b.next_validators.clone()))
     }
 }

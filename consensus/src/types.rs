@@ -74,6 +74,10 @@ pub struct BlockHeader {
     /// The L1 block this block builds on ([`crate::origin`]); zero on a chain without L1. Last in the header, so
     /// the fixed-offset fields the L1 commitment contract reads stay where they are.
     pub l1_origin: L1Origin,
+    /// Hash of the validator set that decides the next height: the same as `validator_set_hash` except in an
+    /// epoch's last block when the set changes ([`crate::epoch`]). Signed with the block, so a client that trusts
+    /// this set learns the next one from a certified header.
+    pub next_validator_set_hash: Hash,
 }
 
 /// An L1 block a Baton block builds on: the forced-inclusion entries due by then must be in the chain.
@@ -123,6 +127,9 @@ impl NamespaceEntry {
 pub struct Block {
     pub header: BlockHeader,
     pub bundles: Vec<Bundle>,
+    /// The next epoch's set when it differs from this block's (its hash is `header.next_validator_set_hash`).
+    /// Not part of proposals: each validator computes it; stored and synced with the decided block.
+    pub next_validators: Option<crate::context::ValidatorSet>,
 }
 
 impl Block {
@@ -278,8 +285,10 @@ mod tests {
                 round: 0,
                 bench: Default::default(),
                 l1_origin: Default::default(),
+                next_validator_set_hash: Hash::ZERO,
             },
             bundles: vec![a.clone(), b.clone()],
+            next_validators: None,
         };
         let batches = block.batches();
         let tags = |r: RollupId| -> Vec<(u8, u8)> {

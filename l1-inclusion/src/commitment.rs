@@ -193,6 +193,7 @@ mod tests {
             round: 0,
             bench: Default::default(),
             l1_origin: Default::default(),
+            next_validator_set_hash: Hash::digest(&[b"set"]),
         }
     }
 

@@ -88,3 +88,35 @@ pub async fn deploy(
         inbox_block: receipt.block_number.unwrap_or(0),
     })
 }
+
+/// Deploys `BatonStaking` with `deployer` as governance (devnets and tests): stakes of at least `min_stake` wei,
+/// withdrawals `exit_delay` L1 blocks after an exit request. Returns its address and deployment block.
+pub async fn deploy_staking(
+    rpc_url: &str,
+    deployer: alloy::signers::local::PrivateKeySigner,
+    min_stake: U256,
+    exit_delay: u64,
+) -> Result<(EthAddress, u64), L1Error> {
+    let governance = deployer.address();
+    let url = rpc_url
+        .parse()
+        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
+    let provider = ProviderBuilder::new()
+        .wallet(EthereumWallet::from(deployer))
+        .connect_http(url);
+    let receipt = BatonStaking::deploy_builder(provider, min_stake, exit_delay, governance)
+        .send()
+        .await
+        .map_err(|e| L1Error::Contract {
+            call: "deploy BatonStaking",
+            message: e.to_string(),
+        })?
+        .get_receipt()
+        .await
+        .map_err(L1Error::rpc)?;
+    let address = receipt.contract_address.ok_or_else(|| L1Error::Contract {
+        call: "deploy BatonStaking",
+        message: "no contract address in the receipt".into(),
+    })?;
+    Ok((address, receipt.block_number.unwrap_or(0)))
+}

@@ -85,6 +85,9 @@ pub enum InboxEventKind {
         deadline: u64,
         payload: Bytes,
     },
+    /// A `BatonStaking` event (when the watcher also follows the staking contract,
+    /// [`Watcher::follow_staking`]).
+    Stake(baton_consensus::epoch::StakeEvent),
 }
 
 /// One inbox log of the canonical chain.
@@ -146,6 +149,8 @@ pub struct Watcher<P> {
     /// Recorded canonical blocks by number (blocks with events, and the last block of each read).
     blocks: BTreeMap<u64, L1Block>,
     events: BTreeMap<EventPosition, InboxEvent>,
+    /// The staking contract, also followed when set.
+    staking: Option<EthAddress>,
     /// Reorgs seen (for metrics).
     pub reorgs: u64,
 }
@@ -158,8 +163,16 @@ impl<P: Provider> Watcher<P> {
             cfg,
             blocks: BTreeMap::new(),
             events: BTreeMap::new(),
+            staking: None,
             reorgs: 0,
         }
+    }
+
+    /// Also follows the `BatonStaking` contract at `staking` (its events come as [`InboxEventKind::Stake`], in the
+    /// same order and with the same reorg handling as the inbox's).
+    pub fn follow_staking(mut self, staking: EthAddress) -> Self {
+        self.staking = Some(staking);
+        self
     }
 
     /// The newest block read.
@@ -214,8 +227,10 @@ impl<P: Provider> Watcher<P> {
         let to = head
             .number
             .min(from.saturating_add(self.cfg.max_blocks_per_poll - 1));
+        let mut addresses = vec![self.inbox];
+        addresses.extend(self.staking);
         let filter = Filter::new()
-            .address(self.inbox)
+            .address(addresses)
             .from_block(from)
             .to_block(to);
         let logs = self
@@ -242,7 +257,12 @@ impl<P: Provider> Watcher<P> {
                 // The chain changed while we read it: read again next poll.
                 return Ok(None);
             }
-            if let Some(e) = decode(log) {
+            let event = if Some(log.address()) == self.staking {
+                decode_stake(log)
+            } else {
+                decode(log)
+            };
+            if let Some(e) = event {
                 events.push(e);
             }
         }
@@ -300,6 +320,20 @@ impl<P: Provider> Watcher<P> {
             .await?
             .is_some_and(|c| c.hash == b.hash))
     }
+}
+
+/// Decodes one staking-contract log; `None` for logs the set function does not use.
+pub fn decode_stake(log: &Log) -> Option<InboxEvent> {
+    let (block_number, e) = crate::staking::decode(log)?;
+    Some(InboxEvent {
+        position: EventPosition {
+            block_number,
+            tx_index: e.tx_index,
+            log_index: e.log_index,
+        },
+        block_hash: log.block_hash?,
+        kind: InboxEventKind::Stake(e.event),
+    })
 }
 
 /// Decodes one inbox log; `None` for logs that are not inbox events.

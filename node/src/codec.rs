@@ -212,6 +212,7 @@ mod tests {
             round: 0,
             bench: Default::default(),
             l1_origin: Default::default(),
+            next_validator_set_hash: Hash::ZERO,
         };
         let part = ProposalPart::Init {
             height: Height(1),

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet};
+use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet, MAX_VALIDATORS};
+use baton_consensus::epoch::SetRules;
 use baton_consensus::hash::Hash;
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::registry::{ChainSpec, RollupInfo, RollupRegistry};
@@ -410,6 +411,84 @@ pub struct Genesis {
     /// precommits at commitment heights carry its L1 attestation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1: Option<GenesisL1>,
+    /// Epochs: the validator set changes every `length` heights, from the L1 staking contract (needs
+    /// `[l1] staking`). Without it the genesis set decides every height.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<GenesisEpochs>,
+}
+
+/// Genesis `[epochs]`: the set function's rules ([`baton_consensus::epoch`]). Amounts are in wei, as decimal
+/// strings (they do not fit TOML integers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenesisEpochs {
+    /// Heights per epoch (at least 2).
+    pub length: u64,
+    /// Most validators in a set. Default 100.
+    #[serde(default = "default_max_validators")]
+    pub max_validators: usize,
+    /// Least stake (wei) to be in a set. Default 1 ETH.
+    #[serde(default = "default_one_eth")]
+    pub min_stake: String,
+    /// Stake (wei) per unit of voting power. Default 1 ETH.
+    #[serde(default = "default_one_eth")]
+    pub stake_per_power: String,
+    /// Fewest validators a new set may have; below it the current set stays. Default 4 (at least 1).
+    #[serde(default = "default_min_validators")]
+    pub min_validators: usize,
+}
+
+fn default_max_validators() -> usize {
+    100
+}
+
+fn default_one_eth() -> String {
+    "1000000000000000000".into()
+}
+
+fn default_min_validators() -> usize {
+    4
+}
+
+impl GenesisEpochs {
+    /// The rules as the core takes them.
+    pub fn rules(&self) -> Result<SetRules, NodeError> {
+        let wei = |field: &str, v: &str| {
+            v.parse::<u128>().map_err(|e| {
+                NodeError::Config(format!(
+                    "genesis epochs.{field} `{v}` is not an amount in wei: {e}"
+                ))
+            })
+        };
+        let rules = SetRules {
+            epoch_length: self.length,
+            max_validators: self.max_validators,
+            min_stake: wei("min_stake", &self.min_stake)?,
+            stake_per_power: wei("stake_per_power", &self.stake_per_power)?,
+            min_validators: self.min_validators,
+        };
+        if rules.epoch_length < 2 {
+            return Err(NodeError::Config(
+                "genesis epochs.length must be at least 2".into(),
+            ));
+        }
+        if rules.max_validators == 0 || rules.max_validators > MAX_VALIDATORS {
+            return Err(NodeError::Config(format!(
+                "genesis epochs.max_validators must be 1..={MAX_VALIDATORS}"
+            )));
+        }
+        if rules.min_validators == 0 || rules.min_validators > rules.max_validators {
+            return Err(NodeError::Config(
+                "genesis epochs.min_validators must be 1..=max_validators".into(),
+            ));
+        }
+        if rules.stake_per_power == 0 {
+            return Err(NodeError::Config(
+                "genesis epochs.stake_per_power must be at least 1".into(),
+            ));
+        }
+        Ok(rules)
+    }
 }
 
 /// Genesis `[l1]`: where commitments go and how often.
@@ -435,6 +514,10 @@ pub struct GenesisL1 {
     /// seen at `origin_safety` (so a proposer cannot hold the origin back to dodge forced entries). Default 64.
     #[serde(default = "default_max_origin_lag")]
     pub max_origin_lag: u64,
+    /// Address of the `BatonStaking` contract (with `[epochs]`): read from `inbox_from_block` on, so deploy it
+    /// with or after the inbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staking: Option<String>,
 }
 
 fn default_max_origin_lag() -> u64 {
@@ -449,6 +532,17 @@ impl GenesisL1 {
                 self.inbox
             ))
         })
+    }
+
+    pub fn staking_address(&self) -> Result<Option<alloy_primitives::Address>, NodeError> {
+        self.staking
+            .as_deref()
+            .map(|a| {
+                a.parse().map_err(|e| {
+                    NodeError::Config(format!("genesis l1.staking `{a}` is not an address: {e}"))
+                })
+            })
+            .transpose()
     }
 
     pub fn commitments_address(&self) -> Result<alloy_primitives::Address, NodeError> {
@@ -499,6 +593,15 @@ impl Genesis {
             for v in &self.validators {
                 attester_of(v)?;
             }
+            l1.staking_address()?;
+        }
+        if let Some(e) = &self.epochs {
+            e.rules()?;
+            if self.l1.as_ref().and_then(|l| l.staking.as_ref()).is_none() {
+                return Err(NodeError::Config(
+                    "genesis [epochs] needs [l1] staking (the BatonStaking contract the sets come from)".into(),
+                ));
+            }
         }
         for v in &self.validators {
             if v.p2p_addr
@@ -531,6 +634,7 @@ impl Genesis {
             params: self.params.clone(),
             rollups: RollupRegistry::new(self.rollups.clone())
                 .map_err(|e| NodeError::Config(format!("genesis rollups: {e}")))?,
+            epochs: self.epochs.as_ref().map(GenesisEpochs::rules).transpose()?,
         })
     }
 
@@ -571,6 +675,15 @@ impl Genesis {
             for v in &self.validators {
                 l1.push_str(&format!("{}={};", v.public_key, attester_of(v)?));
             }
+            if let Some(st) = &g.staking {
+                l1.push_str(&format!("staking={};", st.to_lowercase()));
+            }
+        }
+        if let Some(e) = &self.epochs {
+            l1.push_str(&format!(
+                "epochs={}:{}:{}:{}:{};",
+                e.length, e.max_validators, e.min_stake, e.stake_per_power, e.min_validators
+            ));
         }
         Ok(Hash::digest(&[
             b"baton/genesis/v2",
@@ -619,6 +732,7 @@ pub(crate) fn test_genesis(
             attester,
         }],
         l1,
+        epochs: None,
     }
 }
 
@@ -692,6 +806,7 @@ mod tests {
             inbox_from_block: 0,
             origin_safety: Default::default(),
             max_origin_lag: 64,
+            staking: None,
         });
         let err = g.validate().unwrap_err().to_string();
         assert!(err.contains("v0") && err.contains("attester"), "{err}");

@@ -111,57 +111,15 @@ pub fn prepare(
     let mut nodes = Vec::new();
     let mut gvals = Vec::new();
     for i in 0..validators {
-        let name = format!("node{i}");
-        let ndir = dir.join(&name);
-        std::fs::create_dir_all(&ndir)?;
-        let key = NodeKey::generate();
-        key.save(&ndir.join("node_key.toml"))?;
-        let p2p_addr = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
-        let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
-            .parse()
-            .map_err(|e| NodeError::Config(format!("{e}")))?;
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
-            .parse()
-            .map_err(|e| NodeError::Config(format!("{e}")))?;
+        let (node, key) = write_node(&dir, &format!("node{i}"), pubsub)?;
         gvals.push(GenesisValidator {
-            name: name.clone(),
+            name: node.name.clone(),
             public_key: key.public_key_hex(),
             voting_power: 1,
-            p2p_addr: p2p_addr.clone(),
+            p2p_addr: node.p2p_addr.clone(),
             attester: None,
         });
-        let cfg = NodeConfig {
-            moniker: name.clone(),
-            data_dir: PathBuf::from("data"),
-            genesis_file: PathBuf::from("../genesis.toml"),
-            key_file: PathBuf::from("node_key.toml"),
-            validator: true,
-            p2p: P2pSection {
-                listen_addr: p2p_addr.clone(),
-                pubsub,
-                ..P2pSection::default()
-            },
-            grpc: GrpcSection::on(grpc_addr),
-            mempool: MempoolSection::default(),
-            storage: StorageSection::default(),
-            sync: SyncSection::default(),
-            metrics: MetricsSection {
-                listen_addr: metrics_addr,
-            },
-            l1: None,
-        };
-        let config_path = ndir.join("config.toml");
-        let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
-        std::fs::write(&config_path, text)?;
-        nodes.push(DevnetNode {
-            name,
-            dir: ndir,
-            config_path,
-            grpc_addr,
-            metrics_addr,
-            p2p_addr,
-            peer_id: key.peer_id()?,
-        });
+        nodes.push(node);
     }
     let genesis = Genesis {
         chain_id: chain_id.to_string(),
@@ -170,6 +128,7 @@ pub fn prepare(
         rollups: devnet_rollups(),
         validators: gvals,
         l1: None,
+        epochs: None,
     };
     genesis.validate()?;
     let genesis_path = dir.join("genesis.toml");
@@ -183,6 +142,131 @@ pub fn prepare(
         genesis_path,
         nodes,
     })
+}
+
+/// Writes a node's folder under `dir`: a new key, free loopback ports, and a `config.toml` (validator, no L1).
+fn write_node(dir: &Path, name: &str, pubsub: PubSub) -> Result<(DevnetNode, NodeKey), NodeError> {
+    let ndir = dir.join(name);
+    std::fs::create_dir_all(&ndir)?;
+    let key = NodeKey::generate();
+    key.save(&ndir.join("node_key.toml"))?;
+    let p2p_addr = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+    let grpc_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
+        .parse()
+        .map_err(|e| NodeError::Config(format!("{e}")))?;
+    let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?)
+        .parse()
+        .map_err(|e| NodeError::Config(format!("{e}")))?;
+    let cfg = NodeConfig {
+        moniker: name.to_string(),
+        data_dir: PathBuf::from("data"),
+        genesis_file: PathBuf::from("../genesis.toml"),
+        key_file: PathBuf::from("node_key.toml"),
+        validator: true,
+        p2p: P2pSection {
+            listen_addr: p2p_addr.clone(),
+            pubsub,
+            ..P2pSection::default()
+        },
+        grpc: GrpcSection::on(grpc_addr),
+        mempool: MempoolSection::default(),
+        storage: StorageSection::default(),
+        sync: SyncSection::default(),
+        metrics: MetricsSection {
+            listen_addr: metrics_addr,
+        },
+        l1: None,
+    };
+    let config_path = ndir.join("config.toml");
+    let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
+    std::fs::write(&config_path, text)?;
+    let node = DevnetNode {
+        name: name.to_string(),
+        dir: ndir,
+        config_path,
+        grpc_addr,
+        metrics_addr,
+        p2p_addr,
+        peer_id: key.peer_id()?,
+    };
+    Ok((node, key))
+}
+
+/// Staking on the devnet's L1: a `BatonStaking` contract, genesis `[epochs]`, and each genesis validator
+/// allowlisted and staked (`stake_per_validator`, paid by the deployer, who owns those stakes).
+#[derive(Clone, Debug)]
+pub struct DevnetStaking {
+    pub epoch_length: u64,
+    /// L1 blocks between an exit request and the withdrawal.
+    pub exit_delay: u64,
+    /// Stake per unit of voting power and the minimum stake, in wei.
+    pub stake_per_power: u128,
+    pub stake_per_validator: u128,
+    /// Governance opens registration to anyone right away (otherwise only allowlisted keys may register).
+    pub open: bool,
+}
+
+/// One ether in wei.
+pub const ETHER: u128 = 1_000_000_000_000_000_000;
+
+impl Default for DevnetStaking {
+    fn default() -> Self {
+        DevnetStaking {
+            epoch_length: 100,
+            exit_delay: 5,
+            stake_per_power: ETHER,
+            stake_per_validator: ETHER,
+            open: false,
+        }
+    }
+}
+
+/// A node that is not in genesis: its folder, key, L1 attestation key and config (validator, following L1 at
+/// `rpc_url`), ready to register its stake and start. Appended to `net.nodes`.
+pub fn add_joiner(
+    net: &mut Devnet,
+    rpc_url: &str,
+) -> Result<(usize, NodeKey, PrivateKeySigner), NodeError> {
+    let i = net.nodes.len();
+    let (node, key) = write_node(&net.dir, &format!("node{i}"), PubSub::default())?;
+    let attester = PrivateKeySigner::random();
+    std::fs::write(
+        node.dir.join("l1_attestation.key"),
+        format!("{}\n", attester.to_bytes()),
+    )?;
+    let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&node.config_path)?)
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+    cfg.l1 = Some(node_l1_section(rpc_url, None, None));
+    std::fs::write(
+        &node.config_path,
+        toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?,
+    )?;
+    net.nodes.push(node);
+    Ok((i, key, attester))
+}
+
+fn node_l1_section(
+    rpc_url: &str,
+    poster_key_file: Option<PathBuf>,
+    forward_key_file: Option<PathBuf>,
+) -> crate::config::L1Section {
+    crate::config::L1Section {
+        rpc_url: rpc_url.to_string(),
+        attestation_key_file: PathBuf::from("l1_attestation.key"),
+        poster_key_file,
+        poster: baton_l1_inclusion::poster::PosterConfig {
+            poll_interval_ms: 250,
+            ..Default::default()
+        },
+        poll_ms: 250,
+        origin_delay_ms: 500,
+        based_safety: Default::default(),
+        forward_key_file,
+        forward: crate::forward::ForwardConfig {
+            flush_ms: 250,
+            ..Default::default()
+        },
+    }
 }
 
 /// L1 settings for a devnet: an endpoint, funded keys, and the commitment cadence.
@@ -202,6 +286,8 @@ pub struct DevnetL1 {
     pub origin_safety: baton_l1_inclusion::watcher::Safety,
     /// When set, node `poster_node` also forwards based-rollup bundles to the inbox, paying with this key.
     pub forwarder: Option<PrivateKeySigner>,
+    /// When set, the validator set follows L1 stake by epochs.
+    pub staking: Option<DevnetStaking>,
 }
 
 impl DevnetL1 {
@@ -218,6 +304,7 @@ impl DevnetL1 {
             forced_delay: 10,
             origin_safety: baton_l1_inclusion::watcher::Safety::Safe,
             forwarder: None,
+            staking: None,
         }
     }
 }
@@ -248,6 +335,10 @@ pub async fn attach_l1(
     )
     .await
     .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
+    let staking = match &l1.staking {
+        Some(st) => Some(stake_genesis(net, l1, st).await?),
+        None => None,
+    };
     net.genesis.l1 = Some(crate::config::GenesisL1 {
         chain_id: l1.chain_id,
         commitments: format!("{:#x}", deployment.commitments),
@@ -256,6 +347,7 @@ pub async fn attach_l1(
         inbox_from_block: deployment.inbox_block,
         origin_safety: l1.origin_safety,
         max_origin_lag: 64,
+        staking: staking.map(|a| format!("{a:#x}")),
     });
     net.genesis.validate()?;
     std::fs::write(
@@ -284,29 +376,101 @@ pub async fn attach_l1(
         };
         let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&node.config_path)?)
             .map_err(|e| NodeError::Config(e.to_string()))?;
-        cfg.l1 = Some(crate::config::L1Section {
-            rpc_url: l1.rpc_url.clone(),
-            attestation_key_file: PathBuf::from("l1_attestation.key"),
+        cfg.l1 = Some(node_l1_section(
+            &l1.rpc_url,
             poster_key_file,
-            poster: baton_l1_inclusion::poster::PosterConfig {
-                poll_interval_ms: 250,
-                ..Default::default()
-            },
-            poll_ms: 250,
-            origin_delay_ms: 500,
-            based_safety: Default::default(),
             forward_key_file,
-            forward: crate::forward::ForwardConfig {
-                flush_ms: 250,
-                ..Default::default()
-            },
-        });
+        ));
         std::fs::write(
             &node.config_path,
             toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?,
         )?;
     }
     Ok(deployment)
+}
+
+/// Deploys `BatonStaking`, allowlists and stakes every genesis validator (attesters from genesis), opens
+/// registration if asked, and writes genesis `[epochs]`. Returns the contract.
+async fn stake_genesis(
+    net: &mut Devnet,
+    l1: &DevnetL1,
+    st: &DevnetStaking,
+) -> Result<alloy_primitives::Address, NodeError> {
+    use alloy_primitives::{B256, U256};
+    let (address, _) = baton_l1_inclusion::contracts::deploy_staking(
+        &l1.rpc_url,
+        l1.deployer.clone(),
+        U256::from(st.stake_per_power),
+        st.exit_delay,
+    )
+    .await
+    .map_err(|e| NodeError::Config(format!("deploying BatonStaking: {e}")))?;
+    let url = l1
+        .rpc_url
+        .parse()
+        .map_err(|e| NodeError::Config(format!("L1 RPC URL `{}`: {e}", l1.rpc_url)))?;
+    let provider = alloy::providers::ProviderBuilder::new()
+        .wallet(alloy::network::EthereumWallet::from(l1.deployer.clone()))
+        .connect_http(url);
+    let contract = baton_l1_inclusion::contracts::BatonStaking::new(address, provider);
+    let failed = |what: &str, e: &dyn std::fmt::Display| NodeError::Config(format!("{what}: {e}"));
+    for v in &net.genesis.validators {
+        let key = B256::from(
+            v.to_validator()
+                .map_err(NodeError::Config)?
+                .public_key
+                .to_bytes(),
+        );
+        let attester: alloy_primitives::Address = v
+            .attester
+            .as_deref()
+            .unwrap_or_default()
+            .parse()
+            .map_err(|e| failed("genesis attester", &e))?;
+        for call in [
+            contract
+                .setAllowlisted(key, true)
+                .into_transaction_request(),
+            contract
+                .register(key, attester)
+                .value(U256::from(st.stake_per_validator))
+                .into_transaction_request(),
+        ] {
+            use alloy::providers::Provider;
+            let receipt = contract
+                .provider()
+                .send_transaction(call)
+                .await
+                .map_err(|e| failed("staking a genesis validator", &e))?
+                .get_receipt()
+                .await
+                .map_err(|e| failed("staking a genesis validator", &e))?;
+            if !receipt.status() {
+                return Err(NodeError::Config(format!(
+                    "staking genesis validator {} reverted",
+                    v.name
+                )));
+            }
+        }
+    }
+    if st.open {
+        contract
+            .openRegistration()
+            .send()
+            .await
+            .map_err(|e| failed("openRegistration", &e))?
+            .get_receipt()
+            .await
+            .map_err(|e| failed("openRegistration", &e))?;
+    }
+    net.genesis.epochs = Some(crate::config::GenesisEpochs {
+        length: st.epoch_length,
+        max_validators: 100,
+        min_stake: st.stake_per_power.to_string(),
+        stake_per_power: st.stake_per_power.to_string(),
+        min_validators: 4.min(net.genesis.validators.len()),
+    });
+    Ok(address)
 }
 
 /// A running `baton run` child process. Dropping it kills the process.
@@ -635,6 +799,7 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
         rollups: devnet_rollups(),
         validators: gvals,
         l1: None,
+        epochs: None,
     };
     genesis.validate()?;
     let cfg = NodeConfig {

@@ -16,6 +16,8 @@ pub enum NodeError {
     Consensus(#[from] ConsensusError),
     #[error("engine: {0}")]
     Engine(String),
+    #[error("L1: {0}")]
+    L1(String),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("io: {0}")]

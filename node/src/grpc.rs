@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use baton_consensus::context::ChainDomain;
+use baton_consensus::context::{ChainDomain, ValidatorSet};
 use baton_consensus::error::BundleErrorKind;
 use baton_consensus::hash::Hash;
 use baton_consensus::proof::namespace_proof;
@@ -82,6 +82,15 @@ fn loop_gone() -> Status {
 }
 
 impl Api {
+    /// The set deciding `height` (decided heights and the next one).
+    fn set_at(&self, height: u64) -> Result<ValidatorSet, Status> {
+        Ok(self
+            .store
+            .set_at(height)
+            .map_err(internal)?
+            .unwrap_or_else(|| self.shared.info.genesis_validators.clone()))
+    }
+
     fn check_rollup(&self, rollup_id: RollupId) -> Result<(), Status> {
         if !self.spec.rollups.contains(rollup_id) {
             return Err(Status::not_found(format!(
@@ -100,6 +109,15 @@ impl Api {
     ) -> Result<pb::RollupBatch, Status> {
         let batch = self.batch(rollup_id, height)?;
         let mut wire = pb::RollupBatch::from(&batch);
+        if batch.header.next_validator_set_hash != batch.header.validator_set_hash {
+            let set = self.set_at(height + 1)?;
+            if set.hash() != batch.header.next_validator_set_hash {
+                return Err(Status::internal(format!(
+                    "the validator set named by decided height {height} is missing"
+                )));
+            }
+            wire.next_validators = Some((&set).into());
+        }
         if with_proof {
             let missing = |what: &str| {
                 Status::internal(format!("{what} of decided height {height} is missing"))
@@ -547,7 +565,13 @@ impl NodeService for Api {
         } else {
             None
         };
+        let next = latest + 1;
+        let set = self.set_at(next)?;
+        let epochs = self.spec.epochs.as_ref();
         Ok(Response::new(pb::StatusResponse {
+            in_validator_set: set.get(&info.address).is_some(),
+            epoch: epochs.map_or(0, |r| r.epoch_of(next)),
+            epoch_length: epochs.map_or(0, |r| r.epoch_length),
             node_id: info.peer_id.clone(),
             validator_address: if info.is_validator {
                 info.address.0.to_vec()
@@ -567,10 +591,34 @@ impl NodeService for Api {
                 .unwrap_or_default(),
             latest_timestamp_ms: header.as_ref().map_or(0, |h| h.timestamp_ms),
             peers: self.metrics.peers.get().max(0) as u32,
-            validator_set_size: info.validator_set_size,
+            validator_set_size: set.validators().len() as u32,
             mempool_bundles: self.metrics.mempool_bundles.get().max(0) as u64,
             version: env!("CARGO_PKG_VERSION").to_string(),
             network_id: self.spec.network_id,
+        }))
+    }
+
+    async fn get_validator_set(
+        &self,
+        request: Request<pb::GetValidatorSetRequest>,
+    ) -> Result<Response<pb::GetValidatorSetResponse>, Status> {
+        let next = self.shared.latest_height() + 1;
+        let height = match request.into_inner().height {
+            0 => next,
+            h if h > next => {
+                return Err(Status::out_of_range(format!(
+                    "height {h} is not decided yet and is not the next height ({next}); its set is not known"
+                )))
+            }
+            h => h,
+        };
+        let set = self.set_at(height)?;
+        Ok(Response::new(pb::GetValidatorSetResponse {
+            height,
+            epoch: self.spec.epochs.as_ref().map_or(0, |r| r.epoch_of(height)),
+            set_hash: set.hash().0.to_vec(),
+            validators: Some((&set).into()),
+            total_power: set.total_power(),
         }))
     }
 }

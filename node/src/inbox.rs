@@ -9,19 +9,23 @@
 //! - the forced-inclusion queue: entries whose payload is a well-formed, validly signed bundle for shared rollups,
 //!   with their deadlines (others are logged and never owed).
 //!
+//! - with `[l1] staking`, the `BatonStaking` events (same watcher, same order and reorg handling): the staking table
+//!   at any block read so far ([`L1View::stake_table`]), from which the next epoch's set is computed.
+//!
 //! A block is recorded only after the inbox logs up to it were read, so a validator that accepts an origin has
-//! every forced entry due by it. A reorg at the safety level rolls the queue back with the blocks.
+//! every forced entry due by it and the staking table at it. A reorg at the safety level rolls the queue back with the blocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use alloy::providers::Provider;
 use baton_consensus::block::check_bundle;
+use baton_consensus::epoch::{CandidateTable, PositionedEvent, StakeEvent};
 use baton_consensus::origin::{judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
-use baton_consensus::{BlockError, Bundle, Hash, L1Origin};
+use baton_consensus::{Address, BlockError, Bundle, Hash, L1Origin};
 use baton_l1_inclusion::watcher::{
     EventPosition, InboxEvent, InboxEventKind, Watcher, WatcherConfig, WatcherUpdate,
 };
@@ -36,6 +40,12 @@ struct FollowState {
     forced: BTreeMap<EventPosition, ForcedBundle>,
     /// Forced entries refused (not a valid shared bundle), for metrics.
     refused: u64,
+    /// Staking events by position (with `[l1] staking`).
+    stakes: BTreeMap<EventPosition, StakeEvent>,
+    /// The last L1 block read (events up to it are known).
+    read_to: Option<u64>,
+    /// Attester of every consensus key ever registered (vote-extension checks of validators outside genesis).
+    attesters: HashMap<Address, alloy::primitives::Address>,
 }
 
 /// The L1 view handed to the host; cheap to clone.
@@ -73,6 +83,11 @@ impl InboxView {
     /// Forced entries whose payload was refused.
     pub fn forced_refused(&self) -> u64 {
         self.state().refused
+    }
+
+    /// The L1 attester a consensus key registered with in the staking contract (the newest registration read).
+    pub fn attester(&self, validator: &Address) -> Option<alloy::primitives::Address> {
+        self.state().attesters.get(validator).copied()
     }
 }
 
@@ -117,6 +132,33 @@ impl L1View for InboxView {
         let done: std::collections::HashSet<&Hash> = bundles.iter().collect();
         s.forced.retain(|_, f| !done.contains(&f.hash));
     }
+
+    fn stake_table(&self, number: u64) -> Option<CandidateTable> {
+        let s = self.state();
+        if s.read_to? < number {
+            return None;
+        }
+        Some(CandidateTable::from_blocks(
+            s.stakes
+                .range(
+                    ..EventPosition {
+                        block_number: number + 1,
+                        tx_index: 0,
+                        log_index: 0,
+                    },
+                )
+                .map(|(p, e)| {
+                    (
+                        p.block_number,
+                        PositionedEvent {
+                            tx_index: p.tx_index,
+                            log_index: p.log_index,
+                            event: e.clone(),
+                        },
+                    )
+                }),
+        ))
+    }
 }
 
 /// Reads a forced entry's payload: a borsh-encoded bundle that passes the validators' checks and is validly
@@ -144,6 +186,7 @@ pub fn forced_bundle(
 pub fn start<P: Provider + 'static>(
     provider: P,
     inbox: alloy::primitives::Address,
+    staking: Option<alloy::primitives::Address>,
     spec: ChainSpec,
     cfg: FollowConfig,
 ) -> InboxView {
@@ -162,6 +205,9 @@ pub fn start<P: Provider + 'static>(
             ..cfg.watcher
         },
     );
+    if let Some(staking) = staking {
+        watcher = watcher.follow_staking(staking);
+    }
     tokio::spawn(async move {
         info!(%inbox, "following the L1 inbox");
         loop {
@@ -203,12 +249,17 @@ fn apply<P: Provider>(
 ) {
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     match update {
-        WatcherUpdate::Advanced { events, .. } => {
+        WatcherUpdate::Advanced { events, to } => {
             for e in events {
                 add_event(&mut s, e, spec);
             }
+            s.read_to = Some(to.number);
         }
         WatcherUpdate::RolledBack { to, removed } => {
+            s.read_to = Some(to.number);
+            for e in &removed {
+                s.stakes.remove(&e.position);
+            }
             warn!(
                 to = to.number,
                 removed = removed.len(),
@@ -237,6 +288,17 @@ fn apply<P: Provider>(
 }
 
 fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
+    if let InboxEventKind::Stake(event) = &e.kind {
+        info!(block = e.position.block_number, ?event, "staking event");
+        if let StakeEvent::Registered { key, attester, .. } = event {
+            s.attesters.insert(
+                Address::from_public_key_bytes(key),
+                alloy::primitives::Address::from(*attester),
+            );
+        }
+        s.stakes.insert(e.position, event.clone());
+        return;
+    }
     if let InboxEventKind::Forced {
         index,
         deadline,

@@ -33,6 +33,8 @@ pub struct Attestor {
     powers: Vec<Attester>,
     key: Option<PrivateKeySigner>,
     poster: Option<PosterHandle>,
+    /// The staking contract's registrations (attesters of validators that joined after genesis).
+    registry: Option<crate::inbox::InboxView>,
 }
 
 impl std::fmt::Debug for Attestor {
@@ -151,6 +153,7 @@ impl Attestor {
             powers,
             key,
             poster,
+            registry: None,
         }))
     }
 
@@ -182,12 +185,16 @@ impl Attestor {
         let expected = self
             .attesters
             .get(validator)
-            .ok_or_else(|| format!("validator {validator} has no attester in genesis"))?;
+            .copied()
+            .or_else(|| self.registry.as_ref().and_then(|r| r.attester(validator)))
+            .ok_or_else(|| {
+                format!("validator {validator} has no attester in genesis or the staking contract")
+            })?;
         let got = self
             .domain
             .recover(height, block, &attestation.0, 0)
             .map_err(|e| e.to_string())?;
-        if got != *expected {
+        if got != expected {
             return Err(format!(
                 "attestation of validator {validator} recovers to {got}, not its attester {expected}"
             ));
@@ -224,6 +231,13 @@ impl Attestor {
         }
     }
 
+    /// Also accepts attestations of validators outside genesis, by the attester they registered in the staking
+    /// contract (read by the node's L1 view).
+    pub fn with_registry(mut self, registry: Option<crate::inbox::InboxView>) -> Self {
+        self.registry = registry;
+        self
+    }
+
     pub fn poster(&self) -> Option<&PosterHandle> {
         self.poster.as_ref()
     }
@@ -246,6 +260,7 @@ mod tests {
                 inbox_from_block: 0,
                 origin_safety: Default::default(),
                 max_origin_lag: 64,
+                staking: None,
             }),
         )
     }

@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod node;
 pub mod state;
 pub mod store;
+pub mod validator;
 
 pub use error::NodeError;

@@ -57,6 +57,11 @@ enum Command {
         #[arg(long)]
         moniker: Option<String>,
     },
+    /// Stake as a validator on L1 (`BatonStaking`), see where a key stands, leave, withdraw.
+    Validator {
+        #[command(subcommand)]
+        command: ValidatorCommand,
+    },
     /// Write keys, a genesis and one shared node config for validators reachable at given host names
     /// (containers, Kubernetes pods): nodes listen on all interfaces and keep data in `--data-dir`.
     Testnet(baton_node::devnet::TestnetSpec),
@@ -94,12 +99,73 @@ enum Command {
     },
 }
 
+/// Where the staking contract is and who pays.
+#[derive(clap::Args)]
+struct StakingArgs {
+    /// The L1 JSON-RPC endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    l1_rpc: String,
+    /// The `BatonStaking` contract (genesis `[l1] staking`).
+    #[arg(long)]
+    staking: String,
+    /// The node's consensus key file (from `baton keys generate`).
+    #[arg(long)]
+    key: PathBuf,
+    /// The L1 account that owns the stake (hex secp256k1 key file): pays when registering, receives on withdraw.
+    #[arg(long)]
+    l1_key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ValidatorCommand {
+    /// Register the node's consensus key with stake; it joins the set at the first epoch whose set is computed
+    /// from an L1 block including this registration (if its stake ranks high enough).
+    Register {
+        #[command(flatten)]
+        l1: StakingArgs,
+        /// Stake in ETH (e.g. `3` or `2.5`).
+        #[arg(long)]
+        stake: String,
+        /// The L1 address that signs this validator's attestations (its `[l1] attestation_key_file`).
+        #[arg(long)]
+        attester: String,
+    },
+    /// Add stake to a registered key.
+    Increase {
+        #[command(flatten)]
+        l1: StakingArgs,
+        #[arg(long)]
+        stake: String,
+    },
+    /// Where a key stands: its stake on L1, and (with `--grpc`) whether the node sees it in the set.
+    Status {
+        #[command(flatten)]
+        l1: StakingArgs,
+        /// A node's gRPC endpoint, to show the current epoch and set.
+        #[arg(long)]
+        grpc: Option<String>,
+    },
+    /// Ask to leave: the key is out of the set from the next epoch computed after this L1 block.
+    Exit {
+        #[command(flatten)]
+        l1: StakingArgs,
+    },
+    /// Withdraw the stake to its owner once the exit delay is over.
+    Withdraw {
+        #[command(flatten)]
+        l1: StakingArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
-    /// Generate a new Ed25519 validator key.
+    /// Generate a new Ed25519 validator key (and, with `--attester-out`, an L1 attestation key).
     Generate {
         #[arg(long)]
         out: PathBuf,
+        /// Also write a new secp256k1 L1 key here (hex), for `[l1] attestation_key_file`.
+        #[arg(long)]
+        attester_out: Option<PathBuf>,
     },
     /// Show a key file's public key, address and peer id.
     Show {
@@ -150,18 +216,169 @@ fn parse_rollup(s: &str) -> Result<RollupInfo> {
     })
 }
 
+/// Writes a secret readable by its owner only.
+fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn staking_client(
+    a: &StakingArgs,
+) -> Result<(baton_node::validator::StakingClient, alloy_primitives::B256)> {
+    use baton_node::validator::{consensus_key, StakingClient};
+    let contract = a
+        .staking
+        .parse()
+        .with_context(|| format!("--staking `{}` is not an address", a.staking))?;
+    let owner = a
+        .l1_key
+        .as_deref()
+        .map(baton_node::l1::load_l1_key)
+        .transpose()?;
+    let key = NodeKey::load(&a.key)?;
+    Ok((
+        StakingClient::new(&a.l1_rpc, contract, owner)?,
+        consensus_key(&key),
+    ))
+}
+
+async fn validator_command(command: ValidatorCommand) -> Result<()> {
+    use baton_node::validator::{format_eth, parse_eth};
+    match command {
+        ValidatorCommand::Register {
+            l1,
+            stake,
+            attester,
+        } => {
+            let (c, key) = staking_client(&l1)?;
+            let attester = attester
+                .parse()
+                .with_context(|| format!("--attester `{attester}` is not an address"))?;
+            let amount = parse_eth(&stake)?;
+            let block = c.register(key, attester, amount).await?;
+            println!(
+                "registered {key} with {} in L1 block {block}",
+                format_eth(amount)
+            );
+            println!("the node joins the set at the first epoch computed from an L1 origin at or after block {block}");
+        }
+        ValidatorCommand::Increase { l1, stake } => {
+            let (c, key) = staking_client(&l1)?;
+            let amount = parse_eth(&stake)?;
+            let block = c.increase(key, amount).await?;
+            println!("added {} to {key} in L1 block {block}", format_eth(amount));
+        }
+        ValidatorCommand::Status { l1, grpc } => {
+            let (c, key) = staking_client(&l1)?;
+            let p = c.position(key).await?;
+            println!("consensus key   {key}");
+            println!("L1 block        {}", p.l1_block);
+            if p.registered() {
+                println!("owner           {}", p.owner);
+                println!("attester        {}", p.attester);
+                println!("stake           {}", format_eth(p.stake_wei));
+                match p.withdrawable_at {
+                    0 => println!("exit            not requested"),
+                    at if at <= p.l1_block => {
+                        println!("exit            requested; withdrawable now (since block {at})")
+                    }
+                    at => println!("exit            requested; withdrawable from L1 block {at}"),
+                }
+            } else {
+                println!("registered      no");
+                println!(
+                    "registration    {}",
+                    if !p.allowlist_enabled {
+                        "open to anyone".to_string()
+                    } else if p.allowlisted {
+                        "allowlisted".to_string()
+                    } else {
+                        "allowlist only; this key is not allowlisted".to_string()
+                    }
+                );
+            }
+            println!("minimum stake   {}", format_eth(p.min_stake_wei));
+            if let Some(endpoint) = grpc {
+                let mut client = baton_proto::client::BatonClient::connect(endpoint.clone())
+                    .await
+                    .with_context(|| format!("cannot reach {endpoint}"))?;
+                let s = client.status().await?;
+                let (_, set) = client.validator_set(0).await?;
+                let me = NodeKey::load(&l1.key)?.address();
+                println!("node height     {}", s.latest_height);
+                println!(
+                    "epoch           {} ({} heights each)",
+                    s.epoch, s.epoch_length
+                );
+                match set.get(&me) {
+                    Some(v) => println!(
+                        "in the set      yes: power {} of {} ({} validators)",
+                        v.voting_power,
+                        set.total_power(),
+                        set.validators().len()
+                    ),
+                    None => println!("in the set      no ({} validators)", set.validators().len()),
+                }
+            }
+        }
+        ValidatorCommand::Exit { l1 } => {
+            let (c, key) = staking_client(&l1)?;
+            let block = c.request_exit(key).await?;
+            let p = c.position(key).await?;
+            println!("exit requested in L1 block {block}; out of the set from the next epoch computed after it");
+            println!("withdrawable from L1 block {}", p.withdrawable_at);
+        }
+        ValidatorCommand::Withdraw { l1 } => {
+            let (c, key) = staking_client(&l1)?;
+            let before = c.position(key).await?;
+            let block = c.withdraw(key).await?;
+            println!(
+                "withdrew {} to {} in L1 block {block}",
+                format_eth(before.stake_wei),
+                before.owner
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Keys {
-            command: KeysCommand::Generate { out },
+            command: KeysCommand::Generate { out, attester_out },
         } => {
+            if attester_out.as_ref().is_some_and(|p| p.exists()) {
+                bail!(
+                    "{} exists; refusing to overwrite a key",
+                    attester_out.unwrap_or_default().display()
+                );
+            }
             let key = NodeKey::generate();
             key.save(&out)?;
             println!("wrote {}", out.display());
             println!("public_key = {}", key.public_key_hex());
             println!("address    = {}", key.address());
             println!("peer_id    = {}", key.peer_id()?);
+            if let Some(path) = attester_out {
+                let l1 = alloy_signer_local::PrivateKeySigner::random();
+                write_secret(&path, &format!("0x{}\n", hex::encode(l1.to_bytes())))?;
+                println!("wrote {}", path.display());
+                println!("attester   = {}", l1.address());
+            }
+        }
+        Command::Validator { command } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(validator_command(command))?;
         }
         Command::Keys {
             command: KeysCommand::Show { key },
@@ -193,6 +410,7 @@ fn main() -> Result<()> {
                 rollups,
                 validators,
                 l1: None,
+                epochs: None,
             };
             genesis.validate()?;
             if out.exists() {

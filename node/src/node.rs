@@ -70,7 +70,9 @@ pub async fn run(
     let validators = genesis.validator_set()?;
     let domain = genesis.domain();
     let address = key.address();
-    let is_validator = cfg.validator && validators.get(&address).is_some();
+    // A node configured to validate signs whenever its key is in a height's set: from genesis, or from the epoch
+    // its stake makes it a member (until then it follows the chain like a full node).
+    let is_validator = cfg.validator;
     let spec = genesis.spec()?;
     let params = spec.params.clone();
 
@@ -105,7 +107,8 @@ pub async fn run(
         None => {}
     }
 
-    // Engine configuration: the peers are the genesis validators (and configured full nodes), nobody else.
+    // Engine configuration: the peers are the genesis validators and configured full nodes (who may connect in:
+    // see `persistent_peers_only` below).
     let mut consensus = ConsensusConfig::default();
     consensus.p2p.listen_addr = parse_addr(&cfg.p2p.listen_addr)?;
     let own = cfg.p2p.listen_addr.clone();
@@ -134,7 +137,10 @@ pub async fn run(
         peers.push(parse_addr(p)?);
     }
     consensus.p2p.persistent_peers = peers;
-    consensus.p2p.persistent_peers_only = true;
+    // A fixed set talks to its configured peers only. With epochs, anyone who stakes may join: validators accept
+    // inbound connections from nodes not in their config (authenticated libp2p identities; every consensus
+    // message is still checked against the height's set).
+    consensus.p2p.persistent_peers_only = genesis.epochs.is_none();
     consensus.p2p.discovery.enabled = false;
     consensus.p2p.discovery.max_connections_per_ip = 64;
     consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
@@ -206,7 +212,7 @@ pub async fn run(
         peer_id: peer_id.to_string(),
         address,
         is_validator,
-        validator_set_size: validators.validators().len() as u32,
+        genesis_validators: validators.clone(),
     };
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
     let mut registry = prometheus_client::registry::Registry::default();
@@ -260,7 +266,7 @@ pub async fn run(
         &cfg.data_dir,
     )
     .await?
-    .map(Arc::new);
+    .map(|a| Arc::new(a.with_registry(inbox.clone())));
     if let Some(mut status) = consensus_loop
         .attestor
         .as_ref()
@@ -404,6 +410,7 @@ async fn start_inbox(
     let view = crate::inbox::start(
         provider.clone(),
         g.inbox_address()?,
+        g.staking_address()?,
         spec.clone(),
         crate::inbox::FollowConfig {
             watcher: baton_l1_inclusion::watcher::WatcherConfig {

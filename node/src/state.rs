@@ -13,8 +13,10 @@ pub struct NodeInfo {
     pub moniker: String,
     pub peer_id: String,
     pub address: Address,
+    /// Configured to validate: it votes whenever its key is in the height's set.
     pub is_validator: bool,
-    pub validator_set_size: u32,
+    /// The genesis set (the set of every height until a decided block names another).
+    pub genesis_validators: baton_consensus::context::ValidatorSet,
 }
 
 #[derive(Debug)]

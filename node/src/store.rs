@@ -28,6 +28,7 @@ use rocksdb::{
 };
 
 use baton_consensus::bundle::Sender;
+use baton_consensus::context::ValidatorSet;
 use baton_consensus::error::ConsensusError;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
@@ -55,7 +56,9 @@ const CF_DROPPED: &str = "dropped";
 const CF_TABLES: &str = "tables";
 const CF_EXTENSIONS: &str = "extensions";
 const CF_FORWARD: &str = "forward";
-const ALL_CFS: [&str; 13] = [
+/// Validator sets by the first height they decide (big-endian), written with the epoch's last block.
+const CF_SETS: &str = "sets";
+const ALL_CFS: [&str; 14] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -69,6 +72,7 @@ const ALL_CFS: [&str; 13] = [
     CF_TABLES,
     CF_EXTENSIONS,
     CF_FORWARD,
+    CF_SETS,
 ];
 const LATEST: &[u8] = b"latest";
 
@@ -188,6 +192,22 @@ impl RocksStore {
         self.get(CF_BUNDLES, &hash.0)
     }
 
+    /// The set deciding `height` when it is not the genesis set (the newest set change at or below it).
+    pub fn set_at(&self, height: u64) -> Result<Option<ValidatorSet>, NodeError> {
+        let key = be(height);
+        let mut it = self.db.iterator_cf(
+            self.cf(CF_SETS)?,
+            IteratorMode::From(&key, rocksdb::Direction::Reverse),
+        );
+        match it.next() {
+            Some(item) => {
+                let (_, v) = item?;
+                Ok(Some(dec(CF_SETS, &v)?))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// The commit certificate of a decided height.
     pub fn cert(&self, height: u64) -> Result<Option<Certificate>, NodeError> {
         self.get(CF_CERTS, &be(height))
@@ -297,6 +317,9 @@ impl RocksStore {
         wb.put_cf(self.cf(CF_BLOCKS)?, be(height), enc(block));
         wb.put_cf(self.cf(CF_CERTS)?, be(height), enc(cert));
         wb.put_cf(self.cf(CF_TABLES)?, be(height), enc(&table.to_vec()));
+        if let Some(set) = &block.next_validators {
+            wb.put_cf(self.cf(CF_SETS)?, be(height + 1), enc(set));
+        }
         // A sender's bundles appear in a block in nonce order, so the last one sets its next nonce.
         let mut nonces: std::collections::HashMap<Sender, u64> = std::collections::HashMap::new();
         for b in &block.bundles {
@@ -431,6 +454,10 @@ impl ChainStore for RocksStore {
         self.dropped_status(bundle).map_err(to_consensus)
     }
 
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
+        self.set_at(height).map_err(to_consensus)
+    }
+
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
         let cf = self.cf(CF_MEMPOOL).map_err(to_consensus)?;
         let mut out = Vec::new();
@@ -464,6 +491,7 @@ mod tests {
             parent_bench: Default::default(),
             parent_l1_origin: Default::default(),
             l1_origin: Default::default(),
+            next_validators: validators.clone(),
             validators,
         };
         let spec = ChainSpec::for_tests(7, 9);
@@ -557,5 +585,47 @@ mod tests {
             Some(Dropped::Expired { .. })
         ));
         assert!(!s.is_pending(&Hash([9; 32])).unwrap());
+    }
+
+    #[test]
+    fn set_changes_are_found_by_height_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let set = |n: u8| {
+            baton_consensus::context::ValidatorSet::equal_power(
+                &(1..=n)
+                    .map(|i| ed25519_consensus::SigningKey::from([i; 32]).verification_key())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap()
+        };
+        {
+            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            for h in 1..=7u64 {
+                let (mut blk, batches, table) = block(h, vec![]);
+                // Blocks 3 and 6 end epochs with a change: sets of 2 and 3 validators from heights 4 and 7.
+                blk.next_validators = match h {
+                    3 => Some(set(2)),
+                    6 => Some(set(3)),
+                    _ => None,
+                };
+                let cert = Certificate {
+                    height: h,
+                    round: 0,
+                    block_hash: blk.hash(),
+                    signatures: vec![],
+                };
+                s.commit(&blk, &[], &batches, &table, &cert).unwrap();
+            }
+        }
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        for h in 1..=3 {
+            assert_eq!(s.validator_set_at(h).unwrap(), None, "genesis set at {h}");
+        }
+        for h in 4..=6 {
+            assert_eq!(s.validator_set_at(h).unwrap(), Some(set(2)), "height {h}");
+        }
+        assert_eq!(s.validator_set_at(7).unwrap(), Some(set(3)));
+        assert_eq!(s.validator_set_at(1_000).unwrap(), Some(set(3)));
+        assert_eq!(s.block(3).unwrap().unwrap().next_validators, Some(set(2)));
     }
 }

@@ -131,7 +131,7 @@ fn four_validators_agree_stream_without_gaps_and_include_bundles_atomically() {
             .get_batch_with_proof(1, h)
             .await
             .expect("batch with proof");
-        tamper_is_detected(&cluster.verifier(), &served);
+        tamper_is_detected(&mut cluster.verifier(), &served);
 
         // StreamBatches from height 1: every height, in order, no gaps, and an empty batch where the rollup had
         // nothing; then it follows live heights.
@@ -866,7 +866,7 @@ impl tonic::codec::Decoder for RawCodec {
 
 /// Flips bytes of a served batch's entries, namespace path and certificate (and its header fields): the verifier
 /// accepts the batch as served and rejects every altered copy.
-fn tamper_is_detected(verifier: &BatchVerifier, served: &pb::RollupBatch) {
+fn tamper_is_detected(verifier: &mut BatchVerifier, served: &pb::RollupBatch) {
     verifier
         .verify(served.clone())
         .expect("the untampered batch verifies");

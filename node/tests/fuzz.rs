@@ -198,6 +198,7 @@ fn samples() -> Samples {
         parent_l1_origin: Default::default(),
         l1_origin: Default::default(),
         validators: vs.clone(),
+        next_validators: vs.clone(),
     };
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let spec = baton_consensus::registry::ChainSpec::for_tests(7, 4);

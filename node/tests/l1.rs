@@ -256,7 +256,7 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
 
         // The rollup reads it in its verified stream, and every node agrees.
         let batch = client
-            .get_verified_batch(1, height, &cluster.verifier())
+            .get_verified_batch(1, height, &mut cluster.verifier())
             .await
             .expect("verified batch");
         assert_eq!(batch.block_hash, block_hash);

@@ -118,7 +118,7 @@ fn measure(validators: usize) {
                 best = (h, b.entries.len());
             }
         }
-        let verifier = cluster.verifier();
+        let mut verifier = cluster.verifier();
         for (label, height) in [("fullest", best.0), ("empty-ish", latest)] {
             let wire = c.get_batch_with_proof(1, height).await.expect("batch");
             let proof = wire.proof.clone().expect("proof");
@@ -190,6 +190,7 @@ fn block_validation_with_and_without_checked_signatures() {
         parent_bench: Default::default(),
         parent_l1_origin: Default::default(),
         l1_origin: Default::default(),
+        next_validators: validators.clone(),
         validators,
     };
     let t = Instant::now();

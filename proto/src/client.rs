@@ -13,7 +13,9 @@ use baton_consensus::types::Dropped;
 use baton_consensus::{Bundle, Hash, ProofError, RollupBatch, RollupId};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert::{hash_field, parse_batch_proof, BasedItem, ConversionError};
+use crate::convert::{
+    hash_field, parse_batch_proof, validator_set_field, BasedItem, ConversionError,
+};
 use crate::pb;
 use crate::pb::node_service_client::NodeServiceClient;
 use crate::pb::rollup_service_client::RollupServiceClient;
@@ -90,7 +92,10 @@ impl BundleStatus {
     }
 }
 
-/// Checks batches against a validator set the caller trusts (from genesis, not from the node).
+/// Checks batches against a validator set the caller trusts (from genesis, not from the node), and follows the
+/// set across epochs: a verified header that names another next set, with the batch carrying that set (checked
+/// against the signed hash), moves the verifier to it for the following heights. Reading every height in order
+/// (a verified stream) therefore never needs to trust the node for a set.
 #[derive(Clone, Debug)]
 pub struct BatchVerifier {
     validators: ValidatorSet,
@@ -106,13 +111,24 @@ impl BatchVerifier {
         }
     }
 
-    /// Decodes and verifies a served batch; the batch must carry a proof.
-    pub fn verify(&self, wire: pb::RollupBatch) -> Result<RollupBatch, ClientError> {
+    /// The set the next batch is checked against.
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    /// Decodes and verifies a served batch; the batch must carry a proof. After an epoch's last batch, the set
+    /// it hands over checks the next ones.
+    pub fn verify(&mut self, wire: pb::RollupBatch) -> Result<RollupBatch, ClientError> {
         let height = wire.height;
         let proof = wire
             .proof
             .clone()
             .ok_or(ConversionError::Missing("proof"))?;
+        let next = wire
+            .next_validators
+            .as_ref()
+            .map(|s| validator_set_field("next_validators", s))
+            .transpose()?;
         let (namespace, cert) = parse_batch_proof(proof)?;
         let batch: RollupBatch = wire.try_into()?;
         if batch.header.height != height {
@@ -123,6 +139,20 @@ impl BatchVerifier {
         }
         verify_batch(&batch, &namespace, &cert, &self.validators, &self.domain)
             .map_err(|error| ClientError::Unverified { height, error })?;
+        let named = batch.header.next_validator_set_hash;
+        if named != self.validators.hash() {
+            match next {
+                Some(set) if set.hash() == named => self.validators = set,
+                _ => {
+                    return Err(ClientError::Unverified {
+                        height,
+                        error: ProofError::Missing(
+                            "next_validators: the header names a new validator set the batch does not carry",
+                        ),
+                    })
+                }
+            }
+        }
         Ok(batch)
     }
 }
@@ -251,7 +281,7 @@ impl BatonClient {
         &mut self,
         rollup_id: RollupId,
         height: u64,
-        verifier: &BatchVerifier,
+        verifier: &mut BatchVerifier,
     ) -> Result<RollupBatch, ClientError> {
         let wire = self.get_batch_with_proof(rollup_id, height).await?;
         let batch = verifier.verify(wire)?;
@@ -323,6 +353,30 @@ impl BatonClient {
         })
     }
 
+    /// The validator set deciding `height` (0: the next height) as the node reports it, with its hash checked.
+    /// A reader that must not trust the node follows sets with a [`BatchVerifier`] instead.
+    pub async fn validator_set(&mut self, height: u64) -> Result<(u64, ValidatorSet), ClientError> {
+        let r = self
+            .node
+            .get_validator_set(pb::GetValidatorSetRequest { height })
+            .await?
+            .into_inner();
+        let set = validator_set_field(
+            "validators",
+            r.validators
+                .as_ref()
+                .ok_or(ConversionError::Missing("validators"))?,
+        )?;
+        if set.hash() != hash_field("set_hash", &r.set_hash)? {
+            return Err(ConversionError::Invalid(
+                "set_hash",
+                "not the hash of the set sent".into(),
+            )
+            .into());
+        }
+        Ok((r.epoch, set))
+    }
+
     pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {
         Ok(self.node.status(pb::StatusRequest {}).await?.into_inner())
     }
@@ -359,7 +413,7 @@ impl BatchStream {
         let Some(wire) = self.inner.message().await? else {
             return Ok(None);
         };
-        let batch = match &self.verifier {
+        let batch = match &mut self.verifier {
             Some(v) => v.verify(wire)?,
             None => wire.try_into()?,
         };

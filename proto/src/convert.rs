@@ -3,6 +3,7 @@
 
 use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
+use baton_consensus::context::{Validator, ValidatorSet, MAX_VALIDATORS};
 use baton_consensus::proof::NamespaceProof;
 use baton_consensus::{
     Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin,
@@ -236,8 +237,57 @@ impl From<&BlockHeader> for pb::BlockHeader {
                 })
                 .collect(),
             l1_origin: (h.l1_origin != L1Origin::default()).then(|| l1_block_wire(&h.l1_origin)),
+            next_validator_set_hash: h.next_validator_set_hash.0.to_vec(),
         }
     }
+}
+
+impl From<&ValidatorSet> for pb::ValidatorSet {
+    fn from(set: &ValidatorSet) -> Self {
+        pb::ValidatorSet {
+            validators: set
+                .validators()
+                .iter()
+                .map(|v| pb::Validator {
+                    public_key: v.public_key.as_bytes().to_vec(),
+                    voting_power: v.voting_power,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Parses a validator set (at most [`MAX_VALIDATORS`] members, valid keys, no duplicates, no zero power).
+pub fn validator_set_field(
+    field: &'static str,
+    set: &pb::ValidatorSet,
+) -> Result<ValidatorSet, ConversionError> {
+    if set.validators.len() > MAX_VALIDATORS {
+        return Err(ConversionError::TooMany {
+            field,
+            got: set.validators.len(),
+            limit: MAX_VALIDATORS,
+        });
+    }
+    let validators = set
+        .validators
+        .iter()
+        .map(|v| {
+            let key: [u8; 32] =
+                v.public_key
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ConversionError::Length {
+                        field,
+                        expected: 32,
+                        got: v.public_key.len(),
+                    })?;
+            let key = ed25519_consensus::VerificationKey::try_from(key)
+                .map_err(|e| ConversionError::Invalid(field, format!("not an Ed25519 key: {e}")))?;
+            Ok(Validator::new(key, v.voting_power))
+        })
+        .collect::<Result<Vec<_>, ConversionError>>()?;
+    ValidatorSet::new(validators).map_err(|e| ConversionError::Invalid(field, e))
 }
 
 fn bench_field(entries: &[pb::BenchedValidator]) -> Result<Bench, ConversionError> {
@@ -281,6 +331,10 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
                 None => L1Origin::default(),
                 o => l1_block_field("header.l1_origin", o)?,
             },
+            next_validator_set_hash: hash_field(
+                "header.next_validator_set_hash",
+                &h.next_validator_set_hash,
+            )?,
         })
     }
 }
@@ -296,6 +350,7 @@ impl From<&RollupBatch> for pb::RollupBatch {
             proof: None,
             l1_origin: None,
             reorg: None,
+            next_validators: None,
         }
     }
 }
@@ -461,7 +516,43 @@ mod tests {
                 number: 1234,
                 hash: Hash([6; 32]),
             },
+            next_validator_set_hash: Hash([7; 32]),
         }
+    }
+
+    #[test]
+    fn validator_sets_round_trip_and_bad_ones_name_the_field() {
+        let keys: Vec<_> = (1..=4u8)
+            .map(|i| ed25519_consensus::SigningKey::from([i; 32]).verification_key())
+            .collect();
+        let set = ValidatorSet::new(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| Validator::new(*k, i as u64 + 1))
+                .collect(),
+        )
+        .unwrap();
+        let wire = pb::ValidatorSet::from(&set);
+        let back = validator_set_field("next_validators", &wire).unwrap();
+        assert_eq!(back.hash(), set.hash());
+        let mut short = wire.clone();
+        short.validators[0].public_key.pop();
+        assert!(matches!(
+            validator_set_field("next_validators", &short),
+            Err(ConversionError::Length {
+                field: "next_validators",
+                ..
+            })
+        ));
+        let mut twice = wire.clone();
+        twice.validators.push(twice.validators[0].clone());
+        assert!(matches!(
+            validator_set_field("next_validators", &twice),
+            Err(ConversionError::Invalid("next_validators", _))
+        ));
+        let mut zero = wire;
+        zero.validators[1].voting_power = 0;
+        assert!(validator_set_field("next_validators", &zero).is_err());
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub(crate) enum Msg {
         height: u64,
     },
     SyncResponse {
-        block: Block,
+        block: Box<Block>,
         cert: Certificate,
     },
 }
@@ -448,12 +448,19 @@ impl Sim {
             }
             Msg::SyncRequest { height } => {
                 if let Ok(Some((cert, block))) = self.nodes[to].host.decided_value(height) {
-                    self.send(to, from, Msg::SyncResponse { block, cert });
+                    self.send(
+                        to,
+                        from,
+                        Msg::SyncResponse {
+                            block: Box::new(block),
+                            cert,
+                        },
+                    );
                 }
             }
             Msg::SyncResponse { block, cert } => {
                 let height = cert.height;
-                if self.synced(to, block, cert) {
+                if self.synced(to, *block, cert) {
                     // Keep going while the peer has more (one request per tick would never catch up).
                     self.send(to, from, Msg::SyncRequest { height: height + 1 });
                 }

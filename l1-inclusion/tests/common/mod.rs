@@ -80,6 +80,7 @@ impl L1 {
             round: 0,
             bench: Default::default(),
             l1_origin: Default::default(),
+            next_validator_set_hash: self.set_hash,
         }
     }
 

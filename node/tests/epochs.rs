@@ -1,0 +1,286 @@
+//! The validator set follows L1 stake by epochs, on real processes and a real local L1 (anvil): four genesis
+//! validators staked in `BatonStaking`; a fifth node's registration is refused while the allowlist is on and never
+//! enters the set; once governance opens registration it stakes, joins at the next epoch and votes; a validator
+//! stopped before that change and restarted after it rejoins with the right set; then one genesis validator exits
+//! and the set shrinks to four. The chain never stops, every node agrees on every hash, and a reader verifying
+//! from genesis follows both set changes from the signed headers alone.
+
+#![allow(clippy::unwrap_used)] // a failing step panics the test, which is what it should do
+
+mod common;
+
+use std::time::Duration;
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address as EthAddress, U256};
+use alloy::providers::ProviderBuilder;
+use alloy::signers::local::PrivateKeySigner;
+use baton_consensus::context::ValidatorSet;
+use baton_consensus::types::Address;
+use baton_l1_inclusion::anvil::LocalL1;
+use baton_l1_inclusion::contracts::BatonStaking;
+use baton_l1_inclusion::watcher::Safety;
+use baton_node::devnet::{add_joiner, attach_l1, DevnetL1, DevnetStaking, ETHER};
+use baton_node::validator::{consensus_key, StakingClient};
+use baton_proto::convert::parse_batch_proof;
+use common::{run, serial, Cluster};
+
+const EPOCH: u64 = 30;
+
+/// The set deciding the next height, as node `i` reports it.
+async fn next_set(cluster: &Cluster, i: usize) -> (u64, ValidatorSet) {
+    cluster
+        .client(i)
+        .await
+        .validator_set(0)
+        .await
+        .unwrap_or_else(|e| panic!("node{i} GetValidatorSet: {e}"))
+}
+
+/// Waits until node `i`'s next-height set satisfies `f`; returns the first height that set decides.
+async fn wait_set(
+    cluster: &Cluster,
+    i: usize,
+    what: &str,
+    f: impl Fn(&ValidatorSet) -> bool,
+) -> u64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, set) = next_set(cluster, i).await;
+        if f(&set) {
+            // Walk back to the first height decided by this set.
+            let mut c = cluster.client(i).await;
+            let mut h = cluster.height(i).await.expect("height") + 1;
+            while h > 1 {
+                let (_, s) = c.validator_set(h - 1).await.expect("set");
+                if s.hash() != set.hash() {
+                    break;
+                }
+                h -= 1;
+            }
+            return h;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node{i}: no set where {what} within 120 s; log:\n{}",
+            cluster.log(i)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The addresses whose precommits are in height `h`'s certificate on node `i`.
+async fn signers(cluster: &Cluster, i: usize, h: u64) -> Vec<Address> {
+    let wire = cluster
+        .client(i)
+        .await
+        .get_batch_with_proof(1, h)
+        .await
+        .expect("batch with proof");
+    let (_, cert) = parse_batch_proof(wire.proof.expect("proof")).expect("proof parses");
+    cert.signatures.iter().map(|(a, _)| *a).collect()
+}
+
+#[test]
+fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
+    let _guard = serial();
+    run(Duration::from_secs(420), async {
+        let anvil = LocalL1 {
+            block_time_secs: Some(1),
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let mut cluster = Cluster::prepare(4);
+        let mut l1 = DevnetL1::local(&anvil, 10);
+        l1.origin_safety = Safety::Latest;
+        l1.staking = Some(DevnetStaking {
+            epoch_length: EPOCH,
+            exit_delay: 3,
+            ..Default::default()
+        });
+        attach_l1(&mut cluster.net, &l1).await.expect("attach L1");
+        let staking: EthAddress = cluster
+            .net
+            .genesis
+            .l1
+            .as_ref()
+            .unwrap()
+            .staking
+            .as_ref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let (j, joiner_key, joiner_attester) =
+            add_joiner(&mut cluster.net, &anvil.endpoint()).expect("joiner");
+        cluster.procs.push(None);
+        let joiner = joiner_key.address();
+        for i in 0..=j {
+            cluster.start_node(i);
+        }
+        let genesis_set = cluster.net.genesis.validator_set().unwrap();
+        // In node order (the set itself is sorted by address).
+        let genesis_addrs: Vec<Address> = (0..4).map(|i| node_key(&cluster, i).address()).collect();
+
+        // The joiner follows as a full node; the genesis stakes (1 ETH each) give the genesis set again.
+        cluster.wait_height(j, 5, Duration::from_secs(60)).await;
+        let s = cluster.client(j).await.status().await.unwrap();
+        assert!(!s.in_validator_set, "the joiner starts outside the set");
+        assert_eq!(s.epoch_length, EPOCH);
+
+        // Allowlist on: the joiner's registration is refused (simulated first, so nothing is sent or paid).
+        let owner: PrivateKeySigner = anvil.keys()[3].clone().into();
+        let stake = StakingClient::new(&anvil.endpoint(), staking, Some(owner)).unwrap();
+        let key = consensus_key(&joiner_key);
+        let refused = stake
+            .register(key, joiner_attester.address(), U256::from(2 * ETHER))
+            .await
+            .expect_err("not allowlisted");
+        assert!(refused.to_string().contains("not allowlisted"), "{refused}");
+        assert!(!stake.position(key).await.unwrap().registered());
+        // ... and over a whole epoch change later the set is still the genesis set.
+        let h = cluster.height(1).await.unwrap();
+        cluster
+            .wait_height(1, h + EPOCH + 1, Duration::from_secs(60))
+            .await;
+        let (_, set) = next_set(&cluster, 1).await;
+        assert_eq!(
+            set.hash(),
+            genesis_set.hash(),
+            "the refused key never enters the set"
+        );
+
+        // Governance opens registration; the joiner stakes. Node 2 is stopped before the change.
+        let governance = ProviderBuilder::new()
+            .wallet(EthereumWallet::from(l1.deployer.clone()))
+            .connect_http(anvil.endpoint_url());
+        BatonStaking::new(staking, governance)
+            .openRegistration()
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        cluster.kill(2);
+        let registered_in = stake
+            .register(key, joiner_attester.address(), U256::from(ETHER))
+            .await
+            .expect("register once open");
+        let joined = wait_set(&cluster, 1, "the joiner is in", |s| {
+            s.get(&joiner).is_some()
+        })
+        .await;
+        let (_, five) = next_set(&cluster, 1).await;
+        assert_eq!(five.validators().len(), 5);
+        assert!(genesis_addrs.iter().all(|a| five.get(a).is_some()));
+        assert_eq!(joined % EPOCH, 1, "sets change at an epoch's first height");
+        let origin = cluster.headers(1, joined - 1, joined - 1).await[0]
+            .l1_origin
+            .number;
+        assert!(
+            origin >= registered_in,
+            "the set came from an L1 origin holding the registration"
+        );
+
+        // Node 2 restarts after the change and catches up with the new set.
+        cluster.start_node(2);
+        let now = cluster.height(1).await.unwrap();
+        cluster.wait_height(2, now, Duration::from_secs(90)).await;
+        assert_eq!(next_set(&cluster, 2).await.1.hash(), five.hash());
+
+        // The joiner votes: its precommit is in certificates of the new epoch.
+        cluster
+            .wait_height(1, joined + EPOCH, Duration::from_secs(60))
+            .await;
+        let mut voted = 0;
+        for h in joined..joined + EPOCH {
+            if signers(&cluster, 1, h).await.contains(&joiner) {
+                voted += 1;
+            }
+        }
+        if voted == 0 {
+            let log = cluster.log(j);
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "the joiner signed none of heights {joined}..{}; its log ends:\n{}",
+                joined + EPOCH,
+                tail.join("\n")
+            );
+        }
+        let s = cluster.client(j).await.status().await.unwrap();
+        assert!(s.in_validator_set);
+
+        // Genesis validator 0 exits (its stake is the deployer's): the set shrinks to four at the next epoch.
+        let gov_stake =
+            StakingClient::new(&anvil.endpoint(), staking, Some(l1.deployer.clone())).unwrap();
+        let key0 = consensus_key(&node_key(&cluster, 0));
+        gov_stake.request_exit(key0).await.expect("exit");
+        let left = wait_set(&cluster, 1, "node0 is out", |s| {
+            s.get(&genesis_addrs[0]).is_none()
+        })
+        .await;
+        let (_, four) = next_set(&cluster, 1).await;
+        assert_eq!(four.validators().len(), 4);
+        assert!(four.get(&joiner).is_some());
+        assert_eq!(left % EPOCH, 1);
+        cluster
+            .wait_height(1, left + 10, Duration::from_secs(60))
+            .await;
+        assert!(
+            signers(&cluster, 1, left + 5)
+                .await
+                .iter()
+                .all(|a| *a != genesis_addrs[0]),
+            "an exited validator's votes do not count"
+        );
+        // Its stake comes back after the exit delay.
+        let p = gov_stake.position(key0).await.unwrap();
+        while gov_stake.position(key0).await.unwrap().l1_block < p.withdrawable_at {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        gov_stake
+            .withdraw(key0)
+            .await
+            .expect("withdraw after the delay");
+        assert!(!gov_stake.position(key0).await.unwrap().registered());
+
+        // Every node agrees on every hash, node 0 (now outside the set) included.
+        let top = cluster.height(1).await.unwrap();
+        for i in 0..=j {
+            cluster.wait_height(i, top, Duration::from_secs(60)).await;
+        }
+        let reference = cluster.chain(1, top).await;
+        for i in [0, 2, 3, j] {
+            assert_eq!(cluster.chain(i, top).await, reference, "node{i} disagrees");
+        }
+        // The chain never stopped: no gap between consecutive blocks above 5 s.
+        let headers = cluster.headers(1, 1, top).await;
+        let gap = headers
+            .windows(2)
+            .map(|w| w[1].timestamp_ms - w[0].timestamp_ms)
+            .max()
+            .unwrap();
+        println!(
+            "heights 1..={top}: joined at {joined}, node0 out at {left}, longest gap {gap} ms"
+        );
+        assert!(gap < 5_000, "the chain paused {gap} ms");
+
+        // A reader trusting only the genesis set verifies every height, following both changes.
+        let mut stream = cluster
+            .client(3)
+            .await
+            .stream_verified_batches(1, 1, cluster.verifier())
+            .await
+            .unwrap();
+        for h in 1..=top {
+            let b = stream.next().await.expect("verified").expect("open");
+            assert_eq!(b.header.height, h);
+        }
+    });
+}
+
+fn node_key(cluster: &Cluster, i: usize) -> baton_node::keys::NodeKey {
+    baton_node::keys::NodeKey::load(&cluster.net.nodes[i].dir.join("node_key.toml")).unwrap()
+}
