@@ -118,6 +118,8 @@ pub struct BlockContext {
     pub validators: ValidatorSet,
     /// The set deciding the next height (this one's, except when an epoch ends with a change).
     pub next_validators: ValidatorSet,
+    /// Evidence to put in the block (used when building; validation takes it from the block).
+    pub evidence: Vec<crate::evidence::Equivocation>,
     /// The parent's L1 origin (zero at genesis and on a chain without L1).
     pub parent_l1_origin: L1Origin,
     /// The origin to build with (used when building; validation takes it from the header).
@@ -160,6 +162,7 @@ pub fn build_block(
             .after(&ctx.validators, ctx.height, ctx.round, proposer),
         l1_origin: ctx.l1_origin,
         next_validator_set_hash: ctx.next_validators.hash(),
+        evidence_root: crate::evidence::evidence_root(&ctx.evidence),
     };
     let next_validators =
         (ctx.next_validators.hash() != ctx.validator_set_hash).then(|| ctx.next_validators.clone());
@@ -167,6 +170,7 @@ pub fn build_block(
         header,
         bundles,
         next_validators,
+        evidence: ctx.evidence.clone(),
     }
 }
 
@@ -244,6 +248,15 @@ pub fn validate_block(
             got: h.validator_set_hash,
             expected: ctx.validator_set_hash,
         });
+    }
+    if block.evidence.len() > crate::evidence::MAX_EVIDENCE_PER_BLOCK {
+        return Err(BlockError::TooMuchEvidence {
+            got: block.evidence.len(),
+            limit: crate::evidence::MAX_EVIDENCE_PER_BLOCK,
+        });
+    }
+    if h.evidence_root != crate::evidence::evidence_root(&block.evidence) {
+        return Err(BlockError::WrongEvidenceRoot);
     }
     if h.next_validator_set_hash != ctx.next_validators.hash() {
         return Err(BlockError::WrongNextValidatorSet {
@@ -418,6 +431,7 @@ mod tests {
             parent_l1_origin: Default::default(),
             l1_origin: Default::default(),
             next_validators: validators.clone(),
+            evidence: vec![],
             validators,
         }
     }

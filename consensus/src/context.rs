@@ -633,6 +633,10 @@ pub enum ProposalPart {
         height: u64,
         hashes: Vec<Hash>,
     },
+    /// Misbehaviour evidence the block carries (between `Init` and `Fin`, only when there is some).
+    Evidence {
+        items: Vec<crate::evidence::Equivocation>,
+    },
 }
 
 impl ProposalPart {
@@ -646,6 +650,7 @@ impl ProposalPart {
                 32 * hashes.len() + 40
             }
             ProposalPart::Init { .. } | ProposalPart::Fin { .. } => 256,
+            ProposalPart::Evidence { items } => 256 * items.len() + 8,
         }
     }
 }

@@ -208,6 +208,12 @@ pub enum BlockError {
     WrongBench,
     #[error("validator set hash {got}, expected {expected}")]
     WrongValidatorSet { got: Hash, expected: Hash },
+    #[error("{got} evidence items, at most {limit} per block")]
+    TooMuchEvidence { got: usize, limit: usize },
+    #[error("header.evidence_root does not match the block's evidence")]
+    WrongEvidenceRoot,
+    #[error("evidence {index}: {reason}")]
+    BadEvidence { index: usize, reason: String },
     #[error("header.next_validator_set_hash {got} is not the next height's set {expected}")]
     WrongNextValidatorSet { got: Hash, expected: Hash },
     #[error("the staking table at L1 block {number} is not known here yet (the next epoch's set depends on it)")]

@@ -4,7 +4,7 @@
 //! part, hand back undecided values after a restart, commit a decision, serve and accept synced blocks. Storage
 //! and time come in through [`ChainStore`] and [`Clock`], so the whole flow runs in memory in tests.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,6 +23,7 @@ use crate::context::{
 };
 use crate::epoch::next_set;
 use crate::error::{BlockError, BundleError, ConsensusError};
+use crate::evidence::{Equivocation, MAX_EVIDENCE_AGE, MAX_EVIDENCE_PER_BLOCK};
 use crate::hash::Hash;
 use crate::mempool::{Admission, Mempool, MempoolLimits};
 use crate::origin::{owed_forced, Certified, ForcedBundle, L1View};
@@ -144,6 +145,7 @@ struct Parked {
     header: BlockHeader,
     hashes: Vec<Hash>,
     bundles: Vec<Option<Bundle>>,
+    evidence: Vec<Equivocation>,
     asked_at_ms: u64,
 }
 
@@ -194,7 +196,18 @@ pub struct Host<S, C> {
     future: BTreeMap<u64, Vec<Assembled>>,
     /// The node's view of L1, on a chain with L1 ([`crate::origin`]).
     l1: Option<Arc<dyn L1View>>,
+    /// The genesis set (the set of every height until a block names another).
+    genesis_validators: ValidatorSet,
+    /// Verified evidence not yet in a decided block, oldest first (bounded).
+    pending_evidence: Vec<Equivocation>,
+    /// Hashes of the evidence in decided blocks.
+    included_evidence: HashSet<Hash>,
+    /// Validators with evidence in decided blocks: out of every later set on a chain with epochs.
+    jailed: BTreeSet<Address>,
 }
+
+/// Most verified evidence items kept waiting for a block.
+const MAX_PENDING_EVIDENCE: usize = 256;
 
 impl<S: ChainStore, C: Clock> Host<S, C> {
     /// Opens the host on a store: finds the tip and reloads the persisted mempool (bundles that expired or lost
@@ -218,8 +231,14 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         });
         let current = tip.as_ref().map_or(1, |t| t.height + 1);
         // The set of the next height: the genesis one until a decided block named another.
+        let genesis_validators = validators.clone();
         let validators = store.validator_set_at(current)?.unwrap_or(validators);
+        let included = store.evidence()?;
         let mut host = Host {
+            genesis_validators,
+            pending_evidence: Vec::new(),
+            included_evidence: included.iter().map(|(_, e)| e.hash()).collect(),
+            jailed: included.iter().map(|(_, e)| e.validator).collect(),
             domain,
             genesis_hash,
             signer,
@@ -359,8 +378,86 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             validator_set_hash: self.validators.hash(),
             validators: parent_bench.apply(&self.validators, height),
             next_validators: self.validators.clone(),
+            evidence: Vec::new(),
             parent_bench,
         }
+    }
+
+    /// The set that decides `height` (a decided height or the next one).
+    pub fn validators_at(&self, height: u64) -> Result<ValidatorSet, ConsensusError> {
+        if height >= self.next_height() {
+            return Ok(self.validators.clone());
+        }
+        Ok(self
+            .store
+            .validator_set_at(height)?
+            .unwrap_or_else(|| self.genesis_validators.clone()))
+    }
+
+    /// Validators with evidence in decided blocks.
+    pub fn jailed(&self) -> &BTreeSet<Address> {
+        &self.jailed
+    }
+
+    /// Evidence verified here and waiting for a block.
+    pub fn pending_evidence(&self) -> &[Equivocation] {
+        &self.pending_evidence
+    }
+
+    /// Takes in equivocation the engine reported: each item is verified against the set of its height and kept
+    /// for a block unless it is already in the chain or waiting. Returns how many were new.
+    pub fn report_evidence(&mut self, items: Vec<Equivocation>) -> Result<usize, ConsensusError> {
+        let mut added = 0;
+        for e in items {
+            let hash = e.hash();
+            if self.included_evidence.contains(&hash)
+                || self.pending_evidence.iter().any(|p| p.hash() == hash)
+                || e.height >= self.next_height()
+            {
+                continue;
+            }
+            let set = self.validators_at(e.height)?;
+            match e.verify(&set, &self.domain) {
+                Ok(()) => {
+                    warn!(validator = %e.validator, height = e.height, round = e.round, kind = e.kind.as_str(), "equivocation");
+                    if self.pending_evidence.len() >= MAX_PENDING_EVIDENCE {
+                        self.pending_evidence.remove(0);
+                    }
+                    self.pending_evidence.push(e);
+                    added += 1;
+                }
+                Err(why) => {
+                    debug!(validator = %e.validator, error = %why, "refused reported evidence")
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Checks a block's evidence: no item twice or already in the chain, about an earlier height not too long
+    /// ago, and real equivocation by a member of that height's set.
+    fn check_evidence(&self, block: &Block) -> Result<(), BlockError> {
+        let height = block.height();
+        let mut seen = HashSet::new();
+        for (index, e) in block.evidence.iter().enumerate() {
+            let bad = |reason: String| BlockError::BadEvidence { index, reason };
+            let hash = e.hash();
+            if !seen.insert(hash) || self.included_evidence.contains(&hash) {
+                return Err(bad("already in the chain or twice in the block".into()));
+            }
+            if e.height >= height || height - e.height > MAX_EVIDENCE_AGE {
+                return Err(bad(format!(
+                    "about height {}, not one of the {MAX_EVIDENCE_AGE} heights before {height}",
+                    e.height
+                )));
+            }
+            let set = self
+                .validators_at(e.height)
+                .map_err(|err| bad(err.to_string()))?;
+            e.verify(&set, &self.domain)
+                .map_err(|err| bad(err.to_string()))?;
+        }
+        Ok(())
     }
 
     /// The set deciding `height + 1` for a block at `height` on L1 origin `origin`: this height's set, except in an
@@ -379,11 +476,17 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if !rules.is_boundary(height + 1) {
             return Ok(current.clone());
         }
-        let table = l1
+        let mut table = l1
             .stake_table(origin.number)
             .ok_or(BlockError::StakeTableUnknown {
                 number: origin.number,
             })?;
+        // Validators with evidence in the chain are out of every later set.
+        for (key, c) in table.candidates.iter_mut() {
+            if self.jailed.contains(&Address::from_public_key_bytes(key)) {
+                c.jailed = true;
+            }
+        }
         let (set, change) = next_set(&table, rules, current);
         debug!(
             height,
@@ -519,7 +622,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         } else {
             self.next_validators(height, &block.header.l1_origin)
         };
-        match next {
+        match next.and_then(|set| self.check_evidence(block).map(|()| set)) {
             Ok(set) => ctx.next_validators = set,
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
@@ -596,6 +699,13 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     // Validators will refuse this block as well; the round moves on.
                     Err(e) => warn!(height, error = %e, "cannot compute the next epoch's set"),
                 }
+                ctx.evidence = self
+                    .pending_evidence
+                    .iter()
+                    .filter(|e| e.height < height && height - e.height <= MAX_EVIDENCE_AGE)
+                    .take(MAX_EVIDENCE_PER_BLOCK)
+                    .cloned()
+                    .collect();
                 let (hashes, bundles) = self.select(&ctx);
                 let block =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
@@ -720,6 +830,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             proposer: signer.address(),
             header: Box::new(block.header.clone()),
         }];
+        if !block.evidence.is_empty() {
+            parts.push(ProposalPart::Evidence {
+                items: block.evidence.clone(),
+            });
+        }
         if self.limits.compact_proposals {
             let per_part = (self.limits.part_bytes / 32).max(1);
             for chunk in hashes.chunks(per_part) {
@@ -748,9 +863,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         seq: u64,
         part: Option<ProposalPart>,
     ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
-        // Bound what one stream can hold: a full block plus Init and Fin, split into parts no smaller than one
+        // Bound what one stream can hold: a full block plus Init, evidence and Fin, split into parts no smaller than one
         // bundle.
-        let max_parts = self.spec.params.max_block_bundles as u64 + 3;
+        let max_parts = self.spec.params.max_block_bundles as u64 + 4;
         let max_bytes = self.spec.params.max_block_bytes as usize + 64 * 1024;
         if seq > max_parts {
             warn!(seq, "proposal part sequence number out of range; dropping");
@@ -935,6 +1050,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     header: p.header,
                     bundles,
                     next_validators: None,
+                    evidence: p.evidence,
                 };
                 if let Some(v) =
                     self.finish(p.height, p.round, p.pol_round, p.proposer, block, p.hashes)?
@@ -978,9 +1094,17 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         };
         let mut items = Vec::new();
+        let mut evidence = Vec::new();
         let mut signature: Option<Signature> = None;
         for p in parts {
             match p {
+                ProposalPart::Evidence { items: e }
+                    if signature.is_none()
+                        && evidence.is_empty()
+                        && e.len() <= MAX_EVIDENCE_PER_BLOCK =>
+                {
+                    evidence = e
+                }
                 ProposalPart::Data { bundles: b } if signature.is_none() => {
                     items.extend(b.into_iter().map(Item::Full))
                 }
@@ -1054,6 +1178,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .collect();
         if header.bundle_count as usize != hashes.len()
             || crate::types::bundles_root(&hashes) != header.bundles_root
+            || crate::evidence::evidence_root(&evidence) != header.evidence_root
         {
             warn!(
                 height,
@@ -1102,6 +1227,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 header: *header,
                 hashes,
                 bundles,
+                evidence,
                 asked_at_ms: self.clock.now_ms(),
             });
             return Ok(None);
@@ -1110,6 +1236,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             header: *header,
             bundles: bundles.into_iter().flatten().collect(),
             next_validators: None,
+            evidence,
         };
         self.finish(height, round_n, pol_round, proposer, block, hashes)
     }
@@ -1230,6 +1357,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.verified.clear();
         self.known_hashes.clear();
         self.parked.retain(|p| p.height > height);
+        for e in &block.evidence {
+            warn!(validator = %e.validator, height = e.height, included_at = height, "evidence of equivocation decided; the validator is jailed");
+            self.included_evidence.insert(e.hash());
+            self.jailed.insert(e.validator);
+        }
+        if !block.evidence.is_empty() {
+            let included = &self.included_evidence;
+            self.pending_evidence
+                .retain(|e| !included.contains(&e.hash()));
+        }
         if let Some(set) = &block.next_validators {
             info!(
                 height = height + 1,
@@ -2060,6 +2197,103 @@ mod tests {
         assert_eq!(pv.validity, Validity::Valid);
         fresh.decided(cert(2, 0, b2.hash())).unwrap();
         assert_eq!(fresh.validators(), &expected);
+    }
+
+    #[test]
+    fn reported_equivocation_goes_into_a_block_and_jails_the_validator() {
+        use crate::evidence::{Kind, Signed};
+        use malachitebft_core_types::VoteType;
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let other = net.other_than(&[proposer]);
+        let culprit_key = net
+            .keys
+            .iter()
+            .find(|k| {
+                let a = Address::from_public_key_bytes(k.verification_key().as_bytes());
+                a != proposer && a != other
+            })
+            .unwrap()
+            .clone();
+        let culprit = Address::from_public_key_bytes(culprit_key.verification_key().as_bytes());
+        let signer = ConsensusSigner::new(culprit_key, net.domain);
+        let vote = |value: Option<Hash>| Signed {
+            value,
+            pol_round: 0,
+            signature: signer
+                .sign(
+                    &net.domain
+                        .vote_bytes(VoteType::Prevote, 1, 0, value, &culprit),
+                )
+                .0,
+        };
+        let evidence = Equivocation::new(
+            Kind::Prevote,
+            culprit,
+            1,
+            0,
+            vote(None),
+            vote(Some(Hash::digest(&[b"v"]))),
+        );
+        let (store_p, store_o) = (MemStore::default(), MemStore::default());
+        let mut p = net.host(proposer, store_p.clone());
+        let mut o = net.host(other, store_o.clone());
+        // Height 1 decided without evidence (it is about height 1, which must be decided first).
+        p.started_round(1, 0).unwrap();
+        o.started_round(1, 0).unwrap();
+        let (value, parts) = p.propose(1, 0).unwrap();
+        deliver(&mut o, &parts, b"p").expect("complete");
+        p.decided(cert(1, 0, value.0)).unwrap();
+        o.decided(cert(1, 0, value.0)).unwrap();
+
+        // A framed copy (signatures moved onto another validator) is not taken in; the real one is.
+        let framed = Equivocation {
+            validator: other,
+            ..evidence.clone()
+        };
+        assert_eq!(
+            p.report_evidence(vec![framed.clone(), evidence.clone()])
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            p.report_evidence(vec![evidence.clone()]).unwrap(),
+            0,
+            "no duplicates"
+        );
+        let h2 = net.vs.proposer(2, 0).address;
+        let mut q = net.host(h2, store_p.clone());
+        q.report_evidence(vec![evidence.clone()]).unwrap();
+        q.started_round(2, 0).unwrap();
+        o.started_round(2, 0).unwrap();
+        let (value, parts) = q.propose(2, 0).unwrap();
+        let block = store_p.undecided(2).unwrap().remove(0).block;
+        assert_eq!(block.evidence, vec![evidence.clone()]);
+        assert_eq!(
+            block.header.evidence_root,
+            crate::evidence::evidence_root(&block.evidence)
+        );
+        let pv = deliver(&mut o, &parts, b"q").expect("complete");
+        assert_eq!(pv.validity, Validity::Valid);
+        o.decided(cert(2, 0, value.0)).unwrap();
+        assert!(o.jailed().contains(&culprit));
+        assert_eq!(store_o.evidence().unwrap(), vec![(2, evidence.clone())]);
+        // After a restart the chain still jails it, and the same evidence cannot be included again.
+        let again = net.host(other, store_o.clone());
+        assert!(again.jailed().contains(&culprit));
+        let mut dup = store_o.block(2).unwrap().unwrap();
+        dup.header.height = 3;
+        assert!(matches!(
+            again.check_evidence(&dup),
+            Err(BlockError::BadEvidence { index: 0, .. })
+        ));
+        // A block carrying framed evidence is refused.
+        let mut forged = dup.clone();
+        forged.evidence = vec![framed];
+        assert!(matches!(
+            again.check_evidence(&forged),
+            Err(BlockError::BadEvidence { index: 0, .. })
+        ));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod check;
 pub mod context;
 pub mod epoch;
 pub mod error;
+pub mod evidence;
 pub mod hash;
 pub mod host;
 pub mod mempool;

@@ -209,6 +209,7 @@ mod tests {
             l1_origin: Default::default(),
             validators: vs.clone(),
             next_validators: vs.clone(),
+            evidence: vec![],
         };
         let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
         let batches = batches_of(&block.bundles, &hashes);

@@ -63,6 +63,9 @@ pub trait ChainStore: Send + Sync {
     /// The validator set deciding `height` when it is not the genesis set: the newest decided block below
     /// `height` that carried `next_validators` names it (`commit` indexes them). `None`: the genesis set.
     fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError>;
+    /// Every evidence item in decided blocks, with the height of the block that carried it (`commit` indexes
+    /// them), oldest first.
+    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError>;
 }
 
 #[derive(Default)]
@@ -195,5 +198,14 @@ impl ChainStore for MemStore {
             .range(..height)
             .rev()
             .find_map(|(_, (b, _))| b.next_validators.clone()))
+    }
+
+    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError> {
+        Ok(self
+            .lock()
+            .blocks
+            .iter()
+            .flat_map(|(h, (b, _))| b.evidence.iter().map(|e| (*h, e.clone())))
+            .collect())
     }
 }

@@ -78,6 +78,8 @@ pub struct BlockHeader {
     /// epoch's last block when the set changes ([`crate::epoch`]). Signed with the block, so a client that trusts
     /// this set learns the next one from a certified header.
     pub next_validator_set_hash: Hash,
+    /// Merkle root of the hashes of the misbehaviour evidence the block carries ([`crate::evidence`]).
+    pub evidence_root: Hash,
 }
 
 /// An L1 block a Baton block builds on: the forced-inclusion entries due by then must be in the chain.
@@ -130,6 +132,8 @@ pub struct Block {
     /// The next epoch's set when it differs from this block's (its hash is `header.next_validator_set_hash`).
     /// Not part of proposals: each validator computes it; stored and synced with the decided block.
     pub next_validators: Option<crate::context::ValidatorSet>,
+    /// Equivocation evidence, committed by `header.evidence_root`.
+    pub evidence: Vec<crate::evidence::Equivocation>,
 }
 
 impl Block {
@@ -286,9 +290,11 @@ mod tests {
                 bench: Default::default(),
                 l1_origin: Default::default(),
                 next_validator_set_hash: Hash::ZERO,
+                evidence_root: Hash::ZERO,
             },
             bundles: vec![a.clone(), b.clone()],
             next_validators: None,
+            evidence: vec![],
         };
         let batches = block.batches();
         let tags = |r: RollupId| -> Vec<(u8, u8)> {

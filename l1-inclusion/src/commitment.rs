@@ -194,6 +194,7 @@ mod tests {
             bench: Default::default(),
             l1_origin: Default::default(),
             next_validator_set_hash: Hash::digest(&[b"set"]),
+            evidence_root: Hash::ZERO,
         }
     }
 

@@ -85,6 +85,27 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             EthAddress::ZERO
         );
         assert!(send(&l1, staking, 1, register(1), 2 * ETHER).await);
+        // Permissioned phase: governance can remove a validator (it exits as if it had asked); nobody else can.
+        let allow6 = BatonStaking::setAllowlistedCall {
+            consensusKey: key(6),
+            allowed: true,
+        }
+        .abi_encode();
+        assert!(send(&l1, staking, 0, allow6, 0).await);
+        assert!(send(&l1, staking, 6, register(6), 2 * ETHER).await);
+        let remove6 = BatonStaking::removeCall {
+            consensusKey: key(6),
+        }
+        .abi_encode();
+        assert!(
+            !send(&l1, staking, 1, remove6.clone(), 0).await,
+            "not governance"
+        );
+        assert!(send(&l1, staking, 0, remove6, 0).await);
+        assert_ne!(
+            contract.stakes(key(6)).call().await.unwrap().withdrawableAt,
+            0
+        );
         // Only governance opens registration; below the minimum stake is refused.
         assert!(
             !send(
@@ -110,9 +131,18 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             !send(&l1, staking, 2, register(2), ETHER / 2).await,
             "below minStake"
         );
+        // Once registration is open, governance can no longer remove anyone.
+        let remove2 = BatonStaking::removeCall {
+            consensusKey: key(2),
+        }
+        .abi_encode();
         for n in 2..=5u8 {
             assert!(send(&l1, staking, n as usize, register(n), ETHER * u128::from(n)).await);
         }
+        assert!(
+            !send(&l1, staking, 0, remove2, 0).await,
+            "registration is open"
+        );
         assert!(
             send(
                 &l1,
@@ -175,12 +205,13 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             table.apply_block(events);
         }
         let keys: Vec<[u8; 32]> = table.candidates.keys().copied().collect();
-        let mut expected: Vec<[u8; 32]> = (2..=5u8).map(|n| key(n).0).collect();
+        let mut expected: Vec<[u8; 32]> = (2..=6u8).map(|n| key(n).0).collect();
         expected.sort();
         assert_eq!(
             keys, expected,
             "withdrawn and refused keys are not candidates"
         );
+        assert!(table.candidates[&key(6).0].exiting, "removed by governance");
         assert_eq!(table.candidates[&key(2).0].stake, 7 * ETHER);
         assert_eq!(table.candidates[&key(3).0].attester, [3; 20]);
         let rules = SetRules {

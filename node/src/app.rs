@@ -621,9 +621,18 @@ impl ConsensusLoop {
                 let _ = reply.send(());
             }
             AppMsg::Finalized {
-                certificate, reply, ..
+                certificate,
+                evidence,
+                reply,
+                ..
             } => {
                 let height = certificate.height.0;
+                if !evidence.is_empty() {
+                    // Verified against the height's set, then carried by this node's next proposals.
+                    let items = baton_consensus::evidence::from_engine(&evidence);
+                    let added = self.host.report_evidence(items)?;
+                    self.metrics.evidence_reported.inc_by(added as u64);
+                }
                 let next = if self.failed_decision == Some(height) {
                     Next::Restart(Height(height), self.height_params(height))
                 } else {

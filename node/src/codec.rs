@@ -213,6 +213,7 @@ mod tests {
             bench: Default::default(),
             l1_origin: Default::default(),
             next_validator_set_hash: Hash::ZERO,
+            evidence_root: Hash::ZERO,
         };
         let part = ProposalPart::Init {
             height: Height(1),

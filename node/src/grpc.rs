@@ -598,6 +598,25 @@ impl NodeService for Api {
         }))
     }
 
+    async fn list_evidence(
+        &self,
+        request: Request<pb::ListEvidenceRequest>,
+    ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
+        let from = request.into_inner().from_height;
+        let all = self.store.evidence_from(0).map_err(internal)?;
+        let mut jailed: Vec<Vec<u8>> = all.iter().map(|(_, e)| e.validator.0.to_vec()).collect();
+        jailed.sort();
+        jailed.dedup();
+        // Bounded by what blocks can carry (16 items each); a node answers with at most 4,096 of them.
+        let evidence = all
+            .iter()
+            .filter(|(h, _)| *h >= from)
+            .take(4_096)
+            .map(|(h, e)| baton_proto::convert::evidence_wire(*h, e))
+            .collect();
+        Ok(Response::new(pb::ListEvidenceResponse { evidence, jailed }))
+    }
+
     async fn get_validator_set(
         &self,
         request: Request<pb::GetValidatorSetRequest>,

@@ -62,6 +62,12 @@ enum Command {
         #[command(subcommand)]
         command: ValidatorCommand,
     },
+    /// Governance of the staking contract in the permissioned phase: allowlist keys, remove validators, open
+    /// registration to anyone.
+    Governance {
+        #[command(subcommand)]
+        command: GovernanceCommand,
+    },
     /// Write keys, a genesis and one shared node config for validators reachable at given host names
     /// (containers, Kubernetes pods): nodes listen on all interfaces and keep data in `--data-dir`.
     Testnet(baton_node::devnet::TestnetSpec),
@@ -157,6 +163,44 @@ enum ValidatorCommand {
     },
 }
 
+/// The staking contract and the governance key.
+#[derive(clap::Args)]
+struct GovernanceArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8545")]
+    l1_rpc: String,
+    #[arg(long)]
+    staking: String,
+    /// The governance address's key (hex secp256k1 key file).
+    #[arg(long)]
+    l1_key: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum GovernanceCommand {
+    /// Let a consensus key register while the allowlist is on (`--revoke` to take that back).
+    Allow {
+        #[command(flatten)]
+        l1: GovernanceArgs,
+        /// The validator's Ed25519 public key (hex, from `baton keys show`).
+        #[arg(long)]
+        public_key: String,
+        #[arg(long)]
+        revoke: bool,
+    },
+    /// Remove a validator from the next set (permissioned phase only; its owner withdraws after the delay).
+    Remove {
+        #[command(flatten)]
+        l1: GovernanceArgs,
+        #[arg(long)]
+        public_key: String,
+    },
+    /// Open registration to anyone (irreversible; ends the permissioned phase).
+    OpenRegistration {
+        #[command(flatten)]
+        l1: GovernanceArgs,
+    },
+}
+
 #[derive(Subcommand)]
 enum KeysCommand {
     /// Generate a new Ed25519 validator key (and, with `--attester-out`, an L1 attestation key).
@@ -249,6 +293,62 @@ fn staking_client(
         StakingClient::new(&a.l1_rpc, contract, owner)?,
         consensus_key(&key),
     ))
+}
+
+fn governance_client(a: &GovernanceArgs) -> Result<baton_node::validator::StakingClient> {
+    let contract = a
+        .staking
+        .parse()
+        .with_context(|| format!("--staking `{}` is not an address", a.staking))?;
+    let key = baton_node::l1::load_l1_key(&a.l1_key)?;
+    Ok(baton_node::validator::StakingClient::new(
+        &a.l1_rpc,
+        contract,
+        Some(key),
+    )?)
+}
+
+fn public_key_arg(s: &str) -> Result<alloy_primitives::B256> {
+    let bytes = hex::decode(s.trim_start_matches("0x"))
+        .with_context(|| format!("--public-key `{s}` is not hex"))?;
+    let key: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| eyre::eyre!("--public-key must be 32 bytes, got {}", bytes.len()))?;
+    ed25519_consensus::VerificationKey::try_from(key)
+        .map_err(|e| eyre::eyre!("--public-key is not an Ed25519 key: {e}"))?;
+    Ok(alloy_primitives::B256::from(key))
+}
+
+async fn governance_command(command: GovernanceCommand) -> Result<()> {
+    match command {
+        GovernanceCommand::Allow {
+            l1,
+            public_key,
+            revoke,
+        } => {
+            let key = public_key_arg(&public_key)?;
+            let block = governance_client(&l1)?
+                .set_allowlisted(key, !revoke)
+                .await?;
+            let what = if revoke {
+                "no longer allowlisted"
+            } else {
+                "allowlisted"
+            };
+            println!("{key} {what} (L1 block {block})");
+        }
+        GovernanceCommand::Remove { l1, public_key } => {
+            let key = public_key_arg(&public_key)?;
+            let block = governance_client(&l1)?.remove(key).await?;
+            println!("{key} removed in L1 block {block}: out of the set from the next epoch computed after it");
+        }
+        GovernanceCommand::OpenRegistration { l1 } => {
+            let block = governance_client(&l1)?.open_registration().await?;
+            println!("registration is open to anyone from L1 block {block}");
+        }
+    }
+    Ok(())
 }
 
 async fn validator_command(command: ValidatorCommand) -> Result<()> {
@@ -379,6 +479,10 @@ fn main() -> Result<()> {
         Command::Validator { command } => {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(validator_command(command))?;
+        }
+        Command::Governance { command } => {
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(governance_command(command))?;
         }
         Command::Keys {
             command: KeysCommand::Show { key },

@@ -51,6 +51,7 @@ pub struct Metrics {
     pub proposals: Counter,
     pub decided_bundles: Counter,
     pub invalid_proposals: Counter,
+    pub evidence_reported: Counter,
     pub mempool_bundles: Gauge,
     pub mempool_bytes: Gauge,
     pub mempool_capacity: Gauge,
@@ -130,6 +131,7 @@ impl Metrics {
             proposals: Counter::default(),
             decided_bundles: Counter::default(),
             invalid_proposals: Counter::default(),
+            evidence_reported: Counter::default(),
             mempool_bundles: Gauge::default(),
             mempool_bytes: Gauge::default(),
             mempool_capacity: Gauge::default(),
@@ -189,6 +191,11 @@ impl Metrics {
             "consensus_invalid_proposals",
             "Proposals this node judged invalid",
             m.invalid_proposals.clone(),
+        );
+        r.register(
+            "consensus_evidence_reported",
+            "Equivocations the engine reported that verified here (each is put in a block, jailing its validator)",
+            m.evidence_reported.clone(),
         );
         r.register(
             "mempool_bundles",

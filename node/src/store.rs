@@ -30,6 +30,7 @@ use rocksdb::{
 use baton_consensus::bundle::Sender;
 use baton_consensus::context::ValidatorSet;
 use baton_consensus::error::ConsensusError;
+use baton_consensus::evidence::Equivocation;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
 use baton_consensus::types::{
@@ -58,7 +59,9 @@ const CF_EXTENSIONS: &str = "extensions";
 const CF_FORWARD: &str = "forward";
 /// Validator sets by the first height they decide (big-endian), written with the epoch's last block.
 const CF_SETS: &str = "sets";
-const ALL_CFS: [&str; 14] = [
+/// Evidence in decided blocks by (height, index), big-endian.
+const CF_EVIDENCE: &str = "evidence";
+const ALL_CFS: [&str; 15] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -73,6 +76,7 @@ const ALL_CFS: [&str; 14] = [
     CF_EXTENSIONS,
     CF_FORWARD,
     CF_SETS,
+    CF_EVIDENCE,
 ];
 const LATEST: &[u8] = b"latest";
 
@@ -208,6 +212,29 @@ impl RocksStore {
         }
     }
 
+    /// Evidence in decided blocks from height `from` on, with the height of the block that carried it.
+    pub fn evidence_from(&self, from: u64) -> Result<Vec<(u64, Equivocation)>, NodeError> {
+        let cf = self.cf(CF_EVIDENCE)?;
+        let start = be(from);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, rocksdb::Direction::Forward))
+        {
+            let (k, v) = item?;
+            let height = k
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| NodeError::Corrupt {
+                    cf: CF_EVIDENCE,
+                    detail: "key shorter than a height".into(),
+                })?;
+            out.push((height, dec(CF_EVIDENCE, &v)?));
+        }
+        Ok(out)
+    }
+
     /// The commit certificate of a decided height.
     pub fn cert(&self, height: u64) -> Result<Option<Certificate>, NodeError> {
         self.get(CF_CERTS, &be(height))
@@ -319,6 +346,12 @@ impl RocksStore {
         wb.put_cf(self.cf(CF_TABLES)?, be(height), enc(&table.to_vec()));
         if let Some(set) = &block.next_validators {
             wb.put_cf(self.cf(CF_SETS)?, be(height + 1), enc(set));
+        }
+        let cf_evidence = self.cf(CF_EVIDENCE)?;
+        for (i, e) in block.evidence.iter().enumerate() {
+            let mut key = be(height).to_vec();
+            key.extend_from_slice(&(i as u32).to_be_bytes());
+            wb.put_cf(cf_evidence, key, enc(e));
         }
         // A sender's bundles appear in a block in nonce order, so the last one sets its next nonce.
         let mut nonces: std::collections::HashMap<Sender, u64> = std::collections::HashMap::new();
@@ -458,6 +491,10 @@ impl ChainStore for RocksStore {
         self.set_at(height).map_err(to_consensus)
     }
 
+    fn evidence(&self) -> Result<Vec<(u64, Equivocation)>, ConsensusError> {
+        self.evidence_from(0).map_err(to_consensus)
+    }
+
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
         let cf = self.cf(CF_MEMPOOL).map_err(to_consensus)?;
         let mut out = Vec::new();
@@ -492,6 +529,7 @@ mod tests {
             parent_l1_origin: Default::default(),
             l1_origin: Default::default(),
             next_validators: validators.clone(),
+            evidence: vec![],
             validators,
         };
         let spec = ChainSpec::for_tests(7, 9);
@@ -587,8 +625,18 @@ mod tests {
         assert!(!s.is_pending(&Hash([9; 32])).unwrap());
     }
 
+    fn evidence(n: u8) -> Equivocation {
+        use baton_consensus::evidence::{Kind, Signed};
+        let signed = |v: u8| Signed {
+            value: Some(Hash([v; 32])),
+            pol_round: 0,
+            signature: [n; 64],
+        };
+        Equivocation::new(Kind::Prevote, Address([n; 20]), 4, 0, signed(1), signed(2))
+    }
+
     #[test]
-    fn set_changes_are_found_by_height_after_reopen() {
+    fn set_changes_and_evidence_are_found_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let set = |n: u8| {
             baton_consensus::context::ValidatorSet::equal_power(
@@ -608,6 +656,9 @@ mod tests {
                     6 => Some(set(3)),
                     _ => None,
                 };
+                if h == 5 {
+                    blk.evidence = vec![evidence(1), evidence(2)];
+                }
                 let cert = Certificate {
                     height: h,
                     round: 0,
@@ -627,5 +678,11 @@ mod tests {
         assert_eq!(s.validator_set_at(7).unwrap(), Some(set(3)));
         assert_eq!(s.validator_set_at(1_000).unwrap(), Some(set(3)));
         assert_eq!(s.block(3).unwrap().unwrap().next_validators, Some(set(2)));
+        assert_eq!(
+            s.evidence().unwrap(),
+            vec![(5, evidence(1)), (5, evidence(2))]
+        );
+        assert_eq!(s.evidence_from(6).unwrap(), vec![]);
+        assert_eq!(s.evidence_from(5).unwrap().len(), 2);
     }
 }

@@ -109,6 +109,12 @@ fn refusal(call: &str, e: alloy::contract::Error) -> NodeError {
         Some(BatonStakingErrors::NotExiting(_)) => {
             "the key has not asked to exit (run `baton validator exit` first)".into()
         }
+        Some(BatonStakingErrors::NotGovernance(_)) => {
+            "only the contract's governance address may do this (use its --l1-key)".into()
+        }
+        Some(BatonStakingErrors::RegistrationIsOpen(_)) => {
+            "registration is open to anyone: governance can no longer remove validators".into()
+        }
         Some(BatonStakingErrors::ExitDelayNotOver(d)) => format!(
             "the exit delay is not over: L1 block {} now, withdrawable from block {}",
             d.now_, d.withdrawableAt
@@ -225,6 +231,38 @@ impl StakingClient {
         let call = c.requestExit(key).from(from);
         call.call().await.map_err(|e| refusal("requestExit", e))?;
         self.mined("requestExit", call.send().await).await
+    }
+
+    /// Governance: allows (or disallows) `key` to register while the allowlist is on.
+    pub async fn set_allowlisted(&self, key: B256, allowed: bool) -> Result<u64, NodeError> {
+        let from = self.sender("allowlist")?;
+        let c = self.contract();
+        let call = c.setAllowlisted(key, allowed).from(from);
+        call.call()
+            .await
+            .map_err(|e| refusal("setAllowlisted", e))?;
+        self.mined("setAllowlisted", call.send().await).await
+    }
+
+    /// Governance, permissioned phase only: removes `key` from the next set (its owner withdraws after the
+    /// delay).
+    pub async fn remove(&self, key: B256) -> Result<u64, NodeError> {
+        let from = self.sender("remove")?;
+        let c = self.contract();
+        let call = c.remove(key).from(from);
+        call.call().await.map_err(|e| refusal("remove", e))?;
+        self.mined("remove", call.send().await).await
+    }
+
+    /// Governance: lets anyone register from now on (irreversible).
+    pub async fn open_registration(&self) -> Result<u64, NodeError> {
+        let from = self.sender("open registration")?;
+        let c = self.contract();
+        let call = c.openRegistration().from(from);
+        call.call()
+            .await
+            .map_err(|e| refusal("openRegistration", e))?;
+        self.mined("openRegistration", call.send().await).await
     }
 
     /// Pays the stake back to its owner once the exit delay is over.

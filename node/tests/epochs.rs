@@ -255,6 +255,17 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         for i in [0, 2, 3, j] {
             assert_eq!(cluster.chain(i, top).await, reference, "node{i} disagrees");
         }
+        // Nobody equivocated: no evidence, nobody jailed.
+        let ev = cluster
+            .client(1)
+            .await
+            .raw()
+            .1
+            .list_evidence(baton_proto::pb::ListEvidenceRequest { from_height: 0 })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ev.evidence.is_empty() && ev.jailed.is_empty(), "{ev:?}");
         // The chain never stopped: no gap between consecutive blocks above 5 s.
         let headers = cluster.headers(1, 1, top).await;
         let gap = headers
@@ -283,4 +294,146 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
 
 fn node_key(cluster: &Cluster, i: usize) -> baton_node::keys::NodeKey {
     baton_node::keys::NodeKey::load(&cluster.net.nodes[i].dir.join("node_key.toml")).unwrap()
+}
+
+/// Runs `baton` with `args`; returns (success, stdout + stderr).
+fn baton(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .output()
+        .expect("run baton");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_node_runner_commands_drive_the_staking_contract() {
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = LocalL1 {
+            block_time_secs: None,
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let governance: PrivateKeySigner = anvil.keys()[0].clone().into();
+        let (staking, _) = baton_l1_inclusion::contracts::deploy_staking(
+            &anvil.endpoint(),
+            governance.clone(),
+            U256::from(ETHER),
+            2,
+        )
+        .await
+        .expect("deploy");
+        let dir = tempfile::tempdir().unwrap();
+        let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
+        let owner: PrivateKeySigner = anvil.keys()[4].clone().into();
+        std::fs::write(path("owner.key"), format!("{}\n", owner.to_bytes())).unwrap();
+        std::fs::write(path("gov.key"), format!("{}\n", governance.to_bytes())).unwrap();
+        let (ok, text) = baton(&[
+            "keys",
+            "generate",
+            "--out",
+            &path("node_key.toml"),
+            "--attester-out",
+            &path("attester.key"),
+        ]);
+        assert!(ok, "{text}");
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().trim_start_matches('=').trim().to_string())
+                .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        };
+        let (public_key, attester) = (field("public_key"), field("attester"));
+        let rpc = anvil.endpoint();
+        let staking = format!("{staking:#x}");
+        let common = |cmd: &'static str| -> Vec<String> {
+            [
+                "validator",
+                cmd,
+                "--l1-rpc",
+                &rpc,
+                "--staking",
+                &staking,
+                "--key",
+                &path("node_key.toml"),
+                "--l1-key",
+                &path("owner.key"),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let run_cmd = |mut args: Vec<String>, extra: &[&str]| {
+            args.extend(extra.iter().map(|s| s.to_string()));
+            baton(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        };
+        let register = |extra: &[&str]| {
+            let mut a = extra.to_vec();
+            a.extend(["--attester", attester.as_str()]);
+            run_cmd(common("register"), &a)
+        };
+
+        // Not allowlisted yet: refused with the contract's reason, nothing sent.
+        let (ok, text) = register(&["--stake", "2"]);
+        assert!(!ok && text.contains("not allowlisted"), "{text}");
+        let gov = |cmd: &str, extra: &[&str]| {
+            let mut a = vec![
+                "governance",
+                cmd,
+                "--l1-rpc",
+                &rpc,
+                "--staking",
+                &staking,
+                "--l1-key",
+            ];
+            let key = path("gov.key");
+            a.push(&key);
+            a.extend_from_slice(extra);
+            baton(&a)
+        };
+        let (ok, text) = gov("allow", &["--public-key", &public_key]);
+        assert!(ok, "{text}");
+        // A stake below the minimum and a malformed amount are refused clearly.
+        let (ok, text) = register(&["--stake", "0.5"]);
+        assert!(!ok && text.contains("below the minimum 1 ETH"), "{text}");
+        let (ok, text) = register(&["--stake", "two"]);
+        assert!(!ok && text.contains("not an amount of ETH"), "{text}");
+        let (ok, text) = register(&["--stake", "2.5"]);
+        assert!(ok && text.contains("registered"), "{text}");
+        let (ok, text) = run_cmd(common("status"), &[]);
+        assert!(
+            ok && text.contains("2.5 ETH") && text.contains("not requested"),
+            "{text}"
+        );
+
+        // Governance removes it (permissioned phase); withdrawing before the delay is refused, after it works.
+        let (ok, text) = gov("remove", &["--public-key", &public_key]);
+        assert!(ok, "{text}");
+        let (ok, text) = run_cmd(common("exit"), &[]);
+        assert!(!ok && text.contains("already asked to exit"), "{text}");
+        let (ok, text) = run_cmd(common("withdraw"), &[]);
+        assert!(!ok && text.contains("exit delay is not over"), "{text}");
+        let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+        alloy::providers::ext::AnvilApi::anvil_mine(&provider, Some(3), None)
+            .await
+            .unwrap();
+        let (ok, text) = run_cmd(common("withdraw"), &[]);
+        assert!(ok && text.contains("withdrew 2.5 ETH"), "{text}");
+        let (ok, text) = run_cmd(common("status"), &[]);
+        assert!(ok && text.contains("registered      no"), "{text}");
+
+        // Registration opens; governance can no longer remove anyone.
+        let (ok, text) = gov("open-registration", &[]);
+        assert!(ok, "{text}");
+        let (ok, text) = register(&["--stake", "1"]);
+        assert!(ok, "{text}");
+        let (ok, text) = gov("remove", &["--public-key", &public_key]);
+        assert!(!ok && text.contains("registration is open"), "{text}");
+    });
 }

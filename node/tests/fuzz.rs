@@ -199,6 +199,7 @@ fn samples() -> Samples {
         l1_origin: Default::default(),
         validators: vs.clone(),
         next_validators: vs.clone(),
+        evidence: vec![],
     };
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let spec = baton_consensus::registry::ChainSpec::for_tests(7, 4);

@@ -191,6 +191,7 @@ fn block_validation_with_and_without_checked_signatures() {
         parent_l1_origin: Default::default(),
         l1_origin: Default::default(),
         next_validators: validators.clone(),
+        evidence: vec![],
         validators,
     };
     let t = Instant::now();

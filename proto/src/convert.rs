@@ -4,6 +4,7 @@
 use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
 use baton_consensus::context::{Validator, ValidatorSet, MAX_VALIDATORS};
+use baton_consensus::evidence::Equivocation;
 use baton_consensus::proof::NamespaceProof;
 use baton_consensus::{
     Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin,
@@ -238,7 +239,27 @@ impl From<&BlockHeader> for pb::BlockHeader {
                 .collect(),
             l1_origin: (h.l1_origin != L1Origin::default()).then(|| l1_block_wire(&h.l1_origin)),
             next_validator_set_hash: h.next_validator_set_hash.0.to_vec(),
+            evidence_root: h.evidence_root.0.to_vec(),
         }
+    }
+}
+
+/// Evidence decided in block `included_height`, for `ListEvidence`.
+pub fn evidence_wire(included_height: u64, e: &Equivocation) -> pb::Evidence {
+    let signed = |s: &baton_consensus::evidence::Signed| pb::SignedMessage {
+        value: s.value.map(|v| v.0.to_vec()).unwrap_or_default(),
+        pol_round: s.pol_round,
+        signature: s.signature.to_vec(),
+    };
+    pb::Evidence {
+        included_height,
+        kind: e.kind.as_str().to_string(),
+        validator: e.validator.0.to_vec(),
+        height: e.height,
+        round: e.round,
+        first: Some(signed(&e.first)),
+        second: Some(signed(&e.second)),
+        hash: e.hash().0.to_vec(),
     }
 }
 
@@ -335,6 +356,7 @@ impl TryFrom<pb::BlockHeader> for BlockHeader {
                 "header.next_validator_set_hash",
                 &h.next_validator_set_hash,
             )?,
+            evidence_root: hash_field("header.evidence_root", &h.evidence_root)?,
         })
     }
 }
@@ -517,6 +539,7 @@ mod tests {
                 hash: Hash([6; 32]),
             },
             next_validator_set_hash: Hash([7; 32]),
+            evidence_root: Hash([8; 32]),
         }
     }
 

@@ -5,6 +5,8 @@
 //! - [`Behaviour::DoubleVoter`]: every vote it casts is sent to half of its peers; the other half get a
 //!   conflicting vote for the same height, round and type (nil instead of the value, or another value instead
 //!   of nil), both validly signed.
+//! - [`Behaviour::LoudDoubleVoter`]: every vote it casts goes to every peer followed by the conflicting one, so
+//!   every honest validator holds the proof of its equivocation.
 //!
 //! Neither may make honest validators fork, and with fewer than a third of the power Byzantine, the honest ones
 //! keep deciding.
@@ -21,6 +23,7 @@ pub enum Behaviour {
     Honest,
     EquivocatingProposer,
     DoubleVoter,
+    LoudDoubleVoter,
 }
 
 /// Sends `parts` (the block the node's host built) to the even peers and a conflicting block to the odd ones;
@@ -96,11 +99,12 @@ pub(crate) fn equivocate_proposal(
     }
 }
 
-/// Sends `vote` to half the peers and a validly signed conflicting vote to the others.
+/// Sends `vote` to half the peers and a validly signed conflicting vote to the others; `loud`: both to everyone.
 pub(crate) fn double_vote(
     sim: &mut Sim,
     node: usize,
     vote: &SignedMessage<crate::context::BatonContext, Vote>,
+    loud: bool,
 ) {
     let mut twin = vote.message.clone();
     twin.value = match twin.value {
@@ -118,15 +122,19 @@ pub(crate) fn double_vote(
         if to == node {
             continue;
         }
-        let v = if to % 2 == 0 {
-            vote.clone()
+        let votes = if loud {
+            vec![vote.clone(), twin.clone()]
+        } else if to % 2 == 0 {
+            vec![vote.clone()]
         } else {
-            twin.clone()
+            vec![twin.clone()]
         };
-        sim.send(
-            node,
-            to,
-            Msg::Consensus(malachitebft_core_consensus::SignedConsensusMsg::Vote(v)),
-        );
+        for v in votes {
+            sim.send(
+                node,
+                to,
+                Msg::Consensus(malachitebft_core_consensus::SignedConsensusMsg::Vote(v)),
+            );
+        }
     }
 }

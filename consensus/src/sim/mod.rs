@@ -62,6 +62,8 @@ pub struct SimConfig {
     /// acknowledgement promises nothing.
     pub submissions: Vec<(u64, usize, Bundle)>,
     pub spec: ChainSpec,
+    /// An L1 view every node shares (a chain with L1: origins, forced entries, staking for epochs).
+    pub l1: Option<Arc<crate::origin::MemL1>>,
 }
 
 /// What a run produced.
@@ -77,6 +79,9 @@ pub struct SimOutcome {
     pub duplicated: u64,
     /// Events processed.
     pub events: u64,
+    /// Per node at the end: the set deciding its next height, and the validators its chain jailed.
+    pub sets: Vec<ValidatorSet>,
+    pub jailed: Vec<std::collections::BTreeSet<crate::types::Address>>,
 }
 
 /// A message between nodes.
@@ -166,6 +171,13 @@ pub struct Sim {
     trace: bool,
 }
 
+/// Validator `i`'s consensus key in a simulated network.
+pub fn sim_key(i: usize) -> ed25519_consensus::SigningKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+    ed25519_consensus::SigningKey::from(seed)
+}
+
 /// Virtual time starts here (the hosts check timestamps against it).
 const START_MS: u64 = 1_700_000_000_000;
 /// How often a node compares its height with its peers' and asks for decided blocks it lacks.
@@ -173,13 +185,7 @@ const SYNC_EVERY_MS: u64 = 500;
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
-        let keys: Vec<ed25519_consensus::SigningKey> = (0..cfg.validators)
-            .map(|i| {
-                let mut seed = [0u8; 32];
-                seed[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
-                ed25519_consensus::SigningKey::from(seed)
-            })
-            .collect();
+        let keys: Vec<ed25519_consensus::SigningKey> = (0..cfg.validators).map(sim_key).collect();
         let base = ValidatorSet::new(
             keys.iter()
                 .map(|k| Validator::new(k.verification_key(), 1))
@@ -195,7 +201,7 @@ impl Sim {
             .map(|(i, key)| {
                 let signer = ConsensusSigner::new(key, domain);
                 let store = MemStore::default();
-                let host = Host::new(
+                let mut host = Host::new(
                     domain,
                     genesis,
                     Some(signer.clone()),
@@ -206,6 +212,9 @@ impl Sim {
                     clock.clone(),
                 )
                 .expect("host");
+                if let Some(l1) = &cfg.l1 {
+                    host.set_l1(l1.clone());
+                }
                 let behaviour = cfg
                     .byzantine
                     .iter()
@@ -683,7 +692,10 @@ impl Sim {
             Effect::PublishConsensusMsg(msg, r) => {
                 match (&msg, self.nodes[node].behaviour) {
                     (SignedConsensusMsg::Vote(v), Behaviour::DoubleVoter) => {
-                        byzantine::double_vote(self, node, v)
+                        byzantine::double_vote(self, node, v, false)
+                    }
+                    (SignedConsensusMsg::Vote(v), Behaviour::LoudDoubleVoter) => {
+                        byzantine::double_vote(self, node, v, true)
                     }
                     (SignedConsensusMsg::Proposal(p), Behaviour::EquivocatingProposer) => {
                         byzantine::equivocate_proposal(self, node, p)
@@ -746,7 +758,11 @@ impl Sim {
                 }
                 r.resume_with(())
             }
-            Effect::Finalize(certificate, _extensions, _evidence, r) => {
+            Effect::Finalize(certificate, _extensions, evidence, r) => {
+                if !evidence.is_empty() {
+                    let items = crate::evidence::from_engine(&evidence);
+                    let _ = self.nodes[node].host.report_evidence(items);
+                }
                 let next = certificate.height.0 + 1;
                 if self.nodes[node].host.next_height() == next {
                     let vs = self.nodes[node].host.height_validators();
@@ -918,6 +934,12 @@ impl Sim {
             dropped: self.dropped,
             duplicated: self.duplicated,
             events: self.processed,
+            sets: self
+                .nodes
+                .iter()
+                .map(|n| n.host.validators().clone())
+                .collect(),
+            jailed: self.nodes.iter().map(|n| n.host.jailed().clone()).collect(),
         }
     }
 

@@ -57,6 +57,7 @@ fn config(seed: u64, validators: usize, duration_ms: u64) -> SimConfig {
         byzantine: vec![],
         submissions: vec![],
         spec: ChainSpec::for_tests(7, 4),
+        l1: None,
     }
 }
 
@@ -179,6 +180,60 @@ fn sim_equivocating_proposer_cannot_fork_the_honest_nodes() {
 #[test]
 fn sim_double_voter_cannot_fork_the_honest_nodes() {
     byzantine_run("sim_double_voter", Behaviour::DoubleVoter, |_| 1);
+}
+
+#[test]
+fn sim_an_equivocating_validator_is_jailed_at_the_next_epoch() {
+    use crate::epoch::{PositionedEvent, SetRules, StakeEvent};
+    for seed in seeds() {
+        let n = size().max(5);
+        let byz = 1;
+        let mut cfg = config(seed, n, 30_000);
+        // Everyone staked (power 1 each) in L1 block 1; epochs of 20 heights; a set of n - 1 is allowed.
+        let l1 = crate::origin::MemL1::new(1_000);
+        l1.mine();
+        for i in 0..n {
+            l1.stake(
+                1,
+                PositionedEvent {
+                    tx_index: i as u64,
+                    log_index: 0,
+                    event: StakeEvent::Registered {
+                        key: sim_key(i).verification_key().to_bytes(),
+                        attester: [i as u8; 20],
+                        stake: 1,
+                    },
+                },
+            );
+        }
+        cfg.l1 = Some(Arc::new(l1));
+        cfg.spec.epochs = Some(SetRules {
+            epoch_length: 20,
+            max_validators: 100,
+            min_stake: 1,
+            stake_per_power: 1,
+            min_validators: 4,
+        });
+        cfg.byzantine = vec![(byz, Behaviour::LoudDoubleVoter)];
+        let honest: Vec<usize> = (0..n).filter(|i| *i != byz).collect();
+        cfg.submissions = load(10, 10_000, &honest);
+        let out = run_and_judge("sim_jailed", cfg, 60, 10_000);
+        let culprit = crate::types::Address::from_public_key_bytes(
+            sim_key(byz).verification_key().as_bytes(),
+        );
+        for &i in &honest {
+            assert!(
+                out.jailed[i].contains(&culprit),
+                "node{i} did not jail the double voter (seed {seed})"
+            );
+            assert_eq!(out.jailed[i].len(), 1, "only the double voter is jailed");
+            assert!(
+                out.sets[i].get(&culprit).is_none(),
+                "the double voter is out of the set"
+            );
+            assert_eq!(out.sets[i].validators().len(), n - 1);
+        }
+    }
 }
 
 #[test]

@@ -45,6 +45,7 @@ contract BatonStaking {
     error NotExiting(bytes32 consensusKey);
     error ExitDelayNotOver(uint64 now_, uint64 withdrawableAt);
     error TransferFailed();
+    error RegistrationIsOpen();
 
     constructor(uint256 minStake_, uint64 exitDelay_, address governance_) {
         minStake = minStake_;
@@ -66,6 +67,17 @@ contract BatonStaking {
     function openRegistration() external onlyGovernance {
         allowlistEnabled = false;
         emit RegistrationOpened();
+    }
+
+    /// @notice Permissioned phase only (allowlist on): governance removes a validator. It leaves as if it had asked
+    ///         to exit (out of the next set computed after this block; its owner withdraws after the delay).
+    function remove(bytes32 consensusKey) external onlyGovernance {
+        if (!allowlistEnabled) revert RegistrationIsOpen();
+        Stake storage s = stakes[consensusKey];
+        if (s.owner == address(0)) revert NotRegistered(consensusKey);
+        if (s.withdrawableAt != 0) revert Exiting(consensusKey);
+        s.withdrawableAt = uint64(block.number) + exitDelay;
+        emit ExitRequested(consensusKey, s.withdrawableAt);
     }
 
     function register(bytes32 consensusKey, address attester) external payable {

@@ -81,6 +81,7 @@ impl L1 {
             bench: Default::default(),
             l1_origin: Default::default(),
             next_validator_set_hash: self.set_hash,
+            evidence_root: Hash::ZERO,
         }
     }
 
