@@ -201,6 +201,28 @@ impl ConsensusLoop {
     }
 
     fn publish_gauges(&self) {
+        let set = self.host.validators();
+        let next = self.host.next_height();
+        self.metrics.epoch.set(
+            self.host
+                .spec()
+                .epochs
+                .as_ref()
+                .map_or(0, |r| r.epoch_of(next)) as i64,
+        );
+        self.metrics
+            .validator_set_size
+            .set(set.validators().len() as i64);
+        self.metrics
+            .validator_set_power
+            .set(set.total_power() as i64);
+        let me = self.shared.info.address;
+        self.metrics
+            .in_validator_set
+            .set(i64::from(set.get(&me).is_some()));
+        self.metrics
+            .jailed_validators
+            .set(self.host.jailed().len() as i64);
         let m = self.host.mempool();
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);

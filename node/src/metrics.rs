@@ -52,6 +52,11 @@ pub struct Metrics {
     pub decided_bundles: Counter,
     pub invalid_proposals: Counter,
     pub evidence_reported: Counter,
+    pub epoch: Gauge,
+    pub validator_set_size: Gauge,
+    pub validator_set_power: Gauge,
+    pub in_validator_set: Gauge,
+    pub jailed_validators: Gauge,
     pub mempool_bundles: Gauge,
     pub mempool_bytes: Gauge,
     pub mempool_capacity: Gauge,
@@ -132,6 +137,11 @@ impl Metrics {
             decided_bundles: Counter::default(),
             invalid_proposals: Counter::default(),
             evidence_reported: Counter::default(),
+            epoch: Gauge::default(),
+            validator_set_size: Gauge::default(),
+            validator_set_power: Gauge::default(),
+            in_validator_set: Gauge::default(),
+            jailed_validators: Gauge::default(),
             mempool_bundles: Gauge::default(),
             mempool_bytes: Gauge::default(),
             mempool_capacity: Gauge::default(),
@@ -196,6 +206,31 @@ impl Metrics {
             "consensus_evidence_reported",
             "Equivocations the engine reported that verified here (each is put in a block, jailing its validator)",
             m.evidence_reported.clone(),
+        );
+        r.register(
+            "consensus_epoch",
+            "Epoch of the next height (0 without epochs)",
+            m.epoch.clone(),
+        );
+        r.register(
+            "consensus_validator_set_size",
+            "Validators in the set deciding the next height",
+            m.validator_set_size.clone(),
+        );
+        r.register(
+            "consensus_validator_set_power",
+            "Total voting power of the set deciding the next height",
+            m.validator_set_power.clone(),
+        );
+        r.register(
+            "consensus_in_validator_set",
+            "1 if this node's key is in the set deciding the next height",
+            m.in_validator_set.clone(),
+        );
+        r.register(
+            "consensus_jailed_validators",
+            "Validators with equivocation evidence in the chain",
+            m.jailed_validators.clone(),
         );
         r.register(
             "mempool_bundles",

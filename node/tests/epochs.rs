@@ -23,7 +23,7 @@ use baton_l1_inclusion::watcher::Safety;
 use baton_node::devnet::{add_joiner, attach_l1, DevnetL1, DevnetStaking, ETHER};
 use baton_node::validator::{consensus_key, StakingClient};
 use baton_proto::convert::parse_batch_proof;
-use common::{run, serial, Cluster};
+use common::{run, scrape, serial, value, Cluster};
 
 const EPOCH: u64 = 30;
 
@@ -211,6 +211,10 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         }
         let s = cluster.client(j).await.status().await.unwrap();
         assert!(s.in_validator_set);
+        let m = scrape(cluster.net.nodes[j].metrics_addr);
+        assert_eq!(value(&m, "baton_consensus_in_validator_set "), Some(1.0), "{m}");
+        assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(5.0));
+        assert!(value(&m, "baton_consensus_epoch ").unwrap() >= 3.0);
 
         // Genesis validator 0 exits (its stake is the deployer's): the set shrinks to four at the next epoch.
         let gov_stake =
@@ -255,6 +259,9 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         for i in [0, 2, 3, j] {
             assert_eq!(cluster.chain(i, top).await, reference, "node{i} disagrees");
         }
+        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        assert_eq!(value(&m, "baton_consensus_in_validator_set "), Some(0.0), "node0 left");
+        assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(4.0));
         // Nobody equivocated: no evidence, nobody jailed.
         let ev = cluster
             .client(1)
