@@ -221,12 +221,12 @@ impl Default for DevnetStaking {
     }
 }
 
-/// A node that is not in genesis: its folder, key, L1 attestation key and config (validator, following L1 at
-/// `rpc_url`), ready to register its stake and start. Appended to `net.nodes`.
-pub fn add_joiner(
-    net: &mut Devnet,
+/// A node that is not in genesis: its folder (named after the next node index), key, L1 attestation key and
+/// config (validator, following L1 at `rpc_url`), ready to register its stake and start.
+pub fn prepare_joiner(
+    net: &Devnet,
     rpc_url: &str,
-) -> Result<(usize, NodeKey, PrivateKeySigner), NodeError> {
+) -> Result<(DevnetNode, NodeKey, PrivateKeySigner), NodeError> {
     let i = net.nodes.len();
     let (node, key) = write_node(&net.dir, &format!("node{i}"), PubSub::default())?;
     let attester = PrivateKeySigner::random();
@@ -241,8 +241,7 @@ pub fn add_joiner(
         &node.config_path,
         toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?,
     )?;
-    net.nodes.push(node);
-    Ok((i, key, attester))
+    Ok((node, key, attester))
 }
 
 fn node_l1_section(
@@ -583,6 +582,8 @@ struct DevnetL1Running {
     inbox: alloy_primitives::Address,
     /// The based rollup registered for the demo.
     based_rollup: u64,
+    /// The staking contract the validator set follows.
+    staking: alloy_primitives::Address,
 }
 
 impl DevnetL1Running {
@@ -686,9 +687,20 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
     });
     let mut settings = DevnetL1::local(&anvil, commit_every);
     settings.forwarder = Some(anvil.keys()[2].clone().into());
+    settings.staking = Some(DevnetStaking {
+        epoch_length: DEVNET_EPOCH,
+        ..Default::default()
+    });
     let deployment = attach_l1(net, &settings).await?;
+    let staking = net
+        .genesis
+        .l1
+        .as_ref()
+        .and_then(|g| g.staking_address().ok().flatten())
+        .ok_or_else(|| NodeError::Config("the devnet's genesis lacks [l1] staking".into()))?;
     println!(
-        "L1: anvil at {} (chain id {}), commitments {:#x}, inbox {:#x}; node0 posts every {commit_every} heights",
+        "L1: anvil at {} (chain id {}), commitments {:#x}, inbox {:#x}, staking {staking:#x}; node0 posts every \
+         {commit_every} heights; the validator set follows L1 stake every {DEVNET_EPOCH} heights",
         anvil.endpoint(),
         anvil.chain_id(),
         deployment.commitments,
@@ -704,7 +716,137 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
         contract,
         inbox: deployment.inbox,
         based_rollup,
+        staking,
     })
+}
+
+/// Heights per epoch on the devnet.
+const DEVNET_EPOCH: u64 = 100;
+
+/// Shows the set following stake: a new node's registration refused while the allowlist is on, governance
+/// opening registration, the node staking, starting as a full node, joining the set at the next epoch and
+/// signing certificates.
+async fn staking_demo(
+    net: &Devnet,
+    l1: &DevnetL1Running,
+    procs: &mut Vec<NodeProcess>,
+    clients: &mut [baton_proto::client::BatonClient],
+) -> Result<(), NodeError> {
+    use crate::validator::{consensus_key, StakingClient};
+    use alloy_primitives::U256;
+    let endpoint = l1.anvil.endpoint();
+    let (node, key, attester) = prepare_joiner(net, &endpoint)?;
+    let owner: PrivateKeySigner = l1.anvil.keys()[4].clone().into();
+    let stake = StakingClient::new(&endpoint, l1.staking, Some(owner))?;
+    let ck = consensus_key(&key);
+    match stake
+        .register(ck, attester.address(), U256::from(ETHER))
+        .await
+    {
+        Err(e) => println!(
+            "staking: {} tries to register while the allowlist is on: {e}",
+            node.name
+        ),
+        Ok(_) => {
+            return Err(NodeError::Engine(
+                "a key that is not allowlisted registered".into(),
+            ))
+        }
+    }
+    let deployer: PrivateKeySigner = l1.anvil.keys()[0].clone().into();
+    let block = StakingClient::new(&endpoint, l1.staking, Some(deployer))?
+        .open_registration()
+        .await?;
+    println!("staking: governance opened registration to anyone in L1 block {block}");
+    let t = Instant::now();
+    let block = stake
+        .register(ck, attester.address(), U256::from(ETHER))
+        .await?;
+    println!(
+        "staking: {} ({}) staked 1 ETH in L1 block {block}; starting it as a full node",
+        node.name,
+        key.address()
+    );
+    procs.push(NodeProcess::start(&std::env::current_exe()?, &node)?);
+    let mut joiner = loop {
+        match baton_proto::client::BatonClient::connect(node.grpc_url()).await {
+            Ok(c) => break c,
+            Err(_) if t.elapsed() < Duration::from_secs(60) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => {
+                return Err(NodeError::Engine(format!(
+                    "{} did not start: {e}",
+                    node.name
+                )))
+            }
+        }
+    };
+    let status = loop {
+        if let Ok(s) = joiner.status().await {
+            if s.in_validator_set {
+                break s;
+            }
+        }
+        if t.elapsed() > Duration::from_secs(180) {
+            return Err(NodeError::Engine(format!(
+                "{} did not join the set within 180 s",
+                node.name
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (_, set) = joiner.validator_set(0).await.map_err(client_err)?;
+    println!(
+        "staking: {} joined the set at epoch {} ({} validators, {} heights per epoch), {:.1} s after staking",
+        node.name,
+        status.epoch,
+        set.validators().len(),
+        status.epoch_length,
+        t.elapsed().as_secs_f64()
+    );
+    let from = status.latest_height + 1;
+    for h in from..from + 200 {
+        let _ = joiner_wait(&mut clients[0], h).await;
+        let wire = clients[0]
+            .get_batch_with_proof(1, h)
+            .await
+            .map_err(client_err)?;
+        let signed = wire
+            .proof
+            .map(baton_proto::convert::parse_batch_proof)
+            .transpose()
+            .map_err(|e| NodeError::Engine(e.to_string()))?
+            .is_some_and(|(_, cert)| cert.signatures.iter().any(|(a, _)| *a == key.address()));
+        if signed {
+            println!(
+                "staking: {}'s precommit is in the certificate of height {h}",
+                node.name
+            );
+            return Ok(());
+        }
+    }
+    Err(NodeError::Engine(format!(
+        "{} signed none of the 200 certificates after joining",
+        node.name
+    )))
+}
+
+/// Waits until `client` has decided `height` (at most 30 s).
+async fn joiner_wait(
+    client: &mut baton_proto::client::BatonClient,
+    height: u64,
+) -> Result<(), NodeError> {
+    let t = Instant::now();
+    while client.status().await.map_err(client_err)?.latest_height < height {
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err(NodeError::Engine(format!(
+                "height {height} not decided within 30 s"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 async fn connect_all(net: &Devnet) -> Result<Vec<baton_proto::client::BatonClient>, NodeError> {
@@ -987,12 +1129,47 @@ fn client_err(e: baton_proto::client::ClientError) -> NodeError {
     NodeError::Engine(e.to_string())
 }
 
-/// A demo user: an Ethereum key with its next nonce, and a verifier built from the devnet's genesis.
+/// A demo user: an Ethereum key with its next nonce, and a verifier built from the devnet's genesis that follows
+/// the chain's validator-set changes.
 struct DemoUser {
     key: PrivateKeySigner,
     nonce: u64,
     network_id: u64,
     verifier: BatchVerifier,
+    /// The verifier checked every height up to here.
+    verified_to: u64,
+}
+
+impl DemoUser {
+    /// Verifies rollup 1's batches up to `client`'s latest height, so the verifier trusts the set that decides
+    /// the next one (learned from signed headers, never from the node's word).
+    async fn catch_up(
+        &mut self,
+        client: &mut baton_proto::client::BatonClient,
+    ) -> Result<(), NodeError> {
+        let latest = client.status().await.map_err(client_err)?.latest_height;
+        if latest <= self.verified_to {
+            return Ok(());
+        }
+        let mut s = client
+            .stream_verified_batches(1, self.verified_to + 1, self.verifier.clone())
+            .await
+            .map_err(client_err)?;
+        while self.verified_to < latest {
+            match s.next().await.map_err(client_err)? {
+                Some(b) => self.verified_to = b.header.height,
+                None => {
+                    return Err(NodeError::Engine(
+                        "the stream ended while catching up".into(),
+                    ))
+                }
+            }
+        }
+        if let Some(v) = s.verifier() {
+            self.verifier = v.clone();
+        }
+        Ok(())
+    }
 }
 
 /// Submits `count` signed two-rollup bundles round-robin to the `live` nodes and times each until it is seen in
@@ -1005,6 +1182,7 @@ async fn round_trips(
     user: &mut DemoUser,
 ) -> Result<Vec<Duration>, NodeError> {
     let mut latencies = Vec::new();
+    user.catch_up(&mut clients[live[0]]).await?;
     for i in 0..count {
         let submit_to = live[i % live.len()];
         let watch_on = live[(i + 1) % live.len()];
@@ -1148,7 +1326,7 @@ async fn watch_heights(
 
 async fn show(
     net: &Devnet,
-    procs: &mut [NodeProcess],
+    procs: &mut Vec<NodeProcess>,
     opts: &DevnetOptions,
     l1: Option<&DevnetL1Running>,
 ) -> Result<(), NodeError> {
@@ -1188,6 +1366,7 @@ async fn show(
         nonce: 0,
         network_id: net.genesis.network_id,
         verifier: BatchVerifier::new(net.genesis.validator_set()?, &net.genesis.chain_id),
+        verified_to: 0,
     };
     if opts.demo_round_trips > 0 {
         round_trips(
@@ -1201,6 +1380,7 @@ async fn show(
     }
     if let Some(l1) = l1 {
         l1_demo(&mut clients, l1, &user).await?;
+        staking_demo(net, l1, procs, &mut clients).await?;
     }
     if opts.demo_fault && clients.len() >= 4 {
         watch_heights(&mut clients, procs, l1, Some(10), "healthy").await;

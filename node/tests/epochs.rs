@@ -20,7 +20,7 @@ use baton_consensus::types::Address;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::contracts::BatonStaking;
 use baton_l1_inclusion::watcher::Safety;
-use baton_node::devnet::{add_joiner, attach_l1, DevnetL1, DevnetStaking, ETHER};
+use baton_node::devnet::{attach_l1, prepare_joiner, DevnetL1, DevnetStaking, ETHER};
 use baton_node::validator::{consensus_key, StakingClient};
 use baton_proto::convert::parse_batch_proof;
 use common::{run, scrape, serial, value, Cluster};
@@ -111,8 +111,10 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             .unwrap()
             .parse()
             .unwrap();
-        let (j, joiner_key, joiner_attester) =
-            add_joiner(&mut cluster.net, &anvil.endpoint()).expect("joiner");
+        let (joiner_node, joiner_key, joiner_attester) =
+            prepare_joiner(&cluster.net, &anvil.endpoint()).expect("joiner");
+        let j = cluster.net.nodes.len();
+        cluster.net.nodes.push(joiner_node);
         cluster.procs.push(None);
         let joiner = joiner_key.address();
         for i in 0..=j {
@@ -212,7 +214,11 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         let s = cluster.client(j).await.status().await.unwrap();
         assert!(s.in_validator_set);
         let m = scrape(cluster.net.nodes[j].metrics_addr);
-        assert_eq!(value(&m, "baton_consensus_in_validator_set "), Some(1.0), "{m}");
+        assert_eq!(
+            value(&m, "baton_consensus_in_validator_set "),
+            Some(1.0),
+            "{m}"
+        );
         assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(5.0));
         assert!(value(&m, "baton_consensus_epoch ").unwrap() >= 3.0);
 
@@ -260,7 +266,11 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             assert_eq!(cluster.chain(i, top).await, reference, "node{i} disagrees");
         }
         let m = scrape(cluster.net.nodes[0].metrics_addr);
-        assert_eq!(value(&m, "baton_consensus_in_validator_set "), Some(0.0), "node0 left");
+        assert_eq!(
+            value(&m, "baton_consensus_in_validator_set "),
+            Some(0.0),
+            "node0 left"
+        );
         assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(4.0));
         // Nobody equivocated: no evidence, nobody jailed.
         let ev = cluster

@@ -408,6 +408,11 @@ pub struct BatchStream {
 }
 
 impl BatchStream {
+    /// The verifier as it stands after the batches read so far (it follows validator-set changes).
+    pub fn verifier(&self) -> Option<&BatchVerifier> {
+        self.verifier.as_ref()
+    }
+
     /// The next batch; `Ok(None)` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<RollupBatch>, ClientError> {
         let Some(wire) = self.inner.message().await? else {
