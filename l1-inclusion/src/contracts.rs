@@ -49,12 +49,7 @@ pub async fn deploy(
     forced_inclusion_delay: u64,
 ) -> Result<Deployment, L1Error> {
     let governance = deployer.address();
-    let url = rpc_url
-        .parse()
-        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(url);
+    let provider = deployer_provider(rpc_url, deployer)?;
     let c = BatonCommitments::deploy(
         provider.clone(),
         governance,
@@ -89,6 +84,19 @@ pub async fn deploy(
     })
 }
 
+/// A provider that signs with `deployer`.
+fn deployer_provider(
+    rpc_url: &str,
+    deployer: alloy::signers::local::PrivateKeySigner,
+) -> Result<impl alloy::providers::Provider + Clone, L1Error> {
+    let url = rpc_url
+        .parse()
+        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
+    Ok(ProviderBuilder::new()
+        .wallet(EthereumWallet::from(deployer))
+        .connect_http(url))
+}
+
 /// Deploys `BatonStaking` with `deployer` as governance (devnets and tests): stakes of at least `min_stake` wei,
 /// withdrawals `exit_delay` L1 blocks after an exit request. Returns its address and deployment block.
 pub async fn deploy_staking(
@@ -98,12 +106,7 @@ pub async fn deploy_staking(
     exit_delay: u64,
 ) -> Result<(EthAddress, u64), L1Error> {
     let governance = deployer.address();
-    let url = rpc_url
-        .parse()
-        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
-    let provider = ProviderBuilder::new()
-        .wallet(EthereumWallet::from(deployer))
-        .connect_http(url);
+    let provider = deployer_provider(rpc_url, deployer)?;
     let receipt = BatonStaking::deploy_builder(provider, min_stake, exit_delay, governance)
         .send()
         .await

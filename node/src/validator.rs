@@ -208,70 +208,61 @@ impl StakingClient {
         attester: EthAddress,
         stake: U256,
     ) -> Result<u64, NodeError> {
-        let from = self.sender("register")?;
         let c = self.contract();
-        let call = c.register(key, attester).value(stake).from(from);
-        call.call().await.map_err(|e| refusal("register", e))?;
-        self.mined("register", call.send().await).await
+        self.transact("register", c.register(key, attester).value(stake))
+            .await
     }
 
     /// Adds `amount` wei to the key's stake.
     pub async fn increase(&self, key: B256, amount: U256) -> Result<u64, NodeError> {
-        let from = self.sender("increase")?;
         let c = self.contract();
-        let call = c.increase(key).value(amount).from(from);
-        call.call().await.map_err(|e| refusal("increase", e))?;
-        self.mined("increase", call.send().await).await
+        self.transact("increase", c.increase(key).value(amount))
+            .await
     }
 
     /// Asks to leave: out of the set from the next epoch whose set is computed after this L1 block.
     pub async fn request_exit(&self, key: B256) -> Result<u64, NodeError> {
-        let from = self.sender("exit")?;
         let c = self.contract();
-        let call = c.requestExit(key).from(from);
-        call.call().await.map_err(|e| refusal("requestExit", e))?;
-        self.mined("requestExit", call.send().await).await
+        self.transact("requestExit", c.requestExit(key)).await
     }
 
     /// Governance: allows (or disallows) `key` to register while the allowlist is on.
     pub async fn set_allowlisted(&self, key: B256, allowed: bool) -> Result<u64, NodeError> {
-        let from = self.sender("allowlist")?;
         let c = self.contract();
-        let call = c.setAllowlisted(key, allowed).from(from);
-        call.call()
+        self.transact("setAllowlisted", c.setAllowlisted(key, allowed))
             .await
-            .map_err(|e| refusal("setAllowlisted", e))?;
-        self.mined("setAllowlisted", call.send().await).await
     }
 
     /// Governance, permissioned phase only: removes `key` from the next set (its owner withdraws after the
     /// delay).
     pub async fn remove(&self, key: B256) -> Result<u64, NodeError> {
-        let from = self.sender("remove")?;
         let c = self.contract();
-        let call = c.remove(key).from(from);
-        call.call().await.map_err(|e| refusal("remove", e))?;
-        self.mined("remove", call.send().await).await
+        self.transact("remove", c.remove(key)).await
     }
 
     /// Governance: lets anyone register from now on (irreversible).
     pub async fn open_registration(&self) -> Result<u64, NodeError> {
-        let from = self.sender("open registration")?;
         let c = self.contract();
-        let call = c.openRegistration().from(from);
-        call.call()
+        self.transact("openRegistration", c.openRegistration())
             .await
-            .map_err(|e| refusal("openRegistration", e))?;
-        self.mined("openRegistration", call.send().await).await
     }
 
     /// Pays the stake back to its owner once the exit delay is over.
     pub async fn withdraw(&self, key: B256) -> Result<u64, NodeError> {
-        let from = self.sender("withdraw")?;
         let c = self.contract();
-        let call = c.withdraw(key).from(from);
-        call.call().await.map_err(|e| refusal("withdraw", e))?;
-        self.mined("withdraw", call.send().await).await
+        self.transact("withdraw", c.withdraw(key)).await
+    }
+
+    /// Sends `call` from the owner's account: simulated first (a refusal comes back as the contract's reason and
+    /// nothing is sent), then mined. Returns the L1 block it landed in.
+    async fn transact<D: alloy::contract::CallDecoder>(
+        &self,
+        name: &str,
+        call: alloy::contract::CallBuilder<&DynProvider, D>,
+    ) -> Result<u64, NodeError> {
+        let call = call.from(self.sender(name)?);
+        call.call().await.map_err(|e| refusal(name, e))?;
+        self.mined(name, call.send().await).await
     }
 
     async fn mined(
