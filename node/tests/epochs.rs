@@ -116,8 +116,17 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         let j = cluster.net.nodes.len();
         cluster.net.nodes.push(joiner_node);
         cluster.procs.push(None);
+        // A full node: not a validator, no L1 endpoint; it follows the chain on certificates.
+        let (full_node, _, _) = prepare_joiner(&cluster.net, &anvil.endpoint()).expect("full node");
+        let f = cluster.net.nodes.len();
+        cluster.net.nodes.push(full_node);
+        cluster.procs.push(None);
+        cluster.edit_config(f, |c| {
+            c.validator = false;
+            c.l1 = None;
+        });
         let joiner = joiner_key.address();
-        for i in 0..=j {
+        for i in 0..=f {
             cluster.start_node(i);
         }
         let genesis_set = cluster.net.genesis.validator_set().unwrap();
@@ -256,15 +265,23 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             .expect("withdraw after the delay");
         assert!(!gov_stake.position(key0).await.unwrap().registered());
 
-        // Every node agrees on every hash, node 0 (now outside the set) included.
+        // Every node agrees on every hash, node 0 (now outside the set) and the full node included.
         let top = cluster.height(1).await.unwrap();
-        for i in 0..=j {
+        for i in 0..=f {
             cluster.wait_height(i, top, Duration::from_secs(60)).await;
         }
         let reference = cluster.chain(1, top).await;
-        for i in [0, 2, 3, j] {
+        for i in [0, 2, 3, j, f] {
             assert_eq!(cluster.chain(i, top).await, reference, "node{i} disagrees");
         }
+        let s = cluster.client(f).await.status().await.unwrap();
+        assert_eq!(s.role, baton_proto::pb::NodeRole::Full as i32);
+        assert!(!s.in_validator_set);
+        assert_eq!(
+            next_set(&cluster, f).await.1.hash(),
+            four.hash(),
+            "the full node follows the set"
+        );
         let m = scrape(cluster.net.nodes[0].metrics_addr);
         assert_eq!(
             value(&m, "baton_consensus_in_validator_set "),
@@ -296,8 +313,9 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         assert!(gap < 5_000, "the chain paused {gap} ms");
 
         // A reader trusting only the genesis set verifies every height, following both changes.
+        // (served by the full node)
         let mut stream = cluster
-            .client(3)
+            .client(f)
             .await
             .stream_verified_batches(1, 1, cluster.verifier())
             .await
