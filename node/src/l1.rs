@@ -337,7 +337,6 @@ mod tests {
             open.verify(15, block, &me, &att).is_err(),
             "genesis attesters are still checked"
         );
-        let a = open;
         // No [l1] in genesis: no attestor at all.
         let mut plain = g.clone();
         plain.l1 = None;
