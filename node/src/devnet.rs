@@ -823,6 +823,10 @@ async fn staking_demo(
                 "staking: {}'s precommit is in the certificate of height {h}",
                 node.name
             );
+            println!(
+                "staking: L1 commitments pause from here: BatonCommitments holds the genesis set until its \
+                 governance moves it (automatic rotation is not built yet)"
+            );
             return Ok(());
         }
     }
