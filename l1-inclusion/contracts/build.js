@@ -34,6 +34,7 @@ if (errors.length > 0) process.exit(2);
 let stale = [];
 for (const file of Object.keys(output.contracts).sort()) {
   for (const [name, c] of Object.entries(output.contracts[file])) {
+    if (c.evm.bytecode.object === '') continue; // interfaces
     const artifact = {
       contractName: name,
       sourceName: file,

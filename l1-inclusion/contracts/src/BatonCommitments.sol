@@ -10,6 +10,18 @@ pragma solidity 0.8.30;
 /// (SHA-256 over "baton/header/v1" || header), reads height, validator-set hash and batches root (the header's
 /// namespace root) from the header's fixed prefix, and accepts it only if the signers hold more than 2/3 of the
 /// current set's voting power and the header names the current set.
+///
+/// The set follows Baton's epochs through `rotate`: the commitment of an epoch's last block, whose header names the
+/// next set's hash (`next_validator_set_hash`, 64 bytes before the header's end), with that set's members; each
+/// member's attester is the one its consensus key registered in `BatonStaking`. Governance can still replace the
+/// set directly (`setValidators`), e.g. for a chain without staking.
+interface IBatonStaking {
+    function stakes(bytes32 consensusKey)
+        external
+        view
+        returns (address owner, address attester, uint256 amount, uint64 withdrawableAt);
+}
+
 contract BatonCommitments {
     struct Commitment {
         uint64 height;
@@ -33,6 +45,8 @@ contract BatonCommitments {
     uint256 public constant MAX_ATTESTERS = 256;
 
     address public governance;
+    /// The `BatonStaking` contract `rotate` reads attesters from (zero: rotation off).
+    address public staking;
     bytes32 public validatorSetHash;
     uint64 public totalPower;
     address[] private attesterList;
@@ -44,6 +58,7 @@ contract BatonCommitments {
     event Committed(uint64 indexed height, bytes32 indexed blockHash, bytes32 batchesRoot, bytes32 validatorSetHash);
     event ValidatorSetChanged(bytes32 indexed validatorSetHash, uint64 totalPower, uint256 attesters);
     event GovernanceChanged(address indexed governance);
+    event StakingChanged(address indexed staking);
 
     error NotGovernance(address caller);
     error BadValidatorSet(string reason);
@@ -54,6 +69,11 @@ contract BatonCommitments {
     error SignerNotAttester(uint256 index, address signer);
     error SignersNotAscending(uint256 index);
     error InsufficientPower(uint64 signed, uint64 total);
+    error RotationOff();
+    error NoNewSet(bytes32 setHash);
+    error NotAscending(uint256 index);
+    error NotStaked(uint256 index, bytes32 consensusKey);
+    error WrongNextSet(bytes32 got, bytes32 named);
 
     constructor(address governance_, address[] memory attesters_, uint64[] memory powers, bytes32 setHash) {
         governance = governance_;
@@ -74,6 +94,12 @@ contract BatonCommitments {
         _setValidators(attesters_, powers, setHash);
     }
 
+    /// @notice Where `rotate` reads the new members' attesters.
+    function setStaking(address staking_) external onlyGovernance {
+        staking = staking_;
+        emit StakingChanged(staking_);
+    }
+
     function setGovernance(address next) external onlyGovernance {
         governance = next;
         emit GovernanceChanged(next);
@@ -82,6 +108,56 @@ contract BatonCommitments {
     /// @notice Accepts an ordering commitment. `signatures` are 65-byte (r, s, v) signatures, their signers in
     /// strictly ascending address order.
     function commit(bytes calldata header, bytes[] calldata signatures) external {
+        _accept(header, signatures);
+    }
+
+    /// @notice Accepts the commitment of an epoch's last block and moves to the set its header names for the next
+    /// height. `keys` are that set's Ed25519 consensus keys in ascending Baton address order (the first 20 bytes
+    /// of SHA-256 of the key) and `powers` their voting powers: together they must hash to the named set, exactly as
+    /// Baton hashes it. Each key's attester is read from `BatonStaking`.
+    function rotate(
+        bytes calldata header,
+        bytes[] calldata signatures,
+        bytes32[] calldata keys,
+        uint64[] calldata powers
+    ) external {
+        if (staking == address(0)) revert RotationOff();
+        _accept(header, signatures);
+        bytes32 next = bytes32(header[header.length - 64:header.length - 32]);
+        if (next == validatorSetHash) revert NoNewSet(next);
+        uint256 n = keys.length;
+        if (n == 0 || n > MAX_ATTESTERS) revert BadValidatorSet("1..=256 attesters");
+        if (n != powers.length) revert BadValidatorSet("one power per key");
+        // borsh of Vec<([u8; 20], [u8; 32], u64)>: u32 LE length, then address, key, power (u64 LE) per row.
+        bytes memory rows = new bytes(4 + 60 * n);
+        rows[0] = bytes1(uint8(n));
+        rows[1] = bytes1(uint8(n >> 8));
+        address[] memory attesters_ = new address[](n);
+        bytes20 last;
+        for (uint256 i = 0; i < n; i++) {
+            bytes20 a = bytes20(sha256(abi.encodePacked(keys[i])));
+            if (i > 0 && a <= last) revert NotAscending(i);
+            last = a;
+            uint256 at = 4 + 60 * i;
+            for (uint256 k = 0; k < 20; k++) {
+                rows[at + k] = a[k];
+            }
+            for (uint256 k = 0; k < 32; k++) {
+                rows[at + 20 + k] = keys[i][k];
+            }
+            for (uint256 k = 0; k < 8; k++) {
+                rows[at + 52 + k] = bytes1(uint8(powers[i] >> (8 * k)));
+            }
+            (, address attester,,) = IBatonStaking(staking).stakes(keys[i]);
+            if (attester == address(0)) revert NotStaked(i, keys[i]);
+            attesters_[i] = attester;
+        }
+        bytes32 got = sha256(abi.encodePacked("baton/validator-set/v1", rows));
+        if (got != next) revert WrongNextSet(got, next);
+        _setValidators(attesters_, powers, next);
+    }
+
+    function _accept(bytes calldata header, bytes[] calldata signatures) private {
         if (header.length < MIN_HEADER_LEN || header.length > MAX_HEADER_LEN) revert BadHeader(header.length);
         uint64 height = _u64le(header[0:8]);
         bytes32 setHash = bytes32(header[SET_HASH_OFFSET:SET_HASH_OFFSET + 32]);
