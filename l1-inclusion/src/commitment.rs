@@ -97,12 +97,22 @@ pub struct Attester {
     pub power: u64,
 }
 
+/// The next set's members, for `BatonCommitments.rotate`: Ed25519 keys in the set's (address) order, and powers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rotation {
+    pub keys: Vec<B256>,
+    pub powers: Vec<u64>,
+}
+
 /// A decided header with attestations, ready to be posted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedCommitment {
     pub header: BlockHeader,
     /// `(attester, signature)`, any order; [`SignedCommitment::calldata`] sorts them as the contract wants.
     pub signatures: Vec<(EthAddress, [u8; 65])>,
+    /// With the next set's members, the commitment of an epoch's last block that moves the contract to that set
+    /// (posted with `rotate` instead of `commit`).
+    pub rotation: Option<Rotation>,
 }
 
 impl SignedCommitment {
@@ -146,6 +156,7 @@ impl SignedCommitment {
         let mut c = SignedCommitment {
             header,
             signatures: kept,
+            rotation: None,
         };
         c.signatures.sort_by_key(|(a, _)| *a);
         Ok(c)
@@ -156,21 +167,33 @@ impl SignedCommitment {
         Bytes::from(borsh::to_vec(&self.header).unwrap_or_default())
     }
 
-    /// The arguments of `BatonCommitments.commit`: the header and the signatures, signers ascending.
+    /// The call that posts it: `BatonCommitments.commit(header, signatures)` with signers ascending, or `rotate`
+    /// with the next set's members.
     pub fn calldata(&self) -> Bytes {
         use alloy::sol_types::SolCall;
         let mut sigs = self.signatures.clone();
         sigs.sort_by_key(|(a, _)| *a);
         sigs.dedup_by_key(|(a, _)| *a);
-        crate::contracts::BatonCommitments::commitCall {
-            header: self.header_bytes(),
-            signatures: sigs
-                .into_iter()
-                .map(|(_, s)| Bytes::copy_from_slice(&s))
-                .collect(),
+        let signatures: Vec<Bytes> = sigs
+            .into_iter()
+            .map(|(_, s)| Bytes::copy_from_slice(&s))
+            .collect();
+        match &self.rotation {
+            None => crate::contracts::BatonCommitments::commitCall {
+                header: self.header_bytes(),
+                signatures,
+            }
+            .abi_encode()
+            .into(),
+            Some(r) => crate::contracts::BatonCommitments::rotateCall {
+                header: self.header_bytes(),
+                signatures,
+                keys: r.keys.clone(),
+                powers: r.powers.clone(),
+            }
+            .abi_encode()
+            .into(),
         }
-        .abi_encode()
-        .into()
     }
 }
 

@@ -112,6 +112,8 @@ pub enum L1Status {
 struct StoredCommitment {
     header: Bytes,
     signatures: Vec<(EthAddress, Bytes)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rotation: Option<crate::commitment::Rotation>,
 }
 
 impl StoredCommitment {
@@ -123,6 +125,7 @@ impl StoredCommitment {
                 .iter()
                 .map(|(a, s)| (*a, Bytes::copy_from_slice(s)))
                 .collect(),
+            rotation: c.rotation.clone(),
         }
     }
 
@@ -133,7 +136,11 @@ impl StoredCommitment {
             .iter()
             .map(|(a, s)| Some((*a, <[u8; 65]>::try_from(s.as_ref()).ok()?)))
             .collect::<Option<Vec<_>>>()?;
-        Some(SignedCommitment { header, signatures })
+        Some(SignedCommitment {
+            header,
+            signatures,
+            rotation: self.rotation.clone(),
+        })
     }
 }
 
@@ -238,10 +245,18 @@ pub struct Poster<P> {
     state: PosterState,
     state_path: Option<PathBuf>,
     wanted: Option<SignedCommitment>,
+    /// Builds the rotation out of a set (see [`Poster::with_rotations`]).
+    rotations: Option<RotationSource>,
     rx: mpsc::Receiver<SignedCommitment>,
     status: watch::Sender<PosterStatus>,
     counters: PosterStatus,
 }
+
+/// Given the set the contract holds and its latest committed height, the commitment (with
+/// [`crate::commitment::Rotation`]) of the epoch's last block that moves the contract out of that set, if the node
+/// has it.
+pub type RotationSource =
+    std::sync::Arc<dyn Fn(B256, u64) -> Option<SignedCommitment> + Send + Sync>;
 
 /// L1 heads read at the start of a tick.
 #[derive(Clone, Copy, Debug)]
@@ -325,6 +340,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 state,
                 state_path,
                 wanted,
+                rotations: None,
                 rx,
                 status,
                 counters: PosterStatus::default(),
@@ -358,6 +374,13 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 }
             }
         }
+    }
+
+    /// Before a commitment of a set the contract does not hold, posts the rotation `source` gives for the set it
+    /// holds (the contract accepts commitments of its current set only).
+    pub fn with_rotations(mut self, source: RotationSource) -> Self {
+        self.rotations = Some(source);
+        self
     }
 
     fn want(&mut self, c: SignedCommitment) {
@@ -685,7 +708,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         chain_nonce: u64,
         contract_latest: u64,
     ) -> Result<(), L1Error> {
-        let Some(c) = self.wanted.clone() else {
+        let Some(mut c) = self.wanted.clone() else {
             return Ok(());
         };
         if c.height() <= contract_latest {
@@ -694,6 +717,30 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             }
             self.wanted = None;
             return Ok(());
+        }
+        if let Some(source) = &self.rotations {
+            let contract = crate::contracts::BatonCommitments::new(self.contract, &self.provider);
+            let held = contract
+                .validatorSetHash()
+                .call()
+                .await
+                .map_err(|e| contract_error("validatorSetHash", e))?;
+            if B256::from(c.header.validator_set_hash.0) != held {
+                match source(held, contract_latest) {
+                    Some(r) => {
+                        info!(
+                            height = r.height(),
+                            wanted = c.height(),
+                            "the contract holds an earlier validator set: rotating it first"
+                        );
+                        c = r;
+                    }
+                    None => debug!(
+                        height = c.height(),
+                        "no rotation known out of the contract's set"
+                    ),
+                }
+            }
         }
         let stored = StoredCommitment::from_signed(&c);
         let input = c.calldata();

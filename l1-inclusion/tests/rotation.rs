@@ -95,6 +95,7 @@ async fn an_epochs_last_commitment_rotates_the_attesting_set() {
                 })
                 .collect(),
             header,
+            rotation: None,
         };
         let commit = BatonCommitments::commitCall::abi_decode(&signed.calldata()).unwrap();
         let contract = l1.contract();
@@ -159,9 +160,17 @@ async fn an_epochs_last_commitment_rotates_the_attesting_set() {
             BatonCommitmentsErrors::NotAscending(_)
         ));
 
-        // The real members rotate the set, and height 20 is recorded as a commitment.
-        let receipt = rotate(members.clone(), powers.clone())
-            .send()
+        // The real members rotate the set (sent as the poster would: the commitment with its rotation), and
+        // height 20 is recorded as a commitment.
+        let mut rotating = signed.clone();
+        rotating.rotation = Some(baton_l1_inclusion::commitment::Rotation {
+            keys: members.clone(),
+            powers: powers.clone(),
+        });
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .to(l1.commitments)
+            .input(rotating.calldata().into());
+        let receipt = alloy::providers::Provider::send_transaction(&l1.provider, tx)
             .await
             .unwrap()
             .get_receipt()
@@ -194,6 +203,7 @@ async fn an_epochs_last_commitment_rotates_the_attesting_set() {
                     .map(|a| (a.address(), l1.domain.sign(a, 30, h).unwrap()))
                     .collect(),
                 header: header.clone(),
+                rotation: None,
             }
         };
         let old = by(&l1.attesters.iter().collect::<Vec<_>>(), &next);

@@ -611,7 +611,13 @@ impl ConsensusLoop {
                 match self.host.decided(cert) {
                     Ok(block) => {
                         if let Some(a) = self.attestor.as_ref().filter(|a| a.required(height)) {
-                            a.decided(&block.header, stored.iter().map(|(_, (att, _))| *att));
+                            let set = self.host.validators_at(height)?;
+                            a.decided(
+                                &block.header,
+                                stored.iter().map(|(_, (att, _))| *att),
+                                &set,
+                                block.next_validators.as_ref(),
+                            );
                         }
                         let bytes: u64 = block.bundles.iter().map(|b| b.encoded_len() as u64).sum();
                         self.metrics.store_write("commit", started, bytes);

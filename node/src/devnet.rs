@@ -335,7 +335,7 @@ pub async fn attach_l1(
     .await
     .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
     let staking = match &l1.staking {
-        Some(st) => Some(stake_genesis(net, l1, st).await?),
+        Some(st) => Some(stake_genesis(net, l1, st, deployment.commitments).await?),
         None => None,
     };
     net.genesis.l1 = Some(crate::config::GenesisL1 {
@@ -394,6 +394,7 @@ async fn stake_genesis(
     net: &mut Devnet,
     l1: &DevnetL1,
     st: &DevnetStaking,
+    commitments: alloy_primitives::Address,
 ) -> Result<alloy_primitives::Address, NodeError> {
     use alloy_primitives::{B256, U256};
     let (address, _) = baton_l1_inclusion::contracts::deploy_staking(
@@ -452,6 +453,15 @@ async fn stake_genesis(
             }
         }
     }
+    // The commitments contract rotates its attesters through the set changes, reading them from staking.
+    baton_l1_inclusion::contracts::BatonCommitments::new(commitments, contract.provider())
+        .setStaking(address)
+        .send()
+        .await
+        .map_err(|e| failed("setStaking", &e))?
+        .get_receipt()
+        .await
+        .map_err(|e| failed("setStaking", &e))?;
     if st.open {
         contract
             .openRegistration()
@@ -823,9 +833,22 @@ async fn staking_demo(
                 "staking: {}'s precommit is in the certificate of height {h}",
                 node.name
             );
+            let target = alloy_primitives::B256::from(set.hash().0);
+            let t = Instant::now();
+            while l1.contract.validatorSetHash().call().await.ok() != Some(target) {
+                if t.elapsed() > Duration::from_secs(60) {
+                    return Err(NodeError::Engine(
+                        "BatonCommitments did not rotate to the new set within 60 s".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             println!(
-                "staking: L1 commitments pause from here: BatonCommitments holds the genesis set until its \
-                 governance moves it (automatic rotation is not built yet)"
+                "staking: BatonCommitments rotated to the {}-validator set by the commitment of epoch {}'s last \
+                 block; L1 commitments go on (latest {})",
+                set.validators().len(),
+                status.epoch - 1,
+                l1.latest().await
             );
             return Ok(());
         }

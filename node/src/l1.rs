@@ -15,7 +15,7 @@ use alloy::network::EthereumWallet;
 use alloy::primitives::Address as EthAddress;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
-use baton_consensus::context::Attestation;
+use baton_consensus::context::{Attestation, ValidatorSet};
 use baton_consensus::types::{Address, BlockHeader};
 use baton_consensus::Hash;
 use baton_l1_inclusion::commitment::{AttestationDomain, Attester, SignedCommitment};
@@ -30,13 +30,91 @@ pub struct Attestor {
     domain: AttestationDomain,
     commit_every: u64,
     attesters: HashMap<Address, EthAddress>,
-    powers: Vec<Attester>,
     key: Option<PrivateKeySigner>,
     poster: Option<PosterHandle>,
     /// The staking contract's registrations (attesters of validators that joined after genesis).
     registry: Option<crate::inbox::InboxView>,
     /// The chain has epochs: validators outside genesis can be in a set.
     open_set: bool,
+    epochs: Option<baton_consensus::epoch::SetRules>,
+}
+
+/// Where a validator's L1 attester comes from: genesis, or its staking registration.
+#[derive(Clone)]
+struct AttesterLookup {
+    genesis: HashMap<Address, EthAddress>,
+    registry: Option<crate::inbox::InboxView>,
+}
+
+impl AttesterLookup {
+    fn powers(&self, set: &ValidatorSet) -> Vec<Attester> {
+        set.validators()
+            .iter()
+            .filter_map(|v| {
+                let address = self
+                    .genesis
+                    .get(&v.address)
+                    .copied()
+                    .or_else(|| self.registry.as_ref().and_then(|r| r.attester(&v.address)))?;
+                Some(Attester {
+                    address,
+                    power: v.voting_power,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `set`'s members as `BatonCommitments.rotate` takes them (keys in the set's order, powers).
+fn rotation_to(set: &ValidatorSet) -> baton_l1_inclusion::commitment::Rotation {
+    baton_l1_inclusion::commitment::Rotation {
+        keys: set
+            .validators()
+            .iter()
+            .map(|v| alloy::primitives::B256::from(v.public_key.to_bytes()))
+            .collect(),
+        powers: set.validators().iter().map(|v| v.voting_power).collect(),
+    }
+}
+
+/// The commitment that moves `BatonCommitments` out of the set it holds (`held`), built from what the node
+/// stored: the first decided epoch-end block after height `after` whose header is decided by `held` and names
+/// another set, with the attestations stored with its decision and the next set's members. `None` if the node has
+/// not decided such a block (or lacks its attestations).
+fn rotation_from(
+    store: &crate::store::RocksStore,
+    genesis: &ValidatorSet,
+    lookup: &AttesterLookup,
+    domain: &AttestationDomain,
+    held: alloy::primitives::B256,
+    after: u64,
+) -> Option<SignedCommitment> {
+    use baton_consensus::store::ChainStore;
+    for (first, next) in store.set_changes().ok()? {
+        let height = first.checked_sub(1)?;
+        if height <= after {
+            continue;
+        }
+        let block = store.block(height).ok()??;
+        if alloy::primitives::B256::from(block.header.validator_set_hash.0) != held {
+            continue;
+        }
+        let set = store
+            .set_at(height)
+            .ok()?
+            .unwrap_or_else(|| genesis.clone());
+        let attestations = store.extensions(height).ok()?;
+        let mut c = SignedCommitment::verified(
+            block.header,
+            attestations.into_iter().map(|(_, (a, _))| a.0),
+            domain,
+            &lookup.powers(&set),
+        )
+        .ok()?;
+        c.rotation = Some(rotation_to(&next));
+        return Some(c);
+    }
+    None
 }
 
 impl std::fmt::Debug for Attestor {
@@ -75,11 +153,16 @@ pub fn load_l1_key(path: &Path) -> Result<PrivateKeySigner, NodeError> {
 impl Attestor {
     /// Builds the attestor for a node. `own` is this node's consensus address when it is a validator: it must then
     /// have an attestation key matching its genesis attester.
+    ///
+    /// `registry` (the node's L1 view) gives the attesters of validators that joined by staking; with `store`, a
+    /// posting node rotates `BatonCommitments` through the set changes it has decided (see [`rotation_from`]).
     pub async fn start(
         genesis: &Genesis,
         section: Option<&L1Section>,
         own: Option<Address>,
         data_dir: &Path,
+        registry: Option<crate::inbox::InboxView>,
+        store: Option<crate::store::RocksStore>,
     ) -> Result<Option<Attestor>, NodeError> {
         let Some(g) = &genesis.l1 else {
             return Ok(None);
@@ -91,13 +174,6 @@ impl Attestor {
         let list = genesis.attesters()?;
         let attesters: HashMap<Address, EthAddress> =
             list.iter().map(|(a, e, _)| (*a, *e)).collect();
-        let powers = list
-            .iter()
-            .map(|(_, address, power)| Attester {
-                address: *address,
-                power: *power,
-            })
-            .collect();
         let key = match section {
             Some(s) => Some(load_l1_key(&s.attestation_key_file)?),
             None => None,
@@ -143,6 +219,20 @@ impl Attestor {
                 )
                 .await
                 .map_err(|e| NodeError::Config(e.to_string()))?;
+                let p = match (&store, &genesis.epochs) {
+                    (Some(store), Some(_)) => {
+                        let (store, set, domain) =
+                            (store.clone(), genesis.validator_set()?, domain);
+                        let lookup = AttesterLookup {
+                            genesis: attesters.clone(),
+                            registry: registry.clone(),
+                        };
+                        p.with_rotations(std::sync::Arc::new(move |held, after| {
+                            rotation_from(&store, &set, &lookup, &domain, held, after)
+                        }))
+                    }
+                    _ => p,
+                };
                 tokio::spawn(p.run());
                 info!(contract = %domain.contract, "posting commitments to L1");
                 poster = Some(handle);
@@ -152,17 +242,31 @@ impl Attestor {
             domain,
             commit_every: g.commit_every,
             attesters,
-            powers,
             key,
             poster,
-            registry: None,
+            registry,
             open_set: genesis.epochs.is_some(),
+            epochs: genesis.epochs.as_ref().map(|e| e.rules()).transpose()?,
         }))
     }
 
-    /// Whether precommits at `height` must carry an attestation.
+    /// Whether precommits at `height` must carry an attestation: commitment heights, and on a chain with epochs
+    /// every epoch's last height (its commitment moves `BatonCommitments` to the next set).
     pub fn required(&self, height: u64) -> bool {
         height.is_multiple_of(self.commit_every)
+            || self
+                .epochs
+                .as_ref()
+                .is_some_and(|r| r.is_boundary(height + 1))
+    }
+
+    /// The attesters and powers of `set` (members whose attester this node cannot know are left out).
+    pub fn powers_for(&self, set: &ValidatorSet) -> Vec<Attester> {
+        AttesterLookup {
+            genesis: self.attesters.clone(),
+            registry: self.registry.clone(),
+        }
+        .powers(set)
     }
 
     /// This validator's attestation of `(height, block)`.
@@ -215,10 +319,15 @@ impl Attestor {
     }
 
     /// After a commitment height is decided: offers the attested header to the poster (if this node posts).
+    ///
+    /// `set` decided the height; `next` is the set the header names when it differs (an epoch's last block): the
+    /// commitment then carries the rotation to it.
     pub fn decided(
         &self,
         header: &BlockHeader,
         attestations: impl IntoIterator<Item = Attestation>,
+        set: &ValidatorSet,
+        next: Option<&ValidatorSet>,
     ) {
         let Some(poster) = &self.poster else {
             return;
@@ -227,9 +336,10 @@ impl Attestor {
             header.clone(),
             attestations.into_iter().map(|a| a.0),
             &self.domain,
-            &self.powers,
+            &self.powers_for(set),
         ) {
-            Ok(c) => {
+            Ok(mut c) => {
+                c.rotation = next.map(rotation_to);
                 if !poster.offer(c) {
                     warn!(
                         height = header.height,
@@ -241,13 +351,6 @@ impl Attestor {
                 warn!(height = header.height, error = %e, "decided height lacks attestations to post")
             }
         }
-    }
-
-    /// Also accepts attestations of validators outside genesis, by the attester they registered in the staking
-    /// contract (read by the node's L1 view).
-    pub fn with_registry(mut self, registry: Option<crate::inbox::InboxView>) -> Self {
-        self.registry = registry;
-        self
     }
 
     pub fn poster(&self) -> Option<&PosterHandle> {
@@ -300,18 +403,18 @@ mod tests {
 
         // No key configured, or someone else's: refused with a message naming the setting.
         let g = genesis(key.address(), &node);
-        let err = Attestor::start(&g, None, Some(me), dir.path())
+        let err = Attestor::start(&g, None, Some(me), dir.path(), None, None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("attestation_key_file"), "{err}");
         let g_other = genesis(other.address(), &node);
-        let err = Attestor::start(&g_other, Some(&section), Some(me), dir.path())
+        let err = Attestor::start(&g_other, Some(&section), Some(me), dir.path(), None, None)
             .await
             .unwrap_err();
         assert!(err.to_string().contains("genesis lists"), "{err}");
 
         // The right key: attests commitment heights only, and verification checks the signer.
-        let a = Attestor::start(&g, Some(&section), Some(me), dir.path())
+        let a = Attestor::start(&g, Some(&section), Some(me), dir.path(), None, None)
             .await
             .unwrap()
             .unwrap();
@@ -340,9 +443,11 @@ mod tests {
         // No [l1] in genesis: no attestor at all.
         let mut plain = g.clone();
         plain.l1 = None;
-        assert!(Attestor::start(&plain, None, Some(me), dir.path())
-            .await
-            .unwrap()
-            .is_none());
+        assert!(
+            Attestor::start(&plain, None, Some(me), dir.path(), None, None)
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 }

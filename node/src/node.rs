@@ -264,9 +264,11 @@ pub async fn run(
         cfg.l1.as_ref(),
         is_validator.then_some(address),
         &cfg.data_dir,
+        inbox.clone(),
+        Some(store.clone()),
     )
     .await?
-    .map(|a| Arc::new(a.with_registry(inbox.clone())));
+    .map(Arc::new);
     if let Some(mut status) = consensus_loop
         .attestor
         .as_ref()

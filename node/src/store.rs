@@ -196,6 +196,22 @@ impl RocksStore {
         self.get(CF_BUNDLES, &hash.0)
     }
 
+    /// Every set change: (first height it decides, the set), ascending.
+    pub fn set_changes(&self) -> Result<Vec<(u64, ValidatorSet)>, NodeError> {
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_SETS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let first = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| NodeError::Corrupt {
+                    cf: CF_SETS,
+                    detail: "key is not a height".into(),
+                })?;
+            out.push((first, dec(CF_SETS, &v)?));
+        }
+        Ok(out)
+    }
+
     /// The set deciding `height` when it is not the genesis set (the newest set change at or below it).
     pub fn set_at(&self, height: u64) -> Result<Option<ValidatorSet>, NodeError> {
         let key = be(height);

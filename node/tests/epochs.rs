@@ -289,6 +289,34 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             "node0 left"
         );
         assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(4.0));
+        // L1 commitments went on across both changes: the contract rotated to each set.
+        let commitments: EthAddress = cluster
+            .net
+            .genesis
+            .l1
+            .as_ref()
+            .unwrap()
+            .commitments
+            .parse()
+            .unwrap();
+        let contract = baton_l1_inclusion::contracts::BatonCommitments::new(
+            commitments,
+            ProviderBuilder::new().connect_http(anvil.endpoint_url()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = contract.validatorSetHash().call().await.unwrap();
+            let latest = contract.latestHeight().call().await.unwrap();
+            if held == alloy::primitives::B256::from(four.hash().0) && latest > left {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "L1 commitments stuck at {latest} (set {held}); node0 log:\n{}",
+                cluster.log(0)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         // Nobody equivocated: no evidence, nobody jailed.
         let ev = cluster
             .client(1)

@@ -98,6 +98,7 @@ impl L1 {
                 })
                 .collect(),
             header,
+            rotation: None,
         }
     }
 
