@@ -388,10 +388,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if height >= self.next_height() {
             return Ok(self.validators.clone());
         }
-        Ok(self
-            .store
-            .validator_set_at(height)?
-            .unwrap_or_else(|| self.genesis_validators.clone()))
+        self.store.validators_for(height, &self.genesis_validators)
     }
 
     /// Validators with evidence in decided blocks.
@@ -501,10 +498,20 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// The next set a certified block carries: its body's set when its header names a new one (only at an epoch's
     /// end), this height's set otherwise.
     fn carried_next_set(&self, block: &Block) -> Result<ValidatorSet, BlockError> {
+        self.check_carried_set(block)?;
+        Ok(block
+            .next_validators
+            .clone()
+            .unwrap_or_else(|| self.validators.clone()))
+    }
+
+    /// Whether a block carries exactly the next set its header names: none when the header names this height's
+    /// set, the named (different) set at an epoch's end.
+    fn check_carried_set(&self, block: &Block) -> Result<(), BlockError> {
         let h = &block.header;
-        let current = &self.validators;
-        if h.next_validator_set_hash == current.hash() && block.next_validators.is_none() {
-            return Ok(current.clone());
+        let current = self.validators.hash();
+        if h.next_validator_set_hash == current && block.next_validators.is_none() {
+            return Ok(());
         }
         let at_boundary = self
             .spec
@@ -512,10 +519,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .as_ref()
             .is_some_and(|r| r.is_boundary(h.height + 1));
         match &block.next_validators {
-            Some(set) if at_boundary && set.hash() == h.next_validator_set_hash => Ok(set.clone()),
+            Some(set)
+                if at_boundary
+                    && set.hash() == h.next_validator_set_hash
+                    && set.hash() != current =>
+            {
+                Ok(())
+            }
             carried => Err(BlockError::WrongNextValidatorSet {
                 got: h.next_validator_set_hash,
-                expected: carried.as_ref().map_or(current.hash(), ValidatorSet::hash),
+                expected: carried.as_ref().map_or(current, ValidatorSet::hash),
             }),
         }
     }
@@ -1294,10 +1307,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         // A copy judged valid here carries the next set this node computed; a carried set must match the header.
         found.sort_by_key(|p| !p.valid);
         let current = self.validators.hash();
-        let carries_named_set = |b: &Block| match &b.next_validators {
-            None => b.header.next_validator_set_hash == current,
-            Some(set) => set.hash() == b.header.next_validator_set_hash && set.hash() != current,
-        };
+        let carries_named_set = |b: &Block| self.check_carried_set(b).is_ok();
         let mut block = found
             .into_iter()
             .map(|p| p.block)

@@ -63,6 +63,17 @@ pub trait ChainStore: Send + Sync {
     /// The validator set deciding `height` when it is not the genesis set: the newest decided block below
     /// `height` that carried `next_validators` names it (`commit` indexes them). `None`: the genesis set.
     fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError>;
+    /// The set deciding `height` (a decided height or the next one): [`ChainStore::validator_set_at`], or
+    /// `genesis` until a block named another.
+    fn validators_for(
+        &self,
+        height: u64,
+        genesis: &ValidatorSet,
+    ) -> Result<ValidatorSet, ConsensusError> {
+        Ok(self
+            .validator_set_at(height)?
+            .unwrap_or_else(|| genesis.clone()))
+    }
     /// Every evidence item in decided blocks, with the height of the block that carried it (`commit` indexes
     /// them), oldest first.
     fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError>;

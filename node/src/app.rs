@@ -164,6 +164,7 @@ impl ConsensusLoop {
             attestor: None,
         };
         l.publish_gauges();
+        l.publish_set_gauges();
         l
     }
 
@@ -201,6 +202,13 @@ impl ConsensusLoop {
     }
 
     fn publish_gauges(&self) {
+        let m = self.host.mempool();
+        self.metrics.mempool_bundles.set(m.len() as i64);
+        self.metrics.mempool_bytes.set(m.bytes() as i64);
+    }
+
+    /// The epoch and set gauges: they change only with a decision.
+    fn publish_set_gauges(&self) {
         let set = self.host.validators();
         let next = self.host.next_height();
         self.metrics.epoch.set(
@@ -223,9 +231,6 @@ impl ConsensusLoop {
         self.metrics
             .jailed_validators
             .set(self.host.jailed().len() as i64);
-        let m = self.host.mempool();
-        self.metrics.mempool_bundles.set(m.len() as i64);
-        self.metrics.mempool_bytes.set(m.bytes() as i64);
     }
 
     /// Runs until the engine stops or storage fails.
@@ -638,6 +643,7 @@ impl ConsensusLoop {
                         debug!(height, bundles = block.bundles.len(), hash = %block.hash(), "decided");
                         self.shared.set_latest_height(height);
                         self.publish_gauges();
+                        self.publish_set_gauges();
                         self.failed_decision = None;
                     }
                     Err(baton_consensus::ConsensusError::UnknownBlock(h)) => {

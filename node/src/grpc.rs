@@ -84,11 +84,10 @@ fn loop_gone() -> Status {
 impl Api {
     /// The set deciding `height` (decided heights and the next one).
     fn set_at(&self, height: u64) -> Result<ValidatorSet, Status> {
-        Ok(self
-            .store
-            .set_at(height)
-            .map_err(internal)?
-            .unwrap_or_else(|| self.shared.info.genesis_validators.clone()))
+        use baton_consensus::store::ChainStore;
+        self.store
+            .validators_for(height, &self.shared.info.genesis_validators)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 
     fn check_rollup(&self, rollup_id: RollupId) -> Result<(), Status> {

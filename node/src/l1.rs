@@ -99,10 +99,7 @@ fn rotation_from(
         if alloy::primitives::B256::from(block.header.validator_set_hash.0) != held {
             continue;
         }
-        let set = store
-            .set_at(height)
-            .ok()?
-            .unwrap_or_else(|| genesis.clone());
+        let set = store.validators_for(height, genesis).ok()?;
         let attestations = store.extensions(height).ok()?;
         let mut c = SignedCommitment::verified(
             block.header,
