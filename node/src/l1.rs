@@ -29,11 +29,10 @@ use crate::error::NodeError;
 pub struct Attestor {
     domain: AttestationDomain,
     commit_every: u64,
-    attesters: HashMap<Address, EthAddress>,
+    /// Validators' attesters (genesis, then staking registrations).
+    lookup: AttesterLookup,
     key: Option<PrivateKeySigner>,
     poster: Option<PosterHandle>,
-    /// The staking contract's registrations (attesters of validators that joined after genesis).
-    registry: Option<crate::inbox::InboxView>,
     /// The chain has epochs: validators outside genesis can be in a set.
     open_set: bool,
     epochs: Option<baton_consensus::epoch::SetRules>,
@@ -47,17 +46,19 @@ struct AttesterLookup {
 }
 
 impl AttesterLookup {
+    fn attester(&self, validator: &Address) -> Option<EthAddress> {
+        self.genesis
+            .get(validator)
+            .copied()
+            .or_else(|| self.registry.as_ref().and_then(|r| r.attester(validator)))
+    }
+
     fn powers(&self, set: &ValidatorSet) -> Vec<Attester> {
         set.validators()
             .iter()
             .filter_map(|v| {
-                let address = self
-                    .genesis
-                    .get(&v.address)
-                    .copied()
-                    .or_else(|| self.registry.as_ref().and_then(|r| r.attester(&v.address)))?;
                 Some(Attester {
-                    address,
+                    address: self.attester(&v.address)?,
                     power: v.voting_power,
                 })
             })
@@ -168,15 +169,20 @@ impl Attestor {
             l1_chain_id: g.chain_id,
             contract: g.commitments_address()?,
         };
-        let list = genesis.attesters()?;
-        let attesters: HashMap<Address, EthAddress> =
-            list.iter().map(|(a, e, _)| (*a, *e)).collect();
+        let lookup = AttesterLookup {
+            genesis: genesis
+                .attesters()?
+                .into_iter()
+                .map(|(a, e, _)| (a, e))
+                .collect(),
+            registry,
+        };
         let key = match section {
             Some(s) => Some(load_l1_key(&s.attestation_key_file)?),
             None => None,
         };
         if let Some(me) = own {
-            let expected = attesters.get(&me).copied();
+            let expected = lookup.genesis.get(&me).copied();
             match (&key, expected) {
                 (None, _) => {
                     return Err(NodeError::Config(
@@ -220,10 +226,7 @@ impl Attestor {
                     (Some(store), Some(_)) => {
                         let (store, set, domain) =
                             (store.clone(), genesis.validator_set()?, domain);
-                        let lookup = AttesterLookup {
-                            genesis: attesters.clone(),
-                            registry: registry.clone(),
-                        };
+                        let lookup = lookup.clone();
                         p.with_rotations(std::sync::Arc::new(move |held, after| {
                             rotation_from(&store, &set, &lookup, &domain, held, after)
                         }))
@@ -238,10 +241,9 @@ impl Attestor {
         Ok(Some(Attestor {
             domain,
             commit_every: g.commit_every,
-            attesters,
+            lookup,
             key,
             poster,
-            registry,
             open_set: genesis.epochs.is_some(),
             epochs: genesis.epochs.as_ref().map(|e| e.rules()).transpose()?,
         }))
@@ -259,11 +261,7 @@ impl Attestor {
 
     /// The attesters and powers of `set` (members whose attester this node cannot know are left out).
     pub fn powers_for(&self, set: &ValidatorSet) -> Vec<Attester> {
-        AttesterLookup {
-            genesis: self.attesters.clone(),
-            registry: self.registry.clone(),
-        }
-        .powers(set)
+        self.lookup.powers(set)
     }
 
     /// This validator's attestation of `(height, block)`.
@@ -286,17 +284,12 @@ impl Attestor {
         validator: &Address,
         attestation: &Attestation,
     ) -> Result<(), String> {
-        let known = self
-            .attesters
-            .get(validator)
-            .copied()
-            .or_else(|| self.registry.as_ref().and_then(|r| r.attester(validator)));
-        let expected = match known {
+        let expected = match self.lookup.attester(validator) {
             Some(e) => e,
             // A validator that joined by staking, on a node that does not follow L1 (a full node without `[l1]`):
             // it cannot know the registered attester. The engine has checked that the validator itself signed the
             // extension; whether it attested with its registered key is for nodes that post (and for L1) to judge.
-            None if self.open_set && self.registry.is_none() => return Ok(()),
+            None if self.open_set && self.lookup.registry.is_none() => return Ok(()),
             None => {
                 return Err(format!(
                     "validator {validator} has no attester in genesis or the staking contract"
