@@ -18,8 +18,56 @@ use crate::origin::{owed_forced, L1View};
 use crate::registry::ChainSpec;
 use crate::types::{
     batches_of, bundles_root, namespace_root, namespace_table, Address, Block, BlockHeader, Bundle,
-    L1Origin,
+    L1Origin, RollupId,
 };
+
+/// Who orders a bundle being checked: Baton's validators (every entry for a `shared` rollup), or the L1 inbox
+/// for one `based` rollup (every entry for that rollup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderedBy {
+    Validators,
+    Inbox(RollupId),
+}
+
+/// The one stateless check of a bundle wherever it enters a node (the API, a peer's dissemination, the L1
+/// inbox, the forwarder, the simulation): form and limits ([`check_bundle_form`]), the rollups' mode for
+/// `ordered_by`, then the signature recovery, unless `recovered_before(hash)` says these exact bytes were recovered
+/// here before. Returns the bundle's hash.
+pub fn check_stateless(
+    bundle: &Bundle,
+    spec: &ChainSpec,
+    ordered_by: OrderedBy,
+    recovered_before: impl FnOnce(&Hash) -> bool,
+) -> Result<Hash, BundleError> {
+    check_bundle_form(bundle, spec)?;
+    match ordered_by {
+        OrderedBy::Validators => check_shared(bundle, spec)?,
+        OrderedBy::Inbox(rollup) => {
+            if let Some(e) = bundle.entries.iter().find(|e| e.rollup_id != rollup) {
+                let other_based = spec
+                    .rollups
+                    .get(e.rollup_id)
+                    .is_some_and(|r| r.mode == crate::registry::RollupMode::Based);
+                return Err(if other_based {
+                    BundleError::TwoBasedRollups {
+                        first: rollup,
+                        second: e.rollup_id,
+                    }
+                } else {
+                    BundleError::MixedModes {
+                        shared_rollup: e.rollup_id,
+                        based_rollup: rollup,
+                    }
+                });
+            }
+        }
+    }
+    let hash = bundle.hash();
+    if !recovered_before(&hash) {
+        bundle.verify_signature(&hash)?;
+    }
+    Ok(hash)
+}
 
 /// Checks what can be checked about one bundle without chain state or signature recovery, for Baton's validators
 /// to order it (at admission, and again in block validation): [`check_bundle_form`], and every entry for a

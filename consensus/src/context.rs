@@ -6,6 +6,7 @@
 //! one chain or one message kind is worthless for another.
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use borsh::{BorshDeserialize, BorshSerialize};
@@ -19,6 +20,7 @@ use malachitebft_core_types::{
 use malachitebft_signing::{Error as SignError, Signer, VerificationResult, Verifier};
 
 use crate::hash::Hash;
+use crate::sigcache::SignatureCache;
 use crate::types::{Address, BlockHeader, Bundle};
 
 // ------------------------------------------------------------------------------------------------ Height
@@ -738,6 +740,8 @@ impl mct::Context for BatonContext {
 pub struct ConsensusSigner {
     key: SigningKey,
     domain: ChainDomain,
+    /// Where this node's own signatures are remembered, so the engine's check of its own votes is free.
+    cache: Option<Arc<SignatureCache>>,
 }
 
 impl fmt::Debug for ConsensusSigner {
@@ -748,7 +752,17 @@ impl fmt::Debug for ConsensusSigner {
 
 impl ConsensusSigner {
     pub fn new(key: SigningKey, domain: ChainDomain) -> Self {
-        ConsensusSigner { key, domain }
+        ConsensusSigner {
+            key,
+            domain,
+            cache: None,
+        }
+    }
+
+    /// Remembers every signature made here in `cache` (the verifier's).
+    pub fn with_cache(mut self, cache: Arc<SignatureCache>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     pub fn address(&self) -> Address {
@@ -764,7 +778,15 @@ impl ConsensusSigner {
     }
 
     pub fn sign(&self, message: &[u8]) -> Signature {
-        Signature(self.key.sign(message).to_bytes())
+        let signature = Signature(self.key.sign(message).to_bytes());
+        if let Some(cache) = &self.cache {
+            cache.remember(
+                self.key.verification_key().as_bytes(),
+                message,
+                &signature.0,
+            );
+        }
+        signature
     }
 }
 
@@ -802,10 +824,40 @@ impl Signer<BatonContext> for ConsensusSigner {
     }
 }
 
-/// Verifies consensus messages for one chain.
-#[derive(Clone, Copy, Debug)]
+/// Verifies consensus messages for one chain, each exact (key, bytes, signature) once when given a cache
+/// ([`crate::sigcache`]).
+#[derive(Clone, Debug)]
 pub struct ConsensusVerifier {
     pub domain: ChainDomain,
+    cache: Option<Arc<SignatureCache>>,
+}
+
+impl ConsensusVerifier {
+    pub fn new(domain: ChainDomain) -> Self {
+        ConsensusVerifier {
+            domain,
+            cache: None,
+        }
+    }
+
+    pub fn with_cache(mut self, cache: Arc<SignatureCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    fn check(&self, public_key: &VerificationKey, bytes: &[u8], signature: &Signature) -> bool {
+        let Some(cache) = &self.cache else {
+            return verify_signature(public_key, bytes, signature);
+        };
+        if cache.known(public_key.as_bytes(), bytes, &signature.0) {
+            return true;
+        }
+        let ok = verify_signature(public_key, bytes, signature);
+        if ok {
+            cache.remember(public_key.as_bytes(), bytes, &signature.0);
+        }
+        ok
+    }
 }
 
 #[async_trait]
@@ -817,9 +869,9 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
         let bytes = self.domain.signed_vote_bytes(vote);
-        Ok(VerificationResult::from_bool(verify_signature(
-            public_key, &bytes, signature,
-        )))
+        Ok(VerificationResult::from_bool(
+            self.check(public_key, &bytes, signature),
+        ))
     }
 
     async fn verify_signed_proposal(
@@ -829,9 +881,9 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
         let bytes = self.domain.proposal_bytes(proposal);
-        Ok(VerificationResult::from_bool(verify_signature(
-            public_key, &bytes, signature,
-        )))
+        Ok(VerificationResult::from_bool(
+            self.check(public_key, &bytes, signature),
+        ))
     }
 
     async fn verify_signed_vote_extension(
@@ -842,9 +894,9 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         public_key: &VerificationKey,
     ) -> Result<VerificationResult, SignError> {
         let bytes = self.domain.extension_bytes(scope, extension);
-        Ok(VerificationResult::from_bool(verify_signature(
-            public_key, &bytes, signature,
-        )))
+        Ok(VerificationResult::from_bool(
+            self.check(public_key, &bytes, signature),
+        ))
     }
 
     async fn verify_validator_proof(
@@ -857,7 +909,7 @@ impl Verifier<BatonContext> for ConsensusVerifier {
         let bytes = self
             .domain
             .validator_proof_bytes(&proof.public_key, &proof.peer_id);
-        Ok(VerificationResult::from_bool(verify_signature(
+        Ok(VerificationResult::from_bool(self.check(
             &public_key,
             &bytes,
             &proof.signature,

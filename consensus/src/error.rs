@@ -15,6 +15,13 @@ pub enum ConsensusError {
     InvalidBundle(#[from] BundleError),
     #[error("mempool full: {0}")]
     MempoolFull(String),
+    /// The chain is not keeping up: the oldest bundle ready for a block has waited longer than the admission
+    /// bound. New submissions are refused until the backlog drains.
+    #[error(
+        "the chain is behind: the oldest bundle ready for a block has waited {waited_ms} ms (mempool.admit_max_wait_ms \
+         is {limit_ms})"
+    )]
+    Backlogged { waited_ms: u64, limit_ms: u64 },
     #[error("storage: {0}")]
     Storage(String),
     #[error("block {0} needed for the decision is not known locally")]

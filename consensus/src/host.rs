@@ -85,6 +85,9 @@ pub struct HostLimits {
     pub side_cache: usize,
     /// Proposals waiting for bundles they refer to. Default 16.
     pub max_parked: usize,
+    /// Client submissions are refused while the oldest bundle ready for a block has waited longer than this
+    /// ([`Host::admit_submission`]); 0 turns the check off. Default 150 ms.
+    pub admit_max_wait_ms: u64,
 }
 
 impl Default for HostLimits {
@@ -99,6 +102,7 @@ impl Default for HostLimits {
             compact_proposals: true,
             side_cache: 100_000,
             max_parked: 16,
+            admit_max_wait_ms: 150,
         }
     }
 }
@@ -555,7 +559,30 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .into());
         }
         let next_nonce = self.store.next_nonce(&bundle.sender)?;
-        self.mempool.insert(hash, bundle, next_nonce)
+        self.mempool
+            .insert(hash, bundle, next_nonce, self.clock.now_ms())
+    }
+
+    /// [`Host::admit`] for a client's submission, refused while the chain is behind: when the oldest bundle ready
+    /// for a block has waited more than `admit_max_wait_ms` ([`ConsensusError::Backlogged`]), so that overload
+    /// sheds offered load at the edge instead of growing a backlog that every admitted bundle waits behind.
+    /// Bundles from peers skip this (they were admitted by the node they entered).
+    pub fn admit_submission(
+        &mut self,
+        hash: Hash,
+        bundle: Bundle,
+    ) -> Result<Admission, ConsensusError> {
+        let limit_ms = self.limits.admit_max_wait_ms;
+        if limit_ms > 0 {
+            let waited_ms = self.mempool.head_wait_ms(self.clock.now_ms());
+            if waited_ms > limit_ms && !self.mempool.contains(&hash) {
+                return Err(ConsensusError::Backlogged {
+                    waited_ms,
+                    limit_ms,
+                });
+            }
+        }
+        self.admit(hash, bundle)
     }
 
     /// The sender's next nonce on chain and the first one its pending bundles leave free.
@@ -564,18 +591,49 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         Ok((chain, self.mempool.next_free_nonce(sender, chain)))
     }
 
-    /// When the proposer of the next height should build: now if the mempool already fills a block, otherwise
-    /// one block time after the parent.
-    pub fn proposal_deadline_ms(&self) -> u64 {
-        if self.mempool.fills_block(
-            self.spec.params.max_block_bytes,
-            self.spec.params.max_block_bundles as usize,
-        ) {
+    /// When the proposer of the next height should build (clock milliseconds), in round `round`: at once if the
+    /// mempool already fills a block; `block_time_ms` after the parent if there is anything to include (a ready
+    /// bundle, evidence, an owed forced entry) or the round is not the first; otherwise `max_idle_ms` after the
+    /// parent. A bundle admitted while the proposer waits moves the deadline forward ([`Host::has_work`]).
+    pub fn proposal_deadline_ms(&self, round: u32) -> u64 {
+        let params = &self.spec.params;
+        if self
+            .mempool
+            .fills_block(params.max_block_bytes, params.max_block_bundles as usize)
+        {
             return 0;
         }
-        self.tip
-            .as_ref()
-            .map_or(0, |t| t.timestamp_ms + self.spec.params.block_time_ms)
+        let wait = if round > 0 || self.has_work() || self.forced_owed() {
+            params.block_time_ms
+        } else {
+            params.max_idle_ms
+        };
+        self.tip.as_ref().map_or(0, |t| t.timestamp_ms + wait)
+    }
+
+    /// Whether a block now would carry something: a ready bundle in the mempool or evidence to report. Cheap
+    /// enough to ask after every admission.
+    pub fn has_work(&self) -> bool {
+        self.mempool.has_ready() || !self.pending_evidence.is_empty()
+    }
+
+    /// Whether the L1 inbox has forced entries that a block proposed now would owe.
+    fn forced_owed(&self) -> bool {
+        let Some(l1) = &self.l1 else {
+            return false;
+        };
+        let ctx = self.block_context(self.next_height(), 0);
+        let due = l1.forced_due(ctx.l1_origin.number);
+        if due.is_empty() {
+            return false;
+        }
+        let view = HostView {
+            store: &self.store,
+            mempool: &self.mempool,
+            verified: &self.verified,
+            side: &self.side,
+        };
+        !owed_forced(&due, ctx.height, &self.spec.params, &view).is_empty()
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -1372,11 +1430,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             self.included_evidence.insert(e.hash());
             self.jailed.insert(e.validator);
         }
-        if !block.evidence.is_empty() {
-            let included = &self.included_evidence;
-            self.pending_evidence
-                .retain(|e| !included.contains(&e.hash()));
-        }
+        // Evidence leaves the queue once in the chain or too old to carry (it would keep idle heights busy).
+        let included = &self.included_evidence;
+        self.pending_evidence.retain(|e| {
+            !included.contains(&e.hash()) && height + 1 - e.height.min(height) <= MAX_EVIDENCE_AGE
+        });
         if let Some(set) = &block.next_validators {
             info!(
                 height = height + 1,
@@ -1711,6 +1769,81 @@ mod tests {
         let again = net.host(other, store_o.clone());
         assert_eq!(again.next_height(), 2);
         assert_eq!(again.tip().unwrap().hash(), value.0);
+    }
+
+    /// Heights follow load: with nothing to include the proposer's deadline is `max_idle_ms` after the parent,
+    /// a ready bundle brings it to `block_time_ms` after the parent, a bundle waiting on a nonce gap does not, and
+    /// later rounds never wait idle.
+    #[test]
+    fn an_idle_proposer_waits_until_something_is_ready() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let mut p = net.host(proposer, MemStore::default());
+        p.started_round(1, 0).unwrap();
+        net.clock.advance(10);
+        let (value, _) = p.propose(1, 0).unwrap();
+        let tip = p.decided(cert(1, 0, value.0)).unwrap().header.timestamp_ms;
+        let params = p.params().clone();
+        assert!(params.max_idle_ms > params.block_time_ms);
+        assert!(!p.has_work());
+        assert_eq!(p.proposal_deadline_ms(0), tip + params.max_idle_ms);
+        assert_eq!(p.proposal_deadline_ms(1), tip + params.block_time_ms);
+
+        // A sender's nonce 1 cannot go in before its nonce 0: still idle.
+        let key = crate::bundle::testing::key(42);
+        let gap = crate::bundle::testing::sign(
+            &key,
+            crate::bundle::UnsignedBundle {
+                network_id: 7,
+                sender: key.address(),
+                nonce: 1,
+                expiry_height: 1_000,
+                entries: vec![crate::types::BundleEntry {
+                    rollup_id: 1,
+                    payload: vec![1],
+                }],
+            },
+        );
+        p.admit(gap.hash(), gap).unwrap();
+        assert!(!p.has_work());
+        assert_eq!(p.proposal_deadline_ms(0), tip + params.max_idle_ms);
+
+        p.admit(bundle(1).hash(), bundle(1)).unwrap();
+        assert!(p.has_work());
+        assert_eq!(p.proposal_deadline_ms(0), tip + params.block_time_ms);
+    }
+
+    /// Overload is refused at the edge: once the oldest ready bundle has waited longer than `admit_max_wait_ms`,
+    /// client submissions get `Backlogged` while peers' bundles are still taken; a decision that drains the
+    /// backlog lets submissions in again.
+    #[test]
+    fn submissions_are_refused_while_the_chain_is_behind() {
+        let net = Net::new(4);
+        let proposer = net.vs.proposer(1, 0).address;
+        let mut p = net.host(proposer, MemStore::default());
+        let limit = p.limits.admit_max_wait_ms;
+        assert!(limit > 0);
+        p.admit_submission(bundle(1).hash(), bundle(1)).unwrap();
+        net.clock.advance(limit / 2);
+        p.admit_submission(bundle(2).hash(), bundle(2)).unwrap();
+        net.clock.advance(limit);
+        let err = p.admit_submission(bundle(3).hash(), bundle(3)).unwrap_err();
+        assert!(
+            matches!(err, ConsensusError::Backlogged { waited_ms, .. } if waited_ms > limit),
+            "{err}"
+        );
+        // The same bundle from a peer is taken.
+        assert!(p
+            .on_gossip(vec![(bundle(3).hash(), bundle(3))])
+            .unwrap()
+            .is_none());
+        assert!(p.mempool().contains(&bundle(3).hash()));
+        // A block takes the backlog: submissions are welcome again.
+        p.started_round(1, 0).unwrap();
+        let (value, _) = p.propose(1, 0).unwrap();
+        p.decided(cert(1, 0, value.0)).unwrap();
+        assert!(p.mempool().is_empty());
+        p.admit_submission(bundle(4).hash(), bundle(4)).unwrap();
     }
 
     /// The proposer of round 0 at height 1 is down; round 1's proposer's block is decided. From height 2 the

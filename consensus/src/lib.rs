@@ -31,6 +31,7 @@ pub mod origin;
 pub mod params;
 pub mod proof;
 pub mod registry;
+pub mod sigcache;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;

@@ -36,6 +36,8 @@ struct Slot {
     seq: u64,
     bundle: Bundle,
     bytes: usize,
+    /// When it was admitted (clock milliseconds).
+    admitted_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -52,6 +54,8 @@ pub struct Mempool {
     slots: HashMap<Hash, Slot>,
     senders: HashMap<Sender, SenderQueue>,
     expiries: BTreeSet<(u64, Hash)>,
+    /// Senders whose next nonce is pending: what a block could include now.
+    ready: HashSet<Sender>,
     next_seq: u64,
     bytes: usize,
     limits: MempoolLimits,
@@ -64,6 +68,7 @@ impl Mempool {
             slots: HashMap::new(),
             senders: HashMap::new(),
             expiries: BTreeSet::new(),
+            ready: HashSet::new(),
             next_seq: 0,
             bytes: 0,
             limits,
@@ -80,6 +85,25 @@ impl Mempool {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Whether some pending bundle could go into a block now (its nonce is its sender's next). Constant time:
+    /// the proposer asks after every admission whether to stop waiting.
+    pub fn has_ready(&self) -> bool {
+        !self.ready.is_empty()
+    }
+
+    /// Recomputes whether `sender` has a bundle ready.
+    fn refresh_ready(&mut self, sender: &Sender) {
+        let ready = self
+            .senders
+            .get(sender)
+            .is_some_and(|q| q.pending.contains_key(&q.next));
+        if ready {
+            self.ready.insert(*sender);
+        } else {
+            self.ready.remove(sender);
+        }
     }
 
     pub fn contains(&self, hash: &Hash) -> bool {
@@ -102,12 +126,14 @@ impl Mempool {
         n
     }
 
-    /// Admits a bundle whose signature was checked. `chain_next_nonce` is the sender's next nonce on chain.
+    /// Admits a bundle whose signature was checked at `now_ms`. `chain_next_nonce` is the sender's next nonce on
+    /// chain.
     pub fn insert(
         &mut self,
         hash: Hash,
         bundle: Bundle,
         chain_next_nonce: u64,
+        now_ms: u64,
     ) -> Result<Admission, ConsensusError> {
         if self.slots.contains_key(&hash) {
             return Ok(Admission::AlreadyPending);
@@ -162,8 +188,18 @@ impl Mempool {
         q.next = next;
         q.pending.insert(bundle.nonce, hash);
         self.expiries.insert((bundle.expiry_height, hash));
-        self.slots.insert(hash, Slot { seq, bundle, bytes });
+        let sender = bundle.sender;
+        self.slots.insert(
+            hash,
+            Slot {
+                seq,
+                bundle,
+                bytes,
+                admitted_ms: now_ms,
+            },
+        );
         self.bytes += bytes;
+        self.refresh_ready(&sender);
         Ok(Admission::Added)
     }
 
@@ -178,6 +214,7 @@ impl Mempool {
                 self.senders.remove(&slot.bundle.sender);
             }
         }
+        self.refresh_ready(&slot.bundle.sender);
         Some(slot.bundle)
     }
 
@@ -227,6 +264,26 @@ impl Mempool {
         out
     }
 
+    /// How long the oldest bundle ready for a block has waited at `now_ms` (0 if none is ready): when the chain
+    /// keeps up this stays below a few block times. Looks at the first `SCAN` pending bundles in arrival order
+    /// only, so its cost is bounded; bundles waiting on a nonce gap are skipped.
+    pub fn head_wait_ms(&self, now_ms: u64) -> u64 {
+        const SCAN: usize = 256;
+        if self.ready.is_empty() {
+            return 0;
+        }
+        self.order
+            .values()
+            .take(SCAN)
+            .map(|h| &self.slots[h])
+            .find(|s| {
+                self.senders
+                    .get(&s.bundle.sender)
+                    .is_some_and(|q| q.next == s.bundle.nonce)
+            })
+            .map_or(0, |s| now_ms.saturating_sub(s.admitted_ms))
+    }
+
     /// Pending bundles in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = (&Hash, &Bundle)> {
         self.order.values().map(|h| (h, &self.slots[h].bundle))
@@ -251,6 +308,7 @@ impl Mempool {
             if let Some(q) = self.senders.get_mut(sender) {
                 q.next = q.next.max(nonce + 1);
             }
+            self.refresh_ready(sender);
         }
         let senders: HashSet<Sender> = bundles.iter().map(|(_, s, _)| *s).collect();
         for sender in senders {
@@ -307,7 +365,7 @@ mod tests {
     }
 
     fn add(m: &mut Mempool, b: &Bundle) -> Result<Admission, ConsensusError> {
-        m.insert(b.hash(), b.clone(), 0)
+        m.insert(b.hash(), b.clone(), 0, 0)
     }
 
     fn picked(m: &Mempool) -> Vec<(u8, u64)> {
@@ -315,6 +373,65 @@ mod tests {
             .into_iter()
             .map(|(_, b)| (b.entries[0].payload[0], b.nonce))
             .collect()
+    }
+
+    #[test]
+    fn head_wait_counts_the_oldest_ready_bundle_only() {
+        let mut m = Mempool::new(limits());
+        assert_eq!(m.head_wait_ms(1_000), 0);
+        // A bundle stuck on a nonce gap since t=100 does not count; a ready one since t=300 does.
+        m.insert(
+            bundle(1, 1, &[1], 11).hash(),
+            bundle(1, 1, &[1], 11),
+            0,
+            100,
+        )
+        .unwrap();
+        assert_eq!(m.head_wait_ms(1_000), 0);
+        m.insert(
+            bundle(2, 0, &[1], 20).hash(),
+            bundle(2, 0, &[1], 20),
+            0,
+            300,
+        )
+        .unwrap();
+        assert_eq!(m.head_wait_ms(1_000), 700);
+        // Once the gap fills, the older bundle's sender is ready from t=900 (its nonce 0): the head is still the
+        // bundle admitted at t=300.
+        m.insert(
+            bundle(1, 0, &[1], 10).hash(),
+            bundle(1, 0, &[1], 10),
+            0,
+            900,
+        )
+        .unwrap();
+        assert_eq!(m.head_wait_ms(1_000), 700);
+    }
+
+    #[test]
+    fn ready_follows_nonce_gaps_and_decisions() {
+        let mut m = Mempool::new(limits());
+        assert!(!m.has_ready());
+        let gap = bundle(1, 1, &[1], 11);
+        add(&mut m, &gap).unwrap();
+        assert!(!m.has_ready(), "nonce 1 waits for nonce 0");
+        let first = bundle(1, 0, &[1], 10);
+        add(&mut m, &first).unwrap();
+        assert!(m.has_ready());
+        // Nonce 0 decided: nonce 1 is ready next.
+        m.on_decided(1, &[(first.hash(), first.sender, 0)]);
+        assert!(m.has_ready());
+        m.on_decided(2, &[(gap.hash(), gap.sender, 1)]);
+        assert!(!m.has_ready() && m.is_empty());
+        // Another bundle of the same sender and nonce decided: the pending one is stale, nothing is ready.
+        let late = bundle(2, 0, &[1], 20);
+        add(&mut m, &late).unwrap();
+        assert!(m.has_ready());
+        m.on_decided(3, &[(Hash([9; 32]), late.sender, 0)]);
+        assert!(
+            !m.has_ready(),
+            "the pending nonce 0 was used by another bundle"
+        );
     }
 
     #[test]
@@ -341,7 +458,7 @@ mod tests {
         // A nonce below the chain's next is refused.
         let b = bundle(3, 4, &[1], 30);
         assert!(matches!(
-            m.insert(b.hash(), b, 5),
+            m.insert(b.hash(), b, 5, 0),
             Err(ConsensusError::InvalidBundle(BundleError::NonceUsed {
                 nonce: 4,
                 next: 5,

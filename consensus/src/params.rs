@@ -8,9 +8,16 @@ use crate::error::ConsensusError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConsensusParams {
-    /// Target time between blocks. A proposer waits until `parent.timestamp + block_time_ms` before it builds,
-    /// unless its mempool already holds a full block. Default 50 ms.
+    /// Heights follow load. With bundles ready to include, the proposer builds at `parent.timestamp +
+    /// block_time_ms` (at once if its mempool already holds a full block); with nothing to include it waits until
+    /// `parent.timestamp + max_idle_ms`, and proposes at once if a bundle arrives in the meantime. So a busy chain
+    /// makes a block every `block_time_ms` plus the time a height takes, and an idle one about one every
+    /// `max_idle_ms`. Default 20 ms.
     pub block_time_ms: u64,
+    /// The longest a proposer waits for something to include before it proposes an empty block (round 0 only;
+    /// later rounds propose at `block_time_ms`). Empty blocks keep the chain's clock, L1 origin and epochs moving
+    /// while nothing happens. Default 500 ms.
+    pub max_idle_ms: u64,
     /// Maximum encoded size of all bundles in a block. Default 4 MiB.
     pub max_block_bytes: u64,
     /// Maximum number of bundles in a block. Default 20,000.
@@ -30,7 +37,8 @@ pub struct ConsensusParams {
 impl Default for ConsensusParams {
     fn default() -> Self {
         Self {
-            block_time_ms: 50,
+            block_time_ms: 20,
+            max_idle_ms: 500,
             max_block_bytes: 4 * 1024 * 1024,
             max_block_bundles: 20_000,
             max_bundle_bytes: 128 * 1024,
@@ -43,11 +51,12 @@ impl Default for ConsensusParams {
 }
 
 /// Round timeouts. Short propose timeouts matter: a crashed proposer costs one propose timeout every time its
-/// turn comes round.
+/// turn comes round (until the proposer bench skips it). The propose timeout must cover an idle proposer's wait
+/// (`max_idle_ms`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutParams {
-    /// Wait for a proposal before prevoting nil. Default 400 ms.
+    /// Wait for a proposal before prevoting nil. At least twice `max_idle_ms`. Default 1,000 ms.
     pub propose_ms: u64,
     /// Added to `propose_ms` per round. Default 200 ms.
     pub propose_delta_ms: u64,
@@ -83,7 +92,7 @@ impl TimeoutParams {
 impl Default for TimeoutParams {
     fn default() -> Self {
         Self {
-            propose_ms: 400,
+            propose_ms: 1_000,
             propose_delta_ms: 200,
             prevote_ms: 100,
             precommit_ms: 100,
@@ -94,6 +103,19 @@ impl Default for TimeoutParams {
 }
 
 impl ConsensusParams {
+    /// The defaults with short idle heights (`max_idle_ms` 50, `timeouts.propose_ms` 400): a chain that moves
+    /// about 20 heights a second with nothing to order, for tests that wait for heights to pass.
+    pub fn for_tests() -> Self {
+        Self {
+            max_idle_ms: 50,
+            timeouts: TimeoutParams {
+                propose_ms: 400,
+                ..TimeoutParams::default()
+            },
+            ..Self::default()
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConsensusError> {
         let bad = |m: String| Err(ConsensusError::InvalidParams(m));
         if self.block_time_ms == 0 || self.block_time_ms > 60_000 {
@@ -102,11 +124,17 @@ impl ConsensusParams {
                 self.block_time_ms
             ));
         }
-        if self.timeouts.propose_ms < 2 * self.block_time_ms {
+        if self.max_idle_ms < self.block_time_ms || self.max_idle_ms > 60_000 {
             return bad(format!(
-                "timeouts.propose_ms ({}) must be at least twice block_time_ms ({}): the proposer waits up to \
-                 block_time_ms before it proposes",
-                self.timeouts.propose_ms, self.block_time_ms
+                "max_idle_ms must be in block_time_ms ({})..=60000, got {}",
+                self.block_time_ms, self.max_idle_ms
+            ));
+        }
+        if self.timeouts.propose_ms < 2 * self.max_idle_ms {
+            return bad(format!(
+                "timeouts.propose_ms ({}) must be at least twice max_idle_ms ({}): an idle proposer waits up to \
+                 max_idle_ms before it proposes, and validators must not give up on it meanwhile",
+                self.timeouts.propose_ms, self.max_idle_ms
             ));
         }
         if self.max_bundle_entries == 0 {
@@ -155,16 +183,24 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         ConsensusParams::default().validate().unwrap();
+        ConsensusParams::for_tests().validate().unwrap();
     }
 
     #[test]
-    fn rejects_propose_timeout_shorter_than_block_time() {
+    fn rejects_propose_timeout_shorter_than_an_idle_wait() {
         let p = ConsensusParams {
-            block_time_ms: 300,
+            max_idle_ms: 600,
             ..Default::default()
         };
         let err = p.validate().unwrap_err().to_string();
         assert!(err.contains("propose_ms"), "{err}");
+        let p = ConsensusParams {
+            block_time_ms: 100,
+            max_idle_ms: 50,
+            ..Default::default()
+        };
+        let err = p.validate().unwrap_err().to_string();
+        assert!(err.contains("max_idle_ms"), "{err}");
     }
 
     #[test]

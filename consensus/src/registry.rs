@@ -117,7 +117,7 @@ impl ChainSpec {
     pub fn for_tests(network_id: u64, n: u64) -> Self {
         ChainSpec {
             network_id,
-            params: ConsensusParams::default(),
+            params: ConsensusParams::for_tests(),
             rollups: RollupRegistry::new(
                 (1..=n)
                     .map(|id| RollupInfo {

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 
 use alloy::primitives::B256;
-use baton_consensus::block::check_bundle_form;
+use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::{BatchEntry, Bundle, RollupId};
 use baton_consensus::Hash;
@@ -138,22 +138,15 @@ impl Deriver {
     }
 
     fn check(&self, bundle: &Bundle) -> Result<Hash, String> {
-        check_bundle_form(bundle, &self.spec).map_err(|e| e.to_string())?;
-        if let Some(e) = bundle
-            .entries
-            .iter()
-            .find(|e| e.rollup_id != self.rollup_id)
-        {
-            return Err(format!(
-                "entry for rollup {} in rollup {}'s inbox batch",
-                e.rollup_id, self.rollup_id
-            ));
-        }
-        let hash = bundle.hash();
-        if self.seen.contains_key(&hash) {
+        let mut derived = false;
+        let hash = check_stateless(bundle, &self.spec, OrderedBy::Inbox(self.rollup_id), |h| {
+            derived = self.seen.contains_key(h);
+            derived
+        })
+        .map_err(|e| format!("in rollup {}'s inbox batch: {e}", self.rollup_id))?;
+        if derived {
             return Err("bundle already derived".into());
         }
-        bundle.verify_signature(&hash).map_err(|e| e.to_string())?;
         Ok(hash)
     }
 

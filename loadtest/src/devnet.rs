@@ -6,11 +6,15 @@ use std::time::{Duration, Instant};
 
 use eyre::{bail, eyre, Result, WrapErr};
 
+use crate::procstat::{find_by_cmdline, Watched};
+
 /// A running `baton devnet`; stopped (SIGTERM, which stops its validators) when dropped.
 pub struct Devnet {
     child: Option<Child>,
     pub endpoints: Vec<String>,
     pub dir: PathBuf,
+    /// The running validators' processes (`node0`, ...), for the report's CPU and write figures.
+    pub processes: Vec<Watched>,
 }
 
 /// Where the `baton` binary is: `--baton-bin`, else next to this executable (or one folder up, for test
@@ -51,6 +55,8 @@ pub struct DevnetSpec {
     pub validators: usize,
     /// Genesis block time (None: the genesis default).
     pub block_time_ms: Option<u64>,
+    /// Genesis `max_idle_ms` (None: the genesis default).
+    pub max_idle_ms: Option<u64>,
     /// `baton devnet --pubsub` (None: the node default).
     pub pubsub: Option<String>,
     /// Validators stopped once the first block is decided and kept down (the last ones).
@@ -71,6 +77,9 @@ impl Devnet {
         cmd.arg("devnet");
         if let Some(ms) = spec.block_time_ms {
             cmd.arg("--block-time-ms").arg(ms.to_string());
+        }
+        if let Some(ms) = spec.max_idle_ms {
+            cmd.arg("--max-idle-ms").arg(ms.to_string());
         }
         if let Some(p) = &spec.pubsub {
             cmd.arg("--pubsub").arg(p);
@@ -95,6 +104,7 @@ impl Devnet {
             child: Some(child),
             endpoints: Vec::new(),
             dir: dir.to_path_buf(),
+            processes: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         for i in 0..validators {
@@ -152,6 +162,15 @@ impl Devnet {
                     );
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        for i in 0..net.endpoints.len() {
+            let config = dir.join("net").join(format!("node{i}")).join("config.toml");
+            for pid in find_by_cmdline(&config.display().to_string()) {
+                net.processes.push(Watched {
+                    name: format!("node{i}"),
+                    pid,
+                });
             }
         }
         Ok(net)

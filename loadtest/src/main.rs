@@ -6,8 +6,9 @@ use clap::Parser;
 use eyre::{bail, Result};
 
 use baton_loadtest::devnet::{find_baton, Devnet, DevnetSpec};
-use baton_loadtest::report;
+use baton_loadtest::procstat::Watched;
 use baton_loadtest::run::{run, LoadConfig};
+use baton_loadtest::{idle, report};
 
 /// Offer load to a Baton network and measure submit -> delivered latency, throughput and completeness.
 #[derive(Parser)]
@@ -19,9 +20,12 @@ struct Args {
     /// Start a devnet of this many validators (when no endpoints are given).
     #[arg(long, default_value_t = 4)]
     devnet: usize,
-    /// Genesis block time of the devnet this harness starts (default: the genesis default, 50 ms).
+    /// Genesis `block_time_ms` of the devnet this harness starts (default: the genesis default).
     #[arg(long)]
     block_time_ms: Option<u64>,
+    /// Genesis `max_idle_ms` of the devnet this harness starts (default: the genesis default).
+    #[arg(long)]
+    max_idle_ms: Option<u64>,
     /// Pub-sub protocol of the devnet's nodes (`gossipsub` or `broadcast`; default: the node default).
     #[arg(long)]
     pubsub: Option<String>,
@@ -44,9 +48,23 @@ struct Args {
     /// Seconds of load, ramp included.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Payload bytes per entry.
+    /// Payload bytes per entry (random, incompressible).
     #[arg(long, default_value_t = 512)]
     payload: usize,
+    /// Entries per bundle (a cross-rollup bundle has at least two).
+    #[arg(long, default_value_t = 1)]
+    entries: usize,
+    /// Seeds the payload bytes (printed; a run with the same seed sends the same payloads).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Measure the network idle instead of loading it: CPU of every process and of the machine, and heights per
+    /// second, over this many seconds; then send --lone bundles one at a time after --quiet seconds each.
+    #[arg(long)]
+    idle: Option<f64>,
+    #[arg(long, default_value_t = 5)]
+    lone: usize,
+    #[arg(long, default_value_t = 5.0)]
+    quiet: f64,
     /// Rollups to spread load over.
     #[arg(long, default_value_t = 4)]
     rollups: usize,
@@ -83,6 +101,13 @@ struct Args {
 struct Step {
     rate: f64,
     delivered_per_sec: f64,
+    delivered_entries_per_sec: f64,
+    heights_per_sec: f64,
+    box_cpu_percent: f64,
+    /// CPU-seconds per second (percent of one core) of each watched process, by name.
+    cpu_percent_of_core: std::collections::BTreeMap<String, f64>,
+    /// Bytes written per second by each watched process.
+    write_bytes_per_sec: std::collections::BTreeMap<String, f64>,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
@@ -98,9 +123,14 @@ fn main() -> Result<()> {
     if args.connections == 0 || args.senders < args.connections {
         bail!("--connections must be at least 1 and --senders at least --connections");
     }
+    if args.entries == 0 {
+        bail!("--entries must be at least 1");
+    }
+    let seed = args.seed.unwrap_or_else(rand::random);
+    println!("payload seed {seed} (replay with --seed {seed})");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
-        let mut devnet = None;
+        let mut devnet: Option<Devnet> = None;
         let endpoints = if args.endpoints.is_empty() {
             let bin = find_baton(args.baton_bin.as_deref())?;
             let dir = args.out.join("devnet");
@@ -113,6 +143,7 @@ fn main() -> Result<()> {
             let spec = DevnetSpec {
                 validators: args.devnet,
                 block_time_ms: args.block_time_ms,
+                max_idle_ms: args.max_idle_ms,
                 pubsub: args.pubsub.clone(),
                 down: args.down,
             };
@@ -128,6 +159,22 @@ fn main() -> Result<()> {
             args.endpoints.clone()
         };
         println!("endpoints: {}", endpoints.join(", "));
+        let watched: Vec<Watched> = devnet
+            .as_ref()
+            .map(|d| d.processes.clone())
+            .unwrap_or_default();
+        if let Some(secs) = args.idle {
+            let r = idle::measure(&endpoints, &watched, secs, args.lone, args.quiet).await;
+            if let Some(mut d) = devnet.take() {
+                d.stop();
+            }
+            let r = r?;
+            std::fs::create_dir_all(&args.out)?;
+            std::fs::write(args.out.join("idle.json"), serde_json::to_vec_pretty(&r)?)?;
+            print!("{}", idle::summary(&r));
+            println!("report: {}/idle.json", args.out.display());
+            return Ok(());
+        }
         let mut rates = vec![args.rate];
         if let Some(max) = args.sweep_max {
             if args.sweep_step <= 0.0 {
@@ -151,12 +198,15 @@ fn main() -> Result<()> {
                 ramp_secs: args.ramp,
                 duration_secs: args.duration,
                 payload_bytes: args.payload,
+                entries: args.entries,
                 rollups: args.rollups,
                 cross_fraction: args.cross,
                 connections: args.connections,
                 senders: args.senders,
                 drain_secs: args.drain,
                 expiry_heights: 100_000,
+                seed,
+                watched: watched.clone(),
             };
             if sweeping {
                 println!("--- {rate} bundles/s");
@@ -190,6 +240,21 @@ fn main() -> Result<()> {
             steps.push(Step {
                 rate,
                 delivered_per_sec: rep.delivered_per_sec,
+                delivered_entries_per_sec: rep.delivered_entries_per_sec,
+                heights_per_sec: rep.heights_per_sec,
+                box_cpu_percent: rep.usage.box_cpu_percent,
+                cpu_percent_of_core: rep
+                    .usage
+                    .processes
+                    .iter()
+                    .map(|p| (p.name.clone(), p.cpu_percent_of_core))
+                    .collect(),
+                write_bytes_per_sec: rep
+                    .usage
+                    .processes
+                    .iter()
+                    .map(|p| (p.name.clone(), p.write_bytes as f64 / rep.usage.window_secs))
+                    .collect(),
                 p50_ms: rep.latency.p50,
                 p99_ms: rep.latency.p99,
                 max_ms: rep.latency.max,
@@ -219,12 +284,15 @@ fn main() -> Result<()> {
                 args.out.join("sweep.json"),
                 serde_json::to_vec_pretty(&steps)?,
             )?;
-            println!("rate/s    delivered/s   p50 ms   p99 ms   max ms   complete  sustained");
+            println!("rate/s    delivered/s  entries/s  heights/s  box CPU%   p50 ms   p99 ms   max ms   complete  sustained");
             for s in &steps {
                 println!(
-                    "{:>8.0} {:>12.0} {:>8.1} {:>8.1} {:>8.1}   {:<8}  {}",
+                    "{:>8.0} {:>12.0} {:>10.0} {:>10.1} {:>9.1} {:>8.1} {:>8.1} {:>8.1}   {:<8}  {}",
                     s.rate,
                     s.delivered_per_sec,
+                    s.delivered_entries_per_sec,
+                    s.heights_per_sec,
+                    s.box_cpu_percent,
                     s.p50_ms,
                     s.p99_ms,
                     s.max_ms,

@@ -128,6 +128,23 @@ pub fn summary(r: &Report) -> String {
         r.unknown_entries,
         if r.complete { "COMPLETE" } else { "INCOMPLETE" }
     ));
+    s.push_str(&format!(
+        "steady part: {:.0} entries/s ({:.1} MB/s of payload), {:.1} heights/s, whole machine {:.1}% busy; bundles \
+         prepared in {:.1} s before the window\n",
+        r.delivered_entries_per_sec,
+        r.delivered_payload_bytes_per_sec / 1e6,
+        r.heights_per_sec,
+        r.usage.box_cpu_percent,
+        r.prepare_secs
+    ));
+    for p in &r.usage.processes {
+        s.push_str(&format!(
+            "  {:<8} {:>5.1}% of a core, {:>7.2} MB/s written\n",
+            p.name,
+            p.cpu_percent_of_core,
+            p.write_bytes as f64 / r.usage.window_secs.max(1e-9) / 1e6
+        ));
+    }
     if r.rejected.is_empty() {
         s.push_str("rejections: none\n");
     } else {

@@ -5,15 +5,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use alloy_signer_local::PrivateKeySigner;
 use baton_proto::check::{check, CheckReport, RunHistory, Submitted};
-use baton_proto::client::{sign_bundle, BatonClient};
+use baton_proto::client::BatonClient;
 use baton_proto::pb;
-use baton_proto::types::{BundleEntry, Hash, UnsignedBundle};
+use baton_proto::types::Hash;
 use eyre::{bail, Result, WrapErr};
 use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+
+use crate::plan::{self, Shape};
+use crate::procstat::{self, Usage, Watched};
 
 /// What to offer and for how long.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -25,8 +27,10 @@ pub struct LoadConfig {
     pub ramp_secs: f64,
     /// Seconds of offered load, ramp included.
     pub duration_secs: f64,
-    /// Bytes per entry payload.
+    /// Bytes per entry payload (random bytes).
     pub payload_bytes: usize,
+    /// Entries per bundle (a cross-rollup bundle has at least two).
+    pub entries: usize,
     /// Rollups to spread load over (the first N registered).
     pub rollups: usize,
     /// Fraction of bundles that span two rollups.
@@ -39,6 +43,10 @@ pub struct LoadConfig {
     pub drain_secs: f64,
     /// Bundles expire this many heights after the height seen at start.
     pub expiry_heights: u64,
+    /// Seeds the payload bytes.
+    pub seed: u64,
+    /// Processes whose CPU and writes the report gives (the nodes under test; the harness is added).
+    pub watched: Vec<Watched>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -79,6 +87,8 @@ pub struct Second {
     pub acked: u64,
     pub rejected: u64,
     pub delivered: u64,
+    /// Entries of the bundles delivered in this second.
+    pub delivered_entries: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
@@ -110,15 +120,26 @@ pub struct Report {
     pub offered_per_sec: f64,
     pub acked_per_sec: f64,
     pub delivered_per_sec: f64,
-    /// Submit -> acknowledged.
+    /// Entries delivered per second over the steady part (bundles times their entries).
+    pub delivered_entries_per_sec: f64,
+    /// Payload bytes delivered per second over the steady part.
+    pub delivered_payload_bytes_per_sec: f64,
+    /// Heights decided per second over the steady part (read from the first endpoint's status).
+    pub heights_per_sec: f64,
+    /// Scheduled send -> acknowledged.
     pub ack_latency: Percentiles,
-    /// Submit -> last entry seen in a rollup stream.
+    /// Scheduled send -> last entry seen in a rollup stream. Counted from the instant the bundle was due, not from
+    /// when the harness got round to sending it, so a stall of the sender shows here (no coordinated omission).
     pub latency: Percentiles,
     /// Latency CDF points (ms, fraction), for plotting.
     pub latency_cdf: Vec<(f64, f64)>,
     /// How far the generator fell behind its schedule at worst (ms): if large, the harness, not the network,
     /// limited the offered rate.
     pub generator_max_lag_ms: f64,
+    /// Seconds spent building and signing the step's bundles before its timed window.
+    pub prepare_secs: f64,
+    /// CPU and storage writes of every watched process and the whole machine over the steady part.
+    pub usage: Usage,
     pub timeline: Vec<Second>,
 }
 
@@ -228,9 +249,17 @@ impl Tracker {
         &mut self.seconds[i]
     }
 
-    fn offered(&mut self, client_ref: u64, hash: Hash, rollups: BTreeMap<u64, u32>, lag_ms: f64) {
+    /// A bundle sent; `scheduled` is when it was due (seconds after the start), from which its latency counts.
+    fn offered(
+        &mut self,
+        client_ref: u64,
+        hash: Hash,
+        rollups: BTreeMap<u64, u32>,
+        scheduled: f64,
+    ) {
         let entries = rollups.values().sum();
-        let t = self.now();
+        let t = scheduled;
+        let lag_ms = ((self.now() - scheduled) * 1e3).max(0.0);
         self.offered += 1;
         self.max_lag_ms = self.max_lag_ms.max(lag_ms);
         self.second(t).0.offered += 1;
@@ -294,12 +323,14 @@ impl Tracker {
             self.duplicated += 1;
         }
         if r.seen == r.expected {
+            let expected = r.expected;
             r.delivered = Some(t);
             let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
             self.delivered += 1;
             let _ = self.hist.record(us);
             let s = self.second(t);
             s.0.delivered += 1;
+            s.0.delivered_entries += u64::from(expected);
             let _ = s.1.record(us);
         }
     }
@@ -324,18 +355,6 @@ fn reason(code: i32, message: &str) -> String {
         .unwrap_or(message.len())
         .min(60);
     format!("{code:?}: {}", message[..cut].trim())
-}
-
-/// Bundles due by time `t` for one connection offering `rate` after a linear ramp of `ramp` seconds.
-fn due(t: f64, rate: f64, ramp: f64) -> f64 {
-    if ramp <= 0.0 {
-        return rate * t;
-    }
-    if t < ramp {
-        rate * t * t / (2.0 * ramp)
-    } else {
-        rate * (ramp / 2.0 + (t - ramp))
-    }
 }
 
 /// Runs the load and returns the report. `progress` is called about once a second with a one-line summary.
@@ -380,19 +399,50 @@ pub async fn run(
         }));
     }
 
-    // Submitters: one SubmitBundles stream each, with their own senders (so each sender's nonces stay in order).
-    let per_conn_rate = cfg.rate / cfg.connections.max(1) as f64;
-    let senders_per_conn = (cfg.senders / cfg.connections.max(1)).max(1);
-    let mut submitters = Vec::new();
-    for c in 0..cfg.connections.max(1) {
+    // Every bundle of the step, signed and encoded before the timed window opens.
+    let prepare_started = Instant::now();
+    let shape = Shape {
+        rate: cfg.rate,
+        ramp_secs: cfg.ramp_secs,
+        duration_secs: cfg.duration_secs,
+        payload_bytes: cfg.payload_bytes,
+        entries: cfg.entries,
+        cross_fraction: cfg.cross_fraction,
+        connections: cfg.connections,
+        senders: cfg.senders,
+        seed: cfg.seed,
+    };
+    let (rollups_for_plan, network_id) = (rollups.clone(), registry.network_id);
+    let plans = tokio::task::spawn_blocking(move || {
+        plan::build(&shape, &rollups_for_plan, network_id, expiry)
+    })
+    .await
+    .wrap_err("the signing task failed")??;
+    let prepare_secs = prepare_started.elapsed().as_secs_f64();
+    progress(&format!(
+        "prepared {} signed bundles in {prepare_secs:.1} s",
+        plans.iter().map(Vec::len).sum::<usize>()
+    ));
+
+    // Submitters: one SubmitBundles stream each, opened before the window; the window starts now.
+    let mut streams = Vec::new();
+    for c in 0..plans.len() {
         let url = cfg.endpoints[c % cfg.endpoints.len()].clone();
         let client = BatonClient::connect(url).await?;
         let (mut rollup_client, _) = client.raw();
         let (tx, rx) = mpsc::channel::<pb::SubmitBundlesRequest>(8192);
-        let mut responses = rollup_client
+        let responses = rollup_client
             .submit_bundles(ReceiverStream::new(rx))
             .await?
             .into_inner();
+        streams.push((tx, responses));
+    }
+    let mut watched = cfg.watched.clone();
+    watched.push(procstat::me());
+    let started = Instant::now();
+    lock(&tracker).start = started;
+    let mut submitters = Vec::new();
+    for (plan, (tx, mut responses)) in plans.into_iter().zip(streams) {
         let t2 = tracker.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(r)) = responses.message().await {
@@ -400,87 +450,16 @@ pub async fn run(
             }
         });
         let tracker = tracker.clone();
-        let cfg = cfg.clone();
-        let rollups = rollups.clone();
-        let network_id = registry.network_id;
         let writer = tokio::spawn(async move {
-            let mut keys: Vec<(PrivateKeySigner, u64)> = (0..senders_per_conn)
-                .map(|_| (PrivateKeySigner::random(), 0))
-                .collect();
-            let start = lock(&tracker).start;
-            let mut sent: u64 = 0;
-            let mut next_key = 0usize;
-            loop {
-                let t = start.elapsed().as_secs_f64();
-                if t >= cfg.duration_secs {
-                    break;
-                }
-                let target = due(t, per_conn_rate, cfg.ramp_secs) as u64;
-                if target <= sent {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    continue;
-                }
-                let n = (target - sent).min(512) as usize;
-                // Sign a batch off the async threads.
-                let mut batch = Vec::with_capacity(n);
-                for i in 0..n {
-                    let k = next_key % keys.len();
-                    next_key += 1;
-                    let seq = sent + i as u64;
-                    let r1 = rollups[(seq as usize + c) % rollups.len()];
-                    let mut entries = vec![BundleEntry {
-                        rollup_id: r1,
-                        payload: payload(cfg.payload_bytes, c as u64, seq),
-                    }];
-                    let cross = rollups.len() > 1
-                        && ((seq.wrapping_mul(2654435761) % 10_000) as f64)
-                            < cfg.cross_fraction * 10_000.0;
-                    if cross {
-                        let r2 = rollups[(seq as usize + c + 1) % rollups.len()];
-                        entries.push(BundleEntry {
-                            rollup_id: r2,
-                            payload: payload(cfg.payload_bytes, c as u64, seq),
-                        });
-                    }
-                    let (key, nonce) = &mut keys[k];
-                    batch.push((
-                        key.clone(),
-                        UnsignedBundle {
-                            network_id,
-                            sender: key.address(),
-                            nonce: *nonce,
-                            expiry_height: expiry,
-                            entries,
-                        },
-                    ));
-                    *nonce += 1;
-                }
-                let signed = tokio::task::spawn_blocking(move || {
-                    batch
-                        .into_iter()
-                        .filter_map(|(k, u)| sign_bundle(&k, u).ok())
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                for b in signed {
-                    let client_ref = ((c as u64) << 48) | sent;
-                    let scheduled = scheduled_at(sent + 1, per_conn_rate, cfg.ramp_secs);
-                    let lag_ms = ((start.elapsed().as_secs_f64() - scheduled) * 1e3).max(0.0);
-                    let mut per_rollup = BTreeMap::new();
-                    for e in &b.entries {
-                        *per_rollup.entry(e.rollup_id).or_insert(0u32) += 1;
-                    }
-                    lock(&tracker).offered(client_ref, b.hash(), per_rollup, lag_ms);
-                    sent += 1;
-                    if tx
-                        .send(pb::SubmitBundlesRequest {
-                            client_ref,
-                            bundle: Some((&b).into()),
-                        })
-                        .await
-                        .is_err()
-                    {
+            let mut plan = plan.into_iter().peekable();
+            while let Some(next) = plan.peek() {
+                let due = started + Duration::from_secs_f64(next.at);
+                tokio::time::sleep_until(due.into()).await;
+                // Everything due by now goes out in one go.
+                let now = started.elapsed().as_secs_f64();
+                while let Some(p) = plan.next_if(|p| p.at <= now) {
+                    lock(&tracker).offered(p.client_ref, p.hash, p.rollups, p.at);
+                    if tx.send(p.request).await.is_err() {
                         return;
                     }
                 }
@@ -492,18 +471,28 @@ pub async fn run(
     // Progress, until the load ends and the drain completes (or times out).
     let load_end = Duration::from_secs_f64(cfg.duration_secs);
     let drain_end = load_end + Duration::from_secs_f64(cfg.drain_secs);
-    let started = lock(&tracker).start;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut writers_done = false;
+    // CPU, writes and heights over the steady part: from the end of the ramp to the end of the load.
+    let steady_start = Duration::from_secs_f64(cfg.ramp_secs.ceil()).min(load_end);
+    let mut at_steady: Option<(procstat::Sample, u64)> = None;
+    let mut at_end: Option<(procstat::Sample, u64)> = None;
+    let mut status_client = BatonClient::connect(cfg.endpoints[0].clone()).await?;
     loop {
         tick.tick().await;
         let elapsed = started.elapsed();
+        if at_steady.is_none() && elapsed >= steady_start {
+            let h = status_client.status().await.map_or(0, |s| s.latest_height);
+            at_steady = Some((procstat::sample(&watched), h));
+        }
         if !writers_done && elapsed >= load_end {
             for (w, _) in &mut submitters {
                 let _ = w.await;
             }
             writers_done = true;
+            let h = status_client.status().await.map_or(0, |s| s.latest_height);
+            at_end = Some((procstat::sample(&watched), h));
         }
         let line = {
             let t = lock(&tracker);
@@ -574,6 +563,15 @@ pub async fn run(
             window.iter().map(|s| f(s)).sum::<u64>() as f64 / window.len() as f64
         }
     };
+    let (usage, heights_per_sec) = match (&at_steady, &at_end) {
+        (Some((a, ha)), Some((b, hb))) => {
+            let u = procstat::usage(&watched, a, b);
+            let hps = hb.saturating_sub(*ha) as f64 / u.window_secs;
+            (u, hps)
+        }
+        _ => (Usage::default(), 0.0),
+    };
+    let entries_per_bundle = |s: &Second| s.delivered_entries;
     let mut cdf = Vec::new();
     if !t.hist.is_empty() {
         for q in 0..=200 {
@@ -597,6 +595,11 @@ pub async fn run(
         offered_per_sec: per_sec(&|s| s.offered),
         acked_per_sec: per_sec(&|s| s.acked),
         delivered_per_sec: per_sec(&|s| s.delivered),
+        delivered_entries_per_sec: per_sec(&entries_per_bundle),
+        delivered_payload_bytes_per_sec: per_sec(&entries_per_bundle) * cfg.payload_bytes as f64,
+        heights_per_sec,
+        prepare_secs,
+        usage,
         ack_latency: Percentiles::of(&t.ack_hist),
         latency: Percentiles::of(&t.hist),
         latency_cdf: cdf,
@@ -617,50 +620,9 @@ pub async fn run(
     })
 }
 
-/// When the `n`th bundle of a connection is due (inverse of [`due`]).
-fn scheduled_at(n: u64, rate: f64, ramp: f64) -> f64 {
-    let n = n as f64;
-    if rate <= 0.0 {
-        return 0.0;
-    }
-    if ramp <= 0.0 {
-        return n / rate;
-    }
-    let at_ramp_end = rate * ramp / 2.0;
-    if n <= at_ramp_end {
-        (2.0 * ramp * n / rate).sqrt()
-    } else {
-        ramp + (n - at_ramp_end) / rate
-    }
-}
-
-/// A payload of `len` bytes, unique per (connection, sequence).
-fn payload(len: usize, conn: u64, seq: u64) -> Vec<u8> {
-    let mut p = vec![0x5a; len.max(16)];
-    p[..8].copy_from_slice(&conn.to_be_bytes());
-    p[8..16].copy_from_slice(&seq.to_be_bytes());
-    p.truncate(len.max(1));
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn schedule_and_its_inverse_agree() {
-        for (rate, ramp) in [(100.0, 0.0), (100.0, 2.0), (5000.0, 5.0)] {
-            for t in [0.5, 1.0, 1.9, 2.0, 3.7, 10.0] {
-                let n = due(t, rate, ramp);
-                if n >= 1.0 {
-                    let back = scheduled_at(n as u64, rate, ramp);
-                    assert!(back <= t + 1e-9, "rate {rate} ramp {ramp} t {t}: {back}");
-                }
-            }
-        }
-        assert_eq!(due(10.0, 100.0, 0.0), 1000.0);
-        assert_eq!(due(2.0, 100.0, 2.0), 100.0);
-    }
 
     #[test]
     fn completeness_accounting() {

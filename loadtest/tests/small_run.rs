@@ -70,6 +70,20 @@ fn small_load_run_is_complete() {
     assert_eq!(report["duplicated"].as_u64(), Some(0));
     assert_eq!(report["split"].as_u64(), Some(0));
     assert!(report["latency"]["p99"].as_f64().expect("p99") > 0.0);
+    // What the processes used over the steady part: the four validators and the harness, each read from /proc.
+    let procs = report["usage"]["processes"].as_array().expect("processes");
+    let mut names: Vec<&str> = procs.iter().filter_map(|p| p["name"].as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["harness", "node0", "node1", "node2", "node3"]);
+    for p in procs.iter().filter(|p| p["name"] != "harness") {
+        assert!(
+            p["cpu_seconds"].as_f64().expect("cpu") > 0.0,
+            "{} used no CPU under load",
+            p["name"]
+        );
+    }
+    assert!(report["usage"]["box_cpu_percent"].as_f64().expect("box") > 0.0);
+    assert!(report["heights_per_sec"].as_f64().expect("heights") > 0.0);
     for plot in ["throughput.svg", "latency.svg", "latency_cdf.svg"] {
         let svg = std::fs::read_to_string(out.path().join(plot)).expect("plot");
         assert!(

@@ -12,12 +12,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::context::Signature;
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
 use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, chunk_bundles, Clock, Host, SyncVerdict,
 };
 use baton_consensus::mempool::Admission;
+use baton_consensus::sigcache::SignatureCache;
 use baton_consensus::types::Bundle;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
@@ -34,6 +36,7 @@ use crate::ingest::LoopRequest;
 use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
 use crate::state::Shared;
 use crate::store::RocksStore;
+use crate::verify::VerifyPool;
 
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
@@ -101,8 +104,6 @@ pub struct GossipLimits {
     pub flush_ms: u64,
     /// ... or as soon as this many bytes are waiting. Default 256 KiB.
     pub batch_bytes: usize,
-    /// Peer messages being checked at once; more are dropped (the proposer is asked later). Default 64.
-    pub max_checking: usize,
     /// Pending bundles older than this are disseminated again. Default 2,000 ms.
     pub reannounce_ms: u64,
 }
@@ -125,7 +126,11 @@ pub struct ConsensusLoop {
     outgoing: Vec<Bundle>,
     outgoing_bytes: usize,
     next_gossip_id: u64,
-    checking: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where peer messages are checked (signature recovery), bounded; a message it has no room for is dropped.
+    pool: VerifyPool,
+    /// The engine's verify-once memory, for its hit counter.
+    signatures: Arc<SignatureCache>,
+    last_signature_hits: u64,
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
@@ -142,6 +147,8 @@ impl ConsensusLoop {
         max_sync_response_bytes: usize,
         gossip: GossipLimits,
         metrics: Arc<Metrics>,
+        pool: VerifyPool,
+        signatures: Arc<SignatureCache>,
     ) -> Self {
         let l = ConsensusLoop {
             host,
@@ -159,7 +166,9 @@ impl ConsensusLoop {
             outgoing: Vec::new(),
             outgoing_bytes: 0,
             next_gossip_id: 0,
-            checking: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            pool,
+            signatures,
+            last_signature_hits: 0,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             attestor: None,
         };
@@ -184,6 +193,11 @@ impl ConsensusLoop {
 
     /// Turns the host's running totals into counter increments.
     fn publish_stats(&mut self) {
+        let hits = self.signatures.hits();
+        self.metrics
+            .signature_cache_hits
+            .inc_by(hits.saturating_sub(self.last_signature_hits));
+        self.last_signature_hits = hits;
         let now = self.host.stats();
         let last = std::mem::replace(&mut self.last_stats, now);
         self.metrics
@@ -241,6 +255,7 @@ impl ConsensusLoop {
             tokio::time::interval(Duration::from_millis(self.gossip.reannounce_ms.max(1)));
         reannounce.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.hurry_pending();
             let deadline = self.pending.as_ref().map(|p| p.deadline);
             tokio::select! {
                 biased;
@@ -264,9 +279,6 @@ impl ConsensusLoop {
                     if self.outgoing_bytes >= self.gossip.batch_bytes {
                         self.flush_gossip().await?;
                     }
-                    if self.pending.is_some() && self.host.proposal_deadline_ms() == 0 {
-                        self.propose_pending().await?;
-                    }
                 }
                 _ = flush.tick(), if !self.outgoing.is_empty() => {
                     self.flush_gossip().await?;
@@ -279,6 +291,26 @@ impl ConsensusLoop {
                     }
                 }
             }
+        }
+    }
+
+    /// An idle proposer waits up to `max_idle_ms` for something to include; once it has something (a ready
+    /// bundle, admitted here or gossiped by a peer) its deadline moves forward to `block_time_ms` after the parent,
+    /// or to now if that has passed. Constant time when there is nothing to do.
+    fn hurry_pending(&mut self) {
+        let Some(p) = self.pending.as_mut() else {
+            return;
+        };
+        if !self.host.has_work() {
+            return;
+        }
+        let wait_ms = self
+            .host
+            .proposal_deadline_ms(round_u32(p.round))
+            .saturating_sub(self.host.now_ms());
+        let at = Instant::now() + Duration::from_millis(wait_ms);
+        if at < p.deadline {
+            p.deadline = at;
         }
     }
 
@@ -327,7 +359,7 @@ impl ConsensusLoop {
             LoopRequest::Admit { bundles, reply } => {
                 let mut verdicts = Vec::with_capacity(bundles.len());
                 for (hash, bundle) in bundles {
-                    let v = self.host.admit(hash, bundle.clone());
+                    let v = self.host.admit_submission(hash, bundle.clone());
                     if matches!(v, Ok(Admission::Added)) {
                         self.outgoing_bytes += bundle.encoded_len();
                         self.outgoing.push(bundle);
@@ -358,16 +390,21 @@ impl ConsensusLoop {
         bundles: Vec<Bundle>,
         reply: Reply<Option<malachitebft_app_channel::app::types::ProposedValue<BatonContext>>>,
     ) {
-        use std::sync::atomic::Ordering;
-        if self.checking.fetch_add(1, Ordering::AcqRel) >= self.gossip.max_checking {
-            self.checking.fetch_sub(1, Ordering::AcqRel);
-            warn!(
-                bundles = bundles.len(),
-                "too many peer messages being checked; dropping one"
-            );
-            let _ = reply.send(None);
-            return;
-        }
+        let bytes: usize = bundles.iter().map(Bundle::encoded_len).sum();
+        let permit = match self.pool.reserve(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(bundles = bundles.len(), error = %e, "dropping a peer's dissemination");
+                self.metrics
+                    .rejected
+                    .get_or_create(&ReasonLabel {
+                        reason: "peer_verifier_saturated",
+                    })
+                    .inc_by(bundles.len() as u64);
+                let _ = reply.send(None);
+                return;
+            }
+        };
         let incoming = DirectionLabel { direction: "in" };
         self.metrics
             .gossip_bundles
@@ -376,48 +413,31 @@ impl ConsensusLoop {
         self.metrics
             .gossip_bytes
             .get_or_create(&incoming)
-            .inc_by(bundles.iter().map(|b| b.encoded_len() as u64).sum());
+            .inc_by(bytes as u64);
         let spec = self.host.spec().clone();
         let back = self.requests_tx.clone();
-        let checking = self.checking.clone();
         let seen = self.checked.clone();
-        tokio::spawn(async move {
-            let checked = tokio::task::spawn_blocking(move || {
-                let mut good = Vec::with_capacity(bundles.len());
-                for b in bundles {
-                    // The cheap checks always; the signature recovery only for bytes not checked before.
-                    let hash = match baton_consensus::block::check_bundle(&b, &spec) {
-                        Ok(()) => b.hash(),
-                        Err(e) => {
-                            warn!(error = %e, "a peer disseminated an invalid bundle");
-                            continue;
-                        }
-                    };
-                    let key = (hash, b.signature);
-                    if lock_set(&seen).contains(&key) {
-                        good.push((hash, b));
-                        continue;
+        permit.run(move || {
+            let mut good = Vec::with_capacity(bundles.len());
+            for b in bundles {
+                // The cheap checks always; the signature recovery only for bytes not checked before.
+                let checked = check_stateless(&b, &spec, OrderedBy::Validators, |h| {
+                    lock_set(&seen).contains(&(*h, b.signature))
+                });
+                match checked {
+                    Ok(hash) => {
+                        lock_set(&seen).insert((hash, b.signature));
+                        good.push((hash, b))
                     }
-                    // Limits and hash are done above: only the recovery is left.
-                    match b.verify_signature(&hash) {
-                        Ok(()) => {
-                            lock_set(&seen).insert(key);
-                            good.push((hash, b))
-                        }
-                        Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
-                    }
+                    Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
                 }
-                good
-            })
-            .await
-            .unwrap_or_default();
-            checking.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Back to the loop through its bounded queue (this pool thread waits while the loop is busy).
             if let Err(mpsc::error::SendError(LoopRequest::Gossiped { reply, .. })) = back
-                .send(LoopRequest::Gossiped {
-                    bundles: checked,
+                .blocking_send(LoopRequest::Gossiped {
+                    bundles: good,
                     reply,
                 })
-                .await
             {
                 let _ = reply.send(None);
             }
@@ -497,7 +517,10 @@ impl ConsensusLoop {
                 reply,
             } => {
                 let now = self.host.now_ms();
-                let wait_ms = self.host.proposal_deadline_ms().saturating_sub(now);
+                let wait_ms = self
+                    .host
+                    .proposal_deadline_ms(round_u32(round))
+                    .saturating_sub(now);
                 let wait = Duration::from_millis(wait_ms).min(timeout / 2);
                 self.pending = Some(PendingValue {
                     height: height.0,

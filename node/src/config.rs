@@ -37,6 +37,10 @@ pub struct NodeConfig {
     #[serde(default)]
     pub storage: StorageSection,
     #[serde(default)]
+    pub runtime: RuntimeSection,
+    #[serde(default)]
+    pub verify: VerifySection,
+    #[serde(default)]
     pub sync: SyncSection,
     #[serde(default)]
     pub metrics: MetricsSection,
@@ -234,10 +238,12 @@ pub struct MempoolSection {
     pub gossip_flush_ms: u64,
     /// ... or as soon as this many bytes wait (also the largest dissemination message). Default 256 KiB.
     pub gossip_batch_bytes: usize,
-    /// Peer dissemination messages checked at once; more are dropped. Default 64.
-    pub gossip_max_checking: usize,
     /// Proposals carry bundle hashes instead of bundles (validators hold them from dissemination). Default true.
     pub compact_proposals: bool,
+    /// Submissions are refused (UNAVAILABLE, with a retry hint) while the oldest bundle ready for a block has
+    /// waited longer than this: the chain is not keeping up, and admitting more would only make every admitted
+    /// bundle wait longer. 0 turns it off. Default 150 ms.
+    pub admit_max_wait_ms: u64,
     /// A bundle still pending after this long is disseminated again (it may have been admitted while this node
     /// was cut off). Default 2,000 ms.
     pub reannounce_ms: u64,
@@ -255,10 +261,54 @@ impl Default for MempoolSection {
             max_pending_per_sender: 1_024,
             gossip_flush_ms: 5,
             gossip_batch_bytes: 256 * 1024,
-            gossip_max_checking: 64,
             compact_proposals: true,
+            admit_max_wait_ms: 150,
             reannounce_ms: 2_000,
         }
+    }
+}
+
+/// `[verify]`: the pool of threads that check bundles from clients and peers (one signature recovery each).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifySection {
+    /// Threads; 0 (the default) means one per core.
+    pub threads: usize,
+    /// Jobs (a chunk of a client's stream, or one peer message) waiting at most; beyond it clients get
+    /// UNAVAILABLE and peer messages are dropped. Default 256.
+    pub max_queue_jobs: usize,
+    /// Bytes of bundles waiting at most. Default 64 MiB.
+    pub max_queue_bytes: usize,
+}
+
+impl Default for VerifySection {
+    fn default() -> Self {
+        VerifySection {
+            threads: 0,
+            max_queue_jobs: 256,
+            max_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[runtime]`: the node's threads.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// Async worker threads (network, gRPC, consensus loop). 0 (the default) means one per core; when several
+    /// nodes share a machine (a devnet), fewer threads per node mean fewer context switches for the same work.
+    pub worker_threads: usize,
+}
+
+impl RuntimeSection {
+    /// A runtime with these threads.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.enable_all();
+        if self.worker_threads > 0 {
+            b.worker_threads(self.worker_threads);
+        }
+        b.build()
     }
 }
 
@@ -333,6 +383,22 @@ impl NodeConfig {
         if self.moniker.is_empty() {
             return bad("moniker must not be empty".into());
         }
+        if self.verify.threads > 1024
+            || self.verify.max_queue_jobs == 0
+            || self.verify.max_queue_bytes == 0
+        {
+            return bad(format!(
+                "verify.threads must be 0 (one per core) ..= 1024 and verify.max_queue_jobs / max_queue_bytes > 0, \
+                 got {} / {} / {}",
+                self.verify.threads, self.verify.max_queue_jobs, self.verify.max_queue_bytes
+            ));
+        }
+        if self.runtime.worker_threads > 1024 {
+            return bad(format!(
+                "runtime.worker_threads is {}, it must be 0 (one per core) ..= 1024",
+                self.runtime.worker_threads
+            ));
+        }
         if self
             .p2p
             .listen_addr
@@ -376,7 +442,6 @@ impl NodeConfig {
             || m.max_pending_per_sender == 0
             || m.gossip_flush_ms == 0
             || m.reannounce_ms < 100
-            || m.gossip_max_checking == 0
         {
             return bad(
                 "mempool sizes and queues must be > 0 and mempool.reannounce_ms at least 100"

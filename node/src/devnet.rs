@@ -18,7 +18,7 @@ use baton_proto::client::{sign_bundle, BatchVerifier, BundleStatus};
 
 use crate::config::{
     Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, PubSub,
-    StorageSection, SyncSection,
+    RuntimeSection, StorageSection, SyncSection, VerifySection,
 };
 use crate::error::NodeError;
 use crate::keys::NodeKey;
@@ -111,7 +111,12 @@ pub fn prepare(
     let mut nodes = Vec::new();
     let mut gvals = Vec::new();
     for i in 0..validators {
-        let (node, key) = write_node(&dir, &format!("node{i}"), pubsub)?;
+        let (node, key) = write_node(
+            &dir,
+            &format!("node{i}"),
+            pubsub,
+            threads_per_node(validators),
+        )?;
         gvals.push(GenesisValidator {
             name: node.name.clone(),
             public_key: key.public_key_hex(),
@@ -145,7 +150,19 @@ pub fn prepare(
 }
 
 /// Writes a node's folder under `dir`: a new key, free loopback ports, and a `config.toml` (validator, no L1).
-fn write_node(dir: &Path, name: &str, pubsub: PubSub) -> Result<(DevnetNode, NodeKey), NodeError> {
+/// Async worker threads for each of `nodes` nodes sharing this machine: the cores split between them, at least
+/// one each.
+fn threads_per_node(nodes: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    (cores / nodes.max(1)).max(1)
+}
+
+fn write_node(
+    dir: &Path,
+    name: &str,
+    pubsub: PubSub,
+    worker_threads: usize,
+) -> Result<(DevnetNode, NodeKey), NodeError> {
     let ndir = dir.join(name);
     std::fs::create_dir_all(&ndir)?;
     let key = NodeKey::generate();
@@ -171,6 +188,11 @@ fn write_node(dir: &Path, name: &str, pubsub: PubSub) -> Result<(DevnetNode, Nod
         grpc: GrpcSection::on(grpc_addr),
         mempool: MempoolSection::default(),
         storage: StorageSection::default(),
+        runtime: RuntimeSection { worker_threads },
+        verify: VerifySection {
+            threads: worker_threads,
+            ..VerifySection::default()
+        },
         sync: SyncSection::default(),
         metrics: MetricsSection {
             listen_addr: metrics_addr,
@@ -228,7 +250,12 @@ pub fn prepare_joiner(
     rpc_url: &str,
 ) -> Result<(DevnetNode, NodeKey, PrivateKeySigner), NodeError> {
     let i = net.nodes.len();
-    let (node, key) = write_node(&net.dir, &format!("node{i}"), PubSub::default())?;
+    let (node, key) = write_node(
+        &net.dir,
+        &format!("node{i}"),
+        PubSub::default(),
+        threads_per_node(i + 1),
+    )?;
     let attester = PrivateKeySigner::random();
     std::fs::write(
         node.dir.join("l1_attestation.key"),
@@ -503,7 +530,8 @@ impl NodeProcess {
             .arg(&node.config_path)
             .env(
                 "RUST_LOG",
-                std::env::var("BATON_NODE_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var("BATON_NODE_LOG")
+                    .unwrap_or_else(|_| crate::DEFAULT_LOG_FILTER.into()),
             )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -574,6 +602,8 @@ pub struct DevnetOptions {
     pub demo_fault: bool,
     /// Genesis `block_time_ms` (None: the default).
     pub block_time_ms: Option<u64>,
+    /// Genesis `max_idle_ms` (None: the default); the propose timeout is raised to twice it when shorter.
+    pub max_idle_ms: Option<u64>,
     /// The nodes' `p2p.pubsub`.
     pub pubsub: PubSub,
     /// SIGKILL this many validators (the last ones) once the first block is decided and keep them down.
@@ -615,6 +645,10 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
     let mut params = ConsensusParams::default();
     if let Some(ms) = opts.block_time_ms {
         params.block_time_ms = ms;
+    }
+    if let Some(ms) = opts.max_idle_ms {
+        params.max_idle_ms = ms;
+        params.timeouts.propose_ms = params.timeouts.propose_ms.max(2 * ms);
     }
     params.validate()?;
     let mut net = prepare(
@@ -984,6 +1018,8 @@ pub fn prepare_testnet(spec: &TestnetSpec) -> Result<Genesis, NodeError> {
         grpc: GrpcSection::on(SocketAddr::from(([0, 0, 0, 0], spec.grpc_port))),
         mempool: MempoolSection::default(),
         storage: StorageSection::default(),
+        runtime: RuntimeSection::default(),
+        verify: VerifySection::default(),
         sync: SyncSection::default(),
         metrics: MetricsSection {
             listen_addr: SocketAddr::from(([0, 0, 0, 0], spec.metrics_port)),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use alloy::network::EthereumWallet;
 use alloy::providers::Provider;
-use baton_consensus::block::check_bundle_form;
+use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::error::BundleError;
 use baton_consensus::registry::{ChainSpec, RollupMode};
 use baton_consensus::{Bundle, Hash, RollupId};
@@ -118,16 +118,7 @@ impl ForwardHandle {
     /// Checks `bundle` (every entry for `rollup`, a based rollup: an entry for a shared rollup is refused with
     /// `MixedModes`, as ingest would), stores it, then queues it.
     pub async fn submit(&self, rollup: RollupId, bundle: Bundle) -> Result<Hash, SubmitError> {
-        check_bundle_form(&bundle, &self.spec).map_err(SubmitError::Invalid)?;
-        if let Some(e) = bundle.entries.iter().find(|e| e.rollup_id != rollup) {
-            return Err(SubmitError::Invalid(BundleError::MixedModes {
-                shared_rollup: e.rollup_id,
-                based_rollup: rollup,
-            }));
-        }
-        let hash = bundle.hash();
-        bundle
-            .verify_signature(&hash)
+        let hash = check_stateless(&bundle, &self.spec, OrderedBy::Inbox(rollup), |_| false)
             .map_err(SubmitError::Invalid)?;
         if self.based.contains(&hash) {
             return Ok(hash);

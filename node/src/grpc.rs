@@ -67,10 +67,41 @@ fn submit_status(e: SubmitError) -> Status {
         SubmitError::Full(m) => {
             Status::resource_exhausted(format!("mempool is full: {m}; retry later"))
         }
-        SubmitError::Busy => Status::unavailable(e.to_string()),
+        SubmitError::Busy | SubmitError::Saturated(_) | SubmitError::Backlogged(_) => {
+            let mut status =
+                Status::unavailable(format!("{e}; retry in about {RETRY_PUSHBACK_MS} ms"));
+            if let Ok(v) = RETRY_PUSHBACK_MS.to_string().parse() {
+                status.metadata_mut().insert("grpc-retry-pushback-ms", v);
+            }
+            status
+        }
         SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
         SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
     }
+}
+
+/// Requests of one `SubmitBundles` stream checked as one job of the verifier pool, at most.
+const SUBMIT_CHUNK: usize = 256;
+
+/// How long a client refused because the node is saturated should wait before it retries, sent as the
+/// `grpc-retry-pushback-ms` trailer of a unary refusal and in the message of a stream's.
+const RETRY_PUSHBACK_MS: u64 = 100;
+
+/// The answer to one request of a `SubmitBundles` stream, in request order.
+enum Answer {
+    Ready(pb::SubmitBundlesResponse),
+    /// Ingest answers when the bundle is durable or refused.
+    Waiting(u64, crate::ingest::Pending),
+    /// A based-rollup bundle on its way to the forwarder.
+    Task(tokio::task::JoinHandle<pb::SubmitBundlesResponse>),
+}
+
+/// A refusal inside a `SubmitBundles` stream.
+fn refusal(status: &Status) -> pb::submit_bundles_response::Result {
+    pb::submit_bundles_response::Result::Error(pb::SubmitError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+    })
 }
 
 fn internal(e: NodeError) -> Status {
@@ -265,19 +296,77 @@ impl Api {
         Ok(())
     }
 
-    async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
+    /// Decodes a submitted bundle and says where it goes: to this node's forwarder for a based rollup (if it has
+    /// one; it refuses a mix with shared rollups as ingest does), else to ingest (which refuses based rollups with
+    /// FAILED_PRECONDITION saying why).
+    fn route(&self, bundle: Option<pb::Bundle>) -> Result<(Bundle, Option<RollupId>), Status> {
         let bundle: Bundle = bundle
             .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?
             .try_into()
             .map_err(|e: baton_proto::ConversionError| Status::invalid_argument(e.to_string()))?;
-        // A bundle for a based rollup goes to this node's forwarder, if it has one (which refuses a mix with
-        // shared rollups as ingest does); without one, ingest refuses it (FAILED_PRECONDITION saying why).
         let based = crate::forward::based_rollup(&bundle, &self.spec)
             .map_err(|e| submit_status(SubmitError::Invalid(e)))?;
-        if let (Some(rollup), Some(fwd)) = (based, &self.forward) {
-            return fwd.submit(rollup, bundle).await.map_err(submit_status);
+        match (based, &self.forward) {
+            (Some(rollup), Some(_)) => Ok((bundle, Some(rollup))),
+            _ => Ok((bundle, None)),
         }
-        self.ingest.submit(bundle).await.map_err(submit_status)
+    }
+
+    async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
+        match self.route(bundle)? {
+            (bundle, Some(rollup)) => match &self.forward {
+                Some(fwd) => fwd.submit(rollup, bundle).await.map_err(submit_status),
+                None => Err(loop_gone()),
+            },
+            (bundle, None) => self.ingest.submit(bundle).await.map_err(submit_status),
+        }
+    }
+
+    /// One answer per request of a `SubmitBundles` chunk, in order: bundles for ingest go to the verifier pool as
+    /// one job; the rare based-rollup bundle goes to the forwarder on a task of its own.
+    fn submit_chunk(&self, chunk: Vec<pb::SubmitBundlesRequest>) -> Vec<Answer> {
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(chunk.len());
+        let mut to_ingest = Vec::with_capacity(chunk.len());
+        let mut ingest_slots = Vec::with_capacity(chunk.len());
+        for req in chunk {
+            let client_ref = req.client_ref;
+            match self.route(req.bundle) {
+                Err(status) => answers.push(Some(Answer::Ready(pb::SubmitBundlesResponse {
+                    client_ref,
+                    result: Some(refusal(&status)),
+                }))),
+                Ok((bundle, Some(rollup))) => {
+                    let api = self.clone();
+                    answers.push(Some(Answer::Task(tokio::spawn(async move {
+                        let result = match &api.forward {
+                            Some(fwd) => match fwd.submit(rollup, bundle).await {
+                                Ok(h) => {
+                                    pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
+                                }
+                                Err(e) => refusal(&submit_status(e)),
+                            },
+                            None => refusal(&loop_gone()),
+                        };
+                        pb::SubmitBundlesResponse {
+                            client_ref,
+                            result: Some(result),
+                        }
+                    }))));
+                }
+                Ok((bundle, None)) => {
+                    ingest_slots.push((answers.len(), client_ref));
+                    answers.push(None);
+                    to_ingest.push(bundle);
+                }
+            }
+        }
+        for ((slot, client_ref), pending) in ingest_slots
+            .into_iter()
+            .zip(self.ingest.submit_many(to_ingest))
+        {
+            answers[slot] = Some(Answer::Waiting(client_ref, pending));
+        }
+        answers.into_iter().flatten().collect()
     }
 
     async fn ask<T>(
@@ -311,61 +400,72 @@ impl RollupService for Api {
         request: Request<Streaming<pb::SubmitBundlesRequest>>,
     ) -> Result<Response<Self::SubmitBundlesStream>, Status> {
         let mut inbound = request.into_inner();
-        // Requests are processed concurrently (bounded), responses leave in request order.
-        let (order_tx, mut order_rx) = mpsc::channel::<
-            tokio::task::JoinHandle<pb::SubmitBundlesResponse>,
-        >(self.submit_inflight);
+        // Requests are read in chunks (what has arrived, up to SUBMIT_CHUNK) and each chunk is checked as one job of
+        // the verifier pool; answers leave in request order. At most `submit_inflight` answers are outstanding.
+        let (order_tx, mut order_rx) = mpsc::channel::<Answer>(self.submit_inflight);
         let (out_tx, out_rx) = mpsc::channel(self.submit_inflight);
         let api = self.clone();
         tokio::spawn(async move {
+            let mut chunk: Vec<pb::SubmitBundlesRequest> = Vec::with_capacity(SUBMIT_CHUNK);
             loop {
-                match inbound.message().await {
-                    Ok(Some(req)) => {
-                        let api = api.clone();
-                        let task = tokio::spawn(async move {
-                            let result = match api.submit_one(req.bundle).await {
-                                Ok(h) => {
-                                    pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
-                                }
-                                Err(s) => {
-                                    pb::submit_bundles_response::Result::Error(pb::SubmitError {
-                                        code: s.code() as i32,
-                                        message: s.message().to_string(),
-                                    })
-                                }
-                            };
-                            pb::SubmitBundlesResponse {
-                                client_ref: req.client_ref,
-                                result: Some(result),
-                            }
-                        });
-                        if order_tx.send(task).await.is_err() {
-                            break;
-                        }
-                    }
+                let first = match inbound.message().await {
+                    Ok(Some(req)) => req,
                     Ok(None) => break,
                     Err(status) => {
                         let _ = order_tx
-                            .send(tokio::spawn(async move {
-                                pb::SubmitBundlesResponse {
-                                    client_ref: 0,
-                                    result: Some(pb::submit_bundles_response::Result::Error(
-                                        pb::SubmitError {
-                                            code: status.code() as i32,
-                                            message: status.message().to_string(),
-                                        },
-                                    )),
-                                }
+                            .send(Answer::Ready(pb::SubmitBundlesResponse {
+                                client_ref: 0,
+                                result: Some(refusal(&status)),
                             }))
                             .await;
                         break;
                     }
+                };
+                chunk.push(first);
+                // Whatever else has already arrived joins the chunk (`message` is cancel safe).
+                let mut ended = false;
+                while chunk.len() < SUBMIT_CHUNK {
+                    match futures::FutureExt::now_or_never(inbound.message()) {
+                        Some(Ok(Some(req))) => chunk.push(req),
+                        Some(Ok(None)) | Some(Err(_)) => {
+                            ended = true;
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                for answer in api.submit_chunk(std::mem::take(&mut chunk)) {
+                    if order_tx.send(answer).await.is_err() {
+                        return;
+                    }
+                }
+                if ended {
+                    break;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(task) = order_rx.recv().await {
-                let Ok(resp) = task.await else { break };
+            while let Some(answer) = order_rx.recv().await {
+                let resp = match answer {
+                    Answer::Ready(r) => r,
+                    Answer::Waiting(client_ref, pending) => {
+                        let result = match pending.await {
+                            Ok(Ok(h)) => {
+                                pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
+                            }
+                            Ok(Err(e)) => refusal(&submit_status(e)),
+                            Err(_) => refusal(&loop_gone()),
+                        };
+                        pb::SubmitBundlesResponse {
+                            client_ref,
+                            result: Some(result),
+                        }
+                    }
+                    Answer::Task(task) => match task.await {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    },
+                };
                 if out_tx.send(Ok(resp)).await.is_err() {
                     break;
                 }

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use alloy::providers::Provider;
-use baton_consensus::block::check_bundle;
+use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::epoch::{CandidateTable, PositionedEvent, StakeEvent};
 use baton_consensus::origin::{judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
@@ -171,9 +171,8 @@ pub fn forced_bundle(
 ) -> Result<ForcedBundle, String> {
     let bundle: Bundle =
         borsh::from_slice(payload).map_err(|e| format!("payload is not a bundle: {e}"))?;
-    check_bundle(&bundle, spec).map_err(|e| e.to_string())?;
-    let hash = bundle.hash();
-    bundle.verify_signature(&hash).map_err(|e| e.to_string())?;
+    let hash = check_stateless(&bundle, spec, OrderedBy::Validators, |_| false)
+        .map_err(|e| e.to_string())?;
     Ok(ForcedBundle {
         index,
         deadline,

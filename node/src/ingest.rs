@@ -1,20 +1,21 @@
 //! Ingest: checks submitted bundles and makes them durable before they are acknowledged.
 //!
-//! A submission is checked where it arrives (in the gRPC handler's task, so checks run in parallel across
-//! connections): shape and limits, registered rollups, network id, and the signature (one ECDSA recovery; the only
-//! time this node recovers this bundle's signer). It then goes over a bounded queue to one writer task. The writer
-//! takes whatever is queued (up to `ingest_group`), drops what is already durable here, asks the consensus loop to
-//! admit the rest (the checks that need chain state: expiry, nonces, room in the mempool), writes the admitted
-//! bundles to the `mempool` column family in one batch with one fsync, and only then answers each submitter.
+//! Submissions are checked on the verifier pool ([`crate::verify`]), a chunk of them per job: shape and limits,
+//! registered rollups, network id, and the signature (one ECDSA recovery; the only time this node recovers this
+//! bundle's signer). A full pool refuses the chunk at once (UNAVAILABLE, retry later). Checked bundles go over a
+//! bounded queue to one writer task. The writer takes whatever is queued (up to `ingest_group`), asks the consensus
+//! loop to admit it (the checks that need chain state: already included, expiry, nonces, room in the mempool),
+//! writes the admitted bundles to the `mempool` column family in one batch with one fsync, and only then answers
+//! each submitter.
 //! Group commit keeps the fsync cost per bundle small at high rates without weakening the guarantee.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
-use baton_consensus::block::check_bundle;
+use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::bundle::Sender;
 use baton_consensus::context::BatonContext;
 use baton_consensus::error::{BundleError, ConsensusError};
@@ -26,6 +27,7 @@ use malachitebft_core_consensus::ProposedValue;
 
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::store::RocksStore;
+use crate::verify::{Saturated, VerifyPool};
 
 /// Why a submission was refused.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,6 +38,10 @@ pub enum SubmitError {
     Full(String),
     #[error("the node is overloaded: ingest queue full (mempool.ingest_queue); retry later")]
     Busy,
+    #[error("the node is overloaded: {0}")]
+    Saturated(#[from] Saturated),
+    #[error("the node is overloaded: {0}")]
+    Backlogged(String),
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the node is shutting down")]
@@ -49,6 +55,8 @@ impl SubmitError {
             SubmitError::Invalid(b) => b.label(),
             SubmitError::Full(_) => "mempool_full",
             SubmitError::Busy => "busy",
+            SubmitError::Saturated(_) => "verifier_saturated",
+            SubmitError::Backlogged(_) => "backlogged",
             SubmitError::Storage(_) => "storage",
             SubmitError::ShuttingDown => "shutting_down",
         }
@@ -60,6 +68,7 @@ impl From<ConsensusError> for SubmitError {
         match e {
             ConsensusError::InvalidBundle(b) => SubmitError::Invalid(b),
             ConsensusError::MempoolFull(m) => SubmitError::Full(m),
+            e @ ConsensusError::Backlogged { .. } => SubmitError::Backlogged(e.to_string()),
             other => SubmitError::Storage(other.to_string()),
         }
     }
@@ -102,7 +111,11 @@ pub struct IngestHandle {
     tx: mpsc::Sender<Job>,
     spec: Arc<ChainSpec>,
     metrics: Arc<Metrics>,
+    pool: VerifyPool,
 }
+
+/// The answer to one submission: resolves once the bundle is durable here (or refused).
+pub type Pending = oneshot::Receiver<Result<Hash, SubmitError>>;
 
 /// Sizes of the ingest path.
 #[derive(Clone, Debug)]
@@ -121,6 +134,7 @@ impl IngestHandle {
         limits: IngestLimits,
         to_loop: mpsc::Sender<LoopRequest>,
         metrics: Arc<Metrics>,
+        pool: VerifyPool,
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
         tokio::spawn(writer(rx, store, limits, to_loop, metrics.clone()));
@@ -128,50 +142,77 @@ impl IngestHandle {
             tx,
             spec: Arc::new(spec),
             metrics,
+            pool,
         }
-    }
-
-    /// Checks a bundle without chain state: limits, rollups, network id and signature. Returns its hash.
-    pub fn check(&self, bundle: &Bundle) -> Result<Hash, SubmitError> {
-        check_stateless(bundle, &self.spec).map_err(SubmitError::Invalid)
     }
 
     /// Submits a bundle; resolves once it is durable (or refused).
     pub async fn submit(&self, bundle: Bundle) -> Result<Hash, SubmitError> {
-        let result = self.submit_inner(bundle).await;
-        if let Err(e) = &result {
-            self.metrics
-                .rejected
-                .get_or_create(&ReasonLabel { reason: e.label() })
-                .inc();
+        match self.submit_many(vec![bundle]).pop() {
+            Some(pending) => pending.await.map_err(|_| SubmitError::ShuttingDown)?,
+            None => Err(SubmitError::ShuttingDown),
         }
-        result
     }
 
-    async fn submit_inner(&self, bundle: Bundle) -> Result<Hash, SubmitError> {
-        let hash = self.check(&bundle)?;
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .try_send(Job {
-                hash,
-                bundle,
-                reply,
-            })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => SubmitError::Busy,
-                mpsc::error::TrySendError::Closed(_) => SubmitError::ShuttingDown,
-            })?;
-        rx.await.map_err(|_| SubmitError::ShuttingDown)?
+    /// Submits bundles as one job of the verifier pool; one answer per bundle, in order. Refusals are counted in
+    /// `baton_mempool_rejected_total` by reason where they happen.
+    pub fn submit_many(&self, bundles: Vec<Bundle>) -> Vec<Pending> {
+        let mut answers = Vec::with_capacity(bundles.len());
+        let mut replies = Vec::with_capacity(bundles.len());
+        for _ in 0..bundles.len() {
+            let (reply, answer) = oneshot::channel();
+            replies.push(reply);
+            answers.push(answer);
+        }
+        let bytes = bundles.iter().map(Bundle::encoded_len).sum();
+        let permit = match self.pool.reserve(bytes) {
+            Ok(p) => p,
+            Err(saturated) => {
+                for reply in replies {
+                    self.refuse(reply, SubmitError::Saturated(saturated));
+                }
+                return answers;
+            }
+        };
+        let (tx, spec, ingest) = (self.tx.clone(), self.spec.clone(), self.clone());
+        permit.run(move || {
+            for (bundle, reply) in bundles.into_iter().zip(replies) {
+                let hash = match check_stateless(&bundle, &spec, OrderedBy::Validators, |_| false) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        ingest.refuse(reply, SubmitError::Invalid(e));
+                        continue;
+                    }
+                };
+                if let Err(e) = tx.try_send(Job {
+                    hash,
+                    bundle,
+                    reply,
+                }) {
+                    let (job, why) = match e {
+                        mpsc::error::TrySendError::Full(j) => (j, SubmitError::Busy),
+                        mpsc::error::TrySendError::Closed(j) => (j, SubmitError::ShuttingDown),
+                    };
+                    ingest.refuse(job.reply, why);
+                }
+            }
+        });
+        answers
+    }
+
+    fn refuse(&self, reply: oneshot::Sender<Result<Hash, SubmitError>>, why: SubmitError) {
+        count_refusal(&self.metrics, &why);
+        let _ = reply.send(Err(why));
     }
 }
 
-/// The checks a bundle gets where it enters the node (from a client or a peer): limits, rollups, network id and
-/// its signature. Returns its hash.
-pub fn check_stateless(bundle: &Bundle, spec: &ChainSpec) -> Result<Hash, BundleError> {
-    check_bundle(bundle, spec)?;
-    let hash = bundle.hash();
-    bundle.verify_signature(&hash)?;
-    Ok(hash)
+fn count_refusal(metrics: &Metrics, why: &SubmitError) {
+    metrics
+        .rejected
+        .get_or_create(&ReasonLabel {
+            reason: why.label(),
+        })
+        .inc();
 }
 
 async fn writer(
@@ -199,93 +240,109 @@ async fn writer(
                 }
             }
         }
+        // The same bundle twice in one group is written once and both submitters get its hash. A bundle already
+        // durable here (included, or pending) is found by the loop's admission (submissions are idempotent).
         let jobs = std::mem::take(&mut group);
-        let mut fresh = Vec::with_capacity(jobs.len());
+        let mut fresh: Vec<Job> = Vec::with_capacity(jobs.len());
+        let mut twins: Vec<Job> = Vec::new();
         let mut seen = HashSet::with_capacity(jobs.len());
         for job in jobs {
-            let known = match (
-                store.bundle_inclusion(&job.hash),
-                store.is_pending(&job.hash),
-            ) {
-                (Ok(inc), Ok(pending)) => inc.is_some() || pending || !seen.insert(job.hash),
-                (Err(e), _) | (_, Err(e)) => {
-                    let _ = job.reply.send(Err(SubmitError::Storage(e.to_string())));
-                    continue;
-                }
-            };
-            if known {
-                // Idempotent: the bundle is already durable here (pending or included).
-                let _ = job.reply.send(Ok(job.hash));
-                continue;
-            }
-            fresh.push(job);
-        }
-        if fresh.is_empty() {
-            continue;
-        }
-        // Admission: the consensus loop applies the checks that need chain state.
-        let (reply, answer) = oneshot::channel();
-        let request = LoopRequest::Admit {
-            bundles: fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect(),
-            reply,
-        };
-        let verdicts = match to_loop.send(request).await {
-            Ok(()) => answer.await.ok(),
-            Err(_) => None,
-        };
-        let Some(verdicts) = verdicts else {
-            for job in fresh {
-                let _ = job.reply.send(Err(SubmitError::ShuttingDown));
-            }
-            continue;
-        };
-        let mut durable = Vec::with_capacity(fresh.len());
-        for (job, verdict) in fresh.into_iter().zip(verdicts) {
-            match verdict {
-                Ok(Admission::AlreadyIncluded) => {
-                    let _ = job.reply.send(Ok(job.hash));
-                }
-                // Added, or pending from a peer: made durable here too before the ack.
-                Ok(Admission::Added) | Ok(Admission::AlreadyPending) => durable.push(job),
-                Err(e) => {
-                    let _ = job.reply.send(Err(e.into()));
-                }
+            if seen.insert(job.hash) {
+                fresh.push(job);
+            } else {
+                twins.push(job);
             }
         }
-        if durable.is_empty() {
-            continue;
+        let outcomes = admit_and_persist(fresh, &store, &to_loop, &metrics).await;
+        for job in twins {
+            let result = outcomes
+                .get(&job.hash)
+                .cloned()
+                .unwrap_or(Err(SubmitError::ShuttingDown));
+            let _ = job.reply.send(result);
         }
-        let store2 = store.clone();
-        let to_write: Vec<(Hash, Bundle)> =
-            durable.iter().map(|j| (j.hash, j.bundle.clone())).collect();
-        let bytes: u64 = to_write.iter().map(|(_, b)| b.encoded_len() as u64).sum();
-        let started = std::time::Instant::now();
-        let written = tokio::task::spawn_blocking(move || {
-            let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
-            store2.persist_pending(&refs)
-        })
-        .await;
-        metrics.store_write("persist_pending", started, bytes);
-        let result = match written {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        match result {
-            Ok(()) => {
-                metrics.admitted.inc_by(durable.len() as u64);
-                for job in durable {
-                    let _ = job.reply.send(Ok(job.hash));
-                }
+    }
+}
+
+/// Has the loop admit `fresh` (distinct bundles), persists the admitted ones with one fsync, answers each
+/// submitter, and returns every outcome by bundle hash.
+async fn admit_and_persist(
+    fresh: Vec<Job>,
+    store: &RocksStore,
+    to_loop: &mpsc::Sender<LoopRequest>,
+    metrics: &Metrics,
+) -> HashMap<Hash, Result<Hash, SubmitError>> {
+    let mut outcomes = HashMap::with_capacity(fresh.len());
+    let mut answer = |job: Job, result: Result<Hash, SubmitError>| {
+        if let Err(e) = &result {
+            count_refusal(metrics, e);
+        }
+        outcomes.insert(job.hash, result.clone());
+        let _ = job.reply.send(result);
+    };
+    // Admission: the consensus loop applies the checks that need chain state.
+    let (reply, verdicts) = oneshot::channel();
+    let request = LoopRequest::Admit {
+        bundles: fresh.iter().map(|j| (j.hash, j.bundle.clone())).collect(),
+        reply,
+    };
+    let verdicts = match to_loop.send(request).await {
+        Ok(()) => verdicts.await.ok(),
+        Err(_) => None,
+    };
+    let Some(verdicts) = verdicts else {
+        for job in fresh {
+            answer(job, Err(SubmitError::ShuttingDown));
+        }
+        return outcomes;
+    };
+    let mut durable = Vec::with_capacity(fresh.len());
+    for (job, verdict) in fresh.into_iter().zip(verdicts) {
+        match verdict {
+            Ok(Admission::AlreadyIncluded) => {
+                let hash = job.hash;
+                answer(job, Ok(hash));
             }
-            Err(e) => {
-                // Not acknowledged. The bundle may still be included (it is in the in-memory mempool); a client
-                // that retries gets the same hash back, idempotently.
-                error!(error = %e, "cannot persist submitted bundles");
-                for job in durable {
-                    let _ = job.reply.send(Err(SubmitError::Storage(e.clone())));
-                }
+            // Added, or pending (from a peer, or submitted before): made durable here before the ack.
+            Ok(Admission::Added) | Ok(Admission::AlreadyPending) => durable.push(job),
+            Err(e) => answer(job, Err(e.into())),
+        }
+    }
+    if durable.is_empty() {
+        return outcomes;
+    }
+    let store2 = store.clone();
+    let to_write: Vec<(Hash, Bundle)> =
+        durable.iter().map(|j| (j.hash, j.bundle.clone())).collect();
+    let bytes: u64 = to_write.iter().map(|(_, b)| b.encoded_len() as u64).sum();
+    let started = std::time::Instant::now();
+    let written = tokio::task::spawn_blocking(move || {
+        let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
+        store2.persist_pending(&refs)
+    })
+    .await;
+    metrics.store_write("persist_pending", started, bytes);
+    let result = match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match result {
+        Ok(()) => {
+            metrics.admitted.inc_by(durable.len() as u64);
+            for job in durable {
+                let hash = job.hash;
+                answer(job, Ok(hash));
+            }
+        }
+        Err(e) => {
+            // Not acknowledged. The bundle may still be included (it is in the in-memory mempool); a client that
+            // retries gets the same hash back, idempotently.
+            error!(error = %e, "cannot persist submitted bundles");
+            for job in durable {
+                answer(job, Err(SubmitError::Storage(e.clone())));
             }
         }
     }
+    outcomes
 }

@@ -25,5 +25,11 @@ pub mod node;
 pub mod state;
 pub mod store;
 pub mod validator;
+pub mod verify;
 
 pub use error::NodeError;
+
+/// The log filter when `RUST_LOG` is unset: Baton's own events at `info`, the consensus engine and libp2p at
+/// `warn`. The engine logs several `info` lines per height (rounds, steps, votes), which on a busy chain cost
+/// more CPU than some of the work they describe; `RUST_LOG=info` brings them back.
+pub const DEFAULT_LOG_FILTER: &str = "info,arc_malachitebft=warn,libp2p=warn";

@@ -89,9 +89,13 @@ enum Command {
         /// Also show fault tolerance: kill the last validator, keep going, restart it, watch it catch up.
         #[arg(long)]
         demo_fault: bool,
-        /// Genesis target block time (default 50 ms).
+        /// Genesis `block_time_ms`: the least time between blocks while bundles wait (default 20 ms).
         #[arg(long)]
         block_time_ms: Option<u64>,
+        /// Genesis `max_idle_ms`: how long a proposer waits with nothing to include (default 500 ms); the
+        /// propose timeout is raised to twice this when shorter.
+        #[arg(long)]
+        max_idle_ms: Option<u64>,
         /// The nodes' pub-sub protocol (`p2p.pubsub`).
         #[arg(long, value_enum, default_value_t = baton_node::config::PubSub::Broadcast)]
         pubsub: baton_node::config::PubSub,
@@ -219,8 +223,8 @@ enum KeysCommand {
 }
 
 fn init_tracing() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| baton_node::DEFAULT_LOG_FILTER.into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -540,7 +544,7 @@ fn main() -> Result<()> {
                 cfg.moniker = m;
             }
             cfg.validate()?;
-            let rt = tokio::runtime::Runtime::new()?;
+            let rt = cfg.runtime.build()?;
             rt.block_on(async move {
                 let shutdown = async {
                     use tokio::signal::unix::{signal, SignalKind};
@@ -573,6 +577,7 @@ fn main() -> Result<()> {
             round_trips,
             demo_fault,
             block_time_ms,
+            max_idle_ms,
             pubsub,
             down,
             l1_commit_every,
@@ -595,6 +600,7 @@ fn main() -> Result<()> {
                 demo_round_trips: round_trips,
                 demo_fault,
                 block_time_ms,
+                max_idle_ms,
                 pubsub,
                 down,
                 l1_commit_every: (l1_commit_every > 0).then_some(l1_commit_every),

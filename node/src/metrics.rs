@@ -60,6 +60,11 @@ pub struct Metrics {
     pub mempool_bundles: Gauge,
     pub mempool_bytes: Gauge,
     pub mempool_capacity: Gauge,
+    /// Bytes of bundles waiting for the verifier pool, and the bound.
+    pub verify_queued_bytes: Gauge,
+    pub verify_capacity_bytes: Gauge,
+    /// Consensus signature checks answered by the verify-once memory.
+    pub signature_cache_hits: Counter,
     pub admitted: Counter,
     pub rejected: Family<ReasonLabel, Counter>,
     pub dropped: Family<ReasonLabel, Counter>,
@@ -145,6 +150,9 @@ impl Metrics {
             mempool_bundles: Gauge::default(),
             mempool_bytes: Gauge::default(),
             mempool_capacity: Gauge::default(),
+            verify_queued_bytes: Gauge::default(),
+            verify_capacity_bytes: Gauge::default(),
+            signature_cache_hits: Counter::default(),
             admitted: Counter::default(),
             rejected: Family::default(),
             dropped: Family::default(),
@@ -247,6 +255,23 @@ impl Metrics {
             "mempool_capacity_bundles",
             "Bundles the mempool holds at most (mempool.max_bundles)",
             m.mempool_capacity.clone(),
+        );
+        r.register_with_unit(
+            "verify_queued",
+            "Bundles waiting for the verifier pool (signature recovery), in bytes",
+            Unit::Bytes,
+            m.verify_queued_bytes.clone(),
+        );
+        r.register_with_unit(
+            "verify_capacity",
+            "Bytes of bundles the verifier pool queues at most (verify.max_queue_bytes)",
+            Unit::Bytes,
+            m.verify_capacity_bytes.clone(),
+        );
+        r.register(
+            "consensus_signature_cache_hits",
+            "Consensus signature checks answered from the verify-once memory",
+            m.signature_cache_hits.clone(),
         );
         r.register(
             "mempool_admitted",

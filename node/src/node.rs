@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use baton_consensus::host::{Host, HostLimits};
+use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
 use malachitebft_app_channel::app::config::{
     ConsensusConfig, NodeConfig as EngineNodeConfig, PubSubProtocol, ValueSyncConfig,
 };
@@ -29,6 +30,7 @@ use crate::keys::NodeKey;
 use crate::metrics::Metrics;
 use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
+use crate::verify::{PoolLimits, VerifyPool};
 
 #[derive(Clone, Debug)]
 struct EngineConfig {
@@ -81,12 +83,15 @@ pub async fn run(
         cfg.storage.sync_writes,
         cfg.storage.block_cache_bytes,
     )?;
-    let signer = ConsensusSigner::new(key.signing_key.clone(), domain);
+    let signatures = Arc::new(SignatureCache::new(DEFAULT_SIGNATURE_CACHE));
+    let signer =
+        ConsensusSigner::new(key.signing_key.clone(), domain).with_cache(signatures.clone());
     let limits = HostLimits {
         mempool_max_bundles: cfg.mempool.max_bundles,
         mempool_max_bytes: cfg.mempool.max_bytes,
         mempool_max_per_sender: cfg.mempool.max_pending_per_sender,
         compact_proposals: cfg.mempool.compact_proposals,
+        admit_max_wait_ms: cfg.mempool.admit_max_wait_ms,
         ..HostLimits::default()
     };
     let mut host = Host::new(
@@ -184,7 +189,9 @@ pub async fn run(
     } else {
         NetworkIdentity::new(cfg.moniker.clone(), keypair, None)
     };
-    let verifier = ConsensusVerifier { domain };
+    // One memory of good signatures shared by the verifier and this node's signer (the engine checks its own votes
+    // and, at every decision, the precommits it already checked).
+    let verifier = ConsensusVerifier::new(domain).with_cache(signatures.clone());
     let consensus_ctx = if is_validator {
         ConsensusContext::<BatonContext>::new_validator(
             address,
@@ -220,6 +227,17 @@ pub async fn run(
     metrics.mempool_capacity.set(cfg.mempool.max_bundles as i64);
     let registry = Arc::new(registry);
     let (loop_tx, loop_rx) = mpsc::channel(cfg.mempool.admit_queue);
+    let pool = VerifyPool::start(
+        PoolLimits {
+            threads: cfg.verify.threads,
+            max_jobs: cfg.verify.max_queue_jobs,
+            max_bytes: cfg.verify.max_queue_bytes,
+        },
+        Some(metrics.verify_queued_bytes.clone()),
+    )?;
+    metrics
+        .verify_capacity_bytes
+        .set(cfg.verify.max_queue_bytes as i64);
     let ingest = IngestHandle::spawn(
         store.clone(),
         spec.clone(),
@@ -230,6 +248,7 @@ pub async fn run(
         },
         loop_tx.clone(),
         metrics.clone(),
+        pool.clone(),
     );
 
     // Peer count for Status, from the network actor's state dump.
@@ -254,9 +273,10 @@ pub async fn run(
             flush_ms: cfg.mempool.gossip_flush_ms,
             batch_bytes: cfg.mempool.gossip_batch_bytes,
             reannounce_ms: cfg.mempool.reannounce_ms,
-            max_checking: cfg.mempool.gossip_max_checking,
         },
         metrics.clone(),
+        pool,
+        signatures.clone(),
     );
     let mut consensus_loop = consensus_loop;
     consensus_loop.attestor = crate::l1::Attestor::start(

@@ -193,7 +193,7 @@ impl Lab {
             &dir.path().join("net"),
             n,
             "baton-netns",
-            baton_consensus::params::ConsensusParams::default(),
+            baton_consensus::params::ConsensusParams::for_tests(),
             Default::default(),
         )
         .map_err(|e| e.to_string())?;

@@ -138,6 +138,9 @@ struct Node {
     state: Option<State<BatonContext>>,
     behaviour: Behaviour,
     timers: HashMap<Timeout, u64>,
+    /// The (height, round) the engine asked this node to propose for, until it proposes: an idle proposer waits
+    /// until something arrives to include or `max_idle_ms` passes, as in the node's loop.
+    waiting: Option<(u64, Round)>,
     streams: u64,
     /// The second block of an equivocating proposer: (height, round, value).
     twin: Option<(u64, u32, Value)>,
@@ -240,6 +243,7 @@ impl Sim {
                     state: Some(state),
                     behaviour,
                     timers: HashMap::new(),
+                    waiting: None,
                     streams: 0,
                     twin: None,
                     metrics: Some(malachitebft_metrics::Metrics::default()),
@@ -257,7 +261,7 @@ impl Sim {
             nodes,
             base,
             domain,
-            verifier: ConsensusVerifier { domain },
+            verifier: ConsensusVerifier::new(domain),
             timeouts,
             generation: 0,
             acked: BTreeMap::new(),
@@ -339,14 +343,25 @@ impl Sim {
                 node,
                 height,
                 round,
-            } => self.propose(node, height, round),
+            } => {
+                if self.nodes[node].waiting == Some((height, round)) {
+                    self.nodes[node].waiting = None;
+                    self.propose(node, height, round);
+                }
+            }
             Event::Submit { node, bundle } => {
                 let hash = bundle.hash();
-                let checked = crate::block::check_bundle(&bundle, &self.cfg.spec).is_ok()
-                    && bundle.verify_signature(&hash).is_ok();
+                let checked = crate::block::check_stateless(
+                    &bundle,
+                    &self.cfg.spec,
+                    crate::block::OrderedBy::Validators,
+                    |_| false,
+                )
+                .is_ok();
                 if checked && self.nodes[node].host.admit(hash, bundle.clone()).is_ok() {
                     self.acked.insert(hash, bundle.clone());
                     self.broadcast(node, Msg::Gossip(vec![bundle]));
+                    self.hurry(node);
                 }
             }
             Event::SyncTick => {
@@ -355,6 +370,29 @@ impl Sim {
             }
             Event::Deliver { to, from, msg } => self.deliver(to, from, msg),
         }
+    }
+
+    /// A waiting proposer with something to include proposes `block_time_ms` after its parent (the node's
+    /// `hurry_pending`); the event scheduled for its idle deadline then finds it no longer waiting.
+    fn hurry(&mut self, node: usize) {
+        let Some((height, round)) = self.nodes[node].waiting else {
+            return;
+        };
+        if !self.nodes[node].host.has_work() {
+            return;
+        }
+        let wait = self.nodes[node]
+            .host
+            .proposal_deadline_ms(round.as_u32().unwrap_or(0))
+            .saturating_sub(self.now);
+        self.at(
+            wait,
+            Event::Propose {
+                node,
+                height,
+                round,
+            },
+        );
     }
 
     /// Sends `msg` from `from` to every other node through the faulty network.
@@ -445,13 +483,19 @@ impl Sim {
                 let checked: Vec<(Hash, Bundle)> = bundles
                     .into_iter()
                     .filter_map(|b| {
-                        let h = b.hash();
-                        (crate::block::check_bundle(&b, &self.cfg.spec).is_ok()
-                            && b.verify_signature(&h).is_ok())
-                        .then_some((h, b))
+                        let h = crate::block::check_stateless(
+                            &b,
+                            &self.cfg.spec,
+                            crate::block::OrderedBy::Validators,
+                            |_| false,
+                        )
+                        .ok()?;
+                        Some((h, b))
                     })
                     .collect();
-                if let Ok(Some(pv)) = self.nodes[to].host.on_gossip(checked) {
+                let got = self.nodes[to].host.on_gossip(checked);
+                self.hurry(to);
+                if let Ok(Some(pv)) = got {
                     self.input(to, Input::ProposedValue(pv, ValueOrigin::Consensus));
                 }
             }
@@ -719,8 +763,9 @@ impl Sim {
             Effect::GetValue(height, round, _timeout, r) => {
                 let wait = self.nodes[node]
                     .host
-                    .proposal_deadline_ms()
+                    .proposal_deadline_ms(round.as_u32().unwrap_or(0))
                     .saturating_sub(self.now);
+                self.nodes[node].waiting = Some((height.0, round));
                 self.at(
                     wait,
                     Event::Propose {

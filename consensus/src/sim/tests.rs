@@ -109,6 +109,35 @@ fn sim_healthy_network_decides_everything_once() {
     }
 }
 
+/// With the production defaults heights follow load: an idle network makes about one height per `max_idle_ms`,
+/// and a burst of bundles makes heights come at about `block_time_ms` until it is included.
+#[test]
+fn sim_idle_heights_follow_load() {
+    for seed in seeds() {
+        let n = size();
+        let mut cfg = config(seed, n, 20_000);
+        cfg.spec.params = crate::params::ConsensusParams::default();
+        let idle = cfg.spec.params.max_idle_ms;
+        let out = run_and_judge("sim_idle", cfg.clone(), 1, 0);
+        let idle_heights = out.heights[0];
+        // 20 s idle at one height per 500 ms (plus the time a height takes): about 40.
+        assert!(
+            idle_heights <= 20_000 / idle + 1 && idle_heights >= 20_000 / idle / 2,
+            "seed {seed}: {idle_heights} idle heights in 20 s"
+        );
+        // The same 20 s with 200 bundles over the first 10 s: heights come faster while they arrive, and every
+        // bundle is included.
+        cfg.submissions = load(25, 10_000, &(0..n).collect::<Vec<_>>());
+        let out = run_and_judge("sim_idle_then_load", cfg, 1, 0);
+        assert_eq!(out.report.included, 200, "seed {seed}");
+        assert!(
+            out.heights[0] > idle_heights + 50,
+            "seed {seed}: {} heights under load vs {idle_heights} idle",
+            out.heights[0]
+        );
+    }
+}
+
 #[test]
 fn sim_lossy_reordering_network_with_partitions() {
     for seed in seeds() {

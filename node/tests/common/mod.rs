@@ -103,7 +103,7 @@ impl Cluster {
             &dir.path().join("net"),
             n,
             "baton-test",
-            ConsensusParams::default(),
+            ConsensusParams::for_tests(),
             baton_node::config::PubSub::default(),
         )
         .expect("prepare");
