@@ -597,9 +597,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// parent. A bundle admitted while the proposer waits moves the deadline forward ([`Host::has_work`]).
     pub fn proposal_deadline_ms(&self, round: u32) -> u64 {
         let params = &self.spec.params;
-        if self
-            .mempool
-            .fills_block(params.max_block_bytes, params.max_block_bundles as usize)
+        // Bundles waiting on a nonce gap count towards a full mempool but not towards a block: without a ready one
+        // there is no reason to hurry.
+        if self.mempool.has_ready()
+            && self
+                .mempool
+                .fills_block(params.max_block_bytes, params.max_block_bundles as usize)
         {
             return 0;
         }

@@ -51,12 +51,12 @@ impl Default for ConsensusParams {
 }
 
 /// Round timeouts. Short propose timeouts matter: a crashed proposer costs one propose timeout every time its
-/// turn comes round (until the proposer bench skips it). The propose timeout must cover an idle proposer's wait
-/// (`max_idle_ms`).
+/// turn comes round (until the proposer bench skips it). A height that starts with nothing to include waits at
+/// least twice `max_idle_ms` for its proposal instead ([`ConsensusParams::timeouts_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TimeoutParams {
-    /// Wait for a proposal before prevoting nil. At least twice `max_idle_ms`. Default 1,000 ms.
+    /// Wait for a proposal before prevoting nil, at a height that starts with bundles to include. Default 400 ms.
     pub propose_ms: u64,
     /// Added to `propose_ms` per round. Default 200 ms.
     pub propose_delta_ms: u64,
@@ -92,7 +92,7 @@ impl TimeoutParams {
 impl Default for TimeoutParams {
     fn default() -> Self {
         Self {
-            propose_ms: 1_000,
+            propose_ms: 400,
             propose_delta_ms: 200,
             prevote_ms: 100,
             precommit_ms: 100,
@@ -103,17 +103,26 @@ impl Default for TimeoutParams {
 }
 
 impl ConsensusParams {
-    /// The defaults with short idle heights (`max_idle_ms` 50, `timeouts.propose_ms` 400): a chain that moves
-    /// about 20 heights a second with nothing to order, for tests that wait for heights to pass.
+    /// The defaults with short idle heights (`max_idle_ms` 50): a chain that moves about 20 heights a second
+    /// with nothing to order, for tests that wait for heights to pass.
     pub fn for_tests() -> Self {
         Self {
             max_idle_ms: 50,
-            timeouts: TimeoutParams {
-                propose_ms: 400,
-                ..TimeoutParams::default()
-            },
             ..Self::default()
         }
+    }
+
+    /// The engine's timeouts for a height that starts `busy` (with something to include) or idle. An idle
+    /// proposer waits up to `max_idle_ms` before it proposes, so an idle height waits at least twice that for its
+    /// proposal; a busy one keeps `timeouts.propose_ms`, so a crashed proposer costs little under load. Timeouts
+    /// are each validator's own affair (liveness, not safety): validators that disagree about busy or idle only
+    /// differ in how long they wait.
+    pub fn timeouts_for(&self, busy: bool) -> malachitebft_core_types::LinearTimeouts {
+        let mut t = self.timeouts;
+        if !busy {
+            t.propose_ms = t.propose_ms.max(2 * self.max_idle_ms);
+        }
+        t.linear()
     }
 
     pub fn validate(&self) -> Result<(), ConsensusError> {
@@ -130,11 +139,11 @@ impl ConsensusParams {
                 self.block_time_ms, self.max_idle_ms
             ));
         }
-        if self.timeouts.propose_ms < 2 * self.max_idle_ms {
+        if self.timeouts.propose_ms < 2 * self.block_time_ms {
             return bad(format!(
-                "timeouts.propose_ms ({}) must be at least twice max_idle_ms ({}): an idle proposer waits up to \
-                 max_idle_ms before it proposes, and validators must not give up on it meanwhile",
-                self.timeouts.propose_ms, self.max_idle_ms
+                "timeouts.propose_ms ({}) must be at least twice block_time_ms ({}): a busy proposer waits up to \
+                 block_time_ms before it proposes",
+                self.timeouts.propose_ms, self.block_time_ms
             ));
         }
         if self.max_bundle_entries == 0 {
@@ -187,8 +196,19 @@ mod tests {
     }
 
     #[test]
-    fn rejects_propose_timeout_shorter_than_an_idle_wait() {
+    fn idle_heights_wait_longer_for_their_proposal() {
+        let p = ConsensusParams::default();
+        let busy = p.timeouts_for(true).propose;
+        let idle = p.timeouts_for(false).propose;
+        assert_eq!(busy.as_millis() as u64, p.timeouts.propose_ms);
+        assert_eq!(idle.as_millis() as u64, 2 * p.max_idle_ms);
+        assert!(idle > busy);
+    }
+
+    #[test]
+    fn rejects_bad_pacing() {
         let p = ConsensusParams {
+            block_time_ms: 300,
             max_idle_ms: 600,
             ..Default::default()
         };

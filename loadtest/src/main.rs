@@ -36,6 +36,9 @@ struct Args {
     /// to measure a steady state rather than the first minutes after a failure.
     #[arg(long, default_value_t = 0.0)]
     settle: f64,
+    /// Seconds of load at --rate before the measured steps, not reported (after --settle).
+    #[arg(long, default_value_t = 0.0)]
+    warmup: f64,
     /// The `baton` binary for --devnet (default: next to this executable).
     #[arg(long)]
     baton_bin: Option<PathBuf>,
@@ -65,6 +68,9 @@ struct Args {
     lone: usize,
     #[arg(long, default_value_t = 5.0)]
     quiet: f64,
+    /// Do not send bundles refused with UNAVAILABLE again (by default they are, after the node's retry hint).
+    #[arg(long)]
+    no_retry: bool,
     /// Rollups to spread load over.
     #[arg(long, default_value_t = 4)]
     rollups: usize,
@@ -191,12 +197,16 @@ fn main() -> Result<()> {
         let sweeping = rates.len() > 1;
         let mut steps = Vec::new();
         let mut outcome: Result<()> = Ok(());
-        for rate in rates {
+        // A warm-up step first (not reported): the network reaches its steady state under load (a stopped
+        // validator's proposer bench, for one, grows with the heights decided).
+        let warmup = (args.warmup > 0.0).then_some(args.rate);
+        for (i, rate) in warmup.into_iter().chain(rates).enumerate() {
+            let warming = warmup.is_some() && i == 0;
             let cfg = LoadConfig {
                 endpoints: endpoints.clone(),
                 rate,
                 ramp_secs: args.ramp,
-                duration_secs: args.duration,
+                duration_secs: if warming { args.warmup } else { args.duration },
                 payload_bytes: args.payload,
                 entries: args.entries,
                 rollups: args.rollups,
@@ -207,8 +217,11 @@ fn main() -> Result<()> {
                 expiry_heights: 100_000,
                 seed,
                 watched: watched.clone(),
+                retry_unavailable: !args.no_retry,
             };
-            if sweeping {
+            if warming {
+                println!("--- warm-up: {rate} bundles/s for {} s (not reported)", args.warmup);
+            } else if sweeping {
                 println!("--- {rate} bundles/s");
             }
             let result = tokio::select! {
@@ -223,6 +236,10 @@ fn main() -> Result<()> {
                     break;
                 }
             };
+            if warming {
+                print!("{}", report::summary(&rep));
+                continue;
+            }
             let dir = if sweeping {
                 args.out.join(format!("rate-{rate}"))
             } else {

@@ -145,6 +145,9 @@ pub fn summary(r: &Report) -> String {
             p.write_bytes as f64 / r.usage.window_secs.max(1e-9) / 1e6
         ));
     }
+    for (why, n) in &r.retried {
+        s.push_str(&format!("retried {n}: {why}\n"));
+    }
     if r.rejected.is_empty() {
         s.push_str("rejections: none\n");
     } else {

@@ -17,6 +17,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::plan::{self, Shape};
 use crate::procstat::{self, Usage, Watched};
 
+/// How long a refused bundle waits before it is sent again (the node's `grpc-retry-pushback-ms` hint).
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+
 /// What to offer and for how long.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LoadConfig {
@@ -47,6 +50,8 @@ pub struct LoadConfig {
     pub seed: u64,
     /// Processes whose CPU and writes the report gives (the nodes under test; the harness is added).
     pub watched: Vec<Watched>,
+    /// Send a bundle refused with UNAVAILABLE again after the node's retry hint (as a client should).
+    pub retry_unavailable: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -101,7 +106,11 @@ pub struct Report {
     pub rollups: Vec<u64>,
     pub offered: u64,
     pub acked: u64,
+    /// Final refusals, by reason.
     pub rejected: BTreeMap<String, u64>,
+    /// Refusals with UNAVAILABLE (the node shedding load) that the harness retried after the node's retry hint,
+    /// as a client should: a sender's later nonces cannot be included until the refused one is.
+    pub retried: BTreeMap<String, u64>,
     pub delivered: u64,
     /// Acknowledged, never delivered within the drain time.
     pub lost: u64,
@@ -192,6 +201,11 @@ struct Tracker {
     start: Instant,
     recs: HashMap<Hash, Rec>,
     refs: HashMap<u64, Hash>,
+    /// Requests sent and not yet answered for good, kept to be sent again after an UNAVAILABLE (when retrying).
+    requests: HashMap<u64, pb::SubmitBundlesRequest>,
+    attempts: HashMap<u64, u32>,
+    retry: bool,
+    retried: BTreeMap<String, u64>,
     offered: u64,
     acked: u64,
     rejected: BTreeMap<String, u64>,
@@ -216,6 +230,10 @@ impl Tracker {
             start: Instant::now(),
             recs: HashMap::new(),
             refs: HashMap::new(),
+            requests: HashMap::new(),
+            attempts: HashMap::new(),
+            retry: false,
+            retried: BTreeMap::new(),
             offered: 0,
             acked: 0,
             rejected: BTreeMap::new(),
@@ -256,7 +274,11 @@ impl Tracker {
         hash: Hash,
         rollups: BTreeMap<u64, u32>,
         scheduled: f64,
+        request: Option<pb::SubmitBundlesRequest>,
     ) {
+        if let Some(r) = request {
+            self.requests.insert(client_ref, r);
+        }
         let entries = rollups.values().sum();
         let t = scheduled;
         let lag_ms = ((self.now() - scheduled) * 1e3).max(0.0);
@@ -279,11 +301,31 @@ impl Tracker {
         );
     }
 
-    fn answered(&mut self, client_ref: u64, result: Option<pb::submit_bundles_response::Result>) {
+    /// Takes an answer; returns the request to send again, and after how long, when it was an UNAVAILABLE worth
+    /// retrying (the wait doubles with each refusal of the same bundle, from the node's hint up to 16 times it).
+    fn answered(
+        &mut self,
+        client_ref: u64,
+        result: Option<pb::submit_bundles_response::Result>,
+    ) -> Option<(pb::SubmitBundlesRequest, Duration)> {
+        const MAX_ATTEMPTS: u32 = 600;
         let t = self.now();
-        let Some(hash) = self.refs.remove(&client_ref) else {
-            return;
-        };
+        if let Some(pb::submit_bundles_response::Result::Error(e)) = &result {
+            let attempts = self.attempts.entry(client_ref).or_insert(0);
+            if self.retry
+                && e.code == tonic::Code::Unavailable as i32
+                && *attempts < MAX_ATTEMPTS
+                && self.refs.contains_key(&client_ref)
+            {
+                *attempts += 1;
+                *self.retried.entry(reason(e.code, &e.message)).or_default() += 1;
+                let wait = RETRY_AFTER * (1u32 << (*attempts - 1).min(4));
+                return self.requests.get(&client_ref).cloned().map(|r| (r, wait));
+            }
+        }
+        self.requests.remove(&client_ref);
+        self.attempts.remove(&client_ref);
+        let hash = self.refs.remove(&client_ref)?;
         match result {
             Some(pb::submit_bundles_response::Result::BundleHash(_)) => {
                 self.acked += 1;
@@ -302,6 +344,7 @@ impl Tracker {
                 *self.rejected.entry("no result".into()).or_default() += 1;
             }
         }
+        None
     }
 
     fn entry(&mut self, height: u64, bundle: Hash) {
@@ -440,13 +483,27 @@ pub async fn run(
     let mut watched = cfg.watched.clone();
     watched.push(procstat::me());
     let started = Instant::now();
-    lock(&tracker).start = started;
+    {
+        let mut t = lock(&tracker);
+        t.start = started;
+        t.retry = cfg.retry_unavailable;
+    }
+    let retry = cfg.retry_unavailable;
     let mut submitters = Vec::new();
     for (plan, (tx, mut responses)) in plans.into_iter().zip(streams) {
         let t2 = tracker.clone();
+        // Refused with UNAVAILABLE: sent again on the same stream after the node's retry hint.
+        let resend = tx.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(r)) = responses.message().await {
-                lock(&t2).answered(r.client_ref, r.result);
+                let again = lock(&t2).answered(r.client_ref, r.result);
+                if let Some((req, wait)) = again {
+                    let resend = resend.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let _ = resend.send(req).await;
+                    });
+                }
             }
         });
         let tracker = tracker.clone();
@@ -458,7 +515,8 @@ pub async fn run(
                 // Everything due by now goes out in one go.
                 let now = started.elapsed().as_secs_f64();
                 while let Some(p) = plan.next_if(|p| p.at <= now) {
-                    lock(&tracker).offered(p.client_ref, p.hash, p.rollups, p.at);
+                    let kept = retry.then(|| p.request.clone());
+                    lock(&tracker).offered(p.client_ref, p.hash, p.rollups, p.at, kept);
                     if tx.send(p.request).await.is_err() {
                         return;
                     }
@@ -585,6 +643,7 @@ pub async fn run(
         offered: t.offered,
         acked: t.acked,
         rejected: t.rejected.clone(),
+        retried: t.retried.clone(),
         delivered: t.delivered,
         lost,
         duplicated: t.duplicated,
@@ -625,12 +684,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unavailable_is_retried_and_other_refusals_are_final() {
+        let mut t = Tracker::new();
+        t.retry = true;
+        let req = pb::SubmitBundlesRequest {
+            client_ref: 1,
+            bundle: None,
+        };
+        t.offered(
+            1,
+            Hash([1; 32]),
+            BTreeMap::from([(1, 1)]),
+            0.0,
+            Some(req.clone()),
+        );
+        t.offered(
+            2,
+            Hash([2; 32]),
+            BTreeMap::from([(1, 1)]),
+            0.0,
+            Some(req.clone()),
+        );
+        let refused = |code: tonic::Code| {
+            Some(pb::submit_bundles_response::Result::Error(
+                pb::SubmitError {
+                    code: code as i32,
+                    message: "the node is overloaded".into(),
+                },
+            ))
+        };
+        assert_eq!(
+            t.answered(1, refused(tonic::Code::Unavailable)),
+            Some((req, RETRY_AFTER))
+        );
+        assert!(t
+            .answered(2, refused(tonic::Code::InvalidArgument))
+            .is_none());
+        // The retried one is acknowledged on its second try; the other stays refused.
+        t.answered(
+            1,
+            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
+        );
+        assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (1, 1));
+        assert_eq!(t.retried.values().sum::<u64>(), 1);
+        assert!(t.requests.is_empty());
+    }
+
+    #[test]
     fn completeness_accounting() {
         let mut t = Tracker::new();
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        t.offered(1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0);
-        t.offered(2, b, BTreeMap::from([(1, 1)]), 0.0);
-        t.offered(3, c, BTreeMap::from([(2, 1)]), 0.0);
+        t.offered(1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0, None);
+        t.offered(2, b, BTreeMap::from([(1, 1)]), 0.0, None);
+        t.offered(3, c, BTreeMap::from([(2, 1)]), 0.0, None);
         let ok = Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
         t.answered(1, ok.clone());
         t.answered(2, ok);

@@ -32,7 +32,7 @@ use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
 use malachitebft_core_consensus::VoteExtensionError;
 
 use crate::error::NodeError;
-use crate::ingest::LoopRequest;
+use crate::ingest::{AdmissionGate, LoopRequest};
 use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
 use crate::state::Shared;
 use crate::store::RocksStore;
@@ -108,6 +108,15 @@ pub struct GossipLimits {
     pub reannounce_ms: u64,
 }
 
+/// What the loop shares with the rest of the node: metrics, the verifier pool (peers' bundles are checked there),
+/// the engine's verify-once memory (for its hit counter) and the admission gate it keeps up to date for ingest.
+pub struct LoopLinks {
+    pub metrics: Arc<Metrics>,
+    pub pool: VerifyPool,
+    pub signatures: Arc<SignatureCache>,
+    pub gate: Arc<AdmissionGate>,
+}
+
 /// The consensus loop. See the module docs.
 pub struct ConsensusLoop {
     pub host: Host<RocksStore, SystemClock>,
@@ -131,6 +140,8 @@ pub struct ConsensusLoop {
     /// The engine's verify-once memory, for its hit counter.
     signatures: Arc<SignatureCache>,
     last_signature_hits: u64,
+    /// Where the loop publishes the mempool's head wait for admission at the edge.
+    gate: Arc<AdmissionGate>,
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
@@ -146,10 +157,14 @@ impl ConsensusLoop {
         shared: Arc<Shared>,
         max_sync_response_bytes: usize,
         gossip: GossipLimits,
-        metrics: Arc<Metrics>,
-        pool: VerifyPool,
-        signatures: Arc<SignatureCache>,
+        links: LoopLinks,
     ) -> Self {
+        let LoopLinks {
+            metrics,
+            pool,
+            signatures,
+            gate,
+        } = links;
         let l = ConsensusLoop {
             host,
             channels,
@@ -169,6 +184,7 @@ impl ConsensusLoop {
             pool,
             signatures,
             last_signature_hits: 0,
+            gate,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             attestor: None,
         };
@@ -185,7 +201,7 @@ impl ConsensusLoop {
         };
         HeightParams::new(
             self.host.height_validators(),
-            self.host.params().timeouts.linear(),
+            self.host.params().timeouts_for(self.host.has_work()),
             None,
         )
         .with_vote_extension_policy(policy)
@@ -217,6 +233,7 @@ impl ConsensusLoop {
 
     fn publish_gauges(&self) {
         let m = self.host.mempool();
+        self.gate.publish(m.head_wait_ms(self.host.now_ms()));
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);
     }

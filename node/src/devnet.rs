@@ -602,7 +602,7 @@ pub struct DevnetOptions {
     pub demo_fault: bool,
     /// Genesis `block_time_ms` (None: the default).
     pub block_time_ms: Option<u64>,
-    /// Genesis `max_idle_ms` (None: the default); the propose timeout is raised to twice it when shorter.
+    /// Genesis `max_idle_ms` (None: the default).
     pub max_idle_ms: Option<u64>,
     /// The nodes' `p2p.pubsub`.
     pub pubsub: PubSub,
@@ -648,7 +648,6 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
     }
     if let Some(ms) = opts.max_idle_ms {
         params.max_idle_ms = ms;
-        params.timeouts.propose_ms = params.timeouts.propose_ms.max(2 * ms);
     }
     params.validate()?;
     let mut net = prepare(

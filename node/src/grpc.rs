@@ -424,22 +424,34 @@ impl RollupService for Api {
                 chunk.push(first);
                 // Whatever else has already arrived joins the chunk (`message` is cancel safe).
                 let mut ended = false;
+                let mut failed = None;
                 while chunk.len() < SUBMIT_CHUNK {
                     match futures::FutureExt::now_or_never(inbound.message()) {
                         Some(Ok(Some(req))) => chunk.push(req),
-                        Some(Ok(None)) | Some(Err(_)) => {
+                        Some(Ok(None)) => {
                             ended = true;
+                            break;
+                        }
+                        Some(Err(status)) => {
+                            failed = Some(status);
                             break;
                         }
                         None => break,
                     }
                 }
-                for answer in api.submit_chunk(std::mem::take(&mut chunk)) {
+                let mut answers = api.submit_chunk(std::mem::take(&mut chunk));
+                if let Some(status) = &failed {
+                    answers.push(Answer::Ready(pb::SubmitBundlesResponse {
+                        client_ref: 0,
+                        result: Some(refusal(status)),
+                    }));
+                }
+                for answer in answers {
                     if order_tx.send(answer).await.is_err() {
                         return;
                     }
                 }
-                if ended {
+                if ended || failed.is_some() {
                     break;
                 }
             }

@@ -112,6 +112,47 @@ pub struct IngestHandle {
     spec: Arc<ChainSpec>,
     metrics: Arc<Metrics>,
     pool: VerifyPool,
+    gate: Arc<AdmissionGate>,
+}
+
+/// Admission at the edge: the consensus loop publishes how long the oldest bundle ready for a block has waited
+/// (`Mempool::head_wait_ms`), and submissions are refused before any work is spent on them (no signature
+/// recovery) while that exceeds `mempool.admit_max_wait_ms`. `Host::admit_submission` applies the same bound
+/// again, exactly, when the loop admits.
+#[derive(Debug, Default)]
+pub struct AdmissionGate {
+    head_wait_ms: std::sync::atomic::AtomicU64,
+    limit_ms: u64,
+}
+
+impl AdmissionGate {
+    /// A gate refusing beyond `limit_ms` (0: never).
+    pub fn new(limit_ms: u64) -> Self {
+        AdmissionGate {
+            head_wait_ms: Default::default(),
+            limit_ms,
+        }
+    }
+
+    /// The loop's latest reading.
+    pub fn publish(&self, head_wait_ms: u64) {
+        self.head_wait_ms
+            .store(head_wait_ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Why submissions are refused now, if they are.
+    pub fn refusal(&self) -> Option<SubmitError> {
+        let waited_ms = self.head_wait_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (self.limit_ms > 0 && waited_ms > self.limit_ms).then(|| {
+            SubmitError::Backlogged(
+                ConsensusError::Backlogged {
+                    waited_ms,
+                    limit_ms: self.limit_ms,
+                }
+                .to_string(),
+            )
+        })
+    }
 }
 
 /// The answer to one submission: resolves once the bundle is durable here (or refused).
@@ -135,6 +176,7 @@ impl IngestHandle {
         to_loop: mpsc::Sender<LoopRequest>,
         metrics: Arc<Metrics>,
         pool: VerifyPool,
+        gate: Arc<AdmissionGate>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
         tokio::spawn(writer(rx, store, limits, to_loop, metrics.clone()));
@@ -143,6 +185,7 @@ impl IngestHandle {
             spec: Arc::new(spec),
             metrics,
             pool,
+            gate,
         }
     }
 
@@ -163,6 +206,12 @@ impl IngestHandle {
             let (reply, answer) = oneshot::channel();
             replies.push(reply);
             answers.push(answer);
+        }
+        if let Some(why) = self.gate.refusal() {
+            for reply in replies {
+                self.refuse(reply, why.clone());
+            }
+            return answers;
         }
         let bytes = bundles.iter().map(Bundle::encoded_len).sum();
         let permit = match self.pool.reserve(bytes) {
@@ -345,4 +394,26 @@ async fn admit_and_persist(
         }
     }
     outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_refuses_only_beyond_its_bound() {
+        let gate = AdmissionGate::new(150);
+        assert!(gate.refusal().is_none());
+        gate.publish(150);
+        assert!(gate.refusal().is_none(), "at the bound is still fine");
+        gate.publish(151);
+        let why = gate.refusal().expect("refused");
+        assert_eq!(why.label(), "backlogged");
+        assert!(why.to_string().contains("151 ms"), "{why}");
+        gate.publish(0);
+        assert!(gate.refusal().is_none());
+        let off = AdmissionGate::new(0);
+        off.publish(1_000_000);
+        assert!(off.refusal().is_none(), "0 turns the gate off");
+    }
 }

@@ -92,8 +92,7 @@ enum Command {
         /// Genesis `block_time_ms`: the least time between blocks while bundles wait (default 20 ms).
         #[arg(long)]
         block_time_ms: Option<u64>,
-        /// Genesis `max_idle_ms`: how long a proposer waits with nothing to include (default 500 ms); the
-        /// propose timeout is raised to twice this when shorter.
+        /// Genesis `max_idle_ms`: how long a proposer waits with nothing to include (default 500 ms).
         #[arg(long)]
         max_idle_ms: Option<u64>,
         /// The nodes' pub-sub protocol (`p2p.pubsub`).

@@ -20,12 +20,12 @@ use malachitebft_app_channel::{
 };
 use malachitebft_codec::Codec;
 
-use crate::app::{ConsensusLoop, GossipLimits, SystemClock};
+use crate::app::{ConsensusLoop, GossipLimits, LoopLinks, SystemClock};
 use crate::codec::WireCodec;
 use crate::config::{Genesis, NodeConfig};
 use crate::error::NodeError;
 use crate::grpc::{serve, Api};
-use crate::ingest::{IngestHandle, IngestLimits};
+use crate::ingest::{AdmissionGate, IngestHandle, IngestLimits};
 use crate::keys::NodeKey;
 use crate::metrics::Metrics;
 use crate::state::{NodeInfo, Shared};
@@ -238,6 +238,7 @@ pub async fn run(
     metrics
         .verify_capacity_bytes
         .set(cfg.verify.max_queue_bytes as i64);
+    let gate = Arc::new(AdmissionGate::new(cfg.mempool.admit_max_wait_ms));
     let ingest = IngestHandle::spawn(
         store.clone(),
         spec.clone(),
@@ -249,6 +250,7 @@ pub async fn run(
         loop_tx.clone(),
         metrics.clone(),
         pool.clone(),
+        gate.clone(),
     );
 
     // Peer count for Status, from the network actor's state dump.
@@ -274,9 +276,12 @@ pub async fn run(
             batch_bytes: cfg.mempool.gossip_batch_bytes,
             reannounce_ms: cfg.mempool.reannounce_ms,
         },
-        metrics.clone(),
-        pool,
-        signatures.clone(),
+        LoopLinks {
+            metrics: metrics.clone(),
+            pool,
+            signatures: signatures.clone(),
+            gate,
+        },
     );
     let mut consensus_loop = consensus_loop;
     consensus_loop.attestor = crate::l1::Attestor::start(

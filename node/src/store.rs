@@ -128,9 +128,13 @@ impl RocksStore {
             t.set_block_cache(&cache);
             t.set_bloom_filter(10.0, false);
             o.set_block_based_table_factory(&t);
-            if matches!(*name, CF_BLOCKS | CF_BATCHES) {
-                o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-            }
+            // Most reads are point lookups of keys that are not there (is this bundle included? a new sender's
+            // nonce): a bloom filter over the memtable answers them without walking its skip list.
+            o.set_memtable_whole_key_filtering(true);
+            o.set_memtable_prefix_bloom_ratio(0.05);
+            // Payloads are the bulk of the bytes and rollups send them compressed or encrypted already: LZ4 at
+            // every flush and compaction would cost CPU for nothing.
+            o.set_compression_type(rocksdb::DBCompressionType::None);
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;

@@ -161,7 +161,6 @@ pub struct Sim {
     base: ValidatorSet,
     domain: ChainDomain,
     verifier: ConsensusVerifier,
-    timeouts: malachitebft_core_types::LinearTimeouts,
     generation: u64,
     acked: BTreeMap<Hash, Bundle>,
     progress: Vec<(u64, u64)>,
@@ -250,7 +249,6 @@ impl Sim {
                 }
             })
             .collect();
-        let timeouts = cfg.spec.params.timeouts.linear();
         Sim {
             rng: StdRng::seed_from_u64(cfg.seed),
             now: START_MS,
@@ -262,7 +260,6 @@ impl Sim {
             base,
             domain,
             verifier: ConsensusVerifier::new(domain),
-            timeouts,
             generation: 0,
             acked: BTreeMap::new(),
             progress: Vec::new(),
@@ -696,7 +693,13 @@ impl Sim {
                 self.nodes[node].timers.insert(t, generation);
                 let ms = match t.kind {
                     TimeoutKind::FinalizeHeight(d) => d.as_millis() as u64,
-                    _ => self.timeouts.duration_for(t).as_millis() as u64,
+                    _ => {
+                        let host = &self.nodes[node].host;
+                        host.params()
+                            .timeouts_for(host.has_work())
+                            .duration_for(t)
+                            .as_millis() as u64
+                    }
                 };
                 self.at(
                     ms,
