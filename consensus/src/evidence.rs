@@ -24,6 +24,12 @@ pub const MAX_EVIDENCE_PER_BLOCK: usize = 16;
 /// Evidence about a height more than this many heights below the block is refused (it has had its chance).
 pub const MAX_EVIDENCE_AGE: u64 = 100_000;
 
+/// Whether evidence about `evidence_height` may go into the block at `block_height`: about an earlier height, at
+/// most [`MAX_EVIDENCE_AGE`] heights back. Proposing, judging and dropping stale evidence all ask this.
+pub fn carriable(evidence_height: u64, block_height: u64) -> bool {
+    evidence_height < block_height && block_height - evidence_height <= MAX_EVIDENCE_AGE
+}
+
 /// What a validator signed twice.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,

@@ -23,9 +23,9 @@ use crate::context::{
 };
 use crate::epoch::next_set;
 use crate::error::{BlockError, BundleError, ConsensusError};
-use crate::evidence::{Equivocation, MAX_EVIDENCE_AGE, MAX_EVIDENCE_PER_BLOCK};
+use crate::evidence::{carriable, Equivocation, MAX_EVIDENCE_AGE, MAX_EVIDENCE_PER_BLOCK};
 use crate::hash::Hash;
-use crate::mempool::{Admission, Mempool, MempoolLimits};
+use crate::mempool::{backlogged, Admission, Mempool, MempoolLimits};
 use crate::origin::{owed_forced, Certified, ForcedBundle, L1View};
 use crate::params::ConsensusParams;
 use crate::registry::ChainSpec;
@@ -365,13 +365,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         };
         let parent_bench = self.bench();
         let parent_l1_origin = self.tip.as_ref().map(|t| t.l1_origin).unwrap_or_default();
-        // The newest origin this node would vouch for, never below the parent's.
-        let l1_origin = self
-            .l1
-            .as_ref()
-            .and_then(|l1| l1.proposal_origin())
-            .filter(|o| o.number > parent_l1_origin.number)
-            .unwrap_or(parent_l1_origin);
+        let l1_origin = self.proposal_origin();
         BlockContext {
             parent_l1_origin,
             l1_origin,
@@ -385,6 +379,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             evidence: Vec::new(),
             parent_bench,
         }
+    }
+
+    /// The L1 origin a block proposed now names: the newest this node would vouch for, never below the parent's.
+    fn proposal_origin(&self) -> L1Origin {
+        let parent = self.tip.as_ref().map(|t| t.l1_origin).unwrap_or_default();
+        self.l1
+            .as_ref()
+            .and_then(|l1| l1.proposal_origin())
+            .filter(|o| o.number > parent.number)
+            .unwrap_or(parent)
     }
 
     /// The set that decides `height` (a decided height or the next one).
@@ -446,7 +450,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             if !seen.insert(hash) || self.included_evidence.contains(&hash) {
                 return Err(bad("already in the chain or twice in the block".into()));
             }
-            if e.height >= height || height - e.height > MAX_EVIDENCE_AGE {
+            if !carriable(e.height, height) {
                 return Err(bad(format!(
                     "about height {}, not one of the {MAX_EVIDENCE_AGE} heights before {height}",
                     e.height
@@ -572,15 +576,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         hash: Hash,
         bundle: Bundle,
     ) -> Result<Admission, ConsensusError> {
-        let limit_ms = self.limits.admit_max_wait_ms;
-        if limit_ms > 0 {
-            let waited_ms = self.mempool.head_wait_ms(self.clock.now_ms());
-            if waited_ms > limit_ms && !self.mempool.contains(&hash) {
-                return Err(ConsensusError::Backlogged {
-                    waited_ms,
-                    limit_ms,
-                });
-            }
+        if !self.mempool.contains(&hash) {
+            backlogged(
+                self.mempool.oldest_ready_ms(),
+                self.clock.now_ms(),
+                self.limits.admit_max_wait_ms,
+            )?;
         }
         self.admit(hash, bundle)
     }
@@ -614,6 +615,13 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         self.tip.as_ref().map_or(0, |t| t.timestamp_ms + wait)
     }
 
+    /// For a proposer waiting in round `round`: once a block would carry something ([`Host::has_work`]), when to
+    /// propose instead of the idle deadline; `None` while there is nothing. Constant time when idle: the loop asks
+    /// after every admission and every peer message.
+    pub fn hurried_deadline_ms(&self, round: u32) -> Option<u64> {
+        self.has_work().then(|| self.proposal_deadline_ms(round))
+    }
+
     /// Whether a block now would carry something: a ready bundle in the mempool or evidence to report. Cheap
     /// enough to ask after every admission.
     pub fn has_work(&self) -> bool {
@@ -625,8 +633,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let Some(l1) = &self.l1 else {
             return false;
         };
-        let ctx = self.block_context(self.next_height(), 0);
-        let due = l1.forced_due(ctx.l1_origin.number);
+        let due = l1.forced_due(self.proposal_origin().number);
         if due.is_empty() {
             return false;
         }
@@ -636,7 +643,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             verified: &self.verified,
             side: &self.side,
         };
-        !owed_forced(&due, ctx.height, &self.spec.params, &view).is_empty()
+        !owed_forced(&due, self.next_height(), &self.spec.params, &view).is_empty()
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -776,7 +783,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 ctx.evidence = self
                     .pending_evidence
                     .iter()
-                    .filter(|e| e.height < height && height - e.height <= MAX_EVIDENCE_AGE)
+                    .filter(|e| carriable(e.height, height))
                     .take(MAX_EVIDENCE_PER_BLOCK)
                     .cloned()
                     .collect();
@@ -1435,9 +1442,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         // Evidence leaves the queue once in the chain or too old to carry (it would keep idle heights busy).
         let included = &self.included_evidence;
-        self.pending_evidence.retain(|e| {
-            !included.contains(&e.hash()) && height + 1 - e.height.min(height) <= MAX_EVIDENCE_AGE
-        });
+        self.pending_evidence
+            .retain(|e| !included.contains(&e.hash()) && carriable(e.height, height + 1));
         if let Some(set) = &block.next_validators {
             info!(
                 height = height + 1,

@@ -14,6 +14,25 @@ use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
 use crate::types::{Bundle, Dropped};
 
+/// The admission rule for clients' submissions: refused ([`ConsensusError::Backlogged`]) while the oldest bundle
+/// ready for a block, admitted at `oldest_ready_ms`, has waited more than `limit_ms` at `now_ms` (0: never). The
+/// host applies it when it admits; the node also applies it at its edge, before any signature work, to the
+/// oldest-ready time the consensus loop last published.
+pub fn backlogged(
+    oldest_ready_ms: Option<u64>,
+    now_ms: u64,
+    limit_ms: u64,
+) -> Result<(), ConsensusError> {
+    let waited_ms = oldest_ready_ms.map_or(0, |t| now_ms.saturating_sub(t));
+    if limit_ms > 0 && waited_ms > limit_ms {
+        return Err(ConsensusError::Backlogged {
+            waited_ms,
+            limit_ms,
+        });
+    }
+    Ok(())
+}
+
 /// Outcome of offering a bundle to the mempool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
@@ -264,13 +283,13 @@ impl Mempool {
         out
     }
 
-    /// How long the oldest bundle ready for a block has waited at `now_ms` (0 if none is ready): when the chain
-    /// keeps up this stays below a few block times. Looks at the first `SCAN` pending bundles in arrival order
-    /// only, so its cost is bounded; bundles waiting on a nonce gap are skipped.
-    pub fn head_wait_ms(&self, now_ms: u64) -> u64 {
+    /// When the oldest bundle ready for a block was admitted (`None` if none is ready): when the chain keeps up
+    /// it is never more than a few block times ago. Looks at the first `SCAN` pending bundles in arrival order only,
+    /// so its cost is bounded; bundles waiting on a nonce gap are skipped.
+    pub fn oldest_ready_ms(&self) -> Option<u64> {
         const SCAN: usize = 256;
         if self.ready.is_empty() {
-            return 0;
+            return None;
         }
         self.order
             .values()
@@ -281,7 +300,13 @@ impl Mempool {
                     .get(&s.bundle.sender)
                     .is_some_and(|q| q.next == s.bundle.nonce)
             })
-            .map_or(0, |s| now_ms.saturating_sub(s.admitted_ms))
+            .map(|s| s.admitted_ms)
+    }
+
+    /// How long the oldest bundle ready for a block has waited at `now_ms` (0 if none is ready).
+    pub fn head_wait_ms(&self, now_ms: u64) -> u64 {
+        self.oldest_ready_ms()
+            .map_or(0, |t| now_ms.saturating_sub(t))
     }
 
     /// Pending bundles in arrival order.

@@ -6,6 +6,7 @@ use clap::Parser;
 use eyre::{bail, Result};
 
 use baton_loadtest::devnet::{find_baton, Devnet, DevnetSpec};
+use baton_loadtest::plan::Shape;
 use baton_loadtest::procstat::Watched;
 use baton_loadtest::run::{run, LoadConfig};
 use baton_loadtest::{idle, report};
@@ -204,18 +205,20 @@ fn main() -> Result<()> {
             let warming = warmup.is_some() && i == 0;
             let cfg = LoadConfig {
                 endpoints: endpoints.clone(),
-                rate,
-                ramp_secs: args.ramp,
-                duration_secs: if warming { args.warmup } else { args.duration },
-                payload_bytes: args.payload,
-                entries: args.entries,
+                shape: Shape {
+                    rate,
+                    ramp_secs: args.ramp,
+                    duration_secs: if warming { args.warmup } else { args.duration },
+                    payload_bytes: args.payload,
+                    entries: args.entries,
+                    cross_fraction: args.cross,
+                    connections: args.connections,
+                    senders: args.senders,
+                    seed,
+                },
                 rollups: args.rollups,
-                cross_fraction: args.cross,
-                connections: args.connections,
-                senders: args.senders,
                 drain_secs: args.drain,
                 expiry_heights: 100_000,
-                seed,
                 watched: watched.clone(),
                 retry_unavailable: !args.no_retry,
             };

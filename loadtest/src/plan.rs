@@ -15,20 +15,26 @@ use eyre::{eyre, Result};
 use rand::{RngCore, SeedableRng};
 
 /// The shape of the load of one step.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct Shape {
-    /// Offered bundles per second after the ramp, over all connections.
+    /// Offered bundles per second after the ramp, over all connections (open loop: sent on schedule whether or
+    /// not acks come back).
     pub rate: f64,
+    /// Seconds to ramp linearly from 0 to `rate`.
     pub ramp_secs: f64,
+    /// Seconds of offered load, ramp included.
     pub duration_secs: f64,
+    /// Bytes per entry payload (random bytes).
     pub payload_bytes: usize,
-    /// Entries per bundle.
+    /// Entries per bundle (a cross-rollup bundle has at least two).
     pub entries: usize,
     /// Fraction of bundles that span two rollups.
     pub cross_fraction: f64,
+    /// `SubmitBundles` streams, spread over the endpoints.
     pub connections: usize,
+    /// Distinct signing keys (each with its own nonce sequence); fresh every step.
     pub senders: usize,
-    /// Seeds the payload bytes (the keys are fresh every step).
+    /// Seeds the payload bytes.
     pub seed: u64,
 }
 

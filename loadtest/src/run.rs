@@ -20,34 +20,18 @@ use crate::procstat::{self, Usage, Watched};
 /// How long a refused bundle waits before it is sent again (the node's `grpc-retry-pushback-ms` hint).
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
-/// What to offer and for how long.
+/// What to offer and for how long: the shape of the load ([`Shape`]) and where it goes.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LoadConfig {
     pub endpoints: Vec<String>,
-    /// Offered bundles per second after the ramp (open loop: sent on schedule whether or not acks come back).
-    pub rate: f64,
-    /// Seconds to ramp linearly from 0 to `rate`.
-    pub ramp_secs: f64,
-    /// Seconds of offered load, ramp included.
-    pub duration_secs: f64,
-    /// Bytes per entry payload (random bytes).
-    pub payload_bytes: usize,
-    /// Entries per bundle (a cross-rollup bundle has at least two).
-    pub entries: usize,
+    #[serde(flatten)]
+    pub shape: Shape,
     /// Rollups to spread load over (the first N registered).
     pub rollups: usize,
-    /// Fraction of bundles that span two rollups.
-    pub cross_fraction: f64,
-    /// `SubmitBundles` streams, spread over the endpoints.
-    pub connections: usize,
-    /// Distinct signing keys (each with its own nonce sequence).
-    pub senders: usize,
     /// After the load stops, how long to wait for acknowledged bundles to show up.
     pub drain_secs: f64,
     /// Bundles expire this many heights after the height seen at start.
     pub expiry_heights: u64,
-    /// Seeds the payload bytes.
-    pub seed: u64,
     /// Processes whose CPU and writes the report gives (the nodes under test; the harness is added).
     pub watched: Vec<Watched>,
     /// Send a bundle refused with UNAVAILABLE again after the node's retry hint (as a client should).
@@ -444,17 +428,7 @@ pub async fn run(
 
     // Every bundle of the step, signed and encoded before the timed window opens.
     let prepare_started = Instant::now();
-    let shape = Shape {
-        rate: cfg.rate,
-        ramp_secs: cfg.ramp_secs,
-        duration_secs: cfg.duration_secs,
-        payload_bytes: cfg.payload_bytes,
-        entries: cfg.entries,
-        cross_fraction: cfg.cross_fraction,
-        connections: cfg.connections,
-        senders: cfg.senders,
-        seed: cfg.seed,
-    };
+    let shape = cfg.shape.clone();
     let (rollups_for_plan, network_id) = (rollups.clone(), registry.network_id);
     let plans = tokio::task::spawn_blocking(move || {
         plan::build(&shape, &rollups_for_plan, network_id, expiry)
@@ -527,13 +501,13 @@ pub async fn run(
     }
 
     // Progress, until the load ends and the drain completes (or times out).
-    let load_end = Duration::from_secs_f64(cfg.duration_secs);
+    let load_end = Duration::from_secs_f64(cfg.shape.duration_secs);
     let drain_end = load_end + Duration::from_secs_f64(cfg.drain_secs);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let mut writers_done = false;
     // CPU, writes and heights over the steady part: from the end of the ramp to the end of the load.
-    let steady_start = Duration::from_secs_f64(cfg.ramp_secs.ceil()).min(load_end);
+    let steady_start = Duration::from_secs_f64(cfg.shape.ramp_secs.ceil()).min(load_end);
     let mut at_steady: Option<(procstat::Sample, u64)> = None;
     let mut at_end: Option<(procstat::Sample, u64)> = None;
     let mut status_client = BatonClient::connect(cfg.endpoints[0].clone()).await?;
@@ -606,8 +580,8 @@ pub async fn run(
 
     let t = lock(&tracker);
     let lost = t.outstanding();
-    let steady_from = cfg.ramp_secs.ceil() as usize;
-    let steady_to = (cfg.duration_secs.floor() as usize).max(steady_from + 1);
+    let steady_from = cfg.shape.ramp_secs.ceil() as usize;
+    let steady_to = (cfg.shape.duration_secs.floor() as usize).max(steady_from + 1);
     let window: Vec<&Second> = t
         .seconds
         .iter()
@@ -655,7 +629,8 @@ pub async fn run(
         acked_per_sec: per_sec(&|s| s.acked),
         delivered_per_sec: per_sec(&|s| s.delivered),
         delivered_entries_per_sec: per_sec(&entries_per_bundle),
-        delivered_payload_bytes_per_sec: per_sec(&entries_per_bundle) * cfg.payload_bytes as f64,
+        delivered_payload_bytes_per_sec: per_sec(&entries_per_bundle)
+            * cfg.shape.payload_bytes as f64,
         heights_per_sec,
         prepare_secs,
         usage,

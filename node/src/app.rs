@@ -233,7 +233,7 @@ impl ConsensusLoop {
 
     fn publish_gauges(&self) {
         let m = self.host.mempool();
-        self.gate.publish(m.head_wait_ms(self.host.now_ms()));
+        self.gate.publish(m.oldest_ready_ms());
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);
     }
@@ -318,13 +318,10 @@ impl ConsensusLoop {
         let Some(p) = self.pending.as_mut() else {
             return;
         };
-        if !self.host.has_work() {
+        let Some(deadline_ms) = self.host.hurried_deadline_ms(round_u32(p.round)) else {
             return;
-        }
-        let wait_ms = self
-            .host
-            .proposal_deadline_ms(round_u32(p.round))
-            .saturating_sub(self.host.now_ms());
+        };
+        let wait_ms = deadline_ms.saturating_sub(self.host.now_ms());
         let at = Instant::now() + Duration::from_millis(wait_ms);
         if at < p.deadline {
             p.deadline = at;

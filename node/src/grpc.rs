@@ -30,7 +30,7 @@ use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
 use crate::error::NodeError;
-use crate::ingest::{IngestHandle, LoopRequest, SubmitError};
+use crate::ingest::{IngestHandle, LoopRequest, Pending, SubmitError};
 use crate::metrics::{MethodCodeLabel, MethodLabel, Metrics};
 use crate::state::Shared;
 use crate::store::RocksStore;
@@ -87,14 +87,9 @@ const SUBMIT_CHUNK: usize = 256;
 /// `grpc-retry-pushback-ms` trailer of a unary refusal and in the message of a stream's.
 const RETRY_PUSHBACK_MS: u64 = 100;
 
-/// The answer to one request of a `SubmitBundles` stream, in request order.
-enum Answer {
-    Ready(pb::SubmitBundlesResponse),
-    /// Ingest answers when the bundle is durable or refused.
-    Waiting(u64, crate::ingest::Pending),
-    /// A based-rollup bundle on its way to the forwarder.
-    Task(tokio::task::JoinHandle<pb::SubmitBundlesResponse>),
-}
+/// The answer to one request of a `SubmitBundles` stream, kept in request order: refused at once, or pending
+/// until the bundle is durable (or refused) here or at the forwarder.
+type Answer = (u64, Result<Pending, Status>);
 
 /// A refusal inside a `SubmitBundles` stream.
 fn refusal(status: &Status) -> pb::submit_bundles_response::Result {
@@ -102,6 +97,22 @@ fn refusal(status: &Status) -> pb::submit_bundles_response::Result {
         code: status.code() as i32,
         message: status.message().to_string(),
     })
+}
+
+/// The stream's answer to one request once it is known.
+async fn settle((client_ref, answer): Answer) -> pb::SubmitBundlesResponse {
+    let result = match answer {
+        Err(status) => refusal(&status),
+        Ok(pending) => match pending.await {
+            Ok(Ok(h)) => pb::submit_bundles_response::Result::BundleHash(h.0.to_vec()),
+            Ok(Err(e)) => refusal(&submit_status(e)),
+            Err(_) => refusal(&loop_gone()),
+        },
+    };
+    pb::SubmitBundlesResponse {
+        client_ref,
+        result: Some(result),
+    }
 }
 
 fn internal(e: NodeError) -> Status {
@@ -296,77 +307,62 @@ impl Api {
         Ok(())
     }
 
-    /// Decodes a submitted bundle and says where it goes: to this node's forwarder for a based rollup (if it has
-    /// one; it refuses a mix with shared rollups as ingest does), else to ingest (which refuses based rollups with
+    /// Decodes a submitted bundle and hands it on: to this node's forwarder for a based rollup (if it has one; it
+    /// refuses a mix with shared rollups as ingest does), else to ingest (which refuses based rollups with
     /// FAILED_PRECONDITION saying why).
-    fn route(&self, bundle: Option<pb::Bundle>) -> Result<(Bundle, Option<RollupId>), Status> {
-        let bundle: Bundle = bundle
-            .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))?
-            .try_into()
-            .map_err(|e: baton_proto::ConversionError| Status::invalid_argument(e.to_string()))?;
-        let based = crate::forward::based_rollup(&bundle, &self.spec)
-            .map_err(|e| submit_status(SubmitError::Invalid(e)))?;
-        match (based, &self.forward) {
-            (Some(rollup), Some(_)) => Ok((bundle, Some(rollup))),
-            _ => Ok((bundle, None)),
-        }
-    }
-
-    async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
-        match self.route(bundle)? {
-            (bundle, Some(rollup)) => match &self.forward {
-                Some(fwd) => fwd.submit(rollup, bundle).await.map_err(submit_status),
-                None => Err(loop_gone()),
-            },
-            (bundle, None) => self.ingest.submit(bundle).await.map_err(submit_status),
-        }
-    }
-
-    /// One answer per request of a `SubmitBundles` chunk, in order: bundles for ingest go to the verifier pool as
-    /// one job; the rare based-rollup bundle goes to the forwarder on a task of its own.
-    fn submit_chunk(&self, chunk: Vec<pb::SubmitBundlesRequest>) -> Vec<Answer> {
-        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(chunk.len());
-        let mut to_ingest = Vec::with_capacity(chunk.len());
-        let mut ingest_slots = Vec::with_capacity(chunk.len());
-        for req in chunk {
-            let client_ref = req.client_ref;
-            match self.route(req.bundle) {
-                Err(status) => answers.push(Some(Answer::Ready(pb::SubmitBundlesResponse {
-                    client_ref,
-                    result: Some(refusal(&status)),
-                }))),
-                Ok((bundle, Some(rollup))) => {
-                    let api = self.clone();
-                    answers.push(Some(Answer::Task(tokio::spawn(async move {
-                        let result = match &api.forward {
-                            Some(fwd) => match fwd.submit(rollup, bundle).await {
-                                Ok(h) => {
-                                    pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
-                                }
-                                Err(e) => refusal(&submit_status(e)),
-                            },
-                            None => refusal(&loop_gone()),
-                        };
-                        pb::SubmitBundlesResponse {
-                            client_ref,
-                            result: Some(result),
-                        }
-                    }))));
+    fn submit_many(&self, bundles: Vec<Option<pb::Bundle>>) -> Vec<Result<Pending, Status>> {
+        let mut answers: Vec<Option<Result<Pending, Status>>> = Vec::with_capacity(bundles.len());
+        let mut to_ingest = Vec::with_capacity(bundles.len());
+        let mut ingest_slots = Vec::with_capacity(bundles.len());
+        for wire in bundles {
+            let routed = wire
+                .ok_or_else(|| Status::invalid_argument("missing field `bundle`"))
+                .and_then(|w| {
+                    Bundle::try_from(w).map_err(|e: baton_proto::ConversionError| {
+                        Status::invalid_argument(e.to_string())
+                    })
+                })
+                .and_then(|b| {
+                    let based = crate::forward::based_rollup(&b, &self.spec)
+                        .map_err(|e| submit_status(SubmitError::Invalid(e)))?;
+                    Ok((b, based))
+                });
+            match (routed, &self.forward) {
+                (Err(status), _) => answers.push(Some(Err(status))),
+                (Ok((bundle, Some(rollup))), Some(fwd)) => {
+                    // The rare based-rollup bundle: on a task of its own, answered like the others.
+                    let (reply, pending) = oneshot::channel();
+                    let fwd = fwd.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(fwd.submit(rollup, bundle).await);
+                    });
+                    answers.push(Some(Ok(pending)));
                 }
-                Ok((bundle, None)) => {
-                    ingest_slots.push((answers.len(), client_ref));
+                (Ok((bundle, _)), _) => {
+                    ingest_slots.push(answers.len());
                     answers.push(None);
                     to_ingest.push(bundle);
                 }
             }
         }
-        for ((slot, client_ref), pending) in ingest_slots
+        for (slot, pending) in ingest_slots
             .into_iter()
             .zip(self.ingest.submit_many(to_ingest))
         {
-            answers[slot] = Some(Answer::Waiting(client_ref, pending));
+            answers[slot] = Some(Ok(pending));
         }
         answers.into_iter().flatten().collect()
+    }
+
+    async fn submit_one(&self, bundle: Option<pb::Bundle>) -> Result<Hash, Status> {
+        let pending = self
+            .submit_many(vec![bundle])
+            .pop()
+            .unwrap_or_else(|| Err(loop_gone()))?;
+        match pending.await {
+            Ok(result) => result.map_err(submit_status),
+            Err(_) => Err(loop_gone()),
+        }
     }
 
     async fn ask<T>(
@@ -412,12 +408,7 @@ impl RollupService for Api {
                     Ok(Some(req)) => req,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = order_tx
-                            .send(Answer::Ready(pb::SubmitBundlesResponse {
-                                client_ref: 0,
-                                result: Some(refusal(&status)),
-                            }))
-                            .await;
+                        let _ = order_tx.send((0, Err(status))).await;
                         break;
                     }
                 };
@@ -439,45 +430,27 @@ impl RollupService for Api {
                         None => break,
                     }
                 }
-                let mut answers = api.submit_chunk(std::mem::take(&mut chunk));
-                if let Some(status) = &failed {
-                    answers.push(Answer::Ready(pb::SubmitBundlesResponse {
-                        client_ref: 0,
-                        result: Some(refusal(status)),
-                    }));
+                let (refs, bundles): (Vec<u64>, Vec<_>) =
+                    chunk.drain(..).map(|r| (r.client_ref, r.bundle)).unzip();
+                let mut answers: Vec<Answer> =
+                    refs.into_iter().zip(api.submit_many(bundles)).collect();
+                let stop = ended || failed.is_some();
+                if let Some(status) = failed {
+                    answers.push((0, Err(status)));
                 }
                 for answer in answers {
                     if order_tx.send(answer).await.is_err() {
                         return;
                     }
                 }
-                if ended || failed.is_some() {
+                if stop {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
             while let Some(answer) = order_rx.recv().await {
-                let resp = match answer {
-                    Answer::Ready(r) => r,
-                    Answer::Waiting(client_ref, pending) => {
-                        let result = match pending.await {
-                            Ok(Ok(h)) => {
-                                pb::submit_bundles_response::Result::BundleHash(h.0.to_vec())
-                            }
-                            Ok(Err(e)) => refusal(&submit_status(e)),
-                            Err(_) => refusal(&loop_gone()),
-                        };
-                        pb::SubmitBundlesResponse {
-                            client_ref,
-                            result: Some(result),
-                        }
-                    }
-                    Answer::Task(task) => match task.await {
-                        Ok(r) => r,
-                        Err(_) => break,
-                    },
-                };
+                let resp = settle(answer).await;
                 if out_tx.send(Ok(resp)).await.is_err() {
                     break;
                 }

@@ -20,11 +20,13 @@ use baton_consensus::bundle::Sender;
 use baton_consensus::context::BatonContext;
 use baton_consensus::error::{BundleError, ConsensusError};
 use baton_consensus::hash::Hash;
-use baton_consensus::mempool::Admission;
+use baton_consensus::host::Clock;
+use baton_consensus::mempool::{backlogged, Admission};
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::Bundle;
 use malachitebft_core_consensus::ProposedValue;
 
+use crate::app::SystemClock;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::store::RocksStore;
 use crate::verify::{Saturated, VerifyPool};
@@ -115,13 +117,15 @@ pub struct IngestHandle {
     gate: Arc<AdmissionGate>,
 }
 
-/// Admission at the edge: the consensus loop publishes how long the oldest bundle ready for a block has waited
-/// (`Mempool::head_wait_ms`), and submissions are refused before any work is spent on them (no signature
-/// recovery) while that exceeds `mempool.admit_max_wait_ms`. `Host::admit_submission` applies the same bound
-/// again, exactly, when the loop admits.
+/// Admission at the edge: the consensus loop publishes when the oldest bundle ready for a block was admitted
+/// (`Mempool::oldest_ready_ms`), and submissions are refused before any work is spent on them (no signature
+/// recovery) by the same rule `Host::admit_submission` applies when the loop admits
+/// (`baton_consensus::mempool::backlogged`). The wait is computed when asked, so it keeps growing while the loop
+/// is too busy to publish.
 #[derive(Debug, Default)]
 pub struct AdmissionGate {
-    head_wait_ms: std::sync::atomic::AtomicU64,
+    /// Clock milliseconds; 0 when nothing is ready.
+    oldest_ready_ms: std::sync::atomic::AtomicU64,
     limit_ms: u64,
 }
 
@@ -129,29 +133,27 @@ impl AdmissionGate {
     /// A gate refusing beyond `limit_ms` (0: never).
     pub fn new(limit_ms: u64) -> Self {
         AdmissionGate {
-            head_wait_ms: Default::default(),
+            oldest_ready_ms: Default::default(),
             limit_ms,
         }
     }
 
     /// The loop's latest reading.
-    pub fn publish(&self, head_wait_ms: u64) {
-        self.head_wait_ms
-            .store(head_wait_ms, std::sync::atomic::Ordering::Relaxed);
+    pub fn publish(&self, oldest_ready_ms: Option<u64>) {
+        self.oldest_ready_ms.store(
+            oldest_ready_ms.unwrap_or(0),
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
-    /// Why submissions are refused now, if they are.
-    pub fn refusal(&self) -> Option<SubmitError> {
-        let waited_ms = self.head_wait_ms.load(std::sync::atomic::Ordering::Relaxed);
-        (self.limit_ms > 0 && waited_ms > self.limit_ms).then(|| {
-            SubmitError::Backlogged(
-                ConsensusError::Backlogged {
-                    waited_ms,
-                    limit_ms: self.limit_ms,
-                }
-                .to_string(),
-            )
-        })
+    /// Why submissions are refused at `now_ms`, if they are.
+    pub fn refusal(&self, now_ms: u64) -> Option<SubmitError> {
+        let oldest = self
+            .oldest_ready_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        backlogged((oldest > 0).then_some(oldest), now_ms, self.limit_ms)
+            .err()
+            .map(SubmitError::from)
     }
 }
 
@@ -207,7 +209,7 @@ impl IngestHandle {
             replies.push(reply);
             answers.push(answer);
         }
-        if let Some(why) = self.gate.refusal() {
+        if let Some(why) = self.gate.refusal(SystemClock.now_ms()) {
             for reply in replies {
                 self.refuse(reply, why.clone());
             }
@@ -361,20 +363,23 @@ async fn admit_and_persist(
         return outcomes;
     }
     let store2 = store.clone();
-    let to_write: Vec<(Hash, Bundle)> =
-        durable.iter().map(|j| (j.hash, j.bundle.clone())).collect();
-    let bytes: u64 = to_write.iter().map(|(_, b)| b.encoded_len() as u64).sum();
+    let bytes: u64 = durable.iter().map(|j| j.bundle.encoded_len() as u64).sum();
     let started = std::time::Instant::now();
+    // The jobs go to the blocking thread and come back: the bundles are written from where they are, not copied.
     let written = tokio::task::spawn_blocking(move || {
-        let refs: Vec<(Hash, &Bundle)> = to_write.iter().map(|(h, b)| (*h, b)).collect();
-        store2.persist_pending(&refs)
+        let refs: Vec<(Hash, &Bundle)> = durable.iter().map(|j| (j.hash, &j.bundle)).collect();
+        let result = store2.persist_pending(&refs).map_err(|e| e.to_string());
+        (durable, result)
     })
     .await;
     metrics.store_write("persist_pending", started, bytes);
-    let result = match written {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let (durable, result) = match written {
+        Ok(done) => done,
+        // The blocking task panicked: its jobs are gone, and their submitters see the node shutting down.
+        Err(e) => {
+            error!(error = %e, "persisting submitted bundles panicked");
+            return outcomes;
+        }
     };
     match result {
         Ok(()) => {
@@ -402,18 +407,23 @@ mod tests {
 
     #[test]
     fn the_gate_refuses_only_beyond_its_bound() {
+        let now = 10_000;
         let gate = AdmissionGate::new(150);
-        assert!(gate.refusal().is_none());
-        gate.publish(150);
-        assert!(gate.refusal().is_none(), "at the bound is still fine");
-        gate.publish(151);
-        let why = gate.refusal().expect("refused");
+        assert!(gate.refusal(now).is_none());
+        gate.publish(Some(now - 150));
+        assert!(gate.refusal(now).is_none(), "at the bound is still fine");
+        gate.publish(Some(now - 151));
+        let why = gate.refusal(now).expect("refused");
         assert_eq!(why.label(), "backlogged");
         assert!(why.to_string().contains("151 ms"), "{why}");
-        gate.publish(0);
-        assert!(gate.refusal().is_none());
+        // The wait grows with time even when the loop publishes nothing new.
+        gate.publish(Some(now - 100));
+        assert!(gate.refusal(now).is_none());
+        assert!(gate.refusal(now + 51).is_some());
+        gate.publish(None);
+        assert!(gate.refusal(now + 1_000_000).is_none());
         let off = AdmissionGate::new(0);
-        off.publish(1_000_000);
-        assert!(off.refusal().is_none(), "0 turns the gate off");
+        off.publish(Some(1));
+        assert!(off.refusal(1_000_000).is_none(), "0 turns the gate off");
     }
 }

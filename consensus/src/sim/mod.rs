@@ -348,13 +348,7 @@ impl Sim {
             }
             Event::Submit { node, bundle } => {
                 let hash = bundle.hash();
-                let checked = crate::block::check_stateless(
-                    &bundle,
-                    &self.cfg.spec,
-                    crate::block::OrderedBy::Validators,
-                    |_| false,
-                )
-                .is_ok();
+                let checked = self.check(&bundle).is_some();
                 if checked && self.nodes[node].host.admit(hash, bundle.clone()).is_ok() {
                     self.acked.insert(hash, bundle.clone());
                     self.broadcast(node, Msg::Gossip(vec![bundle]));
@@ -369,19 +363,30 @@ impl Sim {
         }
     }
 
+    /// The node's stateless check of a bundle entering it (from a client or a peer); its hash if it passes.
+    fn check(&self, bundle: &Bundle) -> Option<Hash> {
+        crate::block::check_stateless(
+            bundle,
+            &self.cfg.spec,
+            crate::block::OrderedBy::Validators,
+            |_| false,
+        )
+        .ok()
+    }
+
     /// A waiting proposer with something to include proposes `block_time_ms` after its parent (the node's
     /// `hurry_pending`); the event scheduled for its idle deadline then finds it no longer waiting.
     fn hurry(&mut self, node: usize) {
         let Some((height, round)) = self.nodes[node].waiting else {
             return;
         };
-        if !self.nodes[node].host.has_work() {
-            return;
-        }
-        let wait = self.nodes[node]
+        let Some(deadline) = self.nodes[node]
             .host
-            .proposal_deadline_ms(round.as_u32().unwrap_or(0))
-            .saturating_sub(self.now);
+            .hurried_deadline_ms(round.as_u32().unwrap_or(0))
+        else {
+            return;
+        };
+        let wait = deadline.saturating_sub(self.now);
         self.at(
             wait,
             Event::Propose {
@@ -479,16 +484,7 @@ impl Sim {
             Msg::Gossip(bundles) => {
                 let checked: Vec<(Hash, Bundle)> = bundles
                     .into_iter()
-                    .filter_map(|b| {
-                        let h = crate::block::check_stateless(
-                            &b,
-                            &self.cfg.spec,
-                            crate::block::OrderedBy::Validators,
-                            |_| false,
-                        )
-                        .ok()?;
-                        Some((h, b))
-                    })
+                    .filter_map(|b| Some((self.check(&b)?, b)))
                     .collect();
                 let got = self.nodes[to].host.on_gossip(checked);
                 self.hurry(to);
