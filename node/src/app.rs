@@ -8,13 +8,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Sender;
 use baton_consensus::context::Signature;
 use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
+use baton_consensus::error::ConsensusError;
+use baton_consensus::hash::Hash;
 use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, chunk_bundles, Clock, Host, SyncVerdict,
 };
@@ -29,10 +32,10 @@ use malachitebft_app_channel::app::types::core::{
 use malachitebft_app_channel::app::types::sync::RawDecidedValue;
 use malachitebft_app_channel::app::types::LocallyProposedValue;
 use malachitebft_app_channel::{AppMsg, Channels, NetworkMsg, Reply};
-use malachitebft_core_consensus::VoteExtensionError;
+use malachitebft_core_consensus::{ProposedValue, VoteExtensionError};
 
 use crate::error::NodeError;
-use crate::ingest::{AdmissionGate, LoopRequest};
+use crate::ingest::AdmissionGate;
 use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
 use crate::state::Shared;
 use crate::store::RocksStore;
@@ -95,6 +98,31 @@ struct PendingValue {
     round: Round,
     deadline: Instant,
     reply: Reply<LocallyProposedValue<BatonContext>>,
+}
+
+/// What the API and the writer ask of the consensus loop, which owns the mempool.
+#[derive(Debug)]
+pub enum LoopRequest {
+    /// Admit checked bundles to the mempool; one answer per bundle, in order.
+    Admit {
+        bundles: Vec<(Hash, Bundle)>,
+        reply: oneshot::Sender<Vec<Result<Admission, ConsensusError>>>,
+    },
+    /// The sender's next nonce on chain and the first nonce its pending bundles leave free.
+    Nonces {
+        sender: Sender,
+        reply: oneshot::Sender<Result<(u64, u64), ConsensusError>>,
+    },
+    /// Whether a bundle is in the mempool.
+    IsPending {
+        hash: Hash,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete).
+    Gossiped {
+        bundles: Vec<(Hash, Bundle)>,
+        reply: oneshot::Sender<Option<ProposedValue<BatonContext>>>,
+    },
 }
 
 /// How the loop disseminates bundles (node config).

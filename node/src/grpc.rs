@@ -29,8 +29,9 @@ use baton_proto::pb;
 use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
+use crate::app::LoopRequest;
 use crate::error::NodeError;
-use crate::ingest::{IngestHandle, LoopRequest, Pending, SubmitError};
+use crate::ingest::{IngestHandle, Pending, SubmitError};
 use crate::metrics::{MethodCodeLabel, MethodLabel, Metrics};
 use crate::state::Shared;
 use crate::store::RocksStore;

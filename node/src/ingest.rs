@@ -16,16 +16,14 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use baton_consensus::block::{check_stateless, OrderedBy};
-use baton_consensus::bundle::Sender;
-use baton_consensus::context::BatonContext;
 use baton_consensus::error::{BundleError, ConsensusError};
 use baton_consensus::hash::Hash;
 use baton_consensus::host::Clock;
 use baton_consensus::mempool::{backlogged, Admission};
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::types::Bundle;
-use malachitebft_core_consensus::ProposedValue;
 
+use crate::app::LoopRequest;
 use crate::app::SystemClock;
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::store::RocksStore;
@@ -74,31 +72,6 @@ impl From<ConsensusError> for SubmitError {
             other => SubmitError::Storage(other.to_string()),
         }
     }
-}
-
-/// What the API and the writer ask of the consensus loop, which owns the mempool.
-#[derive(Debug)]
-pub enum LoopRequest {
-    /// Admit checked bundles to the mempool; one answer per bundle, in order.
-    Admit {
-        bundles: Vec<(Hash, Bundle)>,
-        reply: oneshot::Sender<Vec<Result<Admission, ConsensusError>>>,
-    },
-    /// The sender's next nonce on chain and the first nonce its pending bundles leave free.
-    Nonces {
-        sender: Sender,
-        reply: oneshot::Sender<Result<(u64, u64), ConsensusError>>,
-    },
-    /// Whether a bundle is in the mempool.
-    IsPending {
-        hash: Hash,
-        reply: oneshot::Sender<bool>,
-    },
-    /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete).
-    Gossiped {
-        bundles: Vec<(Hash, Bundle)>,
-        reply: oneshot::Sender<Option<ProposedValue<BatonContext>>>,
-    },
 }
 
 struct Job {

@@ -1,0 +1,164 @@
+//! What comes in: clients' submissions and peers' dissemination admitted to the mempool (or kept aside for
+//! proposals that refer to them), equivocation reported by the engine, and pending bundles announced again.
+
+use malachitebft_core_consensus::ProposedValue;
+use tracing::{debug, warn};
+
+use crate::block::check_bundle;
+use crate::bundle::Sender;
+use crate::context::BatonContext;
+use crate::error::{BundleError, ConsensusError};
+use crate::evidence::Equivocation;
+use crate::hash::Hash;
+use crate::mempool::{backlogged, Admission};
+use crate::store::ChainStore;
+use crate::types::Bundle;
+
+use super::{Clock, Host, MAX_PENDING_EVIDENCE};
+
+impl<S: ChainStore, C: Clock> Host<S, C> {
+    /// Takes in equivocation the engine reported: each item is verified against the set of its height and kept
+    /// for a block unless it is already in the chain or waiting. Returns how many were new.
+    pub fn report_evidence(&mut self, items: Vec<Equivocation>) -> Result<usize, ConsensusError> {
+        let mut added = 0;
+        for e in items {
+            let hash = e.hash();
+            if self.included_evidence.contains(&hash)
+                || self.pending_evidence.iter().any(|p| p.hash() == hash)
+                || e.height >= self.next_height()
+            {
+                continue;
+            }
+            let set = self.validators_at(e.height)?;
+            match e.verify(&set, &self.domain) {
+                Ok(()) => {
+                    warn!(validator = %e.validator, height = e.height, round = e.round, kind = e.kind.as_str(), "equivocation");
+                    if self.pending_evidence.len() >= MAX_PENDING_EVIDENCE {
+                        self.pending_evidence.remove(0);
+                    }
+                    self.pending_evidence.push(e);
+                    added += 1;
+                }
+                Err(why) => {
+                    debug!(validator = %e.validator, error = %why, "refused reported evidence")
+                }
+            }
+        }
+        Ok(added)
+    }
+
+    /// Adds a bundle whose signature the caller checked to the mempool, after the checks that need chain state:
+    /// not expired at the next height, nonce not used, room for it. A bundle already included is reported as
+    /// such (submissions are idempotent).
+    pub fn admit(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
+        if self.store.inclusion(&hash)?.is_some() {
+            return Ok(Admission::AlreadyIncluded);
+        }
+        check_bundle(&bundle, &self.spec)?;
+        let next_height = self.next_height();
+        if bundle.expiry_height < next_height {
+            return Err(BundleError::Expired {
+                expiry_height: bundle.expiry_height,
+                height: next_height,
+            }
+            .into());
+        }
+        let next_nonce = self.store.next_nonce(&bundle.sender)?;
+        self.mempool
+            .insert(hash, bundle, next_nonce, self.clock.now_ms())
+    }
+
+    /// [`Host::admit`] for a client's submission, refused while the chain is behind: when the oldest bundle ready
+    /// for a block has waited more than `admit_max_wait_ms` ([`ConsensusError::Backlogged`]), so that overload
+    /// sheds offered load at the edge instead of growing a backlog that every admitted bundle waits behind.
+    /// Bundles from peers skip this (they were admitted by the node they entered).
+    pub fn admit_submission(
+        &mut self,
+        hash: Hash,
+        bundle: Bundle,
+    ) -> Result<Admission, ConsensusError> {
+        if !self.mempool.contains(&hash) {
+            backlogged(
+                self.mempool.oldest_ready_ms(),
+                self.clock.now_ms(),
+                self.limits.admit_max_wait_ms,
+            )?;
+        }
+        self.admit(hash, bundle)
+    }
+
+    /// The sender's next nonce on chain and the first one its pending bundles leave free.
+    pub fn nonces(&self, sender: &Sender) -> Result<(u64, u64), ConsensusError> {
+        let chain = self.store.next_nonce(sender)?;
+        Ok((chain, self.mempool.next_free_nonce(sender, chain)))
+    }
+
+    /// Pending bundles to disseminate again: those this node has held for `after_ms` without any block including
+    /// them (at most `max`, oldest first), each one again after twice as long as the time before (up to 32 ×
+    /// `after_ms`). Dissemination is sent once to the peers connected at the time; a bundle admitted while its
+    /// node was cut off, or whose message was lost, would otherwise reach a block only when that node proposes.
+    /// Peers that have it already drop the copy without checking its signature again.
+    pub fn reannounce(&mut self, after_ms: u64, max: usize) -> Vec<Bundle> {
+        let now = self.clock.now_ms();
+        let mut out = Vec::new();
+        for (h, b) in self.mempool.iter() {
+            if out.len() >= max {
+                break;
+            }
+            let (last, times) = self.announced.entry(*h).or_insert((now, 0));
+            let wait = after_ms.saturating_mul(1 << (*times).min(5));
+            if now.saturating_sub(*last) >= wait {
+                *last = now;
+                *times += 1;
+                out.push(b.clone());
+            }
+        }
+        if self.announced.len() > 2 * self.mempool.len() + 1024 {
+            let mempool = &self.mempool;
+            self.announced.retain(|h, _| mempool.contains(h));
+        }
+        out
+    }
+
+    /// Takes in bundles a peer disseminated, already checked by the caller (limits, network, signature): admits
+    /// what the mempool accepts, keeps the rest aside for proposals that may refer to them, and completes parked
+    /// proposals. Returns a value for the engine if one completed.
+    pub fn on_gossip(
+        &mut self,
+        bundles: Vec<(Hash, Bundle)>,
+    ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+        for (hash, bundle) in bundles {
+            if self.mempool.contains(&hash) || self.side.contains_key(&hash) {
+                continue;
+            }
+            match self.admit(hash, bundle.clone()) {
+                Ok(_) => {}
+                Err(ConsensusError::Storage(e)) => return Err(ConsensusError::Storage(e)),
+                Err(_) => self.keep_aside(hash, bundle),
+            }
+        }
+        self.resolve_parked()?;
+        Ok(self.ready.pop_front())
+    }
+
+    pub(super) fn keep_aside(&mut self, hash: Hash, bundle: Bundle) {
+        if self.limits.side_cache == 0 {
+            return;
+        }
+        while self.side_order.len() >= self.limits.side_cache {
+            if let Some(old) = self.side_order.pop_front() {
+                self.side.remove(&old);
+            }
+        }
+        if self.side.insert(hash, bundle).is_none() {
+            self.side_order.push_back(hash);
+        }
+    }
+
+    pub(super) fn find_bundle(&self, hash: &Hash) -> Option<Bundle> {
+        self.mempool
+            .get(hash)
+            .or_else(|| self.side.get(hash))
+            .cloned()
+    }
+}

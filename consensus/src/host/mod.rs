@@ -1,0 +1,413 @@
+//! The host: what Baton does at each step of the BFT engine, with no I/O of its own.
+//!
+//! The node's engine loop turns each engine message into one call here: build a proposal, take in a proposal
+//! part, hand back undecided values after a restart, commit a decision, serve and accept synced blocks. Storage
+//! and time come in through [`ChainStore`] and [`Clock`], so the whole flow runs in memory in tests.
+//!
+//! One [`Host`] holds the state; its methods live with their job:
+//! - [`admission`]: bundles and evidence coming in (clients' submissions, peers' dissemination, reported
+//!   equivocation), and bundles announced again;
+//! - [`propose`]: when this node proposes, what goes into its block, and the parts that carry it;
+//! - [`streams`]: other proposers' part streams put back together, bundles asked for and answered;
+//! - [`judge`]: a complete proposal (streamed, early or synced) validated and recorded, with the next set;
+//! - [`decide`]: a decision committed, and decided blocks served to peers.
+
+mod admission;
+mod decide;
+mod judge;
+mod propose;
+mod streams;
+#[cfg(test)]
+mod tests;
+
+pub use decide::{certificate_from_engine, certificate_to_engine};
+pub use judge::SyncVerdict;
+pub use propose::chunk_bundles;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use malachitebft_core_consensus::ProposedValue;
+
+use crate::bench::Bench;
+use crate::block::{BlockContext, ChainView};
+use crate::bundle::Sender;
+use crate::context::{BatonContext, ChainDomain, ConsensusSigner, ProposalPart, ValidatorSet};
+use crate::error::{BundleError, ConsensusError};
+use crate::evidence::Equivocation;
+use crate::hash::Hash;
+use crate::mempool::{Mempool, MempoolLimits};
+use crate::origin::L1View;
+use crate::params::ConsensusParams;
+use crate::registry::ChainSpec;
+use crate::store::ChainStore;
+use crate::types::{Address, BlockHeader, Bundle, L1Origin};
+
+use streams::{Assembled, Parked, PartStream};
+
+/// Milliseconds since the Unix epoch, from whatever clock the caller trusts.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> u64;
+}
+
+/// A clock moved by hand (tests, simulations).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(start_ms: u64) -> Self {
+        ManualClock(AtomicU64::new(start_ms))
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now_ms(&self) -> u64 {
+        (**self).now_ms()
+    }
+}
+
+/// Sizes of the host's buffers (node config).
+#[derive(Clone, Debug)]
+pub struct HostLimits {
+    pub mempool_max_bundles: usize,
+    pub mempool_max_bytes: usize,
+    pub mempool_max_per_sender: usize,
+    /// Bundles per `Data` proposal part are packed up to this many bytes.
+    pub part_bytes: usize,
+    /// Concurrent incomplete proposal streams kept; the oldest is dropped beyond this.
+    pub max_streams: usize,
+    /// Proposals for heights up to this far ahead of the current one are kept until that height starts.
+    pub future_heights: u64,
+    /// Send proposal bodies as bundle hashes (validators hold the bundles from dissemination) instead of whole
+    /// bundles. Default true.
+    pub compact_proposals: bool,
+    /// Checked bundles from peers that did not enter the mempool (e.g. a nonce already taken by another pending
+    /// bundle), kept to resolve proposals that refer to them. Default 100,000.
+    pub side_cache: usize,
+    /// Proposals waiting for bundles they refer to. Default 16.
+    pub max_parked: usize,
+    /// Client submissions are refused while the oldest bundle ready for a block has waited longer than this
+    /// ([`Host::admit_submission`]); 0 turns the check off. Default 150 ms.
+    pub admit_max_wait_ms: u64,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        HostLimits {
+            mempool_max_bundles: 200_000,
+            mempool_max_bytes: 256 * 1024 * 1024,
+            mempool_max_per_sender: 1024,
+            part_bytes: 256 * 1024,
+            max_streams: 64,
+            future_heights: 8,
+            compact_proposals: true,
+            side_cache: 100_000,
+            max_parked: 16,
+            admit_max_wait_ms: 150,
+        }
+    }
+}
+
+/// Running totals the node turns into metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    pub invalid_proposals: u64,
+    pub dropped_expired: u64,
+    pub dropped_rejected: u64,
+    pub signatures_recovered: u64,
+}
+
+/// The host state machine. See the module docs.
+pub struct Host<S, C> {
+    domain: ChainDomain,
+    genesis_hash: Hash,
+    signer: Option<ConsensusSigner>,
+    validators: ValidatorSet,
+    spec: ChainSpec,
+    limits: HostLimits,
+    store: S,
+    clock: C,
+    mempool: Mempool,
+    /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
+    verified: HashMap<Hash, [u8; 65]>,
+    /// Bundle hashes of the blocks built or judged at the current height, by block hash, so that proposing and
+    /// committing do not hash every bundle again (an EIP-712 hash per bundle).
+    known_hashes: HashMap<Hash, Vec<Hash>>,
+    side: HashMap<Hash, Bundle>,
+    side_order: VecDeque<Hash>,
+    parked: Vec<Parked>,
+    /// Values completed after their stream ended (parked proposals resolved by later bundles), handed to the
+    /// engine with the next reply.
+    ready: VecDeque<ProposedValue<BatonContext>>,
+    /// Messages the node should publish on the proposal-parts channel (wants, answers to wants).
+    outbox: Vec<ProposalPart>,
+    stats: HostStats,
+    /// When each pending bundle was last announced to peers (ms) and how often it was announced again, for
+    /// [`Host::reannounce`].
+    announced: HashMap<Hash, (u64, u32)>,
+    tip: Option<BlockHeader>,
+    current: u64,
+    streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
+    stream_order: VecDeque<(Vec<u8>, Vec<u8>)>,
+    future: BTreeMap<u64, Vec<Assembled>>,
+    /// The node's view of L1, on a chain with L1 ([`crate::origin`]).
+    l1: Option<Arc<dyn L1View>>,
+    /// The genesis set (the set of every height until a block names another).
+    genesis_validators: ValidatorSet,
+    /// Verified evidence not yet in a decided block, oldest first (bounded).
+    pending_evidence: Vec<Equivocation>,
+    /// Hashes of the evidence in decided blocks.
+    included_evidence: HashSet<Hash>,
+    /// Validators with evidence in decided blocks: out of every later set on a chain with epochs.
+    jailed: BTreeSet<Address>,
+}
+
+/// Most verified evidence items kept waiting for a block.
+pub(super) const MAX_PENDING_EVIDENCE: usize = 256;
+
+impl<S: ChainStore, C: Clock> Host<S, C> {
+    /// Opens the host on a store: finds the tip and reloads the persisted mempool (bundles that expired or lost
+    /// their nonce while the node was down are recorded as dropped).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        domain: ChainDomain,
+        genesis_hash: Hash,
+        signer: Option<ConsensusSigner>,
+        validators: ValidatorSet,
+        spec: ChainSpec,
+        limits: HostLimits,
+        store: S,
+        clock: C,
+    ) -> Result<Self, ConsensusError> {
+        let tip = store.latest()?;
+        let mempool = Mempool::new(MempoolLimits {
+            max_bundles: limits.mempool_max_bundles,
+            max_bytes: limits.mempool_max_bytes,
+            max_per_sender: limits.mempool_max_per_sender,
+        });
+        let current = tip.as_ref().map_or(1, |t| t.height + 1);
+        // The set of the next height: the genesis one until a decided block named another.
+        let genesis_validators = validators.clone();
+        let validators = store.validator_set_at(current)?.unwrap_or(validators);
+        let included = store.evidence()?;
+        let mut host = Host {
+            genesis_validators,
+            pending_evidence: Vec::new(),
+            included_evidence: included.iter().map(|(_, e)| e.hash()).collect(),
+            jailed: included.iter().map(|(_, e)| e.validator).collect(),
+            domain,
+            genesis_hash,
+            signer,
+            validators,
+            spec,
+            limits,
+            store,
+            clock,
+            mempool,
+            tip,
+            current,
+            verified: HashMap::new(),
+            known_hashes: HashMap::new(),
+            side: HashMap::new(),
+            side_order: VecDeque::new(),
+            parked: Vec::new(),
+            ready: VecDeque::new(),
+            outbox: Vec::new(),
+            stats: HostStats::default(),
+            announced: HashMap::new(),
+            streams: HashMap::new(),
+            stream_order: VecDeque::new(),
+            future: BTreeMap::new(),
+            l1: None,
+        };
+        let mut pending = host.store.pending_bundles()?;
+        // Re-admit in nonce order so that no sender's queue looks gapped while it is rebuilt.
+        pending.sort_by_key(|b| (b.sender, b.nonce));
+        let mut dropped = Vec::new();
+        let height = current.saturating_sub(1);
+        for bundle in pending {
+            let hash = bundle.hash();
+            match host.admit(hash, bundle) {
+                Ok(_) => {}
+                Err(ConsensusError::InvalidBundle(BundleError::Expired {
+                    expiry_height, ..
+                })) => dropped.push((
+                    hash,
+                    crate::types::Dropped::Expired {
+                        expiry_height,
+                        height,
+                    },
+                )),
+                Err(ConsensusError::InvalidBundle(e)) => dropped.push((
+                    hash,
+                    crate::types::Dropped::Rejected {
+                        height,
+                        reason: e.to_string(),
+                    },
+                )),
+                // The persisted mempool may exceed a lowered in-memory limit after a config change; what does
+                // not fit now stays on disk and is reloaded at the next start.
+                Err(_) => {}
+            }
+        }
+        host.store.record_dropped(&dropped)?;
+        Ok(host)
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Ties the chain to L1: headers carry an L1 origin and owed forced-inclusion entries ([`crate::origin`]).
+    /// Every node of a chain with L1 must have one (the genesis says so).
+    pub fn set_l1(&mut self, l1: Arc<dyn L1View>) {
+        self.l1 = Some(l1);
+    }
+
+    pub fn validators(&self) -> &ValidatorSet {
+        &self.validators
+    }
+
+    pub fn params(&self) -> &ConsensusParams {
+        &self.spec.params
+    }
+
+    pub fn spec(&self) -> &ChainSpec {
+        &self.spec
+    }
+
+    pub fn stats(&self) -> HostStats {
+        self.stats
+    }
+
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    pub fn tip(&self) -> Option<&BlockHeader> {
+        self.tip.as_ref()
+    }
+
+    /// The height after the latest decided one.
+    pub fn next_height(&self) -> u64 {
+        self.tip.as_ref().map_or(1, |t| t.height + 1)
+    }
+
+    pub fn address(&self) -> Option<Address> {
+        self.signer.as_ref().map(ConsensusSigner::address)
+    }
+
+    /// The validator set for the height after the tip, with the tip's proposer bench applied: the set to hand
+    /// the engine for that height (its rotation names the proposers).
+    pub fn height_validators(&self) -> ValidatorSet {
+        self.bench().apply(&self.validators, self.next_height())
+    }
+
+    pub(super) fn bench(&self) -> Bench {
+        self.tip
+            .as_ref()
+            .map(|t| t.bench.clone())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn block_context(&self, height: u64, round: u32) -> BlockContext {
+        let (parent_hash, parent_timestamp_ms) = match &self.tip {
+            Some(t) => (t.hash(), t.timestamp_ms),
+            None => (self.genesis_hash, 0),
+        };
+        let parent_bench = self.bench();
+        let parent_l1_origin = self.tip.as_ref().map(|t| t.l1_origin).unwrap_or_default();
+        let l1_origin = self.proposal_origin();
+        BlockContext {
+            parent_l1_origin,
+            l1_origin,
+            height,
+            round,
+            parent_hash,
+            parent_timestamp_ms,
+            validator_set_hash: self.validators.hash(),
+            validators: parent_bench.apply(&self.validators, height),
+            next_validators: self.validators.clone(),
+            evidence: Vec::new(),
+            parent_bench,
+        }
+    }
+
+    /// The L1 origin a block proposed now names: the newest this node would vouch for, never below the parent's.
+    pub(super) fn proposal_origin(&self) -> L1Origin {
+        let parent = self.tip.as_ref().map(|t| t.l1_origin).unwrap_or_default();
+        self.l1
+            .as_ref()
+            .and_then(|l1| l1.proposal_origin())
+            .filter(|o| o.number > parent.number)
+            .unwrap_or(parent)
+    }
+
+    /// The set that decides `height` (a decided height or the next one).
+    pub fn validators_at(&self, height: u64) -> Result<ValidatorSet, ConsensusError> {
+        if height >= self.next_height() {
+            return Ok(self.validators.clone());
+        }
+        self.store.validators_for(height, &self.genesis_validators)
+    }
+
+    /// Validators with evidence in decided blocks.
+    pub fn jailed(&self) -> &BTreeSet<Address> {
+        &self.jailed
+    }
+
+    /// Evidence verified here and waiting for a block.
+    pub fn pending_evidence(&self) -> &[Equivocation] {
+        &self.pending_evidence
+    }
+
+    /// The chain as block validation sees it from here: the store, with the signatures this node already checked
+    /// (bundles in the mempool, kept aside, or judged at this height).
+    pub(super) fn view(&self) -> HostView<'_, S> {
+        HostView {
+            store: &self.store,
+            mempool: &self.mempool,
+            verified: &self.verified,
+            side: &self.side,
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+}
+
+/// The chain as block validation sees it from a host.
+pub(super) struct HostView<'a, S> {
+    store: &'a S,
+    mempool: &'a Mempool,
+    verified: &'a HashMap<Hash, [u8; 65]>,
+    side: &'a HashMap<Hash, Bundle>,
+}
+
+impl<S: ChainStore> ChainView for HostView<'_, S> {
+    fn is_included(&self, bundle: &Hash) -> bool {
+        self.store.inclusion(bundle).ok().flatten().is_some()
+    }
+
+    fn next_nonce(&self, sender: &Sender) -> u64 {
+        self.store.next_nonce(sender).unwrap_or(0)
+    }
+
+    fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool {
+        self.mempool.get(bundle).map(|b| &b.signature) == Some(signature)
+            || self.side.get(bundle).map(|b| &b.signature) == Some(signature)
+            || self.verified.get(bundle) == Some(signature)
+    }
+}
