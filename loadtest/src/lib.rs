@@ -12,6 +12,7 @@
 
 pub mod chain;
 pub mod devnet;
+pub mod floor;
 pub mod idle;
 pub mod plan;
 pub mod procstat;

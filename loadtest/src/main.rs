@@ -9,7 +9,7 @@ use baton_loadtest::devnet::{find_baton, Devnet, DevnetSpec};
 use baton_loadtest::plan::Shape;
 use baton_loadtest::procstat::Watched;
 use baton_loadtest::run::{run, LoadConfig};
-use baton_loadtest::{idle, report};
+use baton_loadtest::{floor, idle, report};
 
 /// Offer load to a Baton network and measure submit -> delivered latency, throughput and completeness.
 #[derive(Parser)]
@@ -67,6 +67,13 @@ struct Args {
     idle: Option<f64>,
     #[arg(long, default_value_t = 5)]
     lone: usize,
+    /// Measure the engine floor instead: --devnet validators of bare Malachite (`baton engine-floor`, no storage,
+    /// gRPC or bundles) for --duration seconds after --warmup, proposing --block-time-ms (default 0) after each
+    /// decision with --floor-value-bytes of filler; reports heights/s and CPU per height.
+    #[arg(long)]
+    engine_only: bool,
+    #[arg(long, default_value_t = 0)]
+    floor_value_bytes: usize,
     #[arg(long, default_value_t = 5.0)]
     quiet: f64,
     /// Do not send bundles refused with UNAVAILABLE again (by default they are, after the node's retry hint).
@@ -133,9 +140,39 @@ fn main() -> Result<()> {
     if args.entries == 0 {
         bail!("--entries must be at least 1");
     }
+    let rt = tokio::runtime::Runtime::new()?;
+    if args.engine_only {
+        let bin = find_baton(args.baton_bin.as_deref())?;
+        let spec = floor::FloorSpec {
+            validators: args.devnet,
+            value_bytes: args.floor_value_bytes,
+            block_time_ms: args.block_time_ms.unwrap_or(0),
+            pubsub: args.pubsub.clone(),
+            warmup_secs: args.warmup,
+            secs: args.duration,
+        };
+        let dir = args.out.join("engine-floor");
+        // SIGTERM / Ctrl-C drop the measurement, which stops the validators it started.
+        let r = rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = floor::measure(&bin, &spec, &dir) => r,
+                _ = term.recv() => Err(eyre::eyre!("stopped by SIGTERM")),
+                _ = tokio::signal::ctrl_c() => Err(eyre::eyre!("stopped by Ctrl-C")),
+            }
+        })?;
+        std::fs::create_dir_all(&args.out)?;
+        std::fs::write(
+            args.out.join("engine-floor.json"),
+            serde_json::to_vec_pretty(&r)?,
+        )?;
+        print!("{}", floor::summary(&r));
+        println!("report: {}/engine-floor.json", args.out.display());
+        return Ok(());
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     println!("payload seed {seed} (replay with --seed {seed})");
-    let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let mut devnet: Option<Devnet> = None;
         let endpoints = if args.endpoints.is_empty() {

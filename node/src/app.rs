@@ -507,17 +507,7 @@ impl ConsensusLoop {
         round: Round,
         parts: Vec<ProposalPart>,
     ) -> Result<(), NodeError> {
-        let mut id = Vec::with_capacity(16);
-        id.extend_from_slice(&height.to_be_bytes());
-        id.extend_from_slice(&round.as_i64().to_be_bytes());
-        let stream_id = StreamId::new(Bytes::from(id));
-        let n = parts.len() as u64;
-        for (seq, part) in parts.into_iter().enumerate() {
-            let msg = StreamMessage::new(stream_id.clone(), seq as u64, StreamContent::Data(part));
-            self.send_net(NetworkMsg::PublishProposalPart(msg)).await?;
-        }
-        let fin = StreamMessage::new(stream_id, n, StreamContent::Fin);
-        self.send_net(NetworkMsg::PublishProposalPart(fin)).await
+        publish_parts(&self.channels.network, height, round, parts).await
     }
 
     async fn send_net(&self, msg: NetworkMsg<BatonContext>) -> Result<(), NodeError> {
@@ -793,6 +783,36 @@ impl ConsensusLoop {
         }
         Ok(())
     }
+}
+
+/// Publishes a proposal's parts as one stream on the engine's proposal-parts channel: the stream id is the height
+/// and round, then each part in order, then the end marker.
+pub(crate) async fn publish_parts(
+    network: &mpsc::Sender<NetworkMsg<BatonContext>>,
+    height: u64,
+    round: Round,
+    parts: Vec<ProposalPart>,
+) -> Result<(), NodeError> {
+    let send = |msg| async move {
+        network
+            .send(NetworkMsg::PublishProposalPart(msg))
+            .await
+            .map_err(|_| NodeError::Engine("network channel closed".into()))
+    };
+    let mut id = Vec::with_capacity(16);
+    id.extend_from_slice(&height.to_be_bytes());
+    id.extend_from_slice(&round.as_i64().to_be_bytes());
+    let stream_id = StreamId::new(Bytes::from(id));
+    let n = parts.len() as u64;
+    for (seq, part) in parts.into_iter().enumerate() {
+        send(StreamMessage::new(
+            stream_id.clone(),
+            seq as u64,
+            StreamContent::Data(part),
+        ))
+        .await?;
+    }
+    send(StreamMessage::new(stream_id, n, StreamContent::Fin)).await
 }
 
 #[cfg(test)]

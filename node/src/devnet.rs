@@ -149,14 +149,14 @@ pub fn prepare(
     })
 }
 
-/// Writes a node's folder under `dir`: a new key, free loopback ports, and a `config.toml` (validator, no L1).
 /// Async worker threads for each of `nodes` nodes sharing this machine: the cores split between them, at least
 /// one each.
-fn threads_per_node(nodes: usize) -> usize {
+pub fn threads_per_node(nodes: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     (cores / nodes.max(1)).max(1)
 }
 
+/// Writes a node's folder under `dir`: a new key, free loopback ports, and a `config.toml` (validator, no L1).
 fn write_node(
     dir: &Path,
     name: &str,

@@ -6,7 +6,8 @@
 //! admitted bundles to peers, and drives the Malachite engine (libp2p gossip, consensus, value sync and
 //! write-ahead log, with [`codec`] as the wire format). Each decided block is committed to RocksDB with
 //! its certificate and per-rollup batches, and its height is published to `StreamBatches` subscribers. [`devnet`]
-//! starts several nodes as real processes on loopback.
+//! starts several nodes as real processes on loopback. [`floor`] is the engine floor: the same engine with nothing
+//! of Baton's around it, the baseline the benchmarks compare against.
 
 pub mod app;
 pub mod based;
@@ -14,6 +15,7 @@ pub mod codec;
 pub mod config;
 pub mod devnet;
 pub mod error;
+pub mod floor;
 pub mod forward;
 pub mod grpc;
 pub mod inbox;

@@ -71,6 +71,8 @@ enum Command {
     /// Write keys, a genesis and one shared node config for validators reachable at given host names
     /// (containers, Kubernetes pods): nodes listen on all interfaces and keep data in `--data-dir`.
     Testnet(baton_node::devnet::TestnetSpec),
+    /// Run one validator of the engine floor (a benchmark baseline; see `baton_node::floor`).
+    EngineFloor(FloorArgs),
     /// Start a local network of validator processes on loopback and show it working.
     Devnet {
         #[arg(long, default_value_t = 4)]
@@ -106,6 +108,36 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         l1_commit_every: u64,
     },
+}
+
+/// One validator of the engine floor (`baton_node::floor`): the Malachite engine as nodes run it, with no
+/// storage, gRPC or bundles around it. `baton-loadtest --engine-only` starts one per validator and measures them.
+#[derive(clap::Args)]
+struct FloorArgs {
+    /// This validator (0-based).
+    #[arg(long)]
+    index: usize,
+    /// Every validator's p2p port on 127.0.0.1, comma-separated, in index order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    ports: Vec<u16>,
+    /// The seed of the validators' keys (the same for every validator of a run).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Filler bytes per proposal, nobody checks them (0: a header only).
+    #[arg(long, default_value_t = 0)]
+    value_bytes: usize,
+    /// Least milliseconds from a decision to the next proposal (0: at once).
+    #[arg(long, default_value_t = 0)]
+    block_time_ms: u64,
+    /// Where the engine's write-ahead log goes.
+    #[arg(long, default_value = ".engine-floor")]
+    dir: PathBuf,
+    /// The pub-sub protocol (as `p2p.pubsub`).
+    #[arg(long, value_enum, default_value_t = baton_node::config::PubSub::Broadcast)]
+    pubsub: baton_node::config::PubSub,
+    /// Tokio worker threads (default: the cores split between the validators, as the devnet does).
+    #[arg(long)]
+    worker_threads: Option<usize>,
 }
 
 /// Where the staking contract is and who pays.
@@ -227,6 +259,17 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .init();
+}
+
+/// Logs to stderr, for commands whose stdout is read by a program (`engine-floor`).
+fn init_tracing_stderr() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| baton_node::DEFAULT_LOG_FILTER.into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr)
         .init();
 }
 
@@ -454,6 +497,20 @@ async fn validator_command(command: ValidatorCommand) -> Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => std::future::pending::<()>().await,
+    }
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -544,21 +601,26 @@ fn main() -> Result<()> {
             }
             cfg.validate()?;
             let rt = cfg.runtime.build()?;
-            rt.block_on(async move {
-                let shutdown = async {
-                    use tokio::signal::unix::{signal, SignalKind};
-                    match (
-                        signal(SignalKind::terminate()),
-                        signal(SignalKind::interrupt()),
-                    ) {
-                        (Ok(mut t), Ok(mut i)) => {
-                            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
-                        }
-                        _ => std::future::pending::<()>().await,
-                    }
-                };
-                baton_node::node::run(cfg, shutdown).await
-            })?;
+            rt.block_on(async move { baton_node::node::run(cfg, shutdown_signal()).await })?;
+        }
+        Command::EngineFloor(a) => {
+            init_tracing_stderr();
+            let rt = baton_node::config::RuntimeSection {
+                worker_threads: a
+                    .worker_threads
+                    .unwrap_or_else(|| baton_node::devnet::threads_per_node(a.ports.len())),
+            }
+            .build()?;
+            let opts = baton_node::floor::FloorOptions {
+                index: a.index,
+                ports: a.ports,
+                seed: a.seed,
+                value_bytes: a.value_bytes,
+                block_time_ms: a.block_time_ms,
+                dir: a.dir,
+                broadcast: a.pubsub == baton_node::config::PubSub::Broadcast,
+            };
+            rt.block_on(baton_node::floor::run(opts, shutdown_signal()))?;
         }
         Command::Testnet(spec) => {
             baton_node::devnet::prepare_testnet(&spec)?;

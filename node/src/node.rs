@@ -32,11 +32,12 @@ use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
 use crate::verify::{PoolLimits, VerifyPool};
 
+/// The engine's view of a node's configuration (what Malachite asks of it).
 #[derive(Clone, Debug)]
-struct EngineConfig {
-    moniker: String,
-    consensus: ConsensusConfig,
-    value_sync: ValueSyncConfig,
+pub(crate) struct EngineConfig {
+    pub(crate) moniker: String,
+    pub(crate) consensus: ConsensusConfig,
+    pub(crate) value_sync: ValueSyncConfig,
 }
 
 impl EngineNodeConfig for EngineConfig {
@@ -57,7 +58,36 @@ impl EngineNodeConfig for EngineConfig {
     }
 }
 
-fn parse_addr(s: &str) -> Result<Multiaddr, NodeError> {
+/// The node's libp2p identity; a validator's carries a proof, signed with its consensus key, that the peer id is
+/// that validator's.
+pub(crate) async fn network_identity(
+    moniker: &str,
+    key: &NodeKey,
+    signer: Option<&ConsensusSigner>,
+) -> Result<NetworkIdentity, NodeError> {
+    let keypair = key.keypair()?;
+    let Some(signer) = signer else {
+        return Ok(NetworkIdentity::new(moniker.to_string(), keypair, None));
+    };
+    let proof = signer
+        .sign_validator_proof(
+            key.signing_key.verification_key().as_bytes().to_vec(),
+            keypair.public().to_peer_id().to_bytes(),
+        )
+        .await
+        .map_err(|e| NodeError::Key(format!("cannot sign validator proof: {e:?}")))?;
+    let proof_bytes = WireCodec
+        .encode(&proof)
+        .map_err(|e| NodeError::Engine(e.to_string()))?;
+    Ok(NetworkIdentity::new_validator(
+        moniker.to_string(),
+        keypair,
+        key.address().to_string(),
+        proof_bytes,
+    ))
+}
+
+pub(crate) fn parse_addr(s: &str) -> Result<Multiaddr, NodeError> {
     s.parse()
         .map_err(|e| NodeError::Config(format!("`{s}` is not a multiaddr: {e}")))
 }
@@ -167,28 +197,8 @@ pub async fn run(
         value_sync,
     };
 
-    let keypair = key.keypair()?;
-    let peer_id = keypair.public().to_peer_id();
-    let identity = if is_validator {
-        let proof = signer
-            .sign_validator_proof(
-                key.signing_key.verification_key().as_bytes().to_vec(),
-                peer_id.to_bytes(),
-            )
-            .await
-            .map_err(|e| NodeError::Key(format!("cannot sign validator proof: {e:?}")))?;
-        let proof_bytes = WireCodec
-            .encode(&proof)
-            .map_err(|e| NodeError::Engine(e.to_string()))?;
-        NetworkIdentity::new_validator(
-            cfg.moniker.clone(),
-            keypair,
-            address.to_string(),
-            proof_bytes,
-        )
-    } else {
-        NetworkIdentity::new(cfg.moniker.clone(), keypair, None)
-    };
+    let peer_id = key.keypair()?.public().to_peer_id();
+    let identity = network_identity(&cfg.moniker, &key, is_validator.then_some(&signer)).await?;
     // One memory of good signatures shared by the verifier and this node's signer (the engine checks its own votes
     // and, at every decision, the precommits it already checked).
     let verifier = ConsensusVerifier::new(domain).with_cache(signatures.clone());
