@@ -116,6 +116,12 @@ pub fn summary(r: &Report) -> String {
         "latency submit -> delivered: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms\n",
         r.latency.p50, r.latency.p90, r.latency.p99, r.latency.p999, r.latency.max
     ));
+    if r.retried.values().sum::<u64>() > 0 {
+        s.push_str(&format!(
+            "  of bundles admitted at their first send: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
+            r.latency_first_try.p50, r.latency_first_try.p99, r.latency_first_try.max
+        ));
+    }
     s.push_str(&format!(
         "ack latency: p50 {:.1} ms, p99 {:.1} ms; generator lag at worst {:.1} ms\n",
         r.ack_latency.p50, r.ack_latency.p99, r.generator_max_lag_ms

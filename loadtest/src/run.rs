@@ -124,6 +124,10 @@ pub struct Report {
     /// Scheduled send -> last entry seen in a rollup stream. Counted from the instant the bundle was due, not from
     /// when the harness got round to sending it, so a stall of the sender shows here (no coordinated omission).
     pub latency: Percentiles,
+    /// The same, for the bundles admitted at their first send (never refused with UNAVAILABLE): what a client
+    /// whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
+    /// refused.
+    pub latency_first_try: Percentiles,
     /// Latency CDF points (ms, fraction), for plotting.
     pub latency_cdf: Vec<(f64, f64)>,
     /// How far the generator fell behind its schedule at worst (ms): if large, the harness, not the network,
@@ -172,6 +176,8 @@ impl From<&CheckReport> for CheckSummary {
 struct Rec {
     submitted: f64,
     acked: bool,
+    /// Refused with UNAVAILABLE at least once (and sent again).
+    refused: bool,
     /// Entries per rollup.
     rollups: BTreeMap<u64, u32>,
     expected: u32,
@@ -199,6 +205,7 @@ struct Tracker {
     unknown_entries: u64,
     ack_hist: Histogram<u64>,
     hist: Histogram<u64>,
+    first_try_hist: Histogram<u64>,
     seconds: Vec<(Second, Histogram<u64>)>,
     max_lag_ms: f64,
 }
@@ -227,6 +234,7 @@ impl Tracker {
             unknown_entries: 0,
             ack_hist: hist(),
             hist: hist(),
+            first_try_hist: hist(),
             seconds: Vec::new(),
             max_lag_ms: 0.0,
         }
@@ -275,6 +283,7 @@ impl Tracker {
             Rec {
                 submitted: t,
                 acked: false,
+                refused: false,
                 rollups,
                 expected: entries,
                 seen: 0,
@@ -303,6 +312,13 @@ impl Tracker {
             {
                 *attempts += 1;
                 *self.retried.entry(reason(e.code, &e.message)).or_default() += 1;
+                if let Some(r) = self
+                    .refs
+                    .get(&client_ref)
+                    .and_then(|h| self.recs.get_mut(h))
+                {
+                    r.refused = true;
+                }
                 let wait = RETRY_AFTER * (1u32 << (*attempts - 1).min(4));
                 return self.requests.get(&client_ref).cloned().map(|r| (r, wait));
             }
@@ -355,6 +371,9 @@ impl Tracker {
             let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
             self.delivered += 1;
             let _ = self.hist.record(us);
+            if !r.refused {
+                let _ = self.first_try_hist.record(us);
+            }
             let s = self.second(t);
             s.0.delivered += 1;
             s.0.delivered_entries += u64::from(expected);
@@ -636,6 +655,7 @@ pub async fn run(
         usage,
         ack_latency: Percentiles::of(&t.ack_hist),
         latency: Percentiles::of(&t.hist),
+        latency_first_try: Percentiles::of(&t.first_try_hist),
         latency_cdf: cdf,
         generator_max_lag_ms: t.max_lag_ms,
         timeline: t
@@ -703,6 +723,17 @@ mod tests {
         assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (1, 1));
         assert_eq!(t.retried.values().sum::<u64>(), 1);
         assert!(t.requests.is_empty());
+        // Delivered: counted in the latency of all bundles, not in that of bundles admitted at their first send.
+        t.entry(3, Hash([1; 32]));
+        assert_eq!((t.hist.len(), t.first_try_hist.len()), (1, 0));
+        // A bundle taken at once counts in both.
+        t.offered(3, Hash([3; 32]), BTreeMap::from([(1, 1)]), 0.0, None);
+        t.answered(
+            3,
+            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
+        );
+        t.entry(3, Hash([3; 32]));
+        assert_eq!((t.hist.len(), t.first_try_hist.len()), (2, 1));
     }
 
     #[test]
