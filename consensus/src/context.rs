@@ -182,6 +182,23 @@ impl ChainDomain {
         self.bytes(b"baton/parts/v1", &(height, round, block_hash))
     }
 
+    /// Whether `signature` is `proposer`'s over a stream of proposal parts for `block_hash` in `(height, round)`
+    /// ([`ConsensusSigner::sign_parts`]).
+    pub fn verify_parts(
+        &self,
+        proposer: &VerificationKey,
+        height: u64,
+        round: u32,
+        block_hash: &Hash,
+        signature: &Signature,
+    ) -> bool {
+        verify_signature(
+            proposer,
+            &self.parts_bytes(height, round, block_hash),
+            signature,
+        )
+    }
+
     /// Bytes a validator signs (with its consensus key) to attach `extension` to its precommit in `scope`.
     pub fn extension_bytes(
         &self,
@@ -775,6 +792,11 @@ impl ConsensusSigner {
 
     pub fn domain(&self) -> ChainDomain {
         self.domain
+    }
+
+    /// The proposer's signature closing a stream of proposal parts for `block_hash` in `(height, round)`.
+    pub fn sign_parts(&self, height: u64, round: u32, block_hash: &Hash) -> Signature {
+        self.sign(&self.domain.parts_bytes(height, round, block_hash))
     }
 
     pub fn sign(&self, message: &[u8]) -> Signature {

@@ -17,6 +17,26 @@ pub struct Devnet {
     pub processes: Vec<Watched>,
 }
 
+/// Stops child processes: SIGTERM to each (a devnet stops its validators on it), then SIGKILL to those still
+/// running after `grace`.
+pub fn terminate(children: &mut [Child], grace: Duration) {
+    for c in children.iter() {
+        let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    for c in children.iter_mut() {
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 /// Where the `baton` binary is: `--baton-bin`, else next to this executable (or one folder up, for test
 /// executables under `deps/`).
 pub fn find_baton(explicit: Option<&Path>) -> Result<PathBuf> {
@@ -178,18 +198,8 @@ impl Devnet {
 
     /// Stops the devnet and its validators.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        if let Some(c) = self.child.take() {
+            terminate(&mut [c], Duration::from_secs(20));
         }
     }
 }

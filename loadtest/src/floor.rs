@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use eyre::{bail, Result, WrapErr};
 
+use crate::devnet::terminate;
 use crate::procstat::{self, Usage, Watched};
 
 /// What floor to run.
@@ -46,21 +47,7 @@ struct Processes(Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for c in &mut self.0 {
-            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for c in &mut self.0 {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        terminate(&mut self.0, Duration::from_secs(10));
     }
 }
 

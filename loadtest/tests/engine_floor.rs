@@ -1,50 +1,29 @@
 //! The engine floor runs: four bare Malachite validators (`baton engine-floor`) started by the harness decide
 //! heights, and the report carries each process's CPU and the CPU per height.
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 #[test]
 fn engine_floor_decides_and_reports_cpu_per_height() {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton-loadtest"))
-        .args([
+    common::run_harness(
+        &[
             "--engine-only",
             "--devnet",
             "4",
             "--warmup",
-            "1",
+            "3",
             "--duration",
             "3",
-        ])
-        .args(["--floor-value-bytes", "4096", "--out"])
-        .arg(out.path())
-        .spawn()
-        .expect("start baton-loadtest");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM lets the harness stop the validators it started.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-            panic!("the engine-floor run exceeded its time bound");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(
-        status.success(),
-        "baton-loadtest --engine-only failed: {status}"
+            "--floor-value-bytes",
+            "4096",
+        ],
+        out.path(),
+        Duration::from_secs(120),
     );
-    let report: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("engine-floor.json")).expect("report"),
-    )
-    .expect("json");
+    let report = common::read_report(&out.path().join("engine-floor.json"));
     let hps = report["heights_per_sec"].as_f64().expect("heights_per_sec");
     assert!(hps >= 1.0, "the floor decided {hps} heights/s");
     assert!(report["cpu_ms_per_height_per_node"].as_f64().expect("cpu") > 0.0);

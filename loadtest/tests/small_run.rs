@@ -2,14 +2,15 @@
 //! and the harness's own completeness check (every acknowledged bundle delivered exactly once, at one height),
 //! then the run checker over all four nodes' chains (no fork, nothing lost, duplicated or split).
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 #[test]
 fn small_load_run_is_complete() {
     let out = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton-loadtest"))
-        .args([
+    common::run_harness(
+        &[
             "--devnet",
             "4",
             "--rate",
@@ -23,31 +24,11 @@ fn small_load_run_is_complete() {
             "--drain",
             "30",
             "--require-complete",
-            "--out",
-        ])
-        .arg(out.path())
-        .spawn()
-        .expect("start baton-loadtest");
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            // SIGTERM lets the harness stop the devnet it started.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-            let _ = child.wait();
-            panic!("the load run exceeded its time bound");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(status.success(), "baton-loadtest failed: {status}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).expect("report"))
-            .expect("json");
+        ],
+        out.path(),
+        Duration::from_secs(180),
+    );
+    let report = common::read_report(&out.path().join("report.json"));
     assert_eq!(report["complete"], true);
     // The checker read all four nodes' chains and found them identical and complete.
     assert_eq!(report["check"]["nodes"], 4);

@@ -553,7 +553,7 @@ impl ConsensusLoop {
                     .host
                     .proposal_deadline_ms(round_u32(round))
                     .saturating_sub(now);
-                let wait = Duration::from_millis(wait_ms).min(timeout / 2);
+                let wait = proposal_wait(Duration::from_millis(wait_ms), timeout);
                 self.pending = Some(PendingValue {
                     height: height.0,
                     round,
@@ -783,6 +783,12 @@ impl ConsensusLoop {
         }
         Ok(())
     }
+}
+
+/// How long a proposer waits before building its value, given the wait it wants and the engine's propose timeout:
+/// never more than half the timeout, so that the value still reaches the others within it.
+pub(crate) fn proposal_wait(wanted: Duration, timeout: Duration) -> Duration {
+    wanted.min(timeout / 2)
 }
 
 /// Publishes a proposal's parts as one stream on the engine's proposal-parts channel: the stream id is the height

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet, MAX_VALIDATORS};
 use baton_consensus::epoch::SetRules;
 use baton_consensus::hash::Hash;
+use baton_consensus::host::HostLimits;
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::registry::{ChainSpec, RollupInfo, RollupRegistry};
 
@@ -251,18 +252,20 @@ pub struct MempoolSection {
 
 impl Default for MempoolSection {
     fn default() -> Self {
+        // What the host holds and when it refuses: the host's own defaults, so there is one source for them.
+        let host = HostLimits::default();
         MempoolSection {
-            max_bundles: 200_000,
-            max_bytes: 256 * 1024 * 1024,
+            max_bundles: host.mempool_max_bundles,
+            max_bytes: host.mempool_max_bytes,
             ingest_queue: 16_384,
             ingest_group: 2_048,
             ingest_linger_us: 0,
             admit_queue: 16_384,
-            max_pending_per_sender: 1_024,
+            max_pending_per_sender: host.mempool_max_per_sender,
             gossip_flush_ms: 5,
             gossip_batch_bytes: 256 * 1024,
-            compact_proposals: true,
-            admit_max_wait_ms: 150,
+            compact_proposals: host.compact_proposals,
+            admit_max_wait_ms: host.admit_max_wait_ms,
             reannounce_ms: 2_000,
         }
     }

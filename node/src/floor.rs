@@ -23,8 +23,8 @@ use tracing::{info, warn};
 
 use baton_consensus::bench::Bench;
 use baton_consensus::context::{
-    round_u32, verify_signature, BatonContext, ChainDomain, ConsensusSigner, ConsensusVerifier,
-    Height, ProposalPart, Validator, ValidatorSet, Value,
+    round_u32, BatonContext, ChainDomain, ConsensusSigner, ConsensusVerifier, Height, ProposalPart,
+    Validator, ValidatorSet, Value,
 };
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
@@ -44,7 +44,7 @@ use malachitebft_app_channel::{
 };
 use malachitebft_core_consensus::ProposedValue;
 
-use crate::app::publish_parts;
+use crate::app::{proposal_wait, publish_parts};
 use crate::codec::WireCodec;
 use crate::error::NodeError;
 use crate::keys::NodeKey;
@@ -54,6 +54,8 @@ use crate::node::{network_identity, parse_addr, EngineConfig};
 const FILLER_BUNDLE_BYTES: usize = 512;
 /// Incomplete part streams kept (the oldest is dropped beyond this).
 const MAX_STREAMS: usize = 64;
+/// Complete proposals kept for heights not started yet.
+const MAX_EARLY: usize = 64;
 /// Decided heights kept in memory for validators that fell behind to sync from.
 const KEEP_DECIDED: usize = 1_024;
 
@@ -294,9 +296,7 @@ impl Floor {
             });
         }
         parts.push(ProposalPart::Fin {
-            signature: self
-                .signer
-                .sign(&self.domain.parts_bytes(height, round_u32(round), &value)),
+            signature: self.signer.sign_parts(height, round_u32(round), &value),
         });
         parts
     }
@@ -324,9 +324,11 @@ impl Floor {
         let expected = self.set.proposer(height.0, round_n);
         let value = header.hash();
         if expected.address != proposer
-            || !verify_signature(
+            || !self.domain.verify_parts(
                 &expected.public_key,
-                &self.domain.parts_bytes(height.0, round_n, &value),
+                height.0,
+                round_n,
+                &value,
                 &signature,
             )
         {
@@ -375,9 +377,11 @@ impl Floor {
                 timeout,
                 reply,
             } => {
-                let wait = Duration::from_millis(self.opts.block_time_ms)
-                    .saturating_sub(self.last_decided.elapsed())
-                    .min(timeout / 2);
+                let wait = proposal_wait(
+                    Duration::from_millis(self.opts.block_time_ms)
+                        .saturating_sub(self.last_decided.elapsed()),
+                    timeout,
+                );
                 self.pending = Some((height.0, round, Instant::now() + wait, reply));
                 if wait.is_zero() {
                     self.propose().await?;
@@ -440,7 +444,7 @@ impl Floor {
                 };
                 // A proposal for a later height waits for its round to start, as a node's do.
                 if value.as_ref().is_some_and(|v| v.height.0 > self.height) {
-                    if self.early.len() < MAX_STREAMS {
+                    if self.early.len() < MAX_EARLY {
                         self.early.extend(value.take());
                     }
                     value = None;

@@ -253,24 +253,19 @@ enum KeysCommand {
     },
 }
 
-fn init_tracing() {
+/// Logs with `RUST_LOG` (default [`baton_node::DEFAULT_LOG_FILTER`]) to stdout, or to stderr for commands whose
+/// stdout a program reads (`engine-floor`).
+fn init_tracing(to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| baton_node::DEFAULT_LOG_FILTER.into());
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
-}
-
-/// Logs to stderr, for commands whose stdout is read by a program (`engine-floor`).
-fn init_tracing_stderr() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| baton_node::DEFAULT_LOG_FILTER.into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_target(false);
+    if to_stderr {
+        fmt.with_writer(std::io::stderr).init();
+    } else {
+        fmt.init();
+    }
 }
 
 fn parse_validator(s: &str) -> Result<GenesisValidator> {
@@ -591,7 +586,7 @@ fn main() -> Result<()> {
             key_file,
             moniker,
         } => {
-            init_tracing();
+            init_tracing(false);
             let mut cfg = NodeConfig::load(&config)?;
             if let Some(k) = key_file {
                 cfg.key_file = k;
@@ -604,7 +599,7 @@ fn main() -> Result<()> {
             rt.block_on(async move { baton_node::node::run(cfg, shutdown_signal()).await })?;
         }
         Command::EngineFloor(a) => {
-            init_tracing_stderr();
+            init_tracing(true);
             let rt = baton_node::config::RuntimeSection {
                 worker_threads: a
                     .worker_threads

@@ -237,7 +237,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     .map(|bundles| ProposalPart::Data { bundles }),
             );
         }
-        let signature = signer.sign(&self.domain.parts_bytes(height, round, &block.hash()));
+        let signature = signer.sign_parts(height, round, &block.hash());
         parts.push(ProposalPart::Fin { signature });
         Ok(parts)
     }

@@ -7,7 +7,7 @@ use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::Round;
 use tracing::{debug, warn};
 
-use crate::context::{verify_signature, BatonContext, ProposalPart, Signature};
+use crate::context::{BatonContext, ProposalPart, Signature};
 use crate::error::ConsensusError;
 use crate::evidence::{Equivocation, MAX_EVIDENCE_PER_BLOCK};
 use crate::hash::Hash;
@@ -287,11 +287,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         }
         let hash = header.hash();
-        if !verify_signature(
-            &expected.public_key,
-            &self.domain.parts_bytes(height, round_n, &hash),
-            &signature,
-        ) {
+        if !self
+            .domain
+            .verify_parts(&expected.public_key, height, round_n, &hash, &signature)
+        {
             warn!(
                 height,
                 round = round_n,

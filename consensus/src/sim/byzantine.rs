@@ -47,9 +47,7 @@ pub(crate) fn equivocate(
         sim.publish_parts(node, parts.to_vec());
         return None;
     };
-    let signature = sim
-        .signer(node)
-        .sign(&sim.domain().parts_bytes(height, round, &other_hash));
+    let signature = sim.signer(node).sign_parts(height, round, &other_hash);
     for p in other.iter_mut() {
         if let ProposalPart::Fin { signature: s } = p {
             *s = signature.clone();
