@@ -85,12 +85,11 @@ pub async fn measure(baton: &Path, spec: &FloorSpec, dir: &Path) -> Result<Floor
         }
     };
     tokio::time::sleep(Duration::from_secs_f64(spec.warmup_secs)).await;
-    let height = |hs: &[Arc<AtomicU64>]| hs.iter().map(|h| h.load(Ordering::Relaxed)).min();
-    let h0 = height(&heights).unwrap_or(0);
+    let h0 = quorum_height(&heights);
     let a = procstat::sample(&watched);
     tokio::time::sleep(Duration::from_secs_f64(spec.secs)).await;
     let b = procstat::sample(&watched);
-    let h1 = height(&heights).unwrap_or(0);
+    let h1 = quorum_height(&heights);
     drop(children);
     let usage = procstat::usage(&watched, &a, &b);
     // Each validator prints its height five times a second: the window's edges are off by at most 200 ms.
@@ -110,6 +109,17 @@ pub async fn measure(baton: &Path, spec: &FloorSpec, dir: &Path) -> Result<Floor
         cpu_ms_per_height_per_node,
         usage,
     })
+}
+
+/// The height a BFT quorum of the validators (more than two thirds, equal power) has decided: the network's
+/// progress, which one validator catching up through value sync does not hold back.
+fn quorum_height(heights: &[Arc<AtomicU64>]) -> u64 {
+    let mut hs: Vec<u64> = heights.iter().map(|h| h.load(Ordering::Relaxed)).collect();
+    hs.sort_unstable();
+    let quorum = hs.len() * 2 / 3 + 1;
+    hs.get(hs.len().saturating_sub(quorum))
+        .copied()
+        .unwrap_or(0)
 }
 
 type Started = (Processes, Vec<Arc<AtomicU64>>, Vec<Watched>);
@@ -217,4 +227,25 @@ pub fn summary(r: &FloorReport) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heights(hs: &[u64]) -> Vec<Arc<AtomicU64>> {
+        hs.iter().map(|h| Arc::new(AtomicU64::new(*h))).collect()
+    }
+
+    #[test]
+    fn quorum_height_is_what_more_than_two_thirds_reached() {
+        // One of four behind does not hold the network back; two of four do.
+        assert_eq!(quorum_height(&heights(&[40, 2, 41, 43])), 40);
+        assert_eq!(quorum_height(&heights(&[40, 2, 3, 43])), 3);
+        // Three validators need all three; seven need five.
+        assert_eq!(quorum_height(&heights(&[9, 7, 8])), 7);
+        assert_eq!(quorum_height(&heights(&[1, 2, 3, 4, 5, 6, 7])), 3);
+        assert_eq!(quorum_height(&heights(&[12])), 12);
+        assert_eq!(quorum_height(&[]), 0);
+    }
 }

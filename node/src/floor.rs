@@ -30,7 +30,7 @@ use baton_consensus::params::ConsensusParams;
 use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
 use baton_consensus::types::{BlockHeader, Bundle, BundleEntry, L1Origin};
 use baton_consensus::Hash;
-use malachitebft_app_channel::app::config::{ConsensusConfig, PubSubProtocol, ValueSyncConfig};
+use malachitebft_app_channel::app::config::{ConsensusConfig, PubSubProtocol};
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::StreamContent;
 use malachitebft_app_channel::app::types::core::{
@@ -46,9 +46,10 @@ use malachitebft_core_consensus::ProposedValue;
 
 use crate::app::{proposal_wait, publish_parts};
 use crate::codec::WireCodec;
+use crate::config::{P2pSection, SyncSection};
 use crate::error::NodeError;
 use crate::keys::NodeKey;
-use crate::node::{network_identity, parse_addr, EngineConfig};
+use crate::node::{network_identity, parse_addr, value_sync_config, EngineConfig};
 
 /// Bytes of filler per bundle of a value with `value_bytes`.
 const FILLER_BUNDLE_BYTES: usize = 512;
@@ -145,8 +146,10 @@ pub async fn run(
     let engine_cfg = EngineConfig {
         moniker: moniker.clone(),
         consensus,
-        // A validator that missed a decision catches up through value sync, as a node does.
-        value_sync: ValueSyncConfig::default(),
+        // A validator that missed a decision catches up through value sync, as a node with the default `[sync]`
+        // section does (peers' heights every 500 ms: the engine's own default of 10 s leaves a validator that
+        // missed a proposal at start-up behind for seconds).
+        value_sync: value_sync_config(&SyncSection::default(), P2pSection::default().max_rpc_bytes),
     };
     let identity = network_identity(&moniker, &key, Some(&signer)).await?;
     let wal = opts.dir.join(format!("floor{}-wal", opts.index));

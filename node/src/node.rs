@@ -183,14 +183,7 @@ pub async fn run(
     if cfg.p2p.pubsub == crate::config::PubSub::Broadcast {
         consensus.p2p.protocol = PubSubProtocol::Broadcast;
     }
-    let value_sync = ValueSyncConfig {
-        enabled: true,
-        status_update_interval: Duration::from_millis(cfg.sync.status_interval_ms),
-        request_timeout: Duration::from_millis(cfg.sync.request_timeout_ms),
-        max_response_size: bytesize(cfg.p2p.max_rpc_bytes),
-        batch_size: cfg.sync.batch_size,
-        ..ValueSyncConfig::default()
-    };
+    let value_sync = value_sync_config(&cfg.sync, cfg.p2p.max_rpc_bytes);
     let engine_cfg = EngineConfig {
         moniker: cfg.moniker.clone(),
         consensus,
@@ -421,6 +414,21 @@ pub async fn run(
     loop_task.abort();
     info!("node stopped");
     outcome
+}
+
+/// The engine's value sync as the `[sync]` section asks (the node and the engine floor both build it here).
+pub(crate) fn value_sync_config(
+    sync: &crate::config::SyncSection,
+    max_rpc_bytes: u64,
+) -> ValueSyncConfig {
+    ValueSyncConfig {
+        enabled: true,
+        status_update_interval: Duration::from_millis(sync.status_interval_ms),
+        request_timeout: Duration::from_millis(sync.request_timeout_ms),
+        max_response_size: bytesize(max_rpc_bytes),
+        batch_size: sync.batch_size,
+        ..ValueSyncConfig::default()
+    }
 }
 
 fn bytesize(n: u64) -> bytesize::ByteSize {
