@@ -14,7 +14,9 @@ pragma solidity 0.8.30;
 /// The set follows Baton's epochs through `rotate`: the commitment of an epoch's last block, whose header names the
 /// next set's hash (`next_validator_set_hash`, 64 bytes before the header's end), with that set's members; each
 /// member's attester is the one its consensus key registered in `BatonStaking`. Governance can still replace the
-/// set directly (`setValidators`), e.g. for a chain without staking.
+/// set directly (`setValidators`), e.g. for a chain without staking. A header that changes the set is accepted only
+/// through `rotate`: `commit` refuses it (`SetChangeNeedsRotate`), or anyone copying its attestations could commit
+/// its height first and leave the contract on the old set for good.
 interface IBatonStaking {
     function stakes(bytes32 consensusKey)
         external
@@ -74,6 +76,7 @@ contract BatonCommitments {
     error NotAscending(uint256 index);
     error NotStaked(uint256 index, bytes32 consensusKey);
     error WrongNextSet(bytes32 got, bytes32 named);
+    error SetChangeNeedsRotate(bytes32 nextSet, bytes32 currentSet);
 
     constructor(address governance_, address[] memory attesters_, uint64[] memory powers, bytes32 setHash) {
         governance = governance_;
@@ -107,8 +110,14 @@ contract BatonCommitments {
 
     /// @notice Accepts an ordering commitment. `signatures` are 65-byte (r, s, v) signatures, their signers in
     /// strictly ascending address order.
+    /// @dev Refuses a header whose next-validator-set hash differs from the current set's (an epoch's last block):
+    /// that one must go through `rotate`. Heights must increase, so were `commit` to accept it (anyone can copy the
+    /// header and attestations from a pending `rotate` or from any node), `rotate` of that height could never land
+    /// and the contract would stay on the old set, refusing every later commitment.
     function commit(bytes calldata header, bytes[] calldata signatures) external {
         _accept(header, signatures);
+        bytes32 next = _nextSetHash(header);
+        if (next != validatorSetHash) revert SetChangeNeedsRotate(next, validatorSetHash);
     }
 
     /// @notice Accepts the commitment of an epoch's last block and moves to the set its header names for the next
@@ -123,7 +132,7 @@ contract BatonCommitments {
     ) external {
         if (staking == address(0)) revert RotationOff();
         _accept(header, signatures);
-        bytes32 next = bytes32(header[header.length - 64:header.length - 32]);
+        bytes32 next = _nextSetHash(header);
         if (next == validatorSetHash) revert NoNewSet(next);
         uint256 n = keys.length;
         if (n == 0 || n > MAX_ATTESTERS) revert BadValidatorSet("1..=256 attesters");
@@ -257,6 +266,12 @@ contract BatonCommitments {
         address signer = ecrecover(digest, v, r, s);
         if (signer == address(0)) revert BadSignature(index);
         return signer;
+    }
+
+    /// The header's `next_validator_set_hash`: the last field but one (`evidence_root` ends it). `_accept` has
+    /// checked the header's length.
+    function _nextSetHash(bytes calldata header) private pure returns (bytes32) {
+        return bytes32(header[header.length - 64:header.length - 32]);
     }
 
     function _u64le(bytes calldata b) private pure returns (uint64 x) {
