@@ -80,8 +80,10 @@ pub struct Bundle {
     pub signature: [u8; 65],
 }
 
-/// Encoded size of a bundle's fixed fields: network id, sender, nonce, expiry, entry count, signature.
-const FIXED_LEN: usize = 8 + 20 + 8 + 8 + 4 + 65;
+/// Encoded size of the fields before the entries: network id, sender, nonce, expiry, entry count.
+const HEAD_LEN: usize = 8 + 20 + 8 + 8 + 4;
+/// Encoded size of a bundle's fixed fields: those before the entries and the signature after them.
+const FIXED_LEN: usize = HEAD_LEN + 65;
 /// Encoded size of one entry besides its payload: rollup id and payload length.
 const ENTRY_OVERHEAD: usize = 8 + 4;
 /// Half the secp256k1 group order: the largest `s` of a canonical (EIP-2) signature.
@@ -174,6 +176,17 @@ impl Bundle {
                 .sum::<usize>()
     }
 
+    /// Where each entry's payload lies in the bundle's canonical encoding: (offset, length) in entry order. The
+    /// store keeps a decided block's encoding once and serves batches as slices of it.
+    pub fn payload_spans(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut at = HEAD_LEN;
+        self.entries.iter().map(move |e| {
+            let span = (at + ENTRY_OVERHEAD, e.payload.len());
+            at += ENTRY_OVERHEAD + e.payload.len();
+            span
+        })
+    }
+
     /// Total payload bytes.
     pub fn payload_len(&self) -> usize {
         self.entries.iter().map(|e| e.payload.len()).sum()
@@ -263,6 +276,20 @@ mod tests {
     fn encoded_len_matches_borsh() {
         let b = bundle(1, 0, &[1, 7, 2], 9);
         assert_eq!(b.encoded_len(), borsh::to_vec(&b).unwrap().len());
+    }
+
+    #[test]
+    fn payload_spans_point_into_the_encoding() {
+        let mut b = bundle(1, 0, &[1, 7, 2], 9);
+        for (i, e) in b.entries.iter_mut().enumerate() {
+            e.payload = (0..(i * 37 + 1)).map(|j| (i * 7 + j) as u8).collect();
+        }
+        let enc = borsh::to_vec(&b).unwrap();
+        let spans: Vec<_> = b.payload_spans().collect();
+        assert_eq!(spans.len(), b.entries.len());
+        for ((at, len), e) in spans.into_iter().zip(&b.entries) {
+            assert_eq!(&enc[at..at + len], e.payload.as_slice());
+        }
     }
 
     /// One identity, one encoding: other recovery bytes and the high-s twin recover the same sender (so

@@ -153,6 +153,20 @@ impl Block {
         borsh::from_slice(bytes)
     }
 
+    /// Where every entry's payload lies in [`Block::encode`]'s bytes: per bundle, per entry, (offset, length).
+    pub fn payload_spans(&self) -> Vec<Vec<(usize, usize)>> {
+        // The header, then the bundles' count (u32), then the bundles one after another.
+        let mut at = borsh::object_length(&self.header).unwrap_or_default() + 4;
+        self.bundles
+            .iter()
+            .map(|b| {
+                let spans = b.payload_spans().map(|(o, l)| (at + o, l)).collect();
+                at += b.encoded_len();
+                spans
+            })
+            .collect()
+    }
+
     /// Per-rollup batches of this block, keyed by rollup id (rollups without entries are absent).
     pub fn batches(&self) -> BTreeMap<RollupId, Vec<BatchEntry>> {
         let hashes: Vec<Hash> = self.bundles.iter().map(Bundle::hash).collect();
@@ -309,6 +323,16 @@ mod tests {
         assert_eq!(batches[&1][2].bundle_hash, b.hash());
         assert_eq!(tags(2), vec![(0xa, 1), (0xb, 0)]);
         assert!(!batches.contains_key(&3));
+
+        // Every payload can be cut out of the block's encoding (what the node's store serves batches from).
+        let enc = block.encode();
+        let spans = block.payload_spans();
+        for (b, spans) in block.bundles.iter().zip(&spans) {
+            assert_eq!(spans.len(), b.entries.len());
+            for ((at, len), e) in spans.iter().zip(&b.entries) {
+                assert_eq!(&enc[*at..at + len], e.payload.as_slice());
+            }
+        }
 
         // The namespace table has a row for every registered rollup, empty ones included.
         let table = namespace_table([1, 2, 3].into_iter(), &batches);

@@ -81,6 +81,8 @@ pub struct DevnetSpec {
     pub pubsub: Option<String>,
     /// Validators stopped once the first block is decided and kept down (the last ones).
     pub down: usize,
+    /// `baton devnet --set` settings for every validator.
+    pub settings: Vec<String>,
 }
 
 impl Devnet {
@@ -103,6 +105,9 @@ impl Devnet {
         }
         if let Some(p) = &spec.pubsub {
             cmd.arg("--pubsub").arg(p);
+        }
+        for s in &spec.settings {
+            cmd.arg("--set").arg(s);
         }
         // No local L1: load figures measure the sequencer alone (and stay comparable with earlier runs).
         let child = cmd

@@ -30,6 +30,10 @@ struct Args {
     /// Pub-sub protocol of the devnet's nodes (`gossipsub` or `broadcast`; default: the node default).
     #[arg(long)]
     pubsub: Option<String>,
+    /// A node config setting for the devnet's validators (`baton devnet --set`, e.g.
+    /// `mempool.gossip_flush_ms=20`); repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    node_set: Vec<String>,
     /// Validators of the devnet stopped before the load starts and kept down (the last ones).
     #[arg(long, default_value_t = 0)]
     down: usize,
@@ -190,6 +194,7 @@ fn main() -> Result<()> {
                 max_idle_ms: args.max_idle_ms,
                 pubsub: args.pubsub.clone(),
                 down: args.down,
+                settings: args.node_set.clone(),
             };
             let net = Devnet::start(&bin, &spec, &dir).await?;
             if args.settle > 0.0 {

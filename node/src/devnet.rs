@@ -611,6 +611,8 @@ pub struct DevnetOptions {
     /// Start a local L1 (anvil), deploy Baton's contracts, and have node 0 post a commitment every
     /// `commit_every` heights (None: no L1).
     pub l1_commit_every: Option<u64>,
+    /// Node config settings for every validator (`KEY=VALUE`, see [`NodeConfig::with_settings`]).
+    pub settings: Vec<String>,
 }
 
 /// The devnet's L1, kept alive while the devnet runs (anvil stops when this is dropped).
@@ -657,6 +659,15 @@ pub async fn run(opts: DevnetOptions) -> Result<(), NodeError> {
         params,
         opts.pubsub,
     )?;
+    if !opts.settings.is_empty() {
+        for n in &net.nodes {
+            let cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&n.config_path)?)
+                .map_err(|e| NodeError::Config(e.to_string()))?;
+            let cfg = cfg.with_settings(&opts.settings)?;
+            let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
+            std::fs::write(&n.config_path, text)?;
+        }
+    }
     let l1 = match opts.l1_commit_every {
         Some(commit_every) => Some(start_l1(&mut net, commit_every).await?),
         None => None,

@@ -12,6 +12,11 @@ pub enum NodeError {
     Storage(#[from] rocksdb::Error),
     #[error("corrupt record in column family {cf}: {detail}")]
     Corrupt { cf: &'static str, detail: String },
+    #[error(
+        "the data directory holds store layout {found}, this build reads layout {expected}: start the node on an \
+         empty data directory (it syncs the chain from its peers)"
+    )]
+    StoreLayout { found: u32, expected: u32 },
     #[error(transparent)]
     Consensus(#[from] ConsensusError),
     #[error("engine: {0}")]

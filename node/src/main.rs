@@ -107,6 +107,10 @@ enum Command {
         /// Post an L1 commitment every N heights to a local anvil the devnet starts (0: no L1).
         #[arg(long, default_value_t = 10)]
         l1_commit_every: u64,
+        /// A node config setting for every validator, as a dotted path and a TOML value, e.g.
+        /// `--set mempool.gossip_flush_ms=20` (repeatable; checked like a config file).
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
 }
 
@@ -637,6 +641,7 @@ fn main() -> Result<()> {
             pubsub,
             down,
             l1_commit_every,
+            set,
         } => {
             if validators == 0 || validators > 32 {
                 bail!("--validators must be 1..=32");
@@ -660,6 +665,7 @@ fn main() -> Result<()> {
                 pubsub,
                 down,
                 l1_commit_every: (l1_commit_every > 0).then_some(l1_commit_every),
+                settings: set,
             }))?;
         }
     }

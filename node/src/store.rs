@@ -6,7 +6,7 @@
 //! | `headers`     | height (u64 BE)             | block header                            |
 //! | `blocks`      | height                      | whole block (served to syncing peers)   |
 //! | `certs`       | height                      | commit certificate                      |
-//! | `batches`     | rollup id ++ height         | that rollup's batch entries at height   |
+//! | `batches`     | rollup id ++ height         | that rollup's entries at height: bundle hash, index, and where the payload lies in `blocks` |
 //! | `bundles`     | bundle hash                 | inclusion (height, block hash, index)   |
 //! | `mempool`     | bundle hash                 | acknowledged, not yet included bundle   |
 //! | `undecided`   | height ++ round ++ hash     | proposal seen for an undecided height   |
@@ -17,6 +17,9 @@
 //!
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
+//!
+//! A decided payload is stored once, inside its block; a rollup's batch is served as slices of the block's stored
+//! bytes (`meta` `layout` = [`LAYOUT`]; layout 1 also stored every payload a second time in `batches`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +82,19 @@ const ALL_CFS: [&str; 15] = [
     CF_EVIDENCE,
 ];
 const LATEST: &[u8] = b"latest";
+/// The `meta` key of the store's layout version.
+const LAYOUT_KEY: &[u8] = b"layout";
+/// This build's layout: batch entries point into the stored block (2), instead of copying payloads (1).
+pub const LAYOUT: u32 = 2;
+
+/// A batch entry as stored: its bundle, its index there, and where its payload lies in the block's stored bytes.
+#[derive(BorshSerialize, BorshDeserialize)]
+struct EntryRef {
+    bundle_hash: Hash,
+    index_in_bundle: u32,
+    offset: u32,
+    len: u32,
+}
 
 /// Handle to the node's database. Clones share it.
 #[derive(Clone)]
@@ -138,10 +154,39 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        Ok(RocksStore {
+        let store = RocksStore {
             db: Arc::new(db),
             sync_writes,
-        })
+        };
+        store.check_layout()?;
+        Ok(store)
+    }
+
+    /// Refuses a data directory written in another layout; marks a new one with this build's.
+    fn check_layout(&self) -> Result<(), NodeError> {
+        let meta = self.cf(CF_META)?;
+        let found = match self.db.get_pinned_cf(meta, LAYOUT_KEY)? {
+            Some(v) => {
+                u32::from_be_bytes(v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
+                    cf: CF_META,
+                    detail: "layout is not 4 bytes".into(),
+                })?)
+            }
+            // Chain data without a layout mark predates the marks: layout 1.
+            None if self.latest_height()? > 0 => 1,
+            None => {
+                self.db
+                    .put_cf_opt(meta, LAYOUT_KEY, LAYOUT.to_be_bytes(), &self.write_opts())?;
+                LAYOUT
+            }
+        };
+        if found != LAYOUT {
+            return Err(NodeError::StoreLayout {
+                found,
+                expected: LAYOUT,
+            });
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, NodeError> {
@@ -185,15 +230,44 @@ impl RocksStore {
         self.get(CF_HEADERS, &be(height))
     }
 
-    /// A rollup's batch entries at a decided height (empty if it had none).
+    /// A rollup's batch entries at a decided height (empty if it had none), cut out of the stored block.
     pub fn batch_entries(
         &self,
         rollup: RollupId,
         height: u64,
     ) -> Result<Vec<BatchEntry>, NodeError> {
-        Ok(self
+        let refs: Vec<EntryRef> = self
             .get(CF_BATCHES, &batch_key(rollup, height))?
-            .unwrap_or_default())
+            .unwrap_or_default();
+        if refs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let block = self
+            .db
+            .get_pinned_cf(self.cf(CF_BLOCKS)?, be(height))?
+            .ok_or_else(|| NodeError::Corrupt {
+                cf: CF_BLOCKS,
+                detail: format!("height {height} has batch entries but no block"),
+            })?;
+        refs.into_iter()
+            .map(|r| {
+                let at = r.offset as usize;
+                let payload =
+                    block
+                        .get(at..at + r.len as usize)
+                        .ok_or_else(|| NodeError::Corrupt {
+                            cf: CF_BATCHES,
+                            detail: format!(
+                            "an entry of rollup {rollup} at height {height} lies past its block"
+                        ),
+                        })?;
+                Ok(BatchEntry {
+                    bundle_hash: r.bundle_hash,
+                    index_in_bundle: r.index_in_bundle,
+                    payload: payload.to_vec(),
+                })
+            })
+            .collect()
     }
 
     pub fn bundle_inclusion(&self, hash: &Hash) -> Result<Option<Inclusion>, NodeError> {
@@ -359,9 +433,11 @@ impl RocksStore {
     ) -> Result<(), NodeError> {
         let height = block.height();
         let block_hash = block.hash();
+        let block_bytes = block.encode();
+        let refs = entry_refs(block, hashes, batches)?;
         let mut wb = WriteBatch::default();
         wb.put_cf(self.cf(CF_HEADERS)?, be(height), enc(&block.header));
-        wb.put_cf(self.cf(CF_BLOCKS)?, be(height), enc(block));
+        wb.put_cf(self.cf(CF_BLOCKS)?, be(height), &block_bytes);
         wb.put_cf(self.cf(CF_CERTS)?, be(height), enc(cert));
         wb.put_cf(self.cf(CF_TABLES)?, be(height), enc(&table.to_vec()));
         if let Some(set) = &block.next_validators {
@@ -383,8 +459,8 @@ impl RocksStore {
             wb.put_cf(cf_nonces, sender.as_slice(), enc(&next));
         }
         let cf_batches = self.cf(CF_BATCHES)?;
-        for (rollup, entries) in batches {
-            wb.put_cf(cf_batches, batch_key(*rollup, height), enc(entries));
+        for (rollup, refs) in refs {
+            wb.put_cf(cf_batches, batch_key(rollup, height), enc(&refs));
         }
         let cf_bundles = self.cf(CF_BUNDLES)?;
         let cf_mempool = self.cf(CF_MEMPOOL)?;
@@ -417,6 +493,52 @@ impl RocksStore {
         wb.put_cf(self.cf(CF_META)?, LATEST, be(height));
         self.db.write_opt(wb, &self.write_opts())?;
         Ok(())
+    }
+}
+
+/// Each rollup's batch as references into the block's encoding ([`Block::encode`]).
+fn entry_refs(
+    block: &Block,
+    hashes: &[Hash],
+    batches: &Batches,
+) -> Result<Vec<(RollupId, Vec<EntryRef>)>, NodeError> {
+    let spans = block.payload_spans();
+    let position: std::collections::HashMap<&Hash, usize> =
+        hashes.iter().enumerate().map(|(i, h)| (h, i)).collect();
+    batches
+        .iter()
+        .map(|(rollup, entries)| {
+            let refs = entries
+                .iter()
+                .map(|e| {
+                    let (offset, len) = position
+                        .get(&e.bundle_hash)
+                        .and_then(|b| spans.get(*b)?.get(e.index_in_bundle as usize))
+                        .copied()
+                        .ok_or_else(|| NodeError::Corrupt {
+                            cf: CF_BATCHES,
+                            detail: format!(
+                                "a batch entry of rollup {rollup} is not in block {}",
+                                block.height()
+                            ),
+                        })?;
+                    Ok(EntryRef {
+                        bundle_hash: e.bundle_hash,
+                        index_in_bundle: e.index_in_bundle,
+                        offset: u32::try_from(offset).map_err(|_| too_large(block))?,
+                        len: u32::try_from(len).map_err(|_| too_large(block))?,
+                    })
+                })
+                .collect::<Result<Vec<_>, NodeError>>()?;
+            Ok((*rollup, refs))
+        })
+        .collect()
+}
+
+fn too_large(block: &Block) -> NodeError {
+    NodeError::Corrupt {
+        cf: CF_BLOCKS,
+        detail: format!("block {} is larger than 4 GiB", block.height()),
     }
 }
 
@@ -643,6 +765,98 @@ mod tests {
             Some(Dropped::Expired { .. })
         ));
         assert!(!s.is_pending(&Hash([9; 32])).unwrap());
+    }
+
+    #[test]
+    fn batches_are_cut_from_the_one_stored_copy_of_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let signed = |nonce: u64, entries: &[(RollupId, usize)]| {
+            let key = PrivateKeySigner::random();
+            baton_proto::client::sign_bundle(
+                &key,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: key.address(),
+                    nonce,
+                    expiry_height: 100,
+                    entries: entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (rollup_id, len))| BundleEntry {
+                            rollup_id: *rollup_id,
+                            payload: (0..*len)
+                                .map(|j| (nonce as usize + i * 31 + j) as u8)
+                                .collect(),
+                        })
+                        .collect(),
+                },
+            )
+            .unwrap()
+        };
+        let bundles = vec![
+            signed(0, &[(9, 700), (7, 3), (9, 0)]),
+            signed(1, &[(7, 1_000)]),
+            signed(2, &[(9, 5), (7, 64), (7, 129)]),
+        ];
+        let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
+        let (blk, batches, table) = block(1, bundles);
+        let cert = Certificate {
+            height: 1,
+            round: 0,
+            block_hash: blk.hash(),
+            signatures: vec![],
+        };
+        s.commit(&blk, &hashes, &batches, &table, &cert).unwrap();
+        for (rollup, entries) in &batches {
+            assert_eq!(
+                &s.batch_entries(*rollup, 1).unwrap(),
+                entries,
+                "rollup {rollup}"
+            );
+            // The batch family holds references, not a second copy of the payloads.
+            let stored =
+                s.db.get_cf(s.cf(CF_BATCHES).unwrap(), batch_key(*rollup, 1))
+                    .unwrap()
+                    .unwrap();
+            let payload: usize = entries.iter().map(|e| e.payload.len()).sum();
+            assert!(
+                stored.len() < payload,
+                "rollup {rollup}: {} stored bytes",
+                stored.len()
+            );
+        }
+        assert_eq!(batches.len(), 2);
+    }
+
+    #[test]
+    fn a_data_directory_in_another_layout_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            // A directory written before layout marks: chain data, no mark.
+            let meta = s.cf(CF_META).unwrap();
+            s.db.put_cf(meta, LATEST, be(3)).unwrap();
+            s.db.delete_cf(meta, LAYOUT_KEY).unwrap();
+        }
+        let err = RocksStore::open(dir.path(), true, 1 << 20)
+            .err()
+            .expect("refused");
+        assert!(
+            matches!(
+                err,
+                NodeError::StoreLayout {
+                    found: 1,
+                    expected: LAYOUT
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("empty data directory"), "{err}");
+        // A fresh directory is marked with this build's layout and opens again.
+        let fresh = tempfile::tempdir().unwrap();
+        drop(RocksStore::open(fresh.path(), true, 1 << 20).unwrap());
+        RocksStore::open(fresh.path(), true, 1 << 20).unwrap();
     }
 
     fn evidence(n: u8) -> Equivocation {
