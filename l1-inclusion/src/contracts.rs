@@ -39,20 +39,29 @@ pub struct Deployment {
     pub inbox_block: u64,
 }
 
+/// The governance delay a real deployment should use (seconds between a governance change being scheduled, with
+/// its event on L1, and taking effect): two days, long enough for rollups watching L1 to notice and react.
+pub const DEFAULT_GOVERNANCE_DELAY_SECS: u64 = 2 * 24 * 60 * 60;
+
 /// Deploys both contracts with `deployer` as governance (devnets and tests). `attesters` are `(address, power)`
-/// of the validator set whose Baton hash is `set_hash`.
+/// of the validator set whose Baton hash is `set_hash`; `staking` is the `BatonStaking` contract `rotate` reads
+/// attesters from (zero: rotation off); governance changes wait `governance_delay` seconds.
 pub async fn deploy(
     rpc_url: &str,
     deployer: alloy::signers::local::PrivateKeySigner,
     attesters: &[(EthAddress, u64)],
     set_hash: B256,
     forced_inclusion_delay: u64,
+    staking: EthAddress,
+    governance_delay: u64,
 ) -> Result<Deployment, L1Error> {
     let governance = deployer.address();
     let provider = deployer_provider(rpc_url, deployer)?;
     let c = BatonCommitments::deploy(
         provider.clone(),
         governance,
+        staking,
+        governance_delay,
         attesters.iter().map(|(a, _)| *a).collect(),
         attesters.iter().map(|(_, p)| *p).collect(),
         set_hash,
@@ -98,25 +107,38 @@ fn deployer_provider(
 }
 
 /// Deploys `BatonStaking` with `deployer` as governance (devnets and tests): stakes of at least `min_stake` wei,
-/// withdrawals `exit_delay` L1 blocks after an exit request. Returns its address and deployment block.
+/// withdrawals `exit_delay` L1 blocks after an exit request, governance changes `governance_delay` seconds after
+/// being scheduled; `allowlisted` keys may register from the start, and anyone may if `open`. Returns its address
+/// and deployment block.
 pub async fn deploy_staking(
     rpc_url: &str,
     deployer: alloy::signers::local::PrivateKeySigner,
     min_stake: U256,
     exit_delay: u64,
+    governance_delay: u64,
+    allowlisted: Vec<B256>,
+    open: bool,
 ) -> Result<(EthAddress, u64), L1Error> {
     let governance = deployer.address();
     let provider = deployer_provider(rpc_url, deployer)?;
-    let receipt = BatonStaking::deploy_builder(provider, min_stake, exit_delay, governance)
-        .send()
-        .await
-        .map_err(|e| L1Error::Contract {
-            call: "deploy BatonStaking",
-            message: e.to_string(),
-        })?
-        .get_receipt()
-        .await
-        .map_err(L1Error::rpc)?;
+    let receipt = BatonStaking::deploy_builder(
+        provider,
+        min_stake,
+        exit_delay,
+        governance,
+        governance_delay,
+        allowlisted,
+        open,
+    )
+    .send()
+    .await
+    .map_err(|e| L1Error::Contract {
+        call: "deploy BatonStaking",
+        message: e.to_string(),
+    })?
+    .get_receipt()
+    .await
+    .map_err(L1Error::rpc)?;
     let address = receipt.contract_address.ok_or_else(|| L1Error::Contract {
         call: "deploy BatonStaking",
         message: "no contract address in the receipt".into(),

@@ -50,19 +50,19 @@ impl EpochEnd {
     /// With the first `staked` members of the next set (in the set's order) registered.
     async fn start(staked: usize) -> EpochEnd {
         let l1 = L1::start(true).await;
-        let staking =
-            *BatonStaking::deploy(l1.provider.clone(), U256::from(ETHER), 3, l1.address(0))
-                .await
-                .unwrap()
-                .address();
-        BatonStaking::new(staking, l1.provider.clone())
-            .openRegistration()
-            .send()
-            .await
-            .unwrap()
-            .get_receipt()
-            .await
-            .unwrap();
+        // Registration open from the start.
+        let staking = *BatonStaking::deploy(
+            l1.provider.clone(),
+            U256::from(ETHER),
+            3,
+            l1.address(0),
+            common::GOVERNANCE_DELAY,
+            vec![],
+            true,
+        )
+        .await
+        .unwrap()
+        .address();
         let keys: Vec<ed25519_consensus::SigningKey> = (1..=5u8)
             .map(|i| ed25519_consensus::SigningKey::from([i; 32]))
             .collect();
@@ -139,17 +139,30 @@ impl EpochEnd {
             .unwrap();
     }
 
-    /// Governance names the staking contract: rotation on.
+    /// Governance names the staking contract: rotation on once the scheduled change is executed after the
+    /// governance delay.
     async fn enable_rotation(&self) {
-        self.l1
-            .contract()
-            .setStaking(self.staking)
+        let contract = self.l1.contract();
+        let scheduled = contract
+            .scheduleSetStaking(self.staking)
             .send()
             .await
             .unwrap()
             .get_receipt()
             .await
             .unwrap();
+        assert!(scheduled.status());
+        self.l1.pass_governance_delay().await;
+        let executed = contract
+            .executeSetStaking(self.staking)
+            .send()
+            .await
+            .unwrap()
+            .get_receipt()
+            .await
+            .unwrap();
+        assert!(executed.status());
+        assert_eq!(contract.staking().call().await.unwrap(), self.staking);
     }
 
     /// The epoch's last commitment with the next set's members, as the poster sends it (`rotate`).

@@ -1,5 +1,6 @@
-//! The staking contract against a real local L1 (anvil): registration behind an allowlist, then open; stake,
-//! exit, withdraw after the delay; and the events read back into the validator-set function's candidate table.
+//! The staking contract against a real local L1 (anvil): registration behind an allowlist (allowlisting and
+//! opening registration timelocked, disallowing and removing immediate), then open; stake, exit, withdraw after
+//! the delay; and the events read back into the validator-set function's candidate table.
 
 #![allow(clippy::unwrap_used)] // test helpers
 
@@ -48,10 +49,19 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
     common::bounded(120, async {
         let l1 = L1::start(true).await;
         let governance = l1.address(0);
-        let staking = *BatonStaking::deploy(l1.provider.clone(), U256::from(ETHER), 3, governance)
-            .await
-            .unwrap()
-            .address();
+        // Key 6 allowlisted at deployment (as a network's genesis validators are): no delayed call needed.
+        let staking = *BatonStaking::deploy(
+            l1.provider.clone(),
+            U256::from(ETHER),
+            3,
+            governance,
+            common::GOVERNANCE_DELAY,
+            vec![key(6)],
+            false,
+        )
+        .await
+        .unwrap()
+        .address();
         let contract = BatonStaking::new(staking, l1.reader());
         let register = |n: u8| {
             BatonStaking::registerCall {
@@ -60,22 +70,43 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             }
             .abi_encode()
         };
+        let schedule_allow = |n: u8| {
+            BatonStaking::scheduleAllowlistCall {
+                consensusKey: key(n),
+            }
+            .abi_encode()
+        };
+        let execute_allow = |n: u8| {
+            BatonStaking::executeAllowlistCall {
+                consensusKey: key(n),
+            }
+            .abi_encode()
+        };
 
-        // Allowlist on: key 1 (allowlisted) registers; key 9 is refused on-chain and never registered.
+        // Allowlist on: key 1 is allowlisted through the timelock. Only governance schedules it; until the delay
+        // has passed it is not executable and key 1 cannot register; then anyone executes it and key 1 registers.
+        // Key 9 (never allowlisted) is refused on-chain and never registered.
         assert!(
-            send(
-                &l1,
-                staking,
-                0,
-                BatonStaking::setAllowlistedCall {
-                    consensusKey: key(1),
-                    allowed: true
-                }
-                .abi_encode(),
-                0
-            )
-            .await
+            !send(&l1, staking, 5, schedule_allow(1), 0).await,
+            "not governance"
         );
+        assert!(send(&l1, staking, 0, schedule_allow(1), 0).await);
+        let id = contract.allowlistId(key(1)).call().await.unwrap();
+        assert_eq!(
+            contract.readyAt(id).call().await.unwrap(),
+            l1.timestamp().await + common::GOVERNANCE_DELAY
+        );
+        assert!(
+            !send(&l1, staking, 5, execute_allow(1), 0).await,
+            "executed before the delay"
+        );
+        assert!(
+            !send(&l1, staking, 1, register(1), 2 * ETHER).await,
+            "registered while its allowlisting was only scheduled"
+        );
+        l1.pass_governance_delay().await;
+        assert!(send(&l1, staking, 5, execute_allow(1), 0).await);
+        assert!(contract.allowlisted(key(1)).call().await.unwrap());
         assert!(
             !send(&l1, staking, 5, register(9), 2 * ETHER).await,
             "not allowlisted"
@@ -85,13 +116,25 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             EthAddress::ZERO
         );
         assert!(send(&l1, staking, 1, register(1), 2 * ETHER).await);
-        // Permissioned phase: governance can remove a validator (it exits as if it had asked); nobody else can.
-        let allow6 = BatonStaking::setAllowlistedCall {
-            consensusKey: key(6),
-            allowed: true,
+        // Disallowing is immediate and cancels an allowlisting still scheduled.
+        assert!(send(&l1, staking, 0, schedule_allow(7), 0).await);
+        let disallow7 = BatonStaking::disallowCall {
+            consensusKey: key(7),
         }
         .abi_encode();
-        assert!(send(&l1, staking, 0, allow6, 0).await);
+        assert!(
+            !send(&l1, staking, 5, disallow7.clone(), 0).await,
+            "not governance"
+        );
+        assert!(send(&l1, staking, 0, disallow7, 0).await);
+        l1.pass_governance_delay().await;
+        assert!(
+            !send(&l1, staking, 5, execute_allow(7), 0).await,
+            "cancelled by disallow"
+        );
+        assert!(!send(&l1, staking, 7, register(7), 2 * ETHER).await);
+        // Permissioned phase: governance can remove a validator at once (it exits as if it had asked); nobody else
+        // can.
         assert!(send(&l1, staking, 6, register(6), 2 * ETHER).await);
         let remove6 = BatonStaking::removeCall {
             consensusKey: key(6),
@@ -106,26 +149,21 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             contract.stakes(key(6)).call().await.unwrap().withdrawableAt,
             0
         );
-        // Only governance opens registration; below the minimum stake is refused.
+        // Only governance schedules opening registration; it takes effect only after the delay (until then key 2
+        // cannot register), executed by anyone; below the minimum stake is refused.
+        let schedule_open = BatonStaking::scheduleOpenRegistrationCall {}.abi_encode();
+        let execute_open = BatonStaking::executeOpenRegistrationCall {}.abi_encode();
+        assert!(!send(&l1, staking, 2, schedule_open.clone(), 0).await);
+        assert!(send(&l1, staking, 0, schedule_open.clone(), 0).await);
+        assert!(!send(&l1, staking, 2, execute_open.clone(), 0).await);
+        assert!(!send(&l1, staking, 2, register(2), 2 * ETHER).await);
+        assert!(contract.allowlistEnabled().call().await.unwrap());
+        l1.pass_governance_delay().await;
+        assert!(send(&l1, staking, 2, execute_open, 0).await);
+        assert!(!contract.allowlistEnabled().call().await.unwrap());
         assert!(
-            !send(
-                &l1,
-                staking,
-                2,
-                BatonStaking::openRegistrationCall {}.abi_encode(),
-                0
-            )
-            .await
-        );
-        assert!(
-            send(
-                &l1,
-                staking,
-                0,
-                BatonStaking::openRegistrationCall {}.abi_encode(),
-                0
-            )
-            .await
+            !send(&l1, staking, 0, schedule_open, 0).await,
+            "already open"
         );
         assert!(
             !send(&l1, staking, 2, register(2), ETHER / 2).await,

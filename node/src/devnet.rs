@@ -224,7 +224,8 @@ pub struct DevnetStaking {
     /// Stake per unit of voting power and the minimum stake, in wei.
     pub stake_per_power: u128,
     pub stake_per_validator: u128,
-    /// Governance opens registration to anyone right away (otherwise only allowlisted keys may register).
+    /// Registration open to anyone from deployment (otherwise only allowlisted keys may register: the genesis
+    /// validators, allowlisted at deployment, and keys governance allowlists later through the timelock).
     pub open: bool,
 }
 
@@ -314,7 +315,13 @@ pub struct DevnetL1 {
     pub forwarder: Option<PrivateKeySigner>,
     /// When set, the validator set follows L1 stake by epochs.
     pub staking: Option<DevnetStaking>,
+    /// Seconds a governance change of the contracts waits between being scheduled and taking effect (a real
+    /// deployment: [`baton_l1_inclusion::contracts::DEFAULT_GOVERNANCE_DELAY_SECS`], two days).
+    pub governance_delay: u64,
 }
+
+/// The devnet's governance delay (seconds): short, so a demo or a test can wait it out.
+pub const DEVNET_GOVERNANCE_DELAY_SECS: u64 = 5;
 
 impl DevnetL1 {
     /// A local anvil's settings: its first dev key deploys, its second pays for commitments posted by node 0.
@@ -331,6 +338,7 @@ impl DevnetL1 {
             origin_safety: baton_l1_inclusion::watcher::Safety::Safe,
             forwarder: None,
             staking: None,
+            governance_delay: DEVNET_GOVERNANCE_DELAY_SECS,
         }
     }
 }
@@ -352,19 +360,25 @@ pub async fn attach_l1(
         attesters.push((key.address(), net.genesis.validators[i].voting_power));
     }
     let set_hash = net.genesis.validator_set()?.hash();
+    // Staking first, so the commitments contract names it at deployment (changing it later is timelocked).
+    let staking = match &l1.staking {
+        Some(st) => Some(deploy_genesis_staking(net, l1, st).await?),
+        None => None,
+    };
     let deployment = baton_l1_inclusion::contracts::deploy(
         &l1.rpc_url,
         l1.deployer.clone(),
         &attesters,
         alloy_primitives::B256::from(set_hash.0),
         l1.forced_delay,
+        staking.unwrap_or_default(),
+        l1.governance_delay,
     )
     .await
     .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
-    let staking = match &l1.staking {
-        Some(st) => Some(stake_genesis(net, l1, st, deployment.commitments).await?),
-        None => None,
-    };
+    if let (Some(st), Some(address)) = (&l1.staking, staking) {
+        stake_genesis(net, l1, st, address).await?;
+    }
     net.genesis.l1 = Some(crate::config::GenesisL1 {
         chain_id: l1.chain_id,
         commitments: format!("{:#x}", deployment.commitments),
@@ -415,23 +429,54 @@ pub async fn attach_l1(
     Ok(deployment)
 }
 
-/// Deploys `BatonStaking`, allowlists and stakes every genesis validator (attesters from genesis), opens
-/// registration if asked, and writes genesis `[epochs]`. Returns the contract.
+/// The genesis validators' consensus keys, as `BatonStaking` names them.
+fn genesis_keys(net: &Devnet) -> Result<Vec<alloy_primitives::B256>, NodeError> {
+    net.genesis
+        .validators
+        .iter()
+        .map(|v| {
+            Ok(alloy_primitives::B256::from(
+                v.to_validator()
+                    .map_err(NodeError::Config)?
+                    .public_key
+                    .to_bytes(),
+            ))
+        })
+        .collect()
+}
+
+/// Deploys `BatonStaking` with every genesis validator allowlisted (and registration open if asked) from the
+/// start: a fresh deployment needs no timelocked governance call. Its constructor emits only allowlist events,
+/// which the set function ignores, so it may precede the inbox (staking events are read from the inbox's block
+/// on): the genesis stakes are registered after the inbox, by [`stake_genesis`].
+async fn deploy_genesis_staking(
+    net: &Devnet,
+    l1: &DevnetL1,
+    st: &DevnetStaking,
+) -> Result<alloy_primitives::Address, NodeError> {
+    let (address, _) = baton_l1_inclusion::contracts::deploy_staking(
+        &l1.rpc_url,
+        l1.deployer.clone(),
+        alloy_primitives::U256::from(st.stake_per_power),
+        st.exit_delay,
+        l1.governance_delay,
+        genesis_keys(net)?,
+        st.open,
+    )
+    .await
+    .map_err(|e| NodeError::Config(format!("deploying BatonStaking: {e}")))?;
+    Ok(address)
+}
+
+/// Stakes every genesis validator in `BatonStaking` at `address` (attesters from genesis) and writes genesis
+/// `[epochs]`.
 async fn stake_genesis(
     net: &mut Devnet,
     l1: &DevnetL1,
     st: &DevnetStaking,
-    commitments: alloy_primitives::Address,
-) -> Result<alloy_primitives::Address, NodeError> {
-    use alloy_primitives::{B256, U256};
-    let (address, _) = baton_l1_inclusion::contracts::deploy_staking(
-        &l1.rpc_url,
-        l1.deployer.clone(),
-        U256::from(st.stake_per_power),
-        st.exit_delay,
-    )
-    .await
-    .map_err(|e| NodeError::Config(format!("deploying BatonStaking: {e}")))?;
+    address: alloy_primitives::Address,
+) -> Result<(), NodeError> {
+    use alloy_primitives::U256;
     let url = l1
         .rpc_url
         .parse()
@@ -441,63 +486,28 @@ async fn stake_genesis(
         .connect_http(url);
     let contract = baton_l1_inclusion::contracts::BatonStaking::new(address, provider);
     let failed = |what: &str, e: &dyn std::fmt::Display| NodeError::Config(format!("{what}: {e}"));
-    for v in &net.genesis.validators {
-        let key = B256::from(
-            v.to_validator()
-                .map_err(NodeError::Config)?
-                .public_key
-                .to_bytes(),
-        );
+    for (v, key) in net.genesis.validators.iter().zip(genesis_keys(net)?) {
         let attester: alloy_primitives::Address = v
             .attester
             .as_deref()
             .unwrap_or_default()
             .parse()
             .map_err(|e| failed("genesis attester", &e))?;
-        for call in [
-            contract
-                .setAllowlisted(key, true)
-                .into_transaction_request(),
-            contract
-                .register(key, attester)
-                .value(U256::from(st.stake_per_validator))
-                .into_transaction_request(),
-        ] {
-            use alloy::providers::Provider;
-            let receipt = contract
-                .provider()
-                .send_transaction(call)
-                .await
-                .map_err(|e| failed("staking a genesis validator", &e))?
-                .get_receipt()
-                .await
-                .map_err(|e| failed("staking a genesis validator", &e))?;
-            if !receipt.status() {
-                return Err(NodeError::Config(format!(
-                    "staking genesis validator {} reverted",
-                    v.name
-                )));
-            }
-        }
-    }
-    // The commitments contract rotates its attesters through the set changes, reading them from staking.
-    baton_l1_inclusion::contracts::BatonCommitments::new(commitments, contract.provider())
-        .setStaking(address)
-        .send()
-        .await
-        .map_err(|e| failed("setStaking", &e))?
-        .get_receipt()
-        .await
-        .map_err(|e| failed("setStaking", &e))?;
-    if st.open {
-        contract
-            .openRegistration()
+        let receipt = contract
+            .register(key, attester)
+            .value(U256::from(st.stake_per_validator))
             .send()
             .await
-            .map_err(|e| failed("openRegistration", &e))?
+            .map_err(|e| failed("staking a genesis validator", &e))?
             .get_receipt()
             .await
-            .map_err(|e| failed("openRegistration", &e))?;
+            .map_err(|e| failed("staking a genesis validator", &e))?;
+        if !receipt.status() {
+            return Err(NodeError::Config(format!(
+                "staking genesis validator {} reverted",
+                v.name
+            )));
+        }
     }
     net.genesis.epochs = Some(crate::config::GenesisEpochs {
         length: st.epoch_length,
@@ -506,7 +516,7 @@ async fn stake_genesis(
         stake_per_power: st.stake_per_power.to_string(),
         min_validators: 4.min(net.genesis.validators.len()),
     });
-    Ok(address)
+    Ok(())
 }
 
 /// A running `baton run` child process. Dropping it kills the process.
@@ -808,10 +818,18 @@ async fn staking_demo(
         }
     }
     let deployer: PrivateKeySigner = l1.anvil.keys()[0].clone().into();
-    let block = StakingClient::new(&endpoint, l1.staking, Some(deployer))?
-        .open_registration()
+    let governance = StakingClient::new(&endpoint, l1.staking, Some(deployer))?;
+    let scheduled = governance.schedule_open_registration().await?;
+    println!(
+        "staking: governance scheduled opening registration in L1 block {} (executable from L1 time {}, after the \
+         devnet's {DEVNET_GOVERNANCE_DELAY_SECS} s governance delay)",
+        scheduled.block, scheduled.executable_at
+    );
+    governance
+        .wait_for_l1_time(scheduled.executable_at, Duration::from_secs(60))
         .await?;
-    println!("staking: governance opened registration to anyone in L1 block {block}");
+    let block = governance.execute_open_registration().await?;
+    println!("staking: registration opened to anyone in L1 block {block}");
     let t = Instant::now();
     let block = stake
         .register(ck, attester.address(), U256::from(ETHER))

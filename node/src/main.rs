@@ -62,8 +62,9 @@ enum Command {
         #[command(subcommand)]
         command: ValidatorCommand,
     },
-    /// Governance of the staking contract in the permissioned phase: allowlist keys, remove validators, open
-    /// registration to anyone.
+    /// Governance of the staking contract in the permissioned phase: allowlist keys and open registration to
+    /// anyone (both timelocked: scheduled, then executed after the contract's governance delay), disallow keys and
+    /// remove validators (immediate).
     Governance {
         #[command(subcommand)]
         command: GovernanceCommand,
@@ -216,27 +217,44 @@ struct GovernanceArgs {
 
 #[derive(Subcommand)]
 enum GovernanceCommand {
-    /// Let a consensus key register while the allowlist is on (`--revoke` to take that back).
+    /// Schedule letting a consensus key register while the allowlist is on (it takes effect after the
+    /// contract's governance delay: run again with `--execute` then); `--cancel` takes a scheduled one back;
+    /// `--revoke` takes the key off the allowlist at once.
     Allow {
         #[command(flatten)]
         l1: GovernanceArgs,
         /// The validator's Ed25519 public key (hex, from `baton keys show`).
         #[arg(long)]
         public_key: String,
+        /// Execute the scheduled allowlisting (once the delay is over).
+        #[arg(long, conflicts_with_all = ["cancel", "revoke"])]
+        execute: bool,
+        /// Cancel the scheduled allowlisting.
+        #[arg(long, conflicts_with = "revoke")]
+        cancel: bool,
+        /// Take the key off the allowlist now (also cancels a scheduled allowlisting).
         #[arg(long)]
         revoke: bool,
     },
-    /// Remove a validator from the next set (permissioned phase only; its owner withdraws after the delay).
+    /// Remove a validator from the next set at once (permissioned phase only; its owner withdraws after the exit
+    /// delay).
     Remove {
         #[command(flatten)]
         l1: GovernanceArgs,
         #[arg(long)]
         public_key: String,
     },
-    /// Open registration to anyone (irreversible; ends the permissioned phase).
+    /// Schedule opening registration to anyone (irreversible once executed; ends the permissioned phase); run
+    /// again with `--execute` after the governance delay, or `--cancel`.
     OpenRegistration {
         #[command(flatten)]
         l1: GovernanceArgs,
+        /// Execute the scheduled opening (once the delay is over).
+        #[arg(long, conflicts_with = "cancel")]
+        execute: bool,
+        /// Cancel the scheduled opening.
+        #[arg(long)]
+        cancel: bool,
     },
 }
 
@@ -365,32 +383,87 @@ fn public_key_arg(s: &str) -> Result<alloy_primitives::B256> {
     Ok(alloy_primitives::B256::from(key))
 }
 
+/// What to print after scheduling a governance change.
+fn scheduled_note(
+    what: &str,
+    s: &baton_node::validator::Scheduled,
+    now: u64,
+    execute: &str,
+) -> String {
+    format!(
+        "{what} scheduled in L1 block {} (change id {}): executable from L1 time {} ({} s from now); then run \
+         `{execute}` (anyone may), or `--cancel` it before",
+        s.block,
+        s.id,
+        s.executable_at,
+        s.executable_at.saturating_sub(now)
+    )
+}
+
 async fn governance_command(command: GovernanceCommand) -> Result<()> {
     match command {
         GovernanceCommand::Allow {
             l1,
             public_key,
+            execute,
+            cancel,
             revoke,
         } => {
             let key = public_key_arg(&public_key)?;
-            let block = governance_client(&l1)?
-                .set_allowlisted(key, !revoke)
-                .await?;
-            let what = if revoke {
-                "no longer allowlisted"
+            let client = governance_client(&l1)?;
+            if revoke {
+                let block = client.disallow(key).await?;
+                println!("{key} no longer allowlisted (L1 block {block})");
+            } else if cancel {
+                let block = client.cancel_allowlist(key).await?;
+                println!("the allowlisting of {key} is cancelled (L1 block {block})");
+            } else if execute {
+                let block = client.execute_allowlist(key).await?;
+                println!("{key} allowlisted (L1 block {block})");
             } else {
-                "allowlisted"
-            };
-            println!("{key} {what} (L1 block {block})");
+                let s = client.schedule_allowlist(key).await?;
+                let now = client.l1_time().await?;
+                println!(
+                    "{}",
+                    scheduled_note(
+                        &format!("allowlisting {key}"),
+                        &s,
+                        now,
+                        "baton governance allow --execute ..."
+                    )
+                );
+            }
         }
         GovernanceCommand::Remove { l1, public_key } => {
             let key = public_key_arg(&public_key)?;
             let block = governance_client(&l1)?.remove(key).await?;
             println!("{key} removed in L1 block {block}: out of the set from the next epoch computed after it");
         }
-        GovernanceCommand::OpenRegistration { l1 } => {
-            let block = governance_client(&l1)?.open_registration().await?;
-            println!("registration is open to anyone from L1 block {block}");
+        GovernanceCommand::OpenRegistration {
+            l1,
+            execute,
+            cancel,
+        } => {
+            let client = governance_client(&l1)?;
+            if cancel {
+                let block = client.cancel_open_registration().await?;
+                println!("opening registration is cancelled (L1 block {block})");
+            } else if execute {
+                let block = client.execute_open_registration().await?;
+                println!("registration is open to anyone from L1 block {block}");
+            } else {
+                let s = client.schedule_open_registration().await?;
+                let now = client.l1_time().await?;
+                println!(
+                    "{}",
+                    scheduled_note(
+                        "opening registration",
+                        &s,
+                        now,
+                        "baton governance open-registration --execute ..."
+                    )
+                );
+            }
         }
     }
     Ok(())

@@ -41,6 +41,16 @@ pub struct Position {
     pub l1_block: u64,
 }
 
+/// A governance change scheduled in the staking contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scheduled {
+    /// The L1 block the scheduling landed in.
+    pub block: u64,
+    pub id: B256,
+    /// The earliest L1 time (unix seconds) it may be executed.
+    pub executable_at: u64,
+}
+
 impl Position {
     pub fn registered(&self) -> bool {
         self.owner != EthAddress::ZERO
@@ -115,6 +125,18 @@ fn refusal(call: &str, e: alloy::contract::Error) -> NodeError {
         Some(BatonStakingErrors::RegistrationIsOpen(_)) => {
             "registration is open to anyone: governance can no longer remove validators".into()
         }
+        Some(BatonStakingErrors::AlreadyScheduled(_)) => {
+            "this change is already scheduled (execute it once due, or cancel it)".into()
+        }
+        Some(BatonStakingErrors::NotScheduled(_)) => {
+            "this change is not scheduled (schedule it first; it may have been executed or cancelled)".into()
+        }
+        Some(BatonStakingErrors::TooEarly(t)) => format!(
+            "the governance delay is not over: L1 time {} now, executable from {} ({} s to go)",
+            t.now_,
+            t.executableAt,
+            t.executableAt.saturating_sub(t.now_)
+        ),
         Some(BatonStakingErrors::ExitDelayNotOver(d)) => format!(
             "the exit delay is not over: L1 block {} now, withdrawable from block {}",
             d.now_, d.withdrawableAt
@@ -226,25 +248,130 @@ impl StakingClient {
         self.transact("requestExit", c.requestExit(key)).await
     }
 
-    /// Governance: allows (or disallows) `key` to register while the allowlist is on.
-    pub async fn set_allowlisted(&self, key: B256, allowed: bool) -> Result<u64, NodeError> {
+    /// Governance: schedules allowing `key` to register while the allowlist is on (timelocked: executable
+    /// `governanceDelay` seconds later, by anyone, with [`StakingClient::execute_allowlist`]).
+    pub async fn schedule_allowlist(&self, key: B256) -> Result<Scheduled, NodeError> {
         let c = self.contract();
-        self.transact("setAllowlisted", c.setAllowlisted(key, allowed))
+        let block = self
+            .transact("scheduleAllowlist", c.scheduleAllowlist(key))
+            .await?;
+        let id = c
+            .allowlistId(key)
+            .call()
+            .await
+            .map_err(|e| l1_error("BatonStaking.allowlistId", e))?;
+        self.scheduled(block, id).await
+    }
+
+    /// Allows `key` to register, as scheduled, once the governance delay is over (anyone may send it).
+    pub async fn execute_allowlist(&self, key: B256) -> Result<u64, NodeError> {
+        let c = self.contract();
+        self.transact("executeAllowlist", c.executeAllowlist(key))
             .await
     }
 
-    /// Governance, permissioned phase only: removes `key` from the next set (its owner withdraws after the
-    /// delay).
+    /// Governance: takes `key` off the allowlist at once (cancelling its allowlisting if still scheduled).
+    pub async fn disallow(&self, key: B256) -> Result<u64, NodeError> {
+        let c = self.contract();
+        self.transact("disallow", c.disallow(key)).await
+    }
+
+    /// Governance: cancels the scheduled allowlisting of `key`.
+    pub async fn cancel_allowlist(&self, key: B256) -> Result<u64, NodeError> {
+        let c = self.contract();
+        let id = c
+            .allowlistId(key)
+            .call()
+            .await
+            .map_err(|e| l1_error("BatonStaking.allowlistId", e))?;
+        self.transact("cancel", c.cancel(id)).await
+    }
+
+    /// Governance, permissioned phase only: removes `key` from the next set at once (its owner withdraws after
+    /// the exit delay).
     pub async fn remove(&self, key: B256) -> Result<u64, NodeError> {
         let c = self.contract();
         self.transact("remove", c.remove(key)).await
     }
 
-    /// Governance: lets anyone register from now on (irreversible).
-    pub async fn open_registration(&self) -> Result<u64, NodeError> {
+    /// Governance: schedules letting anyone register (irreversible once executed, by anyone, with
+    /// [`StakingClient::execute_open_registration`] after the governance delay).
+    pub async fn schedule_open_registration(&self) -> Result<Scheduled, NodeError> {
         let c = self.contract();
-        self.transact("openRegistration", c.openRegistration())
+        let block = self
+            .transact("scheduleOpenRegistration", c.scheduleOpenRegistration())
+            .await?;
+        let id = c
+            .openRegistrationId()
+            .call()
             .await
+            .map_err(|e| l1_error("BatonStaking.openRegistrationId", e))?;
+        self.scheduled(block, id).await
+    }
+
+    /// Lets anyone register from now on, as scheduled, once the governance delay is over (anyone may send it).
+    pub async fn execute_open_registration(&self) -> Result<u64, NodeError> {
+        let c = self.contract();
+        self.transact("executeOpenRegistration", c.executeOpenRegistration())
+            .await
+    }
+
+    /// Governance: cancels the scheduled opening of registration.
+    pub async fn cancel_open_registration(&self) -> Result<u64, NodeError> {
+        let c = self.contract();
+        let id = c
+            .openRegistrationId()
+            .call()
+            .await
+            .map_err(|e| l1_error("BatonStaking.openRegistrationId", e))?;
+        self.transact("cancel", c.cancel(id)).await
+    }
+
+    async fn scheduled(&self, block: u64, id: B256) -> Result<Scheduled, NodeError> {
+        let executable_at = self
+            .contract()
+            .readyAt(id)
+            .call()
+            .await
+            .map_err(|e| l1_error("BatonStaking.readyAt", e))?;
+        Ok(Scheduled {
+            block,
+            id,
+            executable_at,
+        })
+    }
+
+    /// The latest L1 block's timestamp (unix seconds): the clock governance delays run on.
+    pub async fn l1_time(&self) -> Result<u64, NodeError> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(|e| l1_error("eth_getBlockByNumber", e))?
+            .ok_or_else(|| NodeError::L1("eth_getBlockByNumber: no latest block".into()))?;
+        Ok(block.header.timestamp)
+    }
+
+    /// Waits until the latest L1 block's timestamp reaches `time` (at most `timeout`).
+    pub async fn wait_for_l1_time(
+        &self,
+        time: u64,
+        timeout: std::time::Duration,
+    ) -> Result<(), NodeError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = self.l1_time().await?;
+            if now >= time {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(NodeError::L1(format!(
+                    "L1 time {now} did not reach {time} within {} s",
+                    timeout.as_secs()
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
     }
 
     /// Pays the stake back to its owner once the exit delay is over.

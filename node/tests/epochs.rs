@@ -11,14 +11,12 @@ mod common;
 
 use std::time::Duration;
 
-use alloy::network::EthereumWallet;
 use alloy::primitives::{Address as EthAddress, U256};
 use alloy::providers::ProviderBuilder;
 use alloy::signers::local::PrivateKeySigner;
 use baton_consensus::context::ValidatorSet;
 use baton_consensus::types::Address;
 use baton_l1_inclusion::anvil::LocalL1;
-use baton_l1_inclusion::contracts::BatonStaking;
 use baton_l1_inclusion::watcher::Safety;
 use baton_node::devnet::{attach_l1, prepare_joiner, DevnetL1, DevnetStaking, ETHER};
 use baton_node::validator::{consensus_key, StakingClient};
@@ -26,6 +24,9 @@ use baton_proto::convert::parse_batch_proof;
 use common::{run, scrape, serial, value, Cluster};
 
 const EPOCH: u64 = 30;
+
+/// The staking contract's governance delay in the node-runner test (seconds; the test moves L1 time past it).
+const GOVERNANCE_DELAY: u64 = 600;
 
 /// The set deciding the next height, as node `i` reports it.
 async fn next_set(cluster: &Cluster, i: usize) -> (u64, ValidatorSet) {
@@ -161,18 +162,27 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             "the refused key never enters the set"
         );
 
-        // Governance opens registration; the joiner stakes. Node 2 is stopped before the change.
-        let governance = ProviderBuilder::new()
-            .wallet(EthereumWallet::from(l1.deployer.clone()))
-            .connect_http(anvil.endpoint_url());
-        BatonStaking::new(staking, governance)
-            .openRegistration()
-            .send()
+        // Governance opens registration (scheduled, then executed once the devnet's governance delay is over);
+        // the joiner stakes. Node 2 is stopped before the change.
+        let governance =
+            StakingClient::new(&anvil.endpoint(), staking, Some(l1.deployer.clone())).unwrap();
+        let scheduled = governance
+            .schedule_open_registration()
             .await
-            .unwrap()
-            .get_receipt()
+            .expect("schedule opening registration");
+        let refused = stake
+            .register(key, joiner_attester.address(), U256::from(ETHER))
+            .await
+            .expect_err("registration is only scheduled to open");
+        assert!(refused.to_string().contains("not allowlisted"), "{refused}");
+        governance
+            .wait_for_l1_time(scheduled.executable_at, Duration::from_secs(60))
             .await
             .unwrap();
+        governance
+            .execute_open_registration()
+            .await
+            .expect("open registration");
         cluster.kill(2);
         let registered_in = stake
             .register(key, joiner_attester.address(), U256::from(ETHER))
@@ -389,9 +399,25 @@ fn the_node_runner_commands_drive_the_staking_contract() {
             governance.clone(),
             U256::from(ETHER),
             2,
+            GOVERNANCE_DELAY,
+            vec![],
+            false,
         )
         .await
         .expect("deploy");
+        // L1 time moves past the governance delay (`evm_increaseTime`, then a block).
+        let url = anvil.endpoint_url();
+        let pass_delay = || {
+            let provider = ProviderBuilder::new().connect_http(url.clone());
+            async move {
+                alloy::providers::ext::AnvilApi::anvil_increase_time(&provider, GOVERNANCE_DELAY)
+                    .await
+                    .unwrap();
+                alloy::providers::ext::AnvilApi::anvil_mine(&provider, Some(1), None)
+                    .await
+                    .unwrap();
+            }
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
         let owner: PrivateKeySigner = anvil.keys()[4].clone().into();
@@ -460,8 +486,25 @@ fn the_node_runner_commands_drive_the_staking_contract() {
             a.extend_from_slice(extra);
             baton(&a)
         };
+        // Allowlisting is timelocked: scheduled, not executable (and the key not allowlisted) until the delay is
+        // over, then executed.
         let (ok, text) = gov("allow", &["--public-key", &public_key]);
-        assert!(ok, "{text}");
+        assert!(
+            ok && text.contains("scheduled") && text.contains("--execute"),
+            "{text}"
+        );
+        let (ok, text) = gov("allow", &["--public-key", &public_key]);
+        assert!(!ok && text.contains("already scheduled"), "{text}");
+        let (ok, text) = gov("allow", &["--public-key", &public_key, "--execute"]);
+        assert!(
+            !ok && text.contains("governance delay is not over"),
+            "{text}"
+        );
+        let (ok, text) = register(&["--stake", "2"]);
+        assert!(!ok && text.contains("not allowlisted"), "{text}");
+        pass_delay().await;
+        let (ok, text) = gov("allow", &["--public-key", &public_key, "--execute"]);
+        assert!(ok && text.contains("allowlisted"), "{text}");
         // A stake below the minimum and a malformed amount are refused clearly.
         let (ok, text) = register(&["--stake", "0.5"]);
         assert!(!ok && text.contains("below the minimum 1 ETH"), "{text}");
@@ -491,9 +534,25 @@ fn the_node_runner_commands_drive_the_staking_contract() {
         let (ok, text) = run_cmd(common("status"), &[]);
         assert!(ok && text.contains("registered      no"), "{text}");
 
-        // Registration opens; governance can no longer remove anyone.
+        // Revoking is immediate: the key can no longer register while the allowlist is on.
+        let (ok, text) = gov("allow", &["--public-key", &public_key, "--revoke"]);
+        assert!(ok && text.contains("no longer allowlisted"), "{text}");
+        // Registration opens (scheduled, cancelled, scheduled again, executed after the delay: until then the
+        // revoked key stays out); governance can no longer remove anyone.
         let (ok, text) = gov("open-registration", &[]);
-        assert!(ok, "{text}");
+        assert!(ok && text.contains("scheduled"), "{text}");
+        let (ok, text) = gov("open-registration", &["--cancel"]);
+        assert!(ok && text.contains("cancelled"), "{text}");
+        pass_delay().await;
+        let (ok, text) = gov("open-registration", &["--execute"]);
+        assert!(!ok && text.contains("not scheduled"), "{text}");
+        let (ok, text) = gov("open-registration", &[]);
+        assert!(ok && text.contains("scheduled"), "{text}");
+        let (ok, text) = register(&["--stake", "1"]);
+        assert!(!ok && text.contains("not allowlisted"), "{text}");
+        pass_delay().await;
+        let (ok, text) = gov("open-registration", &["--execute"]);
+        assert!(ok && text.contains("open to anyone"), "{text}");
         let (ok, text) = register(&["--stake", "1"]);
         assert!(ok, "{text}");
         let (ok, text) = gov("remove", &["--public-key", &public_key]);

@@ -14,9 +14,20 @@ pragma solidity 0.8.30;
 /// The set follows Baton's epochs through `rotate`: the commitment of an epoch's last block, whose header names the
 /// next set's hash (`next_validator_set_hash`, 64 bytes before the header's end), with that set's members; each
 /// member's attester is the one its consensus key registered in `BatonStaking`. Governance can still replace the
-/// set directly (`setValidators`), e.g. for a chain without staking. A header that changes the set is accepted only
-/// through `rotate`: `commit` refuses it (`SetChangeNeedsRotate`), or anyone copying its attestations could commit
-/// its height first and leave the contract on the old set for good.
+/// set directly, e.g. for a chain without staking. A header that changes the set is accepted only through `rotate`:
+/// `commit` refuses it (`SetChangeNeedsRotate`), or anyone copying its attestations could commit its height first
+/// and leave the contract on the old set for good.
+///
+/// Governance is timelocked. Whoever holds the governance key could otherwise replace the attesting set with keys
+/// of its choosing and have a commitment signed by them accepted in the same block, before any rollup watching L1
+/// could react. So every governance change (the attesting set, the staking contract, governance itself) is first
+/// scheduled (`scheduleSetValidators`, `scheduleSetStaking`, `scheduleSetGovernance`: an event carrying the full
+/// change and the earliest time it may take effect), then executed by anyone (`executeSetValidators`, ...) once
+/// `governanceDelay` seconds have passed; governance may `cancel` it before. None of these is exempt: each one
+/// decides whose signatures count, and a fresh deployment names its staking contract in the constructor. The cost:
+/// governance cannot swap out a compromised attesting set faster than the delay either (validators leaving Baton's
+/// set go through `rotate` at the next epoch as before). Real deployments: a delay of 2 days (172800 s) or more,
+/// longer than rollups need to notice and react (pause settlement, exit); tests and devnets use seconds.
 interface IBatonStaking {
     function stakes(bytes32 consensusKey)
         external
@@ -49,6 +60,11 @@ contract BatonCommitments {
     address public governance;
     /// The `BatonStaking` contract `rotate` reads attesters from (zero: rotation off).
     address public staking;
+    /// Seconds between scheduling a governance change and the earliest time it may be executed.
+    uint64 public immutable governanceDelay;
+    /// Scheduled governance changes: the change's id (`setValidatorsId`, `setStakingId`, `setGovernanceId`) =>
+    /// the earliest time (unix seconds) it may be executed; 0 if not scheduled.
+    mapping(bytes32 => uint64) public readyAt;
     bytes32 public validatorSetHash;
     uint64 public totalPower;
     address[] private attesterList;
@@ -61,6 +77,16 @@ contract BatonCommitments {
     event ValidatorSetChanged(bytes32 indexed validatorSetHash, uint64 totalPower, uint256 attesters);
     event GovernanceChanged(address indexed governance);
     event StakingChanged(address indexed staking);
+    /// A replacement of the attesting set, executable from `executableAt` (unix seconds).
+    event ValidatorsScheduled(
+        bytes32 indexed id, address[] attesters, uint64[] powers, bytes32 validatorSetHash, uint64 executableAt
+    );
+    event StakingScheduled(bytes32 indexed id, address staking, uint64 executableAt);
+    event GovernanceScheduled(bytes32 indexed id, address governance, uint64 executableAt);
+    /// A scheduled change taken back by governance.
+    event Cancelled(bytes32 indexed id);
+    /// A scheduled change that took effect (with its own `...Changed` event).
+    event Executed(bytes32 indexed id);
 
     error NotGovernance(address caller);
     error BadValidatorSet(string reason);
@@ -77,10 +103,27 @@ contract BatonCommitments {
     error NotStaked(uint256 index, bytes32 consensusKey);
     error WrongNextSet(bytes32 got, bytes32 named);
     error SetChangeNeedsRotate(bytes32 nextSet, bytes32 currentSet);
+    error AlreadyScheduled(bytes32 id);
+    error NotScheduled(bytes32 id);
+    error TooEarly(bytes32 id, uint64 now_, uint64 executableAt);
 
-    constructor(address governance_, address[] memory attesters_, uint64[] memory powers, bytes32 setHash) {
+    /// @param staking_ The `BatonStaking` contract `rotate` reads attesters from (zero: rotation off); named here so
+    ///        a fresh deployment needs no (delayed) governance call.
+    /// @param governanceDelay_ Seconds a governance change waits between being scheduled and taking effect: 2 days
+    ///        or more on a real deployment.
+    constructor(
+        address governance_,
+        address staking_,
+        uint64 governanceDelay_,
+        address[] memory attesters_,
+        uint64[] memory powers,
+        bytes32 setHash
+    ) {
         governance = governance_;
+        staking = staking_;
+        governanceDelay = governanceDelay_;
         emit GovernanceChanged(governance_);
+        emit StakingChanged(staking_);
         _setValidators(attesters_, powers, setHash);
     }
 
@@ -89,23 +132,91 @@ contract BatonCommitments {
         _;
     }
 
-    /// @notice Replaces the attesting set (the L1 keys of Baton's validator set `setHash`).
-    function setValidators(address[] calldata attesters_, uint64[] calldata powers, bytes32 setHash)
+    /// @notice Schedules replacing the attesting set (the L1 keys of Baton's validator set `setHash`), executable
+    /// `governanceDelay` seconds from now. Emits `ValidatorsScheduled` with the whole set.
+    /// @dev Delayed because it decides whose signatures count: with an instant replacement, the governance key
+    /// alone could install attesters of its choosing and get any header committed in the same block.
+    function scheduleSetValidators(address[] calldata attesters_, uint64[] calldata powers, bytes32 setHash)
         external
         onlyGovernance
     {
+        if (attesters_.length == 0 || attesters_.length > MAX_ATTESTERS) revert BadValidatorSet("1..=256 attesters");
+        if (attesters_.length != powers.length) revert BadValidatorSet("one power per attester");
+        bytes32 id = setValidatorsId(attesters_, powers, setHash);
+        emit ValidatorsScheduled(id, attesters_, powers, setHash, _schedule(id));
+    }
+
+    /// @notice Replaces the attesting set as scheduled, once due. Anyone may call it.
+    function executeSetValidators(address[] calldata attesters_, uint64[] calldata powers, bytes32 setHash) external {
+        _execute(setValidatorsId(attesters_, powers, setHash));
         _setValidators(attesters_, powers, setHash);
     }
 
-    /// @notice Where `rotate` reads the new members' attesters.
-    function setStaking(address staking_) external onlyGovernance {
+    /// @notice Schedules naming the contract `rotate` reads the new members' attesters from (zero: rotation off).
+    /// @dev Delayed because that contract decides the attesters of every set `rotate` installs.
+    function scheduleSetStaking(address staking_) external onlyGovernance {
+        bytes32 id = setStakingId(staking_);
+        emit StakingScheduled(id, staking_, _schedule(id));
+    }
+
+    /// @notice Names the staking contract as scheduled, once due. Anyone may call it.
+    function executeSetStaking(address staking_) external {
+        _execute(setStakingId(staking_));
         staking = staking_;
         emit StakingChanged(staking_);
     }
 
-    function setGovernance(address next) external onlyGovernance {
+    /// @notice Schedules handing governance to `next`.
+    /// @dev Delayed like the rest: a new governance could otherwise schedule changes watchers never saw it gain
+    /// the right to make. Changes already scheduled stay scheduled; the new governance may cancel them.
+    function scheduleSetGovernance(address next) external onlyGovernance {
+        bytes32 id = setGovernanceId(next);
+        emit GovernanceScheduled(id, next, _schedule(id));
+    }
+
+    /// @notice Hands governance over as scheduled, once due. Anyone may call it.
+    function executeSetGovernance(address next) external {
+        _execute(setGovernanceId(next));
         governance = next;
         emit GovernanceChanged(next);
+    }
+
+    /// @notice Takes back a scheduled change before it is executed.
+    function cancel(bytes32 id) external onlyGovernance {
+        if (readyAt[id] == 0) revert NotScheduled(id);
+        delete readyAt[id];
+        emit Cancelled(id);
+    }
+
+    /// @notice The id of a scheduled replacement of the attesting set.
+    function setValidatorsId(address[] calldata attesters_, uint64[] calldata powers, bytes32 setHash)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(this.executeSetValidators.selector, attesters_, powers, setHash));
+    }
+
+    function setStakingId(address staking_) public pure returns (bytes32) {
+        return keccak256(abi.encode(this.executeSetStaking.selector, staking_));
+    }
+
+    function setGovernanceId(address next) public pure returns (bytes32) {
+        return keccak256(abi.encode(this.executeSetGovernance.selector, next));
+    }
+
+    function _schedule(bytes32 id) private returns (uint64 executableAt) {
+        if (readyAt[id] != 0) revert AlreadyScheduled(id);
+        executableAt = uint64(block.timestamp) + governanceDelay;
+        readyAt[id] = executableAt;
+    }
+
+    function _execute(bytes32 id) private {
+        uint64 at = readyAt[id];
+        if (at == 0) revert NotScheduled(id);
+        if (block.timestamp < at) revert TooEarly(id, uint64(block.timestamp), at);
+        delete readyAt[id];
+        emit Executed(id);
     }
 
     /// @notice Accepts an ordering commitment. `signatures` are 65-byte (r, s, v) signatures, their signers in

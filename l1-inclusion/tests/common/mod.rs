@@ -15,6 +15,10 @@ use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::commitment::{AttestationDomain, SignedCommitment};
 use baton_l1_inclusion::contracts::{BatonCommitments, BatonInbox};
 
+/// The contracts' governance delay in these tests (seconds); tests move L1 time past it
+/// ([`L1::pass_governance_delay`]).
+pub const GOVERNANCE_DELAY: u64 = 3600;
+
 pub struct L1 {
     pub anvil: AnvilInstance,
     /// Signs with anvil's first dev key (the contracts' governance).
@@ -43,6 +47,8 @@ impl L1 {
         let c = BatonCommitments::deploy(
             provider.clone(),
             governance,
+            EthAddress::ZERO,
+            GOVERNANCE_DELAY,
             attesters.iter().map(|a| a.address()).collect(),
             vec![1u64; 4],
             B256::from(set_hash.0),
@@ -185,6 +191,35 @@ impl L1 {
 
     pub async fn mine(&self, blocks: u64) {
         self.provider.anvil_mine(Some(blocks), None).await.unwrap();
+    }
+
+    /// The latest block's timestamp (unix seconds).
+    pub async fn timestamp(&self) -> u64 {
+        self.provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .unwrap()
+            .unwrap()
+            .header
+            .timestamp
+    }
+
+    /// Mines the next block at L1 time `timestamp` (`evm_setNextBlockTimestamp`, `evm_mine`).
+    pub async fn mine_at(&self, timestamp: u64) {
+        self.provider
+            .anvil_set_next_block_timestamp(timestamp)
+            .await
+            .unwrap();
+        self.mine(1).await;
+    }
+
+    /// Moves L1 time on by the governance delay (`evm_increaseTime`) and mines a block there.
+    pub async fn pass_governance_delay(&self) {
+        self.provider
+            .anvil_increase_time(GOVERNANCE_DELAY)
+            .await
+            .unwrap();
+        self.mine(1).await;
     }
 
     pub async fn head(&self) -> u64 {
