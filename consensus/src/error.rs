@@ -78,6 +78,25 @@ pub enum BundleError {
     )]
     SenderLimit { sender: String, limit: usize },
     #[error(
+        "bundle.expiry_height {expiry_height} is more than {window} heights (genesis max_expiry_window) past \
+         height {height}: choose an expiry within the window"
+    )]
+    ExpiryTooFar {
+        expiry_height: u64,
+        height: u64,
+        window: u64,
+    },
+    #[error(
+        "bundle.nonce {nonce} of sender {sender} is more than {max_gap} past its first free nonce {first_free} \
+         (mempool.max_nonce_gap): send the lower nonces first"
+    )]
+    NonceGap {
+        sender: String,
+        nonce: u64,
+        first_free: u64,
+        max_gap: u64,
+    },
+    #[error(
         "bundle spans shared rollup {shared_rollup} and based rollup {based_rollup}: Baton's validators order the \
          shared one and L1 proposers the based one, so no single order can include both atomically; send a \
          bundle per mode"
@@ -124,6 +143,8 @@ impl BundleError {
             | SenderLimit { .. } => BundleErrorKind::Limit,
             UnknownRollup { .. } => BundleErrorKind::NotFound,
             Expired { .. }
+            | ExpiryTooFar { .. }
+            | NonceGap { .. }
             | NonceUsed { .. }
             | NoncePending { .. }
             | WrongNonce { .. }
@@ -150,6 +171,8 @@ impl BundleError {
             NoncePending { .. } => "nonce_pending",
             WrongNonce { .. } => "wrong_nonce",
             SenderLimit { .. } => "sender_limit",
+            ExpiryTooFar { .. } => "expiry_too_far",
+            NonceGap { .. } => "nonce_gap",
             MixedModes { .. } => "mixed_modes",
             BasedRollup { .. } => "based_rollup",
             TwoBasedRollups { .. } => "two_based_rollups",

@@ -3,9 +3,16 @@
 //!
 //! It is bounded by count, bytes and bundles per sender (config) and deduplicates by bundle hash. A sender's
 //! bundles are handed to the block builder in nonce order starting at the sender's next nonce on chain: a bundle
-//! whose nonce leaves a gap waits until the gap is filled (or it expires); a nonce already used on chain, or
-//! already taken by another pending bundle, is refused. Durability is the node's concern: a bundle is acknowledged
-//! only once it is on disk.
+//! whose nonce leaves a gap waits until the gap is filled; a nonce already used on chain, or already taken by
+//! another pending bundle, is refused. Durability is the node's concern: a bundle is acknowledged only once it is
+//! on disk.
+//!
+//! Bundles waiting behind a gap cost their sender nothing and may never become includable, so they are held on
+//! a short leash: a nonce at most `max_nonce_gap` past the sender's first free one, a quota of their own
+//! (`max_waiting`, `max_waiting_bytes`) inside the mempool's limits, at most `waiting_ttl_ms` of waiting, and
+//! when the mempool is full a bundle that could go into a block now evicts the oldest waiting one. Without that,
+//! throw-away keys sending nonces 1.. and never 0 would fill every node's mempool for good. Evicted and timed-out
+//! bundles are reported ([`Mempool::take_evicted`], [`Mempool::expire_waiting`]) so their status can be served.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -48,6 +55,14 @@ pub struct MempoolLimits {
     pub max_bundles: usize,
     pub max_bytes: usize,
     pub max_per_sender: usize,
+    /// How far past its sender's first free nonce a bundle's nonce may be.
+    pub max_nonce_gap: u64,
+    /// Bundles waiting behind a nonce gap, at most (counted in `max_bundles` too).
+    pub max_waiting: usize,
+    /// Bytes of bundles waiting behind a nonce gap, at most (counted in `max_bytes` too).
+    pub max_waiting_bytes: usize,
+    /// A bundle that has waited behind a nonce gap this long is dropped.
+    pub waiting_ttl_ms: u64,
 }
 
 #[derive(Debug)]
@@ -57,6 +72,8 @@ struct Slot {
     bytes: usize,
     /// When it was admitted (clock milliseconds).
     admitted_ms: u64,
+    /// Behind a nonce gap: a lower nonce of its sender is neither on chain nor pending.
+    waiting: bool,
 }
 
 #[derive(Debug, Default)]
@@ -75,6 +92,11 @@ pub struct Mempool {
     expiries: BTreeSet<(u64, Hash)>,
     /// Senders whose next nonce is pending: what a block could include now.
     ready: HashSet<Sender>,
+    /// Bundles behind a nonce gap, in arrival order, and their bytes.
+    waiting: BTreeMap<u64, Hash>,
+    waiting_bytes: usize,
+    /// Waiting bundles evicted for ready ones, with why, until the host takes them.
+    evicted: Vec<(Hash, String)>,
     next_seq: u64,
     bytes: usize,
     limits: MempoolLimits,
@@ -88,6 +110,9 @@ impl Mempool {
             senders: HashMap::new(),
             expiries: BTreeSet::new(),
             ready: HashSet::new(),
+            waiting: BTreeMap::new(),
+            waiting_bytes: 0,
+            evicted: Vec::new(),
             next_seq: 0,
             bytes: 0,
             limits,
@@ -112,17 +137,88 @@ impl Mempool {
         !self.ready.is_empty()
     }
 
-    /// Recomputes whether `sender` has a bundle ready.
+    /// Bundles waiting behind a nonce gap, and their bytes.
+    pub fn waiting(&self) -> (usize, usize) {
+        (self.waiting.len(), self.waiting_bytes)
+    }
+
+    /// Recomputes whether `sender` has a bundle ready, and which of its bundles wait behind a gap: the run of
+    /// nonces from its next one is includable, everything after the first hole waits.
     fn refresh_ready(&mut self, sender: &Sender) {
-        let ready = self
-            .senders
-            .get(sender)
-            .is_some_and(|q| q.pending.contains_key(&q.next));
-        if ready {
+        let Some(q) = self.senders.get(sender) else {
+            self.ready.remove(sender);
+            return;
+        };
+        if q.pending.contains_key(&q.next) {
             self.ready.insert(*sender);
         } else {
             self.ready.remove(sender);
         }
+        let mut hole = false;
+        for (run, (nonce, hash)) in (q.next..).zip(&q.pending) {
+            hole |= *nonce != run;
+            let Some(slot) = self.slots.get_mut(hash) else {
+                continue;
+            };
+            if slot.waiting != hole {
+                slot.waiting = hole;
+                if hole {
+                    self.waiting.insert(slot.seq, *hash);
+                    self.waiting_bytes += slot.bytes;
+                } else {
+                    self.waiting.remove(&slot.seq);
+                    self.waiting_bytes -= slot.bytes;
+                }
+            }
+        }
+    }
+
+    /// Waiting bundles evicted to make room for ready ones since the last call, with why.
+    pub fn take_evicted(&mut self) -> Vec<(Hash, String)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// Drops the bundles that have waited behind a nonce gap for `waiting_ttl_ms` at `now_ms`, with why.
+    pub fn expire_waiting(&mut self, now_ms: u64) -> Vec<(Hash, String)> {
+        let mut out = Vec::new();
+        while let Some((_, hash)) = self.waiting.first_key_value() {
+            let hash = *hash;
+            let Some(slot) = self.slots.get(&hash) else {
+                break;
+            };
+            let waited = now_ms.saturating_sub(slot.admitted_ms);
+            if waited < self.limits.waiting_ttl_ms {
+                break;
+            }
+            let why = self.why_waiting(
+                &slot.bundle,
+                &format!("for {waited} ms (mempool.waiting_ttl_ms)"),
+            );
+            self.remove_one(&hash);
+            out.push((hash, why));
+        }
+        out
+    }
+
+    /// Why a waiting bundle is dropped: the nonce it waits for, and `what` happened.
+    fn why_waiting(&self, b: &Bundle, what: &str) -> String {
+        let missing = self
+            .senders
+            .get(&b.sender)
+            .map_or(0, |q| self.first_free(q, q.next));
+        format!(
+            "bundle waited behind a nonce gap (sender {} never sent nonce {missing}) {what}",
+            b.sender
+        )
+    }
+
+    /// The first nonce at or after `from` that none of the queue's bundles holds.
+    fn first_free(&self, q: &SenderQueue, from: u64) -> u64 {
+        let mut n = from;
+        while q.pending.contains_key(&n) {
+            n += 1;
+        }
+        n
     }
 
     pub fn contains(&self, hash: &Hash) -> bool {
@@ -135,14 +231,10 @@ impl Mempool {
 
     /// The first nonce at or after `chain_next_nonce` that no pending bundle of `sender` holds.
     pub fn next_free_nonce(&self, sender: &Sender, chain_next_nonce: u64) -> u64 {
-        let Some(q) = self.senders.get(sender) else {
-            return chain_next_nonce;
-        };
-        let mut n = q.next.max(chain_next_nonce);
-        while q.pending.contains_key(&n) {
-            n += 1;
+        match self.senders.get(sender) {
+            Some(q) => self.first_free(q, q.next.max(chain_next_nonce)),
+            None => chain_next_nonce,
         }
-        n
     }
 
     /// Admits a bundle whose signature was checked at `now_ms`. `chain_next_nonce` is the sender's next nonce on
@@ -189,9 +281,52 @@ impl Mempool {
             }
             .into());
         }
+        let first_free = self.next_free_nonce(&bundle.sender, chain_next_nonce);
+        if bundle.nonce.saturating_sub(first_free) > self.limits.max_nonce_gap {
+            return Err(BundleError::NonceGap {
+                sender: bundle.sender.to_string(),
+                nonce: bundle.nonce,
+                first_free,
+                max_gap: self.limits.max_nonce_gap,
+            }
+            .into());
+        }
         let bytes = bundle.encoded_len();
-        if self.slots.len() >= self.limits.max_bundles || self.bytes + bytes > self.limits.max_bytes
+        // A bundle past its sender's first free nonce waits behind a gap: it has a quota of its own.
+        let waits = bundle.nonce > first_free;
+        if waits
+            && (self.waiting.len() >= self.limits.max_waiting
+                || self.waiting_bytes + bytes > self.limits.max_waiting_bytes)
         {
+            return Err(ConsensusError::MempoolFull(format!(
+                "{} bundles / {} bytes wait behind nonce gaps, limits mempool.max_waiting {} / \
+                 mempool.max_waiting_bytes {}: send the sender's lower nonces first",
+                self.waiting.len(),
+                self.waiting_bytes,
+                self.limits.max_waiting,
+                self.limits.max_waiting_bytes
+            )));
+        }
+        let full = |m: &Self| {
+            m.slots.len() >= m.limits.max_bundles || m.bytes + bytes > m.limits.max_bytes
+        };
+        // A bundle that could go into a block now takes the place of the oldest waiting ones.
+        while !waits && full(self) {
+            let Some((_, old)) = self.waiting.first_key_value() else {
+                break;
+            };
+            let old = *old;
+            let why = match self.slots.get(&old) {
+                Some(s) => self.why_waiting(
+                    &s.bundle,
+                    "and was evicted for a bundle ready now (mempool full)",
+                ),
+                None => break,
+            };
+            self.remove_one(&old);
+            self.evicted.push((old, why));
+        }
+        if full(self) {
             return Err(ConsensusError::MempoolFull(format!(
                 "{} bundles / {} bytes pending, limits mempool.max_bundles {} / mempool.max_bytes {}",
                 self.slots.len(),
@@ -215,6 +350,7 @@ impl Mempool {
                 bundle,
                 bytes,
                 admitted_ms: now_ms,
+                waiting: false,
             },
         );
         self.bytes += bytes;
@@ -226,6 +362,10 @@ impl Mempool {
         let slot = self.slots.remove(hash)?;
         self.order.remove(&slot.seq);
         self.bytes -= slot.bytes;
+        if slot.waiting {
+            self.waiting.remove(&slot.seq);
+            self.waiting_bytes -= slot.bytes;
+        }
         self.expiries.remove(&(slot.bundle.expiry_height, *hash));
         if let Some(q) = self.senders.get_mut(&slot.bundle.sender) {
             q.pending.remove(&slot.bundle.nonce);
@@ -386,6 +526,10 @@ mod tests {
             max_bundles: 100,
             max_bytes: 100_000,
             max_per_sender: 10,
+            max_nonce_gap: 64,
+            max_waiting: 100,
+            max_waiting_bytes: 100_000,
+            waiting_ttl_ms: 60_000,
         }
     }
 
@@ -537,11 +681,63 @@ mod tests {
     }
 
     #[test]
+    fn bundles_behind_a_gap_are_counted_evicted_first_and_time_out() {
+        let mut m = Mempool::new(MempoolLimits {
+            max_bundles: 4,
+            ..limits()
+        });
+        let b = |nonce| bundle(1, nonce, &[1], nonce as u8);
+        let ins = |m: &mut Mempool, nonce: u64, at: u64| m.insert(b(nonce).hash(), b(nonce), 0, at);
+        ins(&mut m, 2, 10).unwrap();
+        ins(&mut m, 3, 20).unwrap();
+        assert_eq!(m.waiting(), (2, b(2).encoded_len() + b(3).encoded_len()));
+        ins(&mut m, 0, 30).unwrap();
+        assert_eq!(m.waiting().0, 2, "nonce 1 is still missing");
+        ins(&mut m, 1, 40).unwrap();
+        assert_eq!(m.waiting(), (0, 0), "the gap is filled");
+        assert_eq!(picked(&m).len(), 4);
+
+        // Full: a ready bundle of another sender evicts the oldest waiting one, a waiting one is refused.
+        let mut m = Mempool::new(MempoolLimits {
+            max_bundles: 3,
+            ..limits()
+        });
+        ins(&mut m, 5, 10).unwrap();
+        ins(&mut m, 6, 20).unwrap();
+        ins(&mut m, 0, 30).unwrap();
+        assert!(matches!(
+            m.insert(bundle(2, 1, &[1], 9).hash(), bundle(2, 1, &[1], 9), 0, 40),
+            Err(ConsensusError::MempoolFull(_))
+        ));
+        m.insert(bundle(2, 0, &[1], 9).hash(), bundle(2, 0, &[1], 9), 0, 50)
+            .unwrap();
+        let evicted = m.take_evicted();
+        assert_eq!(evicted.len(), 1);
+        assert_eq!(evicted[0].0, b(5).hash(), "the oldest waiting bundle");
+        assert!(
+            evicted[0].1.contains("never sent nonce 1"),
+            "{}",
+            evicted[0].1
+        );
+        assert_eq!(m.waiting().0, 1);
+
+        // Waiting past the TTL drops it; ready bundles stay however old.
+        assert!(m
+            .expire_waiting(20 + limits().waiting_ttl_ms - 1)
+            .is_empty());
+        let gone = m.expire_waiting(20 + limits().waiting_ttl_ms);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, b(6).hash());
+        assert_eq!(m.waiting(), (0, 0));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
     fn limits_per_sender_count_and_bytes() {
         let mut m = Mempool::new(MempoolLimits {
             max_bundles: 3,
-            max_bytes: 100_000,
             max_per_sender: 2,
+            ..limits()
         });
         add(&mut m, &bundle(1, 0, &[1], 1)).unwrap();
         add(&mut m, &bundle(1, 1, &[1], 1)).unwrap();

@@ -30,6 +30,10 @@ pub struct ConsensusParams {
     pub max_payload_bytes: u32,
     /// How far a proposal's timestamp may run ahead of a validator's clock. Default 2,000 ms.
     pub max_clock_drift_ms: u64,
+    /// The latest expiry a bundle may name, in heights past the next one: a node does not take a bundle that
+    /// could otherwise wait for good. Default 1,000,000 (about six hours at 45 busy heights a second, six days
+    /// at two idle heights a second).
+    pub max_expiry_window: u64,
     /// Round timeouts handed to the BFT engine.
     pub timeouts: TimeoutParams,
 }
@@ -45,6 +49,7 @@ impl Default for ConsensusParams {
             max_bundle_entries: 64,
             max_payload_bytes: 64 * 1024,
             max_clock_drift_ms: 2_000,
+            max_expiry_window: 1_000_000,
             timeouts: TimeoutParams::default(),
         }
     }
@@ -145,6 +150,9 @@ impl ConsensusParams {
                  block_time_ms before it proposes",
                 self.timeouts.propose_ms, self.block_time_ms
             ));
+        }
+        if self.max_expiry_window == 0 {
+            return bad("max_expiry_window must be at least 1".into());
         }
         if self.max_bundle_entries == 0 {
             return bad("max_bundle_entries must be at least 1".into());

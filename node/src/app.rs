@@ -268,6 +268,12 @@ impl ConsensusLoop {
         self.gate.publish(m.oldest_ready_ms());
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);
+        let (waiting, waiting_bytes) = m.waiting();
+        self.metrics.mempool_waiting.set(waiting as i64);
+        self.metrics.mempool_waiting_bytes.set(waiting_bytes as i64);
+        let (side, side_bytes) = self.host.side_cache();
+        self.metrics.side_cache_bundles.set(side as i64);
+        self.metrics.side_cache_bytes.set(side_bytes as i64);
     }
 
     /// The epoch and set gauges: they change only with a decision.

@@ -225,6 +225,8 @@ pub struct MempoolSection {
     pub max_bytes: usize,
     /// Submissions queued for the disk writer. Default 16,384.
     pub ingest_queue: usize,
+    /// ... and at most this many bytes of them (with the group being written). Default 64 MiB.
+    pub ingest_queue_bytes: usize,
     /// Submissions made durable with one fsync at most. Default 2,048.
     pub ingest_group: usize,
     /// How long the ingest writer waits for more submissions before one fsync covers them. Default 0 (it
@@ -234,6 +236,21 @@ pub struct MempoolSection {
     pub admit_queue: usize,
     /// Pending bundles one sender may have on this node. Default 1,024.
     pub max_pending_per_sender: usize,
+    /// How far past its sender's first free nonce a bundle's nonce may be (larger gaps are refused). Default 64.
+    pub max_nonce_gap: u64,
+    /// Bundles waiting behind a nonce gap (a lower nonce of the sender neither on chain nor pending): at most
+    /// this many and `max_waiting_bytes` bytes, inside `max_bundles` / `max_bytes`; when the mempool is full a
+    /// bundle that could go into a block evicts the oldest waiting one. Default 10,000 and 16 MiB.
+    pub max_waiting: usize,
+    pub max_waiting_bytes: usize,
+    /// A bundle still waiting behind a nonce gap after this long is dropped and reported rejected. Default
+    /// 60,000 ms.
+    pub waiting_ttl_ms: u64,
+    /// Checked bundles from peers that the mempool refused (say, a nonce another pending bundle holds), kept
+    /// for proposals that may refer to them: at most this many and `side_cache_bytes` bytes, oldest evicted
+    /// first. Default 100,000 and 64 MiB.
+    pub side_cache: usize,
+    pub side_cache_bytes: usize,
     /// Admitted bundles are disseminated to peers at once after a quiet spell of this long, and otherwise
     /// gathered and sent this often. Default 20 ms (every message costs each peer a libp2p substream, so under
     /// load fewer, larger messages save CPU; a lone bundle is not delayed).
@@ -259,10 +276,17 @@ impl Default for MempoolSection {
             max_bundles: host.mempool_max_bundles,
             max_bytes: host.mempool_max_bytes,
             ingest_queue: 16_384,
+            ingest_queue_bytes: 64 * 1024 * 1024,
             ingest_group: 2_048,
             ingest_linger_us: 0,
             admit_queue: 16_384,
             max_pending_per_sender: host.mempool_max_per_sender,
+            max_nonce_gap: host.mempool_max_nonce_gap,
+            max_waiting: host.mempool_max_waiting,
+            max_waiting_bytes: host.mempool_max_waiting_bytes,
+            waiting_ttl_ms: host.mempool_waiting_ttl_ms,
+            side_cache: host.side_cache,
+            side_cache_bytes: host.side_cache_bytes,
             gossip_flush_ms: 20,
             gossip_batch_bytes: 256 * 1024,
             compact_proposals: host.compact_proposals,
@@ -477,6 +501,7 @@ impl NodeConfig {
         if m.max_bundles == 0
             || m.max_bytes == 0
             || m.ingest_queue == 0
+            || m.ingest_queue_bytes < 1024 * 1024
             || m.ingest_group == 0
             || m.admit_queue == 0
             || m.max_pending_per_sender == 0
@@ -484,9 +509,20 @@ impl NodeConfig {
             || m.reannounce_ms < 100
         {
             return bad(
-                "mempool sizes and queues must be > 0 and mempool.reannounce_ms at least 100"
+                "mempool sizes and queues must be > 0, mempool.ingest_queue_bytes at least 1 MiB and \
+                 mempool.reannounce_ms at least 100"
                     .into(),
             );
+        }
+        if m.max_waiting > m.max_bundles
+            || m.max_waiting_bytes > m.max_bytes
+            || m.waiting_ttl_ms < 1_000
+        {
+            return bad(format!(
+                "mempool.max_waiting ({}) and max_waiting_bytes ({}) must be within max_bundles ({}) and max_bytes \
+                 ({}), and mempool.waiting_ttl_ms ({}) at least 1,000",
+                m.max_waiting, m.max_waiting_bytes, m.max_bundles, m.max_bytes, m.waiting_ttl_ms
+            ));
         }
         if self.sync.status_interval_ms == 0
             || self.sync.request_timeout_ms == 0
@@ -619,8 +655,9 @@ pub struct GenesisL1 {
     /// seen at `origin_safety` (so a proposer cannot hold the origin back to dodge forced entries). Default 64.
     #[serde(default = "default_max_origin_lag")]
     pub max_origin_lag: u64,
-    /// Address of the `BatonStaking` contract (with `[epochs]`): read from `inbox_from_block` on, so deploy it
-    /// with or after the inbox.
+    /// Address of the `BatonStaking` contract (with `[epochs]`): its registrations, stake changes and exits are
+    /// read from `inbox_from_block` on, so none may happen before that block (the contract may be deployed
+    /// earlier: its allowlist and governance events change who may register, not the set, and are not read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub staking: Option<String>,
 }

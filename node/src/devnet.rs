@@ -1097,7 +1097,8 @@ pub fn sample_bundles(
         .collect()
 }
 
-/// A bundle with one entry, signed by a new key (nonce 0, no expiry).
+/// A bundle with one entry, signed by a new key (nonce 0, expiring as late as a node takes from a devnet's
+/// first height: genesis `max_expiry_window`).
 fn fresh_bundle(
     network_id: u64,
     rollup_id: u64,
@@ -1108,7 +1109,7 @@ fn fresh_bundle(
         network_id,
         sender: key.address(),
         nonce: 0,
-        expiry_height: u64::MAX,
+        expiry_height: ConsensusParams::default().max_expiry_window,
         entries: vec![BundleEntry {
             rollup_id,
             payload: payload.to_vec(),

@@ -36,7 +36,9 @@ pub enum SubmitError {
     Invalid(BundleError),
     #[error("mempool is full ({0}); retry later")]
     Full(String),
-    #[error("the node is overloaded: ingest queue full (mempool.ingest_queue); retry later")]
+    #[error(
+        "the node is overloaded: ingest queue full (mempool.ingest_queue / mempool.ingest_queue_bytes); retry later"
+    )]
     Busy,
     #[error("the node is overloaded: {0}")]
     Saturated(#[from] Saturated),
@@ -84,6 +86,8 @@ struct Job {
 #[derive(Clone)]
 pub struct IngestHandle {
     tx: mpsc::Sender<Job>,
+    /// Bytes of the bundles queued for the writer or in the group it is writing (at most `queue_bytes`).
+    queued: Arc<QueuedBytes>,
     spec: Arc<ChainSpec>,
     metrics: Arc<Metrics>,
     pool: VerifyPool,
@@ -133,10 +137,38 @@ impl AdmissionGate {
 /// The answer to one submission: resolves once the bundle is durable here (or refused).
 pub type Pending = oneshot::Receiver<Result<Hash, SubmitError>>;
 
+/// Bytes waiting in the ingest path, bounded: taken before a submission is queued, given back once the writer
+/// has answered it.
+struct QueuedBytes {
+    now: std::sync::atomic::AtomicUsize,
+    max: usize,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl QueuedBytes {
+    fn take(&self, n: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let before = self.now.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.max {
+            self.now.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        self.gauge.set((before + n) as i64);
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        let after = self.now.fetch_sub(n, std::sync::atomic::Ordering::AcqRel) - n;
+        self.gauge.set(after as i64);
+    }
+}
+
 /// Sizes of the ingest path.
 #[derive(Clone, Debug)]
 pub struct IngestLimits {
     pub queue: usize,
+    /// Bytes of submissions queued for the writer (and in the group it writes), at most.
+    pub queue_bytes: usize,
     pub group: usize,
     /// How long the writer waits for more submissions before it writes a group.
     pub linger: std::time::Duration,
@@ -154,9 +186,22 @@ impl IngestHandle {
         gate: Arc<AdmissionGate>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(limits.queue);
-        tokio::spawn(writer(rx, store, limits, to_loop, metrics.clone()));
+        let queued = Arc::new(QueuedBytes {
+            now: Default::default(),
+            max: limits.queue_bytes,
+            gauge: metrics.ingest_queued_bytes.clone(),
+        });
+        tokio::spawn(writer(
+            rx,
+            store,
+            limits,
+            to_loop,
+            metrics.clone(),
+            queued.clone(),
+        ));
         IngestHandle {
             tx,
+            queued,
             spec: Arc::new(spec),
             metrics,
             pool,
@@ -208,11 +253,17 @@ impl IngestHandle {
                         continue;
                     }
                 };
+                let bytes = bundle.encoded_len();
+                if !ingest.queued.take(bytes) {
+                    ingest.refuse(reply, SubmitError::Busy);
+                    continue;
+                }
                 if let Err(e) = tx.try_send(Job {
                     hash,
                     bundle,
                     reply,
                 }) {
+                    ingest.queued.give_back(bytes);
                     let (job, why) = match e {
                         mpsc::error::TrySendError::Full(j) => (j, SubmitError::Busy),
                         mpsc::error::TrySendError::Closed(j) => (j, SubmitError::ShuttingDown),
@@ -245,6 +296,7 @@ async fn writer(
     limits: IngestLimits,
     to_loop: mpsc::Sender<LoopRequest>,
     metrics: Arc<Metrics>,
+    queued: Arc<QueuedBytes>,
 ) {
     let mut group = Vec::with_capacity(limits.group);
     while let Some(first) = rx.recv().await {
@@ -267,6 +319,7 @@ async fn writer(
         // The same bundle twice in one group is written once and both submitters get its hash. A bundle already
         // durable here (included, or pending) is found by the loop's admission (submissions are idempotent).
         let jobs = std::mem::take(&mut group);
+        let bytes: usize = jobs.iter().map(|j| j.bundle.encoded_len()).sum();
         let mut fresh: Vec<Job> = Vec::with_capacity(jobs.len());
         let mut twins: Vec<Job> = Vec::new();
         let mut seen = HashSet::with_capacity(jobs.len());
@@ -285,6 +338,7 @@ async fn writer(
                 .unwrap_or(Err(SubmitError::ShuttingDown));
             let _ = job.reply.send(result);
         }
+        queued.give_back(bytes);
     }
 }
 
@@ -377,6 +431,82 @@ async fn admit_and_persist(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::PoolLimits;
+    use alloy_signer_local::PrivateKeySigner;
+    use baton_consensus::bundle::UnsignedBundle;
+    use baton_consensus::types::BundleEntry;
+
+    /// While the consensus loop does not take submissions, what waits in the ingest path is bounded in bytes, not
+    /// only in count (16,384 submissions of 128 KiB would be 2 GiB): past the bound submissions are refused at
+    /// once with a retry hint.
+    #[tokio::test]
+    async fn a_stalled_loop_holds_at_most_the_ingest_byte_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RocksStore::open(dir.path(), false, 1 << 20).unwrap();
+        let spec = ChainSpec::for_tests(7, 4);
+        // Nobody serves the loop's queue: the writer's first group waits for its verdicts for good.
+        let (to_loop, _stalled) = mpsc::channel(16);
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let pool = VerifyPool::start(
+            PoolLimits {
+                threads: 1,
+                max_jobs: 1024,
+                max_bytes: 1 << 30,
+            },
+            None,
+        )
+        .unwrap();
+        let limit = 1024 * 1024;
+        let ingest = IngestHandle::spawn(
+            store,
+            spec,
+            IngestLimits {
+                queue: 16_384,
+                queue_bytes: limit,
+                group: 1,
+                linger: std::time::Duration::ZERO,
+            },
+            to_loop,
+            metrics,
+            pool,
+            Arc::new(AdmissionGate::new(0)),
+        );
+        let mut answers = Vec::new();
+        for _ in 0..40 {
+            let key = PrivateKeySigner::random();
+            let bundle = baton_proto::client::sign_bundle(
+                &key,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: key.address(),
+                    nonce: 0,
+                    expiry_height: 100,
+                    entries: vec![BundleEntry {
+                        rollup_id: 1,
+                        payload: vec![7; 60 * 1024],
+                    }],
+                },
+            )
+            .unwrap();
+            answers.extend(ingest.submit_many(vec![bundle]));
+        }
+        let settled = futures::future::join_all(
+            answers
+                .into_iter()
+                .map(|a| tokio::time::timeout(std::time::Duration::from_secs(2), a)),
+        )
+        .await;
+        let busy = settled
+            .iter()
+            .filter(|a| matches!(a, Ok(Ok(Err(SubmitError::Busy)))))
+            .count();
+        let held = (40 - busy) * 60 * 1024;
+        assert!(
+            held <= limit + 60 * 1024,
+            "{} of 40 submissions of 60 KiB wait for the stalled loop",
+            40 - busy
+        );
+    }
 
     #[test]
     fn the_gate_refuses_only_beyond_its_bound() {

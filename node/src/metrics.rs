@@ -60,6 +60,14 @@ pub struct Metrics {
     pub mempool_bundles: Gauge,
     pub mempool_bytes: Gauge,
     pub mempool_capacity: Gauge,
+    /// Pending bundles waiting behind a nonce gap (`mempool.max_waiting`), and their bytes.
+    pub mempool_waiting: Gauge,
+    pub mempool_waiting_bytes: Gauge,
+    /// Bytes of submissions waiting in the ingest path (`mempool.ingest_queue_bytes`).
+    pub ingest_queued_bytes: Gauge,
+    /// Pending bundles kept aside for proposals (`mempool.side_cache`, `side_cache_bytes`), and their bytes.
+    pub side_cache_bundles: Gauge,
+    pub side_cache_bytes: Gauge,
     /// Bytes of bundles waiting for the verifier pool, and the bound.
     pub verify_queued_bytes: Gauge,
     pub verify_capacity_bytes: Gauge,
@@ -150,6 +158,11 @@ impl Metrics {
             mempool_bundles: Gauge::default(),
             mempool_bytes: Gauge::default(),
             mempool_capacity: Gauge::default(),
+            mempool_waiting: Gauge::default(),
+            mempool_waiting_bytes: Gauge::default(),
+            ingest_queued_bytes: Gauge::default(),
+            side_cache_bundles: Gauge::default(),
+            side_cache_bytes: Gauge::default(),
             verify_queued_bytes: Gauge::default(),
             verify_capacity_bytes: Gauge::default(),
             signature_cache_hits: Counter::default(),
@@ -250,6 +263,34 @@ impl Metrics {
             "Encoded size of the pending bundles",
             Unit::Bytes,
             m.mempool_bytes.clone(),
+        );
+        r.register(
+            "mempool_waiting_bundles",
+            "Pending bundles waiting behind a nonce gap (limit mempool.max_waiting)",
+            m.mempool_waiting.clone(),
+        );
+        r.register_with_unit(
+            "mempool_waiting",
+            "Encoded size of the pending bundles waiting behind a nonce gap (limit mempool.max_waiting_bytes)",
+            Unit::Bytes,
+            m.mempool_waiting_bytes.clone(),
+        );
+        r.register_with_unit(
+            "ingest_queued",
+            "Encoded size of submissions waiting in the ingest path (limit mempool.ingest_queue_bytes)",
+            Unit::Bytes,
+            m.ingest_queued_bytes.clone(),
+        );
+        r.register(
+            "side_cache_bundles",
+            "Checked bundles kept aside for proposals that may refer to them (limit mempool.side_cache)",
+            m.side_cache_bundles.clone(),
+        );
+        r.register_with_unit(
+            "side_cache",
+            "Encoded size of the bundles kept aside (limit mempool.side_cache_bytes)",
+            Unit::Bytes,
+            m.side_cache_bytes.clone(),
         );
         r.register(
             "mempool_capacity_bundles",

@@ -120,6 +120,12 @@ pub async fn run(
         mempool_max_bundles: cfg.mempool.max_bundles,
         mempool_max_bytes: cfg.mempool.max_bytes,
         mempool_max_per_sender: cfg.mempool.max_pending_per_sender,
+        mempool_max_nonce_gap: cfg.mempool.max_nonce_gap,
+        mempool_max_waiting: cfg.mempool.max_waiting,
+        mempool_max_waiting_bytes: cfg.mempool.max_waiting_bytes,
+        mempool_waiting_ttl_ms: cfg.mempool.waiting_ttl_ms,
+        side_cache: cfg.mempool.side_cache,
+        side_cache_bytes: cfg.mempool.side_cache_bytes,
         compact_proposals: cfg.mempool.compact_proposals,
         admit_max_wait_ms: cfg.mempool.admit_max_wait_ms,
         ..HostLimits::default()
@@ -247,6 +253,7 @@ pub async fn run(
         spec.clone(),
         IngestLimits {
             queue: cfg.mempool.ingest_queue,
+            queue_bytes: cfg.mempool.ingest_queue_bytes,
             group: cfg.mempool.ingest_group,
             linger: Duration::from_micros(cfg.mempool.ingest_linger_us),
         },

@@ -12,7 +12,7 @@ use crate::evidence::Equivocation;
 use crate::hash::Hash;
 use crate::mempool::{backlogged, Admission};
 use crate::store::ChainStore;
-use crate::types::Bundle;
+use crate::types::{Bundle, Dropped};
 
 use super::{Clock, Host, MAX_PENDING_EVIDENCE};
 
@@ -48,8 +48,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// Adds a bundle whose signature the caller checked to the mempool, after the checks that need chain state:
-    /// not expired at the next height, nonce not used, room for it. A bundle already included is reported as
-    /// such (submissions are idempotent).
+    /// not expired at the next height nor expiring beyond the genesis window, nonce not used, room for it. A
+    /// bundle already included is reported as such (submissions are idempotent). Waiting bundles the mempool
+    /// evicted to make room are recorded as rejected.
     pub fn admit(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
         if self.store.inclusion(&hash)?.is_some() {
             return Ok(Admission::AlreadyIncluded);
@@ -63,9 +64,45 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             .into());
         }
+        let window = self.spec.params.max_expiry_window;
+        if bundle.expiry_height - next_height > window {
+            return Err(BundleError::ExpiryTooFar {
+                expiry_height: bundle.expiry_height,
+                height: next_height,
+                window,
+            }
+            .into());
+        }
         let next_nonce = self.store.next_nonce(&bundle.sender)?;
-        self.mempool
-            .insert(hash, bundle, next_nonce, self.clock.now_ms())
+        let admitted = self
+            .mempool
+            .insert(hash, bundle, next_nonce, self.clock.now_ms());
+        let evicted = self.mempool.take_evicted();
+        self.record_waiting_dropped(evicted)?;
+        admitted
+    }
+
+    /// Records bundles the mempool dropped from behind a nonce gap (evicted or timed out) as rejected at the next
+    /// height, so their status is served and the persisted mempool forgets them.
+    pub(super) fn record_waiting_dropped(
+        &mut self,
+        dropped: Vec<(Hash, String)>,
+    ) -> Result<(), ConsensusError> {
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        let height = self.next_height();
+        debug!(
+            height,
+            dropped = dropped.len(),
+            "bundles behind nonce gaps dropped"
+        );
+        self.stats.dropped_rejected += dropped.len() as u64;
+        let dropped: Vec<(Hash, Dropped)> = dropped
+            .into_iter()
+            .map(|(h, reason)| (h, Dropped::Rejected { height, reason }))
+            .collect();
+        self.store.record_dropped(&dropped)
     }
 
     /// [`Host::admit`] for a client's submission, refused while the chain is behind: when the oldest bundle ready
@@ -141,18 +178,34 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         Ok(self.ready.pop_front())
     }
 
+    /// Keeps a checked bundle the mempool refused, for proposals that may refer to it, within the side cache's
+    /// count and byte bounds (the oldest go first).
     pub(super) fn keep_aside(&mut self, hash: Hash, bundle: Bundle) {
-        if self.limits.side_cache == 0 {
+        let bytes = bundle.encoded_len();
+        if self.limits.side_cache == 0
+            || bytes > self.limits.side_cache_bytes
+            || self.side.contains_key(&hash)
+        {
             return;
         }
-        while self.side_order.len() >= self.limits.side_cache {
-            if let Some(old) = self.side_order.pop_front() {
-                self.side.remove(&old);
+        while self.side_order.len() >= self.limits.side_cache
+            || self.side_bytes + bytes > self.limits.side_cache_bytes
+        {
+            let Some(old) = self.side_order.pop_front() else {
+                break;
+            };
+            if let Some(b) = self.side.remove(&old) {
+                self.side_bytes -= b.encoded_len();
             }
         }
-        if self.side.insert(hash, bundle).is_none() {
-            self.side_order.push_back(hash);
-        }
+        self.side.insert(hash, bundle);
+        self.side_order.push_back(hash);
+        self.side_bytes += bytes;
+    }
+
+    /// Bundles kept aside, and their encoded bytes.
+    pub fn side_cache(&self) -> (usize, usize) {
+        (self.side.len(), self.side_bytes)
     }
 
     pub(super) fn find_bundle(&self, hash: &Hash) -> Option<Bundle> {

@@ -70,6 +70,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         if let Some(l1) = &self.l1 {
             l1.included(&hashes);
         }
+        let waited = self.mempool.expire_waiting(self.clock.now_ms());
+        self.record_waiting_dropped(waited)?;
         let dropped = self.mempool.on_decided(height, &done);
         for (_, d) in &dropped {
             match d {

@@ -83,6 +83,14 @@ pub struct HostLimits {
     pub mempool_max_bundles: usize,
     pub mempool_max_bytes: usize,
     pub mempool_max_per_sender: usize,
+    /// How far past its sender's first free nonce a bundle's nonce may be. Default 64.
+    pub mempool_max_nonce_gap: u64,
+    /// Bundles (and their bytes) waiting behind a nonce gap, at most; they count in the mempool's limits too.
+    /// Default 10,000 and 16 MiB.
+    pub mempool_max_waiting: usize,
+    pub mempool_max_waiting_bytes: usize,
+    /// A bundle that has waited behind a nonce gap this long is dropped (reported as rejected). Default 60 s.
+    pub mempool_waiting_ttl_ms: u64,
     /// Bundles per `Data` proposal part are packed up to this many bytes.
     pub part_bytes: usize,
     /// Concurrent incomplete proposal streams kept; the oldest is dropped beyond this.
@@ -93,8 +101,10 @@ pub struct HostLimits {
     /// bundles. Default true.
     pub compact_proposals: bool,
     /// Checked bundles from peers that did not enter the mempool (e.g. a nonce already taken by another pending
-    /// bundle), kept to resolve proposals that refer to them. Default 100,000.
+    /// bundle), kept to resolve proposals that refer to them: at most this many and `side_cache_bytes` bytes, the
+    /// oldest evicted first. Default 100,000 and 64 MiB.
     pub side_cache: usize,
+    pub side_cache_bytes: usize,
     /// Proposals waiting for bundles they refer to. Default 16.
     pub max_parked: usize,
     /// Client submissions are refused while the oldest bundle ready for a block has waited longer than this
@@ -108,11 +118,16 @@ impl Default for HostLimits {
             mempool_max_bundles: 200_000,
             mempool_max_bytes: 256 * 1024 * 1024,
             mempool_max_per_sender: 1024,
+            mempool_max_nonce_gap: 64,
+            mempool_max_waiting: 10_000,
+            mempool_max_waiting_bytes: 16 * 1024 * 1024,
+            mempool_waiting_ttl_ms: 60_000,
             part_bytes: 256 * 1024,
             max_streams: 64,
             future_heights: 8,
             compact_proposals: true,
             side_cache: 100_000,
+            side_cache_bytes: 64 * 1024 * 1024,
             max_parked: 16,
             admit_max_wait_ms: 150,
         }
@@ -146,6 +161,8 @@ pub struct Host<S, C> {
     known_hashes: HashMap<Hash, Vec<Hash>>,
     side: HashMap<Hash, Bundle>,
     side_order: VecDeque<Hash>,
+    /// Encoded bytes of the bundles in `side`.
+    side_bytes: usize,
     parked: Vec<Parked>,
     /// Values completed after their stream ended (parked proposals resolved by later bundles), handed to the
     /// engine with the next reply.
@@ -195,6 +212,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             max_bundles: limits.mempool_max_bundles,
             max_bytes: limits.mempool_max_bytes,
             max_per_sender: limits.mempool_max_per_sender,
+            max_nonce_gap: limits.mempool_max_nonce_gap,
+            max_waiting: limits.mempool_max_waiting,
+            max_waiting_bytes: limits.mempool_max_waiting_bytes,
+            waiting_ttl_ms: limits.mempool_waiting_ttl_ms,
         });
         let current = tip.as_ref().map_or(1, |t| t.height + 1);
         // The set of the next height: the genesis one until a decided block named another.
@@ -221,6 +242,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             known_hashes: HashMap::new(),
             side: HashMap::new(),
             side_order: VecDeque::new(),
+            side_bytes: 0,
             parked: Vec::new(),
             ready: VecDeque::new(),
             outbox: Vec::new(),

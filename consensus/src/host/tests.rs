@@ -1,8 +1,8 @@
 use super::*;
-use crate::error::BlockError;
+use crate::error::{BlockError, BundleError};
 use crate::origin::Certified;
 use crate::store::MemStore;
-use crate::types::Certificate;
+use crate::types::{Certificate, Dropped};
 use ed25519_consensus::SigningKey;
 use malachitebft_core_types::Validity;
 use std::sync::Arc;
@@ -1000,4 +1000,164 @@ mod random {
             }
         }
     }
+}
+
+/// An attacker's bundles that cannot be included yet (each throw-away key sends nonces 1.. and never 0) must not
+/// hold the mempool: honest, ready bundles still get in, and the attacker's leave after a while with a status.
+#[test]
+fn bundles_behind_a_nonce_gap_cannot_lock_honest_senders_out() {
+    let net = Net::new(4);
+    let me = net.vs.proposer(1, 0).address;
+    let store = MemStore::default();
+    let limits = HostLimits {
+        mempool_max_bundles: 300,
+        ..HostLimits::default()
+    };
+    let mut p = net.host_with(me, store.clone(), limits);
+    let gap = |k: u8, nonce: u64| {
+        let key = crate::bundle::testing::key(k);
+        crate::bundle::testing::sign(
+            &key,
+            crate::bundle::UnsignedBundle {
+                network_id: 7,
+                sender: key.address(),
+                nonce,
+                expiry_height: 1_000_000,
+                entries: vec![crate::types::BundleEntry {
+                    rollup_id: 1,
+                    payload: vec![k, nonce as u8],
+                }],
+            },
+        )
+    };
+    let mut held = Vec::new();
+    for k in 100..=110u8 {
+        for nonce in 1..=64 {
+            let b = gap(k, nonce);
+            if p.admit_submission(b.hash(), b.clone()).is_ok() {
+                held.push(b.hash());
+            }
+        }
+    }
+    assert!(!held.is_empty());
+    for n in 1..=20 {
+        let b = bundle(n);
+        let admitted = p.admit_submission(b.hash(), b);
+        assert!(
+            matches!(admitted, Ok(crate::mempool::Admission::Added)),
+            "an honest ready bundle after the attack: {admitted:?}"
+        );
+    }
+    // The honest bundles took the places of the oldest waiting ones, which are reported rejected.
+    let evicted: Vec<&Hash> = held.iter().filter(|h| !p.mempool().contains(h)).collect();
+    assert_eq!(evicted.len(), 20);
+    for h in &evicted {
+        assert!(
+            matches!(store.dropped(h).unwrap(), Some(Dropped::Rejected { ref reason, .. }) if reason.contains("evicted")),
+            "{:?}",
+            store.dropped(h)
+        );
+    }
+    // The rest leave once they have waited `waiting_ttl_ms`, at the next decision; the honest ones are included.
+    net.clock.advance(p.limits.mempool_waiting_ttl_ms);
+    p.started_round(1, 0).unwrap();
+    let (value, _) = p.propose(1, 0).unwrap();
+    let block = p.decided(cert(1, 0, value.0)).unwrap();
+    assert_eq!(block.bundles.len(), 20);
+    assert!(p.mempool().is_empty(), "{} left", p.mempool().len());
+    for h in &held {
+        assert!(
+            matches!(store.dropped(h).unwrap(), Some(Dropped::Rejected { .. })),
+            "every waiting bundle has a status"
+        );
+    }
+
+    // Waiting bundles have a quota of their own, a nonce may not run far ahead, and an expiry may not either.
+    let quota = HostLimits {
+        mempool_max_waiting: 3,
+        ..HostLimits::default()
+    };
+    let mut q = net.host_with(me, MemStore::default(), quota);
+    for nonce in 1..=3 {
+        let b = gap(120, nonce);
+        q.admit_submission(b.hash(), b).unwrap();
+    }
+    let b = gap(121, 1);
+    let err = q.admit_submission(b.hash(), b).unwrap_err();
+    assert!(
+        matches!(err, ConsensusError::MempoolFull(ref m) if m.contains("mempool.max_waiting")),
+        "{err}"
+    );
+    let far = gap(122, q.limits.mempool_max_nonce_gap + 1);
+    let err = q.admit_submission(far.hash(), far).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsensusError::InvalidBundle(BundleError::NonceGap { first_free: 0, .. })
+        ),
+        "{err}"
+    );
+    let key = crate::bundle::testing::key(123);
+    let forever = crate::bundle::testing::sign(
+        &key,
+        crate::bundle::UnsignedBundle {
+            network_id: 7,
+            sender: key.address(),
+            nonce: 0,
+            expiry_height: u64::MAX,
+            entries: vec![crate::types::BundleEntry {
+                rollup_id: 1,
+                payload: vec![1],
+            }],
+        },
+    );
+    let err = q.admit_submission(forever.hash(), forever).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsensusError::InvalidBundle(BundleError::ExpiryTooFar { .. })
+        ),
+        "{err}"
+    );
+}
+
+/// A peer's checked bundles the mempool refuses are kept aside for proposals that may refer to them; large ones
+/// must not pile up past a byte bound (count alone allowed 100,000 × 128 KiB, about 12.5 GiB).
+#[test]
+fn the_side_cache_is_bounded_in_bytes() {
+    let net = Net::new(4);
+    let me = net.vs.proposer(1, 0).address;
+    let limit = 1024 * 1024;
+    let limits = HostLimits {
+        side_cache_bytes: limit,
+        ..HostLimits::default()
+    };
+    let mut p = net.host_with(me, MemStore::default(), limits);
+    // Each sender's nonce 0 is taken by a small pending bundle; a large twin with the same nonce goes aside.
+    let mut twins = Vec::new();
+    for k in 1..=40u8 {
+        p.admit(bundle(k).hash(), bundle(k)).unwrap();
+        let key = crate::bundle::testing::key(k);
+        let twin = crate::bundle::testing::sign(
+            &key,
+            crate::bundle::UnsignedBundle {
+                network_id: 7,
+                sender: key.address(),
+                nonce: 0,
+                expiry_height: 1_000,
+                entries: vec![crate::types::BundleEntry {
+                    rollup_id: 1,
+                    payload: vec![k; 60 * 1024],
+                }],
+            },
+        );
+        twins.push((twin.hash(), twin));
+    }
+    p.on_gossip(twins).unwrap();
+    let (count, bytes) = p.side_cache();
+    assert!(count > 0, "twins are kept aside");
+    assert!(
+        bytes <= limit,
+        "{count} bundles, {bytes} bytes kept aside (40 × 60 KiB offered)"
+    );
 }
