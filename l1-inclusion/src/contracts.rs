@@ -99,8 +99,14 @@ fn deployer_provider(
     deployer: alloy::signers::local::PrivateKeySigner,
 ) -> Result<impl alloy::providers::Provider + Clone, L1Error> {
     let url = rpc_url
-        .parse()
-        .map_err(|e| L1Error::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
+        .parse::<alloy::transports::http::reqwest::Url>()
+        .map_err(|e| {
+            L1Error::Config(format!(
+                "L1 RPC URL {}: {}",
+                crate::redact::redact_url(rpc_url),
+                crate::redact::scrub(&e.to_string(), rpc_url)
+            ))
+        })?;
     Ok(ProviderBuilder::new()
         .wallet(EthereumWallet::from(deployer))
         .connect_http(url))

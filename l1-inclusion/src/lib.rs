@@ -21,6 +21,7 @@ pub mod commitment;
 pub mod contracts;
 pub mod error;
 pub mod poster;
+pub mod redact;
 pub mod sender;
 pub mod staking;
 pub mod watcher;

@@ -882,6 +882,15 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             f.sync_all().map_err(err)?;
         }
         std::fs::rename(&tmp, path).map_err(err)?;
+        // The rename is durable only once the directory is: without this a crash could bring back the old state
+        // (and the poster would post again what it had already sent).
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err)?;
         Ok(())
     }
 }

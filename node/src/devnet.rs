@@ -3,6 +3,7 @@
 //! [`prepare`] writes keys, a genesis and one config per node into a folder; [`NodeProcess`] starts and stops the
 //! real `baton run` binary. The CLI and the cluster tests use both, so the tests exercise what users run.
 
+use baton_l1_inclusion::redact::{redact_url, scrub};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -479,8 +480,14 @@ async fn stake_genesis(
     use alloy_primitives::U256;
     let url = l1
         .rpc_url
-        .parse()
-        .map_err(|e| NodeError::Config(format!("L1 RPC URL `{}`: {e}", l1.rpc_url)))?;
+        .parse::<alloy::transports::http::reqwest::Url>()
+        .map_err(|e| {
+            NodeError::Config(format!(
+                "L1 RPC URL {}: {}",
+                redact_url(&l1.rpc_url),
+                scrub(&e.to_string(), &l1.rpc_url)
+            ))
+        })?;
     let provider = alloy::providers::ProviderBuilder::new()
         .wallet(alloy::network::EthereumWallet::from(l1.deployer.clone()))
         .connect_http(url);

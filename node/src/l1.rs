@@ -8,6 +8,7 @@
 //! 2/3 of the power in attestations. The loop stores them with the decision (so syncing peers receive them with
 //! the certificate) and, on a posting node, offers the commitment to the [`Poster`].
 
+use baton_l1_inclusion::redact::{redact_url, scrub};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -131,11 +132,17 @@ impl std::fmt::Debug for Attestor {
 pub fn l1_provider(section: &L1Section) -> Result<DynProvider, NodeError> {
     let url = section
         .rpc_url
-        .parse()
-        .map_err(|e| NodeError::Config(format!("l1.rpc_url `{}`: {e}", section.rpc_url)))?;
+        .parse::<alloy::transports::http::reqwest::Url>()
+        .map_err(|e| {
+            NodeError::Config(format!(
+                "l1.rpc_url {}: {}",
+                redact_url(&section.rpc_url),
+                scrub(&e.to_string(), &section.rpc_url)
+            ))
+        })?;
     Ok(ProviderBuilder::new()
         .disable_recommended_fillers()
-        .connect_http(url)
+        .connect_client(baton_l1_inclusion::redact::scrubbed_http_client(url))
         .erased())
 }
 
@@ -203,14 +210,18 @@ impl Attestor {
             if let Some(pk) = &s.poster_key_file {
                 let wallet = EthereumWallet::from(load_l1_key(pk)?);
                 let provider = l1_provider(s)?;
-                let chain = provider
-                    .get_chain_id()
-                    .await
-                    .map_err(|e| NodeError::Config(format!("L1 at {}: {e}", s.rpc_url)))?;
+                let chain = provider.get_chain_id().await.map_err(|e| {
+                    NodeError::Config(format!(
+                        "L1 at {}: {}",
+                        redact_url(&s.rpc_url),
+                        scrub(&e.to_string(), &s.rpc_url)
+                    ))
+                })?;
                 if chain != g.chain_id {
                     return Err(NodeError::Config(format!(
                         "L1 at {} has chain id {chain}, genesis says {}",
-                        s.rpc_url, g.chain_id
+                        redact_url(&s.rpc_url),
+                        g.chain_id
                     )));
                 }
                 let (p, handle) = Poster::new(

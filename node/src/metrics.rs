@@ -63,8 +63,11 @@ pub struct Metrics {
     /// Pending bundles waiting behind a nonce gap (`mempool.max_waiting`), and their bytes.
     pub mempool_waiting: Gauge,
     pub mempool_waiting_bytes: Gauge,
-    /// Bytes of submissions waiting in the ingest path (`mempool.ingest_queue_bytes`).
+    /// Bytes of submissions waiting in the ingest path, and the bound (`mempool.ingest_queue_bytes`).
     pub ingest_queued_bytes: Gauge,
+    pub ingest_capacity_bytes: Gauge,
+    /// Bundles the mempool lets wait behind nonce gaps at most (`mempool.max_waiting`).
+    pub mempool_waiting_capacity: Gauge,
     /// Pending bundles kept aside for proposals (`mempool.side_cache`, `side_cache_bytes`), and their bytes.
     pub side_cache_bundles: Gauge,
     pub side_cache_bytes: Gauge,
@@ -161,6 +164,8 @@ impl Metrics {
             mempool_waiting: Gauge::default(),
             mempool_waiting_bytes: Gauge::default(),
             ingest_queued_bytes: Gauge::default(),
+            ingest_capacity_bytes: Gauge::default(),
+            mempool_waiting_capacity: Gauge::default(),
             side_cache_bundles: Gauge::default(),
             side_cache_bytes: Gauge::default(),
             verify_queued_bytes: Gauge::default(),
@@ -280,6 +285,17 @@ impl Metrics {
             "Encoded size of submissions waiting in the ingest path (limit mempool.ingest_queue_bytes)",
             Unit::Bytes,
             m.ingest_queued_bytes.clone(),
+        );
+        r.register_with_unit(
+            "ingest_capacity",
+            "Bytes of submissions the ingest path holds at most (mempool.ingest_queue_bytes)",
+            Unit::Bytes,
+            m.ingest_capacity_bytes.clone(),
+        );
+        r.register(
+            "mempool_waiting_capacity_bundles",
+            "Bundles the mempool lets wait behind nonce gaps at most (mempool.max_waiting)",
+            m.mempool_waiting_capacity.clone(),
         );
         r.register(
             "side_cache_bundles",

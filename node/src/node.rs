@@ -234,6 +234,12 @@ pub async fn run(
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     metrics.mempool_capacity.set(cfg.mempool.max_bundles as i64);
+    metrics
+        .mempool_waiting_capacity
+        .set(cfg.mempool.max_waiting as i64);
+    metrics
+        .ingest_capacity_bytes
+        .set(cfg.mempool.ingest_queue_bytes as i64);
     let registry = Arc::new(registry);
     let (loop_tx, loop_rx) = mpsc::channel(cfg.mempool.admit_queue);
     let pool = VerifyPool::start(

@@ -12,6 +12,7 @@ use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use baton_l1_inclusion::contracts::BatonStaking;
 use baton_l1_inclusion::contracts::BatonStaking::BatonStakingErrors;
+use baton_l1_inclusion::redact::{redact_url, scrub};
 
 use crate::error::NodeError;
 use crate::keys::NodeKey;
@@ -155,8 +156,14 @@ impl StakingClient {
         owner: Option<PrivateKeySigner>,
     ) -> Result<Self, NodeError> {
         let url = rpc_url
-            .parse()
-            .map_err(|e| NodeError::Config(format!("L1 RPC URL `{rpc_url}`: {e}")))?;
+            .parse::<alloy::transports::http::reqwest::Url>()
+            .map_err(|e| {
+                NodeError::Config(format!(
+                    "L1 RPC URL {}: {}",
+                    redact_url(rpc_url),
+                    scrub(&e.to_string(), rpc_url)
+                ))
+            })?;
         let from = owner.as_ref().map(|o| o.address());
         let provider = match owner {
             Some(o) => ProviderBuilder::new()
