@@ -259,9 +259,9 @@ pub fn prepare_joiner(
         threads_per_node(i + 1),
     )?;
     let attester = PrivateKeySigner::random();
-    std::fs::write(
-        node.dir.join("l1_attestation.key"),
-        format!("{}\n", attester.to_bytes()),
+    crate::keys::write_secret_file(
+        &node.dir.join("l1_attestation.key"),
+        &format!("{}\n", attester.to_bytes()),
     )?;
     let mut cfg: NodeConfig = toml::from_str(&std::fs::read_to_string(&node.config_path)?)
         .map_err(|e| NodeError::Config(e.to_string()))?;
@@ -353,9 +353,9 @@ pub async fn attach_l1(
     let mut attesters = Vec::new();
     for (i, node) in net.nodes.iter().enumerate() {
         let key = PrivateKeySigner::random();
-        std::fs::write(
-            node.dir.join("l1_attestation.key"),
-            format!("{}\n", key.to_bytes()),
+        crate::keys::write_secret_file(
+            &node.dir.join("l1_attestation.key"),
+            &format!("{}\n", key.to_bytes()),
         )?;
         net.genesis.validators[i].attester = Some(format!("{:#x}", key.address()));
         attesters.push((key.address(), net.genesis.validators[i].voting_power));
@@ -397,9 +397,9 @@ pub async fn attach_l1(
     )?;
     for (i, node) in net.nodes.iter().enumerate() {
         let poster_key_file = if i == l1.poster_node {
-            std::fs::write(
-                node.dir.join("l1_poster.key"),
-                format!("{}\n", l1.poster.to_bytes()),
+            crate::keys::write_secret_file(
+                &node.dir.join("l1_poster.key"),
+                &format!("{}\n", l1.poster.to_bytes()),
             )?;
             Some(PathBuf::from("l1_poster.key"))
         } else {
@@ -407,9 +407,9 @@ pub async fn attach_l1(
         };
         let forward_key_file = match &l1.forwarder {
             Some(k) if i == l1.poster_node => {
-                std::fs::write(
-                    node.dir.join("l1_forward.key"),
-                    format!("{}\n", k.to_bytes()),
+                crate::keys::write_secret_file(
+                    &node.dir.join("l1_forward.key"),
+                    &format!("{}\n", k.to_bytes()),
                 )?;
                 Some(PathBuf::from("l1_forward.key"))
             }

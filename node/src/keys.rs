@@ -87,8 +87,7 @@ impl NodeKey {
     }
 
     pub fn load(path: &Path) -> Result<Self, NodeError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| NodeError::Key(format!("cannot read key file {}: {e}", path.display())))?;
+        let text = read_secret_file(path)?;
         let file: KeyFile = toml::from_str(&text)
             .map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))?;
         let bytes = hex::decode(&file.secret_key).map_err(|e| {
@@ -101,6 +100,41 @@ impl NodeKey {
             signing_key: SigningKey::from(arr),
         })
     }
+}
+
+/// Reads a file holding a secret key, refusing one that users other than its owner and group may read (a key
+/// readable by every account on the machine is as good as published). Group access is allowed: Kubernetes
+/// mounts secrets group-readable for the pod's `fsGroup`.
+pub fn read_secret_file(path: &Path) -> Result<String, NodeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .map_err(|e| NodeError::Key(format!("cannot read key file {}: {e}", path.display())))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 {
+        return Err(NodeError::Key(format!(
+            "key file {} is readable by other users (mode {mode:o}): restrict it with `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| NodeError::Key(format!("cannot read key file {}: {e}", path.display())))
+}
+
+/// Writes a new file holding a secret key, readable by its owner only (mode 600); an existing file is never
+/// overwritten.
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), NodeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| NodeError::Key(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| NodeError::Key(format!("{}: {e}", path.display())))
 }
 
 /// The libp2p peer id of a validator, from its Ed25519 public key (hex).
@@ -130,6 +164,28 @@ mod tests {
         let back = NodeKey::load(&path).unwrap();
         assert_eq!(back.public_key_hex(), k.public_key_hex());
         assert!(k.save(&path).is_err(), "must not overwrite a key");
+        // A key file every account can read is refused, with the fix in the message.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = NodeKey::load(&path).expect_err("refused").to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        NodeKey::load(&path).expect("group-readable is fine (Kubernetes fsGroup)");
+        let l1 = dir.path().join("l1.key");
+        write_secret_file(
+            &l1,
+            &format!(
+                "{}\n",
+                alloy_signer_local::PrivateKeySigner::random().to_bytes()
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::metadata(&l1).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        crate::l1::load_l1_key(&l1).unwrap();
+        std::fs::set_permissions(&l1, std::fs::Permissions::from_mode(0o604)).unwrap();
+        assert!(crate::l1::load_l1_key(&l1).is_err());
         assert_eq!(
             peer_id_of(&k.public_key_hex()).unwrap(),
             k.peer_id().unwrap()

@@ -148,8 +148,7 @@ pub fn l1_provider(section: &L1Section) -> Result<DynProvider, NodeError> {
 
 /// Reads a secp256k1 key file (32 bytes as hex, optional `0x`).
 pub fn load_l1_key(path: &Path) -> Result<PrivateKeySigner, NodeError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| NodeError::Config(format!("cannot read L1 key {}: {e}", path.display())))?;
+    let text = crate::keys::read_secret_file(path)?;
     text.trim()
         .parse::<PrivateKeySigner>()
         .map_err(|e| NodeError::Config(format!("L1 key {}: {e}", path.display())))
@@ -389,7 +388,7 @@ mod tests {
         let key = PrivateKeySigner::random();
         let other = PrivateKeySigner::random();
         let path = dir.path().join("attest.key");
-        std::fs::write(&path, format!("{}", key.to_bytes())).unwrap();
+        crate::keys::write_secret_file(&path, &format!("{}", key.to_bytes())).unwrap();
         let section = L1Section {
             rpc_url: "http://127.0.0.1:1".into(),
             attestation_key_file: path,

@@ -323,21 +323,6 @@ fn parse_rollup(s: &str) -> Result<RollupInfo> {
     })
 }
 
-/// Writes a secret readable by its owner only.
-fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
-}
-
 fn staking_client(
     a: &StakingArgs,
 ) -> Result<(baton_node::validator::StakingClient, alloy_primitives::B256)> {
@@ -603,7 +588,10 @@ fn main() -> Result<()> {
             println!("peer_id    = {}", key.peer_id()?);
             if let Some(path) = attester_out {
                 let l1 = alloy_signer_local::PrivateKeySigner::random();
-                write_secret(&path, &format!("0x{}\n", hex::encode(l1.to_bytes())))?;
+                baton_node::keys::write_secret_file(
+                    &path,
+                    &format!("0x{}\n", hex::encode(l1.to_bytes())),
+                )?;
                 println!("wrote {}", path.display());
                 println!("attester   = {}", l1.address());
             }

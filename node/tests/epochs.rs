@@ -421,8 +421,16 @@ fn the_node_runner_commands_drive_the_staking_contract() {
         let dir = tempfile::tempdir().unwrap();
         let path = |f: &str| dir.path().join(f).to_str().unwrap().to_string();
         let owner: PrivateKeySigner = anvil.keys()[4].clone().into();
-        std::fs::write(path("owner.key"), format!("{}\n", owner.to_bytes())).unwrap();
-        std::fs::write(path("gov.key"), format!("{}\n", governance.to_bytes())).unwrap();
+        baton_node::keys::write_secret_file(
+            std::path::Path::new(&path("owner.key")),
+            &format!("{}\n", owner.to_bytes()),
+        )
+        .unwrap();
+        baton_node::keys::write_secret_file(
+            std::path::Path::new(&path("gov.key")),
+            &format!("{}\n", governance.to_bytes()),
+        )
+        .unwrap();
         let (ok, text) = baton(&[
             "keys",
             "generate",

@@ -485,9 +485,9 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
         let anvil = local_l1();
         let (mut cluster, deployment) = based_cluster(&anvil).await;
         let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
-        std::fs::write(
-            cluster.net.nodes[0].dir.join("forward.key"),
-            format!("{}\n", forwarder.to_bytes()),
+        baton_node::keys::write_secret_file(
+            &cluster.net.nodes[0].dir.join("forward.key"),
+            &format!("{}\n", forwarder.to_bytes()),
         )
         .expect("key");
         cluster.edit_config(0, |c| {
