@@ -939,6 +939,21 @@ impl Verifier<BatonContext> for ConsensusVerifier {
     }
 }
 
+/// A validator's consensus key from its 32 bytes, if it can be one: a valid Ed25519 point that is not of small
+/// order. A small-order key (the identity, or one of the seven other torsion points) has signatures that verify
+/// under ZIP-215 for many messages without its holder signing them, so it is refused wherever a validator key
+/// enters: genesis and staking registrations. The one rule for both.
+pub fn validator_key(bytes: [u8; 32]) -> Result<VerificationKey, String> {
+    let key = VerificationKey::try_from(bytes).map_err(|e| format!("not an Ed25519 key: {e}"))?;
+    let small = curve25519_dalek_ng::edwards::CompressedEdwardsY(bytes)
+        .decompress()
+        .is_none_or(|p| p.is_small_order());
+    if small {
+        return Err("a small-order Ed25519 point cannot be a validator key".into());
+    }
+    Ok(key)
+}
+
 /// A validator as written in genesis: hex public key, power and the node's p2p address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -958,12 +973,15 @@ impl GenesisValidator {
     pub fn to_validator(&self) -> Result<Validator, String> {
         let bytes = hex::decode(self.public_key.trim_start_matches("0x"))
             .map_err(|e| format!("validator {}: public_key is not hex: {e}", self.name))?;
-        let key = VerificationKey::try_from(bytes.as_slice()).map_err(|e| {
+        let bytes: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
             format!(
-                "validator {}: public_key is not an Ed25519 key: {e}",
-                self.name
+                "validator {}: public_key is {} bytes, an Ed25519 key has 32",
+                self.name,
+                b.len()
             )
         })?;
+        let key = validator_key(bytes)
+            .map_err(|e| format!("validator {}: public_key is {e}", self.name))?;
         Ok(Validator::new(key, self.voting_power))
     }
 }
@@ -971,6 +989,29 @@ impl GenesisValidator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_order_keys_are_refused_in_genesis() {
+        let genesis = |key: [u8; 32]| GenesisValidator {
+            name: "v".into(),
+            public_key: hex::encode(key),
+            voting_power: 1,
+            p2p_addr: "/ip4/127.0.0.1/tcp/1".into(),
+            attester: None,
+        };
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        // The point of order 2 (y = -1) and the identity: valid encodings, small order.
+        let mut order_two = [0xff; 32];
+        order_two[0] = 0xec;
+        order_two[31] = 0x7f;
+        for key in [identity, order_two] {
+            let err = genesis(key).to_validator().unwrap_err();
+            assert!(err.contains("small-order"), "{err}");
+        }
+        let good = SigningKey::from([7; 32]).verification_key().to_bytes();
+        genesis(good).to_validator().unwrap();
+    }
 
     fn set(powers: &[u64]) -> ValidatorSet {
         let vals = powers

@@ -196,9 +196,8 @@ pub fn next_set(
         .filter(|(_, c)| !c.exiting && !c.jailed && c.stake >= rules.min_stake)
         .filter_map(|(k, c)| {
             let power = u64::try_from(c.stake / per).unwrap_or(u64::MAX);
-            // A key that is not a valid Ed25519 point cannot validate.
-            (power > 0 && ed25519_consensus::VerificationKey::try_from(*k).is_ok())
-                .then_some((*k, power))
+            // A key that is not a valid Ed25519 point, or a small-order one, cannot validate.
+            (power > 0 && crate::context::validator_key(*k).is_ok()).then_some((*k, power))
         })
         .collect();
     // Highest stake first; equal stakes by key, so the cut at `max_validators` is the same everywhere.
@@ -241,7 +240,7 @@ pub fn next_set(
     let validators: Vec<Validator> = ranked
         .iter()
         .filter_map(|(k, p)| {
-            ed25519_consensus::VerificationKey::try_from(*k)
+            crate::context::validator_key(*k)
                 .ok()
                 .map(|vk| Validator::new(vk, *p))
         })
@@ -325,6 +324,28 @@ mod tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// A small-order point (here the identity) is a key anybody "signs" for under ZIP-215: staked with the most
+    /// stake, it must not enter the set.
+    #[test]
+    fn a_small_order_key_never_enters_the_set() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(ed25519_consensus::VerificationKey::try_from(identity).is_ok());
+        let mut events: Vec<StakeEvent> = (1..=4).map(|n| registered(n, 100)).collect();
+        events.push(StakeEvent::Registered {
+            key: identity,
+            attester: [9; 20],
+            stake: 1_000,
+        });
+        let (set, _) = next_set(&table(events), &rules(), &genesis());
+        assert!(
+            powers(&set).iter().all(|(k, _)| *k != identity),
+            "{:?}",
+            powers(&set)
+        );
+        assert_eq!(set.validators().len(), 4);
     }
 
     #[test]
