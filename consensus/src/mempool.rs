@@ -224,8 +224,18 @@ impl Mempool {
         )
     }
 
-    /// The first nonce at or after `from` that none of the queue's bundles holds.
+    /// The first nonce at or after `from` that none of the queue's bundles holds. From the sender's next nonce
+    /// this is the end of its includable run, read off the waiting marks: only the bundles past the run (at most
+    /// `max_nonce_gap`) are looked at, not the run itself.
     fn first_free(&self, q: &SenderQueue, from: u64) -> u64 {
+        if from == q.next {
+            return q
+                .pending
+                .range(q.next..)
+                .rev()
+                .find(|(_, h)| self.slots.get(*h).is_some_and(|s| !s.waiting))
+                .map_or(q.next, |(n, _)| n + 1);
+        }
         let mut n = from;
         while q.pending.contains_key(&n) {
             n += 1;
