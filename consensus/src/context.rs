@@ -650,6 +650,7 @@ pub enum ProposalPart {
     Want {
         proposer: Address,
         height: u64,
+        round: u32,
         hashes: Vec<Hash>,
     },
     /// Misbehaviour evidence the block carries (between `Init` and `Fin`, only when there is some).

@@ -37,6 +37,7 @@ use malachitebft_core_consensus::{ProposedValue, VoteExtensionError};
 use crate::error::NodeError;
 use crate::ingest::AdmissionGate;
 use crate::metrics::{DirectionLabel, Metrics, ReasonLabel};
+use crate::peers::{PeerGate, Refusal};
 use crate::state::Shared;
 use crate::store::RocksStore;
 use crate::verify::VerifyPool;
@@ -119,8 +120,11 @@ pub enum LoopRequest {
         reply: oneshot::Sender<bool>,
     },
     /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete).
+    /// `invalid` counts those that failed the checks (the peer is penalised for them).
     Gossiped {
+        peer: Vec<u8>,
         bundles: Vec<(Hash, Bundle)>,
+        invalid: usize,
         reply: oneshot::Sender<Option<ProposedValue<BatonContext>>>,
     },
 }
@@ -144,6 +148,8 @@ pub struct LoopLinks {
     pub pool: VerifyPool,
     pub signatures: Arc<SignatureCache>,
     pub gate: Arc<AdmissionGate>,
+    /// Who may speak on the proposal channel, and how much.
+    pub peers: PeerGate,
 }
 
 /// The consensus loop. See the module docs.
@@ -176,6 +182,7 @@ pub struct ConsensusLoop {
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
+    peers: PeerGate,
     /// L1 attestation rules and the poster, when genesis has `[l1]`.
     pub attestor: Option<Arc<crate::l1::Attestor>>,
 }
@@ -195,7 +202,9 @@ impl ConsensusLoop {
             pool,
             signatures,
             gate,
+            mut peers,
         } = links;
+        peers.follow(host.validators());
         let l = ConsensusLoop {
             host,
             channels,
@@ -218,6 +227,7 @@ impl ConsensusLoop {
             last_signature_hits: 0,
             gate,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
+            peers,
             attestor: None,
         };
         l.publish_gauges();
@@ -406,6 +416,17 @@ impl ConsensusLoop {
         Ok(())
     }
 
+    /// Counts a proposal-channel message the gate refused.
+    fn refused(&self, r: Refusal) {
+        self.metrics
+            .p2p_refused
+            .get_or_create(&ReasonLabel { reason: r.label() })
+            .inc();
+        self.metrics
+            .p2p_penalised_peers
+            .set(self.peers.penalised_count(std::time::Instant::now()) as i64);
+    }
+
     async fn publish_outbox(&mut self) -> Result<(), NodeError> {
         for part in self.host.take_outbox() {
             self.publish_single(part).await?;
@@ -427,7 +448,23 @@ impl ConsensusLoop {
                 }
                 let _ = reply.send(verdicts);
             }
-            LoopRequest::Gossiped { bundles, reply } => {
+            LoopRequest::Gossiped {
+                peer,
+                bundles,
+                invalid,
+                reply,
+            } => {
+                if invalid > 0 && self.peers.penalise(&peer, std::time::Instant::now()) {
+                    self.metrics.p2p_penalties.inc();
+                    self.metrics
+                        .p2p_penalised_peers
+                        .set(self.peers.penalised_count(std::time::Instant::now()) as i64);
+                    warn!(
+                        peer = %peer_name(&peer),
+                        invalid,
+                        "a peer sent bundles that fail the checks; ignoring it on the proposal channel for a while"
+                    );
+                }
                 let value = self.host.on_gossip(bundles)?;
                 let _ = reply.send(value);
             }
@@ -446,10 +483,20 @@ impl ConsensusLoop {
     /// bundles asks the proposer for them.
     fn check_gossip(
         &self,
+        peer: Vec<u8>,
         bundles: Vec<Bundle>,
         reply: Reply<Option<malachitebft_app_channel::app::types::ProposedValue<BatonContext>>>,
     ) {
         let bytes: usize = bundles.iter().map(Bundle::encoded_len).sum();
+        // The peer's own share first (so that one peer cannot take the pool from the others), then the pool.
+        let share = match self.peers.reserve(&peer, bytes) {
+            Ok(s) => s,
+            Err(r) => {
+                self.refused(r);
+                let _ = reply.send(None);
+                return;
+            }
+        };
         let permit = match self.pool.reserve(bytes) {
             Ok(p) => p,
             Err(e) => {
@@ -477,7 +524,9 @@ impl ConsensusLoop {
         let back = self.requests_tx.clone();
         let seen = self.checked.clone();
         permit.run(move || {
+            let _share = share;
             let mut good = Vec::with_capacity(bundles.len());
+            let mut invalid = 0;
             for b in bundles {
                 // The cheap checks always; the signature recovery only for bytes not checked before.
                 let checked = check_stateless(&b, &spec, OrderedBy::Validators, |h| {
@@ -488,13 +537,18 @@ impl ConsensusLoop {
                         lock_set(&seen).insert((hash, b.signature));
                         good.push((hash, b))
                     }
-                    Err(e) => warn!(error = %e, "a peer disseminated an invalid bundle"),
+                    Err(e) => {
+                        invalid += 1;
+                        warn!(error = %e, "a peer disseminated an invalid bundle")
+                    }
                 }
             }
             // Back to the loop through its bounded queue (this pool thread waits while the loop is busy).
             if let Err(mpsc::error::SendError(LoopRequest::Gossiped { reply, .. })) = back
                 .blocking_send(LoopRequest::Gossiped {
+                    peer,
                     bundles: good,
+                    invalid,
                     reply,
                 })
             {
@@ -639,18 +693,34 @@ impl ConsensusLoop {
                 part,
                 reply,
             } => {
+                // Gossipsub signs what it relays, so the declared publisher is authenticated; broadcast has none
+                // and the sender is the publisher.
                 let publisher = published_by.unwrap_or(from).to_bytes();
+                let size = match &part.content {
+                    StreamContent::Data(p) => p.size(),
+                    StreamContent::Fin => 16,
+                };
+                if let Err(r) = self
+                    .peers
+                    .check(&publisher, size, std::time::Instant::now())
+                {
+                    self.refused(r);
+                    let _ = reply.send(None);
+                    return Ok(());
+                }
                 let content = match part.content {
                     StreamContent::Data(ProposalPart::Bundles { bundles }) => {
-                        self.check_gossip(bundles, reply);
+                        self.check_gossip(publisher, bundles, reply);
                         return Ok(());
                     }
                     StreamContent::Data(ProposalPart::Want {
                         proposer,
                         height,
+                        round,
                         hashes,
                     }) => {
-                        self.host.on_want(proposer, height, &hashes)?;
+                        self.host
+                            .on_want(&publisher, proposer, height, round, &hashes)?;
                         let _ = reply.send(None);
                         self.publish_outbox().await?;
                         return Ok(());
@@ -712,6 +782,7 @@ impl ConsensusLoop {
                                 .observe(prev.elapsed().as_secs_f64());
                         }
                         self.publish_stats();
+                        self.peers.follow(self.host.validators());
                         debug!(height, bundles = block.bundles.len(), hash = %block.hash(), "decided");
                         self.shared.set_latest_height(height);
                         self.publish_gauges();
@@ -836,6 +907,11 @@ pub(crate) async fn publish_parts(
         .await?;
     }
     send(StreamMessage::new(stream_id, n, StreamContent::Fin)).await
+}
+
+/// A peer id for logs (base58, as libp2p prints it).
+fn peer_name(peer: &[u8]) -> String {
+    libp2p_identity::PeerId::from_bytes(peer).map_or_else(|_| hex::encode(peer), |p| p.to_string())
 }
 
 #[cfg(test)]

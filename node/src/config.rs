@@ -148,6 +148,30 @@ pub struct P2pSection {
     /// or `gossipsub` (relays through peers, which also covers a single broken link between two validators,
     /// at the cost of receiving and checking most messages several times).
     pub pubsub: PubSub,
+    /// Proposal-channel messages (proposal parts, dissemination, asks) taken from one peer per second; one second
+    /// of burst. Only validators of the set and `extra_peers` naming a peer id are heard at all
+    /// ([`crate::peers`]). Default 2,000.
+    pub peer_messages_per_sec: u32,
+    /// Bytes of such messages per second from one peer (at least `max_gossip_bytes`). Default 64 MiB.
+    pub peer_bytes_per_sec: u64,
+    /// Bytes of one peer's dissemination waiting for or in signature checks at once (at least
+    /// `max_gossip_bytes`). Default 16 MiB.
+    pub peer_inflight_bytes: u64,
+    /// How long a peer that sent an invalid bundle (one no honest node would send: it failed the stateless
+    /// checks) is ignored on the proposal channel. Default 60 s.
+    pub penalty_secs: u64,
+}
+
+impl P2pSection {
+    /// The per-peer limits of the proposal channel.
+    pub fn peer_limits(&self) -> crate::peers::PeerLimits {
+        crate::peers::PeerLimits {
+            messages_per_sec: self.peer_messages_per_sec,
+            bytes_per_sec: self.peer_bytes_per_sec,
+            inflight_bytes: usize::try_from(self.peer_inflight_bytes).unwrap_or(usize::MAX),
+            penalty: std::time::Duration::from_secs(self.penalty_secs),
+        }
+    }
 }
 
 /// The engine's pub-sub protocol (`p2p.pubsub`).
@@ -167,6 +191,10 @@ impl Default for P2pSection {
             max_gossip_bytes: 8 * 1024 * 1024,
             max_rpc_bytes: 64 * 1024 * 1024,
             pubsub: PubSub::Broadcast,
+            peer_messages_per_sec: 2_000,
+            peer_bytes_per_sec: 64 * 1024 * 1024,
+            peer_inflight_bytes: 16 * 1024 * 1024,
+            penalty_secs: 60,
         }
     }
 }
@@ -483,6 +511,16 @@ impl NodeConfig {
         }
         if self.p2p.max_gossip_bytes < 64 * 1024 {
             return bad("p2p.max_gossip_bytes must be at least 64 KiB".into());
+        }
+        if self.p2p.peer_messages_per_sec == 0
+            || self.p2p.peer_bytes_per_sec < self.p2p.max_gossip_bytes
+            || self.p2p.peer_inflight_bytes < self.p2p.max_gossip_bytes
+        {
+            return bad(format!(
+                "p2p.peer_messages_per_sec must be > 0, p2p.peer_bytes_per_sec and p2p.peer_inflight_bytes at least \
+                 p2p.max_gossip_bytes ({}), or a peer's largest message could never pass",
+                self.p2p.max_gossip_bytes
+            ));
         }
         if self.mempool.gossip_batch_bytes as u64 * 2 > self.p2p.max_gossip_bytes {
             return bad(format!(

@@ -24,6 +24,7 @@ pub mod keys;
 pub mod l1;
 pub mod metrics;
 pub mod node;
+pub mod peers;
 pub mod state;
 pub mod store;
 pub mod validator;

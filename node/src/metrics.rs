@@ -89,6 +89,10 @@ pub struct Metrics {
     pub peers: Gauge,
     pub gossip_bundles: Family<DirectionLabel, Counter>,
     pub gossip_bytes: Family<DirectionLabel, Counter>,
+    /// Proposal-channel messages not taken in, by reason ([`crate::peers::Refusal`]).
+    pub p2p_refused: Family<ReasonLabel, Counter>,
+    pub p2p_penalties: Counter,
+    pub p2p_penalised_peers: Gauge,
     pub l1: L1Metrics,
 }
 
@@ -184,6 +188,9 @@ impl Metrics {
             peers: Gauge::default(),
             gossip_bundles: Family::default(),
             gossip_bytes: Family::default(),
+            p2p_refused: Family::default(),
+            p2p_penalties: Counter::default(),
+            p2p_penalised_peers: Gauge::default(),
             l1: L1Metrics::default(),
         };
         let r = registry.sub_registry_with_prefix("baton");
@@ -384,6 +391,22 @@ impl Metrics {
             m.store_written_bytes.clone(),
         );
         r.register("p2p_peers", "Connected peers", m.peers.clone());
+        r.register(
+            "p2p_refused_messages",
+            "Proposal-channel messages (parts, dissemination, asks) not taken in, by reason: not_a_member (neither a \
+             validator nor a configured peer), penalised, rate, inflight (per-peer limits in [p2p])",
+            m.p2p_refused.clone(),
+        );
+        r.register(
+            "p2p_penalties",
+            "Peers penalised for sending bundles that fail the stateless checks",
+            m.p2p_penalties.clone(),
+        );
+        r.register(
+            "p2p_penalised_peers",
+            "Peers ignored on the proposal channel (as of the latest penalty or refusal)",
+            m.p2p_penalised_peers.clone(),
+        );
         r.register(
             "p2p_gossip_bundles",
             "Bundles disseminated, by direction",

@@ -28,6 +28,7 @@ use crate::grpc::{serve, Api};
 use crate::ingest::{AdmissionGate, IngestHandle, IngestLimits};
 use crate::keys::NodeKey;
 use crate::metrics::Metrics;
+use crate::peers::{configured_peers, PeerGate};
 use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
 use crate::verify::{PoolLimits, VerifyPool};
@@ -186,8 +187,18 @@ pub async fn run(
     consensus.p2p.discovery.max_connections_per_ip = 64;
     consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
     consensus.p2p.rpc_max_size = bytesize(cfg.p2p.max_rpc_bytes);
-    if cfg.p2p.pubsub == crate::config::PubSub::Broadcast {
-        consensus.p2p.protocol = PubSubProtocol::Broadcast;
+    match cfg.p2p.pubsub {
+        crate::config::PubSub::Broadcast => consensus.p2p.protocol = PubSubProtocol::Broadcast,
+        // Gossipsub forwards a message before the application has judged it, so on a chain anyone may connect
+        // to, an outsider's traffic would be relayed between validators.
+        crate::config::PubSub::Gossipsub if genesis.epochs.is_some() => {
+            return Err(NodeError::Config(
+                "p2p.pubsub = \"gossipsub\" relays messages before they are checked; a chain with epochs (open to \
+                 any peer) must use \"broadcast\""
+                    .into(),
+            ))
+        }
+        crate::config::PubSub::Gossipsub => {}
     }
     let value_sync = value_sync_config(&cfg.sync, cfg.p2p.max_rpc_bytes);
     let engine_cfg = EngineConfig {
@@ -297,6 +308,10 @@ pub async fn run(
             pool,
             signatures: signatures.clone(),
             gate,
+            peers: PeerGate::new(
+                cfg.p2p.peer_limits(),
+                configured_peers(&cfg.p2p.extra_peers)?,
+            ),
         },
     );
     let mut consensus_loop = consensus_loop;

@@ -231,6 +231,7 @@ fn samples() -> Samples {
         ProposalPart::Want {
             proposer,
             height: 3,
+            round: 1,
             hashes: hashes[..2].to_vec(),
         },
         ProposalPart::Fin {

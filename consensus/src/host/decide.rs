@@ -89,6 +89,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         self.verified.clear();
         self.known_hashes.clear();
+        self.own_proposals.clear();
+        self.answered.clear();
         self.parked.retain(|p| p.height > height);
         for e in &block.evidence {
             warn!(validator = %e.validator, height = e.height, included_at = height, "evidence of equivocation decided; the validator is jailed");

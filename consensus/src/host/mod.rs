@@ -93,8 +93,10 @@ pub struct HostLimits {
     pub mempool_waiting_ttl_ms: u64,
     /// Bundles per `Data` proposal part are packed up to this many bytes.
     pub part_bytes: usize,
-    /// Concurrent incomplete proposal streams kept; the oldest is dropped beyond this.
-    pub max_streams: usize,
+    /// Incomplete proposal streams kept per publisher; beyond this the publisher's own oldest is dropped, so
+    /// one peer's streams never evict another's. Each stream holds at most a block's bytes. Default 4 (a proposer
+    /// has one stream per round; a few rounds may overlap).
+    pub max_streams_per_peer: usize,
     /// Proposals for heights up to this far ahead of the current one are kept until that height starts.
     pub future_heights: u64,
     /// Send proposal bodies as bundle hashes (validators hold the bundles from dissemination) instead of whole
@@ -123,7 +125,7 @@ impl Default for HostLimits {
             mempool_max_waiting_bytes: 16 * 1024 * 1024,
             mempool_waiting_ttl_ms: 60_000,
             part_bytes: 256 * 1024,
-            max_streams: 64,
+            max_streams_per_peer: 4,
             future_heights: 8,
             compact_proposals: true,
             side_cache: 100_000,
@@ -175,8 +177,13 @@ pub struct Host<S, C> {
     announced: HashMap<Hash, (u64, u32)>,
     tip: Option<BlockHeader>,
     current: u64,
-    streams: HashMap<(Vec<u8>, Vec<u8>), PartStream>,
-    stream_order: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Incomplete proposal streams by publisher, then stream id (each publisher's in arrival order).
+    streams: HashMap<Vec<u8>, Vec<(Vec<u8>, PartStream)>>,
+    /// This node's proposals of the current height: round -> value (built or restreamed by this node), the only
+    /// ones it answers asks for bundles about.
+    own_proposals: HashMap<u32, Hash>,
+    /// (peer, round) pairs whose ask this node answered at the current height: each is answered once.
+    answered: HashSet<(Vec<u8>, u32)>,
     future: BTreeMap<u64, Vec<Assembled>>,
     /// The node's view of L1, on a chain with L1 ([`crate::origin`]).
     l1: Option<Arc<dyn L1View>>,
@@ -249,7 +256,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             stats: HostStats::default(),
             announced: HashMap::new(),
             streams: HashMap::new(),
-            stream_order: VecDeque::new(),
+            own_proposals: HashMap::new(),
+            answered: HashSet::new(),
             future: BTreeMap::new(),
             l1: None,
         };

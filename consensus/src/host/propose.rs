@@ -115,7 +115,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
         };
         debug!(height, round, bundles = block.bundles.len(), hash = %block.hash(), "proposing");
-        let hashes = self.hashes_of(&block);
+        let hashes = self.own_proposal(round, &block);
         let parts = self.parts_for(&block, &hashes, round, Round::Nil)?;
         Ok((Value(block.hash()), parts))
     }
@@ -166,7 +166,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// Parts to re-publish a known value (the engine asks when it re-proposes a locked value).
     pub fn restream(
-        &self,
+        &mut self,
         height: u64,
         round: u32,
         valid_round: Round,
@@ -179,7 +179,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .find(|p| p.block.hash() == *value_id);
         match found {
             Some(p) => {
-                let hashes = self.hashes_of(&p.block);
+                let hashes = self.own_proposal(round, &p.block);
                 Ok(Some(self.parts_for(
                     &p.block,
                     &hashes,
@@ -189,6 +189,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             None => Ok(None),
         }
+    }
+
+    /// Notes `block` as this node's proposal for `round` of the current height (the one asks for bundles are
+    /// answered about) and returns its bundle hashes.
+    fn own_proposal(&mut self, round: u32, block: &Block) -> Vec<Hash> {
+        let value = block.hash();
+        let hashes = self.hashes_of(block);
+        self.known_hashes.insert(value, hashes.clone());
+        self.own_proposals.insert(round, value);
+        hashes
     }
 
     /// The block's bundle hashes, from the cache when this node built or judged it.

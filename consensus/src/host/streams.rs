@@ -40,11 +40,10 @@ pub(super) struct Parked {
     pub(super) hashes: Vec<Hash>,
     pub(super) bundles: Vec<Option<Bundle>>,
     pub(super) evidence: Vec<Equivocation>,
-    pub(super) asked_at_ms: u64,
 }
 
-/// How long a parked proposal waits before asking for its missing bundles again.
-const REASK_MS: u64 = 250;
+/// Asks answered per height at most (peers times rounds; beyond it asks go unanswered until the next height).
+const MAX_ANSWERED: usize = 4_096;
 
 /// A complete proposal received for a height we have not reached yet.
 pub(super) struct Assembled {
@@ -73,16 +72,19 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             warn!(seq, "proposal part sequence number out of range; dropping");
             return Ok(None);
         }
-        let key = (publisher.to_vec(), stream_id.to_vec());
-        if !self.streams.contains_key(&key) {
-            if self.streams.len() >= self.limits.max_streams {
-                if let Some(old) = self.stream_order.pop_front() {
-                    self.streams.remove(&old);
+        // Each publisher has its own few slots: a peer opening streams endlessly only ever drops its own.
+        let own = self.streams.entry(publisher.to_vec()).or_default();
+        let at = match own.iter().position(|(id, _)| id == stream_id) {
+            Some(at) => at,
+            None => {
+                if own.len() >= self.limits.max_streams_per_peer.max(1) {
+                    own.remove(0);
                 }
+                own.push((stream_id.to_vec(), PartStream::default()));
+                own.len() - 1
             }
-            self.stream_order.push_back(key.clone());
-        }
-        let stream = self.streams.entry(key.clone()).or_default();
+        };
+        let stream = &mut own[at].1;
         match part {
             Some(p) => {
                 stream.bytes += p.size();
@@ -90,18 +92,19 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             None => stream.fin_seq = Some(seq),
         }
-        if stream.bytes > max_bytes {
-            warn!("proposal stream exceeds the block size limit; dropping it");
-            self.drop_stream(&key);
-            return Ok(None);
-        }
         let complete = matches!(stream.fin_seq, Some(n) if stream.parts.len() as u64 == n);
-        if !complete {
+        let oversized = stream.bytes > max_bytes;
+        if !complete && !oversized {
             return Ok(None);
         }
-        let Some(stream) = self.drop_stream(&key) else {
+        let stream = own.remove(at).1;
+        if own.is_empty() {
+            self.streams.remove(publisher);
+        }
+        if oversized {
+            warn!("proposal stream exceeds the block size limit; dropping it");
             return Ok(None);
-        };
+        }
         let value = self.assemble(stream)?;
         Ok(value.or_else(|| self.ready.pop_front()))
     }
@@ -111,42 +114,65 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         std::mem::take(&mut self.outbox)
     }
 
-    /// A validator asks the proposer for bundles it lacks. Only the named proposer answers (it holds every bundle
-    /// of its proposal), so one ask costs one answer however many validators see it.
+    /// A validator (`peer`) asks this node for bundles of the proposal it made for `round` of the current height
+    /// and that the asker lacks. Only the named proposer answers, about its own proposal of the current height,
+    /// with the bundles of that proposal only, and once per peer and round: an ask costs at most one answer of at
+    /// most one block, whoever sends it.
     pub fn on_want(
         &mut self,
+        peer: &[u8],
         proposer: Address,
         height: u64,
+        round: u32,
         hashes: &[Hash],
     ) -> Result<(), ConsensusError> {
-        if self.address() != Some(proposer)
-            || hashes.len() > self.spec.params.max_block_bundles as usize
-        {
+        if self.address() != Some(proposer) || height != self.next_height() {
             return Ok(());
         }
+        let Some(value) = self.own_proposals.get(&round).copied() else {
+            return Ok(());
+        };
+        // Bounded by the peers allowed to ask (the set and configured peers) times the rounds of one height.
+        if self.answered.len() >= MAX_ANSWERED || !self.answered.insert((peer.to_vec(), round)) {
+            debug!(
+                height,
+                round, "an ask already answered (or too many asks); ignoring"
+            );
+            return Ok(());
+        }
+        let Some(block_hashes) = self.known_hashes.get(&value) else {
+            return Ok(());
+        };
         let wanted: HashSet<&Hash> = hashes.iter().collect();
         let mut found: Vec<Bundle> = Vec::new();
-        let mut missing: Vec<&Hash> = Vec::new();
-        for h in hashes {
-            match self.find_bundle(h) {
-                Some(b) => found.push(b),
-                None => missing.push(h),
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, h) in block_hashes.iter().enumerate() {
+            if wanted.contains(h) {
+                match self.find_bundle(h) {
+                    Some(b) => found.push(b),
+                    None => missing.push(i),
+                }
             }
         }
         if !missing.is_empty() {
-            // Bundles of an undecided proposal that already left the mempool (a restream after a restart).
-            for p in self.store.undecided(height)? {
-                for b in p.block.bundles {
-                    let h = b.hash();
-                    if wanted.contains(&h) && missing.contains(&&h) {
-                        missing.retain(|m| **m != h);
-                        found.push(b);
-                    }
-                }
+            // Bundles of the proposal that already left the mempool (a restream after a restart): the stored
+            // block holds them in the same order as its hashes.
+            if let Some(p) = self
+                .store
+                .undecided(height)?
+                .into_iter()
+                .find(|p| p.block.hash() == value)
+            {
+                found.extend(
+                    missing
+                        .iter()
+                        .filter_map(|&i| p.block.bundles.get(i).cloned()),
+                );
             }
         }
         debug!(
             height,
+            round,
             asked = hashes.len(),
             found = found.len(),
             "answering a want"
@@ -159,20 +185,15 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// Completes parked proposals whose bundles have all arrived; asks again for what is still missing.
     pub(super) fn resolve_parked(&mut self) -> Result<(), ConsensusError> {
-        let now = self.clock.now_ms();
         let mut i = 0;
         while i < self.parked.len() {
             let mut complete = true;
-            let mut missing = Vec::new();
             for k in 0..self.parked[i].hashes.len() {
                 if self.parked[i].bundles[k].is_none() {
                     let h = self.parked[i].hashes[k];
                     match self.find_bundle(&h) {
                         Some(b) => self.parked[i].bundles[k] = Some(b),
-                        None => {
-                            complete = false;
-                            missing.push(h);
-                        }
+                        None => complete = false,
                     }
                 }
             }
@@ -192,22 +213,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 }
                 continue;
             }
-            if now.saturating_sub(self.parked[i].asked_at_ms) >= REASK_MS {
-                self.parked[i].asked_at_ms = now;
-                self.outbox.push(ProposalPart::Want {
-                    proposer: self.parked[i].proposer,
-                    height: self.parked[i].height,
-                    hashes: missing,
-                });
-            }
             i += 1;
         }
         Ok(())
-    }
-
-    pub(super) fn drop_stream(&mut self, key: &(Vec<u8>, Vec<u8>)) -> Option<PartStream> {
-        self.stream_order.retain(|k| k != key);
-        self.streams.remove(key)
     }
 
     pub(super) fn assemble(
@@ -346,9 +354,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             if self.parked.len() >= self.limits.max_parked {
                 self.parked.remove(0);
             }
+            // Asked once: the proposer answers each validator once per round (`on_want`).
             self.outbox.push(ProposalPart::Want {
                 proposer,
                 height,
+                round: round_n,
                 hashes: missing,
             });
             self.parked.push(Parked {
@@ -360,7 +370,6 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 hashes,
                 bundles,
                 evidence,
-                asked_at_ms: self.clock.now_ms(),
             });
             return Ok(None);
         }

@@ -461,17 +461,18 @@ fn missing_bundles_are_asked_from_the_proposer_and_the_proposal_completes() {
     let [ProposalPart::Want {
         proposer: to,
         height,
+        round,
         hashes,
     }] = wants.as_slice()
     else {
         panic!("expected one want, got {wants:?}");
     };
-    assert_eq!((*to, *height), (proposer, 1));
+    assert_eq!((*to, *height, *round), (proposer, 1, 0));
     assert_eq!(hashes.len(), 2);
     // Only the proposer answers.
-    o.on_want(*to, 1, hashes).unwrap();
+    o.on_want(b"o", *to, 1, 0, hashes).unwrap();
     assert!(o.take_outbox().is_empty());
-    p.on_want(*to, 1, hashes).unwrap();
+    p.on_want(b"o", *to, 1, 0, hashes).unwrap();
     let answer = p.take_outbox();
     let [ProposalPart::Bundles { bundles }] = answer.as_slice() else {
         panic!("expected bundles, got {answer:?}");
@@ -483,6 +484,94 @@ fn missing_bundles_are_asked_from_the_proposer_and_the_proposal_completes() {
         .expect("the parked proposal completes");
     assert_eq!(got.value, value);
     assert_eq!(got.validity, Validity::Valid);
+}
+
+#[test]
+fn asks_are_answered_once_per_peer_and_round_and_only_about_the_own_proposal() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let mut p = net.host(proposer, MemStore::default());
+    p.started_round(1, 0).unwrap();
+    for n in 0..3 {
+        p.admit(bundle(n).hash(), bundle(n)).unwrap();
+    }
+    let (_, _) = p.propose(1, 0).unwrap();
+    // Held in the mempool but not in the proposal (it came after): never sent in answer to an ask.
+    p.admit(bundle(3).hash(), bundle(3)).unwrap();
+    let asked: Vec<Hash> = (0..4).map(|n| bundle(n).hash()).collect();
+    let answered = |p: &mut Host<MemStore, Arc<ManualClock>>| -> Vec<Hash> {
+        p.take_outbox()
+            .into_iter()
+            .flat_map(|part| match part {
+                ProposalPart::Bundles { bundles } => {
+                    bundles.iter().map(Bundle::hash).collect::<Vec<_>>()
+                }
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    };
+    // A round or a height this node did not propose at: nothing.
+    p.on_want(b"a", proposer, 1, 1, &asked).unwrap();
+    p.on_want(b"a", proposer, 2, 0, &asked).unwrap();
+    assert!(answered(&mut p).is_empty());
+    // The proposal's own bundles only, once per peer and round.
+    p.on_want(b"a", proposer, 1, 0, &asked).unwrap();
+    assert_eq!(answered(&mut p), asked[..3].to_vec());
+    p.on_want(b"a", proposer, 1, 0, &asked).unwrap();
+    assert!(
+        answered(&mut p).is_empty(),
+        "a second ask of one peer and round"
+    );
+    p.on_want(b"b", proposer, 1, 0, &asked[..1]).unwrap();
+    assert_eq!(answered(&mut p), asked[..1].to_vec());
+}
+
+#[test]
+fn a_publisher_flooding_streams_cannot_evict_another_publishers_stream() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let other = net.other_than(&[proposer]);
+    let mut p = net.host(proposer, MemStore::default());
+    let mut o = net.host(other, MemStore::default());
+    o.started_round(1, 0).unwrap();
+    for n in 0..3 {
+        p.admit(bundle(n).hash(), bundle(n)).unwrap();
+        o.admit(bundle(n).hash(), bundle(n)).unwrap();
+    }
+    let (value, parts) = p.propose(1, 0).unwrap();
+    // The proposer's stream is half delivered ...
+    let (first, rest) = parts.split_at(1);
+    for (seq, part) in first.iter().enumerate() {
+        assert!(o
+            .on_part(b"p", b"s", seq as u64, Some(part.clone()))
+            .unwrap()
+            .is_none());
+    }
+    // ... when another peer opens a thousand streams.
+    let Some(ProposalPart::Init { header, .. }) = parts.first() else {
+        panic!("a proposal starts with Init");
+    };
+    for id in 0u32..1_000 {
+        let junk = ProposalPart::Init {
+            height: crate::context::Height(1),
+            round: malachitebft_core_types::Round::new(0),
+            pol_round: malachitebft_core_types::Round::Nil,
+            proposer,
+            header: header.clone(),
+        };
+        o.on_part(b"flood", &id.to_be_bytes(), 0, Some(junk))
+            .unwrap();
+    }
+    let mut got = None;
+    for (i, part) in rest.iter().enumerate() {
+        got = got.or(o
+            .on_part(b"p", b"s", (i + 1) as u64, Some(part.clone()))
+            .unwrap());
+    }
+    let got = got
+        .or(o.on_part(b"p", b"s", parts.len() as u64, None).unwrap())
+        .expect("the proposer's stream completes");
+    assert_eq!((got.value, got.validity), (value, Validity::Valid));
 }
 
 #[test]
@@ -538,7 +627,7 @@ fn an_overdue_forced_entry_the_mempool_never_saw_is_proposed_and_skipping_it_is_
             panic!("expected one want, got {wants:?}");
         };
         assert_eq!(hashes, &vec![forced.hash()]);
-        p.on_want(proposer, 1, hashes).unwrap();
+        p.on_want(b"o", proposer, 1, 0, hashes).unwrap();
         let answer = p.take_outbox();
         let [ProposalPart::Bundles { bundles }] = answer.as_slice() else {
             panic!("expected bundles, got {answer:?}");

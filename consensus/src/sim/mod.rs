@@ -458,10 +458,11 @@ impl Sim {
                     Some(ProposalPart::Want {
                         proposer,
                         height,
+                        round,
                         hashes,
                     }) => self.nodes[to]
                         .host
-                        .on_want(proposer, height, &hashes)
+                        .on_want(&publisher, proposer, height, round, &hashes)
                         .map(|_| None),
                     Some(ProposalPart::Bundles { bundles }) => {
                         return self.deliver(to, from, Msg::Gossip(bundles));
