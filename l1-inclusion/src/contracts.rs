@@ -114,15 +114,17 @@ fn deployer_provider(
 
 /// Deploys `BatonStaking` with `deployer` as governance (devnets and tests): stakes of at least `min_stake` wei,
 /// withdrawals `exit_delay` L1 blocks after an exit request, governance changes `governance_delay` seconds after
-/// being scheduled; `allowlisted` keys may register from the start, and anyone may if `open`. Returns its address
-/// and deployment block.
+/// being scheduled; anyone may register if `open`. `genesis` are the genesis validators as `(consensus key, owner,
+/// attester)`: allowlisted from the start, each registrable only by its owner and bound to the attester genesis
+/// lists for it (the one `BatonCommitments` starts with), so the nodes and `rotate` agree on it. Returns its
+/// address and deployment block.
 pub async fn deploy_staking(
     rpc_url: &str,
     deployer: alloy::signers::local::PrivateKeySigner,
     min_stake: U256,
     exit_delay: u64,
     governance_delay: u64,
-    allowlisted: Vec<B256>,
+    genesis: Vec<(B256, EthAddress, EthAddress)>,
     open: bool,
 ) -> Result<(EthAddress, u64), L1Error> {
     let governance = deployer.address();
@@ -133,7 +135,9 @@ pub async fn deploy_staking(
         exit_delay,
         governance,
         governance_delay,
-        allowlisted,
+        genesis.iter().map(|g| g.0).collect(),
+        genesis.iter().map(|g| g.1).collect(),
+        genesis.iter().map(|g| g.2).collect(),
         open,
     )
     .send()
@@ -150,4 +154,33 @@ pub async fn deploy_staking(
         message: "no contract address in the receipt".into(),
     })?;
     Ok((address, receipt.block_number.unwrap_or(0)))
+}
+
+/// Names `commitments` in the `BatonStaking` contract at `staking` (governance, once): from then on a stake cannot
+/// be withdrawn while that contract's set holds its key.
+pub async fn set_staking_commitments(
+    rpc_url: &str,
+    governance: alloy::signers::local::PrivateKeySigner,
+    staking: EthAddress,
+    commitments: EthAddress,
+) -> Result<(), L1Error> {
+    let provider = deployer_provider(rpc_url, governance)?;
+    let receipt = BatonStaking::new(staking, provider)
+        .setCommitments(commitments)
+        .send()
+        .await
+        .map_err(|e| L1Error::Contract {
+            call: "BatonStaking.setCommitments",
+            message: e.to_string(),
+        })?
+        .get_receipt()
+        .await
+        .map_err(L1Error::rpc)?;
+    if !receipt.status() {
+        return Err(L1Error::Contract {
+            call: "BatonStaking.setCommitments",
+            message: "reverted".into(),
+        });
+    }
+    Ok(())
 }

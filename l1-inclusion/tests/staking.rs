@@ -10,20 +10,27 @@ use alloy::network::TransactionBuilder;
 use alloy::primitives::{Address as EthAddress, B256, U256};
 use alloy::providers::Provider;
 use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
 use baton_consensus::epoch::{next_set, CandidateTable, SetChange, SetRules};
 use baton_l1_inclusion::contracts::BatonStaking;
+use baton_l1_inclusion::staking as pop;
 use common::L1;
 
 const ETHER: u128 = 1_000_000_000_000_000_000;
 
 /// A valid Ed25519 consensus key.
 fn key(n: u8) -> B256 {
-    B256::from(
-        ed25519_consensus::SigningKey::from([n; 32])
-            .verification_key()
-            .to_bytes(),
-    )
+    B256::from(signing_key(n).verification_key().to_bytes())
+}
+
+fn signing_key(n: u8) -> ed25519_consensus::SigningKey {
+    ed25519_consensus::SigningKey::from([n; 32])
+}
+
+/// The attester of key `n`.
+fn attester(n: u8) -> PrivateKeySigner {
+    PrivateKeySigner::from_bytes(&B256::repeat_byte(0x20 + n)).unwrap()
 }
 
 /// Sends `input` from dev account `from` with a fixed gas limit, so a refused call is mined and reverts on-chain;
@@ -49,7 +56,8 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
     common::bounded(120, async {
         let l1 = L1::start(true).await;
         let governance = l1.address(0);
-        // Key 6 allowlisted at deployment (as a network's genesis validators are): no delayed call needed.
+        // Key 6 allowlisted at deployment (as a network's genesis validators are), for its owner (dev account 6)
+        // and bound to its attester: no delayed call needed.
         let staking = *BatonStaking::deploy(
             l1.provider.clone(),
             U256::from(ETHER),
@@ -57,22 +65,36 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             governance,
             common::GOVERNANCE_DELAY,
             vec![key(6)],
+            vec![l1.address(6)],
+            vec![attester(6).address()],
             false,
         )
         .await
         .unwrap()
         .address();
         let contract = BatonStaking::new(staking, l1.reader());
-        let register = |n: u8| {
+        let chain_id = l1.anvil.chain_id();
+        // Key `n` registered by dev account `from` with attester `n`, with the attester's agreement and the
+        // key's proof of possession.
+        let register_from = |from: usize, n: u8| {
+            let owner = l1.address(from);
+            let a = attester(n);
             BatonStaking::registerCall {
                 consensusKey: key(n),
-                attester: EthAddress::repeat_byte(n),
+                attester: a.address(),
+                attesterSignature: pop::attester_signature(&a, chain_id, staking, key(n), owner)
+                    .unwrap()
+                    .into(),
+                proof: pop::prove(&signing_key(n), staking, owner, a.address()).into(),
             }
             .abi_encode()
         };
+        let register = |n: u8| register_from(n as usize, n);
+        // Allowlisting binds the key to its owner: dev account n for key n.
         let schedule_allow = |n: u8| {
             BatonStaking::scheduleAllowlistCall {
                 consensusKey: key(n),
+                owner: l1.address(n as usize),
             }
             .abi_encode()
         };
@@ -108,12 +130,17 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
         assert!(send(&l1, staking, 5, execute_allow(1), 0).await);
         assert!(contract.allowlisted(key(1)).call().await.unwrap());
         assert!(
-            !send(&l1, staking, 5, register(9), 2 * ETHER).await,
+            !send(&l1, staking, 5, register_from(5, 9), 2 * ETHER).await,
             "not allowlisted"
         );
         assert_eq!(
             contract.stakes(key(9)).call().await.unwrap().owner,
             EthAddress::ZERO
+        );
+        // Allowlisted for dev account 1: nobody else may register it (no front-running), then its owner does.
+        assert!(
+            !send(&l1, staking, 4, register_from(4, 1), 2 * ETHER).await,
+            "registered by someone else than the owner it was allowlisted for"
         );
         assert!(send(&l1, staking, 1, register(1), 2 * ETHER).await);
         // Disallowing is immediate and cancels an allowlisting still scheduled.
@@ -181,6 +208,56 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             !send(&l1, staking, 0, remove2, 0).await,
             "registration is open"
         );
+        // The proof of possession and the attester's agreement are what the contract says they are.
+        assert_eq!(
+            contract
+                .attesterDigest(key(3), l1.address(3))
+                .call()
+                .await
+                .unwrap(),
+            pop::attester_digest(chain_id, staking, key(3), l1.address(3))
+        );
+        assert_eq!(
+            contract
+                .proofMessage(key(3), l1.address(3), attester(3).address())
+                .call()
+                .await
+                .unwrap()
+                .to_vec(),
+            pop::proof_message(staking, key(3), l1.address(3), attester(3).address())
+        );
+        // Open registration: key 8 registered with a proof its key did not sign (key 9 signed it) lands on-chain,
+        // but the nodes' set function ignores it; an attester that did not agree is refused on-chain.
+        let unproven = BatonStaking::registerCall {
+            consensusKey: key(8),
+            attester: attester(8).address(),
+            attesterSignature: pop::attester_signature(
+                &attester(8),
+                chain_id,
+                staking,
+                key(8),
+                l1.address(8),
+            )
+            .unwrap()
+            .into(),
+            proof: pop::prove(
+                &signing_key(9),
+                staking,
+                l1.address(8),
+                attester(8).address(),
+            )
+            .into(),
+        };
+        let mut unagreed = unproven.clone();
+        unagreed.attesterSignature =
+            pop::attester_signature(&attester(8), chain_id, staking, key(8), l1.address(9))
+                .unwrap()
+                .into();
+        assert!(
+            !send(&l1, staking, 8, unagreed.abi_encode(), 2 * ETHER).await,
+            "the attester agreed to another owner"
+        );
+        assert!(send(&l1, staking, 8, unproven.abi_encode(), 2 * ETHER).await);
         assert!(
             send(
                 &l1,
@@ -251,7 +328,10 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
         );
         assert!(table.candidates[&key(6).0].exiting, "removed by governance");
         assert_eq!(table.candidates[&key(2).0].stake, 7 * ETHER);
-        assert_eq!(table.candidates[&key(3).0].attester, [3; 20]);
+        assert_eq!(
+            EthAddress::from(table.candidates[&key(3).0].attester),
+            attester(3).address()
+        );
         let rules = SetRules {
             epoch_length: 10,
             max_validators: 10,

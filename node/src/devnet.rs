@@ -3,7 +3,6 @@
 //! [`prepare`] writes keys, a genesis and one config per node into a folder; [`NodeProcess`] starts and stops the
 //! real `baton run` binary. The CLI and the cluster tests use both, so the tests exercise what users run.
 
-use baton_l1_inclusion::redact::{redact_url, scrub};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -378,6 +377,16 @@ pub async fn attach_l1(
     .await
     .map_err(|e| NodeError::Config(format!("deploying the L1 contracts: {e}")))?;
     if let (Some(st), Some(address)) = (&l1.staking, staking) {
+        // The staking contract learns the commitments contract (once): no stake is withdrawn while that
+        // contract's set holds its key.
+        baton_l1_inclusion::contracts::set_staking_commitments(
+            &l1.rpc_url,
+            l1.deployer.clone(),
+            address,
+            deployment.commitments,
+        )
+        .await
+        .map_err(|e| NodeError::Config(format!("naming BatonCommitments in BatonStaking: {e}")))?;
         stake_genesis(net, l1, st, address).await?;
     }
     net.genesis.l1 = Some(crate::config::GenesisL1 {
@@ -447,7 +456,9 @@ fn genesis_keys(net: &Devnet) -> Result<Vec<alloy_primitives::B256>, NodeError> 
 }
 
 /// Deploys `BatonStaking` with every genesis validator allowlisted (and registration open if asked) from the
-/// start: a fresh deployment needs no timelocked governance call. Its constructor emits only allowlist events,
+/// start: a fresh deployment needs no timelocked governance call. Each genesis key is bound to its owner (the
+/// deployer, who stakes it) and to the attester genesis lists for it, the one `BatonCommitments` starts with: one
+/// source of attesters for the nodes and the contracts. Its constructor emits only allowlist events,
 /// which the set function ignores, so it may precede the inbox (staking events are read from the inbox's block
 /// on): the genesis stakes are registered after the inbox, by [`stake_genesis`].
 async fn deploy_genesis_staking(
@@ -461,7 +472,21 @@ async fn deploy_genesis_staking(
         alloy_primitives::U256::from(st.stake_per_power),
         st.exit_delay,
         l1.governance_delay,
-        genesis_keys(net)?,
+        genesis_keys(net)?
+            .into_iter()
+            .zip(&net.genesis.validators)
+            .map(|(key, v)| {
+                let attester = v
+                    .attester
+                    .as_deref()
+                    .unwrap_or_default()
+                    .parse()
+                    .map_err(|e| {
+                        NodeError::Config(format!("genesis attester of {}: {e}", v.name))
+                    })?;
+                Ok((key, l1.deployer.address(), attester))
+            })
+            .collect::<Result<Vec<_>, NodeError>>()?,
         st.open,
     )
     .await
@@ -469,8 +494,9 @@ async fn deploy_genesis_staking(
     Ok(address)
 }
 
-/// Stakes every genesis validator in `BatonStaking` at `address` (attesters from genesis) and writes genesis
-/// `[epochs]`.
+/// Stakes every genesis validator in `BatonStaking` at `address` (the deployer owns the stakes; attesters from
+/// genesis, bound at deployment; each registration carries its consensus key's proof of possession) and writes
+/// genesis `[epochs]`.
 async fn stake_genesis(
     net: &mut Devnet,
     l1: &DevnetL1,
@@ -478,43 +504,15 @@ async fn stake_genesis(
     address: alloy_primitives::Address,
 ) -> Result<(), NodeError> {
     use alloy_primitives::U256;
-    let url = l1
-        .rpc_url
-        .parse::<alloy::transports::http::reqwest::Url>()
-        .map_err(|e| {
-            NodeError::Config(format!(
-                "L1 RPC URL {}: {}",
-                redact_url(&l1.rpc_url),
-                scrub(&e.to_string(), &l1.rpc_url)
-            ))
-        })?;
-    let provider = alloy::providers::ProviderBuilder::new()
-        .wallet(alloy::network::EthereumWallet::from(l1.deployer.clone()))
-        .connect_http(url);
-    let contract = baton_l1_inclusion::contracts::BatonStaking::new(address, provider);
-    let failed = |what: &str, e: &dyn std::fmt::Display| NodeError::Config(format!("{what}: {e}"));
-    for (v, key) in net.genesis.validators.iter().zip(genesis_keys(net)?) {
-        let attester: alloy_primitives::Address = v
-            .attester
-            .as_deref()
-            .unwrap_or_default()
-            .parse()
-            .map_err(|e| failed("genesis attester", &e))?;
-        let receipt = contract
-            .register(key, attester)
-            .value(U256::from(st.stake_per_validator))
-            .send()
+    let owner =
+        crate::validator::StakingClient::new(&l1.rpc_url, address, Some(l1.deployer.clone()))?;
+    for (node, v) in net.nodes.iter().zip(&net.genesis.validators) {
+        let key = NodeKey::load(&node.dir.join("node_key.toml"))?;
+        let attester = crate::l1::load_l1_key(&node.dir.join("l1_attestation.key"))?;
+        owner
+            .register(&key, &attester, U256::from(st.stake_per_validator))
             .await
-            .map_err(|e| failed("staking a genesis validator", &e))?
-            .get_receipt()
-            .await
-            .map_err(|e| failed("staking a genesis validator", &e))?;
-        if !receipt.status() {
-            return Err(NodeError::Config(format!(
-                "staking genesis validator {} reverted",
-                v.name
-            )));
-        }
+            .map_err(|e| NodeError::Config(format!("staking genesis validator {}: {e}", v.name)))?;
     }
     net.genesis.epochs = Some(crate::config::GenesisEpochs {
         length: st.epoch_length,
@@ -803,17 +801,13 @@ async fn staking_demo(
     procs: &mut Vec<NodeProcess>,
     clients: &mut [baton_proto::client::BatonClient],
 ) -> Result<(), NodeError> {
-    use crate::validator::{consensus_key, StakingClient};
+    use crate::validator::StakingClient;
     use alloy_primitives::U256;
     let endpoint = l1.anvil.endpoint();
     let (node, key, attester) = prepare_joiner(net, &endpoint)?;
     let owner: PrivateKeySigner = l1.anvil.keys()[4].clone().into();
     let stake = StakingClient::new(&endpoint, l1.staking, Some(owner))?;
-    let ck = consensus_key(&key);
-    match stake
-        .register(ck, attester.address(), U256::from(ETHER))
-        .await
-    {
+    match stake.register(&key, &attester, U256::from(ETHER)).await {
         Err(e) => println!(
             "staking: {} tries to register while the allowlist is on: {e}",
             node.name
@@ -838,9 +832,7 @@ async fn staking_demo(
     let block = governance.execute_open_registration().await?;
     println!("staking: registration opened to anyone in L1 block {block}");
     let t = Instant::now();
-    let block = stake
-        .register(ck, attester.address(), U256::from(ETHER))
-        .await?;
+    let block = stake.register(&key, &attester, U256::from(ETHER)).await?;
     println!(
         "staking: {} ({}) staked 1 ETH in L1 block {block}; starting it as a full node",
         node.name,

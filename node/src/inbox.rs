@@ -85,7 +85,9 @@ impl InboxView {
         self.state().refused
     }
 
-    /// The L1 attester a consensus key registered with in the staking contract (the newest registration read).
+    /// The L1 attester a consensus key registered with in the staking contract. Only registrations with a valid
+    /// proof of possession reach here ([`baton_l1_inclusion::staking::decode`]), and the contract binds a key to
+    /// one attester for good: this is the attester `BatonCommitments.rotate` reads for it.
     pub fn attester(&self, validator: &Address) -> Option<alloy::primitives::Address> {
         self.state().attesters.get(validator).copied()
     }

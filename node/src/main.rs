@@ -172,9 +172,12 @@ enum ValidatorCommand {
         /// Stake in ETH (e.g. `3` or `2.5`).
         #[arg(long)]
         stake: String,
-        /// The L1 address that signs this validator's attestations (its `[l1] attestation_key_file`).
+        /// The key file of the L1 account that signs this validator's attestations (its `[l1]
+        /// attestation_key_file`): it signs its agreement to serve this consensus key, which the contract
+        /// requires (an attester serves one key only). The consensus key (`--key`) signs the registration too
+        /// (proof of possession; nodes ignore a registration without it).
         #[arg(long)]
-        attester: String,
+        attester_key: PathBuf,
     },
     /// Add stake to a registered key.
     Increase {
@@ -226,6 +229,10 @@ enum GovernanceCommand {
         /// The validator's Ed25519 public key (hex, from `baton keys show`).
         #[arg(long)]
         public_key: String,
+        /// The L1 address that alone may register the key (its stake's owner): binding it keeps anyone else from
+        /// front-running the registration. Required to schedule.
+        #[arg(long, required_unless_present_any = ["execute", "cancel", "revoke"])]
+        owner: Option<String>,
         /// Execute the scheduled allowlisting (once the delay is over).
         #[arg(long, conflicts_with_all = ["cancel", "revoke"])]
         execute: bool,
@@ -390,6 +397,7 @@ async fn governance_command(command: GovernanceCommand) -> Result<()> {
         GovernanceCommand::Allow {
             l1,
             public_key,
+            owner,
             execute,
             cancel,
             revoke,
@@ -406,7 +414,11 @@ async fn governance_command(command: GovernanceCommand) -> Result<()> {
                 let block = client.execute_allowlist(key).await?;
                 println!("{key} allowlisted (L1 block {block})");
             } else {
-                let s = client.schedule_allowlist(key).await?;
+                let owner = owner.unwrap_or_default();
+                let owner = owner
+                    .parse()
+                    .with_context(|| format!("--owner `{owner}` is not an address"))?;
+                let s = client.schedule_allowlist(key, owner).await?;
                 let now = client.l1_time().await?;
                 println!(
                     "{}",
@@ -460,14 +472,13 @@ async fn validator_command(command: ValidatorCommand) -> Result<()> {
         ValidatorCommand::Register {
             l1,
             stake,
-            attester,
+            attester_key,
         } => {
             let (c, key) = staking_client(&l1)?;
-            let attester = attester
-                .parse()
-                .with_context(|| format!("--attester `{attester}` is not an address"))?;
+            let node_key = NodeKey::load(&l1.key)?;
+            let attester = baton_node::l1::load_l1_key(&attester_key)?;
             let amount = parse_eth(&stake)?;
-            let block = c.register(key, attester, amount).await?;
+            let block = c.register(&node_key, &attester, amount).await?;
             println!(
                 "registered {key} with {} in L1 block {block}",
                 format_eth(amount)

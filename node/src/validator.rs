@@ -116,6 +116,27 @@ fn refusal(call: &str, e: alloy::contract::Error) -> NodeError {
             format_eth(s.minimum)
         ),
         Some(BatonStakingErrors::ZeroAttester(_)) => "the attester address is zero".into(),
+        Some(BatonStakingErrors::KeyOwnedBy(o)) => format!(
+            "only {} may register this key (it was allowlisted for, or first registered by, that address)",
+            o.owner
+        ),
+        Some(BatonStakingErrors::AttesterTaken(t)) => format!(
+            "attester {} already serves consensus key {} (every key needs an attester of its own)",
+            t.attester, t.consensusKey
+        ),
+        Some(BatonStakingErrors::AttesterIsBound(b)) => format!(
+            "this key's attester is {} for good (genesis, or its first registration): register with that one",
+            b.attester
+        ),
+        Some(BatonStakingErrors::BadAttesterSignature(b)) => format!(
+            "attester {} did not agree to serve this key for this owner (wrong --attester-key?)",
+            b.attester
+        ),
+        Some(BatonStakingErrors::InCommittedSet(_)) => {
+            "the key is still in the validator set L1 commitments are checked against: withdraw once the \
+             commitments contract has rotated to a set without it"
+                .into()
+        }
         Some(BatonStakingErrors::Exiting(_)) => "the key has already asked to exit".into(),
         Some(BatonStakingErrors::NotExiting(_)) => {
             "the key has not asked to exit (run `baton validator exit` first)".into()
@@ -230,16 +251,47 @@ impl StakingClient {
         })
     }
 
-    /// Registers `key` with `stake` wei, `attester` signing its L1 attestations. Returns the L1 block it landed in.
+    /// Registers the node's consensus key with `stake` wei, `attester` signing its L1 attestations. Returns the
+    /// L1 block it landed in.
+    ///
+    /// The registration carries the consensus key's proof of possession (its Ed25519 signature binding this
+    /// contract, the key, the owner and the attester; the nodes ignore a registration without a valid one) and
+    /// the attester's agreement (its ECDSA signature binding the chain, this contract, the key and the owner; the
+    /// contract refuses a registration without it, and an attester already serving another key).
     pub async fn register(
         &self,
-        key: B256,
-        attester: EthAddress,
+        node_key: &NodeKey,
+        attester: &PrivateKeySigner,
         stake: U256,
     ) -> Result<u64, NodeError> {
-        let c = self.contract();
-        self.transact("register", c.register(key, attester).value(stake))
+        let owner = self.sender("register")?;
+        let key = consensus_key(node_key);
+        let chain_id = self
+            .provider
+            .get_chain_id()
             .await
+            .map_err(|e| l1_error("eth_chainId", e))?;
+        let agreement = baton_l1_inclusion::staking::attester_signature(
+            attester,
+            chain_id,
+            self.contract,
+            key,
+            owner,
+        )
+        .map_err(|e| NodeError::Config(e.to_string()))?;
+        let proof = baton_l1_inclusion::staking::prove(
+            &node_key.signing_key,
+            self.contract,
+            owner,
+            attester.address(),
+        );
+        let c = self.contract();
+        self.transact(
+            "register",
+            c.register(key, attester.address(), agreement.into(), proof.into())
+                .value(stake),
+        )
+        .await
     }
 
     /// Adds `amount` wei to the key's stake.
@@ -255,12 +307,17 @@ impl StakingClient {
         self.transact("requestExit", c.requestExit(key)).await
     }
 
-    /// Governance: schedules allowing `key` to register while the allowlist is on (timelocked: executable
-    /// `governanceDelay` seconds later, by anyone, with [`StakingClient::execute_allowlist`]).
-    pub async fn schedule_allowlist(&self, key: B256) -> Result<Scheduled, NodeError> {
+    /// Governance: schedules allowing `key` to register while the allowlist is on, by `owner` only (so nobody can
+    /// front-run its registration); timelocked: executable `governanceDelay` seconds later, by anyone, with
+    /// [`StakingClient::execute_allowlist`].
+    pub async fn schedule_allowlist(
+        &self,
+        key: B256,
+        owner: EthAddress,
+    ) -> Result<Scheduled, NodeError> {
         let c = self.contract();
         let block = self
-            .transact("scheduleAllowlist", c.scheduleAllowlist(key))
+            .transact("scheduleAllowlist", c.scheduleAllowlist(key, owner))
             .await?;
         let id = c
             .allowlistId(key)

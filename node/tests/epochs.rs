@@ -145,7 +145,7 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         let stake = StakingClient::new(&anvil.endpoint(), staking, Some(owner)).unwrap();
         let key = consensus_key(&joiner_key);
         let refused = stake
-            .register(key, joiner_attester.address(), U256::from(2 * ETHER))
+            .register(&joiner_key, &joiner_attester, U256::from(2 * ETHER))
             .await
             .expect_err("not allowlisted");
         assert!(refused.to_string().contains("not allowlisted"), "{refused}");
@@ -171,7 +171,7 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             .await
             .expect("schedule opening registration");
         let refused = stake
-            .register(key, joiner_attester.address(), U256::from(ETHER))
+            .register(&joiner_key, &joiner_attester, U256::from(ETHER))
             .await
             .expect_err("registration is only scheduled to open");
         assert!(refused.to_string().contains("not allowlisted"), "{refused}");
@@ -185,7 +185,7 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             .expect("open registration");
         cluster.kill(2);
         let registered_in = stake
-            .register(key, joiner_attester.address(), U256::from(ETHER))
+            .register(&joiner_key, &joiner_attester, U256::from(ETHER))
             .await
             .expect("register once open");
         let joined = wait_set(&cluster, 1, "the joiner is in", |s| {
@@ -264,7 +264,36 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
                 .all(|a| *a != genesis_addrs[0]),
             "an exited validator's votes do not count"
         );
-        // Its stake comes back after the exit delay.
+        // L1 commitments went on across both changes: the contract rotated to each set. (Node 0 can withdraw only
+        // once the contract has: `BatonStaking.withdraw` refuses while its set holds the key.)
+        let commitments: EthAddress = cluster
+            .net
+            .genesis
+            .l1
+            .as_ref()
+            .unwrap()
+            .commitments
+            .parse()
+            .unwrap();
+        let contract = baton_l1_inclusion::contracts::BatonCommitments::new(
+            commitments,
+            ProviderBuilder::new().connect_http(anvil.endpoint_url()),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = contract.validatorSetHash().call().await.unwrap();
+            let latest = contract.latestHeight().call().await.unwrap();
+            if held == alloy::primitives::B256::from(four.hash().0) && latest > left {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "L1 commitments stuck at {latest} (set {held}); node0 log:\n{}",
+                cluster.log(0)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Its stake comes back after the exit delay (and once the contract moved past its set).
         let p = gov_stake.position(key0).await.unwrap();
         while gov_stake.position(key0).await.unwrap().l1_block < p.withdrawable_at {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -299,34 +328,6 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             "node0 left"
         );
         assert_eq!(value(&m, "baton_consensus_validator_set_size "), Some(4.0));
-        // L1 commitments went on across both changes: the contract rotated to each set.
-        let commitments: EthAddress = cluster
-            .net
-            .genesis
-            .l1
-            .as_ref()
-            .unwrap()
-            .commitments
-            .parse()
-            .unwrap();
-        let contract = baton_l1_inclusion::contracts::BatonCommitments::new(
-            commitments,
-            ProviderBuilder::new().connect_http(anvil.endpoint_url()),
-        );
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let held = contract.validatorSetHash().call().await.unwrap();
-            let latest = contract.latestHeight().call().await.unwrap();
-            if held == alloy::primitives::B256::from(four.hash().0) && latest > left {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "L1 commitments stuck at {latest} (set {held}); node0 log:\n{}",
-                cluster.log(0)
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
         // Nobody equivocated: no evidence, nobody jailed.
         let ev = cluster
             .client(1)
@@ -446,7 +447,8 @@ fn the_node_runner_commands_drive_the_staking_contract() {
                 .map(|v| v.trim().trim_start_matches('=').trim().to_string())
                 .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
         };
-        let (public_key, attester) = (field("public_key"), field("attester"));
+        let public_key = field("public_key");
+        let owner_address = format!("{:#x}", owner.address());
         let rpc = anvil.endpoint();
         let staking = format!("{staking:#x}");
         let common = |cmd: &'static str| -> Vec<String> {
@@ -472,7 +474,8 @@ fn the_node_runner_commands_drive_the_staking_contract() {
         };
         let register = |extra: &[&str]| {
             let mut a = extra.to_vec();
-            a.extend(["--attester", attester.as_str()]);
+            let attester_key = path("attester.key");
+            a.extend(["--attester-key", attester_key.as_str()]);
             run_cmd(common("register"), &a)
         };
 
@@ -496,12 +499,18 @@ fn the_node_runner_commands_drive_the_staking_contract() {
         };
         // Allowlisting is timelocked: scheduled, not executable (and the key not allowlisted) until the delay is
         // over, then executed.
-        let (ok, text) = gov("allow", &["--public-key", &public_key]);
+        let allow = [
+            "--public-key",
+            public_key.as_str(),
+            "--owner",
+            owner_address.as_str(),
+        ];
+        let (ok, text) = gov("allow", &allow);
         assert!(
             ok && text.contains("scheduled") && text.contains("--execute"),
             "{text}"
         );
-        let (ok, text) = gov("allow", &["--public-key", &public_key]);
+        let (ok, text) = gov("allow", &allow);
         assert!(!ok && text.contains("already scheduled"), "{text}");
         let (ok, text) = gov("allow", &["--public-key", &public_key, "--execute"]);
         assert!(

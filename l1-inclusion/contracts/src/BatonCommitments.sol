@@ -13,7 +13,8 @@ pragma solidity 0.8.30;
 ///
 /// The set follows Baton's epochs through `rotate`: the commitment of an epoch's last block, whose header names the
 /// next set's hash (`next_validator_set_hash`, 64 bytes before the header's end), with that set's members; each
-/// member's attester is the one its consensus key registered in `BatonStaking`. Governance can still replace the
+/// member's attester is the one its consensus key is bound to in `BatonStaking` (`attesterOf`: unique, agreed to by the
+/// attester, permanent, and for genesis validators the one genesis lists). Governance can still replace the
 /// set directly, e.g. for a chain without staking. A header that changes the set is accepted only through `rotate`:
 /// `commit` refuses it (`SetChangeNeedsRotate`), or anyone copying its attestations could commit its height first
 /// and leave the contract on the old set for good.
@@ -29,10 +30,8 @@ pragma solidity 0.8.30;
 /// set go through `rotate` at the next epoch as before). Real deployments: a delay of 2 days (172800 s) or more,
 /// longer than rollups need to notice and react (pause settlement, exit); tests and devnets use seconds.
 interface IBatonStaking {
-    function stakes(bytes32 consensusKey)
-        external
-        view
-        returns (address owner, address attester, uint256 amount, uint64 withdrawableAt);
+    /// The attester bound to a key (zero if none): permanent, so a member that withdrew still has it.
+    function attesterOf(bytes32 consensusKey) external view returns (address);
 }
 
 contract BatonCommitments {
@@ -268,7 +267,10 @@ contract BatonCommitments {
             for (uint256 k = 0; k < 8; k++) {
                 rows[at + 52 + k] = bytes1(uint8(powers[i] >> (8 * k)));
             }
-            (, address attester,,) = IBatonStaking(staking).stakes(keys[i]);
+            // The key's permanent binding, not its stake: a member of this set that withdrew before the rotation
+            // landed cannot make it revert (`BatonStaking.withdraw` refuses only while a key is in *this*
+            // contract's set).
+            address attester = IBatonStaking(staking).attesterOf(keys[i]);
             if (attester == address(0)) revert NotStaked(i, keys[i]);
             attesters_[i] = attester;
         }
