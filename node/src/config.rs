@@ -216,6 +216,21 @@ pub struct GrpcSection {
     /// Requests in flight per `SubmitBundles` stream. Default 1024.
     #[serde(default = "default_stream_inflight")]
     pub submit_stream_inflight: usize,
+    /// `StreamBatches` streams one client (an IPv4 address or an IPv6 /64) may hold at once ([`crate::clients`]).
+    /// Default 64.
+    #[serde(default = "default_max_streams_per_client")]
+    pub max_streams_per_client: usize,
+    /// Submission calls one client may have open at once: `SubmitBundle` calls in progress plus `SubmitBundles`
+    /// streams. Default 256.
+    #[serde(default = "default_max_submit_calls_per_client")]
+    pub max_submit_calls_per_client: usize,
+    /// Requests in progress on one connection (HTTP/2 streams included); more wait. Default 256.
+    #[serde(default = "default_max_concurrent_per_connection")]
+    pub max_concurrent_per_connection: usize,
+    /// A `StreamBatches` stream whose client has read nothing for this long (the node could not hand it the next
+    /// batch) is closed with ABORTED saying the height to resume from, freeing its slot and buffers. Default 60.
+    #[serde(default = "default_stream_idle_timeout_secs")]
+    pub stream_idle_timeout_secs: u64,
 }
 
 impl GrpcSection {
@@ -227,6 +242,10 @@ impl GrpcSection {
             stream_buffer: default_stream_buffer(),
             stream_buffer_bytes: default_stream_buffer_bytes(),
             submit_stream_inflight: default_stream_inflight(),
+            max_streams_per_client: default_max_streams_per_client(),
+            max_submit_calls_per_client: default_max_submit_calls_per_client(),
+            max_concurrent_per_connection: default_max_concurrent_per_connection(),
+            stream_idle_timeout_secs: default_stream_idle_timeout_secs(),
         }
     }
 }
@@ -242,6 +261,18 @@ fn default_stream_buffer() -> usize {
 }
 fn default_stream_inflight() -> usize {
     1024
+}
+fn default_max_streams_per_client() -> usize {
+    64
+}
+fn default_max_submit_calls_per_client() -> usize {
+    256
+}
+fn default_max_concurrent_per_connection() -> usize {
+    256
+}
+fn default_stream_idle_timeout_secs() -> u64 {
+    60
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -532,8 +563,15 @@ impl NodeConfig {
             || self.grpc.stream_buffer == 0
             || self.grpc.stream_buffer_bytes < 64 * 1024
             || self.grpc.submit_stream_inflight == 0
+            || self.grpc.max_streams_per_client == 0
+            || self.grpc.max_submit_calls_per_client == 0
+            || self.grpc.max_concurrent_per_connection == 0
+            || self.grpc.stream_idle_timeout_secs == 0
         {
-            return bad("grpc.max_subscribers, grpc.stream_buffer and grpc.submit_stream_inflight must be > 0, grpc.stream_buffer_bytes at least 64 KiB".into());
+            return bad("grpc.max_subscribers, stream_buffer, submit_stream_inflight, max_streams_per_client, \
+                 max_submit_calls_per_client, max_concurrent_per_connection and stream_idle_timeout_secs must be > 0, \
+                 grpc.stream_buffer_bytes at least 64 KiB"
+                .into());
         }
         let m = &self.mempool;
         if m.max_bundles == 0

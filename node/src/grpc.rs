@@ -30,6 +30,7 @@ use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
 use crate::app::LoopRequest;
+use crate::clients::{ClientLimits, Kind};
 use crate::error::NodeError;
 use crate::ingest::{IngestHandle, Pending, SubmitError};
 use crate::metrics::{MethodCodeLabel, MethodLabel, Metrics};
@@ -55,6 +56,44 @@ pub struct Api {
     pub based: Option<crate::based::BasedBatches>,
     /// Forwards bundles for based rollups to the inbox (a node with `[l1] forward_key_file`).
     pub forward: Option<crate::forward::ForwardHandle>,
+    /// Per-client bounds on open streams and submission calls.
+    pub clients: ClientLimits,
+    /// A stream whose client reads nothing for this long is closed (`grpc.stream_idle_timeout_secs`).
+    pub stream_idle: std::time::Duration,
+    /// Requests in progress on one connection (`grpc.max_concurrent_per_connection`).
+    pub max_concurrent_per_connection: usize,
+}
+
+/// Sends one item of a server stream, waiting at most `idle` for the client to make room (it reads nothing
+/// meanwhile). `Err(true)` when the client stopped reading, `Err(false)` when it went away.
+async fn send_or_idle<T>(
+    tx: &mpsc::Sender<T>,
+    item: T,
+    idle: std::time::Duration,
+) -> Result<(), bool> {
+    match tokio::time::timeout(idle, tx.send(item)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(false),
+        Err(_) => Err(true),
+    }
+}
+
+/// The status a stream ends with when its client read nothing for too long.
+fn idle_status(idle: std::time::Duration, resume: &str) -> Status {
+    Status::aborted(format!(
+        "the client read nothing for {} s (grpc.stream_idle_timeout_secs); the stream is closed: open it again \
+         {resume}",
+        idle.as_secs()
+    ))
+}
+
+/// A server stream's items, then the status `end` carries if the producer closed it for a reason.
+fn with_end<T: Send + 'static>(
+    items: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
+    end: oneshot::Receiver<Status>,
+) -> BoxStream<T> {
+    let last = futures::stream::once(end).filter_map(|r| r.ok().map(Err));
+    Box::pin(items.chain(last))
 }
 
 fn submit_status(e: SubmitError) -> Status {
@@ -224,73 +263,85 @@ impl Api {
         &self,
         rollup_id: RollupId,
         from: u64,
-        permit: OwnedSemaphorePermit,
+        permit: (OwnedSemaphorePermit, crate::clients::ClientSlot),
     ) -> Result<Response<<Self as RollupService>::StreamBatchesStream>, Status> {
         use baton_proto::convert::BasedItem;
         let based = self.based(rollup_id)?.clone();
         let (tx, rx) = mpsc::channel::<Result<pb::RollupBatch, Status>>(self.stream_buffer);
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
+        let idle = self.stream_idle;
         let metrics = self.metrics.clone();
         metrics.subscribers.inc();
         tokio::spawn(async move {
             let _permit = permit;
-            let _gauge = GaugeGuard(metrics);
-            let mut updates = based.subscribe();
-            // The L1 block of the last batch sent (or just before the next one to send).
-            let mut last = from - 1;
-            loop {
-                let page = based.from(rollup_id, last + 1, 64);
-                if page.is_empty() {
-                    break;
-                }
-                for it in page {
-                    if let BasedItem::Batch { l1_block, .. } = &it {
-                        last = l1_block.number;
+            let _gauge = GaugeGuard(metrics.clone());
+            // The L1 block to resume from when the client stopped reading; `None` when the stream ended otherwise.
+            let stalled_at = async {
+                let mut updates = based.subscribe();
+                // The L1 block of the last batch sent (or just before the next one to send).
+                let mut last = from - 1;
+                loop {
+                    let page = based.from(rollup_id, last + 1, 64);
+                    if page.is_empty() {
+                        break;
                     }
-                    if tx.send(Ok((&it).into())).await.is_err() {
-                        return;
+                    for it in page {
+                        let before = last;
+                        if let BasedItem::Batch { l1_block, .. } = &it {
+                            last = l1_block.number;
+                        }
+                        if let Err(stalled) = send_or_idle(&tx, Ok((&it).into()), idle).await {
+                            return stalled.then_some(before + 1);
+                        }
+                    }
+                }
+                loop {
+                    let it = tokio::select! {
+                        r = updates.recv() => r,
+                        _ = tx.closed() => return None,
+                    };
+                    let it = match it {
+                        Ok(it) => it,
+                        Err(broadcast::error::RecvError::Lagged(_)) => {
+                            let _ = tx
+                                .send(Err(Status::aborted(format!(
+                                    "this stream fell behind the L1 inbox; open it again from L1 block {}",
+                                    last + 1
+                                ))))
+                                .await;
+                            return None;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    };
+                    let before = last;
+                    match &it {
+                        BasedItem::Batch {
+                            rollup_id: r,
+                            l1_block,
+                            ..
+                        } if *r == rollup_id && l1_block.number > last => last = l1_block.number,
+                        BasedItem::Reorg {
+                            rollup_id: r,
+                            from_l1_block,
+                            ..
+                        } if *r == rollup_id && *from_l1_block <= last => {
+                            last = from_l1_block - 1;
+                        }
+                        _ => continue,
+                    }
+                    if let Err(stalled) = send_or_idle(&tx, Ok((&it).into()), idle).await {
+                        // A batch not delivered is resumed from its block; a reorg notice from its first block.
+                        return stalled.then_some(before.min(last) + 1);
                     }
                 }
             }
-            loop {
-                let it = tokio::select! {
-                    r = updates.recv() => r,
-                    _ = tx.closed() => return,
-                };
-                let it = match it {
-                    Ok(it) => it,
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx
-                            .send(Err(Status::aborted(format!(
-                                "this stream fell behind the L1 inbox; open it again from L1 block {}",
-                                last + 1
-                            ))))
-                            .await;
-                        return;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                };
-                match &it {
-                    BasedItem::Batch {
-                        rollup_id: r,
-                        l1_block,
-                        ..
-                    } if *r == rollup_id && l1_block.number > last => last = l1_block.number,
-                    BasedItem::Reorg {
-                        rollup_id: r,
-                        from_l1_block,
-                        ..
-                    } if *r == rollup_id && *from_l1_block <= last => {
-                        last = from_l1_block - 1;
-                    }
-                    _ => continue,
-                }
-                if tx.send(Ok((&it).into())).await.is_err() {
-                    return;
-                }
+            .await;
+            if let Some(block) = stalled_at {
+                metrics.grpc_streams_idle_closed.inc();
+                let _ = end_tx.send(idle_status(idle, &format!("from L1 block {block}")));
             }
         });
-        let out = ReceiverStream::new(rx);
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(with_end(ReceiverStream::new(rx), end_rx)))
     }
 
     fn check_height(&self, height: u64) -> Result<(), Status> {
@@ -384,6 +435,7 @@ impl RollupService for Api {
         &self,
         request: Request<pb::SubmitBundleRequest>,
     ) -> Result<Response<pb::SubmitBundleResponse>, Status> {
+        let _slot = self.clients.acquire(request.remote_addr(), Kind::Submit)?;
         let hash = self.submit_one(request.into_inner().bundle).await?;
         Ok(Response::new(pb::SubmitBundleResponse {
             bundle_hash: hash.0.to_vec(),
@@ -396,6 +448,8 @@ impl RollupService for Api {
         &self,
         request: Request<Streaming<pb::SubmitBundlesRequest>>,
     ) -> Result<Response<Self::SubmitBundlesStream>, Status> {
+        // Held until the last answer has left.
+        let slot = self.clients.acquire(request.remote_addr(), Kind::Submit)?;
         let mut inbound = request.into_inner();
         // Requests are read in chunks (what has arrived, up to SUBMIT_CHUNK) and each chunk is checked as one job of
         // the verifier pool; answers leave in request order. At most `submit_inflight` answers are outstanding.
@@ -450,6 +504,7 @@ impl RollupService for Api {
             }
         });
         tokio::spawn(async move {
+            let _slot = slot;
             while let Some(answer) = order_rx.recv().await {
                 let resp = settle(answer).await;
                 if out_tx.send(Ok(resp)).await.is_err() {
@@ -547,6 +602,7 @@ impl RollupService for Api {
         &self,
         request: Request<pb::StreamBatchesRequest>,
     ) -> Result<Response<Self::StreamBatchesStream>, Status> {
+        let remote = request.remote_addr();
         let req = request.into_inner();
         if req.from_height == 0 {
             return Err(Status::invalid_argument(
@@ -554,13 +610,15 @@ impl RollupService for Api {
             ));
         }
         self.check_rollup(req.rollup_id)?;
+        // The client's share first, so that one client hitting its limit leaves the node-wide slots alone.
+        let slot = self.clients.acquire(remote, Kind::Stream)?;
         let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(
                 "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
             )
         })?;
         if self.is_based(req.rollup_id) {
-            return self.stream_based(req.rollup_id, req.from_height, permit);
+            return self.stream_based(req.rollup_id, req.from_height, (permit, slot));
         }
         // Bounded twice: by batches (`stream_buffer`) and by encoded bytes (`stream_buffer_bytes`). A batch holds
         // byte permits until tonic takes it for encoding; HTTP/2 flow control then bounds what sits in the
@@ -573,9 +631,11 @@ impl RollupService for Api {
         let bytes = Arc::new(Semaphore::new(budget));
         let api = self.clone();
         let mut heights = self.shared.subscribe_heights();
+        let (end_tx, end_rx) = oneshot::channel::<Status>();
+        let idle = self.stream_idle;
         self.metrics.subscribers.inc();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, slot);
             // Decrements the subscriber gauge however the task ends.
             let _gauge = GaugeGuard(api.metrics.clone());
             let mut next = req.from_height;
@@ -591,13 +651,22 @@ impl RollupService for Api {
                     let failed = item.is_err();
                     let size = item.as_ref().map_or(0, prost::Message::encoded_len);
                     let permits = size.clamp(1, budget).min(u32::MAX as usize) as u32;
-                    let Ok(permit) = bytes.clone().acquire_many_owned(permits).await else {
-                        return;
-                    };
-                    if tx.send((item, Some(permit))).await.is_err() || failed {
-                        return;
+                    // Room in the client's byte budget, then in its buffer: both wait for the client to read,
+                    // together at most `idle`.
+                    let sent = tokio::time::timeout(idle, async {
+                        let permit = bytes.clone().acquire_many_owned(permits).await.ok()?;
+                        tx.send((item, Some(permit))).await.ok()
+                    })
+                    .await;
+                    match sent {
+                        Ok(Some(())) if !failed => next += 1,
+                        Ok(_) => return,
+                        Err(_) => {
+                            api.metrics.grpc_streams_idle_closed.inc();
+                            let _ = end_tx.send(idle_status(idle, &format!("from height {next}")));
+                            return;
+                        }
                     }
-                    next += 1;
                 }
                 tokio::select! {
                     changed = heights.changed() => if changed.is_err() { return },
@@ -606,7 +675,7 @@ impl RollupService for Api {
             }
         });
         let out = ReceiverStream::new(rx).map(|(item, _permit)| item);
-        Ok(Response::new(Box::pin(out)))
+        Ok(Response::new(with_end(out, end_rx)))
     }
 
     async fn get_batch(
@@ -871,12 +940,13 @@ pub async fn serve(
         .build_v1()
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
     let max = api.max_request_bytes;
+    let max_per_connection = api.max_concurrent_per_connection;
     let layer = GrpcMetricsLayer(api.metrics.clone());
     let rollup = RollupServiceServer::new(api.clone()).max_decoding_message_size(max);
     let node = NodeServiceServer::new(api).max_decoding_message_size(4096);
     tonic::transport::Server::builder()
         .layer(layer)
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(max_per_connection)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)
         .add_service(reflection)

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod based;
+pub mod clients;
 pub mod codec;
 pub mod config;
 pub mod devnet;

@@ -36,6 +36,11 @@ pub struct OpLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
 }
@@ -83,6 +88,10 @@ pub struct Metrics {
     pub grpc_errors: Family<MethodCodeLabel, Counter>,
     pub grpc_duration: Family<MethodLabel, Histogram>,
     pub subscribers: Gauge,
+    /// gRPC calls refused over a per-client limit ([`crate::clients`]), by kind (stream, submit).
+    pub grpc_client_refused: Family<KindLabel, Counter>,
+    /// `StreamBatches` streams closed because the client read nothing for `grpc.stream_idle_timeout_secs`.
+    pub grpc_streams_idle_closed: Counter,
     pub stream_lag: Histogram,
     pub store_write_duration: Family<OpLabel, Histogram>,
     pub store_written_bytes: Family<OpLabel, Counter>,
@@ -182,6 +191,8 @@ impl Metrics {
             grpc_errors: Family::default(),
             grpc_duration: Family::new_with_constructor(seconds_histogram),
             subscribers: Gauge::default(),
+            grpc_client_refused: Family::default(),
+            grpc_streams_idle_closed: Counter::default(),
             stream_lag: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]),
             store_write_duration: Family::new_with_constructor(seconds_histogram),
             store_written_bytes: Family::default(),
@@ -367,6 +378,17 @@ impl Metrics {
             "Time to answer a gRPC request (to the response headers for streams)",
             Unit::Seconds,
             m.grpc_duration.clone(),
+        );
+        r.register(
+            "grpc_client_refused",
+            "gRPC calls refused because the client already holds its share (grpc.max_streams_per_client, \
+             grpc.max_submit_calls_per_client), by kind",
+            m.grpc_client_refused.clone(),
+        );
+        r.register(
+            "grpc_streams_idle_closed",
+            "StreamBatches streams closed because the client read nothing for grpc.stream_idle_timeout_secs",
+            m.grpc_streams_idle_closed.clone(),
         );
         r.register(
             "stream_subscribers",

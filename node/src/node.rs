@@ -376,6 +376,13 @@ pub async fn run(
         metrics: metrics.clone(),
         based: based.clone(),
         forward,
+        clients: crate::clients::ClientLimits::new(
+            cfg.grpc.max_streams_per_client,
+            cfg.grpc.max_submit_calls_per_client,
+            metrics.grpc_client_refused.clone(),
+        ),
+        stream_idle: Duration::from_secs(cfg.grpc.stream_idle_timeout_secs),
+        max_concurrent_per_connection: cfg.grpc.max_concurrent_per_connection,
     };
     let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
     let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
