@@ -37,6 +37,27 @@ pub enum ClientError {
     WrongRollup { expected: RollupId, got: RollupId },
     #[error("signing failed: {0}")]
     Signing(String),
+    #[error(
+        "`{field}`: the validator set's hash is {got}, but the trusted checkpoint names {expected}; \
+         the set is not the one you trust (wrong height, or the node sent another set)"
+    )]
+    UntrustedSet {
+        field: &'static str,
+        expected: Hash,
+        got: Hash,
+    },
+    #[error(
+        "batch at height {height} is more than the weak-subjectivity window ({window} heights) past height \
+         {trusted_height}, where this verifier last confirmed its validator set; that set's members may have \
+         left and withdrawn since, and their old keys can sign anything. Start a verifier from a newer \
+         checkpoint (`height:validator-set hash` from a source you trust, not the node you read from) with \
+         BatchVerifier::from_checkpoint or BatonClient::verifier_from_checkpoint, or read the heights in order"
+    )]
+    TrustExpired {
+        height: u64,
+        trusted_height: u64,
+        window: u64,
+    },
 }
 
 impl From<tonic::Status> for ClientError {
@@ -92,23 +113,162 @@ impl BundleStatus {
     }
 }
 
-/// Checks batches against a validator set the caller trusts (from genesis, not from the node), and follows the
-/// set across epochs: a verified header that names another next set, with the batch carrying that set (checked
-/// against the signed hash), moves the verifier to it for the following heights. Reading every height in order
-/// (a verified stream) therefore never needs to trust the node for a set.
+/// The default weak-subjectivity window of a [`BatchVerifier`]: how many heights past the last height at which it
+/// confirmed its validator set it still verifies (100,000).
+///
+/// Why a window at all: a set's signatures are worth something only while its members have something to lose.
+/// Once they have left the set and withdrawn their stake (`BatonStaking.withdraw`, `exitDelay` L1 blocks after
+/// asking to leave), their old keys can sign any header for any height at no cost, and such keys can be bought or
+/// leak. A verifier that still trusts that set would accept it. The verifier has no clock, but it knows how far a
+/// batch is from where it last confirmed its set: a batch more than the window past it is refused, with an error
+/// asking for a newer checkpoint. Reading in order confirms the set at every height, so a following verifier
+/// never trips; one that was away longer than the window (or starts from genesis on an old chain) must be given
+/// a newer [`TrustedCheckpoint`].
+///
+/// Why this value: heights are not a clock. A live chain makes at least about two heights a second (an idle
+/// proposer proposes every `max_idle_ms`, 500 ms) and up to about fifty under load. A reader asking for recent
+/// heights is protected when the window passes faster than a departing validator's stake stays locked: then, by
+/// the time an exited set could sign for free, the chain is more than the window past its last height. 100,000
+/// heights take at most about 14 hours (idle); keep the staking `exitDelay` longer than that (a day or more), or
+/// configure a smaller window with [`BatchVerifier::with_window`]. A smaller window only means needing a fresh
+/// checkpoint sooner after a pause.
+pub const DEFAULT_TRUST_WINDOW: u64 = 100_000;
+
+/// A starting point for a [`BatchVerifier`] that the reader trusts **from outside the node it reads from**: the
+/// hash of the validator set that decides `height` (what `GetValidatorSet(height)` answers as `set_hash`, but
+/// obtained from a source you trust: your own node, the chain's operators' published value, a verifier state you
+/// saved, [`BatchVerifier::checkpoint`]). The set itself may then come from any node: it is checked against the
+/// hash. Written `height:hash` (hash in hex, `0x` optional), e.g. in a config file or on a command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrustedCheckpoint {
+    /// A height the set decides (heights start at 1).
+    pub height: u64,
+    /// The hash of that set (`ValidatorSet::hash`).
+    pub set_hash: Hash,
+}
+
+impl std::fmt::Display for TrustedCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.height, self.set_hash.to_hex())
+    }
+}
+
+impl std::str::FromStr for TrustedCheckpoint {
+    type Err = ConversionError;
+
+    fn from_str(s: &str) -> Result<Self, ConversionError> {
+        let (height, hash) = s.trim().split_once(':').ok_or_else(|| {
+            ConversionError::Invalid(
+                "checkpoint",
+                format!("`{s}` is not `height:validator-set hash`"),
+            )
+        })?;
+        let height = height.trim().parse::<u64>().map_err(|e| {
+            ConversionError::Invalid("checkpoint.height", format!("`{height}`: {e}"))
+        })?;
+        let hex = hash.trim();
+        let hex = hex.strip_prefix("0x").unwrap_or(hex);
+        if hex.len() != 64 || !hex.is_ascii() {
+            return Err(ConversionError::Invalid(
+                "checkpoint.set_hash",
+                format!("`{hash}` is not 32 bytes of hex"),
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| {
+                ConversionError::Invalid(
+                    "checkpoint.set_hash",
+                    format!("`{hash}` is not 32 bytes of hex"),
+                )
+            })?;
+        }
+        TrustedCheckpoint::new(height, Hash(bytes))
+    }
+}
+
+impl TrustedCheckpoint {
+    /// Refuses height 0 (there is no block 0 for a set to decide).
+    pub fn new(height: u64, set_hash: Hash) -> Result<Self, ConversionError> {
+        if height == 0 {
+            return Err(ConversionError::Invalid(
+                "checkpoint.height",
+                "heights start at 1".into(),
+            ));
+        }
+        Ok(TrustedCheckpoint { height, set_hash })
+    }
+}
+
+/// Checks batches against a validator set the caller trusts (genesis, or a [`TrustedCheckpoint`] obtained out of
+/// band, never the node's word), and follows the set across epochs: a verified header that names another next
+/// set, with the batch carrying that set (checked against the signed hash), moves the verifier to it for the
+/// following heights. Reading every height in order (a verified stream) therefore never needs to trust the node
+/// for a set.
+///
+/// The verifier knows the set and the height it last confirmed that set at (the checkpoint's height, then one
+/// past every batch it verified at or above it). It refuses a batch more than its weak-subjectivity window
+/// ([`DEFAULT_TRUST_WINDOW`], [`BatchVerifier::with_window`]) past that height with
+/// [`ClientError::TrustExpired`]: the set's members may have left and withdrawn since, and their keys sign for
+/// free. A batch below that height is checked against the set but teaches the verifier nothing (it never moves
+/// back to an earlier set).
 #[derive(Clone, Debug)]
 pub struct BatchVerifier {
     validators: ValidatorSet,
     domain: ChainDomain,
+    /// The latest height `validators` is known (from the checkpoint or a verified header) to decide.
+    trusted_height: u64,
+    window: u64,
 }
 
 impl BatchVerifier {
+    /// A verifier trusting the genesis validator set (for height 1), with the default window: on a chain older
+    /// than the window, reading recent heights needs [`BatchVerifier::from_checkpoint`] instead.
     /// `chain_id` is the chain's name in genesis (it separates signatures of different chains).
-    pub fn new(validators: ValidatorSet, chain_id: &str) -> Self {
+    pub fn new(genesis_validators: ValidatorSet, chain_id: &str) -> Self {
         BatchVerifier {
+            validators: genesis_validators,
+            domain: ChainDomain::new(chain_id),
+            trusted_height: 1,
+            window: DEFAULT_TRUST_WINDOW,
+        }
+    }
+
+    /// A verifier trusting `validators` for `checkpoint.height`, with the default window. The set may come from
+    /// anywhere (e.g. a node's `GetValidatorSet`, see [`BatonClient::verifier_from_checkpoint`]); the trust
+    /// comes from the checkpoint, so a set whose hash is not the checkpoint's is refused
+    /// ([`ClientError::UntrustedSet`]).
+    pub fn from_checkpoint(
+        checkpoint: TrustedCheckpoint,
+        validators: ValidatorSet,
+        chain_id: &str,
+    ) -> Result<Self, ClientError> {
+        let checkpoint = TrustedCheckpoint::new(checkpoint.height, checkpoint.set_hash)?;
+        if validators.hash() != checkpoint.set_hash {
+            return Err(ClientError::UntrustedSet {
+                field: "validators",
+                expected: checkpoint.set_hash,
+                got: validators.hash(),
+            });
+        }
+        Ok(BatchVerifier {
             validators,
             domain: ChainDomain::new(chain_id),
-        }
+            trusted_height: checkpoint.height,
+            window: DEFAULT_TRUST_WINDOW,
+        })
+    }
+
+    /// The same verifier with a weak-subjectivity window of `heights` (see [`DEFAULT_TRUST_WINDOW`] for how to
+    /// choose it). 0 accepts only the very next height: reading in order still works.
+    pub fn with_window(mut self, heights: u64) -> Self {
+        self.window = heights;
+        self
+    }
+
+    /// The weak-subjectivity window, in heights.
+    pub fn window(&self) -> u64 {
+        self.window
     }
 
     /// The set the next batch is checked against.
@@ -116,10 +276,32 @@ impl BatchVerifier {
         &self.validators
     }
 
+    /// The latest height the trusted set is known to decide.
+    pub fn trusted_height(&self) -> u64 {
+        self.trusted_height
+    }
+
+    /// Where this verifier stands, as a checkpoint to save and start from later (with the set, or fetching it
+    /// with [`BatonClient::verifier_from_checkpoint`]). It is as trustworthy as what the verifier started from.
+    pub fn checkpoint(&self) -> TrustedCheckpoint {
+        TrustedCheckpoint {
+            height: self.trusted_height,
+            set_hash: self.validators.hash(),
+        }
+    }
+
     /// Decodes and verifies a served batch; the batch must carry a proof. After an epoch's last batch, the set
-    /// it hands over checks the next ones.
+    /// it hands over checks the next ones. A batch more than the window past the trusted height is refused
+    /// before anything else ([`ClientError::TrustExpired`]).
     pub fn verify(&mut self, wire: pb::RollupBatch) -> Result<RollupBatch, ClientError> {
         let height = wire.height;
+        if height > self.trusted_height.saturating_add(self.window) {
+            return Err(ClientError::TrustExpired {
+                height,
+                trusted_height: self.trusted_height,
+                window: self.window,
+            });
+        }
         let proof = wire
             .proof
             .clone()
@@ -139,6 +321,10 @@ impl BatchVerifier {
         }
         verify_batch(&batch, &namespace, &cert, &self.validators, &self.domain)
             .map_err(|error| ClientError::Unverified { height, error })?;
+        if height < self.trusted_height {
+            // Checked against the set, but older than what the verifier knows: nothing to follow.
+            return Ok(batch);
+        }
         let named = batch.header.next_validator_set_hash;
         if named != self.validators.hash() {
             match next {
@@ -153,6 +339,7 @@ impl BatchVerifier {
                 }
             }
         }
+        self.trusted_height = height.saturating_add(1);
         Ok(batch)
     }
 }
@@ -377,6 +564,19 @@ impl BatonClient {
         Ok((r.epoch, set))
     }
 
+    /// A verifier starting from `checkpoint`, trusted from outside this node: the node supplies the set deciding
+    /// `checkpoint.height` (`GetValidatorSet`), which must hash to `checkpoint.set_hash`
+    /// ([`ClientError::UntrustedSet`] otherwise). The node is trusted for nothing.
+    pub async fn verifier_from_checkpoint(
+        &mut self,
+        checkpoint: TrustedCheckpoint,
+        chain_id: &str,
+    ) -> Result<BatchVerifier, ClientError> {
+        let checkpoint = TrustedCheckpoint::new(checkpoint.height, checkpoint.set_hash)?;
+        let (_, set) = self.validator_set(checkpoint.height).await?;
+        BatchVerifier::from_checkpoint(checkpoint, set, chain_id)
+    }
+
     pub async fn status(&mut self) -> Result<pb::StatusResponse, ClientError> {
         Ok(self.node.status(pb::StatusRequest {}).await?.into_inner())
     }
@@ -472,5 +672,296 @@ impl BasedStream {
             }
         }
         Ok(Some(item))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::batch_proof;
+    use baton_consensus::context::Validator;
+    use baton_consensus::proof::NamespaceProof;
+    use baton_consensus::types::{batch_root, namespace_root, NamespaceEntry};
+    use baton_consensus::{Address, BatchEntry, BlockHeader, Certificate, L1Origin};
+    use ed25519_consensus::SigningKey;
+
+    const CHAIN: &str = "weak-subjectivity-test";
+
+    /// Four deterministic consensus keys (equal power).
+    fn keys(seed: u8) -> Vec<SigningKey> {
+        (0..4u8).map(|i| SigningKey::from([seed + i; 32])).collect()
+    }
+
+    fn set(keys: &[SigningKey]) -> ValidatorSet {
+        ValidatorSet::new(
+            keys.iter()
+                .map(|k| Validator::new(k.verification_key(), 10))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    fn address(key: &SigningKey) -> Address {
+        Validator::new(key.verification_key(), 1).address
+    }
+
+    /// A precommit for `hash`, signed as a validator does (`ChainDomain::vote_bytes` for a precommit, rebuilt
+    /// byte for byte: this crate does not depend on the engine's `VoteType`).
+    fn precommit(key: &SigningKey, height: u64, round: u32, hash: Hash) -> (Address, [u8; 64]) {
+        let a = address(key);
+        let mut msg = b"baton/vote/v1".to_vec();
+        msg.extend_from_slice(&ChainDomain::new(CHAIN).0 .0);
+        msg.push(1); // precommit
+        msg.extend_from_slice(&height.to_le_bytes());
+        msg.extend_from_slice(&round.to_le_bytes());
+        msg.push(1); // Some(hash)
+        msg.extend_from_slice(&hash.0);
+        msg.extend_from_slice(&a.0);
+        (a, key.sign(&msg).to_bytes())
+    }
+
+    /// Rollup 1's batch at `height` as a node serves it with its proof: one entry `payload`, a header naming
+    /// `set` (and `next` for the following height, carried when it differs), certified by `signers`.
+    fn batch(
+        height: u64,
+        set: &ValidatorSet,
+        signers: &[SigningKey],
+        next: &ValidatorSet,
+        payload: &[u8],
+    ) -> pb::RollupBatch {
+        let entries = vec![BatchEntry {
+            bundle_hash: Hash::digest(&[payload]),
+            index_in_bundle: 0,
+            payload: payload.to_vec(),
+        }];
+        let row = NamespaceEntry {
+            rollup_id: 1,
+            batch_root: batch_root(&entries),
+            entry_count: 1,
+        };
+        let header = BlockHeader {
+            height,
+            parent_hash: Hash::digest(&[&height.to_le_bytes()]),
+            timestamp_ms: 1_700_000_000_000 + height,
+            proposer: address(&signers[0]),
+            validator_set_hash: set.hash(),
+            bundles_root: Hash::ZERO,
+            namespace_root: namespace_root(&[row]),
+            namespace_count: 1,
+            bundle_count: 1,
+            round: 0,
+            bench: Default::default(),
+            l1_origin: L1Origin::default(),
+            next_validator_set_hash: next.hash(),
+            evidence_root: Hash::ZERO,
+        };
+        let hash = header.hash();
+        let cert = Certificate {
+            height,
+            round: 0,
+            block_hash: hash,
+            signatures: signers
+                .iter()
+                .map(|k| precommit(k, height, 0, hash))
+                .collect(),
+        };
+        let b = RollupBatch {
+            rollup_id: 1,
+            header,
+            block_hash: hash,
+            entries,
+        };
+        let mut wire = pb::RollupBatch::from(&b);
+        wire.proof = Some(batch_proof(
+            &NamespaceProof {
+                index: 0,
+                path: vec![],
+            },
+            &cert,
+        ));
+        if next.hash() != set.hash() {
+            wire.next_validators = Some(next.into());
+        }
+        wire
+    }
+
+    /// The attack: set A (genesis) decided heights 1..=100 and handed over to set B at height 100; A's members
+    /// exited and withdrew long ago, and their keys are now cheap (bought, leaked). At height 1,000,000 A's keys
+    /// sign a batch that never happened. A reader whose verifier starts from genesis and asks for that recent
+    /// height must not accept it. Before the window existed, `verify` returned the forged batch as verified.
+    #[test]
+    fn attack_a_long_exited_set_forges_a_recent_batch() {
+        let (ka, kb) = (keys(10), keys(50));
+        let (a, b) = (set(&ka), set(&kb));
+        // The chain as it was: A hands over to B at height 100 (a verifier reading in order follows it).
+        let handover = batch(100, &a, &ka[..3], &b, b"handover");
+        let mut follower = BatchVerifier::new(a.clone(), CHAIN);
+        follower
+            .verify(handover)
+            .expect("the real handover verifies");
+        assert_eq!(follower.validators().hash(), b.hash());
+        assert_eq!(follower.trusted_height(), 101);
+
+        // The forgery: A's old keys sign a batch for a recent height, naming A as the deciding set.
+        let forged = batch(
+            1_000_000,
+            &a,
+            &ka[..3],
+            &a,
+            b"withdraw everything to the attacker",
+        );
+        let mut from_genesis = BatchVerifier::new(a.clone(), CHAIN);
+        let verdict = from_genesis.verify(forged.clone());
+        assert!(
+            verdict.is_err(),
+            "a verifier trusting genesis accepted a batch for height 1,000,000 signed by the set that exited \
+             at height 100"
+        );
+        let err = verdict.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::TrustExpired {
+                    height: 1_000_000,
+                    trusted_height: 1,
+                    window: DEFAULT_TRUST_WINDOW,
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("newer checkpoint"), "{err}");
+        // Refused before anything else, and the verifier learned nothing.
+        assert_eq!(from_genesis.trusted_height(), 1);
+        assert_eq!(from_genesis.validators().hash(), a.hash());
+        // The follower (last confirmed at 101) refuses it for the same reason.
+        assert!(matches!(
+            follower.verify(forged.clone()),
+            Err(ClientError::TrustExpired {
+                trusted_height: 101,
+                ..
+            })
+        ));
+
+        // What the reader does instead: a checkpoint obtained out of band (B decides height 999,990).
+        let checkpoint = TrustedCheckpoint::new(999_990, b.hash()).unwrap();
+        let mut fresh = BatchVerifier::from_checkpoint(checkpoint, b.clone(), CHAIN).unwrap();
+        assert!(matches!(
+            fresh.verify(forged),
+            Err(ClientError::Unverified {
+                height: 1_000_000,
+                error: ProofError::OtherValidatorSet { .. },
+            })
+        ));
+        let real = batch(1_000_000, &b, &kb[1..], &b, b"the real batch");
+        fresh.verify(real).expect("B's batch verifies");
+        assert_eq!(fresh.checkpoint().height, 1_000_001);
+    }
+
+    /// Within its window, a verifier reading in order keeps confirming its set (and follows handovers), so it
+    /// never trips; a jump past the window from the last confirmed height does.
+    #[test]
+    fn the_window_counts_from_the_last_confirmed_height() {
+        let (ka, kb) = (keys(10), keys(50));
+        let (a, b) = (set(&ka), set(&kb));
+        let cp = TrustedCheckpoint::new(100, a.hash()).unwrap();
+        let mut v = BatchVerifier::from_checkpoint(cp, a.clone(), CHAIN)
+            .unwrap()
+            .with_window(10);
+        assert_eq!(v.window(), 10);
+        assert!(matches!(
+            v.verify(batch(111, &a, &ka[..3], &a, b"x")),
+            Err(ClientError::TrustExpired {
+                height: 111,
+                trusted_height: 100,
+                window: 10
+            })
+        ));
+        v.verify(batch(110, &a, &ka[..3], &a, b"x")).unwrap();
+        assert_eq!(v.trusted_height(), 111);
+        v.verify(batch(121, &a, &ka[..3], &a, b"x")).unwrap();
+        // Every height in order, across a handover to B, on a window of 0.
+        let mut v = v.with_window(0);
+        for h in 122..=130 {
+            // A decides up to 125 and names B at 125; B decides from 126.
+            let (deciding, signers) = if h <= 125 { (&a, &ka) } else { (&b, &kb) };
+            let next = if h >= 125 { &b } else { &a };
+            v.verify(batch(h, deciding, &signers[..3], next, b"y"))
+                .unwrap();
+        }
+        assert_eq!(
+            v.checkpoint(),
+            TrustedCheckpoint::new(131, b.hash()).unwrap()
+        );
+        assert!(matches!(
+            v.verify(batch(132, &b, &kb[..3], &b, b"z")),
+            Err(ClientError::TrustExpired { .. })
+        ));
+    }
+
+    /// A batch below the trusted height is checked against the set but never moves the verifier back.
+    #[test]
+    fn an_older_batch_teaches_nothing() {
+        let (ka, kb) = (keys(10), keys(50));
+        let (a, b) = (set(&ka), set(&kb));
+        let cp = TrustedCheckpoint::new(200, a.hash()).unwrap();
+        let mut v = BatchVerifier::from_checkpoint(cp, a.clone(), CHAIN).unwrap();
+        // Signed by A, naming B as the next set at height 150: accepted as A's, but A stays the set for 200.
+        v.verify(batch(150, &a, &ka[..3], &b, b"old")).unwrap();
+        assert_eq!(v.checkpoint(), cp);
+        // An older height signed by another set is refused as ever.
+        assert!(matches!(
+            v.verify(batch(120, &b, &kb[..3], &b, b"old")),
+            Err(ClientError::Unverified {
+                error: ProofError::OtherValidatorSet { .. },
+                ..
+            })
+        ));
+    }
+
+    /// The trust is the checkpoint's hash: a set (from a node, say) that does not hash to it is refused, and a
+    /// checkpoint is written `height:hash`, its bad parts named.
+    #[test]
+    fn a_checkpoint_set_must_hash_to_the_checkpoint() {
+        let (a, b) = (set(&keys(10)), set(&keys(50)));
+        let cp = TrustedCheckpoint::new(7, a.hash()).unwrap();
+        assert!(matches!(
+            BatchVerifier::from_checkpoint(cp, b.clone(), CHAIN),
+            Err(ClientError::UntrustedSet {
+                field: "validators",
+                expected,
+                got,
+            }) if expected == a.hash() && got == b.hash()
+        ));
+        assert!(matches!(
+            BatchVerifier::from_checkpoint(
+                TrustedCheckpoint {
+                    height: 0,
+                    set_hash: a.hash()
+                },
+                a.clone(),
+                CHAIN
+            ),
+            Err(ClientError::Malformed(ConversionError::Invalid(
+                "checkpoint.height",
+                _
+            )))
+        ));
+        let text = cp.to_string();
+        assert_eq!(text.parse::<TrustedCheckpoint>().unwrap(), cp);
+        let with_0x = format!("7:0x{}", a.hash().to_hex());
+        assert_eq!(with_0x.parse::<TrustedCheckpoint>().unwrap(), cp);
+        for (bad, field) in [
+            ("7", "checkpoint"),
+            ("x:00", "checkpoint.height"),
+            ("7:00", "checkpoint.set_hash"),
+            (&format!("0:{}", a.hash().to_hex()), "checkpoint.height"),
+            (&format!("7:{}", "zz".repeat(32)), "checkpoint.set_hash"),
+            (&format!("7:{}", "é".repeat(32)), "checkpoint.set_hash"),
+        ] {
+            assert!(
+                matches!(bad.parse::<TrustedCheckpoint>(), Err(ConversionError::Invalid(f, _)) if f == field),
+                "{bad}"
+            );
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! stays inside this crate's public surface only as wire types; [`convert`] turns wire messages into the domain
 //! types of `baton-consensus` (naming the field at fault when a message is malformed) and back; [`client`] is the
 //! client for rollup operators and tools: it signs bundles (EIP-712) and verifies the batches it pulls against a
-//! validator set it trusts.
+//! validator set it trusts (genesis, or a checkpoint obtained out of band), following set changes through signed
+//! headers within a weak-subjectivity window.
 
 pub mod client;
 pub mod codec;
