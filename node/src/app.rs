@@ -685,7 +685,8 @@ impl ConsensusLoop {
                 let _ = reply.send(verdicts);
             }
             AppMsg::GetHistoryMinHeight { reply } => {
-                let _ = reply.send(Height(1));
+                // Peers sync older heights from a node that still has them (`storage.retain_heights`).
+                let _ = reply.send(Height(self.shared.history_min()));
             }
             AppMsg::ReceivedProposalPart {
                 from,

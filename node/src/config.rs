@@ -407,6 +407,12 @@ pub struct StorageSection {
     pub sync_writes: bool,
     /// RocksDB block cache. Default 256 MiB.
     pub block_cache_bytes: usize,
+    /// Heights of history kept below the tip; older blocks, batches, headers and certificates are pruned
+    /// ([`crate::retention`]). 0 keeps everything (an archive node). Default 1,000,000 (at least 100).
+    pub retain_heights: u64,
+    /// Below this much free space on the data directory's file system the node refuses submissions. Default
+    /// 2 GiB.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageSection {
@@ -414,6 +420,8 @@ impl Default for StorageSection {
         StorageSection {
             sync_writes: true,
             block_cache_bytes: 256 * 1024 * 1024,
+            retain_heights: 1_000_000,
+            min_free_bytes: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -542,6 +550,13 @@ impl NodeConfig {
         }
         if self.p2p.max_gossip_bytes < 64 * 1024 {
             return bad("p2p.max_gossip_bytes must be at least 64 KiB".into());
+        }
+        if self.storage.retain_heights != 0 && self.storage.retain_heights < 100 {
+            return bad(format!(
+                "storage.retain_heights = {} is too few: keep at least 100 heights (peers that fell behind sync \
+                 them from you), or 0 to keep everything",
+                self.storage.retain_heights
+            ));
         }
         if self.p2p.peer_messages_per_sec == 0
             || self.p2p.peer_bytes_per_sec < self.p2p.max_gossip_bytes

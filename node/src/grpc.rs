@@ -116,6 +116,7 @@ fn submit_status(e: SubmitError) -> Status {
             status
         }
         SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
+        SubmitError::DiskLow { .. } => Status::resource_exhausted(e.to_string()),
         SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
     }
 }
@@ -182,7 +183,33 @@ impl Api {
     }
 
     /// A rollup's batch at a decided height, with its proof when asked.
+    /// OUT_OF_RANGE if `height`'s history is pruned here.
+    fn pruned(&self, height: u64) -> Option<Status> {
+        let min = self.shared.history_min();
+        (height < min).then(|| {
+            Status::out_of_range(format!(
+                "height {height} is pruned on this node: it keeps heights from {min} (storage.retain_heights); \
+                 read older heights from a node that keeps them (an archive node has retain_heights = 0)"
+            ))
+        })
+    }
+
+    /// A rollup's batch at a decided height as served, with its proof if asked.
     fn wire_batch(
+        &self,
+        rollup_id: RollupId,
+        height: u64,
+        with_proof: bool,
+    ) -> Result<pb::RollupBatch, Status> {
+        if let Some(pruned) = self.pruned(height) {
+            return Err(pruned);
+        }
+        // Pruned while being read: say so rather than report missing data.
+        self.wire_batch_kept(rollup_id, height, with_proof)
+            .map_err(|e| self.pruned(height).unwrap_or(e))
+    }
+
+    fn wire_batch_kept(
         &self,
         rollup_id: RollupId,
         height: u64,
@@ -610,6 +637,11 @@ impl RollupService for Api {
             ));
         }
         self.check_rollup(req.rollup_id)?;
+        if !self.is_based(req.rollup_id) {
+            if let Some(pruned) = self.pruned(req.from_height) {
+                return Err(pruned);
+            }
+        }
         // The client's share first, so that one client hitting its limit leaves the node-wide slots alone.
         let slot = self.clients.acquire(remote, Kind::Stream)?;
         let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {

@@ -48,6 +48,11 @@ pub enum SubmitError {
     Storage(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error(
+        "this node's disk is nearly full ({free} bytes free, storage.min_free_bytes is {min}): it takes no \
+         submissions until there is room; submit to another node"
+    )]
+    DiskLow { free: u64, min: u64 },
 }
 
 impl SubmitError {
@@ -61,6 +66,7 @@ impl SubmitError {
             SubmitError::Backlogged(_) => "backlogged",
             SubmitError::Storage(_) => "storage",
             SubmitError::ShuttingDown => "shutting_down",
+            SubmitError::DiskLow { .. } => "disk_low",
         }
     }
 }
@@ -104,6 +110,9 @@ pub struct AdmissionGate {
     /// Clock milliseconds; 0 when nothing is ready.
     oldest_ready_ms: std::sync::atomic::AtomicU64,
     limit_ms: u64,
+    /// Free bytes on the data directory's disk when below `storage.min_free_bytes` (0: enough room).
+    disk_low: std::sync::atomic::AtomicU64,
+    min_free_bytes: std::sync::atomic::AtomicU64,
 }
 
 impl AdmissionGate {
@@ -112,7 +121,18 @@ impl AdmissionGate {
         AdmissionGate {
             oldest_ready_ms: Default::default(),
             limit_ms,
+            disk_low: Default::default(),
+            min_free_bytes: Default::default(),
         }
+    }
+
+    /// The disk watcher's latest reading ([`crate::retention`]): submissions are refused while `free` is below
+    /// `min`.
+    pub fn publish_disk(&self, free: u64, min: u64) {
+        use std::sync::atomic::Ordering;
+        self.min_free_bytes.store(min, Ordering::Relaxed);
+        self.disk_low
+            .store(if free < min { free.max(1) } else { 0 }, Ordering::Relaxed);
     }
 
     /// The loop's latest reading.
@@ -125,6 +145,14 @@ impl AdmissionGate {
 
     /// Why submissions are refused at `now_ms`, if they are.
     pub fn refusal(&self, now_ms: u64) -> Option<SubmitError> {
+        use std::sync::atomic::Ordering;
+        let free = self.disk_low.load(Ordering::Relaxed);
+        if free > 0 {
+            return Some(SubmitError::DiskLow {
+                free,
+                min: self.min_free_bytes.load(Ordering::Relaxed),
+            });
+        }
         let oldest = self
             .oldest_ready_ms
             .load(std::sync::atomic::Ordering::Relaxed);

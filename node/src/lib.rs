@@ -26,6 +26,7 @@ pub mod l1;
 pub mod metrics;
 pub mod node;
 pub mod peers;
+pub mod retention;
 pub mod state;
 pub mod store;
 pub mod validator;

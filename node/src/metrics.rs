@@ -92,6 +92,11 @@ pub struct Metrics {
     pub grpc_client_refused: Family<KindLabel, Counter>,
     /// `StreamBatches` streams closed because the client read nothing for `grpc.stream_idle_timeout_secs`.
     pub grpc_streams_idle_closed: Counter,
+    /// Free bytes on the data directory's file system, and the watermark below which submissions are refused.
+    pub storage_free_bytes: Gauge,
+    pub storage_min_free_bytes: Gauge,
+    /// The lowest height whose history this node keeps (`storage.retain_heights`).
+    pub history_min_height: Gauge,
     pub stream_lag: Histogram,
     pub store_write_duration: Family<OpLabel, Histogram>,
     pub store_written_bytes: Family<OpLabel, Counter>,
@@ -193,6 +198,9 @@ impl Metrics {
             subscribers: Gauge::default(),
             grpc_client_refused: Family::default(),
             grpc_streams_idle_closed: Counter::default(),
+            storage_free_bytes: Gauge::default(),
+            storage_min_free_bytes: Gauge::default(),
+            history_min_height: Gauge::default(),
             stream_lag: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]),
             store_write_duration: Family::new_with_constructor(seconds_histogram),
             store_written_bytes: Family::default(),
@@ -389,6 +397,23 @@ impl Metrics {
             "grpc_streams_idle_closed",
             "StreamBatches streams closed because the client read nothing for grpc.stream_idle_timeout_secs",
             m.grpc_streams_idle_closed.clone(),
+        );
+        r.register_with_unit(
+            "storage_free",
+            "Free space on the data directory's file system",
+            Unit::Bytes,
+            m.storage_free_bytes.clone(),
+        );
+        r.register_with_unit(
+            "storage_min_free",
+            "Below this much free space the node refuses submissions (storage.min_free_bytes)",
+            Unit::Bytes,
+            m.storage_min_free_bytes.clone(),
+        );
+        r.register(
+            "storage_history_min_height",
+            "The lowest height whose history this node keeps (storage.retain_heights prunes below it)",
+            m.history_min_height.clone(),
         );
         r.register(
             "stream_subscribers",

@@ -242,6 +242,7 @@ pub async fn run(
         genesis_validators: validators.clone(),
     };
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
+    shared.set_history_min(store.history_min()?);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = Metrics::register(&mut registry);
     metrics.mempool_capacity.set(cfg.mempool.max_bundles as i64);
@@ -279,6 +280,25 @@ pub async fn run(
         pool.clone(),
         gate.clone(),
     );
+
+    // History pruning and the free-space watermark.
+    let (stop_retention_tx, stop_retention_rx) = tokio::sync::oneshot::channel::<()>();
+    let retention_task = tokio::spawn(crate::retention::run(
+        crate::retention::Retention {
+            data_dir: cfg.data_dir.clone(),
+            retain_heights: cfg.storage.retain_heights,
+            min_free_bytes: cfg.storage.min_free_bytes,
+            interval: Duration::from_secs(1),
+        },
+        store.clone(),
+        spec.rollups.ids().collect(),
+        shared.clone(),
+        gate.clone(),
+        metrics.clone(),
+        async move {
+            let _ = stop_retention_rx.await;
+        },
+    ));
 
     // Peer count for Status, from the network actor's state dump.
     let net_requests = channels.net_requests.clone();
@@ -441,6 +461,13 @@ pub async fn run(
         grpc_task.abort();
     }
     peers_task.abort();
+    let _ = stop_retention_tx.send(());
+    if tokio::time::timeout(Duration::from_secs(5), retention_task)
+        .await
+        .is_err()
+    {
+        warn!("the pruning task did not stop in 5 s");
+    }
     let _ = engine
         .actor
         .kill_and_wait(Some(Duration::from_secs(5)))

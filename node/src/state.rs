@@ -23,12 +23,18 @@ pub struct NodeInfo {
 pub struct Shared {
     pub info: NodeInfo,
     latest: watch::Sender<u64>,
+    /// The lowest height whose history the node keeps (raised by [`crate::retention`] before it deletes).
+    history_min: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
     pub fn new(info: NodeInfo, latest_height: u64) -> Self {
         let (latest, _) = watch::channel(latest_height);
-        Shared { info, latest }
+        Shared {
+            info,
+            latest,
+            history_min: std::sync::atomic::AtomicU64::new(1),
+        }
     }
 
     pub fn latest_height(&self) -> u64 {
@@ -41,5 +47,15 @@ impl Shared {
 
     pub fn set_latest_height(&self, h: u64) {
         self.latest.send_replace(h);
+    }
+
+    /// The lowest height whose block and batches this node still serves.
+    pub fn history_min(&self) -> u64 {
+        self.history_min.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_history_min(&self, h: u64) {
+        self.history_min
+            .fetch_max(h, std::sync::atomic::Ordering::AcqRel);
     }
 }

@@ -18,6 +18,9 @@
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
 //!
+//! History below `meta` `history_min` is pruned ([`RocksStore::prune`], `storage.retain_heights`) except at the
+//! heights where the validator set changes.
+//!
 //! A decided payload is stored once, inside its block; a rollup's batch is served as slices of the block's stored
 //! bytes (`meta` `layout` = [`LAYOUT`]; layout 1 also stored every payload a second time in `batches`).
 
@@ -82,6 +85,8 @@ const ALL_CFS: [&str; 15] = [
     CF_EVIDENCE,
 ];
 const LATEST: &[u8] = b"latest";
+/// The `meta` key of the lowest height whose whole history is kept ([`RocksStore::prune`]).
+const HISTORY_MIN: &[u8] = b"history_min";
 /// The `meta` key of the store's layout version.
 const LAYOUT_KEY: &[u8] = b"layout";
 /// This build's layout: batch entries point into the stored block (2), instead of copying payloads (1).
@@ -224,6 +229,62 @@ impl RocksStore {
             }
             None => Ok(0),
         }
+    }
+
+    /// The lowest height whose whole history (block, batches, header, certificate) this node keeps; 1 when
+    /// nothing was pruned.
+    pub fn history_min(&self) -> Result<u64, NodeError> {
+        match self.db.get_pinned_cf(self.cf(CF_META)?, HISTORY_MIN)? {
+            Some(v) => Ok(u64::from_be_bytes(v.as_ref().try_into().map_err(|_| {
+                NodeError::Corrupt {
+                    cf: CF_META,
+                    detail: "history_min is not 8 bytes".into(),
+                }
+            })?)),
+            None => Ok(1),
+        }
+    }
+
+    /// Forgets the history of heights below `below`, oldest first and at most `max_heights` of them per call (a
+    /// bounded write; the caller comes back for the rest): their blocks, batches, namespace tables, headers,
+    /// certificates and vote extensions. Kept are the heights where an epoch hands over to another set (an L1
+    /// rotation is built from that block and its attestations), the set changes and evidence themselves, the
+    /// bundle index (`bundles`: forced-inclusion rules ask whether an old L1 entry was included) and the nonces.
+    /// The new minimum is written in the same batch as the deletes; nothing here needs an fsync (a lost prune is
+    /// redone). Returns the history minimum after the call.
+    pub fn prune(
+        &self,
+        below: u64,
+        rollups: &[RollupId],
+        max_heights: u64,
+    ) -> Result<u64, NodeError> {
+        let from = self.history_min()?;
+        let to = below.min(from.saturating_add(max_heights));
+        if to <= from {
+            return Ok(from);
+        }
+        let keep: std::collections::HashSet<u64> = self
+            .set_changes()?
+            .into_iter()
+            .filter_map(|(first, _)| first.checked_sub(1))
+            .collect();
+        let per_height = [CF_BLOCKS, CF_HEADERS, CF_CERTS, CF_TABLES, CF_EXTENSIONS]
+            .into_iter()
+            .map(|name| self.cf(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let cf_batches = self.cf(CF_BATCHES)?;
+        let mut wb = WriteBatch::default();
+        for h in (from..to).filter(|h| !keep.contains(h)) {
+            for cf in &per_height {
+                wb.delete_cf(*cf, be(h));
+            }
+            for r in rollups {
+                wb.delete_cf(cf_batches, batch_key(*r, h));
+            }
+        }
+        wb.put_cf(self.cf(CF_META)?, HISTORY_MIN, be(to));
+        self.db.write(wb)?;
+        Ok(to)
     }
 
     pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, NodeError> {
@@ -867,6 +928,70 @@ mod tests {
             signature: [n; 64],
         };
         Equivocation::new(Kind::Prevote, Address([n; 20]), 4, 0, signed(1), signed(2))
+    }
+
+    #[test]
+    fn pruning_forgets_old_history_in_bounded_steps_but_keeps_set_handovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = PrivateKeySigner::random();
+        let set = baton_consensus::context::ValidatorSet::equal_power(&[
+            ed25519_consensus::SigningKey::from([2; 32]).verification_key(),
+        ])
+        .unwrap();
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        for h in 1..=10u64 {
+            let b = baton_proto::client::sign_bundle(
+                &key,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: key.address(),
+                    nonce: h - 1,
+                    expiry_height: 100,
+                    entries: vec![BundleEntry {
+                        rollup_id: 7,
+                        payload: vec![h as u8; 100],
+                    }],
+                },
+            )
+            .unwrap();
+            let (mut blk, batches, table) = block(h, vec![b.clone()]);
+            if h == 4 {
+                blk.next_validators = Some(set.clone());
+            }
+            let cert = Certificate {
+                height: h,
+                round: 0,
+                block_hash: blk.hash(),
+                signatures: vec![],
+            };
+            s.commit(&blk, &[b.hash()], &batches, &table, &cert)
+                .unwrap();
+        }
+        assert_eq!(s.history_min().unwrap(), 1);
+        // At most 3 heights per call.
+        assert_eq!(s.prune(8, &[7, 9], 3).unwrap(), 4);
+        assert_eq!(s.prune(8, &[7, 9], 3).unwrap(), 7);
+        assert_eq!(s.prune(8, &[7, 9], 3).unwrap(), 8);
+        assert_eq!(s.prune(8, &[7, 9], 3).unwrap(), 8, "nothing more below 8");
+        for h in [1u64, 2, 3, 5, 6, 7] {
+            assert_eq!(s.block(h).unwrap(), None, "block {h}");
+            assert_eq!(s.header(h).unwrap(), None, "header {h}");
+            assert_eq!(s.cert(h).unwrap(), None, "cert {h}");
+            assert!(s.batch_entries(7, h).unwrap().is_empty(), "batch {h}");
+        }
+        // The handover at 4 (its block names the next set) stays whole, and so does everything from 8.
+        assert!(s.block(4).unwrap().is_some() && s.cert(4).unwrap().is_some());
+        assert_eq!(s.batch_entries(7, 4).unwrap().len(), 1);
+        for h in 8..=10 {
+            assert_eq!(
+                s.batch_entries(7, h).unwrap()[0].payload,
+                vec![h as u8; 100]
+            );
+        }
+        assert_eq!(s.latest().unwrap().unwrap().height, 10);
+        drop(s);
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        assert_eq!(s.history_min().unwrap(), 8, "kept across restarts");
     }
 
     #[test]
