@@ -102,12 +102,14 @@ impl Fees {
 /// What [`InboxSender::tick`] saw happen to the transaction in flight.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SenderEvent<T> {
-    /// Mined in `block` (successfully or not: `success`).
+    /// Mined in `block` (successfully or not: `success`), costing the sender `fee_wei` (execution gas and blob
+    /// gas at the prices paid).
     Mined {
         tags: T,
         block: u64,
         tx: TxHash,
         success: bool,
+        fee_wei: u128,
     },
     /// Its nonce was used by another transaction: the batch is not on chain.
     Dropped { tags: T },
@@ -298,11 +300,18 @@ impl<P: Provider, T: Clone> InboxSender<P, T> {
             {
                 let tags = f.tags.clone();
                 self.inflight = None;
+                let fee_wei = u128::from(r.gas_used)
+                    .saturating_mul(r.effective_gas_price)
+                    .saturating_add(
+                        u128::from(r.blob_gas_used.unwrap_or(0))
+                            .saturating_mul(r.blob_gas_price.unwrap_or(0)),
+                    );
                 return Ok(Some(SenderEvent::Mined {
                     tags,
                     block: r.block_number.unwrap_or(0),
                     tx: h,
                     success: r.status(),
+                    fee_wei,
                 }));
             }
         }

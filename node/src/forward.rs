@@ -9,15 +9,22 @@
 //! transaction was mined but that derivation still lacks after `repost_after_ms` (an L1 reorg dropped it) is
 //! posted again. Restarts reload the queue from the store. Derivation ignores a second copy of a bundle, so a
 //! repost never duplicates entries.
+//!
+//! The node pays the L1 fees of what it forwards, for whoever submits, so the spending is bounded: at most
+//! `max_spend_gwei_per_hour` in any rolling hour (fees of mined batch transactions, execution and blob gas; past
+//! it nothing more is posted and new submissions are refused until the hour has room, while what was acknowledged
+//! waits), and each sender has at most `max_pending_per_sender` bundles waiting, so one sender cannot take the
+//! whole queue. Fresh keys cost nothing, so the per-sender share is about fairness; the spend cap is the bound.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alloy::network::EthereumWallet;
 use alloy::providers::Provider;
 use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Sender;
 use baton_consensus::error::BundleError;
 use baton_consensus::registry::{ChainSpec, RollupMode};
 use baton_consensus::{Bundle, Hash, RollupId};
@@ -46,6 +53,11 @@ pub struct ForwardConfig {
     pub max_pending: usize,
     /// Capacity of the submission channel. Default 1,024.
     pub queue: usize,
+    /// Most L1 fees (gwei) the forwarder's batch transactions may cost in any rolling hour; beyond it nothing more
+    /// is posted until the hour has room, and submissions are refused. Default 100,000,000 (0.1 ETH).
+    pub max_spend_gwei_per_hour: u64,
+    /// Most bundles of one sender waiting to be forwarded. Default 64.
+    pub max_pending_per_sender: usize,
     #[serde(flatten)]
     pub sender: SenderConfig,
 }
@@ -58,6 +70,8 @@ impl Default for ForwardConfig {
             repost_after_ms: 30_000,
             max_pending: 10_000,
             queue: 1_024,
+            max_spend_gwei_per_hour: 100_000_000,
+            max_pending_per_sender: 64,
             sender: SenderConfig::default(),
         }
     }
@@ -66,8 +80,16 @@ impl Default for ForwardConfig {
 impl ForwardConfig {
     pub fn validate(&self) -> Result<(), NodeError> {
         let bad = |m: String| Err(NodeError::Config(format!("l1.forward: {m}")));
-        if self.flush_ms == 0 || self.queue == 0 || self.max_pending == 0 {
-            return bad("flush_ms, queue and max_pending must be at least 1".into());
+        if self.flush_ms == 0
+            || self.queue == 0
+            || self.max_pending == 0
+            || self.max_pending_per_sender == 0
+            || self.max_spend_gwei_per_hour == 0
+        {
+            return bad(
+                "flush_ms, queue, max_pending, max_pending_per_sender and max_spend_gwei_per_hour must be at least 1"
+                    .into(),
+            );
         }
         if self.max_batch_bytes < 1024 || self.max_batch_bytes > 6 * 126 * 1024 {
             return bad(format!(
@@ -112,6 +134,40 @@ pub struct ForwardHandle {
     /// Bundles acknowledged and not yet shown by the derivation (bounded by `max_pending`).
     pending: Arc<AtomicUsize>,
     max_pending: usize,
+    /// ... and per sender (bounded by `max_pending_per_sender`).
+    per_sender: Arc<Mutex<HashMap<Sender, usize>>>,
+    max_pending_per_sender: usize,
+    /// Set by the task while the hour's fees reached `max_spend_gwei_per_hour`.
+    over_budget: Arc<AtomicBool>,
+}
+
+/// Fees paid in the last hour, by when.
+#[derive(Debug, Default)]
+pub struct SpendWindow {
+    paid: std::collections::VecDeque<(Instant, u128)>,
+    total: u128,
+}
+
+impl SpendWindow {
+    const HOUR: Duration = Duration::from_secs(3_600);
+
+    /// Records a fee paid at `at`.
+    pub fn record(&mut self, at: Instant, wei: u128) {
+        self.paid.push_back((at, wei));
+        self.total = self.total.saturating_add(wei);
+    }
+
+    /// Fees paid in the hour before `now`.
+    pub fn spent(&mut self, now: Instant) -> u128 {
+        while let Some((t, wei)) = self.paid.front().copied() {
+            if now.saturating_duration_since(t) < Self::HOUR {
+                break;
+            }
+            self.paid.pop_front();
+            self.total -= wei;
+        }
+        self.total
+    }
 }
 
 impl ForwardHandle {
@@ -123,6 +179,13 @@ impl ForwardHandle {
         if self.based.contains(&hash) {
             return Ok(hash);
         }
+        if self.over_budget.load(Ordering::Relaxed) {
+            return Err(SubmitError::Full(
+                "this node's L1 fee budget for forwarding is spent for the hour (l1.forward.max_spend_gwei_per_hour); \
+                 send the bundle to the L1 inbox yourself or retry later"
+                    .into(),
+            ));
+        }
         if self.pending.load(Ordering::Relaxed) >= self.max_pending {
             return Err(SubmitError::Full(format!(
                 "{} bundles wait to be forwarded to L1 (l1.forward.max_pending)",
@@ -132,11 +195,37 @@ impl ForwardHandle {
         let permit = self.tx.try_reserve().map_err(|_| {
             SubmitError::Full("the L1 forwarding queue is full (l1.forward.queue)".into())
         })?;
-        self.store
-            .put_forward(&hash, &bundle)
-            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        {
+            let mut per = self.per_sender.lock().unwrap_or_else(|p| p.into_inner());
+            let n = per.entry(bundle.sender).or_insert(0);
+            if *n >= self.max_pending_per_sender {
+                return Err(SubmitError::Full(format!(
+                    "sender {} already has {} bundles waiting to be forwarded to L1 \
+                     (l1.forward.max_pending_per_sender); retry once they are in the inbox",
+                    bundle.sender, self.max_pending_per_sender
+                )));
+            }
+            *n += 1;
+        }
+        if let Err(e) = self.store.put_forward(&hash, &bundle) {
+            release(&self.per_sender, &[bundle.sender]);
+            return Err(SubmitError::Storage(e.to_string()));
+        }
         permit.send((hash, rollup, bundle));
         Ok(hash)
+    }
+}
+
+/// Gives back the per-sender counts of bundles that left the queue.
+fn release(per_sender: &Mutex<HashMap<Sender, usize>>, senders: &[Sender]) {
+    let mut per = per_sender.lock().unwrap_or_else(|p| p.into_inner());
+    for s in senders {
+        if let Some(n) = per.get_mut(s) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per.remove(s);
+            }
+        }
     }
 }
 
@@ -184,6 +273,14 @@ pub async fn start<P: Provider + 'static>(
     }
     info!(from = %sender.address(), reloaded = waiting.len(), "forwarding based-rollup bundles to the L1 inbox");
     let pending = Arc::new(AtomicUsize::new(waiting.len()));
+    let mut counts: HashMap<Sender, usize> = HashMap::new();
+    for w in waiting.values() {
+        *counts.entry(w.bundle.sender).or_insert(0) += 1;
+    }
+    let per_sender = Arc::new(Mutex::new(counts));
+    let over_budget = Arc::new(AtomicBool::new(false));
+    let budget_wei = u128::from(cfg.max_spend_gwei_per_hour) * 1_000_000_000;
+    let mut spend = SpendWindow::default();
     let handle = ForwardHandle {
         tx,
         store: store.clone(),
@@ -191,6 +288,9 @@ pub async fn start<P: Provider + 'static>(
         based: based.clone(),
         pending: pending.clone(),
         max_pending: cfg.max_pending,
+        per_sender: per_sender.clone(),
+        max_pending_per_sender: cfg.max_pending_per_sender,
+        over_budget: over_budget.clone(),
     };
     tokio::spawn(async move {
         let flush = Duration::from_millis(cfg.flush_ms);
@@ -201,7 +301,12 @@ pub async fn start<P: Provider + 'static>(
                 got = rx.recv() => match got {
                     Some((hash, rollup, bundle)) => {
                         seq += 1;
-                        waiting.entry(hash).or_insert(Waiting { rollup, bundle, posted: None, in_flight: false, seq });
+                        if waiting.contains_key(&hash) {
+                            // Submitted again while waiting: counted once.
+                            release(&per_sender, &[bundle.sender]);
+                            continue;
+                        }
+                        waiting.insert(hash, Waiting { rollup, bundle, posted: None, in_flight: false, seq });
                         pending.store(waiting.len(), Ordering::Relaxed);
                         continue;
                     }
@@ -216,9 +321,12 @@ pub async fn start<P: Provider + 'static>(
                 if let Err(e) = store.remove_forward(&done) {
                     warn!(error = %e, "cannot drop forwarded bundles from the store");
                 }
-                for h in &done {
-                    waiting.remove(h);
-                }
+                let senders: Vec<Sender> = done
+                    .iter()
+                    .filter_map(|h| waiting.remove(h))
+                    .map(|w| w.bundle.sender)
+                    .collect();
+                release(&per_sender, &senders);
                 pending.store(waiting.len(), Ordering::Relaxed);
             }
             match sender.tick().await {
@@ -227,7 +335,9 @@ pub async fn start<P: Provider + 'static>(
                     block,
                     tx,
                     success,
+                    fee_wei,
                 })) => {
+                    spend.record(Instant::now(), fee_wei);
                     if !success {
                         warn!(%tx, block, "an inbox batch transaction reverted; its bundles will be posted again");
                     }
@@ -250,6 +360,18 @@ pub async fn start<P: Provider + 'static>(
                 Err(e) => warn!(error = %e, "following the inbox batch transaction failed"),
             }
             if sender.busy() {
+                continue;
+            }
+            let spent = spend.spent(Instant::now());
+            let over = spent >= budget_wei;
+            if over != over_budget.swap(over, Ordering::Relaxed) {
+                if over {
+                    warn!(spent_wei = %spent, "the forwarding fee budget for the hour is spent; posting resumes when the hour has room");
+                } else {
+                    info!("the forwarding fee budget has room again");
+                }
+            }
+            if over {
                 continue;
             }
             // The next batch: the rollup of the oldest bundle due, its due bundles in arrival order.
@@ -306,6 +428,21 @@ pub async fn start<P: Provider + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spend_window_counts_the_last_hour_only() {
+        let t0 = Instant::now();
+        let mut w = SpendWindow::default();
+        w.record(t0, 5);
+        w.record(t0 + Duration::from_secs(1_800), 7);
+        assert_eq!(w.spent(t0 + Duration::from_secs(1_800)), 12);
+        assert_eq!(
+            w.spent(t0 + Duration::from_secs(3_600)),
+            7,
+            "the first fee is an hour old"
+        );
+        assert_eq!(w.spent(t0 + Duration::from_secs(5_400)), 0);
+    }
 
     #[test]
     fn a_based_bundle_names_one_based_rollup() {

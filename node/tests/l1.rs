@@ -617,3 +617,142 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
         }
     });
 }
+
+/// The forwarder pays L1 fees for whoever submits: one sender cannot take its whole queue.
+#[test]
+fn one_sender_cannot_take_the_whole_forwarding_queue() {
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = local_l1();
+        let (mut cluster, _) = based_cluster(&anvil).await;
+        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
+        baton_node::keys::write_secret_file(
+            &cluster.net.nodes[0].dir.join("forward.key"),
+            &format!("{}\n", forwarder.to_bytes()),
+        )
+        .expect("key");
+        cluster.edit_config(0, |c| {
+            let l1 = c.l1.as_mut().expect("l1");
+            l1.forward_key_file = Some("forward.key".into());
+            // Nothing is posted during the test: the queue only fills.
+            l1.forward.flush_ms = 600_000;
+        });
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let mut greedy = common::User::new();
+        let mut accepted = 0;
+        let refusal = loop {
+            let b = greedy.bundle(&[(9, &[7u8; 512][..])]);
+            match client.submit(&b).await {
+                Ok(_) => accepted += 1,
+                Err(baton_proto::client::ClientError::Status(s)) => break s,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(
+                accepted < 200,
+                "one sender had {accepted} bundles queued for forwarding at the node's expense"
+            );
+        };
+        assert_eq!(accepted, 64, "the default per-sender share");
+        assert_eq!(
+            refusal.code(),
+            tonic::Code::ResourceExhausted,
+            "{refusal:?}"
+        );
+        assert!(
+            refusal
+                .message()
+                .contains("l1.forward.max_pending_per_sender"),
+            "{refusal:?}"
+        );
+        // Another sender is still served.
+        let other = common::User::new().bundle(&[(9, b"another sender")]);
+        client
+            .submit(&other)
+            .await
+            .expect("another sender is served");
+    });
+}
+
+/// The forwarder spends at most its hourly budget: once the fees of mined batches reach it, nothing more is
+/// posted and submissions are refused, saying why; what was acknowledged waits for the budget.
+#[test]
+fn the_forwarder_stops_at_its_hourly_fee_budget() {
+    use alloy::providers::Provider;
+    use baton_l1_inclusion::contracts::BatonInbox;
+    let _guard = serial();
+    run(Duration::from_secs(180), async {
+        let anvil = local_l1();
+        let (mut cluster, deployment) = based_cluster(&anvil).await;
+        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
+        baton_node::keys::write_secret_file(
+            &cluster.net.nodes[0].dir.join("forward.key"),
+            &format!("{}\n", forwarder.to_bytes()),
+        )
+        .expect("key");
+        cluster.edit_config(0, |c| {
+            let l1 = c.l1.as_mut().expect("l1");
+            l1.forward_key_file = Some("forward.key".into());
+            l1.forward.flush_ms = 200;
+            // One batch per bundle, and a budget that any one transaction exceeds.
+            l1.forward.max_batch_bytes = 1024;
+            l1.forward.max_spend_gwei_per_hour = 1;
+        });
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let mut client = cluster.client(0).await;
+        let mut user = common::User::new();
+        for _ in 0..5 {
+            client
+                .submit(&user.bundle(&[(9, &[1u8; 900][..])]))
+                .await
+                .expect("accepted before any fee was paid");
+        }
+        let provider = ProviderBuilder::new().connect_http(anvil.endpoint_url());
+        let posted = || async {
+            provider
+                .get_logs(
+                    &alloy::rpc::types::Filter::new()
+                        .address(deployment.inbox)
+                        .from_block(deployment.inbox_block),
+                )
+                .await
+                .expect("logs")
+                .iter()
+                .filter_map(|l| l.log_decode::<BatonInbox::BatchPosted>().ok())
+                .filter(|e| e.inner.data.sender == forwarder.address())
+                .count()
+        };
+        // The first batch goes out; its fee spends the budget; then submissions are refused.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let refusal = loop {
+            match client
+                .submit(&user.bundle(&[(9, b"after the budget")]))
+                .await
+            {
+                Err(baton_proto::client::ClientError::Status(s)) => break s,
+                Err(e) => panic!("{e}"),
+                Ok(_) => {}
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never refused");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(
+            refusal.code(),
+            tonic::Code::ResourceExhausted,
+            "{refusal:?}"
+        );
+        assert!(
+            refusal
+                .message()
+                .contains("l1.forward.max_spend_gwei_per_hour"),
+            "{refusal:?}"
+        );
+        let first = posted().await;
+        assert!(first >= 1, "a batch was posted before the budget ran out");
+        // Nothing more is posted though bundles wait.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(posted().await, first, "posted past the budget");
+    });
+}
