@@ -103,8 +103,9 @@ pub fn check_shared(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError
     }
 }
 
-/// Network id, shape, limits, registered rollups and the signature's canonical form: what every bundle must
-/// satisfy, whoever orders it.
+/// Network id, shape, limits, registered rollups, each rollup's `allowed_senders`, and the signature's canonical
+/// form: what every bundle must satisfy, whoever orders it. (The sender is the bundle's claimed one; every caller
+/// also checks that the signature recovers to it.)
 pub fn check_bundle_form(bundle: &Bundle, spec: &ChainSpec) -> Result<(), BundleError> {
     let params = &spec.params;
     bundle.check_signature_form()?;
@@ -145,6 +146,13 @@ pub fn check_bundle_form(bundle: &Bundle, spec: &ChainSpec) -> Result<(), Bundle
             return Err(BundleError::UnknownRollup {
                 index,
                 rollup_id: e.rollup_id,
+            });
+        }
+        if !spec.rollups.may_post(e.rollup_id, &bundle.sender) {
+            return Err(BundleError::UnauthorizedSender {
+                index,
+                rollup_id: e.rollup_id,
+                sender: bundle.sender.to_string(),
             });
         }
     }
@@ -753,6 +761,7 @@ mod tests {
                     } else {
                         RollupMode::Shared
                     },
+                    allowed_senders: Vec::new(),
                 })
                 .collect(),
         )
@@ -799,6 +808,91 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// The attack: rollup 2's operator wants entries only from its own sequencer (sender 1); an outsider
+    /// (sender 2) posts junk for it, which every rollup-2 reader would have to download and skip.
+    #[test]
+    fn a_restricted_rollup_takes_entries_only_from_its_senders() {
+        let spec = spec().restrict(2, vec![key(1).address()]);
+        let judge = |b: &Bundle| {
+            let block = rebuild(Block {
+                bundles: vec![b.clone()],
+                ..build(vec![])
+            });
+            validate_block(
+                &block,
+                &bundle_hashes(&block),
+                &ctx(),
+                &spec,
+                &View::default(),
+                None,
+                1_100,
+            )
+        };
+        let outsider = bundle(2, 0, &[2], 1);
+        let refused = |index| BundleError::UnauthorizedSender {
+            index,
+            rollup_id: 2,
+            sender: key(2).address().to_string(),
+        };
+        // Admission (ingest, gossip, the L1 inbox, the simulation) and block validation all refuse it.
+        assert_eq!(check_bundle(&outsider, &spec), Err(refused(0)));
+        assert_eq!(
+            check_stateless(&outsider, &spec, OrderedBy::Validators, |_| false),
+            Err(refused(0))
+        );
+        assert_eq!(
+            judge(&outsider),
+            Err(BlockError::BadBundle {
+                index: 0,
+                error: refused(0)
+            })
+        );
+        let err = refused(0);
+        assert_eq!(err.kind(), crate::error::BundleErrorKind::Unauthorized);
+        let msg = err.to_string();
+        for needle in [
+            "rollup 2",
+            &key(2).address().to_string()[..],
+            "allowed_senders",
+        ] {
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // Its own sender's bundle, and the outsider's bundles for open rollups, are fine.
+        check_bundle(&bundle(1, 0, &[1, 2, 3], 1), &spec).unwrap();
+        judge(&bundle(1, 0, &[2], 1)).unwrap();
+        judge(&bundle(2, 0, &[1, 3], 1)).unwrap();
+        // The outsider cannot hide its rollup-2 entry among open ones.
+        assert_eq!(
+            check_bundle(&bundle(2, 0, &[1, 2], 1), &spec),
+            Err(refused(1))
+        );
+        // An open spec (the default) takes the outsider's bundle.
+        check_bundle(&outsider, &ChainSpec::for_tests(7, 4)).unwrap();
+        // A based rollup's list holds for its inbox-derived batches too (one check, whoever orders).
+        let mut based = spec.clone();
+        based.rollups = crate::registry::RollupRegistry::new(
+            spec.rollups
+                .iter()
+                .cloned()
+                .map(|mut r| {
+                    if r.id == 2 {
+                        r.mode = crate::registry::RollupMode::Based;
+                    }
+                    r
+                })
+                .collect(),
+        )
+        .unwrap();
+        assert_eq!(
+            check_stateless(&outsider, &based, OrderedBy::Inbox(2), |_| false),
+            Err(refused(0))
+        );
+        check_stateless(&bundle(1, 0, &[2], 1), &based, OrderedBy::Inbox(2), |_| {
+            false
+        })
+        .unwrap();
     }
 
     #[test]

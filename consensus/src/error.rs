@@ -51,6 +51,16 @@ pub enum BundleError {
     },
     #[error("bundle.entries[{index}].rollup_id {rollup_id} is not a registered rollup")]
     UnknownRollup { index: usize, rollup_id: u64 },
+    #[error(
+        "sender {sender} may not post entries for rollup {rollup_id} (bundle.entries[{index}]): the rollup's \
+         genesis registry entry lists the only senders allowed to (allowed_senders); sign with one of those keys, \
+         or ask the rollup's operator"
+    )]
+    UnauthorizedSender {
+        index: usize,
+        rollup_id: u64,
+        sender: String,
+    },
     #[error("bundle.network_id is {got}, this network's id is {expected}")]
     WrongNetwork { got: u64, expected: u64 },
     #[error("bundle.signature is not valid: {reason}")]
@@ -126,6 +136,8 @@ pub enum BundleErrorKind {
     Limit,
     /// Refers to something that does not exist (NOT_FOUND).
     NotFound,
+    /// The sender may not post for a rollup it names (PERMISSION_DENIED).
+    Unauthorized,
     /// Well-formed, but not acceptable in the chain's current state (FAILED_PRECONDITION).
     State,
 }
@@ -142,6 +154,7 @@ impl BundleError {
             | PayloadTooLarge { .. }
             | SenderLimit { .. } => BundleErrorKind::Limit,
             UnknownRollup { .. } => BundleErrorKind::NotFound,
+            UnauthorizedSender { .. } => BundleErrorKind::Unauthorized,
             Expired { .. }
             | ExpiryTooFar { .. }
             | NonceGap { .. }
@@ -164,6 +177,7 @@ impl BundleError {
             EmptyPayload { .. } => "empty_payload",
             PayloadTooLarge { .. } => "payload_too_large",
             UnknownRollup { .. } => "unknown_rollup",
+            UnauthorizedSender { .. } => "unauthorized_sender",
             WrongNetwork { .. } => "wrong_network",
             BadSignature { .. } => "bad_signature",
             Expired { .. } => "expired",

@@ -3,11 +3,16 @@
 //! Which rollups exist is part of genesis: a bundle for a rollup that is not registered is refused at admission
 //! and makes a block invalid. Every block's namespace table has one row per registered rollup, so every rollup's
 //! batch, empty or not, comes with an inclusion proof.
+//!
+//! A rollup may also restrict who posts entries for it (`allowed_senders`): a bundle with an entry for such a
+//! rollup from a sender not on its list is refused at admission and makes a block invalid, like one for an
+//! unregistered rollup. An empty list (the default) leaves the rollup open to every sender.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bundle::Sender;
 use crate::error::ConsensusError;
 use crate::params::ConsensusParams;
 use crate::types::RollupId;
@@ -36,6 +41,63 @@ pub struct RollupInfo {
     /// Default `shared`.
     #[serde(default)]
     pub mode: RollupMode,
+    /// The senders (Ethereum addresses, the bundle's `sender`) that may post entries for this rollup; empty (the
+    /// default): anyone may. Fixed at genesis, like the rest of the registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "sender_list")]
+    pub allowed_senders: Vec<Sender>,
+}
+
+impl RollupInfo {
+    /// An open rollup (no sender restriction).
+    pub fn open(id: RollupId, name: impl Into<String>, mode: RollupMode) -> Self {
+        RollupInfo {
+            id,
+            name: name.into(),
+            mode,
+            allowed_senders: Vec::new(),
+        }
+    }
+
+    /// Whether only the listed senders may post entries for this rollup.
+    pub fn is_restricted(&self) -> bool {
+        !self.allowed_senders.is_empty()
+    }
+}
+
+/// `allowed_senders` in genesis: a list of `0x`-prefixed hex addresses.
+mod sender_list {
+    use super::Sender;
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(list: &[Sender], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|a| a.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Sender>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| {
+                if !t.starts_with("0x") || t.len() != 42 {
+                    return Err(D::Error::custom(format!(
+                        "allowed_senders: `{t}` is not an Ethereum address (0x and 40 hex digits)"
+                    )));
+                }
+                // Mixed case is an EIP-55 checksum: a wrong one is a typo.
+                let mixed = t[2..].bytes().any(|c| c.is_ascii_uppercase())
+                    && t[2..].bytes().any(|c| c.is_ascii_lowercase());
+                let parsed = if mixed {
+                    Sender::parse_checksummed(t, None).map_err(|e| e.to_string())
+                } else {
+                    t.parse::<Sender>().map_err(|e| e.to_string())
+                };
+                parsed.map_err(|e| {
+                    D::Error::custom(format!(
+                        "allowed_senders: `{t}` is not an Ethereum address: {e}"
+                    ))
+                })
+            })
+            .collect()
+    }
 }
 
 /// The registered rollups, by id.
@@ -45,7 +107,8 @@ pub struct RollupRegistry {
 }
 
 impl RollupRegistry {
-    /// Builds a registry, rejecting duplicate ids, empty or overlong names and too many rollups.
+    /// Builds a registry, rejecting duplicate ids, empty or overlong names, a sender listed twice in a rollup's
+    /// `allowed_senders`, and too many rollups.
     pub fn new(list: Vec<RollupInfo>) -> Result<Self, ConsensusError> {
         let bad = |m: String| Err(ConsensusError::InvalidGenesis(m));
         if list.len() > MAX_ROLLUPS {
@@ -55,9 +118,17 @@ impl RollupRegistry {
             ));
         }
         let mut rollups = BTreeMap::new();
-        for r in list {
+        for mut r in list {
             if r.name.is_empty() || r.name.len() > 64 {
                 return bad(format!("rollup {}: name must be 1..=64 characters", r.id));
+            }
+            // Sorted, so that `may_post` is a binary search and the genesis hash does not depend on the order.
+            r.allowed_senders.sort_unstable();
+            if let Some(w) = r.allowed_senders.windows(2).find(|w| w[0] == w[1]) {
+                return bad(format!(
+                    "rollup {}: allowed sender {} is listed twice",
+                    r.id, w[0]
+                ));
             }
             let id = r.id;
             if rollups.insert(id, r).is_some() {
@@ -73,6 +144,14 @@ impl RollupRegistry {
 
     pub fn contains(&self, id: RollupId) -> bool {
         self.rollups.contains_key(&id)
+    }
+
+    /// Whether `sender` may post entries for registered rollup `id`: the rollup is open (no `allowed_senders`)
+    /// or lists it. False for an unregistered id.
+    pub fn may_post(&self, id: RollupId, sender: &Sender) -> bool {
+        self.rollups.get(&id).is_some_and(|r| {
+            r.allowed_senders.is_empty() || r.allowed_senders.binary_search(sender).is_ok()
+        })
     }
 
     /// Registered ids in ascending order (the order of every namespace table).
@@ -120,11 +199,7 @@ impl ChainSpec {
             params: ConsensusParams::for_tests(),
             rollups: RollupRegistry::new(
                 (1..=n)
-                    .map(|id| RollupInfo {
-                        id,
-                        name: format!("rollup-{id}"),
-                        mode: RollupMode::Shared,
-                    })
+                    .map(|id| RollupInfo::open(id, format!("rollup-{id}"), RollupMode::Shared))
                     .collect(),
             )
             .unwrap_or_default(),
@@ -134,16 +209,32 @@ impl ChainSpec {
 }
 
 #[cfg(test)]
+impl ChainSpec {
+    /// This spec with rollup `id` restricted to `senders` (tests).
+    pub(crate) fn restrict(mut self, id: RollupId, senders: Vec<Sender>) -> Self {
+        let list = self
+            .rollups
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if r.id == id {
+                    r.allowed_senders = senders.clone();
+                }
+                r
+            })
+            .collect();
+        self.rollups = RollupRegistry::new(list).expect("a valid registry");
+        self
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn registry_rules() {
-        let r = |id, name: &str| RollupInfo {
-            id,
-            name: name.into(),
-            mode: RollupMode::Shared,
-        };
+        let r = |id, name: &str| RollupInfo::open(id, name, RollupMode::Shared);
         let reg = RollupRegistry::new(vec![r(9, "nine"), r(2, "two")]).unwrap();
         assert_eq!(reg.ids().collect::<Vec<_>>(), vec![2, 9]);
         assert_eq!(reg.index_of(9), Some(1));
@@ -156,5 +247,53 @@ mod tests {
         let parsed: RollupInfo = toml::from_str("id = 3\nname = \"x\"").unwrap();
         assert_eq!(parsed.mode, RollupMode::Shared);
         assert!(toml::from_str::<RollupInfo>("id = 3\nname = \"x\"\nmode = \"other\"").is_err());
+    }
+
+    #[test]
+    fn allowed_senders_restrict_a_rollup_and_default_to_open() {
+        let a = "0x00000000000000000000000000000000000000aa";
+        let b = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed";
+        let parsed: RollupInfo = toml::from_str(&format!(
+            "id = 3\nname = \"x\"\nallowed_senders = [\"{b}\", \"{a}\"]"
+        ))
+        .unwrap();
+        assert!(parsed.is_restricted());
+        let open: RollupInfo = toml::from_str("id = 4\nname = \"y\"").unwrap();
+        assert!(!open.is_restricted());
+        let reg = RollupRegistry::new(vec![parsed.clone(), open.clone()]).unwrap();
+        let (a, b): (Sender, Sender) = (a.parse().unwrap(), b.parse().unwrap());
+        let outsider = Sender::repeat_byte(0xcc);
+        assert!(reg.may_post(3, &a) && reg.may_post(3, &b) && !reg.may_post(3, &outsider));
+        assert!(reg.may_post(4, &outsider), "open by default");
+        assert!(!reg.may_post(5, &a), "not registered");
+        // Kept sorted, so the registry (and the genesis hash) do not depend on the order listed.
+        assert_eq!(reg.get(3).unwrap().allowed_senders, vec![a, b]);
+        // Written back only when restricted; read back the same.
+        let text = toml::to_string(&open).unwrap();
+        assert!(!text.contains("allowed_senders"), "{text}");
+        let back: RollupInfo = toml::from_str(&toml::to_string(&parsed).unwrap()).unwrap();
+        assert_eq!(back, parsed);
+        // Malformed addresses and duplicates are refused.
+        for bad in [
+            "nope",
+            "00000000000000000000000000000000000000aa",
+            "0x00aa",
+            // The EIP-55 example with one letter's case flipped.
+            "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD",
+        ] {
+            let err = toml::from_str::<RollupInfo>(&format!(
+                "id = 3\nname = \"x\"\nallowed_senders = [\"{bad}\"]"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("allowed_senders") && err.contains(bad),
+                "{err}"
+            );
+        }
+        let mut twice = parsed;
+        twice.allowed_senders.push(a);
+        let err = RollupRegistry::new(vec![twice]).unwrap_err().to_string();
+        assert!(err.contains("listed twice"), "{err}");
     }
 }

@@ -635,7 +635,8 @@ pub struct Genesis {
     pub network_id: u64,
     #[serde(default)]
     pub params: ConsensusParams,
-    /// The rollup registry: `[[rollups]]` tables with `id`, `name` and `mode` (`shared`).
+    /// The rollup registry: `[[rollups]]` tables with `id`, `name`, `mode` (`shared`) and optionally
+    /// `allowed_senders` (the only senders that may post entries for the rollup; absent or empty: anyone).
     #[serde(default)]
     pub rollups: Vec<RollupInfo>,
     pub validators: Vec<GenesisValidator>,
@@ -893,7 +894,13 @@ impl Genesis {
         let params = toml::to_string(&self.params).map_err(|e| NodeError::Config(e.to_string()))?;
         let mut rollups = String::new();
         for r in self.spec()?.rollups.iter() {
-            rollups.push_str(&format!("{}:{}:{:?};", r.id, r.name, r.mode));
+            rollups.push_str(&format!("{}:{}:{:?}", r.id, r.name, r.mode));
+            // Only a restricted rollup adds its senders (sorted), so open registries keep their hash.
+            for (i, a) in r.allowed_senders.iter().enumerate() {
+                let sep = if i == 0 { ":senders=" } else { "," };
+                rollups.push_str(&format!("{sep}{}", a.to_string().to_lowercase()));
+            }
+            rollups.push(';');
         }
         let vs = self.validator_set()?;
         // The L1 section (contract, cadence, attesters) is a chain rule too; without it the hash is unchanged.
@@ -1025,6 +1032,50 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("p2p.listen_addr"));
+    }
+
+    #[test]
+    fn a_rollups_allowed_senders_are_read_from_genesis_and_bound_into_its_hash() {
+        let key = crate::keys::NodeKey::generate();
+        let mut g = test_genesis(&key, None, None);
+        let rollup = |extra: &str| -> RollupInfo {
+            toml::from_str(&format!("id = 1\nname = \"alpha\"\n{extra}")).unwrap()
+        };
+        g.rollups = vec![rollup("")];
+        let open = g.hash().unwrap();
+        assert!(!g.spec().unwrap().rollups.get(1).unwrap().is_restricted());
+        // An empty list is the same as none: open, and the same hash.
+        g.rollups = vec![rollup("allowed_senders = []")];
+        assert_eq!(g.hash().unwrap(), open);
+        let (a, b) = (
+            "0x00000000000000000000000000000000000000aa",
+            "0x00000000000000000000000000000000000000bb",
+        );
+        g.rollups = vec![rollup(&format!("allowed_senders = [\"{a}\", \"{b}\"]"))];
+        g.validate().unwrap();
+        let restricted = g.hash().unwrap();
+        assert_ne!(restricted, open, "the list is a chain rule");
+        let spec = g.spec().unwrap();
+        assert!(spec.rollups.may_post(1, &a.parse().unwrap()));
+        assert!(!spec.rollups.may_post(
+            1,
+            &"0x00000000000000000000000000000000000000cc"
+                .parse()
+                .unwrap()
+        ));
+        // The order listed does not matter; the genesis written back reads the same.
+        g.rollups = vec![rollup(&format!("allowed_senders = [\"{b}\", \"{a}\"]"))];
+        assert_eq!(g.hash().unwrap(), restricted);
+        let back: Genesis = toml::from_str(&toml::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back.hash().unwrap(), restricted);
+        // Written checksummed; a malformed address is refused with the field named.
+        let written = toml::to_string(&g).unwrap();
+        let a_written = a.parse::<alloy_primitives::Address>().unwrap().to_string();
+        assert!(written.contains(&a_written), "{written}");
+        let err = toml::from_str::<Genesis>(&written.replace(&a_written, "0xnot-an-address"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowed_senders"), "{err}");
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn devnet_rollups() -> Vec<RollupInfo> {
             id: i as u64 + 1,
             name: (*name).to_string(),
             mode: RollupMode::Shared,
+            allowed_senders: Vec::new(),
         })
         .collect()
 }
@@ -753,6 +754,7 @@ async fn start_l1(net: &mut Devnet, commit_every: u64) -> Result<DevnetL1Running
         id: based_rollup,
         name: "based-demo".into(),
         mode: RollupMode::Based,
+        allowed_senders: Vec::new(),
     });
     let mut settings = DevnetL1::local(&anvil, commit_every);
     settings.forwarder = Some(anvil.keys()[2].clone().into());

@@ -465,6 +465,7 @@ mod tests {
                         id,
                         name: format!("r{id}"),
                         mode: mode(id),
+                        allowed_senders: Vec::new(),
                     })
                     .collect(),
             )

@@ -102,6 +102,7 @@ fn submit_status(e: SubmitError) -> Status {
             BundleErrorKind::Invalid => Status::invalid_argument(b.to_string()),
             BundleErrorKind::Limit => Status::resource_exhausted(b.to_string()),
             BundleErrorKind::NotFound => Status::not_found(b.to_string()),
+            BundleErrorKind::Unauthorized => Status::permission_denied(b.to_string()),
             BundleErrorKind::State => Status::failed_precondition(b.to_string()),
         },
         SubmitError::Full(m) => {

@@ -327,6 +327,7 @@ fn parse_rollup(s: &str) -> Result<RollupInfo> {
             .with_context(|| format!("--rollup `{s}`: ID must be an integer"))?,
         name: name.to_string(),
         mode: RollupMode::Shared,
+        allowed_senders: Vec::new(),
     })
 }
 

@@ -579,6 +579,66 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
     });
 }
 
+/// The attack: rollup 1's genesis entry allows only its operator's sequencer key to post for it; an outsider
+/// submits a bundle for rollup 1 (junk every rollup-1 reader would download and skip). It is refused at
+/// submission with PERMISSION_DENIED naming the rollup and the sender; the sequencer's bundles, and the outsider's
+/// for open rollups, are included.
+#[test]
+fn a_rollup_restricted_to_its_senders_refuses_an_outsiders_bundle() {
+    use tonic::Code;
+    let _g = serial();
+    run(Duration::from_secs(120), async {
+        let mut cluster = Cluster::prepare(1);
+        let mut sequencer = User::new();
+        let mut outsider = User::new();
+        cluster.net.genesis.rollups[0].allowed_senders = vec![sequencer.key.address()];
+        assert_eq!(cluster.net.genesis.rollups[0].id, 1);
+        std::fs::write(
+            &cluster.net.genesis_path,
+            toml::to_string(&cluster.net.genesis).expect("genesis"),
+        )
+        .expect("write genesis");
+        cluster.start_node(0);
+        cluster.wait_height(0, 1, T).await;
+        let mut c = cluster.client(0).await;
+        let (mut rollup, _) = c.raw();
+        let signed = |b: &Bundle| pb::SubmitBundleRequest {
+            bundle: Some(b.into()),
+        };
+
+        for junk in [
+            outsider.bundle(&[(1, b"junk")]),
+            outsider.bundle(&[(2, b"open"), (1, b"hidden junk")]),
+        ] {
+            match rollup.submit_bundle(signed(&junk)).await {
+                Ok(_) => {
+                    let (height, ..) = wait_included(&mut c, &junk.hash(), T).await;
+                    panic!("the outsider's bundle for restricted rollup 1 was admitted and included at {height}");
+                }
+                Err(err) => {
+                    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+                    let sender = outsider.key.address().to_string();
+                    for needle in ["rollup 1", &sender[..], "allowed_senders"] {
+                        assert!(
+                            err.message().contains(needle),
+                            "message `{}` lacks `{needle}`",
+                            err.message()
+                        );
+                    }
+                }
+            }
+        }
+        // The refused bundles used no nonce: the outsider's next bundle, for an open rollup, takes nonce 0.
+        outsider.nonce = 0;
+        let open = outsider.bundle(&[(2, b"open")]);
+        let mine = sequencer.bundle(&[(1, b"batch"), (2, b"also")]);
+        for b in [&open, &mine] {
+            let hash = c.submit(b).await.expect("accepted");
+            wait_included(&mut c, &hash, T).await;
+        }
+    });
+}
+
 #[test]
 fn thousand_acked_bundles_across_a_sigkill_are_each_included_exactly_once() {
     use std::collections::HashMap;

@@ -34,6 +34,7 @@ fn add_based_rollup(cluster: &mut Cluster, id: u64) {
             id,
             name: "based-demo".into(),
             mode: baton_consensus::registry::RollupMode::Based,
+            allowed_senders: Vec::new(),
         });
 }
 

@@ -50,6 +50,16 @@ impl Net {
         store: MemStore,
         limits: HostLimits,
     ) -> Host<MemStore, Arc<ManualClock>> {
+        self.host_on(who, store, limits, ChainSpec::for_tests(7, 4))
+    }
+
+    fn host_on(
+        &self,
+        who: Address,
+        store: MemStore,
+        limits: HostLimits,
+        spec: ChainSpec,
+    ) -> Host<MemStore, Arc<ManualClock>> {
         let key = self
             .keys
             .iter()
@@ -61,7 +71,7 @@ impl Net {
             Hash::digest(&[b"genesis"]),
             Some(ConsensusSigner::new(key, self.domain)),
             self.vs.clone(),
-            ChainSpec::for_tests(7, 4),
+            spec,
             limits,
             store,
             self.clock.clone(),
@@ -400,6 +410,45 @@ fn a_proposer_including_a_forged_or_split_bundle_is_voted_down() {
         let pv = deliver(&mut o, &parts, b"p").expect("well-formed and signed by the proposer");
         assert_eq!(pv.validity, Validity::Invalid);
     }
+}
+
+/// The attack: rollup 1's operator allows only its own sequencer (sender 1) to post for it; an outsider (sender 2)
+/// submits a bundle with an entry for rollup 1. Validators refuse it at admission, and a proposer that includes it
+/// anyway (its node ignoring the rule) is voted down.
+#[test]
+fn an_outsiders_bundle_for_a_restricted_rollup_is_refused_and_a_block_carrying_it_is_voted_down() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let other = net.other_than(&[proposer]);
+    let restricted =
+        || ChainSpec::for_tests(7, 4).restrict(1, vec![crate::bundle::testing::key(1).address()]);
+    let full = HostLimits {
+        compact_proposals: false,
+        ..HostLimits::default()
+    };
+    let outsider = bundle(2);
+    let mut o = net.host_on(other, MemStore::default(), full.clone(), restricted());
+    let refused = o.admit(outsider.hash(), outsider.clone());
+    assert!(
+        matches!(
+            refused,
+            Err(ConsensusError::InvalidBundle(
+                BundleError::UnauthorizedSender { rollup_id: 1, .. }
+            ))
+        ),
+        "{refused:?}"
+    );
+    // The rollup's own sender is admitted.
+    let insider = bundle(1);
+    o.admit(insider.hash(), insider).unwrap();
+
+    let mut p = net.host_with(proposer, MemStore::default(), full.clone());
+    let mut o = net.host_on(other, MemStore::default(), full, restricted());
+    o.started_round(1, 0).unwrap();
+    p.admit(outsider.hash(), outsider).unwrap();
+    let (_, parts) = p.propose(1, 0).unwrap();
+    let pv = deliver(&mut o, &parts, b"p").expect("well-formed and signed by the proposer");
+    assert_eq!(pv.validity, Validity::Invalid);
 }
 
 #[test]
