@@ -967,11 +967,19 @@ pub async fn serve(
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<RollupServiceServer<Api>>().await;
     reporter.set_serving::<NodeServiceServer<Api>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both reflection versions: current tools ask v1; older grpcurl, Python's grpc_reflection and Postman ask
+    // v1alpha.
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(baton_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = described()
         .build_v1()
         .map_err(|e| NodeError::Config(format!("reflection: {e}")))?;
+    let reflection_v1alpha = described()
+        .build_v1alpha()
+        .map_err(|e| NodeError::Config(format!("reflection (v1alpha): {e}")))?;
     let max = api.max_request_bytes;
     let max_per_connection = api.max_concurrent_per_connection;
     let layer = GrpcMetricsLayer(api.metrics.clone());
@@ -983,6 +991,7 @@ pub async fn serve(
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(rollup)
         .add_service(node)
         .serve_with_shutdown(addr, shutdown)

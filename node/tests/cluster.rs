@@ -547,11 +547,19 @@ fn bad_requests_get_clear_errors_and_the_node_keeps_serving() {
                 "{service}"
             );
         }
-        let services = list_services(channel).await;
-        assert!(
-            services.iter().any(|s| s == "baton.v1.RollupService"),
-            "reflection lists {services:?}"
-        );
+        // Both reflection versions: grpcurl and grpcui ask v1, older grpcurl, Python's grpc_reflection and
+        // Postman ask v1alpha.
+        for services in [
+            list_services(channel.clone()).await,
+            list_services_v1alpha(channel).await,
+        ] {
+            for s in ["baton.v1.RollupService", "baton.v1.NodeService"] {
+                assert!(
+                    services.iter().any(|x| x == s),
+                    "reflection lists {services:?}"
+                );
+            }
+        }
 
         // Still serving: status answers and a valid bundle is included.
         let st = node
@@ -847,6 +855,35 @@ async fn list_services(channel: tonic::transport::Channel) -> Vec<String> {
         .message()
         .await
         .expect("reflection reply")
+        .and_then(|r| r.message_response)
+    {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("unexpected reflection reply {other:?}"),
+    }
+}
+
+/// The same through the older `grpc.reflection.v1alpha` service.
+async fn list_services_v1alpha(channel: tonic::transport::Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let mut client = ServerReflectionClient::new(channel);
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = client
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("v1alpha reflection")
+        .into_inner();
+    match stream
+        .message()
+        .await
+        .expect("v1alpha reflection reply")
         .and_then(|r| r.message_response)
     {
         Some(MessageResponse::ListServicesResponse(l)) => {
