@@ -2,7 +2,7 @@
 //!
 //! | column family | key                         | value                                   |
 //! |---------------|-----------------------------|-----------------------------------------|
-//! | `meta`        | `latest`                    | latest decided height (u64 BE)          |
+//! | `meta`        | `latest`, `layout`, `history_min` | latest decided height, store layout, first height kept |
 //! | `headers`     | height (u64 BE)             | block header                            |
 //! | `blocks`      | height                      | whole block (served to syncing peers)   |
 //! | `certs`       | height                      | commit certificate                      |
@@ -14,6 +14,9 @@
 //! | `dropped`     | bundle hash                 | why a pending bundle was dropped        |
 //! | `tables`      | height                      | the block's namespace table (proofs)    |
 //! | `extensions`  | height                      | the deciding precommits' vote extensions |
+//! | `forward`     | bundle hash                 | a based-rollup bundle acknowledged, not yet in the L1 inbox |
+//! | `sets`        | first height it decides     | a validator set named by an epoch's last block |
+//! | `evidence`    | height ++ index             | equivocation evidence in a decided block |
 //!
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.

@@ -1,7 +1,7 @@
 //! # baton-proto: Baton's public gRPC API
 //!
 //! Bird's-eye view: `proto/baton/v1/baton.proto` defines `RollupService` (submit bundles, bundle status, stream
-//! and get per-rollup batches) and `NodeService` (status). [`pb`] is the tonic/prost code generated from it and
+//! and get per-rollup batches) and `NodeService` (status, validator sets, evidence). [`pb`] is the tonic/prost code generated from it and
 //! stays inside this crate's public surface only as wire types; [`convert`] turns wire messages into the domain
 //! types of `baton-consensus` (naming the field at fault when a message is malformed) and back; [`client`] is the
 //! client for rollup operators and tools: it signs bundles (EIP-712) and verifies the batches it pulls against a

@@ -77,7 +77,9 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
     }
 }
 
-/// Sizes of the host's buffers (node config).
+/// Sizes of the host's buffers. The node takes the mempool, side-cache, compact-proposal and admission fields from
+/// its `[mempool]` config section; `part_bytes`, `max_streams_per_peer`, `future_heights` and `max_parked` keep
+/// their defaults here.
 #[derive(Clone, Debug)]
 pub struct HostLimits {
     pub mempool_max_bundles: usize,
