@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use crate::bench::Bench;
 use crate::bundle::Sender;
 use crate::context::ValidatorSet;
-use crate::error::{BlockError, BundleError};
+use crate::error::{BlockError, BundleError, ConsensusError};
 use crate::hash::Hash;
 use crate::origin::{owed_forced, L1View};
 use crate::registry::ChainSpec;
@@ -183,13 +183,21 @@ pub struct BlockContext {
 }
 
 /// What block validation needs to know about the chain and the node's own checks.
+///
+/// Reads can fail (storage): a failure is an error, never an answer, so that no node votes as if a bundle were not
+/// included or a sender's nonce were 0 because it could not read them.
 pub trait ChainView {
     /// Whether a bundle is already in an earlier block.
-    fn is_included(&self, bundle: &Hash) -> bool;
+    fn is_included(&self, bundle: &Hash) -> Result<bool, ConsensusError>;
     /// The sender's next nonce according to the decided chain.
-    fn next_nonce(&self, sender: &Sender) -> u64;
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
     /// Whether this node already checked this exact bundle's signature (same hash and same signature bytes).
     fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool;
+}
+
+/// A read the block rules needed failed: not a verdict on the block ([`BlockError::Unreadable`]).
+fn unreadable(e: ConsensusError) -> BlockError {
+    BlockError::Unreadable(e.to_string())
 }
 
 /// Builds a block from bundles the caller selected (within the limits, nonces in order, not expired).
@@ -354,7 +362,7 @@ pub fn validate_block(
         if !seen.insert(*hash) {
             return Err(BlockError::DuplicateBundle(*hash));
         }
-        if view.is_included(hash) {
+        if view.is_included(hash).map_err(unreadable)? {
             return Err(BlockError::AlreadyIncluded(*hash));
         }
         if bundle.expiry_height < h.height {
@@ -363,9 +371,12 @@ pub fn validate_block(
                 height: h.height,
             }));
         }
-        let expected = nonces
-            .entry(bundle.sender)
-            .or_insert_with(|| view.next_nonce(&bundle.sender));
+        let expected = match nonces.entry(bundle.sender) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(view.next_nonce(&bundle.sender).map_err(unreadable)?)
+            }
+        };
         if bundle.nonce != *expected {
             return Err(bad(BundleError::WrongNonce {
                 sender: bundle.sender.to_string(),
@@ -438,6 +449,7 @@ fn check_l1(
     }
     let due = l1.forced_due(origin.number);
     if let Some(f) = owed_forced(&due, h.height, params, view)
+        .map_err(unreadable)?
         .into_iter()
         .find(|f| !included.contains(&f.hash))
     {
@@ -496,20 +508,28 @@ mod tests {
         ChainSpec::for_tests(7, 4)
     }
 
-    /// A chain where every sender's next nonce is 0, nothing is included, and `checked` bundles were verified.
+    /// A chain where every sender's next nonce is 0, nothing is included, and `checked` bundles were verified;
+    /// with `broken`, every read fails.
     #[derive(Default)]
     struct View {
         included: HashSet<Hash>,
         next: HashMap<Sender, u64>,
         checked: HashMap<Hash, [u8; 65]>,
+        broken: bool,
     }
 
     impl ChainView for View {
-        fn is_included(&self, h: &Hash) -> bool {
-            self.included.contains(h)
+        fn is_included(&self, h: &Hash) -> Result<bool, ConsensusError> {
+            if self.broken {
+                return Err(ConsensusError::Storage("disk read failed".into()));
+            }
+            Ok(self.included.contains(h))
         }
-        fn next_nonce(&self, s: &Sender) -> u64 {
-            self.next.get(s).copied().unwrap_or(0)
+        fn next_nonce(&self, s: &Sender) -> Result<u64, ConsensusError> {
+            if self.broken {
+                return Err(ConsensusError::Storage("disk read failed".into()));
+            }
+            Ok(self.next.get(s).copied().unwrap_or(0))
         }
         fn signature_checked(&self, h: &Hash, sig: &[u8; 65]) -> bool {
             self.checked.get(h) == Some(sig)
@@ -673,6 +693,16 @@ mod tests {
         assert!(matches!(
             check(&with(vec![a.clone()]), &view),
             Err(BlockError::AlreadyIncluded(_))
+        ));
+        // A node that cannot read whether a bundle is included, or a nonce, has no verdict (not "not included",
+        // not "nonce 0").
+        let broken = View {
+            broken: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            check(&with(vec![a.clone()]), &broken),
+            Err(BlockError::Unreadable(m)) if m.contains("disk read failed")
         ));
         // Nonce gap, reused nonce, out of order.
         assert!(matches!(
@@ -1153,6 +1183,7 @@ mod tests {
             let due = l1.forced_due(1);
             let mut params = spec().params.clone();
             let owed: Vec<u64> = crate::origin::owed_forced(&due, 5, &params, &View::default())
+                .unwrap()
                 .iter()
                 .map(|f| f.index)
                 .collect();
@@ -1161,11 +1192,15 @@ mod tests {
             let mut after = View::default();
             after.next.insert(a0.sender, 1);
             after.included.insert(a0.hash());
-            let owed = crate::origin::owed_forced(&due, 5, &params, &after);
+            let owed = crate::origin::owed_forced(&due, 5, &params, &after).unwrap();
             assert_eq!(owed.iter().map(|f| f.index).collect::<Vec<_>>(), vec![0]);
             // The block limit bounds what one block owes.
             params.max_block_bundles = 0;
-            assert!(crate::origin::owed_forced(&due, 5, &params, &View::default()).is_empty());
+            assert!(
+                crate::origin::owed_forced(&due, 5, &params, &View::default())
+                    .unwrap()
+                    .is_empty()
+            );
             let c = ctx_on(L1Origin::default(), o);
             judge(&build_on(&c, vec![a0.clone()]), &c, &View::default(), &l1).unwrap();
         }

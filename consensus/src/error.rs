@@ -234,6 +234,10 @@ pub enum ProofError {
 /// A block that breaks a rule. Validators prevote nil on such a block.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BlockError {
+    /// Not a fault of the block: the node could not read what a rule needs (storage). Never a vote: the host
+    /// turns it into [`ConsensusError::Storage`].
+    #[error("storage could not be read to judge the block: {0}")]
+    Unreadable(String),
     #[error("height {got}, expected {expected}")]
     WrongHeight { got: u64, expected: u64 },
     #[error("parent hash {got}, expected {expected}")]

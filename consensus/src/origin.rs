@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use crate::block::ChainView;
 use crate::bundle::Sender;
 use crate::epoch::{CandidateTable, PositionedEvent};
-use crate::error::BlockError;
+use crate::error::{BlockError, ConsensusError};
 use crate::hash::Hash;
 use crate::params::ConsensusParams;
 use crate::types::{Bundle, L1Origin};
@@ -95,19 +95,20 @@ pub fn owed_forced<'a>(
     height: u64,
     params: &ConsensusParams,
     view: &dyn ChainView,
-) -> Vec<&'a ForcedBundle> {
+) -> Result<Vec<&'a ForcedBundle>, ConsensusError> {
     let mut next: HashMap<Sender, u64> = HashMap::new();
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut bytes = 0u64;
     for f in due {
         let b = &f.bundle;
-        if !seen.insert(f.hash) || view.is_included(&f.hash) || b.expiry_height < height {
+        if !seen.insert(f.hash) || b.expiry_height < height || view.is_included(&f.hash)? {
             continue;
         }
-        let expected = next
-            .entry(b.sender)
-            .or_insert_with(|| view.next_nonce(&b.sender));
+        let expected = match next.entry(b.sender) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(view.next_nonce(&b.sender)?),
+        };
         if b.nonce != *expected {
             continue;
         }
@@ -119,7 +120,7 @@ pub fn owed_forced<'a>(
         bytes += len;
         out.push(f);
     }
-    out
+    Ok(out)
 }
 
 /// The L1 view for a block that arrives with its commit certificate: any origin is accepted and nothing is owed.

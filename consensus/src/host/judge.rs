@@ -154,7 +154,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     continue;
                 }
                 let mut block = a.block;
-                let valid = self.judge(&mut block, &a.hashes, height, false);
+                let valid = self.judge(&mut block, &a.hashes, height, false)?;
                 let p = UndecidedProposal {
                     round: a.round,
                     valid_round: a.pol_round.as_u32(),
@@ -187,7 +187,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         hashes: &[Hash],
         height: u64,
         certified: bool,
-    ) -> bool {
+    ) -> Result<bool, ConsensusError> {
         let mut ctx = self.block_context(height, block.header.round);
         let next = if certified {
             self.carried_next_set(block)
@@ -199,7 +199,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
                 self.stats.invalid_proposals += 1;
-                return false;
+                return Ok(false);
             }
         }
         let now = self.clock.now_ms();
@@ -232,12 +232,15 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                         self.verified.insert(*h, b.signature);
                     }
                 }
-                true
+                Ok(true)
             }
+            // Not a verdict: the node could not read what the rules ask (a bundle's inclusion, a nonce). It must
+            // not vote as if the answer were "not included" or "nonce 0"; the error stops the node instead.
+            Err(BlockError::Unreadable(why)) => Err(ConsensusError::Storage(why)),
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
                 self.stats.invalid_proposals += 1;
-                false
+                Ok(false)
             }
         }
     }
@@ -271,7 +274,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         }
         let mut block = block;
-        let valid = self.judge(&mut block, &hashes, height, false);
+        let valid = self.judge(&mut block, &hashes, height, false)?;
         let p = UndecidedProposal {
             round: round_n,
             valid_round: pol_round.as_u32(),
@@ -315,7 +318,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         // Certified by more than 2/3 of the set: its L1 origin was checked when it was decided, and this node's
         // own L1 view (catching up, or moved on) is no judge of it now.
         let hashes = bundle_hashes(&block);
-        let valid = self.judge(&mut block, &hashes, height, true);
+        let valid = self.judge(&mut block, &hashes, height, true)?;
         let p = UndecidedProposal {
             round,
             valid_round: None,

@@ -429,12 +429,12 @@ pub(super) struct HostView<'a, S> {
 }
 
 impl<S: ChainStore> ChainView for HostView<'_, S> {
-    fn is_included(&self, bundle: &Hash) -> bool {
-        self.store.inclusion(bundle).ok().flatten().is_some()
+    fn is_included(&self, bundle: &Hash) -> Result<bool, ConsensusError> {
+        Ok(self.store.inclusion(bundle)?.is_some())
     }
 
-    fn next_nonce(&self, sender: &Sender) -> u64 {
-        self.store.next_nonce(sender).unwrap_or(0)
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        self.store.next_nonce(sender)
     }
 
     fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool {

@@ -65,7 +65,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return false;
         }
         let view = self.view();
-        !owed_forced(&due, self.next_height(), &self.spec.params, &view).is_empty()
+        // A read failure counts as work: the proposal then reads again, and fails loudly if it still cannot.
+        owed_forced(&due, self.next_height(), &self.spec.params, &view)
+            .map_or(true, |o| !o.is_empty())
     }
 
     /// Builds (or, after a restart, rebuilds from disk) this node's proposal for `(height, round)` and returns the
@@ -99,7 +101,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     .take(MAX_EVIDENCE_PER_BLOCK)
                     .cloned()
                     .collect();
-                let (hashes, bundles) = self.select(&ctx);
+                let (hashes, bundles) = self.select(&ctx)?;
                 let block =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
                 self.known_hashes.insert(block.hash(), hashes);
@@ -123,14 +125,17 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// The bundles of a new block: the forced entries its origin makes owed, first, then the mempool's pick within
     /// what is left of the limits (without the owed senders' other bundles, whose nonces the owed ones take).
     /// Owed bundles are kept aside so that validators missing them can ask for them.
-    pub(super) fn select(&mut self, ctx: &BlockContext) -> (Vec<Hash>, Vec<Bundle>) {
+    pub(super) fn select(
+        &mut self,
+        ctx: &BlockContext,
+    ) -> Result<(Vec<Hash>, Vec<Bundle>), ConsensusError> {
         let params = &self.spec.params;
         let due = match &self.l1 {
             Some(l1) => l1.forced_due(ctx.l1_origin.number),
             None => Vec::new(),
         };
         let view = self.view();
-        let owed: Vec<ForcedBundle> = owed_forced(&due, ctx.height, params, &view)
+        let owed: Vec<ForcedBundle> = owed_forced(&due, ctx.height, params, &view)?
             .into_iter()
             .cloned()
             .collect();
@@ -161,7 +166,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 bundles.push(b);
             }
         }
-        (hashes, bundles)
+        Ok((hashes, bundles))
     }
 
     /// Parts to re-publish a known value (the engine asks when it re-proposes a locked value).
