@@ -162,11 +162,11 @@ fn block_validation_with_and_without_checked_signatures() {
         checked: bool,
     }
     impl ChainView for View {
-        fn is_included(&self, _: &Hash) -> bool {
-            false
+        fn is_included(&self, _: &Hash) -> Result<bool, baton_consensus::ConsensusError> {
+            Ok(false)
         }
-        fn next_nonce(&self, s: &Sender) -> u64 {
-            self.next.get(s).copied().unwrap_or(0)
+        fn next_nonce(&self, s: &Sender) -> Result<u64, baton_consensus::ConsensusError> {
+            Ok(self.next.get(s).copied().unwrap_or(0))
         }
         fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
             self.checked
