@@ -44,8 +44,52 @@ struct FollowState {
     stakes: BTreeMap<EventPosition, StakeEvent>,
     /// The last L1 block read (events up to it are known).
     read_to: Option<u64>,
-    /// Attester of every consensus key ever registered (vote-extension checks of validators outside genesis).
+    /// Attester of every consensus key registered on the canonical chain read so far (vote-extension checks of
+    /// validators outside genesis); rolled back with `stakes` on an L1 reorg.
     attesters: HashMap<Address, alloy::primitives::Address>,
+}
+
+impl FollowState {
+    /// Takes a staking event read from L1 (a registration also binds its key's attester).
+    fn add_stake(&mut self, position: EventPosition, event: StakeEvent) {
+        if let StakeEvent::Registered { key, attester, .. } = &event {
+            self.attesters.insert(
+                Address::from_public_key_bytes(key),
+                alloy::primitives::Address::from(*attester),
+            );
+        }
+        self.stakes.insert(position, event);
+    }
+
+    /// The attester `validator`'s key is bound to by a registration read so far.
+    fn attester_of(&self, validator: &Address) -> Option<alloy::primitives::Address> {
+        self.attesters.get(validator).copied()
+    }
+
+    /// Drops the staking events an L1 reorg removed, and the attester bindings with them: the map is rebuilt from
+    /// the registrations still on the canonical chain (in order, as they were read), so a key whose registration
+    /// the reorg removed has no attester, or the one its registration on the new branch names.
+    fn roll_back_stakes(&mut self, removed: &[InboxEvent]) {
+        let mut registrations_removed = false;
+        for e in removed {
+            if let Some(StakeEvent::Registered { .. }) = self.stakes.remove(&e.position) {
+                registrations_removed = true;
+            }
+        }
+        if registrations_removed {
+            self.attesters = self
+                .stakes
+                .values()
+                .filter_map(|e| match e {
+                    StakeEvent::Registered { key, attester, .. } => Some((
+                        Address::from_public_key_bytes(key),
+                        alloy::primitives::Address::from(*attester),
+                    )),
+                    _ => None,
+                })
+                .collect();
+        }
+    }
 }
 
 /// The L1 view handed to the host; cheap to clone.
@@ -89,7 +133,7 @@ impl InboxView {
     /// proof of possession reach here ([`baton_l1_inclusion::staking::decode`]), and the contract binds a key to
     /// one attester for good: this is the attester `BatonCommitments.rotate` reads for it.
     pub fn attester(&self, validator: &Address) -> Option<alloy::primitives::Address> {
-        self.state().attesters.get(validator).copied()
+        self.state().attester_of(validator)
     }
 }
 
@@ -258,9 +302,7 @@ fn apply<P: Provider>(
         }
         WatcherUpdate::RolledBack { to, removed } => {
             s.read_to = Some(to.number);
-            for e in &removed {
-                s.stakes.remove(&e.position);
-            }
+            s.roll_back_stakes(&removed);
             warn!(
                 to = to.number,
                 removed = removed.len(),
@@ -291,13 +333,7 @@ fn apply<P: Provider>(
 fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
     if let InboxEventKind::Stake(event) = &e.kind {
         info!(block = e.position.block_number, ?event, "staking event");
-        if let StakeEvent::Registered { key, attester, .. } = event {
-            s.attesters.insert(
-                Address::from_public_key_bytes(key),
-                alloy::primitives::Address::from(*attester),
-            );
-        }
-        s.stakes.insert(e.position, event.clone());
+        s.add_stake(e.position, event.clone());
         return;
     }
     if let InboxEventKind::Forced {
@@ -318,5 +354,70 @@ fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
                 warn!(index, rollup_id, %why, "forced-inclusion entry is not a valid bundle; it is never owed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod attester_rollback_tests {
+    use super::*;
+
+    fn at(block_number: u64) -> EventPosition {
+        EventPosition {
+            block_number,
+            tx_index: 0,
+            log_index: 0,
+        }
+    }
+
+    fn registered(key: [u8; 32], attester: [u8; 20]) -> StakeEvent {
+        StakeEvent::Registered {
+            key,
+            attester,
+            stake: 1,
+        }
+    }
+
+    /// The removed events of a reorg, as the watcher reports them.
+    fn removed(events: &[(EventPosition, StakeEvent)]) -> Vec<InboxEvent> {
+        events
+            .iter()
+            .map(|(position, e)| InboxEvent {
+                position: *position,
+                block_hash: B256::repeat_byte(0xee),
+                kind: InboxEventKind::Stake(e.clone()),
+            })
+            .collect()
+    }
+
+    /// A registration an L1 reorg removed no longer gives its key an attester, and a registration the new branch
+    /// carries instead gives the new one; bindings the reorg did not touch stay.
+    #[test]
+    fn an_l1_reorg_rolls_the_attester_map_back_with_the_staking_events() {
+        let (kept, reorged, rebound) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let address = |k: &[u8; 32]| Address::from_public_key_bytes(k);
+        let eth = |b: u8| alloy::primitives::Address::from([b; 20]);
+        let mut s = FollowState::default();
+        s.add_stake(at(10), registered(kept, [0xa1; 20]));
+        let gone = [
+            (at(12), registered(reorged, [0xa2; 20])),
+            (at(13), registered(rebound, [0xa3; 20])),
+        ];
+        for (p, e) in gone.clone() {
+            s.add_stake(p, e);
+        }
+        assert_eq!(s.attester_of(&address(&reorged)), Some(eth(0xa2)));
+
+        // L1 reorgs blocks 12 and 13 away; the new branch registers `rebound` with another attester.
+        s.roll_back_stakes(&removed(&gone));
+        s.add_stake(at(12), registered(rebound, [0xb3; 20]));
+
+        assert_eq!(
+            s.attester_of(&address(&reorged)),
+            None,
+            "a registration the reorg removed still names its attester"
+        );
+        assert_eq!(s.attester_of(&address(&rebound)), Some(eth(0xb3)));
+        assert_eq!(s.attester_of(&address(&kept)), Some(eth(0xa1)));
+        assert_eq!(s.stakes.len(), 2);
     }
 }
