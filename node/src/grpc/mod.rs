@@ -12,9 +12,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use baton_consensus::context::{ChainDomain, ValidatorSet};
@@ -33,9 +32,14 @@ use crate::app::LoopRequest;
 use crate::clients::{ClientLimits, Kind};
 use crate::error::NodeError;
 use crate::ingest::{IngestHandle, Pending, SubmitError};
-use crate::metrics::{MethodCodeLabel, MethodLabel, Metrics};
+use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::store::RocksStore;
+
+mod metrics;
+mod streams;
+
+pub use metrics::{GrpcMetrics, GrpcMetricsLayer};
 
 /// Everything the API handlers need.
 #[derive(Clone)]
@@ -62,38 +66,6 @@ pub struct Api {
     pub stream_idle: std::time::Duration,
     /// Requests in progress on one connection (`grpc.max_concurrent_per_connection`).
     pub max_concurrent_per_connection: usize,
-}
-
-/// Sends one item of a server stream, waiting at most `idle` for the client to make room (it reads nothing
-/// meanwhile). `Err(true)` when the client stopped reading, `Err(false)` when it went away.
-async fn send_or_idle<T>(
-    tx: &mpsc::Sender<T>,
-    item: T,
-    idle: std::time::Duration,
-) -> Result<(), bool> {
-    match tokio::time::timeout(idle, tx.send(item)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(false),
-        Err(_) => Err(true),
-    }
-}
-
-/// The status a stream ends with when its client read nothing for too long.
-fn idle_status(idle: std::time::Duration, resume: &str) -> Status {
-    Status::aborted(format!(
-        "the client read nothing for {} s (grpc.stream_idle_timeout_secs); the stream is closed: open it again \
-         {resume}",
-        idle.as_secs()
-    ))
-}
-
-/// A server stream's items, then the status `end` carries if the producer closed it for a reason.
-fn with_end<T: Send + 'static>(
-    items: impl futures::Stream<Item = Result<T, Status>> + Send + 'static,
-    end: oneshot::Receiver<Status>,
-) -> BoxStream<T> {
-    let last = futures::stream::once(end).filter_map(|r| r.ok().map(Err));
-    Box::pin(items.chain(last))
 }
 
 fn submit_status(e: SubmitError) -> Status {
@@ -282,94 +254,6 @@ impl Api {
                  [l1] in its config"
             ))
         })
-    }
-
-    /// A based rollup's stream: stored batches from `from` on, then new ones and reorg notices as the deriver
-    /// reports them. A subscriber too slow for the update channel is cut off with a message saying where to
-    /// resume.
-    fn stream_based(
-        &self,
-        rollup_id: RollupId,
-        from: u64,
-        permit: (OwnedSemaphorePermit, crate::clients::ClientSlot),
-    ) -> Result<Response<<Self as RollupService>::StreamBatchesStream>, Status> {
-        use baton_proto::convert::BasedItem;
-        let based = self.based(rollup_id)?.clone();
-        let (tx, rx) = mpsc::channel::<Result<pb::RollupBatch, Status>>(self.stream_buffer);
-        let (end_tx, end_rx) = oneshot::channel::<Status>();
-        let idle = self.stream_idle;
-        let metrics = self.metrics.clone();
-        metrics.subscribers.inc();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _gauge = GaugeGuard(metrics.clone());
-            // The L1 block to resume from when the client stopped reading; `None` when the stream ended otherwise.
-            let stalled_at = async {
-                let mut updates = based.subscribe();
-                // The L1 block of the last batch sent (or just before the next one to send).
-                let mut last = from - 1;
-                loop {
-                    let page = based.from(rollup_id, last + 1, 64);
-                    if page.is_empty() {
-                        break;
-                    }
-                    for it in page {
-                        let before = last;
-                        if let BasedItem::Batch { l1_block, .. } = &it {
-                            last = l1_block.number;
-                        }
-                        if let Err(stalled) = send_or_idle(&tx, Ok((&it).into()), idle).await {
-                            return stalled.then_some(before + 1);
-                        }
-                    }
-                }
-                loop {
-                    let it = tokio::select! {
-                        r = updates.recv() => r,
-                        _ = tx.closed() => return None,
-                    };
-                    let it = match it {
-                        Ok(it) => it,
-                        Err(broadcast::error::RecvError::Lagged(_)) => {
-                            let _ = tx
-                                .send(Err(Status::aborted(format!(
-                                    "this stream fell behind the L1 inbox; open it again from L1 block {}",
-                                    last + 1
-                                ))))
-                                .await;
-                            return None;
-                        }
-                        Err(broadcast::error::RecvError::Closed) => return None,
-                    };
-                    let before = last;
-                    match &it {
-                        BasedItem::Batch {
-                            rollup_id: r,
-                            l1_block,
-                            ..
-                        } if *r == rollup_id && l1_block.number > last => last = l1_block.number,
-                        BasedItem::Reorg {
-                            rollup_id: r,
-                            from_l1_block,
-                            ..
-                        } if *r == rollup_id && *from_l1_block <= last => {
-                            last = from_l1_block - 1;
-                        }
-                        _ => continue,
-                    }
-                    if let Err(stalled) = send_or_idle(&tx, Ok((&it).into()), idle).await {
-                        // A batch not delivered is resumed from its block; a reorg notice from its first block.
-                        return stalled.then_some(before.min(last) + 1);
-                    }
-                }
-            }
-            .await;
-            if let Some(block) = stalled_at {
-                metrics.grpc_streams_idle_closed.inc();
-                let _ = end_tx.send(idle_status(idle, &format!("from L1 block {block}")));
-            }
-        });
-        Ok(Response::new(with_end(ReceiverStream::new(rx), end_rx)))
     }
 
     fn check_height(&self, height: u64) -> Result<(), Status> {
@@ -630,85 +514,7 @@ impl RollupService for Api {
         &self,
         request: Request<pb::StreamBatchesRequest>,
     ) -> Result<Response<Self::StreamBatchesStream>, Status> {
-        let remote = request.remote_addr();
-        let req = request.into_inner();
-        if req.from_height == 0 {
-            return Err(Status::invalid_argument(
-                "from_height must be >= 1 (the first block is height 1)",
-            ));
-        }
-        self.check_rollup(req.rollup_id)?;
-        if !self.is_based(req.rollup_id) {
-            if let Some(pruned) = self.pruned(req.from_height) {
-                return Err(pruned);
-            }
-        }
-        // The client's share first, so that one client hitting its limit leaves the node-wide slots alone.
-        let slot = self.clients.acquire(remote, Kind::Stream)?;
-        let permit = self.subscribers.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "too many StreamBatches subscribers on this node (grpc.max_subscribers)",
-            )
-        })?;
-        if self.is_based(req.rollup_id) {
-            return self.stream_based(req.rollup_id, req.from_height, (permit, slot));
-        }
-        // Bounded twice: by batches (`stream_buffer`) and by encoded bytes (`stream_buffer_bytes`). A batch holds
-        // byte permits until tonic takes it for encoding; HTTP/2 flow control then bounds what sits in the
-        // transport. A client that stops reading stops the producer, not the node's memory.
-        let (tx, rx) = mpsc::channel::<(
-            Result<pb::RollupBatch, Status>,
-            Option<OwnedSemaphorePermit>,
-        )>(self.stream_buffer);
-        let budget = self.stream_buffer_bytes;
-        let bytes = Arc::new(Semaphore::new(budget));
-        let api = self.clone();
-        let mut heights = self.shared.subscribe_heights();
-        let (end_tx, end_rx) = oneshot::channel::<Status>();
-        let idle = self.stream_idle;
-        self.metrics.subscribers.inc();
-        tokio::spawn(async move {
-            let _permit = (permit, slot);
-            // Decrements the subscriber gauge however the task ends.
-            let _gauge = GaugeGuard(api.metrics.clone());
-            let mut next = req.from_height;
-            loop {
-                let latest = *heights.borrow_and_update();
-                while next <= latest {
-                    // Read one height at a time from storage: catch-up never loads more than one batch per
-                    // subscriber, and `send` waits while the client's buffer is full (backpressure).
-                    api.metrics
-                        .stream_lag
-                        .observe(latest.saturating_sub(next) as f64);
-                    let item = api.wire_batch(req.rollup_id, next, req.with_proof);
-                    let failed = item.is_err();
-                    let size = item.as_ref().map_or(0, prost::Message::encoded_len);
-                    let permits = size.clamp(1, budget).min(u32::MAX as usize) as u32;
-                    // Room in the client's byte budget, then in its buffer: both wait for the client to read,
-                    // together at most `idle`.
-                    let sent = tokio::time::timeout(idle, async {
-                        let permit = bytes.clone().acquire_many_owned(permits).await.ok()?;
-                        tx.send((item, Some(permit))).await.ok()
-                    })
-                    .await;
-                    match sent {
-                        Ok(Some(())) if !failed => next += 1,
-                        Ok(_) => return,
-                        Err(_) => {
-                            api.metrics.grpc_streams_idle_closed.inc();
-                            let _ = end_tx.send(idle_status(idle, &format!("from height {next}")));
-                            return;
-                        }
-                    }
-                }
-                tokio::select! {
-                    changed = heights.changed() => if changed.is_err() { return },
-                    _ = tx.closed() => return,
-                }
-            }
-        });
-        let out = ReceiverStream::new(rx).map(|(item, _permit)| item);
-        Ok(Response::new(with_end(out, end_rx)))
+        self.open_stream(request.remote_addr(), request.into_inner())
     }
 
     async fn get_batch(
@@ -829,135 +635,6 @@ impl NodeService for Api {
     }
 }
 
-struct GaugeGuard(Arc<Metrics>);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        self.0.subscribers.dec();
-    }
-}
-
-/// The gRPC methods, as metric labels (anything else is `other`, so a client cannot create label values).
-const METHODS: [&str; 14] = [
-    "/baton.v1.RollupService/SubmitBundle",
-    "/baton.v1.RollupService/SubmitBundles",
-    "/baton.v1.RollupService/GetBundleStatus",
-    "/baton.v1.RollupService/GetNonce",
-    "/baton.v1.RollupService/ListRollups",
-    "/baton.v1.RollupService/StreamBatches",
-    "/baton.v1.RollupService/GetBatch",
-    "/baton.v1.NodeService/Status",
-    "/baton.v1.NodeService/GetValidatorSet",
-    "/baton.v1.NodeService/ListEvidence",
-    "/grpc.health.v1.Health/Check",
-    "/grpc.health.v1.Health/Watch",
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-];
-
-fn method_label(path: &str) -> &'static str {
-    METHODS
-        .iter()
-        .find(|m| **m == path)
-        .map_or("other", |m| m.rsplit_once('.').map_or(m, |(_, name)| name))
-}
-
-fn code_label(code: tonic::Code) -> &'static str {
-    use tonic::Code::*;
-    match code {
-        Ok => "OK",
-        Cancelled => "CANCELLED",
-        Unknown => "UNKNOWN",
-        InvalidArgument => "INVALID_ARGUMENT",
-        DeadlineExceeded => "DEADLINE_EXCEEDED",
-        NotFound => "NOT_FOUND",
-        AlreadyExists => "ALREADY_EXISTS",
-        PermissionDenied => "PERMISSION_DENIED",
-        ResourceExhausted => "RESOURCE_EXHAUSTED",
-        FailedPrecondition => "FAILED_PRECONDITION",
-        Aborted => "ABORTED",
-        OutOfRange => "OUT_OF_RANGE",
-        Unimplemented => "UNIMPLEMENTED",
-        Internal => "INTERNAL",
-        Unavailable => "UNAVAILABLE",
-        DataLoss => "DATA_LOSS",
-        Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// A tower layer that counts gRPC requests and errors and times them, by method.
-#[derive(Clone)]
-pub struct GrpcMetricsLayer(pub Arc<Metrics>);
-
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics {
-            inner,
-            metrics: self.0.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct GrpcMetrics<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B, RB> tower::Service<http::Request<B>> for GrpcMetrics<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<RB>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let method = method_label(req.uri().path());
-        let metrics = self.metrics.clone();
-        let started = std::time::Instant::now();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            let label = MethodLabel { method };
-            metrics.grpc_requests.get_or_create(&label).inc();
-            metrics
-                .grpc_duration
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            // Errors answered before the body carry their status in the headers (trailers-only responses).
-            if let Ok(r) = &res {
-                if let Some(code) = r
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<i32>().ok())
-                    .filter(|c| *c != 0)
-                {
-                    metrics
-                        .grpc_errors
-                        .get_or_create(&MethodCodeLabel {
-                            method,
-                            code: code_label(tonic::Code::from(code)),
-                        })
-                        .inc();
-                }
-            }
-            res
-        })
-    }
-}
-
 /// Serves the API until `shutdown` resolves.
 pub async fn serve(
     api: Api,
@@ -997,31 +674,4 @@ pub async fn serve(
         .serve_with_shutdown(addr, shutdown)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Every method the API defines has its own metric label: one missing from the list is counted as `other`,
-    /// and its traffic and errors cannot be told apart.
-    #[test]
-    fn every_rpc_in_the_proto_has_a_metric_label() {
-        let proto = include_str!("../../proto/proto/baton/v1/baton.proto");
-        let mut service = "";
-        let mut missing = Vec::new();
-        for line in proto.lines().map(str::trim) {
-            if let Some(rest) = line.strip_prefix("service ") {
-                service = rest.split_whitespace().next().unwrap_or("");
-            } else if let Some(rest) = line.strip_prefix("rpc ") {
-                let method = rest.split('(').next().unwrap_or("").trim();
-                let path = format!("/baton.v1.{service}/{method}");
-                if method_label(&path) != format!("{service}/{method}") {
-                    missing.push(path);
-                }
-            }
-        }
-        assert!(missing.is_empty(), "counted as `other`: {missing:?}");
-        assert_eq!(method_label("/baton.v1.RollupService/Nope"), "other");
-    }
 }
