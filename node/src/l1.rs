@@ -154,6 +154,58 @@ pub fn load_l1_key(path: &Path) -> Result<PrivateKeySigner, NodeError> {
         .map_err(|e| NodeError::Config(format!("L1 key {}: {e}", path.display())))
 }
 
+/// With genesis `[l1] staking` and an `[l1]` endpoint: checks that `BatonStaking` binds every genesis validator's
+/// consensus key to the attester genesis lists for it (`attesterOf`, set by the contract's constructor and
+/// permanent). The node takes a genesis validator's attester from genesis while `BatonCommitments.rotate` reads
+/// `attesterOf`, so a genesis that names another attester would have this node verify attestations against one
+/// address and L1 against another; the node refuses to start instead, naming the validator and both attesters.
+/// It also refuses when L1 cannot be read (the check cannot be made). A node without an L1 endpoint skips it.
+pub async fn check_staking_attesters(
+    genesis: &Genesis,
+    section: Option<&L1Section>,
+) -> Result<(), NodeError> {
+    let (Some(g), Some(s)) = (&genesis.l1, section) else {
+        return Ok(());
+    };
+    let Some(staking) = g.staking_address()? else {
+        return Ok(());
+    };
+    let contract = baton_l1_inclusion::contracts::BatonStaking::new(staking, l1_provider(s)?);
+    let mut wrong = Vec::new();
+    for (v, (address, attester, _)) in genesis.validators.iter().zip(genesis.attesters()?) {
+        let public_key = v.to_validator().map_err(NodeError::Config)?.public_key;
+        let key = alloy::primitives::B256::from(public_key.to_bytes());
+        let bound = contract.attesterOf(key).call().await.map_err(|e| {
+            NodeError::Config(format!(
+                "cannot check the genesis attesters against BatonStaking {staking} on L1 at {}: \
+                 attesterOf({key}): {}",
+                redact_url(&s.rpc_url),
+                scrub(&e.to_string(), &s.rpc_url)
+            ))
+        })?;
+        if bound != attester {
+            let contract_says = if bound == EthAddress::ZERO {
+                "binds no attester to its key".to_string()
+            } else {
+                format!("binds its key to attester {bound}")
+            };
+            wrong.push(format!(
+                "genesis validator {} ({address}) has attester {attester} in genesis, but BatonStaking \
+                 {staking} {contract_says} (attesterOf)",
+                v.name
+            ));
+        }
+    }
+    if wrong.is_empty() {
+        return Ok(());
+    }
+    Err(NodeError::Config(format!(
+        "the genesis and the staking contract disagree on attesters: {}. BatonCommitments.rotate reads the \
+         contract's; the contract must be deployed from this genesis (its genesis keys and attesters)",
+        wrong.join("; ")
+    )))
+}
+
 impl Attestor {
     /// Builds the attestor for a node. `own` is this node's consensus address when it is a validator: it must then
     /// have an attestation key matching its genesis attester.

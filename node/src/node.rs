@@ -108,6 +108,7 @@ pub async fn run(
     let is_validator = cfg.validator;
     let spec = genesis.spec()?;
     let params = spec.params.clone();
+    crate::l1::check_staking_attesters(&genesis, cfg.l1.as_ref()).await?;
 
     let store = RocksStore::open(
         &cfg.data_dir.join("db"),

@@ -576,3 +576,72 @@ fn the_node_runner_commands_drive_the_staking_contract() {
         assert!(!ok && text.contains("registration is open"), "{text}");
     });
 }
+
+/// Issue 16: a node whose genesis names another attester for a genesis validator than the one `BatonStaking` binds
+/// to its key (`attesterOf`, which `BatonCommitments.rotate` reads) refuses to start, naming the validator and
+/// both attesters; a node with the genesis the contract was deployed from starts.
+#[test]
+fn a_node_refuses_a_genesis_whose_attesters_the_staking_contract_does_not_bind() {
+    let _guard = serial();
+    run(Duration::from_secs(120), async {
+        let anvil = LocalL1 {
+            block_time_secs: None,
+            ..Default::default()
+        }
+        .spawn()
+        .expect("anvil");
+        let mut cluster = Cluster::prepare(2);
+        let mut l1 = DevnetL1::local(&anvil, 10);
+        l1.staking = Some(DevnetStaking {
+            epoch_length: EPOCH,
+            exit_delay: 3,
+            ..Default::default()
+        });
+        attach_l1(&mut cluster.net, &l1).await.expect("attach L1");
+        // Node 0 reads a genesis naming another attester for validator 1 (node 0's own attester is unchanged).
+        let mut edited = cluster.net.genesis.clone();
+        let real: EthAddress = edited.validators[1]
+            .attester
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let other = PrivateKeySigner::random().address();
+        edited.validators[1].attester = Some(format!("{other:#x}"));
+        let path = cluster.net.nodes[0].dir.join("edited_genesis.toml");
+        std::fs::write(&path, toml::to_string(&edited).unwrap()).unwrap();
+        cluster.edit_config(0, |c| c.genesis_file = path.clone());
+        cluster.start_node(0);
+        cluster.start_node(1);
+
+        // The genesis the contract was deployed from passes the check: node 1 serves its API.
+        cluster
+            .client(1)
+            .await
+            .status()
+            .await
+            .expect("node1 status");
+        // The edited one does not: node 0 exits, saying which validator and which attesters.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !cluster.procs[0].as_mut().unwrap().exited() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node0 started with a genesis whose attester for {} the staking contract does not bind; log:\n{}",
+                edited.validators[1].name,
+                cluster.log(0)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = cluster.log(0);
+        for needle in [
+            format!("genesis validator {}", edited.validators[1].name),
+            format!("has attester {other} in genesis"),
+            format!("binds its key to attester {real}"),
+        ] {
+            assert!(
+                log.contains(&needle),
+                "`{needle}` not in node0's log:\n{log}"
+            );
+        }
+    });
+}
