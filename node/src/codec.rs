@@ -236,6 +236,7 @@ mod tests {
 
     /// What a block of N bundles costs on the wire, as the engine sends it (borsh stream messages): a full
     /// proposal, a compact one (bundle hashes), and the dissemination that precedes a compact one.
+    #[cfg(feature = "devnet")] // signs its sample load with the devnet's helper
     #[test]
     fn wire_cost_of_a_block() {
         use baton_consensus::context::{ChainDomain, ConsensusSigner, Validator, ValidatorSet};

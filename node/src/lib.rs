@@ -14,6 +14,7 @@ pub mod based;
 pub mod clients;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "devnet")]
 pub mod devnet;
 pub mod error;
 pub mod floor;

@@ -1,5 +1,7 @@
 //! The `baton` command line: keys, genesis, running a node, and a local devnet.
 
+mod demo;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -726,7 +728,7 @@ fn main() -> Result<()> {
                 bail!("--down and --demo-fault both stop validators; pick one");
             }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(baton_node::devnet::run(baton_node::devnet::DevnetOptions {
+            rt.block_on(demo::run(demo::DevnetOptions {
                 validators,
                 dir,
                 chain_id,
