@@ -14,10 +14,18 @@
 //! ([`crate::BlockError::ForcedOmitted`]). A proposer cannot dodge the queue by keeping an old origin: validators
 //! refuse an origin (moved or kept from the parent) more than a configured number of blocks behind their own view.
 //!
+//! Forgetting resolved entries: an entry is *resolved* once the decided chain makes it impossible to owe at any
+//! later height ([`forced_resolved`]: its bundle expired by the last decided height, or its sender's next nonce has
+//! passed the bundle's, which includes the bundle having been included). [`owed_forced`] skips such an entry at every
+//! height above the decided one, whatever else the list holds (it takes no nonce, no bytes and no place from the
+//! others; a duplicate of it is resolved too, the rule looks at the bundle only), so a view may drop it once that
+//! height is decided ([`L1View::decided`]) without changing what any height still to be decided owes. Views share
+//! the due list ([`L1View::forced_due`] returns an `Arc`) instead of copying it for every proposal and check.
+//!
 //! The node implements [`L1View`] over its L1 watcher; [`MemL1`] is an in-memory one for tests and simulations.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::block::ChainView;
 use crate::bundle::Sender;
@@ -48,11 +56,13 @@ pub trait L1View: Send + Sync {
     /// ([`BlockError::L1OriginUnknown`] otherwise; a header keeping its parent's origin is excused that) and not
     /// too far behind this node's newest ([`BlockError::L1OriginStale`]).
     fn check_origin(&self, origin: &L1Origin) -> Result<(), BlockError>;
-    /// Forced entries whose deadline is at or before L1 block `number`, in queue order. Entries known to be
-    /// included long ago may be left out (they are never owed).
-    fn forced_due(&self, number: u64) -> Vec<ForcedBundle>;
-    /// A block with these bundles was decided (a view may forget forced entries among them).
-    fn included(&self, _bundles: &[Hash]) {}
+    /// Forced entries whose deadline is at or before L1 block `number`, in queue order, shared (a view may hand
+    /// the same list to every caller until its queue changes). Entries resolved by the decided chain
+    /// ([`forced_resolved`]) may be left out: they are never owed.
+    fn forced_due(&self, number: u64) -> Arc<[ForcedBundle]>;
+    /// The block at `height` was decided and committed; `view` is the chain after it. A view may forget the
+    /// entries [`forced_resolved`] at `height` (no later block owes them).
+    fn decided(&self, _height: u64, _view: &dyn ChainView) {}
     /// The staking candidate table after every staking event in L1 blocks up to `number` ([`crate::epoch`]);
     /// `None` when this view has not read that far (or the chain has no staking contract).
     fn stake_table(&self, _number: u64) -> Option<CandidateTable> {
@@ -123,6 +133,19 @@ pub fn owed_forced<'a>(
     Ok(out)
 }
 
+/// Whether a forced entry is resolved once the block at `height` is decided (`view` being the chain after it): no
+/// block above `height` can owe it, because its bundle expired by `height` (blocks above skip bundles whose
+/// `expiry_height` is below theirs) or its nonce is below the sender's next one (nonces only grow, so
+/// [`owed_forced`] never expects it again; an included bundle took its nonce). A view dropping such entries leaves
+/// [`owed_forced`] unchanged for every later height.
+pub fn forced_resolved(
+    f: &ForcedBundle,
+    height: u64,
+    view: &dyn ChainView,
+) -> Result<bool, crate::ConsensusError> {
+    Ok(f.bundle.expiry_height <= height || f.bundle.nonce < view.next_nonce(&f.bundle.sender)?)
+}
+
 /// The L1 view for a block that arrives with its commit certificate: any origin is accepted and nothing is owed.
 /// More than 2/3 of the set judged the block's origin and forced entries when they decided it; a node catching up
 /// may not have the L1 view that was current then (its recent-block window has moved on).
@@ -138,8 +161,8 @@ impl L1View for Certified {
         Ok(())
     }
 
-    fn forced_due(&self, _: u64) -> Vec<ForcedBundle> {
-        Vec::new()
+    fn forced_due(&self, _: u64) -> Arc<[ForcedBundle]> {
+        Vec::new().into()
     }
 }
 
@@ -184,6 +207,11 @@ impl MemL1 {
         self.state().forced.push(f);
     }
 
+    /// Forced entries held (resolved ones are forgotten as blocks are decided).
+    pub fn forced_len(&self) -> usize {
+        self.state().forced.len()
+    }
+
     /// Adds a staking event in L1 block `number`.
     pub fn stake(&self, number: u64, e: PositionedEvent) {
         self.state().stakes.push((number, e));
@@ -206,13 +234,20 @@ impl L1View for MemL1 {
         judge_origin(origin, head, seen, s.max_lag)
     }
 
-    fn forced_due(&self, number: u64) -> Vec<ForcedBundle> {
+    fn forced_due(&self, number: u64) -> Arc<[ForcedBundle]> {
         self.state()
             .forced
             .iter()
             .filter(|f| f.deadline <= number)
             .cloned()
             .collect()
+    }
+
+    fn decided(&self, height: u64, view: &dyn ChainView) {
+        // A storage error keeps the entry: forgetting too little is harmless.
+        self.state()
+            .forced
+            .retain(|f| !forced_resolved(f, height, view).unwrap_or(false));
     }
 
     fn stake_table(&self, number: u64) -> Option<CandidateTable> {
@@ -223,5 +258,123 @@ impl L1View for MemL1 {
         Some(CandidateTable::from_blocks(
             s.stakes.iter().filter(|(n, _)| *n <= number).cloned(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::testing::{bundle, key, sign};
+    use crate::bundle::UnsignedBundle;
+
+    /// The decided chain: each sender's next nonce and the included bundles.
+    #[derive(Default)]
+    struct Chain {
+        next: HashMap<Sender, u64>,
+        included: HashSet<Hash>,
+    }
+
+    impl ChainView for Chain {
+        fn is_included(&self, h: &Hash) -> Result<bool, crate::ConsensusError> {
+            Ok(self.included.contains(h))
+        }
+        fn next_nonce(&self, s: &Sender) -> Result<u64, crate::ConsensusError> {
+            Ok(self.next.get(s).copied().unwrap_or(0))
+        }
+        fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
+            false
+        }
+    }
+
+    fn forced(index: u64, deadline: u64, bundle: Bundle) -> ForcedBundle {
+        ForcedBundle {
+            index,
+            deadline,
+            hash: bundle.hash(),
+            bundle,
+        }
+    }
+
+    /// Forgetting resolved entries never changes what a later height owes: a view that prunes at every decision
+    /// and one that keeps every entry owe the same at every height, and the pruned one ends up holding only the
+    /// entries that can still be owed.
+    #[test]
+    fn forgetting_resolved_entries_leaves_what_is_owed_unchanged() {
+        let expiring = {
+            let k = key(4);
+            sign(
+                &k,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: k.address(),
+                    nonce: 0,
+                    expiry_height: 3,
+                    entries: bundle(4, 0, &[1], 9).entries,
+                },
+            )
+        };
+        let queue = [
+            bundle(1, 0, &[1], 1),
+            bundle(1, 1, &[1], 2),
+            bundle(1, 1, &[1], 2), // the same bundle queued twice
+            bundle(2, 5, &[1], 3), // a nonce far ahead: waits
+            bundle(3, 0, &[1], 4), // included through the mempool first
+            bundle(1, 2, &[1], 5),
+            expiring,              // expires before its deadline
+            bundle(2, 0, &[1], 6), // due late
+        ];
+        let deadlines = [1, 1, 2, 2, 2, 3, 5, 6];
+        let all: Vec<ForcedBundle> = queue
+            .iter()
+            .zip(deadlines)
+            .enumerate()
+            .map(|(i, (b, d))| forced(i as u64, d, b.clone()))
+            .collect();
+        let pruned = MemL1::new(100);
+        for f in &all {
+            pruned.force(f.clone());
+        }
+        // Two bundles per block at most, so some owed entries wait for the next block.
+        let params = ConsensusParams {
+            max_block_bundles: 2,
+            ..ConsensusParams::default()
+        };
+        let mut chain = Chain::default();
+        for height in 1..=8u64 {
+            let origin = height; // the block's L1 origin moves with it
+            let due_all: Vec<ForcedBundle> = all
+                .iter()
+                .filter(|f| f.deadline <= origin)
+                .cloned()
+                .collect();
+            let due_pruned = pruned.forced_due(origin);
+            let owed = |due: &[ForcedBundle]| -> Vec<u64> {
+                owed_forced(due, height, &params, &chain)
+                    .expect("reads")
+                    .iter()
+                    .map(|f| f.index)
+                    .collect()
+            };
+            let owed_all = owed(&due_all);
+            assert_eq!(owed_all, owed(&due_pruned), "height {height}");
+            // Decide the block: the owed entries, and at height 2 sender 3's bundle from the mempool.
+            let mut decided: Vec<&Bundle> = owed_all.iter().map(|i| &queue[*i as usize]).collect();
+            if height == 2 {
+                decided.push(&queue[4]);
+            }
+            for b in decided {
+                chain.included.insert(b.hash());
+                *chain.next.entry(b.sender).or_default() += 1;
+            }
+            pruned.decided(height, &chain);
+        }
+        // Only the entry whose nonce is still ahead can ever be owed, and it is all that is left.
+        let left: Vec<u64> = pruned
+            .forced_due(u64::MAX)
+            .iter()
+            .map(|f| f.index)
+            .collect();
+        assert_eq!(left, vec![3]);
+        assert_eq!(pruned.forced_len(), 1);
     }
 }

@@ -17,6 +17,11 @@
 //!
 //! Each L1 block with entries becomes one batch carrying that block as its L1 origin. [`Deriver::rollback`]
 //! forgets what a reorg removed, so derivation after it yields the corrected batches.
+//!
+//! The "first occurrence wins" rule needs every bundle ever derived. A deriver holds those of blocks not final
+//! yet: the caller keeps those of final blocks ([`Deriver::derived_through`]; the node stores them), has the
+//! deriver forget them ([`Deriver::finalize`]) and then answers for them through [`Deriver::apply_with`], so
+//! memory holds only what L1 has not finalized.
 
 use std::collections::HashMap;
 
@@ -73,6 +78,16 @@ impl Deriver {
         &mut self,
         events: impl IntoIterator<Item = &'a InboxEvent>,
     ) -> (Vec<BasedBatch>, Vec<Skipped>) {
+        self.apply_with(events, |_| false)
+    }
+
+    /// [`Deriver::apply`], with `derived_before` telling whether a bundle was derived from a block this deriver
+    /// already handed over ([`Deriver::finalize`]).
+    pub fn apply_with<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a InboxEvent>,
+        derived_before: impl Fn(&Hash) -> bool,
+    ) -> (Vec<BasedBatch>, Vec<Skipped>) {
         let mut batches: Vec<BasedBatch> = Vec::new();
         let mut skipped = Vec::new();
         for event in events {
@@ -105,7 +120,7 @@ impl Deriver {
                 continue;
             }
             for (i, bundle) in bundles.into_iter().enumerate() {
-                match self.check(&bundle) {
+                match self.check(&bundle, &derived_before) {
                     Err(reason) => skipped.push(skip(Some(i), reason)),
                     Ok(hash) => {
                         self.seen.insert(hash, event.position);
@@ -137,10 +152,14 @@ impl Deriver {
         (batches, skipped)
     }
 
-    fn check(&self, bundle: &Bundle) -> Result<Hash, String> {
+    fn check(
+        &self,
+        bundle: &Bundle,
+        derived_before: impl Fn(&Hash) -> bool,
+    ) -> Result<Hash, String> {
         let mut derived = false;
         let hash = check_stateless(bundle, &self.spec, OrderedBy::Inbox(self.rollup_id), |h| {
-            derived = self.seen.contains_key(h);
+            derived = self.seen.contains_key(h) || derived_before(h);
             derived
         })
         .map_err(|e| format!("in rollup {}'s inbox batch: {e}", self.rollup_id))?;
@@ -148,6 +167,31 @@ impl Deriver {
             return Err("bundle already derived".into());
         }
         Ok(hash)
+    }
+
+    /// The rollup this deriver derives.
+    pub fn rollup_id(&self) -> RollupId {
+        self.rollup_id
+    }
+
+    /// The bundles derived from L1 blocks up to `number`, with their block.
+    pub fn derived_through(&self, number: u64) -> Vec<(Hash, u64)> {
+        self.seen
+            .iter()
+            .filter(|(_, p)| p.block_number <= number)
+            .map(|(h, p)| (*h, p.block_number))
+            .collect()
+    }
+
+    /// Forgets the bundles derived from L1 blocks up to `number` (final ones; the caller has kept them, see
+    /// [`Deriver::derived_through`]): from now on the caller answers for them in [`Deriver::apply_with`].
+    pub fn finalize(&mut self, number: u64) {
+        self.seen.retain(|_, p| p.block_number > number);
+    }
+
+    /// Bundles this deriver holds (derived from blocks not handed over).
+    pub fn held(&self) -> usize {
+        self.seen.len()
     }
 
     /// Forgets everything derived from L1 blocks `from_block` and later (a reorg removed them).

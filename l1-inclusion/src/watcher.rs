@@ -13,6 +13,10 @@
 //!    read retries the poll; with `track_blocks`, also the headers of the read's last blocks), and reports a [`WatcherUpdate::Advanced`].
 //!
 //! Below `finalized` a rollback can happen; at `finalized` it means L1 itself broke finality.
+//!
+//! The watcher keeps the events it read so that a rollback can report what it removed; a long-running follower
+//! calls [`Watcher::forget_events_before`] with L1's finalized block ([`Watcher::finalized`]) so that it holds only
+//! the events no finalized block settled (a rollback below finality then reports only what it still held).
 
 use std::collections::BTreeMap;
 
@@ -193,6 +197,21 @@ impl<P: Provider> Watcher<P> {
     /// Events of the canonical chain read so far, in order.
     pub fn events(&self) -> impl Iterator<Item = &InboxEvent> {
         self.events.values()
+    }
+
+    /// Forgets the recorded events of blocks below `number` (final blocks, whose events no reorg will remove);
+    /// what [`Watcher::events`] and a later [`WatcherUpdate::RolledBack`] report starts there.
+    pub fn forget_events_before(&mut self, number: u64) {
+        self.events = self.events.split_off(&EventPosition {
+            block_number: number,
+            tx_index: 0,
+            log_index: 0,
+        });
+    }
+
+    /// L1's newest finalized block, read now (`None` before L1 has one).
+    pub async fn finalized(&self) -> Result<Option<L1Block>, L1Error> {
+        self.header(BlockNumberOrTag::Finalized).await
     }
 
     async fn header(&self, tag: BlockNumberOrTag) -> Result<Option<L1Block>, L1Error> {

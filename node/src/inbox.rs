@@ -7,13 +7,24 @@
 //!   its origin only once it has seen it for `origin_delay_ms`; a validator accepts an origin it has seen and that
 //!   is at most `max_origin_lag` blocks behind its newest);
 //! - the forced-inclusion queue: entries whose payload is a well-formed, validly signed bundle for shared rollups,
-//!   with their deadlines (others are logged and never owed).
+//!   with their deadlines (others are logged and never owed). Only entries that can still be owed are held: after
+//!   every decided block the view drops those the decided chain resolved ([`baton_consensus::origin::forced_resolved`]:
+//!   expired, or their nonce used, which covers included), and an entry read from L1 that the node's store already
+//!   resolves is never queued. The cursor this rests on is persisted already: the decided height and each
+//!   sender's next nonce, committed with every block. So a restart, which reads the inbox from its deployment
+//!   block again (the staking table needs every event), queues only the unresolved entries. An inbox-index cursor
+//!   was not used: an L1 reorg below finality gives an index to another entry, while resolution depends on the
+//!   bundle alone. The due list is built once per (queue, L1 block) and shared ([`L1View::forced_due`] returns an
+//!   `Arc`), not copied for every proposal. Bound: the entries not yet resolved (each costs its poster an L1
+//!   transaction and the inbox's fee; one with a nonce gap and a far expiry can wait long), plus one shared due
+//!   list.
 //!
 //! - with `[l1] staking`, the `BatonStaking` events (same watcher, same order and reorg handling): the staking table
 //!   at any block read so far ([`L1View::stake_table`]), from which the next epoch's set is computed.
 //!
 //! A block is recorded only after the inbox logs up to it were read, so a validator that accepts an origin has
 //! every forced entry due by it and the staking table at it. A reorg at the safety level rolls the queue back with the blocks.
+//! The watcher forgets its raw events once L1 finalizes their blocks ([`forget_final`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,23 +32,30 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use alloy::providers::Provider;
-use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::block::{check_stateless, ChainView, OrderedBy};
+use baton_consensus::bundle::Sender;
 use baton_consensus::epoch::{CandidateTable, PositionedEvent, StakeEvent};
-use baton_consensus::origin::{judge_origin, ForcedBundle, L1View};
+use baton_consensus::origin::{forced_resolved, judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
+use baton_consensus::store::ChainStore;
+use baton_consensus::ConsensusError;
 use baton_consensus::{Address, BlockError, Bundle, Hash, L1Origin};
 use baton_l1_inclusion::watcher::{
-    EventPosition, InboxEvent, InboxEventKind, Watcher, WatcherConfig, WatcherUpdate,
+    EventPosition, InboxEvent, InboxEventKind, L1Block, Watcher, WatcherConfig, WatcherUpdate,
 };
 use tracing::{debug, info, warn};
+
+use crate::store::RocksStore;
 
 /// What the follower task shares with the host.
 #[derive(Debug, Default)]
 struct FollowState {
     /// Recent canonical blocks at the safety: hash and when first seen.
     blocks: BTreeMap<u64, (B256, Instant)>,
-    /// The forced queue by inbox position.
+    /// The forced queue by inbox position: the entries not resolved yet.
     forced: BTreeMap<EventPosition, ForcedBundle>,
+    /// The due list last handed out and the L1 block it was for; cleared whenever the queue changes.
+    due: Option<(u64, Arc<[ForcedBundle]>)>,
     /// Forced entries refused (not a valid shared bundle), for metrics.
     refused: u64,
     /// Staking events by position (with `[l1] staking`).
@@ -119,7 +137,7 @@ impl InboxView {
         self.state().blocks.keys().next_back().copied()
     }
 
-    /// Forced entries waiting (included ones are dropped as blocks are decided).
+    /// Forced entries waiting (resolved ones are dropped as blocks are decided).
     pub fn forced_len(&self) -> usize {
         self.state().forced.len()
     }
@@ -158,8 +176,13 @@ impl L1View for InboxView {
         judge_origin(origin, head, seen, self.max_lag)
     }
 
-    fn forced_due(&self, number: u64) -> Vec<ForcedBundle> {
-        let s = self.state();
+    fn forced_due(&self, number: u64) -> Arc<[ForcedBundle]> {
+        let mut s = self.state();
+        if let Some((n, due)) = &s.due {
+            if *n == number {
+                return due.clone();
+            }
+        }
         let mut due: Vec<ForcedBundle> = s
             .forced
             .values()
@@ -167,16 +190,25 @@ impl L1View for InboxView {
             .cloned()
             .collect();
         due.sort_by_key(|f| f.index);
+        let due: Arc<[ForcedBundle]> = due.into();
+        s.due = Some((number, due.clone()));
         due
     }
 
-    fn included(&self, bundles: &[Hash]) {
+    fn decided(&self, height: u64, view: &dyn ChainView) {
         let mut s = self.state();
-        if s.forced.is_empty() {
-            return;
+        let before = s.forced.len();
+        // A read error keeps the entry: forgetting too little is harmless.
+        s.forced
+            .retain(|_, f| !forced_resolved(f, height, view).unwrap_or(false));
+        if s.forced.len() != before {
+            debug!(
+                height,
+                forgotten = before - s.forced.len(),
+                "resolved forced entries forgotten"
+            );
+            s.due = None;
         }
-        let done: std::collections::HashSet<&Hash> = bundles.iter().collect();
-        s.forced.retain(|_, f| !done.contains(&f.hash));
     }
 
     fn stake_table(&self, number: u64) -> Option<CandidateTable> {
@@ -227,13 +259,61 @@ pub fn forced_bundle(
     })
 }
 
-/// Starts the follower task; returns the view for the host.
+/// The node's decided chain as [`forced_resolved`] reads it.
+struct Decided<'a>(&'a RocksStore);
+
+impl ChainView for Decided<'_> {
+    fn is_included(&self, bundle: &Hash) -> Result<bool, ConsensusError> {
+        Ok(self.0.inclusion(bundle)?.is_some())
+    }
+
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        ChainStore::next_nonce(self.0, sender)
+    }
+
+    fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
+        false
+    }
+}
+
+/// Whether the decided chain in `store` already resolves `f` (read errors: not resolved). Whatever height the
+/// store has committed when it is read, the host judges only heights above it, and no height above owes `f`.
+fn resolved_in(store: &RocksStore, f: &ForcedBundle) -> bool {
+    let height = store.latest_height().unwrap_or(0);
+    forced_resolved(f, height, &Decided(store)).unwrap_or(false)
+}
+
+/// Reads L1's finalized block and lets the watcher forget the events of blocks at or below it (no reorg will
+/// report them removed); returns it, capped at the watcher's newest block. `None` when L1 does not answer or has no
+/// finalized block yet.
+pub(crate) async fn forget_final<P: Provider>(watcher: &mut Watcher<P>) -> Option<L1Block> {
+    let tip = watcher.tip()?;
+    let finalized = match watcher.finalized().await {
+        Ok(Some(b)) => b,
+        Ok(None) => return None,
+        Err(e) => {
+            debug!(error = %e, "reading L1's finalized block failed");
+            return None;
+        }
+    };
+    let fin = if finalized.number >= tip.number {
+        tip
+    } else {
+        finalized
+    };
+    watcher.forget_events_before(fin.number + 1);
+    Some(fin)
+}
+
+/// Starts the follower task; returns the view for the host. `store` is the node's decided chain: entries it
+/// resolves are not queued.
 pub fn start<P: Provider + 'static>(
     provider: P,
     inbox: alloy::primitives::Address,
     staking: Option<alloy::primitives::Address>,
     spec: ChainSpec,
     cfg: FollowConfig,
+    store: RocksStore,
 ) -> InboxView {
     let view = InboxView {
         state: Arc::new(Mutex::new(FollowState::default())),
@@ -257,7 +337,11 @@ pub fn start<P: Provider + 'static>(
         info!(%inbox, "following the L1 inbox");
         loop {
             let update = next_update(&mut watcher, cfg.poll, "L1 origin and forced entries").await;
-            apply(&state, &watcher, update, &spec, keep);
+            let advanced = matches!(update, WatcherUpdate::Advanced { .. });
+            apply(&state, &watcher, update, &spec, keep, &store);
+            if advanced {
+                forget_final(&mut watcher).await;
+            }
         }
     });
     view
@@ -291,12 +375,13 @@ fn apply<P: Provider>(
     update: WatcherUpdate,
     spec: &ChainSpec,
     keep: u64,
+    store: &RocksStore,
 ) {
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     match update {
         WatcherUpdate::Advanced { events, to } => {
             for e in events {
-                add_event(&mut s, e, spec);
+                add_event(&mut s, e, spec, |f| resolved_in(store, f));
             }
             s.read_to = Some(to.number);
         }
@@ -311,6 +396,7 @@ fn apply<P: Provider>(
             for e in removed {
                 s.forced.remove(&e.position);
             }
+            s.due = None;
         }
     }
     // Mirror the watcher's recent blocks, keeping first-seen times of blocks that did not change.
@@ -330,7 +416,14 @@ fn apply<P: Provider>(
         .collect();
 }
 
-fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
+/// Takes one inbox event into the state; a forced entry that `resolved` says the decided chain already resolves is
+/// not queued (it can never be owed).
+fn add_event(
+    s: &mut FollowState,
+    e: InboxEvent,
+    spec: &ChainSpec,
+    resolved: impl Fn(&ForcedBundle) -> bool,
+) {
     if let InboxEventKind::Stake(event) = &e.kind {
         info!(block = e.position.block_number, ?event, "staking event");
         s.add_stake(e.position, event.clone());
@@ -345,9 +438,13 @@ fn add_event(s: &mut FollowState, e: InboxEvent, spec: &ChainSpec) {
     } = &e.kind
     {
         match forced_bundle(*index, *deadline, payload, spec) {
+            Ok(f) if resolved(&f) => {
+                debug!(index, rollup_id, bundle = %f.hash, "forced-inclusion entry already resolved");
+            }
             Ok(f) => {
                 info!(index, deadline, rollup_id, bundle = %f.hash, "forced-inclusion entry queued");
                 s.forced.insert(e.position, f);
+                s.due = None;
             }
             Err(why) => {
                 s.refused += 1;

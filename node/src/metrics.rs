@@ -127,6 +127,7 @@ pub struct L1Metrics {
     pub origin_block: Gauge,
     pub forced_waiting: Gauge,
     pub based_block: Gauge,
+    pub based_held: Gauge,
 }
 
 impl L1Metrics {
@@ -499,13 +500,18 @@ impl Metrics {
             ),
             (
                 "l1_forced_waiting",
-                "Forced-inclusion entries read from the inbox and not yet included",
+                "Forced-inclusion entries read from the inbox that can still be owed (resolved ones are forgotten)",
                 &l1.forced_waiting,
             ),
             (
                 "l1_based_block",
                 "Newest L1 block the based rollups are derived up to",
                 &l1.based_block,
+            ),
+            (
+                "l1_based_batches_held",
+                "Based-rollup batches held in memory: those of L1 blocks not finalized yet (older ones are served from the store)",
+                &l1.based_held,
             ),
         ] {
             r.register(name, help, g.clone());

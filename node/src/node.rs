@@ -142,7 +142,7 @@ pub async fn run(
         store.clone(),
         SystemClock,
     )?;
-    let (inbox, based) = start_inbox(&genesis, cfg.l1.as_ref(), &spec).await?;
+    let (inbox, based) = start_inbox(&genesis, cfg.l1.as_ref(), &spec, &store).await?;
     match &inbox {
         Some(view) => host.set_l1(Arc::new(view.clone())),
         // A node of a chain with L1 but without an L1 endpoint (a full node) takes blocks on their certificates.
@@ -371,8 +371,10 @@ pub async fn run(
                         m.l1.origin_block.set(v.head().unwrap_or(0) as i64);
                         m.l1.forced_waiting.set(v.forced_len() as i64);
                     }
-                    if let Some(b) = based.as_ref().and_then(|b| b.head()) {
-                        m.l1.based_block.set(b.number as i64);
+                    if let Some(b) = &based {
+                        m.l1.based_block
+                            .set(b.head().map_or(0, |h| h.number) as i64);
+                        m.l1.based_held.set(b.held() as i64);
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -504,6 +506,7 @@ async fn start_inbox(
     genesis: &Genesis,
     section: Option<&crate::config::L1Section>,
     spec: &baton_consensus::registry::ChainSpec,
+    store: &RocksStore,
 ) -> Result<
     (
         Option<crate::inbox::InboxView>,
@@ -530,6 +533,7 @@ async fn start_inbox(
             origin_delay: Duration::from_millis(s.origin_delay_ms),
             max_lag: g.max_origin_lag,
         },
+        store.clone(),
     );
     let based = crate::based::start(
         provider,
@@ -542,6 +546,7 @@ async fn start_inbox(
         },
         Duration::from_millis(s.poll_ms),
         1024,
+        store.clone(),
     );
     Ok((Some(view), based))
 }

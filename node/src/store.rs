@@ -17,6 +17,7 @@
 //! | `forward`     | bundle hash                 | a based-rollup bundle acknowledged, not yet in the L1 inbox |
 //! | `sets`        | first height it decides     | a validator set named by an epoch's last block |
 //! | `evidence`    | height ++ index             | equivocation evidence in a decided block |
+//! | `based`       | `b` ++ rollup id ++ L1 block; `h` ++ bundle hash; `f` | a based rollup's batch of a finalized L1 block; the L1 block a based bundle was derived from; the newest finalized L1 block stored |
 //!
 //! Heights and rollup ids are big-endian so that key order is numeric order. Values are borsh. A decision is
 //! one atomic write batch; acknowledged writes are fsynced unless the operator turned that off.
@@ -43,7 +44,7 @@ use baton_consensus::evidence::Equivocation;
 use baton_consensus::hash::Hash;
 use baton_consensus::store::{ChainStore, UndecidedProposal};
 use baton_consensus::types::{
-    BatchEntry, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion,
+    BatchEntry, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, L1Origin,
     NamespaceEntry, RollupId,
 };
 
@@ -70,7 +71,9 @@ const CF_FORWARD: &str = "forward";
 const CF_SETS: &str = "sets";
 /// Evidence in decided blocks by (height, index), big-endian.
 const CF_EVIDENCE: &str = "evidence";
-const ALL_CFS: [&str; 15] = [
+/// Based rollups' batches of L1 blocks that L1 finalized ([`RocksStore::put_based_final`]).
+const CF_BASED: &str = "based";
+const ALL_CFS: [&str; 16] = [
     CF_META,
     CF_HEADERS,
     CF_BLOCKS,
@@ -86,6 +89,7 @@ const ALL_CFS: [&str; 15] = [
     CF_FORWARD,
     CF_SETS,
     CF_EVIDENCE,
+    CF_BASED,
 ];
 const LATEST: &[u8] = b"latest";
 /// The `meta` key of the lowest height whose whole history is kept ([`RocksStore::prune`]).
@@ -597,6 +601,114 @@ fn entry_refs(
             Ok((*rollup, refs))
         })
         .collect()
+}
+
+/// `based` keys: `b` + rollup + L1 block (a batch: the block's hash and its entries), `h` + bundle hash (the L1
+/// block it was derived from), `f` (the last final L1 block derived).
+fn based_key(rollup: RollupId, number: u64) -> [u8; 17] {
+    let mut k = [b'b'; 17];
+    k[1..].copy_from_slice(&batch_key(rollup, number));
+    k
+}
+
+fn based_hash_key(h: &Hash) -> [u8; 33] {
+    let mut k = [b'h'; 33];
+    k[1..].copy_from_slice(&h.0);
+    k
+}
+
+const BASED_FINAL: &[u8] = b"f";
+
+/// Based rollups' batches of final L1 blocks (`based.rs` keeps only the newer ones in memory).
+impl RocksStore {
+    /// Stores the batches of L1 blocks L1 has finalized, the bundles derived from them (for the derivation's
+    /// first-occurrence rule) and `last`, the newest final block derived; one write.
+    pub fn put_based_final(
+        &self,
+        batches: &[(RollupId, L1Origin, Vec<BatchEntry>)],
+        derived: &[(Hash, u64)],
+        last: L1Origin,
+    ) -> Result<(), NodeError> {
+        let cf = self.cf(CF_BASED)?;
+        let mut wb = WriteBatch::default();
+        for (rollup, origin, entries) in batches {
+            wb.put_cf(
+                cf,
+                based_key(*rollup, origin.number),
+                enc(&(origin.hash, entries)),
+            );
+        }
+        for (h, number) in derived {
+            wb.put_cf(cf, based_hash_key(h), be(*number));
+        }
+        wb.put_cf(cf, BASED_FINAL, enc(&last));
+        self.db.write_opt(wb, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// The newest final L1 block whose based batches are stored.
+    pub fn based_final(&self) -> Result<Option<L1Origin>, NodeError> {
+        self.get(CF_BASED, BASED_FINAL)
+    }
+
+    /// Up to `max` stored batches of `rollup` from L1 block `from` on, in order.
+    pub fn based_batches(
+        &self,
+        rollup: RollupId,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<(L1Origin, Vec<BatchEntry>)>, NodeError> {
+        let cf = self.cf(CF_BASED)?;
+        let start = based_key(rollup, from);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, rocksdb::Direction::Forward))
+        {
+            if out.len() >= max {
+                break;
+            }
+            let (k, v) = item?;
+            if k.len() != 17 || k[..9] != start[..9] {
+                break;
+            }
+            let number = u64::from_be_bytes(k[9..].try_into().unwrap_or_default());
+            let (hash, entries): (Hash, Vec<BatchEntry>) = dec(CF_BASED, &v)?;
+            out.push((L1Origin { number, hash }, entries));
+        }
+        Ok(out)
+    }
+
+    /// Whether a based bundle was derived from a final L1 block.
+    pub fn based_derived(&self, bundle: &Hash) -> Result<bool, NodeError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_BASED)?, based_hash_key(bundle))?
+            .is_some())
+    }
+
+    /// Withdraws what was stored from L1 block `from` on (L1 broke finality), with `last` as the new newest.
+    pub fn drop_based_from(&self, from: u64, last: Option<L1Origin>) -> Result<(), NodeError> {
+        let cf = self.cf(CF_BASED)?;
+        let mut wb = WriteBatch::default();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let number = match (k.first(), k.len()) {
+                (Some(b'b'), 17) => u64::from_be_bytes(k[9..].try_into().unwrap_or_default()),
+                (Some(b'h'), 33) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or_default()),
+                _ => continue,
+            };
+            if number >= from {
+                wb.delete_cf(cf, k);
+            }
+        }
+        match last {
+            Some(l) => wb.put_cf(cf, BASED_FINAL, enc(&l)),
+            None => wb.delete_cf(cf, BASED_FINAL),
+        }
+        self.db.write_opt(wb, &self.write_opts())?;
+        Ok(())
+    }
 }
 
 fn too_large(block: &Block) -> NodeError {

@@ -285,6 +285,82 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
     });
 }
 
+/// Forced entries are forgotten once resolved: a node that restarts after its forced entries were included does
+/// not load them again (the watcher reads the whole inbox history again; only unresolved entries stay), so its
+/// queue (`baton_l1_forced_waiting`) is empty and no proposal carries resolved entries around.
+#[test]
+fn resolved_forced_entries_do_not_come_back_after_a_restart() {
+    use baton_l1_inclusion::contracts::BatonInbox;
+    let _guard = serial();
+    run(Duration::from_secs(240), async {
+        let anvil = local_l1();
+        let mut cluster = Cluster::prepare(1);
+        let mut l1 = DevnetL1::local(&anvil, 10);
+        l1.forced_delay = 2;
+        let deployment = attach_l1(&mut cluster.net, &l1).await.expect("attach L1");
+        cluster.start_node(0);
+        cluster.wait_height(0, 2, Duration::from_secs(60)).await;
+
+        let mut user = common::User::new();
+        let payer: alloy::signers::local::PrivateKeySigner = anvil.keys()[3].clone().into();
+        let provider = ProviderBuilder::new()
+            .wallet(alloy::network::EthereumWallet::from(payer))
+            .connect_http(anvil.endpoint_url());
+        let inbox = BatonInbox::new(deployment.inbox, provider.clone());
+        let fee = inbox.forcedInclusionFee().call().await.expect("fee");
+        const N: usize = 6;
+        let mut hashes = Vec::new();
+        let mut last_deadline = 0;
+        for i in 0..N {
+            let bundle = user.bundle(&[(1, format!("forced {i}").as_bytes())]);
+            hashes.push(bundle.hash());
+            let receipt = inbox
+                .forceInclude(1, borsh::to_vec(&bundle).expect("encode").into())
+                .value(fee)
+                .send()
+                .await
+                .expect("send")
+                .get_receipt()
+                .await
+                .expect("receipt");
+            assert!(receipt.status());
+            last_deadline = receipt
+                .decoded_log::<BatonInbox::ForcedInclusion>()
+                .expect("ForcedInclusion event")
+                .deadline;
+        }
+        let mut client = cluster.client(0).await;
+        for h in &hashes {
+            common::wait_included(&mut client, h, Duration::from_secs(90)).await;
+        }
+        let decided = cluster.height(0).await.expect("height");
+
+        // Restart: the node reads the inbox from its deployment block again.
+        cluster.kill(0);
+        cluster.start_node(0);
+        cluster
+            .wait_height(0, decided + 1, Duration::from_secs(60))
+            .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let m = loop {
+            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            if value(&m, "baton_l1_origin_block ").unwrap_or(0.0) >= last_deadline as f64 {
+                break m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the L1 follower did not catch up: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(
+            value(&m, "baton_l1_forced_waiting "),
+            Some(0.0),
+            "all {N} forced entries were included before the restart, yet the node holds them again: {m}"
+        );
+    });
+}
+
 /// Based mode: a based rollup's stream carries the inbox's batches in L1 order, each with its L1 block; after an
 /// L1 reorg (served at `latest`, below finalized) it sends a reorg notice and then the corrected batches, so a
 /// reader applying the notices ends with exactly what the canonical chain's inbox holds.
@@ -471,6 +547,39 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             value(&m, "baton_l1_based_block ").unwrap() >= fourth_block as f64,
             "{m}"
         );
+        // Once L1 finalizes their blocks the batches leave the node's memory, and it serves them from its store.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            if value(&m, "baton_l1_based_batches_held ") == Some(0.0) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "based batches still held in memory well after L1 finalized their blocks: {m}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let first = *canonical.keys().next().expect("a batch");
+        let old = client
+            .raw()
+            .0
+            .get_batch(baton_proto::pb::GetBatchRequest {
+                rollup_id: 9,
+                height: first,
+                with_proof: false,
+            })
+            .await
+            .expect("a final batch")
+            .into_inner();
+        assert_eq!(old.l1_origin.expect("origin").number, first);
+        let mut stored = client.stream_based(9, 1).await.expect("stream");
+        let mut from_store = std::collections::BTreeMap::new();
+        while from_store.len() < canonical.len() {
+            let item = next_based(&mut stored, 10).await;
+            read(item, &mut from_store, &mut none);
+        }
+        assert_eq!(from_store, canonical);
     });
 }
 

@@ -68,7 +68,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .map(|(b, h)| (*h, b.sender, b.nonce))
             .collect();
         if let Some(l1) = &self.l1 {
-            l1.included(&hashes);
+            // The decided chain now resolves some forced entries for good: the view forgets them.
+            l1.decided(height, &self.view());
         }
         let waited = self.mempool.expire_waiting(self.clock.now_ms());
         self.record_waiting_dropped(waited)?;

@@ -132,7 +132,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let params = &self.spec.params;
         let due = match &self.l1 {
             Some(l1) => l1.forced_due(ctx.l1_origin.number),
-            None => Vec::new(),
+            None => Vec::new().into(),
         };
         let view = self.view();
         let owed: Vec<ForcedBundle> = owed_forced(&due, ctx.height, params, &view)?
