@@ -765,7 +765,11 @@ fn slow_subscribers_do_not_grow_node_memory_without_bound() {
     let _g = serial();
     run(Duration::from_secs(300), async {
         let mut cluster = Cluster::prepare(1);
-        cluster.edit_config(0, |c| c.grpc.stream_buffer_bytes = 1024 * 1024);
+        cluster.edit_config(0, |c| {
+            c.grpc.stream_buffer_bytes = 1024 * 1024;
+            // The 100 stalled subscribers all come from this test's address.
+            c.grpc.max_streams_per_client = 200;
+        });
         cluster.start_node(0);
         cluster.wait_height(0, 1, T).await;
         let url = cluster.net.nodes[0].grpc_url();
