@@ -180,7 +180,7 @@ impl ForwardHandle {
             return Ok(hash);
         }
         if self.over_budget.load(Ordering::Relaxed) {
-            return Err(SubmitError::Full(
+            return Err(SubmitError::ForwardLimit(
                 "this node's L1 fee budget for forwarding is spent for the hour (l1.forward.max_spend_gwei_per_hour); \
                  send the bundle to the L1 inbox yourself or retry later"
                     .into(),
@@ -199,7 +199,7 @@ impl ForwardHandle {
             let mut per = self.per_sender.lock().unwrap_or_else(|p| p.into_inner());
             let n = per.entry(bundle.sender).or_insert(0);
             if *n >= self.max_pending_per_sender {
-                return Err(SubmitError::Full(format!(
+                return Err(SubmitError::ForwardLimit(format!(
                     "sender {} already has {} bundles waiting to be forwarded to L1 \
                      (l1.forward.max_pending_per_sender); retry once they are in the inbox",
                     bundle.sender, self.max_pending_per_sender
@@ -239,6 +239,7 @@ struct Waiting {
 }
 
 /// Starts the forwarder; its queue is reloaded from the store.
+#[allow(clippy::too_many_arguments)] // the L1 sender's three, the node's stores and views, metrics
 pub async fn start<P: Provider + 'static>(
     provider: P,
     wallet: EthereumWallet,
@@ -247,8 +248,14 @@ pub async fn start<P: Provider + 'static>(
     store: RocksStore,
     spec: Arc<ChainSpec>,
     based: BasedBatches,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Result<ForwardHandle, NodeError> {
     cfg.validate()?;
+    let gwei = |wei: u128| i64::try_from(wei / 1_000_000_000).unwrap_or(i64::MAX);
+    metrics
+        .l1
+        .forward_budget_gwei
+        .set(i64::try_from(cfg.max_spend_gwei_per_hour).unwrap_or(i64::MAX));
     let mut sender: InboxSender<P, Vec<Hash>> =
         InboxSender::new(provider, wallet, inbox, cfg.sender.clone())
             .await
@@ -363,6 +370,7 @@ pub async fn start<P: Provider + 'static>(
                 continue;
             }
             let spent = spend.spent(Instant::now());
+            metrics.l1.forward_spend_last_hour_gwei.set(gwei(spent));
             let over = spent >= budget_wei;
             if over != over_budget.swap(over, Ordering::Relaxed) {
                 if over {

@@ -53,6 +53,9 @@ pub enum SubmitError {
          submissions until there is room; submit to another node"
     )]
     DiskLow { free: u64, min: u64 },
+    /// The based-rollup forwarder's own limits (its fee budget, a sender's share of its queue).
+    #[error("{0}")]
+    ForwardLimit(String),
 }
 
 impl SubmitError {
@@ -67,6 +70,7 @@ impl SubmitError {
             SubmitError::Storage(_) => "storage",
             SubmitError::ShuttingDown => "shutting_down",
             SubmitError::DiskLow { .. } => "disk_low",
+            SubmitError::ForwardLimit(_) => "forward_limit",
         }
     }
 }

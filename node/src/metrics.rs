@@ -128,6 +128,9 @@ pub struct L1Metrics {
     pub forced_waiting: Gauge,
     pub based_block: Gauge,
     pub based_held: Gauge,
+    /// The based-rollup forwarder's fees over the last hour, and its budget (gwei).
+    pub forward_spend_last_hour_gwei: Gauge,
+    pub forward_budget_gwei: Gauge,
 }
 
 impl L1Metrics {
@@ -545,6 +548,16 @@ impl Metrics {
         ] {
             r.register(name, help, c.clone());
         }
+        r.register(
+            "l1_forward_spend_last_hour_gwei",
+            "Gwei the based-rollup forwarder paid for mined batch transactions in the last hour",
+            l1.forward_spend_last_hour_gwei.clone(),
+        );
+        r.register(
+            "l1_forward_budget_gwei",
+            "The forwarder's fee budget per rolling hour (l1.forward.max_spend_gwei_per_hour); past it nothing is posted",
+            l1.forward_budget_gwei.clone(),
+        );
         r.register(
             "l1_poster_spend_last_hour_wei",
             "Wei the poster paid for included transactions in the last hour",

@@ -381,7 +381,15 @@ pub async fn run(
             });
         }
     }
-    let forward = start_forward(cfg.l1.as_ref(), &genesis, based.clone(), &store, &spec).await?;
+    let forward = start_forward(
+        cfg.l1.as_ref(),
+        &genesis,
+        based.clone(),
+        &store,
+        &spec,
+        metrics.clone(),
+    )
+    .await?;
     let api = Api {
         ingest,
         to_loop: loop_tx,
@@ -559,6 +567,7 @@ async fn start_forward(
     based: Option<crate::based::BasedBatches>,
     store: &RocksStore,
     spec: &baton_consensus::registry::ChainSpec,
+    metrics: Arc<Metrics>,
 ) -> Result<Option<crate::forward::ForwardHandle>, NodeError> {
     let (Some(s), Some(g), Some(based)) = (section, &genesis.l1, based) else {
         return Ok(None);
@@ -576,6 +585,7 @@ async fn start_forward(
         store.clone(),
         Arc::new(spec.clone()),
         based,
+        metrics,
     )
     .await?;
     Ok(Some(handle))

@@ -864,5 +864,11 @@ fn the_forwarder_stops_at_its_hourly_fee_budget() {
         // Nothing more is posted though bundles wait.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(posted().await, first, "posted past the budget");
+        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        assert_eq!(value(&m, "baton_l1_forward_budget_gwei"), Some(1.0), "{m}");
+        assert!(
+            value(&m, "baton_l1_forward_spend_last_hour_gwei").unwrap_or(0.0) >= 1.0,
+            "{m}"
+        );
     });
 }

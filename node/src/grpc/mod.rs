@@ -89,7 +89,9 @@ fn submit_status(e: SubmitError) -> Status {
             status
         }
         SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
-        SubmitError::DiskLow { .. } => Status::resource_exhausted(e.to_string()),
+        SubmitError::DiskLow { .. } | SubmitError::ForwardLimit(_) => {
+            Status::resource_exhausted(e.to_string())
+        }
         SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
     }
 }
