@@ -47,9 +47,9 @@ use malachitebft_core_consensus::ProposedValue;
 use crate::app::{proposal_wait, publish_parts};
 use crate::codec::WireCodec;
 use crate::config::{P2pSection, SyncSection};
+use crate::engine::{network_identity, parse_addr, value_sync_config, EngineConfig};
 use crate::error::NodeError;
 use crate::keys::NodeKey;
-use crate::node::{network_identity, parse_addr, value_sync_config, EngineConfig};
 
 /// Bytes of filler per bundle of a value with `value_bytes`.
 const FILLER_BUNDLE_BYTES: usize = 512;

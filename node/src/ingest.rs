@@ -216,14 +216,15 @@ impl IngestHandle {
         metrics: Arc<Metrics>,
         pool: VerifyPool,
         gate: Arc<AdmissionGate>,
-    ) -> Self {
+    ) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(limits.queue);
         let queued = Arc::new(QueuedBytes {
             now: Default::default(),
             max: limits.queue_bytes,
             gauge: metrics.ingest_queued_bytes.clone(),
         });
-        tokio::spawn(writer(
+        // Ends once every handle is dropped and what it took is written and answered.
+        let writer = tokio::spawn(writer(
             rx,
             store,
             limits,
@@ -231,14 +232,15 @@ impl IngestHandle {
             metrics.clone(),
             queued.clone(),
         ));
-        IngestHandle {
+        let handle = IngestHandle {
             tx,
             queued,
             spec: Arc::new(spec),
             metrics,
             pool,
             gate,
-        }
+        };
+        (handle, writer)
     }
 
     /// Submits a bundle; resolves once it is durable (or refused).
@@ -489,7 +491,7 @@ mod tests {
         )
         .unwrap();
         let limit = 1024 * 1024;
-        let ingest = IngestHandle::spawn(
+        let (ingest, _writer) = IngestHandle::spawn(
             store,
             spec,
             IngestLimits {

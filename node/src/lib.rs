@@ -16,6 +16,7 @@ pub mod codec;
 pub mod config;
 #[cfg(feature = "devnet")]
 pub mod devnet;
+pub mod engine;
 pub mod error;
 pub mod floor;
 pub mod forward;

@@ -1,5 +1,7 @@
-//! Starting a node: open storage, build the host, start the engine (libp2p, consensus, sync, WAL), the ingest
-//! writer, the consensus loop and the gRPC server; stop them all on shutdown.
+//! Starting and stopping a node, in named steps: load the chain and key, open storage, build the host (and follow
+//! L1), start the engine (libp2p, consensus, sync, WAL; configured in [`crate::engine`]), then the services
+//! (ingest writer, consensus loop, pruning, L1 attestation and forwarding, gRPC, metrics); on Ctrl-C / SIGTERM or
+//! a component's failure, stop in a defined order ([`Running::stop`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,19 +12,15 @@ use tracing::{error, info, warn};
 use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use baton_consensus::host::{Host, HostLimits};
 use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
-use malachitebft_app_channel::app::config::{
-    ConsensusConfig, NodeConfig as EngineNodeConfig, PubSubProtocol, ValueSyncConfig,
-};
-use malachitebft_app_channel::app::net::Multiaddr;
 use malachitebft_app_channel::{
-    ConsensusContext, EngineBuilder, NetworkContext, NetworkIdentity, NetworkRequest,
-    RequestContext, Signer, SyncContext, WalContext,
+    ConsensusContext, EngineBuilder, NetworkContext, NetworkRequest, RequestContext, SyncContext,
+    WalContext,
 };
-use malachitebft_codec::Codec;
 
 use crate::app::{ConsensusLoop, GossipLimits, LoopLinks, SystemClock};
 use crate::codec::WireCodec;
 use crate::config::{Genesis, NodeConfig};
+use crate::engine::{engine_config, network_identity};
 use crate::error::NodeError;
 use crate::grpc::{serve, Api};
 use crate::ingest::{AdmissionGate, IngestHandle, IngestLimits};
@@ -33,91 +31,93 @@ use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
 use crate::verify::{PoolLimits, VerifyPool};
 
-/// The engine's view of a node's configuration (what Malachite asks of it).
-#[derive(Clone, Debug)]
-pub(crate) struct EngineConfig {
-    pub(crate) moniker: String,
-    pub(crate) consensus: ConsensusConfig,
-    pub(crate) value_sync: ValueSyncConfig,
+/// What the node is, read from its files: genesis and the chain rules, its key.
+struct Chain {
+    genesis: Genesis,
+    key: NodeKey,
+    spec: baton_consensus::registry::ChainSpec,
+    validators: baton_consensus::context::ValidatorSet,
+    domain: baton_consensus::context::ChainDomain,
+    address: baton_consensus::types::Address,
+    /// A node configured to validate signs whenever its key is in a height's set: from genesis, or from the epoch
+    /// its stake makes it a member (until then it follows the chain like a full node).
+    is_validator: bool,
 }
 
-impl EngineNodeConfig for EngineConfig {
-    fn moniker(&self) -> &str {
-        &self.moniker
-    }
-    fn consensus(&self) -> &ConsensusConfig {
-        &self.consensus
-    }
-    fn consensus_mut(&mut self) -> &mut ConsensusConfig {
-        &mut self.consensus
-    }
-    fn value_sync(&self) -> &ValueSyncConfig {
-        &self.value_sync
-    }
-    fn value_sync_mut(&mut self) -> &mut ValueSyncConfig {
-        &mut self.value_sync
-    }
-}
-
-/// The node's libp2p identity; a validator's carries a proof, signed with its consensus key, that the peer id is
-/// that validator's.
-pub(crate) async fn network_identity(
-    moniker: &str,
-    key: &NodeKey,
-    signer: Option<&ConsensusSigner>,
-) -> Result<NetworkIdentity, NodeError> {
-    let keypair = key.keypair()?;
-    let Some(signer) = signer else {
-        return Ok(NetworkIdentity::new(moniker.to_string(), keypair, None));
-    };
-    let proof = signer
-        .sign_validator_proof(
-            key.signing_key.verification_key().as_bytes().to_vec(),
-            keypair.public().to_peer_id().to_bytes(),
-        )
-        .await
-        .map_err(|e| NodeError::Key(format!("cannot sign validator proof: {e:?}")))?;
-    let proof_bytes = WireCodec
-        .encode(&proof)
-        .map_err(|e| NodeError::Engine(e.to_string()))?;
-    Ok(NetworkIdentity::new_validator(
-        moniker.to_string(),
-        keypair,
-        key.address().to_string(),
-        proof_bytes,
-    ))
-}
-
-pub(crate) fn parse_addr(s: &str) -> Result<Multiaddr, NodeError> {
-    s.parse()
-        .map_err(|e| NodeError::Config(format!("`{s}` is not a multiaddr: {e}")))
-}
-
-/// Runs a node until `shutdown` resolves or a component fails.
+/// Runs a node until `shutdown` resolves or a component fails, in named steps; then stops it in a defined order
+/// ([`Running::stop`]).
 pub async fn run(
     cfg: NodeConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
+    let chain = load_chain(&cfg)?;
+    crate::l1::check_staking_attesters(&chain.genesis, cfg.l1.as_ref()).await?;
+    let store = open_store(&cfg)?;
+    let signatures = Arc::new(SignatureCache::new(DEFAULT_SIGNATURE_CACHE));
+    let signer = ConsensusSigner::new(chain.key.signing_key.clone(), chain.domain)
+        .with_cache(signatures.clone());
+    let (host, inbox, based) = build_host(&cfg, &chain, &store, &signer).await?;
+    let (channels, engine, peer_id) = start_engine(&cfg, &chain, &signer, &signatures).await?;
+    let running = start_services(
+        &cfg,
+        &chain,
+        Parts {
+            store,
+            host,
+            inbox,
+            based,
+            channels,
+            engine,
+            signatures,
+        },
+    )
+    .await?;
+    info!(
+        moniker = %cfg.moniker, address = %chain.address, %peer_id, validator = chain.is_validator,
+        grpc = %cfg.grpc.listen_addr, metrics = %cfg.metrics.listen_addr, p2p = %cfg.p2p.listen_addr,
+        height = running.shared.latest_height(), "node started"
+    );
+    running.serve(shutdown).await
+}
+
+/// Step 1: genesis, the chain rules and the node's key.
+fn load_chain(cfg: &NodeConfig) -> Result<Chain, NodeError> {
     let genesis = Genesis::load(&cfg.genesis_file)?;
     let key = NodeKey::load(&cfg.key_file)?;
-    let validators = genesis.validator_set()?;
-    let domain = genesis.domain();
-    let address = key.address();
-    // A node configured to validate signs whenever its key is in a height's set: from genesis, or from the epoch
-    // its stake makes it a member (until then it follows the chain like a full node).
-    let is_validator = cfg.validator;
-    let spec = genesis.spec()?;
-    let params = spec.params.clone();
-    crate::l1::check_staking_attesters(&genesis, cfg.l1.as_ref()).await?;
+    Ok(Chain {
+        validators: genesis.validator_set()?,
+        domain: genesis.domain(),
+        address: key.address(),
+        spec: genesis.spec()?,
+        is_validator: cfg.validator,
+        genesis,
+        key,
+    })
+}
 
-    let store = RocksStore::open(
+/// Step 2: the node's database.
+fn open_store(cfg: &NodeConfig) -> Result<RocksStore, NodeError> {
+    RocksStore::open(
         &cfg.data_dir.join("db"),
         cfg.storage.sync_writes,
         cfg.storage.block_cache_bytes,
-    )?;
-    let signatures = Arc::new(SignatureCache::new(DEFAULT_SIGNATURE_CACHE));
-    let signer =
-        ConsensusSigner::new(key.signing_key.clone(), domain).with_cache(signatures.clone());
+    )
+}
+
+/// Step 3: the host on the store (its mempool reloaded), tied to the L1 follower when genesis has `[l1]`.
+async fn build_host(
+    cfg: &NodeConfig,
+    chain: &Chain,
+    store: &RocksStore,
+    signer: &ConsensusSigner,
+) -> Result<
+    (
+        Host<RocksStore, SystemClock>,
+        Option<crate::inbox::InboxView>,
+        Option<crate::based::BasedBatches>,
+    ),
+    NodeError,
+> {
     let limits = HostLimits {
         mempool_max_bundles: cfg.mempool.max_bundles,
         mempool_max_bytes: cfg.mempool.max_bytes,
@@ -133,94 +133,60 @@ pub async fn run(
         ..HostLimits::default()
     };
     let mut host = Host::new(
-        domain,
-        genesis.hash()?,
-        is_validator.then(|| signer.clone()),
-        validators.clone(),
-        spec.clone(),
+        chain.domain,
+        chain.genesis.hash()?,
+        chain.is_validator.then(|| signer.clone()),
+        chain.validators.clone(),
+        chain.spec.clone(),
         limits,
         store.clone(),
         SystemClock,
     )?;
-    let (inbox, based) = start_inbox(&genesis, cfg.l1.as_ref(), &spec, &store).await?;
+    let (inbox, based) = start_inbox(&chain.genesis, cfg.l1.as_ref(), &chain.spec, store).await?;
     match &inbox {
         Some(view) => host.set_l1(Arc::new(view.clone())),
         // A node of a chain with L1 but without an L1 endpoint (a full node) takes blocks on their certificates.
-        None if genesis.l1.is_some() => host.set_l1(Arc::new(baton_consensus::origin::Certified)),
+        None if chain.genesis.l1.is_some() => {
+            host.set_l1(Arc::new(baton_consensus::origin::Certified))
+        }
         None => {}
     }
+    Ok((host, inbox, based))
+}
 
-    // Engine configuration: the peers are the genesis validators and configured full nodes (who may connect in:
-    // see `persistent_peers_only` below).
-    let mut consensus = ConsensusConfig::default();
-    consensus.p2p.listen_addr = parse_addr(&cfg.p2p.listen_addr)?;
-    let own = cfg.p2p.listen_addr.clone();
-    let mut peers = Vec::new();
-    for v in &genesis.validators {
-        let same_key = v
-            .to_validator()
-            .map(|val| val.address == address)
-            .unwrap_or(false);
-        if !same_key && v.p2p_addr != own {
-            // Name the peer id in the address: the node then recognises the validator on an inbound connection
-            // before its own dial has completed (otherwise two validators starting together reject each other).
-            let addr = if v.p2p_addr.contains("/p2p/") {
-                v.p2p_addr.clone()
-            } else {
-                format!(
-                    "{}/p2p/{}",
-                    v.p2p_addr,
-                    crate::keys::peer_id_of(&v.public_key)?
-                )
-            };
-            peers.push(parse_addr(&addr)?);
-        }
-    }
-    for p in &cfg.p2p.extra_peers {
-        peers.push(parse_addr(p)?);
-    }
-    consensus.p2p.persistent_peers = peers;
-    // A fixed set talks to its configured peers only. With epochs, anyone who stakes may join: validators accept
-    // inbound connections from nodes not in their config (authenticated libp2p identities; every consensus
-    // message is still checked against the height's set).
-    consensus.p2p.persistent_peers_only = genesis.epochs.is_none();
-    consensus.p2p.discovery.enabled = false;
-    consensus.p2p.discovery.max_connections_per_ip = 64;
-    consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
-    consensus.p2p.rpc_max_size = bytesize(cfg.p2p.max_rpc_bytes);
-    match cfg.p2p.pubsub {
-        crate::config::PubSub::Broadcast => consensus.p2p.protocol = PubSubProtocol::Broadcast,
-        // Gossipsub forwards a message before the application has judged it, so on a chain anyone may connect
-        // to, an outsider's traffic would be relayed between validators.
-        crate::config::PubSub::Gossipsub if genesis.epochs.is_some() => {
-            return Err(NodeError::Config(
-                "p2p.pubsub = \"gossipsub\" relays messages before they are checked; a chain with epochs (open to \
-                 any peer) must use \"broadcast\""
-                    .into(),
-            ))
-        }
-        crate::config::PubSub::Gossipsub => {}
-    }
-    let value_sync = value_sync_config(&cfg.sync, cfg.p2p.max_rpc_bytes);
-    let engine_cfg = EngineConfig {
-        moniker: cfg.moniker.clone(),
-        consensus,
-        value_sync,
-    };
-
-    let peer_id = key.keypair()?.public().to_peer_id();
-    let identity = network_identity(&cfg.moniker, &key, is_validator.then_some(&signer)).await?;
+/// Step 4: the engine (libp2p, consensus, value sync, write-ahead log), with this node's identity.
+async fn start_engine(
+    cfg: &NodeConfig,
+    chain: &Chain,
+    signer: &ConsensusSigner,
+    signatures: &Arc<SignatureCache>,
+) -> Result<
+    (
+        malachitebft_app_channel::Channels<BatonContext>,
+        malachitebft_app_channel::EngineHandle,
+        libp2p_identity::PeerId,
+    ),
+    NodeError,
+> {
+    let engine_cfg = engine_config(cfg, &chain.genesis, chain.address)?;
+    let peer_id = chain.key.keypair()?.public().to_peer_id();
+    let identity = network_identity(
+        &cfg.moniker,
+        &chain.key,
+        chain.is_validator.then_some(signer),
+    )
+    .await?;
     // One memory of good signatures shared by the verifier and this node's signer (the engine checks its own votes
     // and, at every decision, the precommits it already checked).
-    let verifier = ConsensusVerifier::new(domain).with_cache(signatures.clone());
-    let consensus_ctx = if is_validator {
+    let verifier = ConsensusVerifier::new(chain.domain).with_cache(signatures.clone());
+    let consensus_ctx = if chain.is_validator {
         ConsensusContext::<BatonContext>::new_validator(
-            address,
+            chain.address,
             Box::new(verifier),
-            Box::new(signer),
+            Box::new(signer.clone()),
         )
     } else {
-        ConsensusContext::<BatonContext>::new_full_node(address, Box::new(verifier))
+        ConsensusContext::<BatonContext>::new_full_node(chain.address, Box::new(verifier))
     };
     let wal_path = cfg.data_dir.join("wal").join("consensus.wal");
     std::fs::create_dir_all(cfg.data_dir.join("wal"))?;
@@ -233,14 +199,110 @@ pub async fn run(
         .build()
         .await
         .map_err(|e| NodeError::Engine(e.to_string()))?;
+    Ok((channels, engine, peer_id))
+}
 
+/// What the services are built from.
+struct Parts {
+    store: RocksStore,
+    host: Host<RocksStore, SystemClock>,
+    inbox: Option<crate::inbox::InboxView>,
+    based: Option<crate::based::BasedBatches>,
+    channels: malachitebft_app_channel::Channels<BatonContext>,
+    engine: malachitebft_app_channel::EngineHandle,
+    signatures: Arc<SignatureCache>,
+}
+
+/// The node's background tasks that only need to be told to stop (metrics, pruning, status observers), by name.
+struct Tasks {
+    set: tokio::task::JoinSet<&'static str>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Tasks {
+    fn new() -> Self {
+        Tasks {
+            set: tokio::task::JoinSet::new(),
+            stop: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// A future that resolves when the tasks are told to stop.
+    fn stop_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Runs `body` until it ends or the tasks are told to stop.
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        body: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let stop = self.stop_signal();
+        self.set.spawn(async move {
+            tokio::select! {
+                _ = stop => {}
+                _ = body => {}
+            }
+            name
+        });
+    }
+
+    /// Tells every task to stop and waits for them (at most `grace`, then aborts the rest).
+    async fn stop(mut self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let all = async { while self.set.join_next().await.is_some() {} };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            warn!(
+                left = self.set.len(),
+                "background tasks did not stop in time; aborting them"
+            );
+            self.set.abort_all();
+        }
+    }
+}
+
+/// A started node: the tasks that stop in order ([`Running::stop`]) and the rest.
+struct Running {
+    shared: Arc<Shared>,
+    grpc: tokio::task::JoinHandle<Result<(), NodeError>>,
+    stop_grpc: tokio::sync::oneshot::Sender<()>,
+    writer: tokio::task::JoinHandle<()>,
+    consensus: tokio::task::JoinHandle<Result<(), NodeError>>,
+    engine: malachitebft_app_channel::EngineHandle,
+    metrics_endpoint: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop_metrics: tokio::sync::oneshot::Sender<()>,
+    tasks: Tasks,
+}
+
+/// Step 5: metrics, ingest, the consensus loop, pruning, L1 attestation and forwarding, the gRPC API and the
+/// metrics endpoint.
+async fn start_services(
+    cfg: &NodeConfig,
+    chain: &Chain,
+    parts: Parts,
+) -> Result<Running, NodeError> {
+    let Parts {
+        store,
+        host,
+        inbox,
+        based,
+        channels,
+        engine,
+        signatures,
+    } = parts;
+    let spec = &chain.spec;
+    let mut tasks = Tasks::new();
     let info = NodeInfo {
-        chain_id: genesis.chain_id.clone(),
+        chain_id: chain.genesis.chain_id.clone(),
         moniker: cfg.moniker.clone(),
-        peer_id: peer_id.to_string(),
-        address,
-        is_validator,
-        genesis_validators: validators.clone(),
+        peer_id: chain.key.peer_id()?,
+        address: chain.address,
+        is_validator: chain.is_validator,
+        genesis_validators: chain.validators.clone(),
     };
     let shared = Arc::new(Shared::new(info, store.latest_height()?));
     shared.set_history_min(store.history_min()?);
@@ -267,7 +329,7 @@ pub async fn run(
         .verify_capacity_bytes
         .set(cfg.verify.max_queue_bytes as i64);
     let gate = Arc::new(AdmissionGate::new(cfg.mempool.admit_max_wait_ms));
-    let ingest = IngestHandle::spawn(
+    let (ingest, writer) = IngestHandle::spawn(
         store.clone(),
         spec.clone(),
         IngestLimits {
@@ -283,28 +345,29 @@ pub async fn run(
     );
 
     // History pruning and the free-space watermark.
-    let (stop_retention_tx, stop_retention_rx) = tokio::sync::oneshot::channel::<()>();
-    let retention_task = tokio::spawn(crate::retention::run(
-        crate::retention::Retention {
-            data_dir: cfg.data_dir.clone(),
-            retain_heights: cfg.storage.retain_heights,
-            min_free_bytes: cfg.storage.min_free_bytes,
-            interval: Duration::from_secs(1),
-        },
-        store.clone(),
-        spec.rollups.ids().collect(),
-        shared.clone(),
-        gate.clone(),
-        metrics.clone(),
-        async move {
-            let _ = stop_retention_rx.await;
-        },
-    ));
+    let stop = tasks.stop_signal();
+    tasks.spawn(
+        "retention",
+        crate::retention::run(
+            crate::retention::Retention {
+                data_dir: cfg.data_dir.clone(),
+                retain_heights: cfg.storage.retain_heights,
+                min_free_bytes: cfg.storage.min_free_bytes,
+                interval: Duration::from_secs(1),
+            },
+            store.clone(),
+            spec.rollups.ids().collect(),
+            shared.clone(),
+            gate.clone(),
+            metrics.clone(),
+            stop,
+        ),
+    );
 
     // Peer count for Status, from the network actor's state dump.
     let net_requests = channels.net_requests.clone();
     let peers_metrics = metrics.clone();
-    let peers_task = tokio::spawn(async move {
+    tasks.spawn("peer count", async move {
         loop {
             if let Ok(Some(dump)) = NetworkRequest::dump_state(&net_requests).await {
                 peers_metrics.peers.set(dump.peers.len() as i64);
@@ -313,7 +376,7 @@ pub async fn run(
         }
     });
 
-    let consensus_loop = ConsensusLoop::new(
+    let mut consensus_loop = ConsensusLoop::new(
         host,
         channels,
         (loop_tx.clone(), loop_rx),
@@ -327,7 +390,7 @@ pub async fn run(
         LoopLinks {
             metrics: metrics.clone(),
             pool,
-            signatures: signatures.clone(),
+            signatures,
             gate,
             peers: PeerGate::new(
                 cfg.p2p.peer_limits(),
@@ -335,11 +398,10 @@ pub async fn run(
             ),
         },
     );
-    let mut consensus_loop = consensus_loop;
     consensus_loop.attestor = crate::l1::Attestor::start(
-        &genesis,
+        &chain.genesis,
         cfg.l1.as_ref(),
-        is_validator.then_some(address),
+        chain.is_validator.then_some(chain.address),
         &cfg.data_dir,
         inbox.clone(),
         Some(store.clone()),
@@ -353,48 +415,46 @@ pub async fn run(
         .map(|p| p.watch())
     {
         let m = metrics.clone();
-        tokio::spawn(async move {
+        tasks.spawn("poster metrics", async move {
             while status.changed().await.is_ok() {
                 let s = status.borrow_and_update().clone();
                 m.l1.observe(&s);
             }
         });
     }
-    let mut loop_task = tokio::spawn(consensus_loop.run());
+    let consensus = tokio::spawn(consensus_loop.run());
 
-    {
+    if inbox.is_some() {
         let (inbox, based, m) = (inbox.clone(), based.clone(), metrics.clone());
-        if inbox.is_some() {
-            tokio::spawn(async move {
-                loop {
-                    if let Some(v) = &inbox {
-                        m.l1.origin_block.set(v.head().unwrap_or(0) as i64);
-                        m.l1.forced_waiting.set(v.forced_len() as i64);
-                    }
-                    if let Some(b) = &based {
-                        m.l1.based_block
-                            .set(b.head().map_or(0, |h| h.number) as i64);
-                        m.l1.based_held.set(b.held() as i64);
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+        tasks.spawn("L1 metrics", async move {
+            loop {
+                if let Some(v) = &inbox {
+                    m.l1.origin_block.set(v.head().unwrap_or(0) as i64);
+                    m.l1.forced_waiting.set(v.forced_len() as i64);
                 }
-            });
-        }
+                if let Some(b) = &based {
+                    m.l1.based_block
+                        .set(b.head().map_or(0, |h| h.number) as i64);
+                    m.l1.based_held.set(b.held() as i64);
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
     let forward = start_forward(
         cfg.l1.as_ref(),
-        &genesis,
+        &chain.genesis,
         based.clone(),
         &store,
-        &spec,
+        spec,
         metrics.clone(),
     )
     .await?;
     let api = Api {
         ingest,
         to_loop: loop_tx,
-        spec: Arc::new(spec),
-        domain,
+        spec: Arc::new(spec.clone()),
+        domain: chain.domain,
         store: store.clone(),
         shared: shared.clone(),
         subscribers: Arc::new(Semaphore::new(cfg.grpc.max_subscribers)),
@@ -403,9 +463,9 @@ pub async fn run(
         submit_inflight: cfg.grpc.submit_stream_inflight,
         // Bundles up to twice the limit are read and refused with RESOURCE_EXHAUSTED; larger messages are cut off
         // by the transport (OUT_OF_RANGE) before they are buffered.
-        max_request_bytes: params.max_bundle_bytes as usize * 2 + 64 * 1024,
+        max_request_bytes: spec.params.max_bundle_bytes as usize * 2 + 64 * 1024,
         metrics: metrics.clone(),
-        based: based.clone(),
+        based,
         forward,
         clients: crate::clients::ClientLimits::new(
             cfg.grpc.max_streams_per_client,
@@ -415,12 +475,12 @@ pub async fn run(
         stream_idle: Duration::from_secs(cfg.grpc.stream_idle_timeout_secs),
         max_concurrent_per_connection: cfg.grpc.max_concurrent_per_connection,
     };
-    let (stop_grpc_tx, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut grpc_task = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
+    let (stop_grpc, stop_grpc_rx) = tokio::sync::oneshot::channel::<()>();
+    let grpc = tokio::spawn(serve(api, cfg.grpc.listen_addr, async move {
         let _ = stop_grpc_rx.await;
     }));
     // The metrics endpoint is bound now so that a taken port fails the start, not a later scrape.
-    let (stop_metrics_tx, stop_metrics_rx) = tokio::sync::oneshot::channel::<()>();
+    let (stop_metrics, stop_metrics_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics_listener = tokio::net::TcpListener::bind(cfg.metrics.listen_addr)
         .await
         .map_err(|e| {
@@ -429,83 +489,100 @@ pub async fn run(
                 cfg.metrics.listen_addr
             ))
         })?;
-    let mut metrics_task = tokio::spawn(crate::metrics::serve(
+    let metrics_endpoint = tokio::spawn(crate::metrics::serve(
         registry,
         metrics_listener,
         async move {
             let _ = stop_metrics_rx.await;
         },
     ));
-    info!(
-        moniker = %cfg.moniker, %address, %peer_id, validator = is_validator, grpc = %cfg.grpc.listen_addr,
-        metrics = %cfg.metrics.listen_addr, p2p = %cfg.p2p.listen_addr, height = shared.latest_height(),
-        "node started"
-    );
-
-    let outcome = tokio::select! {
-        _ = shutdown => { info!("shutdown requested"); Ok(()) }
-        r = &mut loop_task => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => { error!(error = %e, "consensus loop failed"); Err(e) }
-            Err(e) => Err(NodeError::Engine(format!("consensus loop panicked: {e}"))),
-        },
-        r = &mut grpc_task => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => { error!(error = %e, "gRPC server failed"); Err(e) }
-            Err(e) => Err(NodeError::Engine(format!("gRPC server panicked: {e}"))),
-        },
-        r = &mut metrics_task => match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => { error!(error = %e, "metrics server failed"); Err(e.into()) }
-            Err(e) => Err(NodeError::Engine(format!("metrics server panicked: {e}"))),
-        },
-    };
-    let _ = stop_metrics_tx.send(());
-    metrics_task.abort();
-
-    let _ = stop_grpc_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(5), &mut grpc_task)
-        .await
-        .is_err()
-    {
-        warn!("gRPC server did not stop in 5 s");
-        grpc_task.abort();
-    }
-    peers_task.abort();
-    let _ = stop_retention_tx.send(());
-    if tokio::time::timeout(Duration::from_secs(5), retention_task)
-        .await
-        .is_err()
-    {
-        warn!("the pruning task did not stop in 5 s");
-    }
-    let _ = engine
-        .actor
-        .kill_and_wait(Some(Duration::from_secs(5)))
-        .await;
-    engine.handle.abort();
-    loop_task.abort();
-    info!("node stopped");
-    outcome
+    Ok(Running {
+        shared,
+        grpc,
+        stop_grpc,
+        writer,
+        consensus,
+        engine,
+        metrics_endpoint,
+        stop_metrics,
+        tasks,
+    })
 }
 
-/// The engine's value sync as the `[sync]` section asks (the node and the engine floor both build it here).
-pub(crate) fn value_sync_config(
-    sync: &crate::config::SyncSection,
-    max_rpc_bytes: u64,
-) -> ValueSyncConfig {
-    ValueSyncConfig {
-        enabled: true,
-        status_update_interval: Duration::from_millis(sync.status_interval_ms),
-        request_timeout: Duration::from_millis(sync.request_timeout_ms),
-        max_response_size: bytesize(max_rpc_bytes),
-        batch_size: sync.batch_size,
-        ..ValueSyncConfig::default()
-    }
-}
+/// How long each stage of a stop may take before what is left of it is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
-fn bytesize(n: u64) -> bytesize::ByteSize {
-    bytesize::ByteSize::b(n)
+impl Running {
+    /// Step 6: serves until `shutdown` resolves (Ctrl-C, SIGTERM) or a component fails; then stops.
+    async fn serve(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        let outcome = tokio::select! {
+            _ = shutdown => { info!("shutdown requested"); Ok(()) }
+            r = &mut self.consensus => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => { error!(error = %e, "consensus loop failed"); Err(e) }
+                Err(e) => Err(NodeError::Engine(format!("consensus loop panicked: {e}"))),
+            },
+            r = &mut self.grpc => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => { error!(error = %e, "gRPC server failed"); Err(e) }
+                Err(e) => Err(NodeError::Engine(format!("gRPC server panicked: {e}"))),
+            },
+            r = &mut self.metrics_endpoint => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => { error!(error = %e, "metrics server failed"); Err(e.into()) }
+                Err(e) => Err(NodeError::Engine(format!("metrics server panicked: {e}"))),
+            },
+        };
+        self.stop().await;
+        outcome
+    }
+
+    /// Step 7, in this order: stop accepting (the gRPC server stops taking connections and requests, open streams
+    /// end, and with the API gone the ingest queue closes), finish the in-flight fsyncs (the ingest writer makes
+    /// durable and answers what it already took, then exits), stop the engine and the consensus loop (a decision
+    /// being committed completes: the loop's task is aborted only after the engine stopped asking), then the
+    /// background tasks and the metrics endpoint. Each stage waits at most [`STOP_GRACE`].
+    async fn stop(mut self) {
+        let _ = self.stop_grpc.send(());
+        if tokio::time::timeout(STOP_GRACE, &mut self.grpc)
+            .await
+            .is_err()
+        {
+            warn!("the gRPC server did not stop in time; closing its connections");
+            self.grpc.abort();
+        }
+        info!("stopped accepting requests");
+        if tokio::time::timeout(STOP_GRACE, &mut self.writer)
+            .await
+            .is_err()
+        {
+            warn!("the ingest writer did not finish its writes in time");
+            self.writer.abort();
+        } else {
+            info!("in-flight submissions written");
+        }
+        let _ = self.engine.actor.kill_and_wait(Some(STOP_GRACE)).await;
+        self.engine.handle.abort();
+        if tokio::time::timeout(STOP_GRACE, &mut self.consensus)
+            .await
+            .is_err()
+        {
+            self.consensus.abort();
+        }
+        info!("consensus stopped");
+        self.tasks.stop(STOP_GRACE).await;
+        let _ = self.stop_metrics.send(());
+        if tokio::time::timeout(STOP_GRACE, &mut self.metrics_endpoint)
+            .await
+            .is_err()
+        {
+            self.metrics_endpoint.abort();
+        }
+        info!("node stopped");
+    }
 }
 
 /// Starts following the L1 inbox when genesis has `[l1]` and the config an `[l1]` endpoint: the L1 view for

@@ -799,7 +799,21 @@ fn slow_subscribers_do_not_grow_node_memory_without_bound() {
         for i in 0..400u32 {
             let mut p = payload.clone();
             p[..4].copy_from_slice(&i.to_be_bytes());
-            last = Some(c.submit(&user.bundle(&[(1, &p)])).await.expect("submit"));
+            let b = user.bundle(&[(1, &p)]);
+            // A busy node (the box is shared) answers UNAVAILABLE with a retry hint: retry as a client would.
+            let deadline = tokio::time::Instant::now() + T;
+            last = Some(loop {
+                match c.submit(&b).await {
+                    Ok(h) => break h,
+                    Err(baton_proto::client::ClientError::Status(s))
+                        if s.code() == tonic::Code::Unavailable
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("submit: {e}"),
+                }
+            });
         }
         let (height, _, _) = wait_included(&mut c, &last.unwrap(), T).await;
         // A subscriber that reads gets everything, while the others still do not read.

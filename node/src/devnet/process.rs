@@ -62,22 +62,22 @@ impl NodeProcess {
         }
     }
 
-    /// SIGTERM, then SIGKILL if the process has not exited within `grace`.
-    pub fn terminate(&mut self, grace: Duration) {
-        let Some(mut c) = self.child.take() else {
-            return;
-        };
+    /// SIGTERM, then SIGKILL if the process has not exited within `grace`. Returns how it exited when it did so
+    /// by itself (`None`: it had to be killed, or was not running).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
         let pid = nix::unistd::Pid::from_raw(c.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let start = Instant::now();
         while start.elapsed() < grace {
-            if let Ok(Some(_)) = c.try_wait() {
-                return;
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = c.kill();
         let _ = c.wait();
+        None
     }
 }
 
