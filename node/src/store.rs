@@ -108,11 +108,16 @@ struct EntryRef {
     len: u32,
 }
 
+/// A height's vote extensions waiting for its decision to be committed.
+type StagedExtensions = (u64, Vec<(baton_consensus::Address, StoredExtension)>);
+
 /// Handle to the node's database. Clones share it.
 #[derive(Clone)]
 pub struct RocksStore {
     db: Arc<DB>,
     sync_writes: bool,
+    /// Vote extensions of the height about to be committed ([`RocksStore::stage_extensions`]).
+    staged_extensions: Arc<std::sync::Mutex<Option<StagedExtensions>>>,
 }
 
 fn be(h: u64) -> [u8; 8] {
@@ -169,6 +174,7 @@ impl RocksStore {
         let store = RocksStore {
             db: Arc::new(db),
             sync_writes,
+            staged_extensions: Default::default(),
         };
         store.check_layout()?;
         Ok(store)
@@ -338,10 +344,6 @@ impl RocksStore {
             .collect()
     }
 
-    pub fn bundle_inclusion(&self, hash: &Hash) -> Result<Option<Inclusion>, NodeError> {
-        self.get(CF_BUNDLES, &hash.0)
-    }
-
     /// Every set change: (first height it decides, the set), ascending.
     pub fn set_changes(&self) -> Result<Vec<(u64, ValidatorSet)>, NodeError> {
         let mut out = Vec::new();
@@ -359,7 +361,7 @@ impl RocksStore {
     }
 
     /// The set deciding `height` when it is not the genesis set (the newest set change at or below it).
-    pub fn set_at(&self, height: u64) -> Result<Option<ValidatorSet>, NodeError> {
+    fn set_at(&self, height: u64) -> Result<Option<ValidatorSet>, NodeError> {
         let key = be(height);
         let mut it = self.db.iterator_cf(
             self.cf(CF_SETS)?,
@@ -375,7 +377,7 @@ impl RocksStore {
     }
 
     /// Evidence in decided blocks from height `from` on, with the height of the block that carried it.
-    pub fn evidence_from(&self, from: u64) -> Result<Vec<(u64, Equivocation)>, NodeError> {
+    fn evidence_from(&self, from: u64) -> Result<Vec<(u64, Equivocation)>, NodeError> {
         let cf = self.cf(CF_EVIDENCE)?;
         let start = be(from);
         let mut out = Vec::new();
@@ -397,25 +399,18 @@ impl RocksStore {
         Ok(out)
     }
 
-    /// The commit certificate of a decided height.
-    pub fn cert(&self, height: u64) -> Result<Option<Certificate>, NodeError> {
-        self.get(CF_CERTS, &be(height))
-    }
-
-    /// Stores the vote extensions (L1 attestations) of the precommits that decided `height`, so that the
-    /// height's certificate can be served to syncing peers with them.
-    pub fn put_extensions(
+    /// Hands over the vote extensions (L1 attestations) of the precommits that decided `height`: they are written
+    /// with that height's decision, in the same atomic write (so a decided height never lacks them and the
+    /// decision costs one fsync), and served with its certificate to syncing peers.
+    pub fn stage_extensions(
         &self,
         height: u64,
         extensions: &[(baton_consensus::Address, StoredExtension)],
-    ) -> Result<(), NodeError> {
-        self.db.put_cf_opt(
-            self.cf(CF_EXTENSIONS)?,
-            be(height),
-            enc(&extensions.to_vec()),
-            &self.write_opts(),
-        )?;
-        Ok(())
+    ) {
+        *self
+            .staged_extensions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some((height, extensions.to_vec()));
     }
 
     /// Keeps a bundle for a based rollup until the inbox shows it (written before the submission is
@@ -463,14 +458,6 @@ impl RocksStore {
     /// The namespace table of a decided height.
     pub fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, NodeError> {
         self.get(CF_TABLES, &be(height))
-    }
-
-    pub fn dropped_status(&self, hash: &Hash) -> Result<Option<Dropped>, NodeError> {
-        self.get(CF_DROPPED, &hash.0)
-    }
-
-    pub fn sender_nonce(&self, sender: &Sender) -> Result<u64, NodeError> {
-        Ok(self.get::<u64>(CF_NONCES, sender.as_slice())?.unwrap_or(0))
     }
 
     pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
@@ -557,6 +544,14 @@ impl RocksStore {
                 break;
             }
             wb.delete_cf(cf_undecided, k);
+        }
+        let staged = self
+            .staged_extensions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((h, extensions)) = staged.filter(|(h, _)| *h == height) {
+            wb.put_cf(self.cf(CF_EXTENSIONS)?, be(h), enc(&extensions));
         }
         wb.put_cf(self.cf(CF_META)?, LATEST, be(height));
         self.db.write_opt(wb, &self.write_opts())?;
@@ -736,7 +731,7 @@ impl ChainStore for RocksStore {
     }
 
     fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError> {
-        self.bundle_inclusion(bundle).map_err(to_consensus)
+        self.get(CF_BUNDLES, &bundle.0).map_err(to_consensus)
     }
 
     fn put_undecided(&self, height: u64, p: &UndecidedProposal) -> Result<(), ConsensusError> {
@@ -780,7 +775,10 @@ impl ChainStore for RocksStore {
     }
 
     fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        self.sender_nonce(sender).map_err(to_consensus)
+        Ok(self
+            .get::<u64>(CF_NONCES, sender.as_slice())
+            .map_err(to_consensus)?
+            .unwrap_or(0))
     }
 
     fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError> {
@@ -802,7 +800,7 @@ impl ChainStore for RocksStore {
     }
 
     fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
-        self.dropped_status(bundle).map_err(to_consensus)
+        self.get(CF_DROPPED, &bundle.0).map_err(to_consensus)
     }
 
     fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
@@ -927,17 +925,17 @@ mod tests {
         let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
         assert_eq!(s.latest_height().unwrap(), 1);
         assert!(!s.is_pending(&h1).unwrap());
-        assert_eq!(s.bundle_inclusion(&h1).unwrap().unwrap().height, 1);
+        assert_eq!(s.inclusion(&h1).unwrap().unwrap().height, 1);
         assert_eq!(s.batch_entries(7, 1).unwrap()[0].payload, b"x".to_vec());
         assert_eq!(s.batch_entries(9, 1).unwrap()[0].index_in_bundle, 1);
         assert!(s.batch_entries(8, 1).unwrap().is_empty());
         assert!(s.undecided(1).unwrap().is_empty());
         assert_eq!(s.undecided(2).unwrap().len(), 1);
         assert_eq!(s.certificate(1).unwrap().unwrap().height, 1);
-        assert_eq!(s.sender_nonce(&key.address()).unwrap(), 5);
+        assert_eq!(s.next_nonce(&key.address()).unwrap(), 5);
         assert_eq!(s.namespace_table(1).unwrap().unwrap().len(), 9);
         assert!(matches!(
-            s.dropped_status(&Hash([9; 32])).unwrap(),
+            s.dropped(&Hash([9; 32])).unwrap(),
             Some(Dropped::Expired { .. })
         ));
         assert!(!s.is_pending(&Hash([9; 32])).unwrap());
@@ -1091,11 +1089,11 @@ mod tests {
         for h in [1u64, 2, 3, 5, 6, 7] {
             assert_eq!(s.block(h).unwrap(), None, "block {h}");
             assert_eq!(s.header(h).unwrap(), None, "header {h}");
-            assert_eq!(s.cert(h).unwrap(), None, "cert {h}");
+            assert_eq!(s.certificate(h).unwrap(), None, "cert {h}");
             assert!(s.batch_entries(7, h).unwrap().is_empty(), "batch {h}");
         }
         // The handover at 4 (its block names the next set) stays whole, and so does everything from 8.
-        assert!(s.block(4).unwrap().is_some() && s.cert(4).unwrap().is_some());
+        assert!(s.block(4).unwrap().is_some() && s.certificate(4).unwrap().is_some());
         assert_eq!(s.batch_entries(7, 4).unwrap().len(), 1);
         for h in 8..=10 {
             assert_eq!(
@@ -1107,6 +1105,39 @@ mod tests {
         drop(s);
         let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
         assert_eq!(s.history_min().unwrap(), 8, "kept across restarts");
+    }
+
+    #[test]
+    fn vote_extensions_are_written_with_their_height_decision_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let ext = |n: u8| {
+            vec![(
+                Address([n; 20]),
+                (baton_consensus::context::Attestation([n; 65]), [n; 64]),
+            )]
+        };
+        let commit = |h: u64| {
+            let (blk, batches, table) = block(h, vec![]);
+            let cert = Certificate {
+                height: h,
+                round: 0,
+                block_hash: blk.hash(),
+                signatures: vec![],
+            };
+            s.commit(&blk, &[], &batches, &table, &cert).unwrap();
+        };
+        // Staged for height 1: nothing is written until height 1's decision, then with it.
+        s.stage_extensions(1, &ext(1));
+        assert!(s.extensions(1).unwrap().is_empty());
+        commit(1);
+        assert_eq!(s.extensions(1).unwrap(), ext(1));
+        // Staged for a height whose decision did not come (the node restarted the height): not written with
+        // another height's decision.
+        s.stage_extensions(5, &ext(5));
+        commit(2);
+        assert!(s.extensions(2).unwrap().is_empty());
+        assert!(s.extensions(5).unwrap().is_empty());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Figures for the README, not pass/fail checks: run with
+//! Figures for the docs/testing.md, not pass/fail checks: run with
 //! `cargo test --release -p baton-node --test measure -- --ignored --nocapture`.
 //!
 //! - admission rate: signed bundles per second one node of four acknowledges through `SubmitBundles` (checked,

@@ -567,14 +567,14 @@ impl ConsensusLoop {
             } => {
                 let cert = certificate_from_engine(&certificate);
                 let height = cert.height;
-                // Stored before the decision is committed, so that a decided height never lacks them.
+                // Written with the decision, in its one atomic write (`RocksStore::stage_extensions`).
                 let stored: Vec<_> = extensions
                     .extensions
                     .iter()
                     .map(|(a, e)| (*a, (e.message, e.signature.0)))
                     .collect();
                 if !stored.is_empty() {
-                    self.host.store().put_extensions(height, &stored)?;
+                    self.host.store().stage_extensions(height, &stored);
                 }
                 let rounds = u64::from(cert.round) + 1;
                 let started = std::time::Instant::now();

@@ -28,6 +28,8 @@ use baton_proto::pb;
 use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
+use baton_consensus::store::ChainStore;
+
 use crate::app::LoopRequest;
 use crate::clients::{ClientLimits, Kind};
 use crate::error::NodeError;
@@ -131,7 +133,7 @@ async fn settle((client_ref, answer): Answer) -> pb::SubmitBundlesResponse {
     }
 }
 
-fn internal(e: NodeError) -> Status {
+fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
@@ -142,7 +144,6 @@ fn loop_gone() -> Status {
 impl Api {
     /// The set deciding `height` (decided heights and the next one).
     fn set_at(&self, height: u64) -> Result<ValidatorSet, Status> {
-        use baton_consensus::store::ChainStore;
         self.store
             .validators_for(height, &self.shared.info.genesis_validators)
             .map_err(|e| Status::internal(e.to_string()))
@@ -212,7 +213,7 @@ impl Api {
                 .ok_or_else(|| missing("namespace table"))?;
             let cert = self
                 .store
-                .cert(height)
+                .certificate(height)
                 .map_err(internal)?
                 .ok_or_else(|| missing("certificate"))?;
             let proof =
@@ -436,7 +437,7 @@ impl RollupService for Api {
         let req = request.into_inner();
         let hash = hash_field("bundle_hash", &req.bundle_hash)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(inc) = self.store.bundle_inclusion(&hash).map_err(internal)? {
+        if let Some(inc) = self.store.inclusion(&hash).map_err(internal)? {
             return Ok(Response::new(pb::GetBundleStatusResponse {
                 bundle_hash: hash.0.to_vec(),
                 state: pb::BundleState::Included as i32,
@@ -446,7 +447,7 @@ impl RollupService for Api {
                 reason: String::new(),
             }));
         }
-        if let Some(d) = self.store.dropped_status(&hash).map_err(internal)? {
+        if let Some(d) = self.store.dropped(&hash).map_err(internal)? {
             let (state, height, reason) = BundleStatus::from_dropped(&d);
             return Ok(Response::new(pb::GetBundleStatusResponse {
                 bundle_hash: hash.0.to_vec(),
@@ -598,7 +599,7 @@ impl NodeService for Api {
         request: Request<pb::ListEvidenceRequest>,
     ) -> Result<Response<pb::ListEvidenceResponse>, Status> {
         let from = request.into_inner().from_height;
-        let all = self.store.evidence_from(0).map_err(internal)?;
+        let all = self.store.evidence().map_err(internal)?;
         let mut jailed: Vec<Vec<u8>> = all.iter().map(|(_, e)| e.validator.0.to_vec()).collect();
         jailed.sort();
         jailed.dedup();
