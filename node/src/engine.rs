@@ -18,6 +18,9 @@ use crate::config::{Genesis, NodeConfig};
 use crate::error::NodeError;
 use crate::keys::NodeKey;
 
+/// Connections the engine takes from one IP address at most.
+const MAX_CONNECTIONS_PER_IP: usize = 64;
+
 /// The engine's view of a node's configuration (what Malachite asks of it).
 #[derive(Clone, Debug)]
 pub(crate) struct EngineConfig {
@@ -119,7 +122,7 @@ pub(crate) fn engine_config(
     // configured peers: `crate::peers`).
     consensus.p2p.persistent_peers_only = genesis.epochs.is_none();
     consensus.p2p.discovery.enabled = false;
-    consensus.p2p.discovery.max_connections_per_ip = 64;
+    consensus.p2p.discovery.max_connections_per_ip = MAX_CONNECTIONS_PER_IP;
     consensus.p2p.pubsub_max_size = bytesize(cfg.p2p.max_gossip_bytes);
     consensus.p2p.rpc_max_size = bytesize(cfg.p2p.max_rpc_bytes);
     match cfg.p2p.pubsub {

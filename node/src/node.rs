@@ -195,7 +195,7 @@ async fn start_engine(
         .with_default_network(NetworkContext::new(identity, WireCodec))
         .with_default_consensus(consensus_ctx)
         .with_default_sync(SyncContext::new(WireCodec))
-        .with_default_request(RequestContext::new(64))
+        .with_default_request(RequestContext::new(ENGINE_REQUESTS))
         .build()
         .await
         .map_err(|e| NodeError::Engine(e.to_string()))?;
@@ -463,7 +463,7 @@ async fn start_services(
         submit_inflight: cfg.grpc.submit_stream_inflight,
         // Bundles up to twice the limit are read and refused with RESOURCE_EXHAUSTED; larger messages are cut off
         // by the transport (OUT_OF_RANGE) before they are buffered.
-        max_request_bytes: spec.params.max_bundle_bytes as usize * 2 + 64 * 1024,
+        max_request_bytes: spec.params.max_bundle_bytes as usize * 2 + REQUEST_ENVELOPE_BYTES,
         metrics: metrics.clone(),
         based,
         forward,
@@ -508,6 +508,14 @@ async fn start_services(
         tasks,
     })
 }
+
+/// Requests to the engine (value sync, network state) queued at most.
+const ENGINE_REQUESTS: usize = 64;
+/// Room above twice the largest bundle for the rest of a submission message (fields, framing).
+const REQUEST_ENVELOPE_BYTES: usize = 64 * 1024;
+/// Based-rollup updates (batches, reorg notices) buffered for streaming subscribers; a slower one is told where
+/// to resume.
+const BASED_UPDATES: usize = 1024;
 
 /// How long each stage of a stop may take before what is left of it is aborted.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -630,7 +638,7 @@ async fn start_inbox(
             ..Default::default()
         },
         Duration::from_millis(s.poll_ms),
-        1024,
+        BASED_UPDATES,
         store.clone(),
     );
     Ok((Some(view), based))
