@@ -9,9 +9,9 @@
 use std::time::Instant;
 
 use baton_consensus::bundle::Sender;
+use baton_consensus::bundle::{Bundle, BundleEntry};
+use baton_consensus::hash::Hash;
 use baton_consensus::mempool::{Mempool, MempoolLimits};
-use baton_consensus::types::{Bundle, BundleEntry};
-use baton_consensus::Hash;
 
 fn bundle(sender: u32, nonce: u64) -> (Hash, Bundle) {
     let mut who = [0u8; 20];

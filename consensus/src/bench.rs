@@ -18,8 +18,8 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::context::ValidatorSet;
-use crate::types::Address;
+use crate::ids::Address;
+use crate::validators::ValidatorSet;
 
 /// Heights a validator sits out after its first missed turn.
 pub const BENCH_HEIGHTS: u64 = 64;
@@ -129,7 +129,7 @@ impl Bench {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::Validator;
+    use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     fn set(n: u8) -> ValidatorSet {

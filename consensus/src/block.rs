@@ -4,22 +4,22 @@
 //!
 //! Signatures are the expensive part of validation (one ECDSA recovery per bundle). A node checks each bundle's
 //! signature once: at admission (from a client or from a peer's dissemination), and for bundles it first sees in a
-//! proposal, while judging that proposal. [`ChainView::signature_checked`] lets validation skip bundles the node
-//! already checked, byte for byte (same content and same signature).
+//! proposal, while judging that proposal. [`ChainView::signature_checked`] ([`crate::view`]) lets validation skip
+//! bundles the node already checked, byte for byte (same content and same signature).
 
 use std::collections::{HashMap, HashSet};
 
 use crate::bench::Bench;
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
-use crate::context::ValidatorSet;
 use crate::error::{BlockError, BundleError, ConsensusError};
 use crate::hash::Hash;
+use crate::ids::{Address, L1Origin, RollupId};
 use crate::origin::{owed_forced, L1View};
 use crate::registry::ChainSpec;
-use crate::types::{
-    batches_of, bundles_root, namespace_root, namespace_table, Address, Block, BlockHeader, Bundle,
-    L1Origin, RollupId,
-};
+use crate::types::{batches_of, bundles_root, namespace_root, namespace_table, Block, BlockHeader};
+use crate::validators::ValidatorSet;
+use crate::view::ChainView;
 
 /// Who orders a bundle being checked: Baton's validators (every entry for a `shared` rollup), or the L1 inbox
 /// for one `based` rollup (every entry for that rollup).
@@ -180,19 +180,6 @@ pub struct BlockContext {
     pub parent_l1_origin: L1Origin,
     /// The origin to build with (used when building; validation takes it from the header).
     pub l1_origin: L1Origin,
-}
-
-/// What block validation needs to know about the chain and the node's own checks.
-///
-/// Reads can fail (storage): a failure is an error, never an answer, so that no node votes as if a bundle were not
-/// included or a sender's nonce were 0 because it could not read them.
-pub trait ChainView {
-    /// Whether a bundle is already in an earlier block.
-    fn is_included(&self, bundle: &Hash) -> Result<bool, ConsensusError>;
-    /// The sender's next nonce according to the decided chain.
-    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
-    /// Whether this node already checked this exact bundle's signature (same hash and same signature bytes).
-    fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool;
 }
 
 /// A read the block rules needed failed: not a verdict on the block ([`BlockError::Unreadable`]).
@@ -470,12 +457,12 @@ pub fn bundle_hashes(block: &Block) -> Vec<Hash> {
 mod tests {
     use super::*;
     use crate::bundle::testing::{bundle, key, sign};
+    use crate::bundle::BundleEntry;
     use crate::bundle::UnsignedBundle;
-    use crate::types::BundleEntry;
     use proptest::prelude::*;
 
     fn set() -> ValidatorSet {
-        ValidatorSet::new(vec![crate::context::Validator::new(
+        ValidatorSet::new(vec![crate::validators::Validator::new(
             ed25519_consensus::SigningKey::from([7; 32]).verification_key(),
             1,
         )])

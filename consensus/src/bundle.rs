@@ -22,7 +22,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 
 use crate::error::BundleError;
 use crate::hash::Hash;
-use crate::types::RollupId;
+use crate::ids::RollupId;
 
 /// A bundle sender: an Ethereum address.
 pub type Sender = EthAddress;

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use crate::hash::Hash;
-use crate::types::RollupId;
+use crate::ids::RollupId;
 
 /// One submission from the history of a run.
 #[derive(Clone, Debug)]

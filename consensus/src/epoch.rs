@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
-use crate::context::{Validator, ValidatorSet};
+use crate::validators::{Validator, ValidatorSet};
 
 /// A validator's Ed25519 consensus key (32 bytes), the table's key.
 pub type ConsensusKey = [u8; 32];
@@ -197,7 +197,7 @@ pub fn next_set(
         .filter_map(|(k, c)| {
             let power = u64::try_from(c.stake / per).unwrap_or(u64::MAX);
             // A key that is not a valid Ed25519 point, or a small-order one, cannot validate.
-            (power > 0 && crate::context::validator_key(*k).is_ok()).then_some((*k, power))
+            (power > 0 && crate::validators::validator_key(*k).is_ok()).then_some((*k, power))
         })
         .collect();
     // Highest stake first; equal stakes by key, so the cut at `max_validators` is the same everywhere.
@@ -240,7 +240,7 @@ pub fn next_set(
     let validators: Vec<Validator> = ranked
         .iter()
         .filter_map(|(k, p)| {
-            crate::context::validator_key(*k)
+            crate::validators::validator_key(*k)
                 .ok()
                 .map(|vk| Validator::new(vk, *p))
         })

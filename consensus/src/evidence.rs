@@ -1,23 +1,21 @@
 //! Misbehaviour evidence: a validator's two conflicting signed messages for one height and round.
 //!
 //! The engine notices equivocation (two different prevotes, precommits or proposals from one validator for the
-//! same height and round) and reports it when a height is finalized; [`from_engine`] turns its report into
-//! [`Equivocation`]s. Each one proves itself: both signatures verify under the validator's key, over messages that
-//! differ only where they must not ([`Equivocation::verify`]). Evidence enters the chain like bundles do: a
-//! proposer puts pending evidence in its block (committed in the header's `evidence_root`), validators check every
-//! item against the set of its height, and once decided it is stored for good. On a chain with epochs the
+//! same height and round) and reports it when a height is finalized; [`crate::context::evidence_from_engine`] turns
+//! its report into [`Equivocation`]s. Each one proves itself: both signatures verify under the validator's key, over
+//! messages that differ only where they must not ([`Equivocation::verify`]). Evidence enters the chain like bundles
+//! do: a proposer puts pending evidence in its block (committed in the header's `evidence_root`), validators check
+//! every item against the set of its height, and once decided it is stored for good. On a chain with epochs the
 //! validators with included evidence are *jailed*: the set function leaves them out of every later set
 //! ([`crate::epoch`]). Their stake is not touched (no on-chain slashing yet).
 
 use borsh::{BorshDeserialize, BorshSerialize};
-use malachitebft_core_consensus::MisbehaviorEvidence;
-use malachitebft_core_types::{NilOrVal, VoteType};
+use malachitebft_core_types::VoteType;
 
-use crate::context::{
-    round_u32, verify_signature, BatonContext, ChainDomain, Proposal, Signature, ValidatorSet,
-};
 use crate::hash::{merkle_root, Hash};
-use crate::types::Address;
+use crate::ids::Address;
+use crate::signing::{verify_signature, ChainDomain, Proposal, Signature};
+use crate::validators::ValidatorSet;
 
 /// Most evidence items one block may carry.
 pub const MAX_EVIDENCE_PER_BLOCK: usize = 16;
@@ -119,9 +117,9 @@ impl Equivocation {
             Kind::Prevote => Some(vote(VoteType::Prevote)),
             Kind::Precommit => Some(vote(VoteType::Precommit)),
             Kind::Proposal => Some(domain.proposal_bytes(&Proposal {
-                height: crate::context::Height(self.height),
+                height: crate::ids::Height(self.height),
                 round: malachitebft_core_types::Round::new(self.round),
-                value: crate::context::Value(s.value?),
+                value: crate::signing::Value(s.value?),
                 pol_round: match s.pol_round {
                     r if r < 0 => malachitebft_core_types::Round::Nil,
                     r => malachitebft_core_types::Round::new(u32::try_from(r).ok()?),
@@ -176,57 +174,11 @@ pub fn evidence_root(items: &[Equivocation]) -> Hash {
     merkle_root(&leaves)
 }
 
-/// The equivocations in the engine's report.
-pub fn from_engine(evidence: &MisbehaviorEvidence<BatonContext>) -> Vec<Equivocation> {
-    let mut out = Vec::new();
-    for (validator, pairs) in evidence.votes.iter() {
-        for (a, b) in pairs {
-            let kind = match a.message.vote_type {
-                VoteType::Prevote => Kind::Prevote,
-                VoteType::Precommit => Kind::Precommit,
-            };
-            let signed = |v: &malachitebft_core_types::SignedVote<BatonContext>| Signed {
-                value: match &v.message.value {
-                    NilOrVal::Val(h) => Some(*h),
-                    NilOrVal::Nil => None,
-                },
-                pol_round: 0,
-                signature: v.signature.0,
-            };
-            out.push(Equivocation::new(
-                kind,
-                *validator,
-                a.message.height.0,
-                round_u32(a.message.round),
-                signed(a),
-                signed(b),
-            ));
-        }
-    }
-    for (validator, pairs) in evidence.proposals.iter() {
-        for (a, b) in pairs {
-            let signed = |p: &malachitebft_core_types::SignedProposal<BatonContext>| Signed {
-                value: Some(p.message.value.0),
-                pol_round: p.message.pol_round.as_i64(),
-                signature: p.signature.0,
-            };
-            out.push(Equivocation::new(
-                Kind::Proposal,
-                *validator,
-                a.message.height.0,
-                round_u32(a.message.round),
-                signed(a),
-                signed(b),
-            ));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{ConsensusSigner, Validator};
+    use crate::context::ConsensusSigner;
+    use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     fn setup() -> (SigningKey, ValidatorSet, ChainDomain) {
@@ -351,9 +303,9 @@ mod tests {
         let signer = ConsensusSigner::new(key, domain);
         let signed = |value: Hash| {
             let p = Proposal {
-                height: crate::context::Height(7),
+                height: crate::ids::Height(7),
                 round: malachitebft_core_types::Round::new(2),
-                value: crate::context::Value(value),
+                value: crate::signing::Value(value),
                 pol_round: malachitebft_core_types::Round::Nil,
                 proposer: who,
             };

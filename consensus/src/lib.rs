@@ -15,6 +15,16 @@
 //!
 //! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
+//!
+//! Layers: the modules import each other without a cycle (`tests/layers.rs` checks it). The leaves are [`hash`] and
+//! [`ids`] (addresses, rollup ids, heights, L1 origins); above them [`signing`], [`validators`], [`bundle`] (with
+//! its rules); then [`bench`](mod@bench), [`epoch`], [`evidence`], [`types`], [`parts`] (proposal parts), [`view`]
+//! (the chain view the rules read), [`origin`] (the L1 rules); then [`context`] (the engine's context, votes,
+//! signer and verifier), [`block`], [`mempool`], [`store`], [`proof`], and [`host`] on top.
+//!
+//! One path per type: each type is named by its module (`baton_consensus::bundle::Bundle`,
+//! `baton_consensus::ids::Address`), and the crate root re-exports nothing, so a reader and a `use` line always
+//! agree on where a type lives.
 
 pub mod bench;
 pub mod block;
@@ -26,20 +36,18 @@ pub mod error;
 pub mod evidence;
 pub mod hash;
 pub mod host;
+pub mod ids;
 pub mod mempool;
 pub mod origin;
 pub mod params;
+pub mod parts;
 pub mod proof;
 pub mod registry;
 pub mod sigcache;
+pub mod signing;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod store;
 pub mod types;
-
-pub use error::{BlockError, BundleError, ConsensusError, ProofError};
-pub use hash::Hash;
-pub use types::{
-    Address, BatchEntry, Block, BlockHeader, Bundle, BundleEntry, Certificate, L1Origin,
-    RollupBatch, RollupId,
-};
+pub mod validators;
+pub mod view;

@@ -16,10 +16,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
 use crate::error::{BundleError, ConsensusError};
 use crate::hash::Hash;
-use crate::types::{Bundle, Dropped};
+use crate::types::Dropped;
 
 /// The admission rule for clients' submissions: refused ([`ConsensusError::Backlogged`]) while the oldest bundle
 /// ready for a block, admitted at `oldest_ready_ms`, has waited more than `limit_ms` at `now_ms` (0: never). The
@@ -543,8 +544,8 @@ impl Mempool {
 mod tests {
     use super::*;
     use crate::bundle::testing::{bundle, key, sign};
+    use crate::bundle::BundleEntry;
     use crate::bundle::UnsignedBundle;
-    use crate::types::BundleEntry;
 
     fn limits() -> MempoolLimits {
         MempoolLimits {

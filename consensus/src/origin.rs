@@ -11,8 +11,9 @@
 //! contain it unless it can never be included (already included, expired, or its nonce is taken). [`owed_forced`]
 //! computes what a block owes from the entries due by its origin, in queue order, so proposer and validators agree
 //! on it from the same L1 events; a block that leaves out an owed entry is invalid
-//! ([`crate::BlockError::ForcedOmitted`]). A proposer cannot dodge the queue by keeping an old origin: validators
-//! refuse an origin (moved or kept from the parent) more than a configured number of blocks behind their own view.
+//! ([`crate::error::BlockError::ForcedOmitted`]). A proposer cannot dodge the queue by keeping an old origin:
+//! validators refuse an origin (moved or kept from the parent) more than a configured number of blocks behind their
+//! own view.
 //!
 //! Forgetting resolved entries: an entry is *resolved* once the decided chain makes it impossible to owe at any
 //! later height ([`forced_resolved`]: its bundle expired by the last decided height, or its sender's next nonce has
@@ -27,13 +28,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::block::ChainView;
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
 use crate::epoch::{CandidateTable, PositionedEvent};
 use crate::error::{BlockError, ConsensusError};
 use crate::hash::Hash;
+use crate::ids::L1Origin;
 use crate::params::ConsensusParams;
-use crate::types::{Bundle, L1Origin};
+use crate::view::ChainView;
 
 /// A forced-inclusion entry of the L1 inbox whose payload is a well-formed, validly signed bundle for shared
 /// rollups (the node's watcher checks that once, when it reads the entry; other payloads are never owed).
@@ -142,7 +144,7 @@ pub fn forced_resolved(
     f: &ForcedBundle,
     height: u64,
     view: &dyn ChainView,
-) -> Result<bool, crate::ConsensusError> {
+) -> Result<bool, ConsensusError> {
     Ok(f.bundle.expiry_height <= height || f.bundle.nonce < view.next_nonce(&f.bundle.sender)?)
 }
 
@@ -275,10 +277,10 @@ mod tests {
     }
 
     impl ChainView for Chain {
-        fn is_included(&self, h: &Hash) -> Result<bool, crate::ConsensusError> {
+        fn is_included(&self, h: &Hash) -> Result<bool, ConsensusError> {
             Ok(self.included.contains(h))
         }
-        fn next_nonce(&self, s: &Sender) -> Result<u64, crate::ConsensusError> {
+        fn next_nonce(&self, s: &Sender) -> Result<u64, ConsensusError> {
             Ok(self.next.get(s).copied().unwrap_or(0))
         }
         fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {

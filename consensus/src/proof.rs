@@ -16,10 +16,12 @@ use std::collections::HashSet;
 use borsh::{BorshDeserialize, BorshSerialize};
 use malachitebft_core_types::VoteType;
 
-use crate::context::{verify_signature, ChainDomain, Signature, ValidatorSet};
 use crate::error::ProofError;
 use crate::hash::{merkle_proof, verify_merkle_proof, Hash};
-use crate::types::{batch_root, Certificate, NamespaceEntry, RollupBatch, RollupId};
+use crate::ids::RollupId;
+use crate::signing::{verify_signature, ChainDomain, Signature};
+use crate::types::{batch_root, Certificate, NamespaceEntry, RollupBatch};
+use crate::validators::ValidatorSet;
 
 /// The audit path of one rollup's row in a block's namespace table.
 #[derive(Clone, Debug, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -141,9 +143,12 @@ mod tests {
     use super::*;
     use crate::block::{build_block, BlockContext};
     use crate::bundle::testing::bundle;
-    use crate::context::{ConsensusSigner, Validator};
+    use crate::bundle::Bundle;
+    use crate::context::ConsensusSigner;
+    use crate::ids::Address;
     use crate::registry::ChainSpec;
-    use crate::types::{batches_of, namespace_table, Address, BatchEntry, Bundle};
+    use crate::types::{batches_of, namespace_table, BatchEntry};
+    use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     struct Fixture {

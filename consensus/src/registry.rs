@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Sender;
 use crate::error::ConsensusError;
+use crate::ids::RollupId;
 use crate::params::ConsensusParams;
-use crate::types::RollupId;
 
 /// Most rollups a registry may hold (bounds the namespace table in every header's proof).
 pub const MAX_ROLLUPS: usize = 4096;

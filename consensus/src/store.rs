@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
-use crate::context::ValidatorSet;
 use crate::error::ConsensusError;
 use crate::hash::Hash;
-use crate::types::{
-    Address, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, NamespaceEntry,
-};
+use crate::ids::Address;
+use crate::types::{Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry};
+use crate::validators::ValidatorSet;
 
 /// A proposal seen (or built) for the current height that has not been decided yet. Kept on disk so that a node
 /// that crashes mid-height can hand the engine the values its write-ahead log refers to.

@@ -4,51 +4,12 @@
 //! one byte string), so a hash over an encoding is well defined.
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
+use crate::bundle::Bundle;
 use crate::hash::{leaf_hash, merkle_root, Hash};
-
-/// Identifies a rollup. Rollups are numbered; the registry (genesis) says which exist.
-pub type RollupId = u64;
-
-/// A validator's address: the first 20 bytes of SHA-256 of its Ed25519 consensus public key.
-#[derive(
-    Copy, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
-)]
-pub struct Address(pub [u8; 20]);
-
-impl Address {
-    pub fn from_public_key_bytes(pk: &[u8; 32]) -> Address {
-        let h = Hash::digest(&[pk]);
-        let mut a = [0u8; 20];
-        a.copy_from_slice(&h.0[..20]);
-        Address(a)
-    }
-
-    pub fn from_slice(bytes: &[u8]) -> Option<Address> {
-        <[u8; 20]>::try_from(bytes).ok().map(Address)
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Display for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for Address {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", &self.to_hex()[..8])
-    }
-}
-
-pub use crate::bundle::{Bundle, BundleEntry, Sender};
+use crate::ids::{Address, L1Origin, RollupId};
 
 /// The header every validator signs (through its hash, the consensus value id).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
@@ -82,25 +43,6 @@ pub struct BlockHeader {
     pub evidence_root: Hash,
 }
 
-/// An L1 block a Baton block builds on: the forced-inclusion entries due by then must be in the chain.
-#[derive(
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Debug,
-    Hash,
-    BorshSerialize,
-    BorshDeserialize,
-)]
-pub struct L1Origin {
-    pub number: u64,
-    pub hash: Hash,
-}
-
 impl BlockHeader {
     pub fn hash(&self) -> Hash {
         let enc = borsh::to_vec(self).unwrap_or_default();
@@ -131,7 +73,7 @@ pub struct Block {
     pub bundles: Vec<Bundle>,
     /// The next epoch's set when it differs from this block's (its hash is `header.next_validator_set_hash`).
     /// Not part of proposals: each validator computes it; stored and synced with the decided block.
-    pub next_validators: Option<crate::context::ValidatorSet>,
+    pub next_validators: Option<crate::validators::ValidatorSet>,
     /// Equivocation evidence, committed by `header.evidence_root`.
     pub evidence: Vec<crate::evidence::Equivocation>,
 }

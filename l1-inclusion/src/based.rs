@@ -27,9 +27,11 @@ use std::collections::HashMap;
 
 use alloy::primitives::B256;
 use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Bundle;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::RollupId;
 use baton_consensus::registry::ChainSpec;
-use baton_consensus::types::{BatchEntry, Bundle, RollupId};
-use baton_consensus::Hash;
+use baton_consensus::types::BatchEntry;
 
 use crate::watcher::{EventPosition, InboxEvent, InboxEventKind};
 

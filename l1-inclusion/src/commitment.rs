@@ -11,8 +11,8 @@ use alloy::primitives::{Address as EthAddress, Bytes, B256, U256};
 use alloy::signers::local::PrivateKeySigner;
 use alloy::signers::SignerSync;
 use alloy::sol_types::{Eip712Domain, SolStruct};
+use baton_consensus::hash::Hash;
 use baton_consensus::types::BlockHeader;
-use baton_consensus::Hash;
 
 use crate::error::L1Error;
 
@@ -200,7 +200,7 @@ impl SignedCommitment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_consensus::types::Address;
+    use baton_consensus::ids::Address;
 
     pub(crate) fn header(height: u64) -> BlockHeader {
         BlockHeader {

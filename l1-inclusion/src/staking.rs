@@ -66,7 +66,7 @@ pub fn proven(
     proof: &[u8],
 ) -> bool {
     let (Ok(vk), Ok(sig)) = (
-        baton_consensus::context::validator_key(key.0),
+        baton_consensus::validators::validator_key(key.0),
         <[u8; 64]>::try_from(proof).map(ed25519_consensus::Signature::from),
     ) else {
         return false;

@@ -107,7 +107,7 @@ async fn commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain(
 
     // A header changed after signing (another batches root): the signatures no longer match its hash.
     let mut tampered = l1.commitment(20, &[0, 1, 2]);
-    tampered.header.namespace_root = baton_consensus::Hash::digest(&[b"other"]);
+    tampered.header.namespace_root = baton_consensus::hash::Hash::digest(&[b"other"]);
     let (ok, err) = submit(&l1, &tampered).await;
     assert!(!ok);
     assert!(
@@ -128,7 +128,7 @@ async fn commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain(
 
     // Another validator set, and a height that is not after the latest.
     let mut other_set = l1.commitment(20, &[]);
-    other_set.header.validator_set_hash = baton_consensus::Hash::digest(&[b"another set"]);
+    other_set.header.validator_set_hash = baton_consensus::hash::Hash::digest(&[b"another set"]);
     let h = other_set.block_hash();
     other_set.signatures = (0..3)
         .map(|i| {
@@ -174,7 +174,7 @@ async fn commitments_land_and_forged_or_under_signed_ones_are_rejected_on_chain(
 fn commitment_of(
     l1: &L1,
     height: u64,
-    set: baton_consensus::Hash,
+    set: baton_consensus::hash::Hash,
     signer: &PrivateKeySigner,
 ) -> baton_l1_inclusion::commitment::SignedCommitment {
     let mut header = l1.header(height);
@@ -209,7 +209,7 @@ async fn governance_cannot_replace_the_attesting_set_and_use_it_at_once() {
         let l1 = L1::start(false).await;
         let contract = l1.contract();
         let attacker = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x99)).unwrap();
-        let attacker_set = baton_consensus::Hash::digest(&[b"the attacker's set"]);
+        let attacker_set = baton_consensus::hash::Hash::digest(&[b"the attacker's set"]);
         let forged = commitment_of(&l1, 10, attacker_set, &attacker);
         let (attesters, powers, set) = (vec![attacker.address()], vec![1u64], B256::from(attacker_set.0));
 

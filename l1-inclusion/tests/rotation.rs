@@ -13,7 +13,7 @@ use alloy::primitives::{Address as EthAddress, B256, U256};
 use alloy::rpc::types::TransactionReceipt;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
-use baton_consensus::context::{Validator, ValidatorSet};
+use baton_consensus::validators::{Validator, ValidatorSet};
 use baton_l1_inclusion::commitment::{Rotation, SignedCommitment};
 use baton_l1_inclusion::contracts::BatonCommitments::{self, BatonCommitmentsErrors};
 use baton_l1_inclusion::contracts::BatonStaking;

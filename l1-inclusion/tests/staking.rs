@@ -339,10 +339,10 @@ async fn staking_goes_from_allowlisted_to_open_and_feeds_the_set_function() {
             stake_per_power: ETHER,
             min_validators: 4,
         };
-        let genesis = baton_consensus::context::ValidatorSet::new(
+        let genesis = baton_consensus::validators::ValidatorSet::new(
             (1..=4u8)
                 .map(|n| {
-                    baton_consensus::context::Validator::new(
+                    baton_consensus::validators::Validator::new(
                         ed25519_consensus::VerificationKey::try_from(key(n).0).unwrap(),
                         1,
                     )

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use alloy::providers::Provider;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::{L1Origin, RollupId};
 use baton_consensus::registry::{ChainSpec, RollupMode};
-use baton_consensus::{Hash, L1Origin, RollupId};
 use baton_l1_inclusion::based::{BasedBatch, Deriver};
 use baton_l1_inclusion::blobs::{resolve, BlobFetcher};
 use baton_l1_inclusion::watcher::{L1Block, Watcher, WatcherConfig, WatcherUpdate};
@@ -283,7 +284,7 @@ fn finalize(shared: &BasedBatches, derivers: &mut [Deriver], fin: &L1Block) {
     if s.stored.is_some_and(|f| f.number >= fin.number) {
         return;
     }
-    let batches: Vec<(RollupId, L1Origin, Vec<baton_consensus::BatchEntry>)> = s
+    let batches: Vec<(RollupId, L1Origin, Vec<baton_consensus::types::BatchEntry>)> = s
         .batches
         .iter()
         .filter(|((_, n), _)| *n <= fin.number)
@@ -407,9 +408,9 @@ mod tests {
     use alloy::signers::local::PrivateKeySigner;
     use alloy::signers::SignerSync;
     use baton_consensus::bundle::UnsignedBundle;
+    use baton_consensus::bundle::{Bundle, BundleEntry};
     use baton_consensus::params::ConsensusParams;
     use baton_consensus::registry::{RollupInfo, RollupRegistry};
-    use baton_consensus::types::{Bundle, BundleEntry};
     use baton_l1_inclusion::watcher::{EventPosition, InboxEvent, InboxEventKind};
 
     const BASED: RollupId = 9;

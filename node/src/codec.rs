@@ -8,9 +8,12 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use bytes::Bytes;
 
-use baton_consensus::context::{BatonContext, Height, ProposalPart, Signature, Value};
+use baton_consensus::context::BatonContext;
 use baton_consensus::hash::Hash;
-use baton_consensus::types::Address;
+use baton_consensus::ids::Address;
+use baton_consensus::ids::Height;
+use baton_consensus::parts::ProposalPart;
+use baton_consensus::signing::{Signature, Value};
 use malachitebft_app_channel::app::streaming::StreamMessage;
 use malachitebft_codec::{Codec, HasEncodedLen};
 use malachitebft_core_consensus::{LivenessMsg, ProposedValue, SignedConsensusMsg};
@@ -239,11 +242,13 @@ mod tests {
     #[cfg(feature = "devnet")] // signs its sample load with the devnet's helper
     #[test]
     fn wire_cost_of_a_block() {
-        use baton_consensus::context::{ChainDomain, ConsensusSigner, Validator, ValidatorSet};
+        use baton_consensus::bundle::Bundle;
+        use baton_consensus::context::ConsensusSigner;
         use baton_consensus::host::{chunk_bundles, Host, HostLimits, ManualClock};
         use baton_consensus::registry::ChainSpec;
+        use baton_consensus::signing::ChainDomain;
         use baton_consensus::store::MemStore;
-        use baton_consensus::types::Bundle;
+        use baton_consensus::validators::{Validator, ValidatorSet};
         use malachitebft_app_channel::app::streaming::{StreamContent, StreamId};
 
         let key = ed25519_consensus::SigningKey::from([5; 32]);

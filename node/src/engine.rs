@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use baton_consensus::context::ConsensusSigner;
-use baton_consensus::types::Address;
+use baton_consensus::ids::Address;
 use malachitebft_app_channel::app::config::{
     ConsensusConfig, NodeConfig as EngineNodeConfig, PubSubProtocol, ValueSyncConfig,
 };

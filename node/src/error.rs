@@ -1,6 +1,6 @@
 //! The node crate's error type.
 
-use baton_consensus::ConsensusError;
+use baton_consensus::error::ConsensusError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {

@@ -22,14 +22,17 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use baton_consensus::bench::Bench;
-use baton_consensus::context::{
-    round_u32, BatonContext, ChainDomain, ConsensusSigner, ConsensusVerifier, Height, ProposalPart,
-    Validator, ValidatorSet, Value,
-};
+use baton_consensus::bundle::{Bundle, BundleEntry};
+use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::Height;
+use baton_consensus::ids::L1Origin;
 use baton_consensus::params::ConsensusParams;
+use baton_consensus::parts::ProposalPart;
 use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
-use baton_consensus::types::{BlockHeader, Bundle, BundleEntry, L1Origin};
-use baton_consensus::Hash;
+use baton_consensus::signing::{round_u32, ChainDomain, Value};
+use baton_consensus::types::BlockHeader;
+use baton_consensus::validators::{Validator, ValidatorSet};
 use malachitebft_app_channel::app::config::{ConsensusConfig, PubSubProtocol};
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::StreamContent;

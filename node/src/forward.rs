@@ -24,10 +24,12 @@ use std::time::{Duration, Instant};
 use alloy::network::EthereumWallet;
 use alloy::providers::Provider;
 use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::Sender;
 use baton_consensus::error::BundleError;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::RollupId;
 use baton_consensus::registry::{ChainSpec, RollupMode};
-use baton_consensus::{Bundle, Hash, RollupId};
 use baton_l1_inclusion::sender::{InboxSender, SenderConfig, SenderEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -455,9 +457,9 @@ mod tests {
     #[test]
     fn a_based_bundle_names_one_based_rollup() {
         use alloy_signer_local::PrivateKeySigner;
+        use baton_consensus::bundle::BundleEntry;
         use baton_consensus::bundle::UnsignedBundle;
         use baton_consensus::registry::{RollupInfo, RollupRegistry};
-        use baton_consensus::types::BundleEntry;
         let mode = |id| {
             if id >= 8 {
                 RollupMode::Based

@@ -32,14 +32,18 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use alloy::providers::Provider;
-use baton_consensus::block::{check_stateless, ChainView, OrderedBy};
+use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::Sender;
 use baton_consensus::epoch::{CandidateTable, PositionedEvent, StakeEvent};
+use baton_consensus::error::BlockError;
+use baton_consensus::error::ConsensusError;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::{Address, L1Origin};
 use baton_consensus::origin::{forced_resolved, judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
 use baton_consensus::store::ChainStore;
-use baton_consensus::ConsensusError;
-use baton_consensus::{Address, BlockError, Bundle, Hash, L1Origin};
+use baton_consensus::view::ChainView;
 use baton_l1_inclusion::watcher::{
     EventPosition, InboxEvent, InboxEventKind, L1Block, Watcher, WatcherConfig, WatcherUpdate,
 };

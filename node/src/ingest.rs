@@ -16,12 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use baton_consensus::block::{check_stateless, OrderedBy};
+use baton_consensus::bundle::Bundle;
 use baton_consensus::error::{BundleError, ConsensusError};
 use baton_consensus::hash::Hash;
 use baton_consensus::host::Clock;
 use baton_consensus::mempool::{backlogged, Admission};
 use baton_consensus::registry::ChainSpec;
-use baton_consensus::types::Bundle;
 
 use crate::app::LoopRequest;
 use crate::app::SystemClock;
@@ -467,8 +467,8 @@ mod tests {
     use super::*;
     use crate::verify::PoolLimits;
     use alloy_signer_local::PrivateKeySigner;
+    use baton_consensus::bundle::BundleEntry;
     use baton_consensus::bundle::UnsignedBundle;
-    use baton_consensus::types::BundleEntry;
 
     /// While the consensus loop does not take submissions, what waits in the ingest path is bounded in bytes, not
     /// only in count (16,384 submissions of 128 KiB would be 2 GiB): past the bound submissions are refused at

@@ -8,7 +8,7 @@ use std::path::Path;
 use ed25519_consensus::SigningKey;
 use serde::{Deserialize, Serialize};
 
-use baton_consensus::types::Address;
+use baton_consensus::ids::Address;
 use malachitebft_app_channel::app::types::Keypair;
 
 use crate::error::NodeError;

@@ -36,9 +36,9 @@ struct Chain {
     genesis: Genesis,
     key: NodeKey,
     spec: baton_consensus::registry::ChainSpec,
-    validators: baton_consensus::context::ValidatorSet,
-    domain: baton_consensus::context::ChainDomain,
-    address: baton_consensus::types::Address,
+    validators: baton_consensus::validators::ValidatorSet,
+    domain: baton_consensus::signing::ChainDomain,
+    address: baton_consensus::ids::Address,
     /// A node configured to validate signs whenever its key is in a height's set: from genesis, or from the epoch
     /// its stake makes it a member (until then it follows the chain like a full node).
     is_validator: bool,

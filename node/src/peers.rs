@@ -18,8 +18,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use baton_consensus::context::ValidatorSet;
 use baton_consensus::hash::Hash;
+use baton_consensus::validators::ValidatorSet;
 use malachitebft_app_channel::app::net::Multiaddr;
 
 use crate::error::NodeError;
@@ -221,7 +221,7 @@ impl PeerGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_consensus::context::Validator;
+    use baton_consensus::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     fn limits() -> PeerLimits {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use baton_consensus::types::RollupId;
+use baton_consensus::ids::RollupId;
 
 use crate::ingest::AdmissionGate;
 use crate::metrics::Metrics;

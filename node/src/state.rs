@@ -4,7 +4,7 @@
 
 use tokio::sync::watch;
 
-use baton_consensus::types::Address;
+use baton_consensus::ids::Address;
 
 /// Static facts about this node.
 #[derive(Clone, Debug)]
@@ -16,7 +16,7 @@ pub struct NodeInfo {
     /// Configured to validate: it votes whenever its key is in the height's set.
     pub is_validator: bool,
     /// The genesis set (the set of every height until a decided block names another).
-    pub genesis_validators: baton_consensus::context::ValidatorSet,
+    pub genesis_validators: baton_consensus::validators::ValidatorSet,
 }
 
 #[derive(Debug)]

@@ -37,16 +37,17 @@ use rocksdb::{
     WriteOptions, DB,
 };
 
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::Sender;
-use baton_consensus::context::ValidatorSet;
 use baton_consensus::error::ConsensusError;
 use baton_consensus::evidence::Equivocation;
 use baton_consensus::hash::Hash;
+use baton_consensus::ids::{L1Origin, RollupId};
 use baton_consensus::store::{ChainStore, UndecidedProposal};
 use baton_consensus::types::{
-    BatchEntry, Batches, Block, BlockHeader, Bundle, Certificate, Dropped, Inclusion, L1Origin,
-    NamespaceEntry, RollupId,
+    BatchEntry, Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry,
 };
+use baton_consensus::validators::ValidatorSet;
 
 use crate::error::NodeError;
 
@@ -109,7 +110,7 @@ struct EntryRef {
 }
 
 /// A height's vote extensions waiting for its decision to be committed.
-type StagedExtensions = (u64, Vec<(baton_consensus::Address, StoredExtension)>);
+type StagedExtensions = (u64, Vec<(baton_consensus::ids::Address, StoredExtension)>);
 
 /// Handle to the node's database. Clones share it.
 #[derive(Clone)]
@@ -405,7 +406,7 @@ impl RocksStore {
     pub fn stage_extensions(
         &self,
         height: u64,
-        extensions: &[(baton_consensus::Address, StoredExtension)],
+        extensions: &[(baton_consensus::ids::Address, StoredExtension)],
     ) {
         *self
             .staged_extensions
@@ -451,7 +452,7 @@ impl RocksStore {
     pub fn extensions(
         &self,
         height: u64,
-    ) -> Result<Vec<(baton_consensus::Address, StoredExtension)>, NodeError> {
+    ) -> Result<Vec<(baton_consensus::ids::Address, StoredExtension)>, NodeError> {
         Ok(self.get(CF_EXTENSIONS, &be(height))?.unwrap_or_default())
     }
 
@@ -826,12 +827,14 @@ impl ChainStore for RocksStore {
 mod tests {
     use super::*;
     use alloy_signer_local::PrivateKeySigner;
+    use baton_consensus::bundle::BundleEntry;
     use baton_consensus::bundle::UnsignedBundle;
+    use baton_consensus::ids::Address;
     use baton_consensus::registry::ChainSpec;
-    use baton_consensus::types::{batches_of, namespace_table, Address, BundleEntry};
+    use baton_consensus::types::{batches_of, namespace_table};
 
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
-        let validators = baton_consensus::context::ValidatorSet::equal_power(&[
+        let validators = baton_consensus::validators::ValidatorSet::equal_power(&[
             ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
         ])
         .expect("set");
@@ -1047,7 +1050,7 @@ mod tests {
     fn pruning_forgets_old_history_in_bounded_steps_but_keeps_set_handovers() {
         let dir = tempfile::tempdir().unwrap();
         let key = PrivateKeySigner::random();
-        let set = baton_consensus::context::ValidatorSet::equal_power(&[
+        let set = baton_consensus::validators::ValidatorSet::equal_power(&[
             ed25519_consensus::SigningKey::from([2; 32]).verification_key(),
         ])
         .unwrap();
@@ -1144,7 +1147,7 @@ mod tests {
     fn set_changes_and_evidence_are_found_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let set = |n: u8| {
-            baton_consensus::context::ValidatorSet::equal_power(
+            baton_consensus::validators::ValidatorSet::equal_power(
                 &(1..=n)
                     .map(|i| ed25519_consensus::SigningKey::from([i; 32]).verification_key())
                     .collect::<Vec<_>>(),

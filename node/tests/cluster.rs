@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use baton_consensus::types::Bundle;
+use baton_consensus::bundle::Bundle;
 use baton_proto::client::{BatchVerifier, BundleStatus};
 use baton_proto::pb;
 use common::{run, serial, wait_included, Cluster, User};

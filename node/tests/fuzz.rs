@@ -15,17 +15,19 @@ use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::Sender;
-use baton_consensus::context::{
-    BatonContext, ChainDomain, ConsensusSigner, Height, ProposalPart, Signature, Validator,
-    ValidatorSet,
-};
+use baton_consensus::context::{BatonContext, ConsensusSigner};
 use baton_consensus::hash::Hash;
+use baton_consensus::ids::Address;
+use baton_consensus::ids::Height;
+use baton_consensus::parts::ProposalPart;
+use baton_consensus::signing::{ChainDomain, Signature};
 use baton_consensus::store::UndecidedProposal;
 use baton_consensus::types::{
-    Address, BatchEntry, Block, BlockHeader, Bundle, Certificate, Dropped, NamespaceEntry,
-    RollupBatch,
+    BatchEntry, Block, BlockHeader, Certificate, Dropped, NamespaceEntry, RollupBatch,
 };
+use baton_consensus::validators::{Validator, ValidatorSet};
 use baton_node::codec::WireCodec;
 use baton_proto::pb;
 use malachitebft_codec::Codec;
@@ -270,11 +272,11 @@ fn p2p_decoders_never_panic_and_round_trip() {
         )])
         .collect();
     wire("p2p StreamMessage", seed, cases, &stream);
-    wire::<baton_consensus::context::Value>(
+    wire::<baton_consensus::signing::Value>(
         "p2p Value",
         seed,
         cases,
-        &[baton_consensus::context::Value(s.block.hash())],
+        &[baton_consensus::signing::Value(s.block.hash())],
     );
     // Votes, proposals, liveness, sync and the rest of the engine's messages: random and mutated bytes.
     let sync = malachitebft_sync::Response::ValueResponse(malachitebft_sync::ValueResponse::new(

@@ -415,7 +415,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
         let mut client = cluster.client(0).await;
         let mut stream = client.stream_based(9, 1).await.expect("stream");
         // The reader's view: L1 block -> (hash, payloads), with reorg notices applied.
-        let mut view: std::collections::BTreeMap<u64, (baton_consensus::Hash, Vec<Vec<u8>>)> =
+        let mut view: std::collections::BTreeMap<u64, (baton_consensus::hash::Hash, Vec<Vec<u8>>)> =
             Default::default();
         let mut notices = Vec::new();
         let read = |item: BasedItem,
@@ -491,13 +491,16 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             )
             .await
             .expect("logs");
-        let mut canonical: std::collections::BTreeMap<u64, (baton_consensus::Hash, Vec<Vec<u8>>)> =
-            Default::default();
+        let mut canonical: std::collections::BTreeMap<
+            u64,
+            (baton_consensus::hash::Hash, Vec<Vec<u8>>),
+        > = Default::default();
         for log in &logs {
             let Ok(e) = log.log_decode::<BatonInbox::BatchPosted>() else {
                 continue;
             };
-            let Ok(bundles) = borsh::from_slice::<Vec<baton_consensus::Bundle>>(&e.inner.data.data)
+            let Ok(bundles) =
+                borsh::from_slice::<Vec<baton_consensus::bundle::Bundle>>(&e.inner.data.data)
             else {
                 continue;
             };
@@ -508,9 +511,10 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             {
                 continue;
             }
-            let slot = canonical
-                .entry(log.block_number.unwrap())
-                .or_insert((baton_consensus::Hash(log.block_hash.unwrap().0), Vec::new()));
+            let slot = canonical.entry(log.block_number.unwrap()).or_insert((
+                baton_consensus::hash::Hash(log.block_hash.unwrap().0),
+                Vec::new(),
+            ));
             slot.1.extend(
                 bundles
                     .iter()
@@ -610,7 +614,7 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
         cluster.wait_height(0, 1, Duration::from_secs(60)).await;
         let mut client = cluster.client(0).await;
         let mut stream = client.stream_based(9, 1).await.expect("stream");
-        let mut seen: Vec<(u64, baton_consensus::Hash, Vec<u8>)> = Vec::new();
+        let mut seen: Vec<(u64, baton_consensus::hash::Hash, Vec<u8>)> = Vec::new();
         let mut user = common::User::new();
 
         // Small bundles: a calldata batch. Then bundles of 5 kB each: blob batches.

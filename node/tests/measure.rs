@@ -150,11 +150,12 @@ fn measure(validators: usize) {
 #[test]
 #[ignore = "measurement; run by hand with --release"]
 fn block_validation_with_and_without_checked_signatures() {
-    use baton_consensus::block::{build_block, validate_block, BlockContext, ChainView};
+    use baton_consensus::block::{build_block, validate_block, BlockContext};
+    use baton_consensus::bundle::Bundle;
     use baton_consensus::bundle::Sender;
     use baton_consensus::hash::Hash;
     use baton_consensus::registry::ChainSpec;
-    use baton_consensus::types::Bundle;
+    use baton_consensus::view::ChainView;
     use std::collections::HashMap;
 
     struct View {
@@ -162,10 +163,10 @@ fn block_validation_with_and_without_checked_signatures() {
         checked: bool,
     }
     impl ChainView for View {
-        fn is_included(&self, _: &Hash) -> Result<bool, baton_consensus::ConsensusError> {
+        fn is_included(&self, _: &Hash) -> Result<bool, baton_consensus::error::ConsensusError> {
             Ok(false)
         }
-        fn next_nonce(&self, s: &Sender) -> Result<u64, baton_consensus::ConsensusError> {
+        fn next_nonce(&self, s: &Sender) -> Result<u64, baton_consensus::error::ConsensusError> {
             Ok(self.next.get(s).copied().unwrap_or(0))
         }
         fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
@@ -176,7 +177,7 @@ fn block_validation_with_and_without_checked_signatures() {
     let n = 5_000;
     let bundles = baton_node::devnet::sample_bundles(n, 100, 512, 1, 7).expect("sign");
     let spec = ChainSpec::for_tests(7, 4);
-    let validators = baton_consensus::context::ValidatorSet::equal_power(&[
+    let validators = baton_consensus::validators::ValidatorSet::equal_power(&[
         ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
     ])
     .expect("set");

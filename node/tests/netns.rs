@@ -475,7 +475,7 @@ async fn scenario(
             (0..n).map(|i| lab.url(i)).collect::<Vec<_>>(),
         );
         tokio::spawn(async move {
-            let mut users: Vec<(User, VecDeque<baton_consensus::types::Bundle>)> =
+            let mut users: Vec<(User, VecDeque<baton_consensus::bundle::Bundle>)> =
                 (0..8).map(|_| (User::new(), VecDeque::new())).collect();
             let mut clients: Vec<Option<BatonClient>> = (0..urls.len()).map(|_| None).collect();
             let mut k = 0usize;

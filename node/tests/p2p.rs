@@ -13,7 +13,7 @@ mod common;
 use std::str::FromStr;
 use std::time::Duration;
 
-use baton_consensus::context::ProposalPart;
+use baton_consensus::parts::ProposalPart;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::watcher::Safety;
 use baton_node::devnet::{attach_l1, DevnetL1, DevnetStaking};

@@ -6,11 +6,16 @@ use alloy_primitives::B256;
 use alloy_signer::SignerSync;
 use alloy_signer_local::PrivateKeySigner;
 
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::{Sender, UnsignedBundle};
-use baton_consensus::context::{ChainDomain, ValidatorSet};
+use baton_consensus::error::ProofError;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::RollupId;
 use baton_consensus::proof::verify_batch;
+use baton_consensus::signing::ChainDomain;
 use baton_consensus::types::Dropped;
-use baton_consensus::{Bundle, Hash, ProofError, RollupBatch, RollupId};
+use baton_consensus::types::RollupBatch;
+use baton_consensus::validators::ValidatorSet;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::convert::{
@@ -679,10 +684,11 @@ impl BasedStream {
 mod tests {
     use super::*;
     use crate::convert::batch_proof;
-    use baton_consensus::context::Validator;
+    use baton_consensus::ids::{Address, L1Origin};
     use baton_consensus::proof::NamespaceProof;
     use baton_consensus::types::{batch_root, namespace_root, NamespaceEntry};
-    use baton_consensus::{Address, BatchEntry, BlockHeader, Certificate, L1Origin};
+    use baton_consensus::types::{BatchEntry, BlockHeader, Certificate};
+    use baton_consensus::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     const CHAIN: &str = "weak-subjectivity-test";

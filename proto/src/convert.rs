@@ -3,13 +3,13 @@
 
 use baton_consensus::bench::{Bench, Benched};
 use baton_consensus::bundle::Sender;
-use baton_consensus::context::{Validator, ValidatorSet, MAX_VALIDATORS};
+use baton_consensus::bundle::{Bundle, BundleEntry};
 use baton_consensus::evidence::Equivocation;
+use baton_consensus::hash::Hash;
+use baton_consensus::ids::{Address, L1Origin, RollupId};
 use baton_consensus::proof::NamespaceProof;
-use baton_consensus::{
-    Address, BatchEntry, BlockHeader, Bundle, BundleEntry, Certificate, Hash, L1Origin,
-    RollupBatch, RollupId,
-};
+use baton_consensus::types::{BatchEntry, BlockHeader, Certificate, RollupBatch};
+use baton_consensus::validators::{Validator, ValidatorSet, MAX_VALIDATORS};
 
 use crate::pb;
 

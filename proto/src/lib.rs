@@ -25,10 +25,12 @@ pub use convert::ConversionError;
 
 /// The domain types a client needs (bundles, hashes, batches), so tools can depend on this crate alone.
 pub mod types {
+    pub use baton_consensus::bundle::{Bundle, BundleEntry};
     pub use baton_consensus::bundle::{Sender, UnsignedBundle};
-    pub use baton_consensus::context::ValidatorSet;
     pub use baton_consensus::hash::Hash;
-    pub use baton_consensus::types::{BatchEntry, Bundle, BundleEntry, RollupBatch, RollupId};
+    pub use baton_consensus::ids::RollupId;
+    pub use baton_consensus::types::{BatchEntry, RollupBatch};
+    pub use baton_consensus::validators::ValidatorSet;
 }
 
 /// The run checker (forks, lost, duplicated, split bundles), for clients that judge a network from outside.

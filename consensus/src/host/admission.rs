@@ -5,6 +5,7 @@ use malachitebft_core_consensus::ProposedValue;
 use tracing::{debug, warn};
 
 use crate::block::check_bundle;
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
 use crate::context::BatonContext;
 use crate::error::{BundleError, ConsensusError};
@@ -12,7 +13,7 @@ use crate::evidence::Equivocation;
 use crate::hash::Hash;
 use crate::mempool::{backlogged, Admission};
 use crate::store::ChainStore;
-use crate::types::{Bundle, Dropped};
+use crate::types::Dropped;
 
 use super::{Clock, Host, MAX_PENDING_EVIDENCE};
 

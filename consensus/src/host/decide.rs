@@ -6,10 +6,12 @@ use tracing::{debug, info, warn};
 
 use crate::block::bundle_hashes;
 use crate::bundle::Sender;
-use crate::context::{round_u32, BatonContext, Height, Signature};
+use crate::context::BatonContext;
 use crate::error::ConsensusError;
 use crate::evidence::carriable;
 use crate::hash::Hash;
+use crate::ids::Height;
+use crate::signing::{round_u32, Signature};
 use crate::store::{ChainStore, UndecidedProposal};
 use crate::types::{batches_of, namespace_table, Block, Certificate};
 

@@ -9,14 +9,18 @@ use malachitebft_core_types::{Round, Validity};
 use tracing::{debug, warn};
 
 use crate::block::{bundle_hashes, validate_block};
-use crate::context::{BatonContext, Height, ValidatorSet, Value};
+use crate::context::BatonContext;
 use crate::epoch::next_set;
 use crate::error::{BlockError, ConsensusError};
 use crate::evidence::{carriable, MAX_EVIDENCE_AGE};
 use crate::hash::Hash;
+use crate::ids::Height;
+use crate::ids::{Address, L1Origin};
 use crate::origin::Certified;
+use crate::signing::Value;
 use crate::store::{ChainStore, UndecidedProposal};
-use crate::types::{Address, Block, L1Origin};
+use crate::types::Block;
+use crate::validators::ValidatorSet;
 
 use super::streams::Assembled;
 use super::{Clock, Host};

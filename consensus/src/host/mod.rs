@@ -31,18 +31,24 @@ use std::sync::Arc;
 use malachitebft_core_consensus::ProposedValue;
 
 use crate::bench::Bench;
-use crate::block::{BlockContext, ChainView};
+use crate::block::BlockContext;
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
-use crate::context::{BatonContext, ChainDomain, ConsensusSigner, ProposalPart, ValidatorSet};
+use crate::context::{BatonContext, ConsensusSigner};
 use crate::error::{BundleError, ConsensusError};
 use crate::evidence::Equivocation;
 use crate::hash::Hash;
+use crate::ids::{Address, L1Origin};
 use crate::mempool::{Mempool, MempoolLimits};
 use crate::origin::L1View;
 use crate::params::ConsensusParams;
+use crate::parts::ProposalPart;
 use crate::registry::ChainSpec;
+use crate::signing::ChainDomain;
 use crate::store::ChainStore;
-use crate::types::{Address, BlockHeader, Bundle, L1Origin};
+use crate::types::BlockHeader;
+use crate::validators::ValidatorSet;
+use crate::view::ChainView;
 
 use streams::{Assembled, Parked, PartStream};
 

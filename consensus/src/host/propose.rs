@@ -7,14 +7,17 @@ use malachitebft_core_types::Round;
 use tracing::{debug, warn};
 
 use crate::block::{build_block, bundle_hashes, BlockContext};
+use crate::bundle::Bundle;
 use crate::bundle::Sender;
-use crate::context::{Height, ProposalPart, Value};
 use crate::error::ConsensusError;
 use crate::evidence::{carriable, MAX_EVIDENCE_PER_BLOCK};
 use crate::hash::Hash;
+use crate::ids::Height;
 use crate::origin::{owed_forced, ForcedBundle};
+use crate::parts::ProposalPart;
+use crate::signing::Value;
 use crate::store::{ChainStore, UndecidedProposal};
-use crate::types::{Block, Bundle};
+use crate::types::Block;
 
 use super::{Clock, Host};
 

@@ -7,12 +7,16 @@ use malachitebft_core_consensus::ProposedValue;
 use malachitebft_core_types::Round;
 use tracing::{debug, warn};
 
-use crate::context::{BatonContext, ProposalPart, Signature};
+use crate::bundle::Bundle;
+use crate::context::BatonContext;
 use crate::error::ConsensusError;
 use crate::evidence::{Equivocation, MAX_EVIDENCE_PER_BLOCK};
 use crate::hash::Hash;
+use crate::ids::Address;
+use crate::parts::ProposalPart;
+use crate::signing::Signature;
 use crate::store::ChainStore;
-use crate::types::{Address, Block, BlockHeader, Bundle};
+use crate::types::{Block, BlockHeader};
 
 use super::propose::chunk_bundles;
 use super::{Clock, Host};

@@ -19,7 +19,7 @@ impl Net {
         let keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from([i + 1; 32])).collect();
         let vs = ValidatorSet::new(
             keys.iter()
-                .map(|k| crate::context::Validator::new(k.verification_key(), 1))
+                .map(|k| crate::validators::Validator::new(k.verification_key(), 1))
                 .collect(),
         )
         .unwrap();
@@ -214,7 +214,7 @@ fn an_idle_proposer_waits_until_something_is_ready() {
             sender: key.address(),
             nonce: 1,
             expiry_height: 1_000,
-            entries: vec![crate::types::BundleEntry {
+            entries: vec![crate::bundle::BundleEntry {
                 rollup_id: 1,
                 payload: vec![1],
             }],
@@ -602,7 +602,7 @@ fn a_publisher_flooding_streams_cannot_evict_another_publishers_stream() {
     };
     for id in 0u32..1_000 {
         let junk = ProposalPart::Init {
-            height: crate::context::Height(1),
+            height: crate::ids::Height(1),
             round: malachitebft_core_types::Round::new(0),
             pol_round: malachitebft_core_types::Round::Nil,
             proposer,
@@ -739,7 +739,7 @@ fn an_epochs_last_block_names_the_staked_set_which_then_decides() {
     let l1 = staked(&all);
     let expected = ValidatorSet::new(
         all.iter()
-            .map(|k| crate::context::Validator::new(k.verification_key(), 1))
+            .map(|k| crate::validators::Validator::new(k.verification_key(), 1))
             .collect(),
     )
     .unwrap();
@@ -1011,8 +1011,8 @@ mod random {
     //! Property: whatever mix of good and bad bundles users send, decided blocks hold only good ones.
     use super::*;
     use crate::bundle::testing::{key, sign};
+    use crate::bundle::BundleEntry;
     use crate::bundle::UnsignedBundle;
-    use crate::types::BundleEntry;
     use proptest::prelude::*;
     use std::collections::HashSet;
 
@@ -1161,7 +1161,7 @@ fn bundles_behind_a_nonce_gap_cannot_lock_honest_senders_out() {
                 sender: key.address(),
                 nonce,
                 expiry_height: 1_000_000,
-                entries: vec![crate::types::BundleEntry {
+                entries: vec![crate::bundle::BundleEntry {
                     rollup_id: 1,
                     payload: vec![k, nonce as u8],
                 }],
@@ -1243,7 +1243,7 @@ fn bundles_behind_a_nonce_gap_cannot_lock_honest_senders_out() {
             sender: key.address(),
             nonce: 0,
             expiry_height: u64::MAX,
-            entries: vec![crate::types::BundleEntry {
+            entries: vec![crate::bundle::BundleEntry {
                 rollup_id: 1,
                 payload: vec![1],
             }],
@@ -1283,7 +1283,7 @@ fn the_side_cache_is_bounded_in_bytes() {
                 sender: key.address(),
                 nonce: 0,
                 expiry_height: 1_000,
-                entries: vec![crate::types::BundleEntry {
+                entries: vec![crate::bundle::BundleEntry {
                     rollup_id: 1,
                     payload: vec![k; 60 * 1024],
                 }],

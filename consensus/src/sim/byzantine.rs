@@ -14,8 +14,9 @@
 use malachitebft_core_types::{NilOrVal, SignedMessage};
 
 use super::{Msg, Sim};
-use crate::context::{ProposalPart, Vote};
+use crate::context::Vote;
 use crate::hash::Hash;
+use crate::parts::ProposalPart;
 
 /// What a simulated validator does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +35,7 @@ pub(crate) fn equivocate(
     height: u64,
     round: u32,
     parts: &[ProposalPart],
-) -> Option<crate::context::Value> {
+) -> Option<crate::signing::Value> {
     let mut other = parts.to_vec();
     let mut other_hash = None;
     for p in other.iter_mut() {
@@ -64,7 +65,7 @@ pub(crate) fn equivocate(
             sim.stream_to(node, to, &other);
         }
     }
-    Some(crate::context::Value(other_hash))
+    Some(crate::signing::Value(other_hash))
 }
 
 /// The proposal message that goes with [`equivocate`]: the signed proposal for the node's own block to the even
@@ -72,7 +73,7 @@ pub(crate) fn equivocate(
 pub(crate) fn equivocate_proposal(
     sim: &mut Sim,
     node: usize,
-    proposal: &SignedMessage<crate::context::BatonContext, crate::context::Proposal>,
+    proposal: &SignedMessage<crate::context::BatonContext, crate::signing::Proposal>,
 ) {
     use malachitebft_core_consensus::SignedConsensusMsg;
     let p = &proposal.message;

@@ -10,8 +10,8 @@
 //! What the simulation leaves out, covered by the multi-process tests instead: the engine's actors, libp2p,
 //! the write-ahead log and crash recovery, RocksDB.
 
-pub mod byzantine;
-pub mod net;
+mod byzantine;
+mod net;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -32,16 +32,17 @@ use crate::bundle::Bundle;
 use crate::check::{
     check, ChainBlock, ChainEntry, CheckReport, Fault, NodeChain, RunHistory, Submitted,
 };
-use crate::context::{
-    BatonContext, ChainDomain, ConsensusSigner, ConsensusVerifier, Height, ProposalPart, Validator,
-    ValidatorSet, Value,
-};
+use crate::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use crate::hash::Hash;
 use crate::host::{certificate_from_engine, Host, HostLimits, ManualClock, SyncVerdict};
+use crate::ids::Height;
+use crate::parts::ProposalPart;
 use crate::proof::verify_certificate;
 use crate::registry::ChainSpec;
+use crate::signing::{ChainDomain, Value};
 use crate::store::{ChainStore, MemStore};
 use crate::types::{Block, Certificate};
+use crate::validators::{Validator, ValidatorSet};
 use malachitebft_signing::VerifierExt;
 
 pub use byzantine::Behaviour;
@@ -81,7 +82,7 @@ pub struct SimOutcome {
     pub events: u64,
     /// Per node at the end: the set deciding its next height, and the validators its chain jailed.
     pub sets: Vec<ValidatorSet>,
-    pub jailed: Vec<std::collections::BTreeSet<crate::types::Address>>,
+    pub jailed: Vec<std::collections::BTreeSet<crate::ids::Address>>,
 }
 
 /// A message between nodes.
@@ -805,7 +806,7 @@ impl Sim {
             }
             Effect::Finalize(certificate, _extensions, evidence, r) => {
                 if !evidence.is_empty() {
-                    let items = crate::evidence::from_engine(&evidence);
+                    let items = crate::context::evidence_from_engine(&evidence);
                     let _ = self.nodes[node].host.report_evidence(items);
                 }
                 let next = certificate.height.0 + 1;
@@ -844,7 +845,7 @@ impl Sim {
                     mcc::ConsensusMsg::Vote(v) => self.domain.signed_vote_bytes(v),
                     mcc::ConsensusMsg::Proposal(p) => self.domain.proposal_bytes(p),
                 };
-                r.resume_with(crate::context::verify_signature(
+                r.resume_with(crate::signing::verify_signature(
                     &pk,
                     &bytes,
                     &msg.signature,

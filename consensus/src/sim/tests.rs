@@ -247,9 +247,8 @@ fn sim_an_equivocating_validator_is_jailed_at_the_next_epoch() {
         let honest: Vec<usize> = (0..n).filter(|i| *i != byz).collect();
         cfg.submissions = load(10, 10_000, &honest);
         let out = run_and_judge("sim_jailed", cfg, 60, 10_000);
-        let culprit = crate::types::Address::from_public_key_bytes(
-            sim_key(byz).verification_key().as_bytes(),
-        );
+        let culprit =
+            crate::ids::Address::from_public_key_bytes(sim_key(byz).verification_key().as_bytes());
         for &i in &honest {
             assert!(
                 out.jailed[i].contains(&culprit),

@@ -11,9 +11,10 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use baton_consensus::block::{check_stateless, OrderedBy};
-use baton_consensus::context::{BatonContext, ProposalPart};
+use baton_consensus::bundle::Bundle;
+use baton_consensus::context::BatonContext;
 use baton_consensus::host::chunk_bundles;
-use baton_consensus::types::Bundle;
+use baton_consensus::parts::ProposalPart;
 
 use super::{ConsensusLoop, LoopRequest};
 use crate::error::NodeError;
@@ -25,8 +26,8 @@ pub(super) const CHECKED_CAPACITY: usize = 262_144;
 
 /// A bounded set of (bundle hash, signature) pairs, oldest evicted first.
 pub struct CheckedSet {
-    set: std::collections::HashSet<(baton_consensus::Hash, [u8; 65])>,
-    order: std::collections::VecDeque<(baton_consensus::Hash, [u8; 65])>,
+    set: std::collections::HashSet<(baton_consensus::hash::Hash, [u8; 65])>,
+    order: std::collections::VecDeque<(baton_consensus::hash::Hash, [u8; 65])>,
     capacity: usize,
 }
 
@@ -39,11 +40,11 @@ impl CheckedSet {
         }
     }
 
-    pub fn contains(&self, key: &(baton_consensus::Hash, [u8; 65])) -> bool {
+    pub fn contains(&self, key: &(baton_consensus::hash::Hash, [u8; 65])) -> bool {
         self.set.contains(key)
     }
 
-    pub fn insert(&mut self, key: (baton_consensus::Hash, [u8; 65])) {
+    pub fn insert(&mut self, key: (baton_consensus::hash::Hash, [u8; 65])) {
         if self.set.insert(key) {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
@@ -212,7 +213,7 @@ pub(super) fn peer_name(peer: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::CheckedSet;
-    use baton_consensus::Hash;
+    use baton_consensus::hash::Hash;
 
     #[test]
     fn keeps_exact_bytes_and_evicts_the_oldest() {

@@ -12,17 +12,20 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use baton_consensus::bundle::Bundle;
 use baton_consensus::bundle::Sender;
-use baton_consensus::context::Signature;
-use baton_consensus::context::{round_u32, BatonContext, Height, ProposalPart};
+use baton_consensus::context::BatonContext;
 use baton_consensus::error::ConsensusError;
 use baton_consensus::hash::Hash;
 use baton_consensus::host::{
     certificate_from_engine, certificate_to_engine, Clock, Host, SyncVerdict,
 };
+use baton_consensus::ids::Height;
 use baton_consensus::mempool::Admission;
+use baton_consensus::parts::ProposalPart;
 use baton_consensus::sigcache::SignatureCache;
-use baton_consensus::types::Bundle;
+use baton_consensus::signing::round_u32;
+use baton_consensus::signing::Signature;
 use malachitebft_app_channel::app::engine::host::{HeightParams, Next, SyncedValueOutcome};
 use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMessage};
 use malachitebft_app_channel::app::types::core::{
@@ -612,7 +615,7 @@ impl ConsensusLoop {
                         self.publish_set_gauges();
                         self.failed_decision = None;
                     }
-                    Err(baton_consensus::ConsensusError::UnknownBlock(h)) => {
+                    Err(baton_consensus::error::ConsensusError::UnknownBlock(h)) => {
                         error!(height, block = %h, "decided a block this node does not have; restarting the height");
                         self.failed_decision = Some(height);
                     }
@@ -629,7 +632,7 @@ impl ConsensusLoop {
                 let height = certificate.height.0;
                 if !evidence.is_empty() {
                     // Verified against the height's set, then carried by this node's next proposals.
-                    let items = baton_consensus::evidence::from_engine(&evidence);
+                    let items = baton_consensus::context::evidence_from_engine(&evidence);
                     let added = self.host.report_evidence(items)?;
                     self.metrics.evidence_reported.inc_by(added as u64);
                 }

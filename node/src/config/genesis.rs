@@ -5,11 +5,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use baton_consensus::context::{ChainDomain, GenesisValidator, ValidatorSet, MAX_VALIDATORS};
 use baton_consensus::epoch::SetRules;
 use baton_consensus::hash::Hash;
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::registry::{ChainSpec, RollupInfo, RollupRegistry};
+use baton_consensus::signing::ChainDomain;
+use baton_consensus::validators::{GenesisValidator, ValidatorSet, MAX_VALIDATORS};
 
 use crate::error::NodeError;
 
@@ -263,7 +264,14 @@ impl Genesis {
     /// Each validator's L1 attester address and power (genesis `[l1]` only).
     pub fn attesters(
         &self,
-    ) -> Result<Vec<(baton_consensus::Address, alloy_primitives::Address, u64)>, NodeError> {
+    ) -> Result<
+        Vec<(
+            baton_consensus::ids::Address,
+            alloy_primitives::Address,
+            u64,
+        )>,
+        NodeError,
+    > {
         self.validators
             .iter()
             .map(|v| {

@@ -11,9 +11,9 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
-use baton_consensus::context::GenesisValidator;
 use baton_consensus::params::ConsensusParams;
 use baton_consensus::registry::{RollupInfo, RollupMode};
+use baton_consensus::validators::GenesisValidator;
 
 use crate::config::{
     Genesis, GrpcSection, MempoolSection, MetricsSection, NodeConfig, P2pSection, PubSub,

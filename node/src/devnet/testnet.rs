@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use alloy_signer_local::PrivateKeySigner;
+use baton_consensus::bundle::BundleEntry;
 use baton_consensus::bundle::UnsignedBundle;
-use baton_consensus::context::GenesisValidator;
 use baton_consensus::params::ConsensusParams;
-use baton_consensus::types::BundleEntry;
+use baton_consensus::validators::GenesisValidator;
 use baton_proto::client::sign_bundle;
 
 use crate::config::{
@@ -130,7 +130,7 @@ pub fn sample_bundles(
     payload_bytes: usize,
     rollups: u64,
     network_id: u64,
-) -> Result<Vec<baton_consensus::types::Bundle>, NodeError> {
+) -> Result<Vec<baton_consensus::bundle::Bundle>, NodeError> {
     let keys: Vec<PrivateKeySigner> = (0..senders.max(1))
         .map(|_| PrivateKeySigner::random())
         .collect();

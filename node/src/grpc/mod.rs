@@ -16,12 +16,15 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use baton_consensus::context::{ChainDomain, ValidatorSet};
+use baton_consensus::bundle::Bundle;
 use baton_consensus::error::BundleErrorKind;
 use baton_consensus::hash::Hash;
+use baton_consensus::ids::RollupId;
 use baton_consensus::proof::namespace_proof;
 use baton_consensus::registry::{ChainSpec, RollupMode};
-use baton_consensus::types::{Bundle, RollupBatch, RollupId};
+use baton_consensus::signing::ChainDomain;
+use baton_consensus::types::RollupBatch;
+use baton_consensus::validators::ValidatorSet;
 use baton_proto::client::BundleStatus;
 use baton_proto::convert::{batch_proof, hash_field, sender_field};
 use baton_proto::pb;

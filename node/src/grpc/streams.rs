@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Response, Status};
 
-use baton_consensus::types::RollupId;
+use baton_consensus::ids::RollupId;
 use baton_proto::pb;
 
 use super::{Api, BoxStream};

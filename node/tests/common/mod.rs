@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
 use baton_consensus::bundle::UnsignedBundle;
+use baton_consensus::bundle::{Bundle, BundleEntry};
 use baton_consensus::hash::Hash;
+use baton_consensus::ids::RollupId;
 use baton_consensus::params::ConsensusParams;
-use baton_consensus::types::{Bundle, BundleEntry, RollupId};
 use baton_node::devnet::{prepare, Devnet, NodeProcess, DEVNET_NETWORK_ID};
 use baton_proto::client::{sign_bundle, BatchVerifier, BatonClient, BundleStatus};
 
@@ -214,7 +215,12 @@ impl Cluster {
     }
 
     /// Headers of heights `from..=to` on node `i`.
-    pub async fn headers(&self, i: usize, from: u64, to: u64) -> Vec<baton_consensus::BlockHeader> {
+    pub async fn headers(
+        &self,
+        i: usize,
+        from: u64,
+        to: u64,
+    ) -> Vec<baton_consensus::types::BlockHeader> {
         let mut c = self.client(i).await;
         let mut out = Vec::new();
         for h in from..=to {

@@ -18,10 +18,12 @@ use malachitebft_app_channel::{
 };
 use tokio::sync::mpsc;
 
-use baton_consensus::context::{
-    BatonContext, ChainDomain, ConsensusVerifier, Height, ProposalPart, ValidatorSet,
-};
+use baton_consensus::context::{BatonContext, ConsensusVerifier};
+use baton_consensus::ids::Height;
 use baton_consensus::params::ConsensusParams;
+use baton_consensus::parts::ProposalPart;
+use baton_consensus::signing::ChainDomain;
+use baton_consensus::validators::ValidatorSet;
 use baton_node::codec::WireCodec;
 use baton_node::keys::NodeKey;
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use alloy_signer_local::PrivateKeySigner;
+use baton_consensus::bundle::BundleEntry;
 use baton_consensus::bundle::UnsignedBundle;
 use baton_consensus::params::ConsensusParams;
-use baton_consensus::types::BundleEntry;
 use baton_proto::client::{sign_bundle, BatchVerifier, BundleStatus};
 
 use baton_consensus::registry::{RollupInfo, RollupMode};
@@ -386,7 +386,7 @@ fn fresh_bundle(
     network_id: u64,
     rollup_id: u64,
     payload: &[u8],
-) -> eyre::Result<baton_consensus::Bundle> {
+) -> eyre::Result<baton_consensus::bundle::Bundle> {
     let key = PrivateKeySigner::random();
     let unsigned = UnsignedBundle {
         network_id,

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use eyre::{bail, Context, Result};
 
-use baton_consensus::context::GenesisValidator;
 use baton_consensus::registry::{RollupInfo, RollupMode};
+use baton_consensus::validators::GenesisValidator;
 use baton_node::config::{Genesis, NodeConfig};
 use baton_node::keys::NodeKey;
 
