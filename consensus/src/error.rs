@@ -24,6 +24,9 @@ pub enum ConsensusError {
     Backlogged { waited_ms: u64, limit_ms: u64 },
     #[error("storage: {0}")]
     Storage(String),
+    /// Asked to propose or sign without a validator key (a full node).
+    #[error("this node has no validator signing key (it runs as a full node) and cannot {0}")]
+    NoSigningKey(&'static str),
     #[error("block {0} needed for the decision is not known locally")]
     UnknownBlock(Hash),
     #[error("codec: {0}")]

@@ -82,7 +82,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     ) -> Result<(Value, Vec<ProposalPart>), ConsensusError> {
         let me = self
             .address()
-            .ok_or_else(|| ConsensusError::Storage("a full node cannot propose".into()))?;
+            .ok_or(ConsensusError::NoSigningKey("propose"))?;
         let existing = self
             .store
             .undecided(height)?
@@ -227,7 +227,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let signer = self
             .signer
             .as_ref()
-            .ok_or_else(|| ConsensusError::Storage("no signing key".into()))?;
+            .ok_or(ConsensusError::NoSigningKey("sign proposal parts"))?;
         let height = block.height();
         let mut parts = vec![ProposalPart::Init {
             height: Height(height),
