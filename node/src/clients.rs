@@ -12,18 +12,17 @@
 // Refusals are gRPC statuses (large, but built once per refused call).
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use tonic::Status;
 
 use crate::metrics::KindLabel;
+use crate::quota::{Quota, QuotaGuard};
 
 /// What a client holds open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Stream,
     Submit,
@@ -38,52 +37,16 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Default)]
-struct Usage {
-    streams: usize,
-    submits: usize,
-}
-
-impl Usage {
-    fn slot(&mut self, kind: Kind) -> &mut usize {
-        match kind {
-            Kind::Stream => &mut self.streams,
-            Kind::Submit => &mut self.submits,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Inner {
-    max_streams: usize,
-    max_submits: usize,
-    usage: Mutex<HashMap<IpAddr, Usage>>,
-    refused: Family<KindLabel, Counter>,
-}
+/// One open call or stream of a client; frees its slot when dropped.
+pub type ClientSlot = QuotaGuard<(IpAddr, Kind)>;
 
 /// The per-client table (cheap to clone).
 #[derive(Clone, Debug)]
-pub struct ClientLimits(Arc<Inner>);
-
-/// One open call or stream of a client; frees its slot when dropped.
-#[derive(Debug)]
-pub struct ClientSlot {
-    inner: Arc<Inner>,
-    client: IpAddr,
-    kind: Kind,
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut usage = self.inner.usage.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(u) = usage.get_mut(&self.client) {
-            let n = u.slot(self.kind);
-            *n = n.saturating_sub(1);
-            if u.streams == 0 && u.submits == 0 {
-                usage.remove(&self.client);
-            }
-        }
-    }
+pub struct ClientLimits {
+    max_streams: usize,
+    max_submits: usize,
+    open: Quota<(IpAddr, Kind)>,
+    refused: Family<KindLabel, Counter>,
 }
 
 /// The key a client is counted under: its IPv4 address, or its IPv6 /64.
@@ -108,12 +71,12 @@ impl ClientLimits {
         max_submits: usize,
         refused: Family<KindLabel, Counter>,
     ) -> Self {
-        ClientLimits(Arc::new(Inner {
+        ClientLimits {
             max_streams,
             max_submits,
-            usage: Mutex::new(HashMap::new()),
+            open: Quota::default(),
             refused,
-        }))
+        }
     }
 
     /// Takes a slot of `kind` for the client at `remote`, or refuses with RESOURCE_EXHAUSTED.
@@ -124,30 +87,20 @@ impl ClientLimits {
     ) -> Result<ClientSlot, Status> {
         let client = client_key(remote);
         let (max, setting) = match kind {
-            Kind::Stream => (self.0.max_streams, "grpc.max_streams_per_client"),
-            Kind::Submit => (self.0.max_submits, "grpc.max_submit_calls_per_client"),
+            Kind::Stream => (self.max_streams, "grpc.max_streams_per_client"),
+            Kind::Submit => (self.max_submits, "grpc.max_submit_calls_per_client"),
         };
-        let mut usage = self.0.usage.lock().unwrap_or_else(|p| p.into_inner());
-        let n = usage.entry(client).or_default().slot(kind);
-        if *n >= max {
-            drop(usage);
-            self.0
-                .refused
+        self.open.take(&(client, kind), 1, max).ok_or_else(|| {
+            self.refused
                 .get_or_create(&KindLabel { kind: kind.label() })
                 .inc();
-            return Err(Status::resource_exhausted(format!(
+            Status::resource_exhausted(format!(
                 "this client ({client}) already has {max} {} open ({setting}); close some or wait for them to end",
                 match kind {
                     Kind::Stream => "StreamBatches streams",
                     Kind::Submit => "submission calls (SubmitBundle in progress or SubmitBundles streams)",
                 }
-            )));
-        }
-        *n += 1;
-        Ok(ClientSlot {
-            inner: self.0.clone(),
-            client,
-            kind,
+            ))
         })
     }
 }

@@ -28,6 +28,7 @@ pub mod l1;
 pub mod metrics;
 pub mod node;
 pub mod peers;
+pub mod quota;
 pub mod retention;
 pub mod state;
 pub mod store;

@@ -15,7 +15,6 @@
 //! checks them against the height's set itself.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton_consensus::hash::Hash;
@@ -23,6 +22,7 @@ use baton_consensus::validators::ValidatorSet;
 use malachitebft_app_channel::app::net::Multiaddr;
 
 use crate::error::NodeError;
+use crate::quota::{Quota, QuotaGuard};
 
 /// Per-peer limits on the proposal-parts channel (`[p2p]` in the node config).
 #[derive(Clone, Copy, Debug)]
@@ -101,28 +101,11 @@ pub struct PeerGate {
     set_hash: Option<Hash>,
     buckets: HashMap<Vec<u8>, Bucket>,
     penalised: HashMap<Vec<u8>, Instant>,
-    inflight: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
+    inflight: Quota<Vec<u8>>,
 }
 
 /// A peer's share of the verifier pool, held while its dissemination waits or is checked; released on drop.
-#[derive(Debug)]
-pub struct InflightShare {
-    peer: Vec<u8>,
-    bytes: usize,
-    inflight: Arc<Mutex<HashMap<Vec<u8>, usize>>>,
-}
-
-impl Drop for InflightShare {
-    fn drop(&mut self) {
-        let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.peer) {
-            *n = n.saturating_sub(self.bytes);
-            if *n == 0 {
-                m.remove(&self.peer);
-            }
-        }
-    }
-}
+pub type InflightShare = QuotaGuard<Vec<u8>>;
 
 impl PeerGate {
     pub fn new(limits: PeerLimits, configured: Vec<Vec<u8>>) -> Self {
@@ -134,7 +117,7 @@ impl PeerGate {
             set_hash: None,
             buckets: HashMap::new(),
             penalised: HashMap::new(),
-            inflight: Arc::new(Mutex::new(HashMap::new())),
+            inflight: Quota::default(),
         }
     }
 
@@ -173,11 +156,20 @@ impl PeerGate {
             f64::from(self.limits.messages_per_sec),
             self.limits.bytes_per_sec as f64,
         );
-        let b = self.buckets.entry(peer.to_vec()).or_insert(Bucket {
-            messages: rate_m,
-            bytes: rate_b,
-            at: now,
-        });
+        // Looked up before it is inserted: no allocation per message for a known peer.
+        if !self.buckets.contains_key(peer) {
+            self.buckets.insert(
+                peer.to_vec(),
+                Bucket {
+                    messages: rate_m,
+                    bytes: rate_b,
+                    at: now,
+                },
+            );
+        }
+        let Some(b) = self.buckets.get_mut(peer) else {
+            return Err(Refusal::Rate);
+        };
         let dt = now.saturating_duration_since(b.at).as_secs_f64();
         b.at = now;
         b.messages = (b.messages + dt * rate_m).min(rate_m);
@@ -204,17 +196,9 @@ impl PeerGate {
 
     /// Reserves `bytes` of `peer`'s share of the verifier pool, if it has room.
     pub fn reserve(&self, peer: &[u8], bytes: usize) -> Result<InflightShare, Refusal> {
-        let mut m = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        let used = m.entry(peer.to_vec()).or_insert(0);
-        if *used + bytes > self.limits.inflight_bytes {
-            return Err(Refusal::Inflight);
-        }
-        *used += bytes;
-        Ok(InflightShare {
-            peer: peer.to_vec(),
-            bytes,
-            inflight: self.inflight.clone(),
-        })
+        self.inflight
+            .take(&peer.to_vec(), bytes, self.limits.inflight_bytes)
+            .ok_or(Refusal::Inflight)
     }
 }
 

@@ -120,9 +120,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
         };
         debug!(height, round, bundles = block.bundles.len(), hash = %block.hash(), "proposing");
-        let hashes = self.own_proposal(round, &block);
-        let parts = self.parts_for(&block, &hashes, round, Round::Nil)?;
-        Ok((Value(block.hash()), parts))
+        let value = self.own_proposal(round, &block);
+        let parts = self.parts_for(&block, &self.known_hashes[&value], round, Round::Nil)?;
+        Ok((Value(value), parts))
     }
 
     /// The bundles of a new block: the forced entries its origin makes owed, first, then the mempool's pick within
@@ -187,10 +187,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .find(|p| p.block.hash() == *value_id);
         match found {
             Some(p) => {
-                let hashes = self.own_proposal(round, &p.block);
+                let value = self.own_proposal(round, &p.block);
                 Ok(Some(self.parts_for(
                     &p.block,
-                    &hashes,
+                    &self.known_hashes[&value],
                     round,
                     valid_round,
                 )?))
@@ -200,21 +200,16 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// Notes `block` as this node's proposal for `round` of the current height (the one asks for bundles are
-    /// answered about) and returns its bundle hashes.
-    fn own_proposal(&mut self, round: u32, block: &Block) -> Vec<Hash> {
+    /// answered about).
+    /// Its hashes stay in `known_hashes` under the returned value id (computed only if this node neither built
+    /// nor judged the block, e.g. after a restart), so callers borrow them instead of copying a block's worth.
+    fn own_proposal(&mut self, round: u32, block: &Block) -> Hash {
         let value = block.hash();
-        let hashes = self.hashes_of(block);
-        self.known_hashes.insert(value, hashes.clone());
-        self.own_proposals.insert(round, value);
-        hashes
-    }
-
-    /// The block's bundle hashes, from the cache when this node built or judged it.
-    pub(super) fn hashes_of(&self, block: &Block) -> Vec<Hash> {
         self.known_hashes
-            .get(&block.hash())
-            .cloned()
-            .unwrap_or_else(|| bundle_hashes(block))
+            .entry(value)
+            .or_insert_with(|| bundle_hashes(block));
+        self.own_proposals.insert(round, value);
+        value
     }
 
     pub(super) fn parts_for(
