@@ -53,6 +53,29 @@ async fn based_cluster(
     (cluster, deployment)
 }
 
+/// Makes node 0 of `cluster` forward based-rollup bundles with anvil's fifth key (returned), its `[l1.forward]`
+/// set by `forward`, then starts it and waits for its first height.
+async fn start_forwarder(
+    cluster: &mut Cluster,
+    anvil: &alloy::node_bindings::AnvilInstance,
+    forward: impl FnOnce(&mut baton_node::forward::ForwardConfig),
+) -> alloy::signers::local::PrivateKeySigner {
+    let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
+    baton_node::keys::write_secret_file(
+        &cluster.net.nodes[0].dir.join("forward.key"),
+        &format!("{}\n", forwarder.to_bytes()),
+    )
+    .expect("key");
+    cluster.edit_config(0, |c| {
+        let l1 = c.l1.as_mut().expect("l1");
+        l1.forward_key_file = Some("forward.key".into());
+        forward(&mut l1.forward);
+    });
+    cluster.start_node(0);
+    cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+    forwarder
+}
+
 /// The next item of a based stream, within `secs`.
 async fn next_based(
     stream: &mut baton_proto::client::BasedStream,
@@ -598,20 +621,11 @@ fn bundles_submitted_for_a_based_rollup_are_forwarded_to_the_inbox() {
     run(Duration::from_secs(180), async {
         let anvil = local_l1();
         let (mut cluster, deployment) = based_cluster(&anvil).await;
-        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
-        baton_node::keys::write_secret_file(
-            &cluster.net.nodes[0].dir.join("forward.key"),
-            &format!("{}\n", forwarder.to_bytes()),
-        )
-        .expect("key");
-        cluster.edit_config(0, |c| {
-            let l1 = c.l1.as_mut().expect("l1");
-            l1.forward_key_file = Some("forward.key".into());
-            l1.forward.flush_ms = 200;
-            l1.forward.sender.blob_min_bytes = 4096;
-        });
-        cluster.start_node(0);
-        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        let forwarder = start_forwarder(&mut cluster, &anvil, |f| {
+            f.flush_ms = 200;
+            f.sender.blob_min_bytes = 4096;
+        })
+        .await;
         let mut client = cluster.client(0).await;
         let mut stream = client.stream_based(9, 1).await.expect("stream");
         let mut seen: Vec<(u64, baton_consensus::hash::Hash, Vec<u8>)> = Vec::new();
@@ -739,20 +753,8 @@ fn one_sender_cannot_take_the_whole_forwarding_queue() {
     run(Duration::from_secs(180), async {
         let anvil = local_l1();
         let (mut cluster, _) = based_cluster(&anvil).await;
-        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
-        baton_node::keys::write_secret_file(
-            &cluster.net.nodes[0].dir.join("forward.key"),
-            &format!("{}\n", forwarder.to_bytes()),
-        )
-        .expect("key");
-        cluster.edit_config(0, |c| {
-            let l1 = c.l1.as_mut().expect("l1");
-            l1.forward_key_file = Some("forward.key".into());
-            // Nothing is posted during the test: the queue only fills.
-            l1.forward.flush_ms = 600_000;
-        });
-        cluster.start_node(0);
-        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        // Nothing is posted during the test: the queue only fills.
+        start_forwarder(&mut cluster, &anvil, |f| f.flush_ms = 600_000).await;
         let mut client = cluster.client(0).await;
         let mut greedy = common::User::new();
         let mut accepted = 0;
@@ -799,22 +801,13 @@ fn the_forwarder_stops_at_its_hourly_fee_budget() {
     run(Duration::from_secs(180), async {
         let anvil = local_l1();
         let (mut cluster, deployment) = based_cluster(&anvil).await;
-        let forwarder: alloy::signers::local::PrivateKeySigner = anvil.keys()[4].clone().into();
-        baton_node::keys::write_secret_file(
-            &cluster.net.nodes[0].dir.join("forward.key"),
-            &format!("{}\n", forwarder.to_bytes()),
-        )
-        .expect("key");
-        cluster.edit_config(0, |c| {
-            let l1 = c.l1.as_mut().expect("l1");
-            l1.forward_key_file = Some("forward.key".into());
-            l1.forward.flush_ms = 200;
-            // One batch per bundle, and a budget that any one transaction exceeds.
-            l1.forward.max_batch_bytes = 1024;
-            l1.forward.max_spend_gwei_per_hour = 1;
-        });
-        cluster.start_node(0);
-        cluster.wait_height(0, 1, Duration::from_secs(60)).await;
+        // One batch per bundle, and a budget that any one transaction exceeds.
+        let forwarder = start_forwarder(&mut cluster, &anvil, |f| {
+            f.flush_ms = 200;
+            f.max_batch_bytes = 1024;
+            f.max_spend_gwei_per_hour = 1;
+        })
+        .await;
         let mut client = cluster.client(0).await;
         let mut user = common::User::new();
         for _ in 0..5 {
