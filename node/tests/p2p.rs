@@ -48,6 +48,9 @@ fn an_outsider_cannot_use_the_proposal_channel() {
         });
         attach_l1(&mut cluster.net, &l1).await.expect("attach L1");
         for i in 0..4 {
+            // Pending bundles are disseminated again after `reannounce_ms` (to every peer, the outsider too): far
+            // beyond this test, so that any bundle node1 sends the outsider below is an answer to its asks.
+            cluster.edit_config(i, |c| c.mempool.reannounce_ms = 3_600_000);
             cluster.start_node(i);
         }
         cluster.wait_height(0, 3, Duration::from_secs(60)).await;
@@ -68,7 +71,7 @@ fn an_outsider_cannot_use_the_proposal_channel() {
             .await;
 
         // 1. The amplifier: a bundle waiting behind a nonce gap stays in every mempool (it is disseminated but never
-        //    proposed), so no validator ever has a reason to send it again. The outsider asks node1 for it, naming
+        //    proposed), so with re-announcement pushed out no validator has a reason to send it again. The outsider asks node1 for it, naming
         //    node1 as proposer.
         let mut user = User::new();
         user.nonce = 3;
