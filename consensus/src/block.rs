@@ -462,11 +462,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn set() -> ValidatorSet {
-        ValidatorSet::new(vec![crate::validators::Validator::new(
-            ed25519_consensus::SigningKey::from([7; 32]).verification_key(),
-            1,
-        )])
-        .unwrap()
+        crate::fixtures::validator_set(&crate::fixtures::validator_keys(7, 1))
     }
 
     /// The only validator, so the proposer of every round.
@@ -475,19 +471,9 @@ mod tests {
     }
 
     fn ctx() -> BlockContext {
-        let validators = set();
         BlockContext {
-            height: 5,
-            round: 0,
-            parent_hash: Hash::digest(&[b"parent"]),
             parent_timestamp_ms: 1_000,
-            validator_set_hash: validators.hash(),
-            parent_bench: Bench::default(),
-            parent_l1_origin: Default::default(),
-            l1_origin: Default::default(),
-            next_validators: validators.clone(),
-            evidence: vec![],
-            validators,
+            ..crate::fixtures::block_context(5, set())
         }
     }
 

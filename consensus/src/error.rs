@@ -5,16 +5,17 @@ use crate::hash::Hash;
 /// Why a block, proposal or request was refused, or why the host could not proceed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsensusError {
-    #[error("invalid consensus parameters: {0}")]
-    InvalidParams(String),
+    /// A consensus parameter out of its range; `why` says the rule and the value.
+    #[error("invalid consensus parameters: {field} {why}")]
+    InvalidParams { field: &'static str, why: String },
     #[error("invalid genesis: {0}")]
-    InvalidGenesis(String),
+    InvalidRegistry(#[from] RegistryError),
     #[error("invalid block: {0}")]
     InvalidBlock(#[from] BlockError),
     #[error("invalid bundle: {0}")]
     InvalidBundle(#[from] BundleError),
     #[error("mempool full: {0}")]
-    MempoolFull(String),
+    MempoolFull(#[from] MempoolFull),
     /// The chain is not keeping up: the oldest bundle ready for a block has waited longer than the admission
     /// bound. New submissions are refused until the backlog drains.
     #[error(
@@ -22,15 +23,54 @@ pub enum ConsensusError {
          is {limit_ms})"
     )]
     Backlogged { waited_ms: u64, limit_ms: u64 },
+    /// The store's own error (`ChainStore` implementations box theirs; the node's is `NodeError`, which a caller
+    /// can downcast to).
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// Asked to propose or sign without a validator key (a full node).
     #[error("this node has no validator signing key (it runs as a full node) and cannot {0}")]
     NoSigningKey(&'static str),
     #[error("block {0} needed for the decision is not known locally")]
     UnknownBlock(Hash),
-    #[error("codec: {0}")]
-    Codec(String),
+}
+
+/// Which of the mempool's bounds a bundle did not fit in (the numbers are the mempool's when it was refused).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MempoolFull {
+    #[error(
+        "{bundles} bundles / {bytes} bytes pending, limits mempool.max_bundles {max_bundles} / mempool.max_bytes \
+         {max_bytes}"
+    )]
+    Pending {
+        bundles: usize,
+        bytes: usize,
+        max_bundles: usize,
+        max_bytes: usize,
+    },
+    /// The bundle would wait behind a nonce gap, and the bundles waiting so are at their own bound.
+    #[error(
+        "{bundles} bundles / {bytes} bytes wait behind nonce gaps, limits mempool.max_waiting {max_bundles} / \
+         mempool.max_waiting_bytes {max_bytes}: send the sender's lower nonces first"
+    )]
+    Waiting {
+        bundles: usize,
+        bytes: usize,
+        max_bundles: usize,
+        max_bytes: usize,
+    },
+}
+
+/// A rollup registry (genesis `rollups`) that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{count} rollups registered, at most {max} are allowed")]
+    TooMany { count: usize, max: usize },
+    #[error("rollup {id}: name must be 1..=64 characters")]
+    BadName { id: u64 },
+    #[error("rollup {id}: allowed sender {sender} is listed twice")]
+    SenderTwice { id: u64, sender: String },
+    #[error("rollup id {id} is registered twice")]
+    IdTwice { id: u64 },
 }
 
 /// A bundle that breaks a limit or a rule. Messages name the field or limit involved.

@@ -12,6 +12,8 @@
 //! [`epoch`] is the validator-set function: who validates the next epoch, from a table of staked keys.
 //! [`check`] judges a whole run (submissions and every node's chain): forks, lost, duplicated, split bundles.
 //! `sim` (feature `sim`, and in tests) runs whole networks of these on a virtual clock over a faulty network.
+//! `fixtures` (feature `test-utils`, and in tests) holds the keys, contexts, headers and certified blocks every
+//! crate's tests start from.
 //!
 //! Nothing here touches sockets, disk, threads or the wall clock: storage is the [`store::ChainStore`] trait and
 //! time the [`host::Clock`] trait, each with an in-memory implementation here and a real one in `baton-node`.
@@ -34,6 +36,8 @@ pub mod context;
 pub mod epoch;
 pub mod error;
 pub mod evidence;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fixtures;
 pub mod hash;
 pub mod host;
 pub mod ids;

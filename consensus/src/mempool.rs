@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::bundle::Bundle;
 use crate::bundle::Sender;
-use crate::error::{BundleError, ConsensusError};
+use crate::error::{BundleError, ConsensusError, MempoolFull};
 use crate::hash::Hash;
 use crate::types::Dropped;
 
@@ -321,14 +321,13 @@ impl Mempool {
             && (self.waiting.len() >= self.limits.max_waiting
                 || self.waiting_bytes + bytes > self.limits.max_waiting_bytes)
         {
-            return Err(ConsensusError::MempoolFull(format!(
-                "{} bundles / {} bytes wait behind nonce gaps, limits mempool.max_waiting {} / \
-                 mempool.max_waiting_bytes {}: send the sender's lower nonces first",
-                self.waiting.len(),
-                self.waiting_bytes,
-                self.limits.max_waiting,
-                self.limits.max_waiting_bytes
-            )));
+            return Err(MempoolFull::Waiting {
+                bundles: self.waiting.len(),
+                bytes: self.waiting_bytes,
+                max_bundles: self.limits.max_waiting,
+                max_bytes: self.limits.max_waiting_bytes,
+            }
+            .into());
         }
         let full = |m: &Self| {
             m.slots.len() >= m.limits.max_bundles || m.bytes + bytes > m.limits.max_bytes
@@ -350,13 +349,13 @@ impl Mempool {
             self.evicted.push((old, why));
         }
         if full(self) {
-            return Err(ConsensusError::MempoolFull(format!(
-                "{} bundles / {} bytes pending, limits mempool.max_bundles {} / mempool.max_bytes {}",
-                self.slots.len(),
-                self.bytes,
-                self.limits.max_bundles,
-                self.limits.max_bytes
-            )));
+            return Err(MempoolFull::Pending {
+                bundles: self.slots.len(),
+                bytes: self.bytes,
+                max_bundles: self.limits.max_bundles,
+                max_bytes: self.limits.max_bytes,
+            }
+            .into());
         }
         let seq = self.next_seq;
         self.next_seq += 1;

@@ -131,63 +131,79 @@ impl ConsensusParams {
     }
 
     pub fn validate(&self) -> Result<(), ConsensusError> {
-        let bad = |m: String| Err(ConsensusError::InvalidParams(m));
+        let bad =
+            |field: &'static str, why: String| Err(ConsensusError::InvalidParams { field, why });
         if self.block_time_ms == 0 || self.block_time_ms > 60_000 {
-            return bad(format!(
-                "block_time_ms must be in 1..=60000, got {}",
-                self.block_time_ms
-            ));
+            return bad(
+                "block_time_ms",
+                format!("must be in 1..=60000, got {}", self.block_time_ms),
+            );
         }
         if self.max_idle_ms < self.block_time_ms || self.max_idle_ms > 60_000 {
-            return bad(format!(
-                "max_idle_ms must be in block_time_ms ({})..=60000, got {}",
-                self.block_time_ms, self.max_idle_ms
-            ));
+            return bad(
+                "max_idle_ms",
+                format!(
+                    "must be in block_time_ms ({})..=60000, got {}",
+                    self.block_time_ms, self.max_idle_ms
+                ),
+            );
         }
         if self.timeouts.propose_ms < 2 * self.block_time_ms {
-            return bad(format!(
-                "timeouts.propose_ms ({}) must be at least twice block_time_ms ({}): a busy proposer waits up to \
+            return bad(
+                "timeouts.propose_ms",
+                format!(
+                    "({}) must be at least twice block_time_ms ({}): a busy proposer waits up to \
                  block_time_ms before it proposes",
-                self.timeouts.propose_ms, self.block_time_ms
-            ));
+                    self.timeouts.propose_ms, self.block_time_ms
+                ),
+            );
         }
         if self.max_expiry_window == 0 {
-            return bad("max_expiry_window must be at least 1".into());
+            return bad("max_expiry_window", "must be at least 1".into());
         }
         if self.max_bundle_entries == 0 {
-            return bad("max_bundle_entries must be at least 1".into());
+            return bad("max_bundle_entries", "must be at least 1".into());
         }
         if self.max_bundle_bytes < 256 {
-            return bad(format!(
-                "max_bundle_bytes must be at least 256, got {}",
-                self.max_bundle_bytes
-            ));
+            return bad(
+                "max_bundle_bytes",
+                format!("must be at least 256, got {}", self.max_bundle_bytes),
+            );
         }
         if self.max_payload_bytes == 0 || self.max_payload_bytes > self.max_bundle_bytes {
-            return bad(format!(
-                "max_payload_bytes must be in 1..=max_bundle_bytes ({}), got {}",
-                self.max_bundle_bytes, self.max_payload_bytes
-            ));
+            return bad(
+                "max_payload_bytes",
+                format!(
+                    "must be in 1..=max_bundle_bytes ({}), got {}",
+                    self.max_bundle_bytes, self.max_payload_bytes
+                ),
+            );
         }
         if u64::from(self.max_bundle_bytes) > self.max_block_bytes {
-            return bad(format!(
-                "max_bundle_bytes ({}) exceeds max_block_bytes ({}): such a bundle could never be included",
-                self.max_bundle_bytes, self.max_block_bytes
-            ));
+            return bad(
+                "max_bundle_bytes",
+                format!(
+                    "({}) exceeds max_block_bytes ({}): such a bundle could never be included",
+                    self.max_bundle_bytes, self.max_block_bytes
+                ),
+            );
         }
         if self.max_block_bytes > 64 * 1024 * 1024 {
-            return bad(format!(
-                "max_block_bytes must be at most 64 MiB, got {}",
-                self.max_block_bytes
-            ));
+            return bad(
+                "max_block_bytes",
+                format!("must be at most 64 MiB, got {}", self.max_block_bytes),
+            );
         }
         if self.max_block_bundles == 0 {
-            return bad("max_block_bundles must be at least 1".into());
+            return bad("max_block_bundles", "must be at least 1".into());
         }
         let t = &self.timeouts;
         if t.propose_ms == 0 || t.prevote_ms == 0 || t.precommit_ms == 0 || t.max_ms < t.propose_ms
         {
-            return bad("timeouts must be positive and max_ms must be at least propose_ms".into());
+            return bad(
+                "timeouts",
+                "must be positive and max_ms must be at least propose_ms".into(),
+            );
         }
         Ok(())
     }

@@ -141,14 +141,13 @@ pub fn verify_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block::{build_block, BlockContext};
+    use crate::block::build_block;
     use crate::bundle::testing::bundle;
     use crate::bundle::Bundle;
-    use crate::context::ConsensusSigner;
+    use crate::fixtures;
     use crate::ids::Address;
     use crate::registry::ChainSpec;
     use crate::types::{batches_of, namespace_table, BatchEntry};
-    use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
     struct Fixture {
@@ -160,41 +159,9 @@ mod tests {
         cert: Certificate,
     }
 
-    fn set(keys: &[SigningKey]) -> ValidatorSet {
-        ValidatorSet::new(
-            keys.iter()
-                .map(|k| Validator::new(k.verification_key(), 10))
-                .collect(),
-        )
-        .unwrap()
-    }
-
-    fn sign_cert(
-        keys: &[SigningKey],
-        domain: ChainDomain,
-        height: u64,
-        round: u32,
-        hash: Hash,
-    ) -> Certificate {
-        Certificate {
-            height,
-            round,
-            block_hash: hash,
-            signatures: keys
-                .iter()
-                .map(|k| {
-                    let signer = ConsensusSigner::new(k.clone(), domain);
-                    let a = signer.address();
-                    let msg = domain.vote_bytes(VoteType::Precommit, height, round, Some(hash), &a);
-                    (a, signer.sign(&msg).0)
-                })
-                .collect(),
-        }
-    }
-
     fn fixture() -> Fixture {
         let keys: Vec<SigningKey> = (0..4u8).map(|i| SigningKey::from([i + 40; 32])).collect();
-        let vs = set(&keys);
+        let vs = fixtures::validator_set(&keys);
         let domain = ChainDomain::new("proof-test");
         let spec = ChainSpec::for_tests(7, 5);
         let bundles: Vec<Bundle> = vec![
@@ -203,20 +170,15 @@ mod tests {
             bundle(3, 0, &[5], 3),
         ];
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
-        let ctx = BlockContext {
-            height: 9,
-            round: 0,
-            parent_hash: Hash::digest(&[b"p"]),
-            parent_timestamp_ms: 5,
-            validator_set_hash: vs.hash(),
-            parent_bench: Default::default(),
-            parent_l1_origin: Default::default(),
-            l1_origin: Default::default(),
-            validators: vs.clone(),
-            next_validators: vs.clone(),
-            evidence: vec![],
-        };
-        let block = build_block(&ctx, &spec, Address([1; 20]), 10, bundles, &hashes);
+        let ctx = fixtures::block_context(9, vs.clone());
+        let block = build_block(
+            &ctx,
+            &spec,
+            Address([1; 20]),
+            ctx.parent_timestamp_ms + 5,
+            bundles,
+            &hashes,
+        );
         let batches = batches_of(&block.bundles, &hashes);
         let table = namespace_table(spec.rollups.ids(), &batches);
         let proof = namespace_proof(&table, 3).unwrap();
@@ -226,7 +188,7 @@ mod tests {
             block_hash: block.hash(),
             entries: batches[&3].clone(),
         };
-        let cert = sign_cert(&keys[..3], domain, 9, 1, block.hash());
+        let cert = fixtures::certify(&domain, 9, 1, block.hash(), &keys[..3]);
         Fixture {
             keys,
             vs,
@@ -308,10 +270,10 @@ mod tests {
         let f = fixture();
         let hash = f.batch.block_hash;
         // Two of four validators: exactly half, not more than two thirds.
-        let short = sign_cert(&f.keys[..2], f.domain, 9, 1, hash);
+        let short = fixtures::certify(&f.domain, 9, 1, hash, &f.keys[..2]);
         assert!(matches!(
             verify_batch(&f.batch, &f.proof, &short, &f.vs, &f.domain),
-            Err(ProofError::NoQuorum { got: 20, total: 40 })
+            Err(ProofError::NoQuorum { got: 2, total: 4 })
         ));
         // A signature repeated to fake power.
         let mut dup = short.clone();
@@ -322,18 +284,25 @@ mod tests {
         ));
         // Signed by a different set of keys (a fork with its own validators).
         let others: Vec<SigningKey> = (0..4u8).map(|i| SigningKey::from([i + 90; 32])).collect();
-        let foreign = sign_cert(&others[..3], f.domain, 9, 1, hash);
+        let foreign = fixtures::certify(&f.domain, 9, 1, hash, &others[..3]);
         assert!(matches!(
             verify_batch(&f.batch, &f.proof, &foreign, &f.vs, &f.domain),
             Err(ProofError::UnknownSigner(_))
         ));
         // The verifier given another set than the header names.
         assert!(matches!(
-            verify_batch(&f.batch, &f.proof, &f.cert, &set(&others), &f.domain),
+            verify_batch(
+                &f.batch,
+                &f.proof,
+                &f.cert,
+                &fixtures::validator_set(&others),
+                &f.domain
+            ),
             Err(ProofError::OtherValidatorSet { .. })
         ));
         // Signatures for another chain.
-        let other_chain = sign_cert(&f.keys[..3], ChainDomain::new("elsewhere"), 9, 1, hash);
+        let other_chain =
+            fixtures::certify(&ChainDomain::new("elsewhere"), 9, 1, hash, &f.keys[..3]);
         assert!(matches!(
             verify_batch(&f.batch, &f.proof, &other_chain, &f.vs, &f.domain),
             Err(ProofError::BadSignature(_))

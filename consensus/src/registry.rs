@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Sender;
-use crate::error::ConsensusError;
+use crate::error::{ConsensusError, RegistryError};
 use crate::ids::RollupId;
 use crate::params::ConsensusParams;
 
@@ -110,29 +110,30 @@ impl RollupRegistry {
     /// Builds a registry, rejecting duplicate ids, empty or overlong names, a sender listed twice in a rollup's
     /// `allowed_senders`, and too many rollups.
     pub fn new(list: Vec<RollupInfo>) -> Result<Self, ConsensusError> {
-        let bad = |m: String| Err(ConsensusError::InvalidGenesis(m));
         if list.len() > MAX_ROLLUPS {
-            return bad(format!(
-                "{} rollups registered, at most {MAX_ROLLUPS} are allowed",
-                list.len()
-            ));
+            return Err(RegistryError::TooMany {
+                count: list.len(),
+                max: MAX_ROLLUPS,
+            }
+            .into());
         }
         let mut rollups = BTreeMap::new();
         for mut r in list {
             if r.name.is_empty() || r.name.len() > 64 {
-                return bad(format!("rollup {}: name must be 1..=64 characters", r.id));
+                return Err(RegistryError::BadName { id: r.id }.into());
             }
             // Sorted, so that `may_post` is a binary search and the genesis hash does not depend on the order.
             r.allowed_senders.sort_unstable();
             if let Some(w) = r.allowed_senders.windows(2).find(|w| w[0] == w[1]) {
-                return bad(format!(
-                    "rollup {}: allowed sender {} is listed twice",
-                    r.id, w[0]
-                ));
+                return Err(RegistryError::SenderTwice {
+                    id: r.id,
+                    sender: w[0].to_string(),
+                }
+                .into());
             }
             let id = r.id;
             if rollups.insert(id, r).is_some() {
-                return bad(format!("rollup id {id} is registered twice"));
+                return Err(RegistryError::IdTwice { id }.into());
             }
         }
         Ok(RollupRegistry { rollups })

@@ -10,7 +10,10 @@ use crate::bundle::Sender;
 use crate::error::ConsensusError;
 use crate::hash::Hash;
 use crate::ids::Address;
-use crate::types::{Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry};
+use crate::ids::RollupId;
+use crate::types::{
+    BatchEntry, Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry,
+};
 use crate::validators::ValidatorSet;
 
 /// A proposal seen (or built) for the current height that has not been decided yet. Kept on disk so that a node
@@ -25,14 +28,52 @@ pub struct UndecidedProposal {
     pub block: Block,
 }
 
-/// Storage used by the host. Writes return only when they are durable.
-pub trait ChainStore: Send + Sync {
+/// The decided chain and the bundles' fates, as every reader sees them: the host's chain view, the node's API
+/// handlers (generic over this trait, so they run over [`MemStore`] in tests) and the peers it serves sync from.
+pub trait ChainRead: Send + Sync {
     /// Header of the latest decided block.
     fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError>;
+    /// Header of a decided block.
+    fn header(&self, height: u64) -> Result<Option<BlockHeader>, ConsensusError>;
     fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError>;
     fn certificate(&self, height: u64) -> Result<Option<Certificate>, ConsensusError>;
+    /// The namespace table of a decided block (one row per registered rollup).
+    fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, ConsensusError>;
+    /// A rollup's batch entries at a decided height (empty if it had none there).
+    fn batch_entries(
+        &self,
+        rollup: RollupId,
+        height: u64,
+    ) -> Result<Vec<BatchEntry>, ConsensusError>;
     /// Where a bundle was included, if it was.
     fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError>;
+    /// Why a bundle was dropped, if it was.
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError>;
+    /// Whether a bundle is acknowledged and waiting in the persisted mempool.
+    fn is_pending(&self, bundle: &Hash) -> Result<bool, ConsensusError>;
+    /// The sender's next nonce on the decided chain (0 for a sender never included).
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
+    /// The validator set deciding `height` when it is not the genesis set: the newest decided block below
+    /// `height` that carried `next_validators` names it (`commit` indexes them). `None`: the genesis set.
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError>;
+    /// The set deciding `height` (a decided height or the next one): [`ChainRead::validator_set_at`], or
+    /// `genesis` until a block named another.
+    fn validators_for(
+        &self,
+        height: u64,
+        genesis: &ValidatorSet,
+    ) -> Result<ValidatorSet, ConsensusError> {
+        Ok(self
+            .validator_set_at(height)?
+            .unwrap_or_else(|| genesis.clone()))
+    }
+    /// Every evidence item in decided blocks, with the height of the block that carried it (`commit` indexes
+    /// them), oldest first.
+    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError>;
+}
+
+/// Storage used by the host: the reads plus the host's own writes. Writes return only when they are durable.
+pub trait ChainStore: ChainRead {
     /// Records a proposal; a second one with the same round and block hash replaces the first.
     fn put_undecided(
         &self,
@@ -54,34 +95,15 @@ pub trait ChainStore: Send + Sync {
     ) -> Result<(), ConsensusError>;
     /// Bundles acknowledged to clients and not yet included (the persisted mempool).
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError>;
-    /// The sender's next nonce on the decided chain (0 for a sender never included).
-    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
     /// Records why pending bundles were dropped and removes them from the persisted mempool.
     fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError>;
-    /// Why a bundle was dropped, if it was.
-    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError>;
-    /// The validator set deciding `height` when it is not the genesis set: the newest decided block below
-    /// `height` that carried `next_validators` names it (`commit` indexes them). `None`: the genesis set.
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError>;
-    /// The set deciding `height` (a decided height or the next one): [`ChainStore::validator_set_at`], or
-    /// `genesis` until a block named another.
-    fn validators_for(
-        &self,
-        height: u64,
-        genesis: &ValidatorSet,
-    ) -> Result<ValidatorSet, ConsensusError> {
-        Ok(self
-            .validator_set_at(height)?
-            .unwrap_or_else(|| genesis.clone()))
-    }
-    /// Every evidence item in decided blocks, with the height of the block that carried it (`commit` indexes
-    /// them), oldest first.
-    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError>;
 }
 
 #[derive(Default)]
 struct MemInner {
     blocks: BTreeMap<u64, (Block, Certificate)>,
+    /// Per decided height: its batches and namespace table, as `commit` was given them.
+    batches: BTreeMap<u64, (Batches, Vec<NamespaceEntry>)>,
     inclusions: HashMap<Hash, Inclusion>,
     undecided: BTreeMap<u64, Vec<UndecidedProposal>>,
     pending: BTreeMap<Hash, Bundle>,
@@ -89,7 +111,7 @@ struct MemInner {
     dropped: HashMap<Hash, Dropped>,
 }
 
-/// In-memory [`ChainStore`] for tests and simulations. Clones share state, like handles to one database.
+/// In-memory [`ChainStore`] (and [`ChainRead`]) for tests and simulations. Clones share state, like handles to one database.
 #[derive(Clone, Default)]
 pub struct MemStore {
     inner: Arc<Mutex<MemInner>>,
@@ -106,7 +128,7 @@ impl MemStore {
     }
 }
 
-impl ChainStore for MemStore {
+impl ChainRead for MemStore {
     fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError> {
         Ok(self
             .lock()
@@ -128,6 +150,63 @@ impl ChainStore for MemStore {
         Ok(self.lock().inclusions.get(bundle).copied())
     }
 
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        Ok(self.lock().nonces.get(sender).copied().unwrap_or(0))
+    }
+
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
+        Ok(self.lock().dropped.get(bundle).cloned())
+    }
+
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
+        Ok(self
+            .lock()
+            .blocks
+            .range(..height)
+            .rev()
+            .find_map(|(_, (b, _))| b.next_validators.clone()))
+    }
+
+    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError> {
+        Ok(self
+            .lock()
+            .blocks
+            .iter()
+            .flat_map(|(h, (b, _))| b.evidence.iter().map(|e| (*h, e.clone())))
+            .collect())
+    }
+
+    fn header(&self, height: u64) -> Result<Option<BlockHeader>, ConsensusError> {
+        Ok(self
+            .lock()
+            .blocks
+            .get(&height)
+            .map(|(b, _)| b.header.clone()))
+    }
+
+    fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, ConsensusError> {
+        Ok(self.lock().batches.get(&height).map(|(_, t)| t.clone()))
+    }
+
+    fn batch_entries(
+        &self,
+        rollup: RollupId,
+        height: u64,
+    ) -> Result<Vec<BatchEntry>, ConsensusError> {
+        Ok(self
+            .lock()
+            .batches
+            .get(&height)
+            .and_then(|(b, _)| b.get(&rollup).cloned())
+            .unwrap_or_default())
+    }
+
+    fn is_pending(&self, bundle: &Hash) -> Result<bool, ConsensusError> {
+        Ok(self.lock().pending.contains_key(bundle))
+    }
+}
+
+impl ChainStore for MemStore {
     fn put_undecided(
         &self,
         height: u64,
@@ -154,8 +233,8 @@ impl ChainStore for MemStore {
         &self,
         block: &Block,
         bundle_hashes: &[Hash],
-        _batches: &Batches,
-        _table: &[NamespaceEntry],
+        batches: &Batches,
+        table: &[NamespaceEntry],
         cert: &Certificate,
     ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
@@ -177,16 +256,13 @@ impl ChainStore for MemStore {
             g.pending.remove(h);
         }
         g.blocks.insert(height, (block.clone(), cert.clone()));
+        g.batches.insert(height, (batches.clone(), table.to_vec()));
         g.undecided.retain(|h, _| *h > height);
         Ok(())
     }
 
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
         Ok(self.lock().pending.values().cloned().collect())
-    }
-
-    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        Ok(self.lock().nonces.get(sender).copied().unwrap_or(0))
     }
 
     fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError> {
@@ -196,27 +272,5 @@ impl ChainStore for MemStore {
             g.dropped.insert(*h, d.clone());
         }
         Ok(())
-    }
-
-    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
-        Ok(self.lock().dropped.get(bundle).cloned())
-    }
-
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
-        Ok(self
-            .lock()
-            .blocks
-            .range(..height)
-            .rev()
-            .find_map(|(_, (b, _))| b.next_validators.clone()))
-    }
-
-    fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError> {
-        Ok(self
-            .lock()
-            .blocks
-            .iter()
-            .flat_map(|(h, (b, _))| b.evidence.iter().map(|e| (*h, e.clone())))
-            .collect())
     }
 }

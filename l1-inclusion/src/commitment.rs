@@ -200,26 +200,7 @@ impl SignedCommitment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use baton_consensus::ids::Address;
-
-    pub(crate) fn header(height: u64) -> BlockHeader {
-        BlockHeader {
-            height,
-            parent_hash: Hash::digest(&[b"parent"]),
-            timestamp_ms: 1_700_000_000_000 + height,
-            proposer: Address([3; 20]),
-            validator_set_hash: Hash::digest(&[b"set"]),
-            bundles_root: Hash::digest(&[b"bundles"]),
-            namespace_root: Hash::digest(&[b"namespaces"]),
-            namespace_count: 2,
-            bundle_count: 0,
-            round: 0,
-            bench: Default::default(),
-            l1_origin: Default::default(),
-            next_validator_set_hash: Hash::digest(&[b"set"]),
-            evidence_root: Hash::ZERO,
-        }
-    }
+    use baton_consensus::fixtures::header;
 
     #[test]
     fn header_prefix_offsets_match_the_contract() {

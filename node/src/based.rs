@@ -33,6 +33,7 @@ use tokio::sync::broadcast;
 use tracing::{debug, error, info, warn};
 
 use crate::store::RocksStore;
+use crate::tasks::Tasks;
 
 fn origin(b: &L1Block) -> L1Origin {
     L1Origin {
@@ -186,17 +187,31 @@ impl BasedBatches {
     }
 }
 
-/// Starts deriving every based rollup of `spec` from `inbox`, after the final batches `store` holds; `None` when
-/// the registry has none.
+/// How the deriver follows the inbox.
+pub struct DeriveConfig {
+    /// Which L1 blocks it reads (safety, first block).
+    pub watcher: WatcherConfig,
+    /// How often it polls the L1 node.
+    pub poll: Duration,
+    /// Capacity of the broadcast channel announcing new batches (a subscriber further behind misses some).
+    pub channel: usize,
+}
+
+/// Starts deriving every based rollup of `spec` from `inbox` in the node's `tasks`, after the final batches `store`
+/// holds; `None` when the registry has none.
 pub fn start<P: Provider + Clone + 'static>(
     provider: P,
     inbox: alloy::primitives::Address,
     spec: ChainSpec,
-    mut watcher: WatcherConfig,
-    poll: Duration,
-    channel: usize,
+    cfg: DeriveConfig,
     store: RocksStore,
+    tasks: &mut Tasks,
 ) -> Option<BasedBatches> {
+    let DeriveConfig {
+        mut watcher,
+        poll,
+        channel,
+    } = cfg;
     let rollups: Vec<RollupId> = spec
         .rollups
         .iter()
@@ -222,7 +237,7 @@ pub fn start<P: Provider + Clone + 'static>(
     let safety = watcher.safety;
     let blobs = BlobFetcher::new(provider.clone());
     let mut watcher = Watcher::new(provider, inbox, watcher);
-    tokio::spawn(async move {
+    tasks.spawn("based-rollup deriver", async move {
         info!(
             ?rollups,
             ?safety,

@@ -39,6 +39,7 @@ use crate::based::BasedBatches;
 use crate::error::NodeError;
 use crate::ingest::SubmitError;
 use crate::store::RocksStore;
+use crate::tasks::Tasks;
 
 /// `[l1.forward]`: batching and re-posting of forwarded bundles, and the sender's fee rules.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,8 +241,8 @@ struct Waiting {
     seq: u64,
 }
 
-/// Starts the forwarder; its queue is reloaded from the store.
-#[allow(clippy::too_many_arguments)] // the L1 sender's three, the node's stores and views, metrics
+/// Starts the forwarder in the node's `tasks`; its queue is reloaded from the store.
+#[allow(clippy::too_many_arguments)] // the L1 sender's three, the node's stores and views, metrics, its tasks
 pub async fn start<P: Provider + 'static>(
     provider: P,
     wallet: EthereumWallet,
@@ -251,6 +252,7 @@ pub async fn start<P: Provider + 'static>(
     spec: Arc<ChainSpec>,
     based: BasedBatches,
     metrics: Arc<crate::metrics::Metrics>,
+    tasks: &mut Tasks,
 ) -> Result<ForwardHandle, NodeError> {
     cfg.validate()?;
     let gwei = |wei: u128| i64::try_from(wei / 1_000_000_000).unwrap_or(i64::MAX);
@@ -301,7 +303,7 @@ pub async fn start<P: Provider + 'static>(
         max_pending_per_sender: cfg.max_pending_per_sender,
         over_budget: over_budget.clone(),
     };
-    tokio::spawn(async move {
+    tasks.spawn("L1 forwarder", async move {
         let flush = Duration::from_millis(cfg.flush_ms);
         let repost = Duration::from_millis(cfg.repost_after_ms);
         let mut next_flush = tokio::time::Instant::now() + flush;

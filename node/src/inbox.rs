@@ -42,7 +42,7 @@ use baton_consensus::hash::Hash;
 use baton_consensus::ids::{Address, L1Origin};
 use baton_consensus::origin::{forced_resolved, judge_origin, ForcedBundle, L1View};
 use baton_consensus::registry::ChainSpec;
-use baton_consensus::store::ChainStore;
+use baton_consensus::store::ChainRead;
 use baton_consensus::view::ChainView;
 use baton_l1_inclusion::watcher::{
     EventPosition, InboxEvent, InboxEventKind, L1Block, Watcher, WatcherConfig, WatcherUpdate,
@@ -50,6 +50,7 @@ use baton_l1_inclusion::watcher::{
 use tracing::{debug, info, warn};
 
 use crate::store::RocksStore;
+use crate::tasks::Tasks;
 
 /// What the follower task shares with the host.
 #[derive(Debug, Default)]
@@ -272,7 +273,7 @@ impl ChainView for Decided<'_> {
     }
 
     fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        ChainStore::next_nonce(self.0, sender)
+        ChainRead::next_nonce(self.0, sender)
     }
 
     fn signature_checked(&self, _: &Hash, _: &[u8; 65]) -> bool {
@@ -309,8 +310,8 @@ pub(crate) async fn forget_final<P: Provider>(watcher: &mut Watcher<P>) -> Optio
     Some(fin)
 }
 
-/// Starts the follower task; returns the view for the host. `store` is the node's decided chain: entries it
-/// resolves are not queued.
+/// Starts the follower in the node's `tasks`; returns the view for the host. `store` is the node's decided chain:
+/// entries it resolves are not queued.
 pub fn start<P: Provider + 'static>(
     provider: P,
     inbox: alloy::primitives::Address,
@@ -318,6 +319,7 @@ pub fn start<P: Provider + 'static>(
     spec: ChainSpec,
     cfg: FollowConfig,
     store: RocksStore,
+    tasks: &mut Tasks,
 ) -> InboxView {
     let view = InboxView {
         state: Arc::new(Mutex::new(FollowState::default())),
@@ -337,7 +339,7 @@ pub fn start<P: Provider + 'static>(
     if let Some(staking) = staking {
         watcher = watcher.follow_staking(staking);
     }
-    tokio::spawn(async move {
+    tasks.spawn("L1 inbox follower", async move {
         info!(%inbox, "following the L1 inbox");
         loop {
             let update = next_update(&mut watcher, cfg.poll, "L1 origin and forced entries").await;

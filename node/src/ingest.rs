@@ -79,7 +79,7 @@ impl From<ConsensusError> for SubmitError {
     fn from(e: ConsensusError) -> Self {
         match e {
             ConsensusError::InvalidBundle(b) => SubmitError::Invalid(b),
-            ConsensusError::MempoolFull(m) => SubmitError::Full(m),
+            ConsensusError::MempoolFull(m) => SubmitError::Full(m.to_string()),
             e @ ConsensusError::Backlogged { .. } => SubmitError::Backlogged(e.to_string()),
             other => SubmitError::Storage(other.to_string()),
         }
@@ -241,6 +241,26 @@ impl IngestHandle {
             gate,
         };
         (handle, writer)
+    }
+
+    /// A handle with no writer behind it: every submission is answered "shutting down". For tests of the read
+    /// path, which never submits.
+    #[cfg(test)]
+    pub(crate) fn detached(spec: ChainSpec, metrics: Arc<Metrics>, pool: VerifyPool) -> Self {
+        let (tx, _) = mpsc::channel(1);
+        let queued = Arc::new(QueuedBytes {
+            now: Default::default(),
+            max: 0,
+            gauge: metrics.ingest_queued_bytes.clone(),
+        });
+        IngestHandle {
+            tx,
+            queued,
+            spec: Arc::new(spec),
+            metrics,
+            pool,
+            gate: Arc::new(AdmissionGate::new(0)),
+        }
     }
 
     /// Submits a bundle; resolves once it is durable (or refused).

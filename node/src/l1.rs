@@ -93,7 +93,7 @@ fn rotation_from(
     held: alloy::primitives::B256,
     after: u64,
 ) -> Option<SignedCommitment> {
-    use baton_consensus::store::ChainStore;
+    use baton_consensus::store::ChainRead;
     for (first, next) in store.set_changes().ok()? {
         let height = first.checked_sub(1)?;
         if height <= after {
@@ -213,7 +213,8 @@ impl Attestor {
     /// have an attestation key matching its genesis attester.
     ///
     /// `registry` (the node's L1 view) gives the attesters of validators that joined by staking; with `store`, a
-    /// posting node rotates `BatonCommitments` through the set changes it has decided (see [`rotation_from`]).
+    /// posting node rotates `BatonCommitments` through the set changes it has decided (see [`rotation_from`]). A
+    /// posting node's poster runs in `tasks`.
     pub async fn start(
         genesis: &Genesis,
         section: Option<&L1Section>,
@@ -221,6 +222,7 @@ impl Attestor {
         data_dir: &Path,
         registry: Option<crate::inbox::InboxView>,
         store: Option<crate::store::RocksStore>,
+        tasks: &mut crate::tasks::Tasks,
     ) -> Result<Option<Attestor>, NodeError> {
         let Some(g) = &genesis.l1 else {
             return Ok(None);
@@ -297,7 +299,7 @@ impl Attestor {
                     }
                     _ => p,
                 };
-                tokio::spawn(p.run());
+                tasks.spawn("L1 commitment poster", p.run());
                 info!(contract = %domain.contract, "posting commitments to L1");
                 poster = Some(handle);
             }
@@ -434,6 +436,25 @@ mod tests {
         )
     }
 
+    /// Starts an attestor for validator `me` with no inbox or store (what the key checks need).
+    async fn attestor(
+        g: &Genesis,
+        section: Option<&L1Section>,
+        me: Address,
+        dir: &Path,
+    ) -> Result<Option<Attestor>, NodeError> {
+        Attestor::start(
+            g,
+            section,
+            Some(me),
+            dir,
+            None,
+            None,
+            &mut crate::tasks::Tasks::new(),
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn a_validator_must_hold_its_genesis_attestation_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -457,18 +478,16 @@ mod tests {
 
         // No key configured, or someone else's: refused with a message naming the setting.
         let g = genesis(key.address(), &node);
-        let err = Attestor::start(&g, None, Some(me), dir.path(), None, None)
-            .await
-            .unwrap_err();
+        let err = attestor(&g, None, me, dir.path()).await.unwrap_err();
         assert!(err.to_string().contains("attestation_key_file"), "{err}");
         let g_other = genesis(other.address(), &node);
-        let err = Attestor::start(&g_other, Some(&section), Some(me), dir.path(), None, None)
+        let err = attestor(&g_other, Some(&section), me, dir.path())
             .await
             .unwrap_err();
         assert!(err.to_string().contains("genesis lists"), "{err}");
 
         // The right key: attests commitment heights only, and verification checks the signer.
-        let a = Attestor::start(&g, Some(&section), Some(me), dir.path(), None, None)
+        let a = attestor(&g, Some(&section), me, dir.path())
             .await
             .unwrap()
             .unwrap();
@@ -497,11 +516,9 @@ mod tests {
         // No [l1] in genesis: no attestor at all.
         let mut plain = g.clone();
         plain.l1 = None;
-        assert!(
-            Attestor::start(&plain, None, Some(me), dir.path(), None, None)
-                .await
-                .unwrap()
-                .is_none()
-        );
+        assert!(attestor(&plain, None, me, dir.path())
+            .await
+            .unwrap()
+            .is_none());
     }
 }

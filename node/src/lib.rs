@@ -32,6 +32,7 @@ pub mod quota;
 pub mod retention;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod validator;
 pub mod verify;
 

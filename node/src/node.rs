@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::peers::{configured_peers, PeerGate};
 use crate::state::{NodeInfo, Shared};
 use crate::store::RocksStore;
+use crate::tasks::Tasks;
 use crate::verify::{PoolLimits, VerifyPool};
 
 /// What the node is, read from its files: genesis and the chain rules, its key.
@@ -56,7 +57,8 @@ pub async fn run(
     let signatures = Arc::new(SignatureCache::new(DEFAULT_SIGNATURE_CACHE));
     let signer = ConsensusSigner::new(chain.key.signing_key.clone(), chain.domain)
         .with_cache(signatures.clone());
-    let (host, inbox, based) = build_host(&cfg, &chain, &store, &signer).await?;
+    let mut tasks = Tasks::new();
+    let (host, inbox, based) = build_host(&cfg, &chain, &store, &signer, &mut tasks).await?;
     let (channels, engine, peer_id) = start_engine(&cfg, &chain, &signer, &signatures).await?;
     let running = start_services(
         &cfg,
@@ -69,6 +71,7 @@ pub async fn run(
             channels,
             engine,
             signatures,
+            tasks,
         },
     )
     .await?;
@@ -110,6 +113,7 @@ async fn build_host(
     chain: &Chain,
     store: &RocksStore,
     signer: &ConsensusSigner,
+    tasks: &mut Tasks,
 ) -> Result<
     (
         Host<RocksStore, SystemClock>,
@@ -142,7 +146,8 @@ async fn build_host(
         store.clone(),
         SystemClock,
     )?;
-    let (inbox, based) = start_inbox(&chain.genesis, cfg.l1.as_ref(), &chain.spec, store).await?;
+    let (inbox, based) =
+        start_inbox(&chain.genesis, cfg.l1.as_ref(), &chain.spec, store, tasks).await?;
     match &inbox {
         Some(view) => host.set_l1(Arc::new(view.clone())),
         // A node of a chain with L1 but without an L1 endpoint (a full node) takes blocks on their certificates.
@@ -211,58 +216,8 @@ struct Parts {
     channels: malachitebft_app_channel::Channels<BatonContext>,
     engine: malachitebft_app_channel::EngineHandle,
     signatures: Arc<SignatureCache>,
-}
-
-/// The node's background tasks that only need to be told to stop (metrics, pruning, status observers), by name.
-struct Tasks {
-    set: tokio::task::JoinSet<&'static str>,
-    stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Tasks {
-    fn new() -> Self {
-        Tasks {
-            set: tokio::task::JoinSet::new(),
-            stop: tokio::sync::watch::channel(false).0,
-        }
-    }
-
-    /// A future that resolves when the tasks are told to stop.
-    fn stop_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    }
-
-    /// Runs `body` until it ends or the tasks are told to stop.
-    fn spawn(
-        &mut self,
-        name: &'static str,
-        body: impl std::future::Future<Output = ()> + Send + 'static,
-    ) {
-        let stop = self.stop_signal();
-        self.set.spawn(async move {
-            tokio::select! {
-                _ = stop => {}
-                _ = body => {}
-            }
-            name
-        });
-    }
-
-    /// Tells every task to stop and waits for them (at most `grace`, then aborts the rest).
-    async fn stop(mut self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let all = async { while self.set.join_next().await.is_some() {} };
-        if tokio::time::timeout(grace, all).await.is_err() {
-            warn!(
-                left = self.set.len(),
-                "background tasks did not stop in time; aborting them"
-            );
-            self.set.abort_all();
-        }
-    }
+    /// The background tasks started so far (the L1 followers).
+    tasks: Tasks,
 }
 
 /// A started node: the tasks that stop in order ([`Running::stop`]) and the rest.
@@ -293,9 +248,9 @@ async fn start_services(
         channels,
         engine,
         signatures,
+        mut tasks,
     } = parts;
     let spec = &chain.spec;
-    let mut tasks = Tasks::new();
     let info = NodeInfo {
         chain_id: chain.genesis.chain_id.clone(),
         moniker: cfg.moniker.clone(),
@@ -405,6 +360,7 @@ async fn start_services(
         &cfg.data_dir,
         inbox.clone(),
         Some(store.clone()),
+        &mut tasks,
     )
     .await?
     .map(Arc::new);
@@ -448,6 +404,7 @@ async fn start_services(
         &store,
         spec,
         metrics.clone(),
+        &mut tasks,
     )
     .await?;
     let api = Api {
@@ -600,6 +557,7 @@ async fn start_inbox(
     section: Option<&crate::config::L1Section>,
     spec: &baton_consensus::registry::ChainSpec,
     store: &RocksStore,
+    tasks: &mut Tasks,
 ) -> Result<
     (
         Option<crate::inbox::InboxView>,
@@ -627,19 +585,23 @@ async fn start_inbox(
             max_lag: g.max_origin_lag,
         },
         store.clone(),
+        tasks,
     );
     let based = crate::based::start(
         provider,
         g.inbox_address()?,
         spec.clone(),
-        baton_l1_inclusion::watcher::WatcherConfig {
-            safety: s.based_safety,
-            from_block: g.inbox_from_block,
-            ..Default::default()
+        crate::based::DeriveConfig {
+            watcher: baton_l1_inclusion::watcher::WatcherConfig {
+                safety: s.based_safety,
+                from_block: g.inbox_from_block,
+                ..Default::default()
+            },
+            poll: Duration::from_millis(s.poll_ms),
+            channel: BASED_UPDATES,
         },
-        Duration::from_millis(s.poll_ms),
-        BASED_UPDATES,
         store.clone(),
+        tasks,
     );
     Ok((Some(view), based))
 }
@@ -653,6 +615,7 @@ async fn start_forward(
     store: &RocksStore,
     spec: &baton_consensus::registry::ChainSpec,
     metrics: Arc<Metrics>,
+    tasks: &mut Tasks,
 ) -> Result<Option<crate::forward::ForwardHandle>, NodeError> {
     let (Some(s), Some(g), Some(based)) = (section, &genesis.l1, based) else {
         return Ok(None);
@@ -671,6 +634,7 @@ async fn start_forward(
         Arc::new(spec.clone()),
         based,
         metrics,
+        tasks,
     )
     .await?;
     Ok(Some(handle))

@@ -43,7 +43,7 @@ use baton_consensus::error::ConsensusError;
 use baton_consensus::evidence::Equivocation;
 use baton_consensus::hash::Hash;
 use baton_consensus::ids::{L1Origin, RollupId};
-use baton_consensus::store::{ChainStore, UndecidedProposal};
+use baton_consensus::store::{ChainRead, ChainStore, UndecidedProposal};
 use baton_consensus::types::{
     BatchEntry, Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry,
 };
@@ -144,7 +144,7 @@ fn dec<T: BorshDeserialize>(cf: &'static str, bytes: &[u8]) -> Result<T, NodeErr
 }
 
 fn to_consensus(e: NodeError) -> ConsensusError {
-    ConsensusError::Storage(e.to_string())
+    ConsensusError::Storage(Box::new(e))
 }
 
 impl RocksStore {
@@ -301,16 +301,8 @@ impl RocksStore {
         Ok(to)
     }
 
-    pub fn header(&self, height: u64) -> Result<Option<BlockHeader>, NodeError> {
-        self.get(CF_HEADERS, &be(height))
-    }
-
     /// A rollup's batch entries at a decided height (empty if it had none), cut out of the stored block.
-    pub fn batch_entries(
-        &self,
-        rollup: RollupId,
-        height: u64,
-    ) -> Result<Vec<BatchEntry>, NodeError> {
+    fn cut_batch(&self, rollup: RollupId, height: u64) -> Result<Vec<BatchEntry>, NodeError> {
         let refs: Vec<EntryRef> = self
             .get(CF_BATCHES, &batch_key(rollup, height))?
             .unwrap_or_default();
@@ -454,18 +446,6 @@ impl RocksStore {
         height: u64,
     ) -> Result<Vec<(baton_consensus::ids::Address, StoredExtension)>, NodeError> {
         Ok(self.get(CF_EXTENSIONS, &be(height))?.unwrap_or_default())
-    }
-
-    /// The namespace table of a decided height.
-    pub fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, NodeError> {
-        self.get(CF_TABLES, &be(height))
-    }
-
-    pub fn is_pending(&self, hash: &Hash) -> Result<bool, NodeError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_MEMPOOL)?, hash.0)?
-            .is_some())
     }
 
     /// Makes acknowledged bundles durable (one write, one fsync) before the node acknowledges them.
@@ -714,13 +694,13 @@ fn too_large(block: &Block) -> NodeError {
     }
 }
 
-impl ChainStore for RocksStore {
+impl ChainRead for RocksStore {
     fn latest(&self) -> Result<Option<BlockHeader>, ConsensusError> {
         let h = self.latest_height().map_err(to_consensus)?;
         if h == 0 {
             return Ok(None);
         }
-        self.header(h).map_err(to_consensus)
+        self.header(h)
     }
 
     fn block(&self, height: u64) -> Result<Option<Block>, ConsensusError> {
@@ -735,6 +715,53 @@ impl ChainStore for RocksStore {
         self.get(CF_BUNDLES, &bundle.0).map_err(to_consensus)
     }
 
+    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
+        Ok(self
+            .get::<u64>(CF_NONCES, sender.as_slice())
+            .map_err(to_consensus)?
+            .unwrap_or(0))
+    }
+
+    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
+        self.get(CF_DROPPED, &bundle.0).map_err(to_consensus)
+    }
+
+    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
+        self.set_at(height).map_err(to_consensus)
+    }
+
+    fn evidence(&self) -> Result<Vec<(u64, Equivocation)>, ConsensusError> {
+        self.evidence_from(0).map_err(to_consensus)
+    }
+
+    fn header(&self, height: u64) -> Result<Option<BlockHeader>, ConsensusError> {
+        self.get(CF_HEADERS, &be(height)).map_err(to_consensus)
+    }
+
+    /// Cut out of the stored block: `batches` keeps each entry's place in it, not a copy of its payload.
+    fn batch_entries(
+        &self,
+        rollup: RollupId,
+        height: u64,
+    ) -> Result<Vec<BatchEntry>, ConsensusError> {
+        self.cut_batch(rollup, height).map_err(to_consensus)
+    }
+
+    fn namespace_table(&self, height: u64) -> Result<Option<Vec<NamespaceEntry>>, ConsensusError> {
+        self.get(CF_TABLES, &be(height)).map_err(to_consensus)
+    }
+
+    fn is_pending(&self, hash: &Hash) -> Result<bool, ConsensusError> {
+        let cf = self.cf(CF_MEMPOOL).map_err(to_consensus)?;
+        Ok(self
+            .db
+            .get_pinned_cf(cf, hash.0)
+            .map_err(|e| to_consensus(e.into()))?
+            .is_some())
+    }
+}
+
+impl ChainStore for RocksStore {
     fn put_undecided(&self, height: u64, p: &UndecidedProposal) -> Result<(), ConsensusError> {
         let mut key = Vec::with_capacity(44);
         key.extend_from_slice(&be(height));
@@ -775,13 +802,6 @@ impl ChainStore for RocksStore {
             .map_err(to_consensus)
     }
 
-    fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        Ok(self
-            .get::<u64>(CF_NONCES, sender.as_slice())
-            .map_err(to_consensus)?
-            .unwrap_or(0))
-    }
-
     fn record_dropped(&self, dropped: &[(Hash, Dropped)]) -> Result<(), ConsensusError> {
         if dropped.is_empty() {
             return Ok(());
@@ -798,18 +818,6 @@ impl ChainStore for RocksStore {
             Ok(())
         };
         run().map_err(to_consensus)
-    }
-
-    fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {
-        self.get(CF_DROPPED, &bundle.0).map_err(to_consensus)
-    }
-
-    fn validator_set_at(&self, height: u64) -> Result<Option<ValidatorSet>, ConsensusError> {
-        self.set_at(height).map_err(to_consensus)
-    }
-
-    fn evidence(&self) -> Result<Vec<(u64, Equivocation)>, ConsensusError> {
-        self.evidence_from(0).map_err(to_consensus)
     }
 
     fn pending_bundles(&self) -> Result<Vec<Bundle>, ConsensusError> {
@@ -829,41 +837,17 @@ mod tests {
     use alloy_signer_local::PrivateKeySigner;
     use baton_consensus::bundle::BundleEntry;
     use baton_consensus::bundle::UnsignedBundle;
+    use baton_consensus::fixtures;
     use baton_consensus::ids::Address;
     use baton_consensus::registry::ChainSpec;
-    use baton_consensus::types::{batches_of, namespace_table};
+    use baton_consensus::signing::ChainDomain;
 
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
-        let validators = baton_consensus::validators::ValidatorSet::equal_power(&[
-            ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
-        ])
-        .expect("set");
-        let ctx = baton_consensus::block::BlockContext {
-            height,
-            parent_hash: Hash::ZERO,
-            parent_timestamp_ms: 0,
-            validator_set_hash: validators.hash(),
-            round: 0,
-            parent_bench: Default::default(),
-            parent_l1_origin: Default::default(),
-            l1_origin: Default::default(),
-            next_validators: validators.clone(),
-            evidence: vec![],
-            validators,
-        };
+        let keys = fixtures::validator_keys(1, 1);
+        let ctx = fixtures::block_context(height, fixtures::validator_set(&keys));
         let spec = ChainSpec::for_tests(7, 9);
-        let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
-        let b = baton_consensus::block::build_block(
-            &ctx,
-            &spec,
-            Address([1; 20]),
-            10,
-            bundles,
-            &hashes,
-        );
-        let batches = batches_of(&b.bundles, &hashes);
-        let table = namespace_table(spec.rollups.ids(), &batches);
-        (b, batches, table)
+        let d = fixtures::decide(&ctx, &spec, &ChainDomain::new("store"), bundles, &keys);
+        (d.block, d.batches, d.table)
     }
 
     #[test]

@@ -191,17 +191,8 @@ fn samples() -> Samples {
     let signer = ConsensusSigner::new(key, domain);
     let proposer = vs.validators()[0].address;
     let ctx = baton_consensus::block::BlockContext {
-        height: 3,
         round: 1,
-        parent_hash: Hash::digest(&[b"p"]),
-        parent_timestamp_ms: 10,
-        validator_set_hash: vs.hash(),
-        parent_bench: Default::default(),
-        parent_l1_origin: Default::default(),
-        l1_origin: Default::default(),
-        validators: vs.clone(),
-        next_validators: vs.clone(),
-        evidence: vec![],
+        ..baton_consensus::fixtures::block_context(3, vs.clone())
     };
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let spec = baton_consensus::registry::ChainSpec::for_tests(7, 4);

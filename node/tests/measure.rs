@@ -150,7 +150,7 @@ fn measure(validators: usize) {
 #[test]
 #[ignore = "measurement; run by hand with --release"]
 fn block_validation_with_and_without_checked_signatures() {
-    use baton_consensus::block::{build_block, validate_block, BlockContext};
+    use baton_consensus::block::{build_block, validate_block};
     use baton_consensus::bundle::Bundle;
     use baton_consensus::bundle::Sender;
     use baton_consensus::hash::Hash;
@@ -177,35 +177,24 @@ fn block_validation_with_and_without_checked_signatures() {
     let n = 5_000;
     let bundles = baton_node::devnet::sample_bundles(n, 100, 512, 1, 7).expect("sign");
     let spec = ChainSpec::for_tests(7, 4);
-    let validators = baton_consensus::validators::ValidatorSet::equal_power(&[
-        ed25519_consensus::SigningKey::from([1; 32]).verification_key(),
-    ])
-    .expect("set");
-    let proposer = validators.validators()[0].address;
-    let ctx = BlockContext {
-        height: 1,
-        parent_hash: Hash::ZERO,
-        parent_timestamp_ms: 0,
-        validator_set_hash: validators.hash(),
-        round: 0,
-        parent_bench: Default::default(),
-        parent_l1_origin: Default::default(),
-        l1_origin: Default::default(),
-        next_validators: validators.clone(),
-        evidence: vec![],
-        validators,
-    };
+    let keys = baton_consensus::fixtures::validator_keys(1, 1);
+    let proposer = baton_consensus::fixtures::address_of(&keys[0]);
+    let ctx = baton_consensus::fixtures::block_context(
+        1,
+        baton_consensus::fixtures::validator_set(&keys),
+    );
     let t = Instant::now();
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let hashing = t.elapsed();
-    let block = build_block(&ctx, &spec, proposer, 10, bundles, &hashes);
+    let at = ctx.parent_timestamp_ms + 10;
+    let block = build_block(&ctx, &spec, proposer, at, bundles, &hashes);
     for checked in [true, false] {
         let view = View {
             next: HashMap::new(),
             checked,
         };
         let t = Instant::now();
-        let v = validate_block(&block, &hashes, &ctx, &spec, &view, None, 20).expect("valid");
+        let v = validate_block(&block, &hashes, &ctx, &spec, &view, None, at + 10).expect("valid");
         let took = t.elapsed();
         println!(
             "validate a block of {n} bundles, signatures {}: {:.1} ms ({:.1} us per bundle, {} recovered)",

@@ -240,7 +240,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             // Not a verdict: the node could not read what the rules ask (a bundle's inclusion, a nonce). It must
             // not vote as if the answer were "not included" or "nonce 0"; the error stops the node instead.
-            Err(BlockError::Unreadable(why)) => Err(ConsensusError::Storage(why)),
+            Err(BlockError::Unreadable(why)) => Err(ConsensusError::Storage(why.into())),
             Err(e) => {
                 warn!(height, block = %block.hash(), error = %e, "invalid proposal");
                 self.stats.invalid_proposals += 1;

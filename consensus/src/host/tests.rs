@@ -1,7 +1,7 @@
 use super::*;
 use crate::error::{BlockError, BundleError};
 use crate::origin::Certified;
-use crate::store::MemStore;
+use crate::store::{ChainRead, MemStore};
 use crate::types::{Certificate, Dropped};
 use ed25519_consensus::SigningKey;
 use malachitebft_core_types::Validity;
@@ -1223,7 +1223,10 @@ fn bundles_behind_a_nonce_gap_cannot_lock_honest_senders_out() {
     let b = gap(121, 1);
     let err = q.admit_submission(b.hash(), b).unwrap_err();
     assert!(
-        matches!(err, ConsensusError::MempoolFull(ref m) if m.contains("mempool.max_waiting")),
+        matches!(
+            err,
+            ConsensusError::MempoolFull(crate::error::MempoolFull::Waiting { .. })
+        ),
         "{err}"
     );
     let far = gap(122, q.limits.mempool_max_nonce_gap + 1);

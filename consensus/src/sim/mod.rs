@@ -40,7 +40,7 @@ use crate::parts::ProposalPart;
 use crate::proof::verify_certificate;
 use crate::registry::ChainSpec;
 use crate::signing::{ChainDomain, Value};
-use crate::store::{ChainStore, MemStore};
+use crate::store::{ChainRead, MemStore};
 use crate::types::{Block, Certificate};
 use crate::validators::{Validator, ValidatorSet};
 use malachitebft_signing::VerifierExt;

@@ -10,7 +10,6 @@ use alloy::providers::ext::AnvilApi;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 use alloy::signers::local::PrivateKeySigner;
 use baton_consensus::hash::Hash;
-use baton_consensus::ids::Address;
 use baton_consensus::types::BlockHeader;
 use baton_l1_inclusion::anvil::LocalL1;
 use baton_l1_inclusion::commitment::{AttestationDomain, SignedCommitment};
@@ -75,20 +74,9 @@ impl L1 {
 
     pub fn header(&self, height: u64) -> BlockHeader {
         BlockHeader {
-            height,
-            parent_hash: Hash::digest(&[b"parent", &height.to_le_bytes()]),
-            timestamp_ms: 1_700_000_000_000 + height,
-            proposer: Address([3; 20]),
             validator_set_hash: self.set_hash,
-            bundles_root: Hash::digest(&[b"bundles", &height.to_le_bytes()]),
-            namespace_root: Hash::digest(&[b"namespaces", &height.to_le_bytes()]),
-            namespace_count: 2,
-            bundle_count: 0,
-            round: 0,
-            bench: Default::default(),
-            l1_origin: Default::default(),
             next_validator_set_hash: self.set_hash,
-            evidence_root: Hash::ZERO,
+            ..baton_consensus::fixtures::header(height)
         }
     }
 

@@ -31,7 +31,7 @@ use baton_proto::pb;
 use baton_proto::pb::node_service_server::{NodeService, NodeServiceServer};
 use baton_proto::pb::rollup_service_server::{RollupService, RollupServiceServer};
 
-use baton_consensus::store::ChainStore;
+use baton_consensus::store::ChainRead;
 
 use crate::app::LoopRequest;
 use crate::clients::{ClientLimits, Kind};
@@ -43,17 +43,19 @@ use crate::store::RocksStore;
 
 mod metrics;
 mod streams;
+#[cfg(test)]
+mod tests;
 
 pub use metrics::{GrpcMetrics, GrpcMetricsLayer};
 
-/// Everything the API handlers need.
+/// Everything the API handlers need. Generic over the chain's reads (RocksDB in the node, memory in tests).
 #[derive(Clone)]
-pub struct Api {
+pub struct Api<S = RocksStore> {
     pub ingest: IngestHandle,
     pub to_loop: mpsc::Sender<LoopRequest>,
     pub spec: Arc<ChainSpec>,
     pub domain: ChainDomain,
-    pub store: RocksStore,
+    pub store: S,
     pub shared: Arc<Shared>,
     pub subscribers: Arc<Semaphore>,
     pub stream_buffer: usize,
@@ -144,7 +146,7 @@ fn loop_gone() -> Status {
     Status::unavailable("the node is shutting down")
 }
 
-impl Api {
+impl<S: ChainRead + Clone + 'static> Api<S> {
     /// The set deciding `height` (decided heights and the next one).
     fn set_at(&self, height: u64) -> Result<ValidatorSet, Status> {
         self.store
@@ -348,7 +350,7 @@ impl Api {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
-impl RollupService for Api {
+impl<S: ChainRead + Clone + 'static> RollupService for Api<S> {
     async fn submit_bundle(
         &self,
         request: Request<pb::SubmitBundleRequest>,
@@ -552,7 +554,7 @@ impl RollupService for Api {
 }
 
 #[tonic::async_trait]
-impl NodeService for Api {
+impl<S: ChainRead + Clone + 'static> NodeService for Api<S> {
     async fn status(
         &self,
         _request: Request<pb::StatusRequest>,

@@ -18,6 +18,7 @@ use baton_proto::pb;
 use super::{Api, BoxStream};
 use crate::clients::{ClientSlot, Kind};
 use crate::metrics::Metrics;
+use baton_consensus::store::ChainRead;
 
 /// Sends one item of a server stream, waiting at most `idle` for the client to make room (it reads nothing
 /// meanwhile). `Err(true)` when the client stopped reading, `Err(false)` when it went away.
@@ -59,7 +60,7 @@ impl Drop for GaugeGuard {
     }
 }
 
-impl Api {
+impl<S: ChainRead + Clone + 'static> Api<S> {
     /// Opens a `StreamBatches` stream for `req` from the client at `remote`.
     pub(super) fn open_stream(
         &self,
