@@ -15,16 +15,38 @@ if [ -n "${BATON_TIMINGS:-}" ]; then timings=(--timings); fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked "${timings[@]}" -- -D warnings
 stage lints
-cargo test --workspace --locked --no-run "${timings[@]}"
+# The tests run under cargo-nextest (.config/nextest.toml): each test in a process of its own, several at once,
+# the cluster tests limited so that two cores carry them. Without nextest, plain `cargo test` runs them one binary
+# at a time (slower, same tests).
+if cargo nextest --version >/dev/null 2>&1; then runner=nextest; else runner=cargo; fi
+if [ "$runner" = nextest ]; then
+  cargo nextest run --workspace --locked --no-run "${timings[@]}"
+else
+  cargo test --workspace --locked --no-run "${timings[@]}"
+fi
 stage "test build"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
+if [ "$runner" = nextest ]; then
+  cargo nextest run --workspace --locked 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+  # nextest does not run doctests; cargo does (documentation examples compile and pass).
+  cargo test --workspace --locked --doc 2>&1 | tee -a "$log"
+  doc_status=${PIPESTATUS[0]}
+  if [ "$status" = 0 ]; then status=$doc_status; fi
+else
+  cargo test --workspace --locked 2>&1 | tee "$log"
+  status=${PIPESTATUS[0]}
+fi
 set -e
 stage "test run"
-passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
-failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+# nextest ends with "Summary [..] N tests run: P passed, F failed, S skipped"; cargo prints one "test result:" line
+# per binary (doctests included). Both are counted.
+count() {
+  grep -E '^ *Summary \[|^test result:' "$log" | grep -Eo "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'
+}
+passed=$(count passed)
+failed=$(count failed)
 echo "summary: $passed passed, $failed failed in $SECONDS s"
 exit "$status"
