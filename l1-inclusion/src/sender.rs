@@ -291,6 +291,15 @@ impl<P: Provider, T: Clone> InboxSender<P, T> {
         let Some(f) = &self.inflight else {
             return Ok(None);
         };
+        // The mined nonce is read before the receipts: a transaction mined between the two reads then shows as a
+        // receipt. In the other order it would look like a nonce taken by something else, and its bundles would
+        // be posted a second time.
+        let mined_nonce = self
+            .provider
+            .get_transaction_count(self.from)
+            .block_id(BlockId::latest())
+            .await
+            .map_err(L1Error::rpc)?;
         for h in f.hashes.clone().into_iter().rev() {
             if let Some(r) = self
                 .provider
@@ -315,12 +324,6 @@ impl<P: Provider, T: Clone> InboxSender<P, T> {
                 }));
             }
         }
-        let mined_nonce = self
-            .provider
-            .get_transaction_count(self.from)
-            .block_id(BlockId::latest())
-            .await
-            .map_err(L1Error::rpc)?;
         if mined_nonce > f.nonce {
             // Something else took the nonce (none of our attempts has a receipt).
             let tags = f.tags.clone();
