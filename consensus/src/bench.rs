@@ -2,9 +2,15 @@
 //!
 //! Without it a crashed validator costs a propose timeout every time its slot comes round (one height in four
 //! with four equal validators), which puts its timeout into the latency of a quarter of all bundles. With it the
-//! first missed turn costs one timeout, then the validator is skipped for [`BENCH_HEIGHTS`] heights; if it misses
-//! again when its turn returns, the bench doubles (up to `BENCH_HEIGHTS << MAX_DOUBLINGS`). A validator that
-//! proposes the decided block is cleared at once. Benched validators still vote.
+//! first missed turn costs one timeout, then the validator is skipped for the genesis `bench_ms` of chain time
+//! ([`crate::params::ConsensusParams::bench_ms`], 30 s by default); if it misses again when its turn returns, the
+//! bench doubles (up to `bench_ms << MAX_DOUBLINGS`). A validator that proposes
+//! the decided block is cleared at once. Benched validators still vote.
+//!
+//! The bench is measured in chain time (block timestamps), not in heights: heights follow load (a few per second
+//! idle, dozens under load), so a bench of a fixed number of heights would let a crashed validator cost a timeout
+//! every second or two exactly when the chain is busiest. Block timestamps are in the headers every validator
+//! checks (increasing, and within `max_clock_drift_ms` of each validator's clock), so all agree on the rotation.
 //!
 //! The state is part of the chain: each block header carries the bench as it stands after that block, computed
 //! by [`Bench::after`] from the parent's bench and the header's own round and proposer, and every validator
@@ -21,9 +27,8 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use crate::ids::Address;
 use crate::validators::ValidatorSet;
 
-/// Heights a validator sits out after its first missed turn.
-pub const BENCH_HEIGHTS: u64 = 64;
-/// Consecutive misses beyond the first double the bench up to this many times (64 << 10 = 65,536 heights).
+/// Consecutive misses beyond the first double the bench up to this many times (with the default 30 s,
+/// 30 s << 10 = about 8.5 hours).
 pub const MAX_DOUBLINGS: u32 = 10;
 
 /// One validator with missed turns on record.
@@ -32,8 +37,9 @@ pub struct Benched {
     pub validator: Address,
     /// Consecutive missed turns (reset when it proposes a decided block).
     pub strikes: u32,
-    /// First height at which it is back in the rotation.
-    pub until_height: u64,
+    /// Chain time (block timestamp, ms) from which it is back in the rotation: the rotation of a height skips
+    /// it while the parent block's timestamp is below this.
+    pub until_ms: u64,
 }
 
 /// The bench after a block: validators with missed turns, sorted by address.
@@ -61,24 +67,26 @@ impl Bench {
         &self.entries
     }
 
-    /// Validators out of the rotation at `height`.
-    pub fn benched_at(&self, height: u64) -> Vec<Address> {
+    /// Validators out of the rotation of the height after a block with timestamp `parent_timestamp_ms`.
+    pub fn benched_at(&self, parent_timestamp_ms: u64) -> Vec<Address> {
         self.entries
             .iter()
-            .filter(|e| e.until_height > height)
+            .filter(|e| e.until_ms > parent_timestamp_ms)
             .map(|e| e.validator)
             .collect()
     }
 
-    /// The bench after a block of `height` built in `round` by `proposer`, where `validators` is the set with
-    /// this bench applied (the rotation that chose the proposers of that height). Entries of validators no longer
-    /// in the set are dropped.
+    /// The bench after a block of `height` built in `round` by `proposer` with timestamp `timestamp_ms`, where
+    /// `validators` is the set with this bench applied (the rotation that chose the proposers of that height) and
+    /// `bench_ms` the chain's first bench. Entries of validators no longer in the set are dropped.
     pub fn after(
         &self,
         validators: &ValidatorSet,
         height: u64,
         round: u32,
         proposer: Address,
+        timestamp_ms: u64,
+        bench_ms: u64,
     ) -> Bench {
         let mut entries: Vec<Benched> = self
             .entries
@@ -103,7 +111,7 @@ impl Bench {
                         Benched {
                             validator: v,
                             strikes: 0,
-                            until_height: 0,
+                            until_ms: 0,
                         },
                     );
                     i
@@ -112,23 +120,22 @@ impl Bench {
             let e = &mut entries[i];
             e.strikes = e.strikes.saturating_add(1);
             let shift = (e.strikes - 1).min(MAX_DOUBLINGS);
-            e.until_height = height
-                .saturating_add(1)
-                .saturating_add(BENCH_HEIGHTS << shift);
+            e.until_ms = timestamp_ms.saturating_add(bench_ms.saturating_mul(1 << shift));
         }
         Bench { entries }
     }
 
-    /// The set whose rotation chooses the proposers of `height`: `base` with the validators benched at `height`
-    /// skipped.
-    pub fn apply(&self, base: &ValidatorSet, height: u64) -> ValidatorSet {
-        base.with_benched(&self.benched_at(height))
+    /// The set whose rotation chooses the proposers of the height after a block with timestamp
+    /// `parent_timestamp_ms` (this being that block's bench): `base` with the validators benched then skipped.
+    pub fn apply(&self, base: &ValidatorSet, parent_timestamp_ms: u64) -> ValidatorSet {
+        base.with_benched(&self.benched_at(parent_timestamp_ms))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    const BENCH_MS: u64 = 30_000;
     use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
@@ -145,48 +152,54 @@ mod tests {
     fn a_missed_turn_benches_then_backs_off_and_success_clears() {
         let base = set(4);
         let mut bench = Bench::default();
-        let h = 10;
+        let (h, t) = (10, 5_000);
         let dead = base.proposer(h, 0).address;
         let second = base.proposer(h, 1).address;
-        bench = bench.after(&bench.apply(&base, h), h, 1, second);
-        assert_eq!(bench.benched_at(h + 1), vec![dead]);
-        assert_eq!(bench.entries()[0].until_height, h + 1 + BENCH_HEIGHTS);
-        // While benched, the dead validator proposes none of the first three rounds of any height (later rounds
-        // use the whole rotation, so that it cannot starve a value it holds).
-        for height in h + 1..h + 1 + BENCH_HEIGHTS {
-            let eff = bench.apply(&base, height);
+        bench = bench.after(&bench.apply(&base, t - 50), h, 1, second, t, BENCH_MS);
+        assert_eq!(bench.benched_at(t), vec![dead]);
+        assert_eq!(bench.entries()[0].until_ms, t + BENCH_MS);
+        // While benched (whatever the number of heights in that time), the dead validator proposes none of the
+        // first three rounds of any height (later rounds use the whole rotation, so that it cannot starve a value
+        // it holds).
+        for (i, parent_ts) in [t, t + 1, t + BENCH_MS / 2, t + BENCH_MS - 1]
+            .into_iter()
+            .enumerate()
+        {
+            let height = h + 1 + i as u64 * 1_000;
+            let eff = bench.apply(&base, parent_ts);
             for r in 0..3 {
                 assert_ne!(eff.proposer(height, r).address, dead);
             }
             assert!((3..7).any(|r| eff.proposer(height, r).address == dead));
         }
-        // Back in the rotation it misses again: twice as long.
-        let h2 = h + 1 + BENCH_HEIGHTS;
-        let eff = bench.apply(&base, h2);
+        // Back in the rotation once the parent's timestamp reaches the bench's end, it misses again: twice as long.
+        let (h2, t2) = (h + 3_000, t + BENCH_MS + 20);
+        assert!(bench.benched_at(t + BENCH_MS).is_empty());
+        let eff = bench.apply(&base, t + BENCH_MS);
         let (r, _) = (0..4u32)
             .map(|r| (r, eff.proposer(h2, r).address))
             .find(|(_, a)| *a == dead)
             .unwrap();
         let next = eff.proposer(h2, r + 1).address;
-        bench = bench.after(&eff, h2, r + 1, next);
+        bench = bench.after(&eff, h2, r + 1, next, t2, BENCH_MS);
         let e = bench
             .entries()
             .iter()
             .find(|e| e.validator == dead)
             .unwrap();
         assert_eq!(e.strikes, 2);
-        assert_eq!(e.until_height, h2 + 1 + 2 * BENCH_HEIGHTS);
+        assert_eq!(e.until_ms, t2 + 2 * BENCH_MS);
         // It comes back and proposes the decided block: cleared.
-        let h3 = e.until_height;
-        let eff = bench.apply(&base, h3);
+        let (h3, t3) = (h2 + 7, e.until_ms);
+        let eff = bench.apply(&base, t3);
         let r = (0..4u32)
             .find(|r| eff.proposer(h3, *r).address == dead)
             .unwrap();
         let before: Vec<Address> = (0..r).map(|x| eff.proposer(h3, x).address).collect();
-        bench = bench.after(&eff, h3, r, dead);
+        bench = bench.after(&eff, h3, r, dead, t3 + 20, BENCH_MS);
         assert!(bench.entries().iter().all(|e| e.validator != dead));
         for a in before {
-            assert!(bench.benched_at(h3 + 1).contains(&a));
+            assert!(bench.benched_at(t3 + 20).contains(&a));
         }
     }
 
@@ -207,6 +220,7 @@ mod tests {
         let base = set(4);
         let mut bench = Bench::default();
         let v = base.validators()[0].address;
+        let t0 = 1_000_000;
         for k in 0..(MAX_DOUBLINGS + 5) as u64 {
             let h = 1000 + k;
             // Force a miss for `v` by building on a set where it holds round 0.
@@ -215,11 +229,13 @@ mod tests {
                 .find(|r| eff.proposer(h, *r).address == v)
                 .unwrap();
             let winner = eff.proposer(h, r0 + 1).address;
-            bench = bench.after(&eff, h, r0 + 1, winner);
+            bench = bench.after(&eff, h, r0 + 1, winner, t0 + k, BENCH_MS);
         }
         let e = bench.entries().iter().find(|e| e.validator == v).unwrap();
-        assert!(
-            e.until_height - 1000 <= (MAX_DOUBLINGS as u64 + 5) + (BENCH_HEIGHTS << MAX_DOUBLINGS)
+        assert_eq!(e.strikes, MAX_DOUBLINGS + 5);
+        assert_eq!(
+            e.until_ms,
+            t0 + (MAX_DOUBLINGS as u64 + 4) + (BENCH_MS << MAX_DOUBLINGS)
         );
         // Everyone benched: the full rotation is used rather than none.
         let all = Bench {
@@ -229,7 +245,7 @@ mod tests {
                 .map(|x| Benched {
                     validator: x.address,
                     strikes: 1,
-                    until_height: u64::MAX,
+                    until_ms: u64::MAX,
                 })
                 .collect(),
         };
@@ -242,8 +258,8 @@ mod tests {
         let base = set(7);
         let b = Bench::default();
         let p = base.proposer(3, 6).address;
-        let x = b.after(&base, 3, u32::MAX, p);
-        let y = b.after(&base, 3, u32::MAX, p);
+        let x = b.after(&base, 3, u32::MAX, p, 77, BENCH_MS);
+        let y = b.after(&base, 3, u32::MAX, p, 77, BENCH_MS);
         assert_eq!(x, y);
         assert_eq!(x.entries().len(), 6);
         assert_eq!(borsh::to_vec(&x).unwrap(), borsh::to_vec(&y).unwrap());

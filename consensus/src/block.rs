@@ -170,7 +170,8 @@ pub struct BlockContext {
     pub validator_set_hash: Hash,
     /// The parent's proposer bench (empty at genesis).
     pub parent_bench: Bench,
-    /// The validator set with `parent_bench` applied for this height: its rotation names the proposers.
+    /// The validator set with `parent_bench` applied for this height (at the parent's timestamp): its rotation
+    /// names the proposers.
     pub validators: ValidatorSet,
     /// The set deciding the next height (this one's, except when an epoch ends with a change).
     pub next_validators: ValidatorSet,
@@ -197,10 +198,11 @@ pub fn build_block(
     hashes: &[Hash],
 ) -> Block {
     let table = namespace_table(spec.rollups.ids(), &batches_of(&bundles, hashes));
+    let timestamp_ms = now_ms.max(ctx.parent_timestamp_ms + 1);
     let header = BlockHeader {
         height: ctx.height,
         parent_hash: ctx.parent_hash,
-        timestamp_ms: now_ms.max(ctx.parent_timestamp_ms + 1),
+        timestamp_ms,
         proposer,
         validator_set_hash: ctx.validator_set_hash,
         bundles_root: bundles_root(hashes),
@@ -208,9 +210,14 @@ pub fn build_block(
         namespace_count: table.len() as u32,
         bundle_count: bundles.len() as u32,
         round: ctx.round,
-        bench: ctx
-            .parent_bench
-            .after(&ctx.validators, ctx.height, ctx.round, proposer),
+        bench: ctx.parent_bench.after(
+            &ctx.validators,
+            ctx.height,
+            ctx.round,
+            proposer,
+            timestamp_ms,
+            spec.params.bench_ms,
+        ),
         l1_origin: ctx.l1_origin,
         next_validator_set_hash: ctx.next_validators.hash(),
         evidence_root: crate::evidence::evidence_root(&ctx.evidence),
@@ -288,9 +295,14 @@ pub fn validate_block(
         });
     }
     if h.bench
-        != ctx
-            .parent_bench
-            .after(&ctx.validators, h.height, h.round, h.proposer)
+        != ctx.parent_bench.after(
+            &ctx.validators,
+            h.height,
+            h.round,
+            h.proposer,
+            h.timestamp_ms,
+            params.bench_ms,
+        )
     {
         return Err(BlockError::WrongBench);
     }
@@ -600,7 +612,8 @@ mod tests {
         b.header.proposer = Address([8; 20]);
         assert!(matches!(valid(&b), Err(BlockError::WrongProposer { .. })));
         let mut b = good.clone();
-        b.header.bench = Bench::default().after(&ctx().validators, 5, 3, Address([9; 20]));
+        b.header.bench =
+            Bench::default().after(&ctx().validators, 5, 3, Address([9; 20]), 1, 30_000);
         assert!(!b.header.bench.entries().is_empty());
         assert!(matches!(valid(&b), Err(BlockError::WrongBench)));
         let mut b = good.clone();

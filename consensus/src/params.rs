@@ -34,6 +34,10 @@ pub struct ConsensusParams {
     /// could otherwise wait for good. Default 1,000,000 (about six hours at 45 busy heights a second, six days
     /// at two idle heights a second).
     pub max_expiry_window: u64,
+    /// Chain time a validator that missed its turn to propose sits out of the rotation ([`crate::bench`]), doubling
+    /// on each further miss up to 1,024 times as long. Counted in block timestamps, not heights, because heights
+    /// follow load. Default 30,000 ms.
+    pub bench_ms: u64,
     /// Round timeouts handed to the BFT engine.
     pub timeouts: TimeoutParams,
 }
@@ -50,6 +54,7 @@ impl Default for ConsensusParams {
             max_payload_bytes: 64 * 1024,
             max_clock_drift_ms: 2_000,
             max_expiry_window: 1_000_000,
+            bench_ms: 30_000,
             timeouts: TimeoutParams::default(),
         }
     }
@@ -109,10 +114,12 @@ impl Default for TimeoutParams {
 
 impl ConsensusParams {
     /// The defaults with short idle heights (`max_idle_ms` 50): a chain that moves about 20 heights a second
-    /// with nothing to order, for tests that wait for heights to pass.
+    /// with nothing to order, for tests that wait for heights to pass; and a proposer bench of 5 s, so that a
+    /// stopped validator's return to the rotation fits in a test.
     pub fn for_tests() -> Self {
         Self {
             max_idle_ms: 50,
+            bench_ms: 5_000,
             ..Self::default()
         }
     }
@@ -155,6 +162,15 @@ impl ConsensusParams {
                     "({}) must be at least twice block_time_ms ({}): a busy proposer waits up to \
                  block_time_ms before it proposes",
                     self.timeouts.propose_ms, self.block_time_ms
+                ),
+            );
+        }
+        if !(1_000..=86_400_000).contains(&self.bench_ms) {
+            return bad(
+                "bench_ms",
+                format!(
+                    "must be in 1000..=86400000 (1 s to a day), got {}",
+                    self.bench_ms
                 ),
             );
         }

@@ -178,13 +178,14 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
         cluster.wait_height(2, at_kill + 20, T).await;
 
         // The dead validator's turn costs a propose timeout the first time; then it is benched (skipped by the
-        // rotation) and probed again after 64, then 128 heights. Without the bench a quarter of the heights would
-        // need a second round.
+        // rotation) and probed again after the tests' `bench_ms` (5 s), then twice that, of chain time. Without the bench a quarter of the heights
+        // would need a second round.
         let span = 150;
-        let end = cluster.wait_height(0, at_kill + span, T).await;
+        cluster.wait_height(0, at_kill + span, T).await;
         let headers = cluster.headers(0, at_kill + 1, at_kill + span).await;
         let retried = headers.iter().filter(|h| h.round > 0).count();
-        let benched = headers.last().unwrap().bench.benched_at(end + 1);
+        let last = headers.last().unwrap();
+        let benched = last.bench.benched_at(last.timestamp_ms);
         println!(
             "3 of 4: {retried} of {span} heights needed a second round (without benching about {}); benched at the \
              end: {benched:?}",

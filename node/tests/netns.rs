@@ -779,7 +779,12 @@ async fn next_proposer(lab: &Lab) -> usize {
             continue;
         };
         let next = s.latest_height + 1;
-        let p = b.header.bench.apply(&base, next).proposer(next, 0).address;
+        let p = b
+            .header
+            .bench
+            .apply(&base, b.header.timestamp_ms)
+            .proposer(next, 0)
+            .address;
         if let Some(idx) = lab
             .genesis
             .validators

@@ -234,7 +234,7 @@ impl From<&BlockHeader> for pb::BlockHeader {
                 .map(|b| pb::BenchedValidator {
                     validator: b.validator.0.to_vec(),
                     strikes: b.strikes,
-                    until_height: b.until_height,
+                    until_ms: b.until_ms,
                 })
                 .collect(),
             l1_origin: (h.l1_origin != L1Origin::default()).then(|| l1_block_wire(&h.l1_origin)),
@@ -325,7 +325,7 @@ fn bench_field(entries: &[pb::BenchedValidator]) -> Result<Bench, ConversionErro
             Ok(Benched {
                 validator: address_field("header.bench.validator", &b.validator)?,
                 strikes: b.strikes,
-                until_height: b.until_height,
+                until_ms: b.until_ms,
             })
         })
         .collect::<Result<Vec<_>, ConversionError>>()?;
@@ -525,12 +525,12 @@ mod tests {
                 Benched {
                     validator: Address([8; 20]),
                     strikes: 1,
-                    until_height: 74,
+                    until_ms: 74,
                 },
                 Benched {
                     validator: Address([9; 20]),
                     strikes: 3,
-                    until_height: 300,
+                    until_ms: 300,
                 },
             ])
             .unwrap(),

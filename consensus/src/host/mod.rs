@@ -349,7 +349,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// The validator set for the height after the tip, with the tip's proposer bench applied: the set to hand
     /// the engine for that height (its rotation names the proposers).
     pub fn height_validators(&self) -> ValidatorSet {
-        self.bench().apply(&self.validators, self.next_height())
+        let parent_timestamp_ms = self.tip.as_ref().map_or(0, |t| t.timestamp_ms);
+        self.bench().apply(&self.validators, parent_timestamp_ms)
     }
 
     pub(super) fn bench(&self) -> Bench {
@@ -375,7 +376,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             parent_hash,
             parent_timestamp_ms,
             validator_set_hash: self.validators.hash(),
-            validators: parent_bench.apply(&self.validators, height),
+            validators: parent_bench.apply(&self.validators, parent_timestamp_ms),
             next_validators: self.validators.clone(),
             evidence: Vec::new(),
             parent_bench,
