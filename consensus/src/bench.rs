@@ -135,7 +135,9 @@ impl Bench {
 #[cfg(test)]
 mod tests {
     use super::*;
-    const BENCH_MS: u64 = 30_000;
+    use crate::params::ConsensusParams;
+    /// The chain's default first bench.
+    const BENCH_MS: u64 = ConsensusParams::DEFAULT_BENCH_MS;
     use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 

@@ -612,8 +612,14 @@ mod tests {
         b.header.proposer = Address([8; 20]);
         assert!(matches!(valid(&b), Err(BlockError::WrongProposer { .. })));
         let mut b = good.clone();
-        b.header.bench =
-            Bench::default().after(&ctx().validators, 5, 3, Address([9; 20]), 1, 30_000);
+        b.header.bench = Bench::default().after(
+            &ctx().validators,
+            5,
+            3,
+            Address([9; 20]),
+            1,
+            spec().params.bench_ms,
+        );
         assert!(!b.header.bench.entries().is_empty());
         assert!(matches!(valid(&b), Err(BlockError::WrongBench)));
         let mut b = good.clone();

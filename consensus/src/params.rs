@@ -54,7 +54,7 @@ impl Default for ConsensusParams {
             max_payload_bytes: 64 * 1024,
             max_clock_drift_ms: 2_000,
             max_expiry_window: 1_000_000,
-            bench_ms: 30_000,
+            bench_ms: Self::DEFAULT_BENCH_MS,
             timeouts: TimeoutParams::default(),
         }
     }
@@ -113,6 +113,9 @@ impl Default for TimeoutParams {
 }
 
 impl ConsensusParams {
+    /// The default of [`Self::bench_ms`].
+    pub const DEFAULT_BENCH_MS: u64 = 30_000;
+
     /// The defaults with short idle heights (`max_idle_ms` 50): a chain that moves about 20 heights a second
     /// with nothing to order, for tests that wait for heights to pass; and a proposer bench of 5 s, so that a
     /// stopped validator's return to the rotation fits in a test.

@@ -10,6 +10,7 @@ use borsh::{BorshDeserialize, BorshSerialize};
 use crate::bundle::Bundle;
 use crate::hash::{leaf_hash, merkle_root, Hash};
 use crate::ids::{Address, L1Origin, RollupId};
+use crate::validators::ValidatorSet;
 
 /// The header every validator signs (through its hash, the consensus value id).
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Debug, BorshSerialize, BorshDeserialize)]
@@ -47,6 +48,17 @@ impl BlockHeader {
     pub fn hash(&self) -> Hash {
         let enc = borsh::to_vec(self).unwrap_or_default();
         Hash::digest(&[b"baton/header/v1", &enc])
+    }
+
+    /// Validators the rotation of the next height skips: this block's bench, read at this block's timestamp
+    /// (the one rule every reader of the rotation uses; [`crate::bench`]).
+    pub fn benched_next(&self) -> Vec<Address> {
+        self.bench.benched_at(self.timestamp_ms)
+    }
+
+    /// The set whose rotation names the next height's proposers: `base` with [`Self::benched_next`] skipped.
+    pub fn next_rotation(&self, base: &ValidatorSet) -> ValidatorSet {
+        self.bench.apply(base, self.timestamp_ms)
     }
 }
 

@@ -184,8 +184,7 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
         cluster.wait_height(0, at_kill + span, T).await;
         let headers = cluster.headers(0, at_kill + 1, at_kill + span).await;
         let retried = headers.iter().filter(|h| h.round > 0).count();
-        let last = headers.last().unwrap();
-        let benched = last.bench.benched_at(last.timestamp_ms);
+        let benched = headers.last().unwrap().benched_next();
         println!(
             "3 of 4: {retried} of {span} heights needed a second round (without benching about {}); benched at the \
              end: {benched:?}",

@@ -779,12 +779,7 @@ async fn next_proposer(lab: &Lab) -> usize {
             continue;
         };
         let next = s.latest_height + 1;
-        let p = b
-            .header
-            .bench
-            .apply(&base, b.header.timestamp_ms)
-            .proposer(next, 0)
-            .address;
+        let p = b.header.next_rotation(&base).proposer(next, 0).address;
         if let Some(idx) = lab
             .genesis
             .validators

@@ -349,8 +349,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// The validator set for the height after the tip, with the tip's proposer bench applied: the set to hand
     /// the engine for that height (its rotation names the proposers).
     pub fn height_validators(&self) -> ValidatorSet {
-        let parent_timestamp_ms = self.tip.as_ref().map_or(0, |t| t.timestamp_ms);
-        self.bench().apply(&self.validators, parent_timestamp_ms)
+        match &self.tip {
+            Some(t) => t.next_rotation(&self.validators),
+            None => Bench::default().apply(&self.validators, 0),
+        }
     }
 
     pub(super) fn bench(&self) -> Bench {
@@ -376,7 +378,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             parent_hash,
             parent_timestamp_ms,
             validator_set_hash: self.validators.hash(),
-            validators: parent_bench.apply(&self.validators, parent_timestamp_ms),
+            validators: self.height_validators(),
             next_validators: self.validators.clone(),
             evidence: Vec::new(),
             parent_bench,

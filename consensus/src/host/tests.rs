@@ -283,10 +283,7 @@ fn a_validator_that_misses_its_turn_is_benched_on_every_node() {
     p.decided(cert(1, 1, value.0)).unwrap();
     let block = o.decided(cert(1, 1, value.0)).unwrap();
     assert_eq!(block.header.round, 1);
-    assert_eq!(
-        block.header.bench.benched_at(block.header.timestamp_ms),
-        vec![dead]
-    );
+    assert_eq!(block.header.benched_next(), vec![dead]);
     assert_eq!(
         block.header.bench.entries()[0].until_ms,
         block.header.timestamp_ms + o.params().bench_ms

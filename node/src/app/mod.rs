@@ -596,13 +596,9 @@ impl ConsensusLoop {
                         self.metrics.store_write("commit", started, bytes);
                         self.metrics.height.set(height as i64);
                         self.metrics.rounds_per_height.observe(rounds as f64);
-                        self.metrics.benched_validators.set(
-                            block
-                                .header
-                                .bench
-                                .benched_at(block.header.timestamp_ms)
-                                .len() as i64,
-                        );
+                        self.metrics
+                            .benched_validators
+                            .set(block.header.benched_next().len() as i64);
                         self.metrics
                             .decided_bundles
                             .inc_by(block.bundles.len() as u64);
