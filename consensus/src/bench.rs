@@ -21,6 +21,16 @@
 //! What counts as a miss: a block built in round `r > 0` means the proposers of rounds `0..r` of its height did
 //! not get a block decided. A re-proposed block keeps the round it was built in, so a value that was only slow
 //! to collect votes does not count against its builder.
+//!
+//! A bench that runs out is not always ended. The block whose timestamp reaches a validator's `until_ms` may
+//! instead keep it benched for another `bench_ms`, with the same strikes ([`Bench::after`]'s `kept`): an honest
+//! proposer does so when it has not seen the validator's precommit in a commit certificate for a while (the host's
+//! presence memory). So a validator that is down and not voting is never tried again as a proposer: trying it
+//! costs a propose timeout, a stall that lands in the latency of every bundle waiting at that height. A validator
+//! that votes comes back when its bench runs out, as before, and misses count as before. Validators accept either
+//! outcome, since whether a peer votes is each node's own view: a faulty proposer can keep a voting validator
+//! benched only when it proposes the very block at which that bench runs out, for one more `bench_ms`, and it
+//! cannot bench anyone new this way.
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
@@ -50,6 +60,21 @@ pub struct Bench {
     entries: Vec<Benched>,
 }
 
+/// One block as the bench sees it: where it was built, by whom, and when.
+#[derive(Clone, Copy, Debug)]
+pub struct Turn<'a> {
+    /// The set with the parent's bench applied: the rotation that chose the proposers of this height.
+    pub validators: &'a ValidatorSet,
+    pub height: u64,
+    /// The round the block was built in.
+    pub round: u32,
+    pub proposer: Address,
+    pub parent_timestamp_ms: u64,
+    pub timestamp_ms: u64,
+    /// The chain's first bench ([`crate::params::ConsensusParams::bench_ms`]).
+    pub bench_ms: u64,
+}
+
 impl Bench {
     /// A bench from its entries, which must be sorted by validator address without repeats (the canonical form
     /// that the header hash covers).
@@ -76,29 +101,40 @@ impl Bench {
             .collect()
     }
 
-    /// The bench after a block of `height` built in `round` by `proposer` with timestamp `timestamp_ms`, where
-    /// `validators` is the set with this bench applied (the rotation that chose the proposers of that height) and
-    /// `bench_ms` the chain's first bench. Entries of validators no longer in the set are dropped.
-    pub fn after(
-        &self,
-        validators: &ValidatorSet,
-        height: u64,
-        round: u32,
-        proposer: Address,
-        timestamp_ms: u64,
-        bench_ms: u64,
-    ) -> Bench {
+    /// Validators whose bench runs out at a block with timestamp `timestamp_ms` on a parent with timestamp
+    /// `parent_timestamp_ms`: benched for this block's height, back in the rotation after it unless kept.
+    pub fn running_out(&self, parent_timestamp_ms: u64, timestamp_ms: u64) -> Vec<Address> {
+        self.entries
+            .iter()
+            .filter(|e| e.until_ms > parent_timestamp_ms && e.until_ms <= timestamp_ms)
+            .map(|e| e.validator)
+            .collect()
+    }
+
+    /// The bench after the block of `turn`. Entries of validators no longer in the set are dropped. Of the
+    /// validators whose bench runs out at this block ([`Self::running_out`]), those in `kept` stay benched for
+    /// another `bench_ms` with their strikes unchanged; `kept` may name others, which are ignored.
+    pub fn after(&self, turn: &Turn<'_>, kept: &[Address]) -> Bench {
+        let validators = turn.validators;
         let mut entries: Vec<Benched> = self
             .entries
             .iter()
-            .filter(|e| e.validator != proposer && validators.get(&e.validator).is_some())
+            .filter(|e| e.validator != turn.proposer && validators.get(&e.validator).is_some())
             .cloned()
             .collect();
+        for e in &mut entries {
+            if e.until_ms > turn.parent_timestamp_ms
+                && e.until_ms <= turn.timestamp_ms
+                && kept.contains(&e.validator)
+            {
+                e.until_ms = turn.timestamp_ms.saturating_add(turn.bench_ms);
+            }
+        }
         // Rounds beyond one full rotation name the same validators again.
-        let rounds = round.min(validators.validators().len() as u32);
+        let rounds = turn.round.min(validators.validators().len() as u32);
         let mut missed: Vec<Address> = (0..rounds)
-            .map(|r| validators.proposer(height, r).address)
-            .filter(|a| *a != proposer)
+            .map(|r| validators.proposer(turn.height, r).address)
+            .filter(|a| *a != turn.proposer)
             .collect();
         missed.sort();
         missed.dedup();
@@ -120,9 +156,32 @@ impl Bench {
             let e = &mut entries[i];
             e.strikes = e.strikes.saturating_add(1);
             let shift = (e.strikes - 1).min(MAX_DOUBLINGS);
-            e.until_ms = timestamp_ms.saturating_add(bench_ms.saturating_mul(1 << shift));
+            e.until_ms = turn
+                .timestamp_ms
+                .saturating_add(turn.bench_ms.saturating_mul(1 << shift));
         }
         Bench { entries }
+    }
+
+    /// The validators a block's header keeps benched: those whose bench runs out at the block of `turn` and that
+    /// `header_bench` (the bench the header carries) benches for another `bench_ms` with the same strikes. The
+    /// block rules then check the header's bench against [`Self::after`] with these.
+    pub fn kept_in(&self, header_bench: &Bench, turn: &Turn<'_>) -> Vec<Address> {
+        let extended = turn.timestamp_ms.saturating_add(turn.bench_ms);
+        self.entries
+            .iter()
+            .filter(|e| e.until_ms > turn.parent_timestamp_ms && e.until_ms <= turn.timestamp_ms)
+            .filter(|e| {
+                header_bench
+                    .entries
+                    .binary_search_by(|h| h.validator.cmp(&e.validator))
+                    .is_ok_and(|i| {
+                        let h = &header_bench.entries[i];
+                        h.strikes == e.strikes && h.until_ms == extended
+                    })
+            })
+            .map(|e| e.validator)
+            .collect()
     }
 
     /// The set whose rotation chooses the proposers of the height after a block with timestamp
@@ -141,6 +200,25 @@ mod tests {
     use crate::validators::Validator;
     use ed25519_consensus::SigningKey;
 
+    fn turn(
+        validators: &ValidatorSet,
+        height: u64,
+        round: u32,
+        proposer: Address,
+        parent_timestamp_ms: u64,
+        timestamp_ms: u64,
+    ) -> Turn<'_> {
+        Turn {
+            validators,
+            height,
+            round,
+            proposer,
+            parent_timestamp_ms,
+            timestamp_ms,
+            bench_ms: BENCH_MS,
+        }
+    }
+
     fn set(n: u8) -> ValidatorSet {
         ValidatorSet::new(
             (0..n)
@@ -157,7 +235,8 @@ mod tests {
         let (h, t) = (10, 5_000);
         let dead = base.proposer(h, 0).address;
         let second = base.proposer(h, 1).address;
-        bench = bench.after(&bench.apply(&base, t - 50), h, 1, second, t, BENCH_MS);
+        let eff = bench.apply(&base, t - 50);
+        bench = bench.after(&turn(&eff, h, 1, second, t - 50, t), &[]);
         assert_eq!(bench.benched_at(t), vec![dead]);
         assert_eq!(bench.entries()[0].until_ms, t + BENCH_MS);
         // While benched (whatever the number of heights in that time), the dead validator proposes none of the
@@ -183,7 +262,7 @@ mod tests {
             .find(|(_, a)| *a == dead)
             .unwrap();
         let next = eff.proposer(h2, r + 1).address;
-        bench = bench.after(&eff, h2, r + 1, next, t2, BENCH_MS);
+        bench = bench.after(&turn(&eff, h2, r + 1, next, t + BENCH_MS, t2), &[]);
         let e = bench
             .entries()
             .iter()
@@ -198,7 +277,7 @@ mod tests {
             .find(|r| eff.proposer(h3, *r).address == dead)
             .unwrap();
         let before: Vec<Address> = (0..r).map(|x| eff.proposer(h3, x).address).collect();
-        bench = bench.after(&eff, h3, r, dead, t3 + 20, BENCH_MS);
+        bench = bench.after(&turn(&eff, h3, r, dead, t3, t3 + 20), &[]);
         assert!(bench.entries().iter().all(|e| e.validator != dead));
         for a in before {
             assert!(bench.benched_at(t3 + 20).contains(&a));
@@ -231,7 +310,7 @@ mod tests {
                 .find(|r| eff.proposer(h, *r).address == v)
                 .unwrap();
             let winner = eff.proposer(h, r0 + 1).address;
-            bench = bench.after(&eff, h, r0 + 1, winner, t0 + k, BENCH_MS);
+            bench = bench.after(&turn(&eff, h, r0 + 1, winner, t0 + k - 1, t0 + k), &[]);
         }
         let e = bench.entries().iter().find(|e| e.validator == v).unwrap();
         assert_eq!(e.strikes, MAX_DOUBLINGS + 5);
@@ -260,10 +339,61 @@ mod tests {
         let base = set(7);
         let b = Bench::default();
         let p = base.proposer(3, 6).address;
-        let x = b.after(&base, 3, u32::MAX, p, 77, BENCH_MS);
-        let y = b.after(&base, 3, u32::MAX, p, 77, BENCH_MS);
+        let x = b.after(&turn(&base, 3, u32::MAX, p, 76, 77), &[]);
+        let y = b.after(&turn(&base, 3, u32::MAX, p, 76, 77), &[]);
         assert_eq!(x, y);
         assert_eq!(x.entries().len(), 6);
         assert_eq!(borsh::to_vec(&x).unwrap(), borsh::to_vec(&y).unwrap());
+    }
+
+    #[test]
+    fn a_running_out_bench_is_kept_only_at_its_end_and_kept_is_read_back_from_the_header() {
+        let base = set(4);
+        let (h, t) = (10, 5_000);
+        let dead = base.proposer(h, 0).address;
+        let second = base.proposer(h, 1).address;
+        let eff = base.clone();
+        let bench = Bench::default().after(&turn(&eff, h, 1, second, t - 50, t), &[]);
+        let until = t + BENCH_MS;
+        // Before its end, `kept` changes nothing.
+        let eff = bench.apply(&base, t);
+        let p = eff.proposer(h + 1, 0).address;
+        let early = turn(&eff, h + 1, 0, p, t, t + 20);
+        assert!(bench.running_out(t, t + 20).is_empty());
+        assert_eq!(bench.after(&early, &[dead]), bench.after(&early, &[]));
+        // At the block whose timestamp reaches it: ended, or kept for another bench with the same strikes.
+        let (parent, ts) = (until - 10, until + 5);
+        assert_eq!(bench.running_out(parent, ts), vec![dead]);
+        let eff = bench.apply(&base, parent);
+        let p = eff.proposer(h + 500, 0).address;
+        let at_end = turn(&eff, h + 500, 0, p, parent, ts);
+        let ended = bench.after(&at_end, &[]);
+        assert!(ended.benched_at(ts).is_empty());
+        let kept = bench.after(&at_end, &[dead, second]);
+        assert_eq!(kept.benched_at(ts), vec![dead]);
+        assert_eq!(kept.entries()[0].strikes, 1);
+        assert_eq!(kept.entries()[0].until_ms, ts + BENCH_MS);
+        // A validator checking the header reads back what the proposer kept, and nothing from an ended one.
+        assert_eq!(bench.kept_in(&kept, &at_end), vec![dead]);
+        assert!(bench.kept_in(&ended, &at_end).is_empty());
+        assert_eq!(bench.after(&at_end, &bench.kept_in(&kept, &at_end)), kept);
+        // A header that pushes the end out by anything but one bench is not a keep.
+        let mut odd = kept.clone();
+        odd.entries[0].until_ms += 1;
+        assert!(bench.kept_in(&odd, &at_end).is_empty());
+        assert_ne!(bench.after(&at_end, &bench.kept_in(&odd, &at_end)), odd);
+        // Kept again and again, it never comes back to cost a propose timeout, and gains no strikes.
+        let mut b = kept;
+        let mut now = ts;
+        for k in 0..5u64 {
+            let next = now + BENCH_MS;
+            let eff = b.apply(&base, next - 1);
+            assert!((0..3).all(|r| eff.proposer(h + 600 + k, r).address != dead));
+            let p = eff.proposer(h + 600 + k, 0).address;
+            b = b.after(&turn(&eff, h + 600 + k, 0, p, next - 1, next), &[dead]);
+            now = next;
+        }
+        assert_eq!(b.entries()[0].strikes, 1);
+        assert_eq!(b.benched_at(now), vec![dead]);
     }
 }

@@ -181,6 +181,30 @@ pub struct BlockContext {
     pub parent_l1_origin: L1Origin,
     /// The origin to build with (used when building; validation takes it from the header).
     pub l1_origin: L1Origin,
+    /// Benched validators this node has not seen vote lately: kept benched if their bench runs out at the block
+    /// (used when building; validation reads what was kept from the header's bench).
+    pub unseen: Vec<Address>,
+}
+
+impl BlockContext {
+    /// The block built on this context in `round` by `proposer` at `timestamp_ms`, as the bench sees it.
+    pub fn turn(
+        &self,
+        round: u32,
+        proposer: Address,
+        timestamp_ms: u64,
+        bench_ms: u64,
+    ) -> crate::bench::Turn<'_> {
+        crate::bench::Turn {
+            validators: &self.validators,
+            height: self.height,
+            round,
+            proposer,
+            parent_timestamp_ms: self.parent_timestamp_ms,
+            timestamp_ms,
+            bench_ms,
+        }
+    }
 }
 
 /// A read the block rules needed failed: not a verdict on the block ([`BlockError::Unreadable`]).
@@ -211,12 +235,8 @@ pub fn build_block(
         bundle_count: bundles.len() as u32,
         round: ctx.round,
         bench: ctx.parent_bench.after(
-            &ctx.validators,
-            ctx.height,
-            ctx.round,
-            proposer,
-            timestamp_ms,
-            spec.params.bench_ms,
+            &ctx.turn(ctx.round, proposer, timestamp_ms, spec.params.bench_ms),
+            &ctx.unseen,
         ),
         l1_origin: ctx.l1_origin,
         next_validator_set_hash: ctx.next_validators.hash(),
@@ -294,15 +314,13 @@ pub fn validate_block(
             round: h.round,
         });
     }
+    // A bench running out at this block may be ended or kept ([`crate::bench`]): read which from the header, then
+    // check the whole bench against the rule.
+    let turn = ctx.turn(h.round, h.proposer, h.timestamp_ms, params.bench_ms);
     if h.bench
-        != ctx.parent_bench.after(
-            &ctx.validators,
-            h.height,
-            h.round,
-            h.proposer,
-            h.timestamp_ms,
-            params.bench_ms,
-        )
+        != ctx
+            .parent_bench
+            .after(&turn, &ctx.parent_bench.kept_in(&h.bench, &turn))
     {
         return Err(BlockError::WrongBench);
     }
@@ -612,14 +630,9 @@ mod tests {
         b.header.proposer = Address([8; 20]);
         assert!(matches!(valid(&b), Err(BlockError::WrongProposer { .. })));
         let mut b = good.clone();
-        b.header.bench = Bench::default().after(
-            &ctx().validators,
-            5,
-            3,
-            Address([9; 20]),
-            1,
-            spec().params.bench_ms,
-        );
+        let c = ctx();
+        b.header.bench =
+            Bench::default().after(&c.turn(3, Address([9; 20]), 1, spec().params.bench_ms), &[]);
         assert!(!b.header.bench.entries().is_empty());
         assert!(matches!(valid(&b), Err(BlockError::WrongBench)));
         let mut b = good.clone();

@@ -39,7 +39,7 @@ pub fn address_of(key: &SigningKey) -> Address {
 }
 
 /// The context of building `height` in round 0 over `validators` (which also decide the next height), on a parent
-/// named by its height, with no bench, no L1 origin and no evidence.
+/// named by its height, with no bench, no L1 origin, no evidence and every validator seen voting.
 pub fn block_context(height: u64, validators: ValidatorSet) -> BlockContext {
     BlockContext {
         height,
@@ -52,6 +52,7 @@ pub fn block_context(height: u64, validators: ValidatorSet) -> BlockContext {
         l1_origin: Default::default(),
         next_validators: validators.clone(),
         evidence: vec![],
+        unseen: vec![],
         validators,
     }
 }

@@ -151,6 +151,17 @@ pub fn summary(r: &Report) -> String {
             p.write_bytes as f64 / r.usage.window_secs.max(1e-9) / 1e6
         ));
     }
+    s.push_str(&format!(
+        "heights seen {}, {} in a round above 0; {} with a block {} ms or more after its parent's{}\n",
+        r.heights_seen,
+        r.heights_late_round,
+        r.slow_heights.iter().filter(|h| h.gap_ms >= crate::run::SLOW_HEIGHT_MS).count(),
+        crate::run::SLOW_HEIGHT_MS,
+        if r.slow_heights.is_empty() { String::new() } else {
+            let worst = r.slow_heights.iter().max_by_key(|h| h.gap_ms).expect("not empty");
+            format!(" (longest: height {} at {:.1} s, {} ms, round {}, proposer {})", worst.height, worst.seen_at, worst.gap_ms, worst.round, worst.proposer)
+        }
+    ));
     for (why, n) in &r.retried {
         s.push_str(&format!("retried {n}: {why}\n"));
     }

@@ -138,6 +138,55 @@ pub struct Report {
     /// CPU and storage writes of every watched process and the whole machine over the steady part.
     pub usage: Usage,
     pub timeline: Vec<Second>,
+    /// Heights seen in the first rollup's stream during the run.
+    pub heights_seen: u64,
+    /// Of those, the heights decided in a round above 0 (a proposer that did not propose in time).
+    pub heights_late_round: u64,
+    /// Heights whose block came more than [`SLOW_HEIGHT_MS`] after its parent's (by the blocks' timestamps) or
+    /// was built in a round above 0, so that a stall in the timeline can be matched to a failed round or to a slow
+    /// height in round 0. At most [`SLOW_HEIGHTS_KEPT`], the first ones.
+    pub slow_heights: Vec<SlowHeight>,
+}
+
+/// A block timestamp gap at or above which a height is listed in [`Report::slow_heights`].
+pub const SLOW_HEIGHT_MS: u64 = 150;
+/// How many slow heights a report lists.
+pub const SLOW_HEIGHTS_KEPT: usize = 500;
+
+/// What the harness notes of each height's header.
+struct HeightMark {
+    height: u64,
+    timestamp_ms: u64,
+    round: u32,
+    proposer: String,
+    bundles: u32,
+}
+
+impl HeightMark {
+    fn of(batch: &baton_proto::types::RollupBatch) -> Self {
+        let h = &batch.header;
+        HeightMark {
+            height: h.height,
+            timestamp_ms: h.timestamp_ms,
+            round: h.round,
+            proposer: h.proposer.to_string(),
+            bundles: h.bundle_count,
+        }
+    }
+}
+
+/// One slow height: when the harness saw it and what its header says.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SlowHeight {
+    pub height: u64,
+    /// Seconds since the window opened when the harness saw the block (the timeline's clock).
+    pub seen_at: f64,
+    /// This block's timestamp minus its parent's.
+    pub gap_ms: u64,
+    /// The round the block was built for.
+    pub round: u32,
+    pub proposer: String,
+    pub bundles: u32,
 }
 
 /// The run checker's findings (counts, and the first of each kind).
@@ -208,6 +257,11 @@ struct Tracker {
     first_try_hist: Histogram<u64>,
     seconds: Vec<(Second, Histogram<u64>)>,
     max_lag_ms: f64,
+    /// The last header seen in the first rollup's stream: (height, timestamp).
+    last_header: Option<(u64, u64)>,
+    heights_seen: u64,
+    heights_late_round: u64,
+    slow_heights: Vec<SlowHeight>,
 }
 
 fn hist() -> Histogram<u64> {
@@ -237,6 +291,35 @@ impl Tracker {
             first_try_hist: hist(),
             seconds: Vec::new(),
             max_lag_ms: 0.0,
+            last_header: None,
+            heights_seen: 0,
+            heights_late_round: 0,
+            slow_heights: Vec::new(),
+        }
+    }
+
+    /// A height seen in the first rollup's stream (every height comes through it, with or without entries).
+    fn height_seen(&mut self, h: HeightMark) {
+        let gap_ms = match self.last_header {
+            Some((height, ts)) if height + 1 == h.height => h.timestamp_ms.saturating_sub(ts),
+            _ => 0,
+        };
+        self.last_header = Some((h.height, h.timestamp_ms));
+        self.heights_seen += 1;
+        if h.round > 0 {
+            self.heights_late_round += 1;
+        }
+        if (gap_ms >= SLOW_HEIGHT_MS || h.round > 0) && self.slow_heights.len() < SLOW_HEIGHTS_KEPT
+        {
+            let seen_at = self.now();
+            self.slow_heights.push(SlowHeight {
+                height: h.height,
+                seen_at,
+                gap_ms,
+                round: h.round,
+                proposer: h.proposer,
+                bundles: h.bundles,
+            });
         }
     }
 
@@ -438,6 +521,9 @@ pub async fn run(
         subscribers.push(tokio::spawn(async move {
             while let Ok(Some(batch)) = stream.next().await {
                 let mut t = lock(&tracker);
+                if i == 0 {
+                    t.height_seen(HeightMark::of(&batch));
+                }
                 for e in &batch.entries {
                     t.entry(batch.header.height, e.bundle_hash);
                 }
@@ -670,6 +756,9 @@ pub async fn run(
                 }
             })
             .collect(),
+        heights_seen: t.heights_seen,
+        heights_late_round: t.heights_late_round,
+        slow_heights: t.slow_heights.clone(),
         config: cfg,
     })
 }
@@ -677,6 +766,38 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_heights_are_those_in_a_later_round_or_long_after_their_parent() {
+        let mut t = Tracker::new();
+        let mark = |height: u64, timestamp_ms: u64, round: u32| HeightMark {
+            height,
+            timestamp_ms,
+            round,
+            proposer: format!("p{height}"),
+            bundles: 3,
+        };
+        t.height_seen(mark(10, 1_000, 0));
+        t.height_seen(mark(11, 1_020, 0));
+        t.height_seen(mark(12, 1_020 + SLOW_HEIGHT_MS, 0));
+        t.height_seen(mark(13, 1_020 + SLOW_HEIGHT_MS + 30, 1));
+        t.height_seen(mark(
+            14,
+            1_020 + SLOW_HEIGHT_MS + 30 + SLOW_HEIGHT_MS - 1,
+            0,
+        ));
+        // A gap in the heights seen (a missed message) is not a slow height.
+        t.height_seen(mark(20, 9_999_999, 0));
+        assert_eq!(t.heights_seen, 6);
+        assert_eq!(t.heights_late_round, 1);
+        let slow: Vec<(u64, u64, u32)> = t
+            .slow_heights
+            .iter()
+            .map(|s| (s.height, s.gap_ms, s.round))
+            .collect();
+        assert_eq!(slow, vec![(12, SLOW_HEIGHT_MS, 0), (13, 30, 1)]);
+        assert_eq!(t.slow_heights[1].proposer, "p13");
+    }
 
     #[test]
     fn unavailable_is_retried_and_other_refusals_are_final() {

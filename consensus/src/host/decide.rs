@@ -114,10 +114,24 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             );
             self.validators = set.clone();
         }
+        self.note_voters(&cert, block.header.timestamp_ms);
         self.tip = Some(block.header.clone());
         self.current = height + 1;
         self.future.retain(|h, _| *h > height);
         Ok(block)
+    }
+
+    /// Presence memory: the certificate's signers voted at chain time `timestamp_ms`. Kept to the current set.
+    fn note_voters(&mut self, cert: &Certificate, timestamp_ms: u64) {
+        for (v, _) in &cert.signatures {
+            if self.validators.get(v).is_some() {
+                self.last_voted_ms.insert(*v, timestamp_ms);
+            }
+        }
+        if self.last_voted_ms.len() > self.validators.validators().len() {
+            let set = &self.validators;
+            self.last_voted_ms.retain(|v, _| set.get(v).is_some());
+        }
     }
 
     /// A decided block with its certificate, for peers that sync from us.

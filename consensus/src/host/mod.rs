@@ -203,7 +203,17 @@ pub struct Host<S, C> {
     included_evidence: HashSet<Hash>,
     /// Validators with evidence in decided blocks: out of every later set on a chain with epochs.
     jailed: BTreeSet<Address>,
+    /// Presence memory: per validator, the timestamp of the latest decided block whose commit certificate held
+    /// its precommit (members of the current set only). A benched validator not seen for [`Host::presence_window_ms`]
+    /// is kept benched when its bench runs out ([`crate::bench`]).
+    last_voted_ms: HashMap<Address, u64>,
 }
+
+/// How long (chain time) a validator may go unseen in commit certificates and still count as voting, at most: a
+/// commit needs only two thirds of the power, so a voting validator is sometimes left out of one, but not out of
+/// every one over a few seconds of heights. A quarter of the bench when that is shorter, so that a validator that
+/// stopped during its bench is seen as gone when the bench runs out.
+pub(super) const PRESENCE_WINDOW_MS: u64 = 5_000;
 
 /// Most verified evidence items kept waiting for a block.
 pub(super) const MAX_PENDING_EVIDENCE: usize = 256;
@@ -242,6 +252,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             pending_evidence: Vec::new(),
             included_evidence: included.iter().map(|(_, e)| e.hash()).collect(),
             jailed: included.iter().map(|(_, e)| e.validator).collect(),
+            last_voted_ms: HashMap::new(),
             domain,
             genesis_hash,
             signer,
@@ -381,8 +392,30 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             validators: self.height_validators(),
             next_validators: self.validators.clone(),
             evidence: Vec::new(),
+            unseen: self.unseen(&parent_bench, parent_timestamp_ms),
             parent_bench,
         }
+    }
+
+    /// How long a validator may go unseen in commit certificates and still count as voting: a quarter of the
+    /// bench, at most [`PRESENCE_WINDOW_MS`].
+    pub(super) fn presence_window_ms(&self) -> u64 {
+        (self.spec.params.bench_ms / 4).min(PRESENCE_WINDOW_MS)
+    }
+
+    /// Benched validators this node has not seen in a commit certificate within [`Host::presence_window_ms`]
+    /// before `parent_timestamp_ms`.
+    fn unseen(&self, bench: &crate::bench::Bench, parent_timestamp_ms: u64) -> Vec<Address> {
+        bench
+            .entries()
+            .iter()
+            .map(|e| e.validator)
+            .filter(|v| {
+                self.last_voted_ms.get(v).is_none_or(|t| {
+                    t.saturating_add(self.presence_window_ms()) < parent_timestamp_ms
+                })
+            })
+            .collect()
     }
 
     /// The L1 origin a block proposed now names: the newest this node would vouch for, never below the parent's.

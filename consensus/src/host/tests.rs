@@ -331,6 +331,74 @@ fn a_validator_that_misses_its_turn_is_benched_on_every_node() {
     assert_eq!(pv.validity, Validity::Valid);
 }
 
+/// Height 1 decided in round 1 (its round-0 proposer benched), height 2 proposed once that bench has run out.
+/// The certificate of height 1 holds the benched validator's precommit when `it_voted`. Returns the benched
+/// validator and height 2's header, after another validator judged the proposal valid.
+fn bench_running_out(it_voted: bool) -> (Address, BlockHeader) {
+    let net = Net::new(4);
+    let dead = net.vs.proposer(1, 0).address;
+    let live = net.vs.proposer(1, 1).address;
+    let mut hosts: Vec<(Address, Host<MemStore, Arc<ManualClock>>)> = net
+        .vs
+        .validators()
+        .iter()
+        .map(|v| v.address)
+        .filter(|a| *a != dead)
+        .map(|a| (a, net.host(a, MemStore::default())))
+        .collect();
+    for (_, h) in &mut hosts {
+        h.started_round(1, 1).unwrap();
+    }
+    net.clock.advance(10);
+    let at = hosts.iter().position(|(a, _)| *a == live).unwrap();
+    let (value, parts) = hosts[at].1.propose(1, 1).unwrap();
+    let mut signers: Vec<Address> = hosts.iter().map(|(a, _)| *a).collect();
+    if it_voted {
+        signers.push(dead);
+    }
+    let cert1 = Certificate {
+        signatures: signers.iter().map(|a| (*a, [0; 64])).collect(),
+        ..cert(1, 1, value.0)
+    };
+    for (a, h) in &mut hosts {
+        if *a != live {
+            assert!(deliver(h, &parts, b"peer-live").is_some());
+        }
+        let b = h.decided(cert1.clone()).unwrap();
+        assert_eq!(b.header.benched_next(), vec![dead]);
+    }
+    // The bench (5 s in the tests' genesis) runs out at the next block.
+    net.clock.advance(hosts[0].1.params().bench_ms + 100);
+    let q = hosts[0].1.height_validators().proposer(2, 0).address;
+    let qi = hosts.iter().position(|(a, _)| *a == q).unwrap();
+    let judge = (qi + 1) % hosts.len();
+    for (_, h) in &mut hosts {
+        h.started_round(2, 0).unwrap();
+    }
+    let (_, parts) = hosts[qi].1.propose(2, 0).unwrap();
+    let pv = deliver(&mut hosts[judge].1, &parts, b"peer-q").expect("complete proposal");
+    assert_eq!(pv.validity, Validity::Valid);
+    let ProposalPart::Init { header, .. } = &parts[0] else {
+        panic!("a proposal starts with Init")
+    };
+    (dead, (**header).clone())
+}
+
+#[test]
+fn a_benched_validator_not_seen_voting_is_kept_benched_and_one_seen_voting_comes_back() {
+    // Down (no precommit in the certificates): its bench is renewed with no new strike, so no height waits a
+    // propose timeout for it; the other validators accept the renewal.
+    let (dead, h) = bench_running_out(false);
+    assert_eq!(h.benched_next(), vec![dead]);
+    assert_eq!(h.bench.entries()[0].strikes, 1);
+    assert_eq!(h.bench.entries()[0].until_ms, h.timestamp_ms + 5_000);
+    // Voting: back in the rotation as soon as its bench runs out, and the others accept that too.
+    let (dead, h) = bench_running_out(true);
+    assert!(h.benched_next().is_empty());
+    assert_eq!(h.bench.entries()[0].validator, dead);
+    assert_eq!(h.bench.entries()[0].strikes, 1);
+}
+
 #[test]
 fn tampered_or_foreign_streams_are_refused() {
     let net = Net::new(4);
