@@ -221,7 +221,7 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
                 .find(|e| e.validator == benched[0])
                 .map(|e| e.strikes)
         };
-        let first = headers.iter().find_map(|h| strikes(h)).unwrap();
+        let first = headers.iter().find_map(strikes).unwrap();
         assert_eq!(
             strikes(last),
             Some(first),
