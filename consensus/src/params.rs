@@ -12,7 +12,8 @@ pub struct ConsensusParams {
     /// block_time_ms` (at once if its mempool already holds a full block); with nothing to include it waits until
     /// `parent.timestamp + max_idle_ms`, and proposes at once if a bundle arrives in the meantime. So a busy chain
     /// makes a block every `block_time_ms` plus the time a height takes, and an idle one about one every
-    /// `max_idle_ms`. Default 20 ms.
+    /// `max_idle_ms`. Default 10 ms (20 ms until 2026-12-06: BENCHMARKS.md has the comparison; under load a
+    /// height takes longer than the floor anyway, so blocks grow with the load).
     pub block_time_ms: u64,
     /// The longest a proposer waits for something to include before it proposes an empty block (round 0 only;
     /// later rounds propose at `block_time_ms`). Empty blocks keep the chain's clock, L1 origin and epochs moving
@@ -45,7 +46,7 @@ pub struct ConsensusParams {
 impl Default for ConsensusParams {
     fn default() -> Self {
         Self {
-            block_time_ms: 20,
+            block_time_ms: 10,
             max_idle_ms: 500,
             max_block_bytes: 4 * 1024 * 1024,
             max_block_bundles: 20_000,
@@ -118,9 +119,11 @@ impl ConsensusParams {
 
     /// The defaults with short idle heights (`max_idle_ms` 50): a chain that moves about 20 heights a second
     /// with nothing to order, for tests that wait for heights to pass; and a proposer bench of 5 s, so that a
-    /// stopped validator's return to the rotation fits in a test.
+    /// stopped validator's return to the rotation fits in a test. Busy heights 20 ms apart: the tests run debug
+    /// builds of several validators on shared cores, where more heights only cost time.
     pub fn for_tests() -> Self {
         Self {
+            block_time_ms: 20,
             max_idle_ms: 50,
             bench_ms: 5_000,
             ..Self::default()

@@ -94,7 +94,7 @@ enum Command {
         /// Also show fault tolerance: kill the last validator, keep going, restart it, watch it catch up.
         #[arg(long)]
         demo_fault: bool,
-        /// Genesis `block_time_ms`: the least time between blocks while bundles wait (default 20 ms).
+        /// Genesis `block_time_ms`: the least time between blocks while bundles wait (default 10 ms).
         #[arg(long)]
         block_time_ms: Option<u64>,
         /// Genesis `max_idle_ms`: how long a proposer waits with nothing to include (default 500 ms).
