@@ -62,6 +62,9 @@ pub fn find_baton(explicit: Option<&Path>) -> Result<PathBuf> {
 #[derive(serde::Deserialize)]
 struct NodeConfigView {
     grpc: GrpcView,
+    /// Absent from the configs of builds without a metrics listener section.
+    #[serde(default)]
+    metrics: Option<GrpcView>,
 }
 
 #[derive(serde::Deserialize)]
@@ -132,6 +135,7 @@ impl Devnet {
             processes: Vec::new(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut metrics = Vec::new();
         for i in 0..validators {
             let path = dir.join("net").join(format!("node{i}")).join("config.toml");
             let text = loop {
@@ -151,6 +155,7 @@ impl Devnet {
                 toml::from_str(&text).map_err(|e| eyre!("{}: {e}", path.display()))?;
             net.endpoints
                 .push(format!("http://{}", cfg.grpc.listen_addr));
+            metrics.push(cfg.metrics.map(|m| m.listen_addr));
         }
         let stopped = net
             .endpoints
@@ -189,12 +194,13 @@ impl Devnet {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        for i in 0..net.endpoints.len() {
+        for (i, metrics) in metrics.iter().enumerate().take(net.endpoints.len()) {
             let config = dir.join("net").join(format!("node{i}")).join("config.toml");
             for pid in find_by_cmdline(&config.display().to_string()) {
                 net.processes.push(Watched {
                     name: format!("node{i}"),
                     pid,
+                    metrics: metrics.clone(),
                 });
             }
         }

@@ -162,6 +162,7 @@ async fn start(baton: &Path, spec: &FloorSpec, dir: &Path, attempt: u32) -> Resu
         watched.push(Watched {
             name: format!("floor{i}"),
             pid: child.id(),
+            metrics: None,
         });
         let height = Arc::new(AtomicU64::new(0));
         if let Some(out) = child.stdout.take() {

@@ -6,7 +6,8 @@
 //! one height. At the end [`chain`] reads every endpoint's chain and the run checker (`baton_proto::check`)
 //! looks for forks and for lost, duplicated, unknown or split bundles across all nodes. [`report`] writes the
 //! JSON report and SVG plots. [`devnet`] can start a local network to point at. [`plan`] signs every bundle
-//! of a step before its timed window; [`procstat`] reads what each process used from `/proc`; [`idle`] measures an
+//! of a step before its timed window; [`procstat`] reads what each process used from `/proc` and [`nodemetrics`] the slow writes
+//! and heights each node counted; [`idle`] measures an
 //! idle network and the latency of a lone bundle after a quiet spell.
 //! It uses only the public gRPC API (`baton-proto`).
 
@@ -14,6 +15,7 @@ pub mod chain;
 pub mod devnet;
 pub mod floor;
 pub mod idle;
+pub mod nodemetrics;
 pub mod plan;
 pub mod procstat;
 pub mod report;

@@ -9,6 +9,8 @@ use std::path::Path;
 pub struct Watched {
     pub name: String,
     pub pid: u32,
+    /// A node's Prometheus listener (`host:port`), read for its stalls ([`crate::nodemetrics`]).
+    pub metrics: Option<String>,
 }
 
 /// A reading of one process.
@@ -143,6 +145,7 @@ pub fn me() -> Watched {
     Watched {
         name: "harness".into(),
         pid: std::process::id(),
+        metrics: None,
     }
 }
 

@@ -162,6 +162,24 @@ pub fn summary(r: &Report) -> String {
             format!(" (longest: height {} at {:.1} s, {} ms, round {}, proposer {})", worst.height, worst.seen_at, worst.gap_ms, worst.round, worst.proposer)
         }
     ));
+    for (node, st) in r.node_stalls.iter().filter(|(_, st)| !st.is_empty()) {
+        let writes: Vec<String> = st
+            .slow_writes
+            .iter()
+            .map(|(op, n)| format!("{n} {op}"))
+            .collect();
+        s.push_str(&format!(
+            "  {node}: storage writes over {} s: {}; heights over {} s: {}\n",
+            crate::nodemetrics::SLOW_WRITE_LE,
+            if writes.is_empty() {
+                "none".into()
+            } else {
+                writes.join(", ")
+            },
+            crate::nodemetrics::SLOW_HEIGHT_LE,
+            st.slow_heights
+        ));
+    }
     for (why, n) in &r.retried {
         s.push_str(&format!("retried {n}: {why}\n"));
     }

@@ -140,7 +140,10 @@ pub struct Report {
     pub timeline: Vec<Second>,
     /// Heights seen in the first rollup's stream during the run.
     pub heights_seen: u64,
-    /// Of those, the heights decided in a round above 0 (a proposer that did not propose in time).
+    /// Per node, the storage writes and heights its own histograms counted as slow over the steady part
+    /// ([`crate::nodemetrics`]); nodes whose metrics could not be read are left out.
+    pub node_stalls: BTreeMap<String, crate::nodemetrics::Stalls>,
+    /// Of the heights seen, those decided in a round above 0 (a proposer that did not propose in time).
     pub heights_late_round: u64,
     /// Heights whose block came more than [`SLOW_HEIGHT_MS`] after its parent's (by the blocks' timestamps) or
     /// was built in a round above 0, so that a stall in the timeline can be matched to a failed round or to a slow
@@ -486,6 +489,19 @@ fn reason(code: i32, message: &str) -> String {
     format!("{code:?}: {}", message[..cut].trim())
 }
 
+/// Each watched node's stall counts now, by name (nodes whose metrics cannot be read are left out).
+async fn read_stalls(watched: &[Watched]) -> BTreeMap<String, crate::nodemetrics::Stalls> {
+    let mut out = BTreeMap::new();
+    for w in watched {
+        if let Some(addr) = &w.metrics {
+            if let Ok(s) = crate::nodemetrics::read(addr).await {
+                out.insert(w.name.clone(), s);
+            }
+        }
+    }
+    out
+}
+
 /// Runs the load and returns the report. `progress` is called about once a second with a one-line summary.
 pub async fn run(
     cfg: LoadConfig,
@@ -615,6 +631,8 @@ pub async fn run(
     let steady_start = Duration::from_secs_f64(cfg.shape.ramp_secs.ceil()).min(load_end);
     let mut at_steady: Option<(procstat::Sample, u64)> = None;
     let mut at_end: Option<(procstat::Sample, u64)> = None;
+    let mut stalls_at_steady = BTreeMap::new();
+    let mut stalls_at_end = BTreeMap::new();
     let mut status_client = BatonClient::connect(cfg.endpoints[0].clone()).await?;
     loop {
         tick.tick().await;
@@ -622,6 +640,7 @@ pub async fn run(
         if at_steady.is_none() && elapsed >= steady_start {
             let h = status_client.status().await.map_or(0, |s| s.latest_height);
             at_steady = Some((procstat::sample(&watched), h));
+            stalls_at_steady = read_stalls(&watched).await;
         }
         if !writers_done && elapsed >= load_end {
             for (w, _) in &mut submitters {
@@ -630,6 +649,7 @@ pub async fn run(
             writers_done = true;
             let h = status_client.status().await.map_or(0, |s| s.latest_height);
             at_end = Some((procstat::sample(&watched), h));
+            stalls_at_end = read_stalls(&watched).await;
         }
         let line = {
             let t = lock(&tracker);
@@ -754,6 +774,14 @@ pub async fn run(
                     p99_ms: p.p99,
                     ..s.clone()
                 }
+            })
+            .collect(),
+        node_stalls: stalls_at_end
+            .iter()
+            .filter_map(|(name, end): (&String, &crate::nodemetrics::Stalls)| {
+                stalls_at_steady
+                    .get(name)
+                    .map(|start| (name.clone(), end.since(start)))
             })
             .collect(),
         heights_seen: t.heights_seen,
