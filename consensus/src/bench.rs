@@ -75,6 +75,19 @@ pub struct Turn<'a> {
     pub bench_ms: u64,
 }
 
+impl Turn<'_> {
+    /// Whether `e`'s bench runs out at this block: it benched the validator for this height (past the parent's
+    /// timestamp) and ends by this block's timestamp.
+    fn ends(&self, e: &Benched) -> bool {
+        e.until_ms > self.parent_timestamp_ms && e.until_ms <= self.timestamp_ms
+    }
+
+    /// Where a bench kept at this block ends: one `bench_ms` after it.
+    fn renewed_until(&self) -> u64 {
+        self.timestamp_ms.saturating_add(self.bench_ms)
+    }
+}
+
 impl Bench {
     /// A bench from its entries, which must be sorted by validator address without repeats (the canonical form
     /// that the header hash covers).
@@ -101,12 +114,12 @@ impl Bench {
             .collect()
     }
 
-    /// Validators whose bench runs out at a block with timestamp `timestamp_ms` on a parent with timestamp
-    /// `parent_timestamp_ms`: benched for this block's height, back in the rotation after it unless kept.
-    pub fn running_out(&self, parent_timestamp_ms: u64, timestamp_ms: u64) -> Vec<Address> {
+    /// Validators whose bench runs out at the block of `turn`: benched for its height, back in the rotation
+    /// after it unless kept.
+    pub fn running_out(&self, turn: &Turn<'_>) -> Vec<Address> {
         self.entries
             .iter()
-            .filter(|e| e.until_ms > parent_timestamp_ms && e.until_ms <= timestamp_ms)
+            .filter(|e| turn.ends(e))
             .map(|e| e.validator)
             .collect()
     }
@@ -123,11 +136,8 @@ impl Bench {
             .cloned()
             .collect();
         for e in &mut entries {
-            if e.until_ms > turn.parent_timestamp_ms
-                && e.until_ms <= turn.timestamp_ms
-                && kept.contains(&e.validator)
-            {
-                e.until_ms = turn.timestamp_ms.saturating_add(turn.bench_ms);
+            if turn.ends(e) && kept.contains(&e.validator) {
+                e.until_ms = turn.renewed_until();
             }
         }
         // Rounds beyond one full rotation name the same validators again.
@@ -167,17 +177,16 @@ impl Bench {
     /// `header_bench` (the bench the header carries) benches for another `bench_ms` with the same strikes. The
     /// block rules then check the header's bench against [`Self::after`] with these.
     pub fn kept_in(&self, header_bench: &Bench, turn: &Turn<'_>) -> Vec<Address> {
-        let extended = turn.timestamp_ms.saturating_add(turn.bench_ms);
         self.entries
             .iter()
-            .filter(|e| e.until_ms > turn.parent_timestamp_ms && e.until_ms <= turn.timestamp_ms)
+            .filter(|e| turn.ends(e))
             .filter(|e| {
                 header_bench
                     .entries
                     .binary_search_by(|h| h.validator.cmp(&e.validator))
                     .is_ok_and(|i| {
                         let h = &header_bench.entries[i];
-                        h.strikes == e.strikes && h.until_ms == extended
+                        h.strikes == e.strikes && h.until_ms == turn.renewed_until()
                     })
             })
             .map(|e| e.validator)
@@ -359,14 +368,14 @@ mod tests {
         let eff = bench.apply(&base, t);
         let p = eff.proposer(h + 1, 0).address;
         let early = turn(&eff, h + 1, 0, p, t, t + 20);
-        assert!(bench.running_out(t, t + 20).is_empty());
+        assert!(bench.running_out(&early).is_empty());
         assert_eq!(bench.after(&early, &[dead]), bench.after(&early, &[]));
         // At the block whose timestamp reaches it: ended, or kept for another bench with the same strikes.
         let (parent, ts) = (until - 10, until + 5);
-        assert_eq!(bench.running_out(parent, ts), vec![dead]);
         let eff = bench.apply(&base, parent);
         let p = eff.proposer(h + 500, 0).address;
         let at_end = turn(&eff, h + 500, 0, p, parent, ts);
+        assert_eq!(bench.running_out(&at_end), vec![dead]);
         let ended = bench.after(&at_end, &[]);
         assert!(ended.benched_at(ts).is_empty());
         let kept = bench.after(&at_end, &[dead, second]);

@@ -14,8 +14,8 @@ pub const SLOW_WRITE_LE: &str = "0.0512";
 pub const SLOW_HEIGHT_LE: &str = "0.1024";
 const WRITES: &str = "baton_storage_write_duration_seconds";
 const HEIGHTS: &str = "baton_consensus_height_duration_seconds";
-/// The longest a read of one endpoint may take.
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a read of one endpoint may take (a node under test on shared cores can be slow to answer).
+const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a metrics page may hold.
 const MAX_PAGE: u64 = 4 << 20;
 
@@ -108,10 +108,15 @@ fn above(page: &str, metric: &str, le: &str, by: &str) -> BTreeMap<String, u64> 
 
 /// Reads the node's counts from its metrics listener at `addr` (`host:port`).
 pub async fn read(addr: &str) -> Result<Stalls> {
-    let page = tokio::time::timeout(TIMEOUT, get(addr))
+    Ok(Stalls::parse(&page(addr).await?))
+}
+
+/// A node's metrics page from its listener at `addr` (`host:port`): `GET /metrics`, answered 200 in the Prometheus
+/// text format, within [`TIMEOUT`]. The node's tests read their metrics through this too.
+pub async fn page(addr: &str) -> Result<String> {
+    tokio::time::timeout(TIMEOUT, get(addr))
         .await
-        .wrap_err_with(|| format!("{addr}/metrics did not answer within {TIMEOUT:?}"))??;
-    Ok(Stalls::parse(&page))
+        .wrap_err_with(|| format!("{addr}/metrics did not answer within {TIMEOUT:?}"))?
 }
 
 /// `GET /metrics` over HTTP/1.0 (the listener closes the connection after the answer).
@@ -132,6 +137,12 @@ async fn get(addr: &str) -> Result<String> {
             "{addr}/metrics answered {}",
             head.lines().next().unwrap_or("")
         );
+    }
+    if !head
+        .to_ascii_lowercase()
+        .contains("content-type: text/plain; version=0.0.4")
+    {
+        bail!("{addr}/metrics is not in the Prometheus text format:\n{head}");
     }
     Ok(page.to_string())
 }

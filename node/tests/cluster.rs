@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use baton_consensus::bundle::Bundle;
 use baton_proto::client::{BatchVerifier, BundleStatus};
 use baton_proto::pb;
-use common::{run, serial, wait_included, Cluster, User};
+use common::{run, serial, value, wait_included, Cluster, User};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -183,12 +183,12 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
         // propose timeout and a strike each time: two more strikes within the 16 s of chain time watched here.)
         // Without the bench a quarter of the heights would need a second round.
         let bench_ms = baton_consensus::params::ConsensusParams::for_tests().bench_ms;
-        let first = cluster.headers(0, at_kill + 1, at_kill + 1).await[0].timestamp_ms;
+        let first_ts = cluster.headers(0, at_kill + 1, at_kill + 1).await[0].timestamp_ms;
         let mut top = at_kill + 150;
         let headers = loop {
             cluster.wait_height(0, top, T).await;
             let headers = cluster.headers(0, at_kill + 1, top).await;
-            if headers.last().unwrap().timestamp_ms >= first + 3 * bench_ms + 1_000 {
+            if headers.last().unwrap().timestamp_ms >= first_ts + 3 * bench_ms + 1_000 {
                 break headers;
             }
             assert!(
@@ -221,10 +221,10 @@ fn one_of_four_down_keeps_committing_and_restarted_node_catches_up() {
                 .find(|e| e.validator == benched[0])
                 .map(|e| e.strikes)
         };
-        let first = headers.iter().find_map(strikes).unwrap();
+        let first_strikes = headers.iter().find_map(strikes).unwrap();
         assert_eq!(
             strikes(last),
-            Some(first),
+            Some(first_strikes),
             "the dead validator was tried again as a proposer while down"
         );
 
@@ -1233,15 +1233,12 @@ fn a_flood_of_connections_and_bad_frames_does_not_stop_service() {
         let _ = good.await;
 
         // Subscriber slots come back once the streams are gone.
-        let metrics_url = format!("http://{}/metrics", node.metrics_addr);
         let deadline = Instant::now() + Duration::from_secs(20);
         let subscribers = loop {
-            let text = scrape(&metrics_url).await;
-            let n = text
-                .lines()
-                .find_map(|l| l.strip_prefix("baton_stream_subscribers "))
-                .and_then(|v| v.trim().parse::<f64>().ok())
-                .unwrap_or(-1.0);
+            let text = baton_loadtest::nodemetrics::page(&node.metrics_addr.to_string())
+                .await
+                .unwrap_or_default();
+            let n = value(&text, "baton_stream_subscribers ").unwrap_or(-1.0);
             if n == 0.0 || Instant::now() > deadline {
                 break n;
             }
@@ -1283,21 +1280,4 @@ fn a_flood_of_connections_and_bad_frames_does_not_stop_service() {
             (rss_flood - rss_before) >> 20
         );
     });
-}
-
-/// GET a metrics page (plain HTTP/1.1, no client library needed).
-async fn scrape(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.trim_start_matches("http://");
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let Ok(mut s) = tokio::net::TcpStream::connect(host).await else {
-        return String::new();
-    };
-    let req = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out).await;
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -232,7 +232,7 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
         }
         let s = cluster.client(j).await.status().await.unwrap();
         assert!(s.in_validator_set);
-        let m = scrape(cluster.net.nodes[j].metrics_addr);
+        let m = scrape(cluster.net.nodes[j].metrics_addr).await;
         assert_eq!(
             value(&m, "baton_consensus_in_validator_set "),
             Some(1.0),
@@ -321,7 +321,7 @@ fn the_set_grows_by_stake_and_shrinks_on_exit_without_stopping() {
             four.hash(),
             "the full node follows the set"
         );
-        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
         assert_eq!(
             value(&m, "baton_consensus_in_validator_set "),
             Some(0.0),

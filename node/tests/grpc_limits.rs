@@ -87,7 +87,7 @@ fn one_client_cannot_hold_every_stream_slot() {
             "{refusal:?}"
         );
         assert_eq!(held.len(), 64, "the default per-client limit");
-        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
         let refused = value(&m, "baton_grpc_client_refused_total{kind=\"stream\"}").unwrap_or(0.0);
         assert!(refused >= 1.0, "{m}");
     });
@@ -185,7 +185,7 @@ fn a_stream_that_is_never_read_is_closed_and_says_where_to_resume() {
         }
         let deadline = tokio::time::Instant::now() + T;
         loop {
-            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            let m = scrape(cluster.net.nodes[0].metrics_addr).await;
             if value(&m, "baton_grpc_streams_idle_closed_total").unwrap_or(0.0) >= 1.0 {
                 assert_eq!(value(&m, "baton_stream_subscribers"), Some(0.0), "{m}");
                 break;

@@ -136,14 +136,14 @@ fn commitments_land_on_l1_and_match_the_chain() {
         }
 
         // The poster's view is on node 0's /metrics; node 1 does not post.
-        let m0 = scrape(cluster.net.nodes[0].metrics_addr);
+        let m0 = scrape(cluster.net.nodes[0].metrics_addr).await;
         assert!(
             value(&m0, "baton_l1_commitment_included_height ").unwrap() >= 10.0,
             "{m0}"
         );
         assert!(value(&m0, "baton_l1_transactions_sent_total ").unwrap() >= 1.0);
         assert_eq!(value(&m0, "baton_l1_poster_ok "), Some(1.0));
-        let m1 = scrape(cluster.net.nodes[1].metrics_addr);
+        let m1 = scrape(cluster.net.nodes[1].metrics_addr).await;
         assert_eq!(value(&m1, "baton_l1_transactions_sent_total "), Some(0.0));
 
         // The fourth validator starts late and syncs across commitment heights.
@@ -290,7 +290,7 @@ fn an_overdue_forced_entry_is_included_though_no_mempool_saw_it() {
             .any(|e| e.bundle_hash == hash && e.payload == b"forced through L1"));
         // The node's L1 view on /metrics: its origin head passed the deadline, and the entry left the queue.
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let m = scrape(cluster.net.nodes[2].metrics_addr);
+        let m = scrape(cluster.net.nodes[2].metrics_addr).await;
         assert!(
             value(&m, "baton_l1_origin_block ").unwrap() >= deadline as f64,
             "{m}"
@@ -366,7 +366,7 @@ fn resolved_forced_entries_do_not_come_back_after_a_restart() {
             .await;
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let m = loop {
-            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            let m = scrape(cluster.net.nodes[0].metrics_addr).await;
             if value(&m, "baton_l1_origin_block ").unwrap_or(0.0) >= last_deadline as f64 {
                 break m;
             }
@@ -569,7 +569,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
             .into_inner();
         assert_eq!(one.l1_origin.expect("origin").number, fourth_block);
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
         assert!(
             value(&m, "baton_l1_based_block ").unwrap() >= fourth_block as f64,
             "{m}"
@@ -577,7 +577,7 @@ fn a_based_rollup_streams_the_inbox_and_follows_a_reorg() {
         // Once L1 finalizes their blocks the batches leave the node's memory, and it serves them from its store.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            let m = scrape(cluster.net.nodes[0].metrics_addr).await;
             if value(&m, "baton_l1_based_batches_held ") == Some(0.0) {
                 break;
             }
@@ -861,7 +861,7 @@ fn the_forwarder_stops_at_its_hourly_fee_budget() {
         // Nothing more is posted though bundles wait.
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert_eq!(posted().await, first, "posted past the budget");
-        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
         assert_eq!(value(&m, "baton_l1_forward_budget_gwei"), Some(1.0), "{m}");
         assert!(
             value(&m, "baton_l1_forward_spend_last_hour_gwei").unwrap_or(0.0) >= 1.0,

@@ -46,7 +46,7 @@ fn live_scrape_passes_promtool_and_tracks_the_network() {
         // Peers are polled once a second.
         tokio::time::sleep(Duration::from_millis(1500)).await;
 
-        let text = scrape(cluster.net.nodes[0].metrics_addr);
+        let text = scrape(cluster.net.nodes[0].metrics_addr).await;
         let mut check = Command::new(&promtool)
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -112,7 +112,7 @@ fn live_scrape_passes_promtool_and_tracks_the_network() {
             "the engine's metrics are served too"
         );
         // Another node received the bundles by dissemination.
-        let other = scrape(cluster.net.nodes[1].metrics_addr);
+        let other = scrape(cluster.net.nodes[1].metrics_addr).await;
         assert!(
             value(&other, "baton_p2p_gossip_bundles_total{direction=\"in\"} ").unwrap_or(0.0)
                 >= 5.0

@@ -136,7 +136,7 @@ fn an_outsider_cannot_use_the_proposal_channel() {
                 status.is_err(),
                 "node{i} took in an outsider's dissemination: {status:?}"
             );
-            let m = scrape(cluster.net.nodes[i].metrics_addr);
+            let m = scrape(cluster.net.nodes[i].metrics_addr).await;
             let refused = value(
                 &m,
                 "baton_p2p_refused_messages_total{reason=\"not_a_member\"}",

@@ -30,7 +30,7 @@ fn history_beyond_the_retention_is_pruned_and_the_node_says_so() {
         // The pruner runs once a second.
         let deadline = tokio::time::Instant::now() + T;
         let min = loop {
-            let m = scrape(cluster.net.nodes[0].metrics_addr);
+            let m = scrape(cluster.net.nodes[0].metrics_addr).await;
             let min = value(&m, "baton_storage_history_min_height").unwrap_or(0.0) as u64;
             if min > h0 {
                 break min;
@@ -141,7 +141,7 @@ fn a_node_short_of_disk_refuses_submissions_and_keeps_deciding() {
             "{err:?}"
         );
         cluster.wait_height(0, h + 20, T).await;
-        let m = scrape(cluster.net.nodes[0].metrics_addr);
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
         assert!(value(&m, "baton_storage_free_bytes").unwrap() > 0.0, "{m}");
         assert!(
             value(&m, "baton_mempool_rejected_total{reason=\"disk_low\"}").unwrap_or(0.0) >= 1.0,

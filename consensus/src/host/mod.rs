@@ -392,7 +392,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             validators: self.height_validators(),
             next_validators: self.validators.clone(),
             evidence: Vec::new(),
-            unseen: self.unseen(&parent_bench, parent_timestamp_ms),
+            unseen: Vec::new(),
             parent_bench,
         }
     }
@@ -404,8 +404,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// Benched validators this node has not seen in a commit certificate within [`Host::presence_window_ms`]
-    /// before `parent_timestamp_ms`.
-    fn unseen(&self, bench: &crate::bench::Bench, parent_timestamp_ms: u64) -> Vec<Address> {
+    /// before `parent_timestamp_ms` (for building a block: [`BlockContext::unseen`]).
+    pub(super) fn unseen(&self, bench: &Bench, parent_timestamp_ms: u64) -> Vec<Address> {
         bench
             .entries()
             .iter()

@@ -97,6 +97,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     // Validators will refuse this block as well; the round moves on.
                     Err(e) => warn!(height, error = %e, "cannot compute the next epoch's set"),
                 }
+                ctx.unseen = self.unseen(&ctx.parent_bench, ctx.parent_timestamp_ms);
                 ctx.evidence = self
                     .pending_evidence
                     .iter()

@@ -282,26 +282,10 @@ pub fn run<F: std::future::Future<Output = ()>>(limit: Duration, f: F) {
 }
 
 /// `/metrics` of a node: asserts a 200 answer in the Prometheus text format and returns the body.
-pub fn scrape(addr: std::net::SocketAddr) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics port");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .expect("request");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("http response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    body.to_string()
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    baton_loadtest::nodemetrics::page(&addr.to_string())
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The value of the first sample whose line starts with `prefix` (name and labels).
