@@ -379,7 +379,17 @@ pub fn validate_block(
         if !seen.insert(*hash) {
             return Err(BlockError::DuplicateBundle(*hash));
         }
-        if view.is_included(hash).map_err(unreadable)? {
+        // The nonce this bundle must have: the sender's next on chain, plus its bundles earlier in this block.
+        let expected = match nonces.entry(bundle.sender) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(view.next_nonce(&bundle.sender).map_err(unreadable)?)
+            }
+        };
+        if view
+            .is_included_below(hash, bundle.nonce, *expected)
+            .map_err(unreadable)?
+        {
             return Err(BlockError::AlreadyIncluded(*hash));
         }
         if bundle.expiry_height < h.height {
@@ -388,12 +398,6 @@ pub fn validate_block(
                 height: h.height,
             }));
         }
-        let expected = match nonces.entry(bundle.sender) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(view.next_nonce(&bundle.sender).map_err(unreadable)?)
-            }
-        };
         if bundle.nonce != *expected {
             return Err(bad(BundleError::WrongNonce {
                 sender: bundle.sender.to_string(),
@@ -691,8 +695,10 @@ mod tests {
             valid(&with(vec![a.clone(), a.clone()])),
             Err(BlockError::DuplicateBundle(_))
         ));
+        // A chain that included `a` moved its sender's next nonce past it.
         let view = View {
             included: [a.hash()].into(),
+            next: [(k.address(), 1)].into(),
             ..Default::default()
         };
         assert!(matches!(

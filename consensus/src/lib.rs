@@ -22,7 +22,7 @@
 //! [`ids`] (addresses, rollup ids, heights, L1 origins); above them [`signing`], [`validators`], [`bundle`] (with
 //! its rules); then [`bench`](mod@bench), [`epoch`], [`evidence`], [`types`], [`parts`] (proposal parts), [`view`]
 //! (the chain view the rules read), [`origin`] (the L1 rules); then [`context`] (the engine's context, votes,
-//! signer and verifier), [`block`], [`mempool`], [`store`], [`proof`], and [`host`] on top.
+//! signer and verifier), [`block`], [`mempool`], [`nonces`], [`store`], [`proof`], and [`host`] on top.
 //!
 //! One path per type: each type is named by its module (`baton_consensus::bundle::Bundle`,
 //! `baton_consensus::ids::Address`), and the crate root re-exports nothing, so a reader and a `use` line always
@@ -42,6 +42,7 @@ pub mod hash;
 pub mod host;
 pub mod ids;
 pub mod mempool;
+pub mod nonces;
 pub mod origin;
 pub mod params;
 pub mod parts;

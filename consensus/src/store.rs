@@ -109,6 +109,8 @@ struct MemInner {
     pending: BTreeMap<Hash, Bundle>,
     nonces: HashMap<Sender, u64>,
     dropped: HashMap<Hash, Dropped>,
+    /// Nonce and inclusion reads so far.
+    point_reads: u64,
 }
 
 /// In-memory [`ChainStore`] (and [`ChainRead`]) for tests and simulations. Clones share state, like handles to one database.
@@ -125,6 +127,11 @@ impl MemStore {
     /// Records a bundle as acknowledged (what the node's ingest path does before it acks).
     pub fn add_pending(&self, bundle: Bundle) {
         self.lock().pending.insert(bundle.hash(), bundle);
+    }
+
+    /// How many times a sender's nonce or a bundle's inclusion was read: each is a point read in a real store.
+    pub fn point_reads(&self) -> u64 {
+        self.lock().point_reads
     }
 }
 
@@ -147,11 +154,15 @@ impl ChainRead for MemStore {
     }
 
     fn inclusion(&self, bundle: &Hash) -> Result<Option<Inclusion>, ConsensusError> {
-        Ok(self.lock().inclusions.get(bundle).copied())
+        let mut g = self.lock();
+        g.point_reads += 1;
+        Ok(g.inclusions.get(bundle).copied())
     }
 
     fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        Ok(self.lock().nonces.get(sender).copied().unwrap_or(0))
+        let mut g = self.lock();
+        g.point_reads += 1;
+        Ok(g.nonces.get(sender).copied().unwrap_or(0))
     }
 
     fn dropped(&self, bundle: &Hash) -> Result<Option<Dropped>, ConsensusError> {

@@ -16,4 +16,20 @@ pub trait ChainView {
     fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError>;
     /// Whether this node already checked this exact bundle's signature (same hash and same signature bytes).
     fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool;
+
+    /// [`ChainView::is_included`] for a bundle of `nonce` whose sender's next nonce is at least `next_nonce` on the
+    /// decided chain. Only a bundle below its sender's next nonce can be included (a decided block moves each
+    /// sender's next nonce past every bundle of it that the block holds), so only those are looked up: a new
+    /// bundle, the common case, costs no read.
+    fn is_included_below(
+        &self,
+        bundle: &Hash,
+        nonce: u64,
+        next_nonce: u64,
+    ) -> Result<bool, ConsensusError> {
+        if nonce >= next_nonce {
+            return Ok(false);
+        }
+        self.is_included(bundle)
+    }
 }

@@ -76,6 +76,8 @@ pub struct Metrics {
     /// Pending bundles kept aside for proposals (`mempool.side_cache`, `side_cache_bytes`), and their bytes.
     pub side_cache_bundles: Gauge,
     pub side_cache_bytes: Gauge,
+    /// Senders whose next nonce on chain the host keeps in memory (at most 100,000; `baton_consensus::nonces`).
+    pub nonce_table_senders: Gauge,
     /// Bytes of bundles waiting for the verifier pool, and the bound.
     pub verify_queued_bytes: Gauge,
     pub verify_capacity_bytes: Gauge,
@@ -190,6 +192,7 @@ impl Metrics {
             mempool_waiting_capacity: Gauge::default(),
             side_cache_bundles: Gauge::default(),
             side_cache_bytes: Gauge::default(),
+            nonce_table_senders: Gauge::default(),
             verify_queued_bytes: Gauge::default(),
             verify_capacity_bytes: Gauge::default(),
             signature_cache_hits: Counter::default(),
@@ -337,6 +340,11 @@ impl Metrics {
             "Encoded size of the bundles kept aside (limit mempool.side_cache_bytes)",
             Unit::Bytes,
             m.side_cache_bytes.clone(),
+        );
+        r.register(
+            "nonce_table_senders",
+            "Senders whose next nonce on chain is kept in memory in front of the store (at most 100,000)",
+            m.nonce_table_senders.clone(),
         );
         r.register(
             "mempool_capacity_bundles",

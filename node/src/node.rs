@@ -100,11 +100,7 @@ fn load_chain(cfg: &NodeConfig) -> Result<Chain, NodeError> {
 
 /// Step 2: the node's database.
 fn open_store(cfg: &NodeConfig) -> Result<RocksStore, NodeError> {
-    RocksStore::open(
-        &cfg.data_dir.join("db"),
-        cfg.storage.sync_writes,
-        cfg.storage.block_cache_bytes,
-    )
+    RocksStore::open(&cfg.data_dir.join("db"), &cfg.storage)
 }
 
 /// Step 3: the host on the store (its mempool reloaded), tied to the L1 follower when genesis has `[l1]`.

@@ -49,6 +49,7 @@ use baton_consensus::types::{
 };
 use baton_consensus::validators::ValidatorSet;
 
+use crate::config::StorageSection;
 use crate::error::NodeError;
 
 /// A vote extension as stored: the attestation and the validator's Ed25519 signature binding it to its
@@ -148,14 +149,16 @@ fn to_consensus(e: NodeError) -> ConsensusError {
 }
 
 impl RocksStore {
-    pub fn open(path: &Path, sync_writes: bool, cache_bytes: usize) -> Result<Self, NodeError> {
+    /// Opens (or creates) the database with the node's `[storage]` settings.
+    pub fn open(path: &Path, cfg: &StorageSection) -> Result<Self, NodeError> {
+        let sync_writes = cfg.sync_writes;
         std::fs::create_dir_all(path)?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_open_files(512);
         opts.increase_parallelism(2);
-        let cache = Cache::new_lru_cache(cache_bytes);
+        let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
             let mut t = BlockBasedOptions::default();
@@ -169,6 +172,10 @@ impl RocksStore {
             // Payloads are the bulk of the bytes and rollups send them compressed or encrypted already: LZ4 at
             // every flush and compaction would cost CPU for nothing.
             o.set_compression_type(rocksdb::DBCompressionType::None);
+            // A full memtable becomes a table file in one write: four nodes sharing a disk fill theirs at once,
+            // and with RocksDB's 64 MiB default each wrote ~60 MiB every 12 s at T3's load, which held every
+            // fsync behind it (one height of 150-300 ms each time). `storage.write_buffer_bytes`.
+            o.set_write_buffer_size(cfg.write_buffer_bytes);
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
@@ -842,6 +849,14 @@ mod tests {
     use baton_consensus::registry::ChainSpec;
     use baton_consensus::signing::ChainDomain;
 
+    /// Synced writes and a small block cache.
+    fn test_storage() -> StorageSection {
+        StorageSection {
+            block_cache_bytes: 1 << 20,
+            ..StorageSection::default()
+        }
+    }
+
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
         let keys = fixtures::validator_keys(1, 1);
         let ctx = fixtures::block_context(height, fixtures::validator_set(&keys));
@@ -876,7 +891,7 @@ mod tests {
         .unwrap();
         let h1 = b1.hash();
         {
-            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
             s.persist_pending(&[(h1, &b1)]).unwrap();
             assert!(s.is_pending(&h1).unwrap());
             assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
@@ -909,7 +924,7 @@ mod tests {
             )])
             .unwrap();
         }
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         assert_eq!(s.latest_height().unwrap(), 1);
         assert!(!s.is_pending(&h1).unwrap());
         assert_eq!(s.inclusion(&h1).unwrap().unwrap().height, 1);
@@ -931,7 +946,7 @@ mod tests {
     #[test]
     fn batches_are_cut_from_the_one_stored_copy_of_the_block() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         let signed = |nonce: u64, entries: &[(RollupId, usize)]| {
             let key = PrivateKeySigner::random();
             baton_proto::client::sign_bundle(
@@ -994,13 +1009,13 @@ mod tests {
     fn a_data_directory_in_another_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
             // A directory written before layout marks: chain data, no mark.
             let meta = s.cf(CF_META).unwrap();
             s.db.put_cf(meta, LATEST, be(3)).unwrap();
             s.db.delete_cf(meta, LAYOUT_KEY).unwrap();
         }
-        let err = RocksStore::open(dir.path(), true, 1 << 20)
+        let err = RocksStore::open(dir.path(), &test_storage())
             .err()
             .expect("refused");
         assert!(
@@ -1016,8 +1031,8 @@ mod tests {
         assert!(err.to_string().contains("empty data directory"), "{err}");
         // A fresh directory is marked with this build's layout and opens again.
         let fresh = tempfile::tempdir().unwrap();
-        drop(RocksStore::open(fresh.path(), true, 1 << 20).unwrap());
-        RocksStore::open(fresh.path(), true, 1 << 20).unwrap();
+        drop(RocksStore::open(fresh.path(), &test_storage()).unwrap());
+        RocksStore::open(fresh.path(), &test_storage()).unwrap();
     }
 
     fn evidence(n: u8) -> Equivocation {
@@ -1038,7 +1053,7 @@ mod tests {
             ed25519_consensus::SigningKey::from([2; 32]).verification_key(),
         ])
         .unwrap();
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         for h in 1..=10u64 {
             let b = baton_proto::client::sign_bundle(
                 &key,
@@ -1090,14 +1105,14 @@ mod tests {
         }
         assert_eq!(s.latest().unwrap().unwrap().height, 10);
         drop(s);
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         assert_eq!(s.history_min().unwrap(), 8, "kept across restarts");
     }
 
     #[test]
     fn vote_extensions_are_written_with_their_height_decision_only() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         let ext = |n: u8| {
             vec![(
                 Address([n; 20]),
@@ -1139,7 +1154,7 @@ mod tests {
             .unwrap()
         };
         {
-            let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
             for h in 1..=7u64 {
                 let (mut blk, batches, table) = block(h, vec![]);
                 // Blocks 3 and 6 end epochs with a change: sets of 2 and 3 validators from heights 4 and 7.
@@ -1160,7 +1175,7 @@ mod tests {
                 s.commit(&blk, &[], &batches, &table, &cert).unwrap();
             }
         }
-        let s = RocksStore::open(dir.path(), true, 1 << 20).unwrap();
+        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
         for h in 1..=3 {
             assert_eq!(s.validator_set_at(h).unwrap(), None, "genesis set at {h}");
         }

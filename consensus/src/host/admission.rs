@@ -14,6 +14,7 @@ use crate::hash::Hash;
 use crate::mempool::{backlogged, Admission};
 use crate::store::ChainStore;
 use crate::types::Dropped;
+use crate::view::ChainView;
 
 use super::{Clock, Host, MAX_PENDING_EVIDENCE};
 
@@ -53,7 +54,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// bundle already included is reported as such (submissions are idempotent). Waiting bundles the mempool
     /// evicted to make room are recorded as rejected.
     pub fn admit(&mut self, hash: Hash, bundle: Bundle) -> Result<Admission, ConsensusError> {
-        if self.store.inclusion(&hash)?.is_some() {
+        let next_nonce = self.chain_nonce(&bundle.sender)?;
+        if self
+            .view()
+            .is_included_below(&hash, bundle.nonce, next_nonce)?
+        {
             return Ok(Admission::AlreadyIncluded);
         }
         check_bundle(&bundle, &self.spec)?;
@@ -74,7 +79,6 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
             .into());
         }
-        let next_nonce = self.store.next_nonce(&bundle.sender)?;
         let admitted = self
             .mempool
             .insert(hash, bundle, next_nonce, self.clock.now_ms());
@@ -127,7 +131,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// The sender's next nonce on chain and the first one its pending bundles leave free.
     pub fn nonces(&self, sender: &Sender) -> Result<(u64, u64), ConsensusError> {
-        let chain = self.store.next_nonce(sender)?;
+        let chain = self.view().next_nonce(sender)?;
         Ok((chain, self.mempool.next_free_nonce(sender, chain)))
     }
 

@@ -63,6 +63,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let table = namespace_table(self.spec.rollups.ids(), &batches);
         self.store
             .commit(&block, &hashes, &batches, &table, &cert)?;
+        self.nonces
+            .decided(block.bundles.iter().map(|b| (&b.sender, b.nonce)));
         let done: Vec<(Hash, Sender, u64)> = block
             .bundles
             .iter()

@@ -40,6 +40,7 @@ use crate::evidence::Equivocation;
 use crate::hash::Hash;
 use crate::ids::{Address, L1Origin};
 use crate::mempool::{Mempool, MempoolLimits};
+use crate::nonces::NonceTable;
 use crate::origin::L1View;
 use crate::params::ConsensusParams;
 use crate::parts::ProposalPart;
@@ -84,7 +85,7 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
 }
 
 /// Sizes of the host's buffers. The node takes the mempool, side-cache, compact-proposal and admission fields from
-/// its `[mempool]` config section; `part_bytes`, `max_streams_per_peer`, `future_heights` and `max_parked` keep
+/// its `[mempool]` config section; `part_bytes`, `max_streams_per_peer`, `future_heights`, `max_parked` and `nonce_table` keep
 /// their defaults here.
 #[derive(Clone, Debug)]
 pub struct HostLimits {
@@ -120,6 +121,8 @@ pub struct HostLimits {
     /// Client submissions are refused while the oldest bundle ready for a block has waited longer than this
     /// ([`Host::admit_submission`]); 0 turns the check off. Default 150 ms.
     pub admit_max_wait_ms: u64,
+    /// Senders whose next nonce on chain is kept in memory ([`crate::nonces`]). Default 100,000 (about 6 MiB).
+    pub nonce_table: usize,
 }
 
 impl Default for HostLimits {
@@ -140,6 +143,7 @@ impl Default for HostLimits {
             side_cache_bytes: 64 * 1024 * 1024,
             max_parked: 16,
             admit_max_wait_ms: 150,
+            nonce_table: crate::nonces::DEFAULT_MAX_SENDERS,
         }
     }
 }
@@ -164,6 +168,8 @@ pub struct Host<S, C> {
     store: S,
     clock: C,
     mempool: Mempool,
+    /// The decided chain's next nonce per sender, in front of the store's reads.
+    nonces: NonceTable,
     /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
     verified: HashMap<Hash, [u8; 65]>,
     /// Bundle hashes of the blocks built or judged at the current height, by block hash, so that proposing and
@@ -247,7 +253,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let genesis_validators = validators.clone();
         let validators = store.validator_set_at(current)?.unwrap_or(validators);
         let included = store.evidence()?;
+        let nonces = NonceTable::new(limits.nonce_table);
         let mut host = Host {
+            nonces,
             genesis_validators,
             pending_evidence: Vec::new(),
             included_evidence: included.iter().map(|(_, e)| e.hash()).collect(),
@@ -451,6 +459,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     pub(super) fn view(&self) -> HostView<'_, S> {
         HostView {
             store: &self.store,
+            nonces: &self.nonces,
             mempool: &self.mempool,
             verified: &self.verified,
             side: &self.side,
@@ -460,11 +469,27 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     pub fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
+
+    /// The sender's next nonce on the decided chain, from the nonce table, or read from the store and kept there.
+    pub(super) fn chain_nonce(&mut self, sender: &Sender) -> Result<u64, ConsensusError> {
+        if let Some(next) = self.nonces.get(sender) {
+            return Ok(next);
+        }
+        let next = self.store.next_nonce(sender)?;
+        self.nonces.set(*sender, next);
+        Ok(next)
+    }
+
+    /// Senders in the nonce table.
+    pub fn nonce_table_len(&self) -> usize {
+        self.nonces.len()
+    }
 }
 
 /// The chain as block validation sees it from a host.
 pub(super) struct HostView<'a, S> {
     store: &'a S,
+    nonces: &'a NonceTable,
     mempool: &'a Mempool,
     verified: &'a HashMap<Hash, [u8; 65]>,
     side: &'a HashMap<Hash, Bundle>,
@@ -476,7 +501,10 @@ impl<S: ChainStore> ChainView for HostView<'_, S> {
     }
 
     fn next_nonce(&self, sender: &Sender) -> Result<u64, ConsensusError> {
-        self.store.next_nonce(sender)
+        match self.nonces.get(sender) {
+            Some(next) => Ok(next),
+            None => self.store.next_nonce(sender),
+        }
     }
 
     fn signature_checked(&self, bundle: &Hash, signature: &[u8; 65]) -> bool {

@@ -187,6 +187,63 @@ fn propose_receive_decide_and_restart() {
     assert_eq!(again.tip().unwrap().hash(), value.0);
 }
 
+/// Admission and validation read a sender's nonce from the store once (the nonce table keeps it, and decisions
+/// move it), and a bundle's inclusion only when its nonce is already taken: a new bundle costs no point read.
+#[test]
+fn a_senders_nonce_is_read_once_and_inclusion_only_for_a_taken_nonce() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let other = net.other_than(&[proposer]);
+    let store_o = MemStore::default();
+    let mut p = net.host(proposer, MemStore::default());
+    let mut o = net.host(other, store_o.clone());
+    let signed = |nonce: u64| crate::bundle::testing::bundle(1, nonce, &[1, 2], nonce as u8);
+    let sender = signed(0).sender;
+    let bundles: Vec<(Hash, Bundle)> = (0..5).map(|n| (signed(n).hash(), signed(n))).collect();
+    for (h, b) in &bundles {
+        p.admit(*h, b.clone()).unwrap();
+    }
+    let reads = store_o.point_reads();
+    assert!(o.on_gossip(bundles.clone()).unwrap().is_none());
+    assert_eq!(o.mempool().len(), 5);
+    assert_eq!(
+        store_o.point_reads() - reads,
+        1,
+        "one nonce read for five bundles of one sender"
+    );
+
+    net.clock.advance(10);
+    let (value, parts) = p.propose(1, 0).unwrap();
+    let pv = deliver(&mut o, &parts, b"peer-p").expect("complete proposal");
+    assert_eq!(pv.validity, Validity::Valid);
+    assert_eq!(
+        store_o.point_reads() - reads,
+        1,
+        "validation read nothing more"
+    );
+    o.decided(cert(1, 0, value.0)).unwrap();
+    p.decided(cert(1, 0, value.0)).unwrap();
+
+    // The table moved with the decision: the sender's next nonce is 5 without a read.
+    let reads = store_o.point_reads();
+    assert_eq!(o.nonces(&sender).unwrap(), (5, 5));
+    assert_eq!(store_o.point_reads(), reads);
+    // A bundle sent again after its inclusion takes one inclusion read and is reported as included.
+    let (h, b) = bundles[2].clone();
+    assert_eq!(
+        o.admit(h, b).unwrap(),
+        crate::mempool::Admission::AlreadyIncluded
+    );
+    assert_eq!(store_o.point_reads() - reads, 1);
+    // A restarted host starts with an empty table and reads the store again.
+    let mut again = net.host(other, store_o.clone());
+    let reads = store_o.point_reads();
+    let next = signed(5);
+    again.admit(next.hash(), next).unwrap();
+    assert_eq!(store_o.point_reads() - reads, 1);
+    assert_eq!(again.nonces(&sender).unwrap(), (5, 6));
+}
+
 /// Heights follow load: with nothing to include the proposer's deadline is `max_idle_ms` after the parent,
 /// a ready bundle brings it to `block_time_ms` after the parent, a bundle waiting on a nonce gap does not, and
 /// later rounds never wait idle.

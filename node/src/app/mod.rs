@@ -240,6 +240,9 @@ impl ConsensusLoop {
         let (side, side_bytes) = self.host.side_cache();
         self.metrics.side_cache_bundles.set(side as i64);
         self.metrics.side_cache_bytes.set(side_bytes as i64);
+        self.metrics
+            .nonce_table_senders
+            .set(self.host.nonce_table_len() as i64);
     }
 
     /// The epoch and set gauges: they change only with a decision.
