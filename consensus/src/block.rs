@@ -17,7 +17,7 @@ use crate::hash::Hash;
 use crate::ids::{Address, L1Origin, RollupId};
 use crate::origin::{owed_forced, L1View};
 use crate::registry::ChainSpec;
-use crate::types::{batches_of, bundles_root, namespace_root, namespace_table, Block, BlockHeader};
+use crate::types::{block_table, bundles_root, namespace_root, Block, BlockHeader, NamespaceEntry};
 use crate::validators::ValidatorSet;
 use crate::view::ChainView;
 
@@ -212,6 +212,13 @@ fn unreadable(e: ConsensusError) -> BlockError {
     BlockError::Unreadable(e.to_string())
 }
 
+/// A block [`build_block`] built, with the namespace table its header commits to (kept for the decision, so
+/// that no entry is hashed twice).
+pub struct Built {
+    pub block: Block,
+    pub table: Vec<NamespaceEntry>,
+}
+
 /// Builds a block from bundles the caller selected (within the limits, nonces in order, not expired).
 pub fn build_block(
     ctx: &BlockContext,
@@ -220,8 +227,8 @@ pub fn build_block(
     now_ms: u64,
     bundles: Vec<Bundle>,
     hashes: &[Hash],
-) -> Block {
-    let table = namespace_table(spec.rollups.ids(), &batches_of(&bundles, hashes));
+) -> Built {
+    let table = block_table(spec.rollups.ids(), &bundles, hashes);
     let timestamp_ms = now_ms.max(ctx.parent_timestamp_ms + 1);
     let header = BlockHeader {
         height: ctx.height,
@@ -244,12 +251,13 @@ pub fn build_block(
     };
     let next_validators =
         (ctx.next_validators.hash() != ctx.validator_set_hash).then(|| ctx.next_validators.clone());
-    Block {
+    let block = Block {
         header,
         bundles,
         next_validators,
         evidence: ctx.evidence.clone(),
-    }
+    };
+    Built { block, table }
 }
 
 /// What validation of a good block found.
@@ -257,6 +265,9 @@ pub fn build_block(
 pub struct Validated {
     /// Bundles whose signature was recovered here (the rest were checked before).
     pub signatures_checked: usize,
+    /// The block's namespace table, as its header commits to it (kept for the decision, so that no entry is
+    /// hashed twice).
+    pub table: Vec<NamespaceEntry>,
 }
 
 /// Validates a proposed block against its context. `hashes` are the block's bundle hashes in order (the caller
@@ -418,7 +429,7 @@ pub fn validate_block(
             expected,
         });
     }
-    let table = namespace_table(spec.rollups.ids(), &batches_of(&block.bundles, hashes));
+    let table = block_table(spec.rollups.ids(), &block.bundles, hashes);
     let expected = namespace_root(&table);
     if h.namespace_root != expected {
         return Err(BlockError::WrongNamespaceRoot {
@@ -427,6 +438,7 @@ pub fn validate_block(
         });
     }
     check_l1(h, ctx, params, view, l1, &seen)?;
+    out.table = table;
     Ok(out)
 }
 
@@ -493,6 +505,7 @@ mod tests {
     use crate::bundle::testing::{bundle, key, sign};
     use crate::bundle::BundleEntry;
     use crate::bundle::UnsignedBundle;
+    use crate::types::{batches_of, namespace_table};
     use proptest::prelude::*;
 
     fn set() -> ValidatorSet {
@@ -545,7 +558,7 @@ mod tests {
 
     fn build(bundles: Vec<Bundle>) -> Block {
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
-        build_block(&ctx(), &spec(), me(), 1_050, bundles, &hashes)
+        build_block(&ctx(), &spec(), me(), 1_050, bundles, &hashes).block
     }
 
     fn check(block: &Block, view: &View) -> Result<Validated, BlockError> {
@@ -585,7 +598,7 @@ mod tests {
 
     #[test]
     fn timestamp_is_forced_past_parent() {
-        let block = build_block(&ctx(), &spec(), me(), 10, vec![], &[]);
+        let block = build_block(&ctx(), &spec(), me(), 10, vec![], &[]).block;
         assert_eq!(block.header.timestamp_ms, 1_001);
         valid(&block).unwrap();
     }
@@ -1024,7 +1037,7 @@ mod tests {
 
         fn build_on(ctx: &BlockContext, bundles: Vec<Bundle>) -> Block {
             let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
-            build_block(ctx, &spec(), me(), 1_050, bundles, &hashes)
+            build_block(ctx, &spec(), me(), 1_050, bundles, &hashes).block
         }
 
         fn judge(

@@ -16,7 +16,10 @@
 //!
 //! [EIP-712]: https://eips.ethereum.org/EIPS/eip-712
 
-use alloy_primitives::{Address as EthAddress, Bytes, B256};
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use alloy_primitives::{keccak256, Address as EthAddress, Bytes, B256};
 use alloy_sol_types::{Eip712Domain, SolStruct};
 use borsh::{BorshDeserialize, BorshSerialize};
 
@@ -52,6 +55,33 @@ pub fn bundle_domain(network_id: u64) -> Eip712Domain {
         version: "1",
         chain_id: network_id,
     }
+}
+
+/// The EIP-712 type hashes of `Entry` and `Bundle` ([`eip712`]), computed once.
+fn type_hashes() -> &'static (B256, B256) {
+    static HASHES: OnceLock<(B256, B256)> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        (
+            keccak256(eip712::Entry::eip712_encode_type().as_bytes()),
+            keccak256(eip712::Bundle::eip712_encode_type().as_bytes()),
+        )
+    })
+}
+
+/// The EIP-712 domain separator of a network's bundles. Every bundle a node sees is normally for its own network,
+/// so each thread keeps the last one it computed.
+fn domain_separator(network_id: u64) -> B256 {
+    thread_local! {
+        static LAST: Cell<Option<(u64, B256)>> = const { Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some((id, separator)) if id == network_id => separator,
+        _ => {
+            let separator = bundle_domain(network_id).separator();
+            last.set(Some((network_id, separator)));
+            separator
+        }
+    })
 }
 
 /// One entry of a bundle: an opaque payload for one rollup.
@@ -111,11 +141,37 @@ impl Bundle {
     }
 
     /// The bundle's identity and signing hash: the EIP-712 hash of everything but the signature.
+    ///
+    /// Computed here from the EIP-712 rules rather than through [`Bundle::typed`]: the type hashes and the
+    /// domain separator are computed once instead of for every bundle and entry (64 type hashes for a 64-entry
+    /// bundle), and payloads are hashed where they lie instead of being copied first. About half the cost for a
+    /// 64-entry bundle (`examples/bundle_hashing.rs`); a test checks it against alloy's hashing of
+    /// [`Bundle::typed`].
     pub fn hash(&self) -> Hash {
-        let digest = self
-            .typed()
-            .eip712_signing_hash(&bundle_domain(self.network_id));
-        Hash(digest.0)
+        let (entry_type, bundle_type) = type_hashes();
+        // hashStruct(Entry) = keccak256(typeHash ‖ rollupId as a 32-byte word ‖ keccak256(payload)).
+        let mut entry_hashes = Vec::with_capacity(32 * self.entries.len());
+        let mut word = [0u8; 96];
+        word[..32].copy_from_slice(entry_type.as_slice());
+        for e in &self.entries {
+            word[32..56].fill(0);
+            word[56..64].copy_from_slice(&e.rollup_id.to_be_bytes());
+            word[64..].copy_from_slice(keccak256(&e.payload).as_slice());
+            entry_hashes.extend_from_slice(keccak256(word).as_slice());
+        }
+        // hashStruct(Bundle) = keccak256(typeHash ‖ sender ‖ nonce ‖ expiryHeight ‖ keccak256(entry hashes)),
+        // each field a 32-byte word (the address and the integers right-aligned).
+        let mut data = [0u8; 160];
+        data[..32].copy_from_slice(bundle_type.as_slice());
+        data[44..64].copy_from_slice(self.sender.as_slice());
+        data[88..96].copy_from_slice(&self.nonce.to_be_bytes());
+        data[120..128].copy_from_slice(&self.expiry_height.to_be_bytes());
+        data[128..].copy_from_slice(keccak256(&entry_hashes).as_slice());
+        let mut message = [0u8; 66];
+        message[..2].copy_from_slice(&[0x19, 0x01]);
+        message[2..34].copy_from_slice(domain_separator(self.network_id).as_slice());
+        message[34..].copy_from_slice(keccak256(data).as_slice());
+        Hash(keccak256(message).0)
     }
 
     /// Checks that the signature bytes are in the one canonical form Baton accepts, so that a bundle has exactly
@@ -271,6 +327,42 @@ mod tests {
     use super::testing::*;
     use super::*;
     use alloy_signer::SignerSync;
+
+    /// [`Bundle::hash`] computes EIP-712 by hand; alloy's hashing of the typed message is the reference.
+    #[test]
+    fn the_hash_is_alloys_eip712_signing_hash() {
+        let k = key(3);
+        for (network_id, entries, payload_len) in [
+            (7, 0, 0),
+            (7, 1, 0),
+            (7, 1, 1),
+            (9, 3, 31),
+            (7, 2, 32),
+            (u64::MAX, 5, 33),
+            (7, 64, 512),
+            (1, 1, 1_000),
+        ] {
+            let b = UnsignedBundle {
+                network_id,
+                sender: k.address(),
+                nonce: u64::MAX - entries as u64,
+                expiry_height: 1_000_000 + payload_len as u64,
+                entries: (0..entries)
+                    .map(|i| BundleEntry {
+                        rollup_id: (i as u64) << 40 | 3,
+                        payload: (0..payload_len).map(|j| (i * 7 + j) as u8).collect(),
+                    })
+                    .collect(),
+            }
+            .with_signature([0; 65]);
+            let reference = b.typed().eip712_signing_hash(&bundle_domain(network_id));
+            assert_eq!(
+                b.hash().0,
+                reference.0,
+                "{network_id} {entries} {payload_len}"
+            );
+        }
+    }
 
     #[test]
     fn encoded_len_matches_borsh() {

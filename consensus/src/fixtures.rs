@@ -132,7 +132,8 @@ pub fn decide(
         ctx.parent_timestamp_ms + 10,
         bundles,
         &bundle_hashes,
-    );
+    )
+    .block;
     let batches = batches_of(&block.bundles, &bundle_hashes);
     let table = namespace_table(spec.rollups.ids(), &batches);
     let cert = certify(domain, ctx.height, ctx.round, block.hash(), signers);

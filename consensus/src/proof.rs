@@ -178,7 +178,8 @@ mod tests {
             ctx.parent_timestamp_ms + 5,
             bundles,
             &hashes,
-        );
+        )
+        .block;
         let batches = batches_of(&block.bundles, &hashes);
         let table = namespace_table(spec.rollups.ids(), &batches);
         let proof = namespace_proof(&table, 3).unwrap();

@@ -153,13 +153,45 @@ pub fn namespace_table(
     rollups: impl Iterator<Item = RollupId>,
     batches: &BTreeMap<RollupId, Vec<BatchEntry>>,
 ) -> Vec<NamespaceEntry> {
+    let leaves = batches
+        .iter()
+        .map(|(r, entries)| (*r, entries.iter().map(BatchEntry::leaf).collect()))
+        .collect();
+    table_of_leaves(rollups, &leaves)
+}
+
+/// [`namespace_table`] of the batches [`batches_of`] would cut from `bundles`, hashing each entry where it lies
+/// instead of copying every payload into a batch first.
+pub fn block_table(
+    rollups: impl Iterator<Item = RollupId>,
+    bundles: &[Bundle],
+    hashes: &[Hash],
+) -> Vec<NamespaceEntry> {
+    let mut leaves: BTreeMap<RollupId, Vec<Hash>> = BTreeMap::new();
+    for (bundle, bundle_hash) in bundles.iter().zip(hashes) {
+        for (i, e) in bundle.entries.iter().enumerate() {
+            leaves.entry(e.rollup_id).or_default().push(entry_leaf(
+                bundle_hash,
+                i as u32,
+                &e.payload,
+            ));
+        }
+    }
+    table_of_leaves(rollups, &leaves)
+}
+
+/// One row per rollup of `rollups` from each rollup's entry leaves in batch order.
+fn table_of_leaves(
+    rollups: impl Iterator<Item = RollupId>,
+    leaves: &BTreeMap<RollupId, Vec<Hash>>,
+) -> Vec<NamespaceEntry> {
     rollups
         .map(|rollup_id| {
-            let entries = batches.get(&rollup_id).map(Vec::as_slice).unwrap_or(&[]);
+            let leaves = leaves.get(&rollup_id).map(Vec::as_slice).unwrap_or(&[]);
             NamespaceEntry {
                 rollup_id,
-                batch_root: batch_root(entries),
-                entry_count: entries.len() as u32,
+                batch_root: merkle_root(leaves),
+                entry_count: leaves.len() as u32,
             }
         })
         .collect()
@@ -193,9 +225,21 @@ pub struct BatchEntry {
 
 impl BatchEntry {
     pub fn leaf(&self) -> Hash {
-        let enc = borsh::to_vec(self).unwrap_or_default();
-        leaf_hash(&enc)
+        entry_leaf(&self.bundle_hash, self.index_in_bundle, &self.payload)
     }
+}
+
+/// The Merkle leaf of a batch entry: [`leaf_hash`] of its borsh encoding (bundle hash, index in the bundle as a
+/// little-endian u32, the payload's length as a little-endian u32, the payload), hashed from the parts without
+/// copying the payload into an encoding first.
+pub fn entry_leaf(bundle_hash: &Hash, index_in_bundle: u32, payload: &[u8]) -> Hash {
+    Hash::digest(&[
+        &[0x00],
+        &bundle_hash.0,
+        &index_in_bundle.to_le_bytes(),
+        &(payload.len() as u32).to_le_bytes(),
+        payload,
+    ])
 }
 
 /// What a rollup reads at one height: its entries (possibly none) and the header they belong to.
@@ -294,5 +338,14 @@ mod tests {
         assert_eq!(table[2].entry_count, 0);
         assert_eq!(table[2].batch_root, batch_root(&[]));
         assert_eq!(table[0].entry_count, 3);
+        // Hashed in place from the bundles, the table is the same; each leaf is that of the entry's encoding.
+        let hashes = [a.hash(), b.hash()];
+        assert_eq!(
+            block_table([1, 2, 3].into_iter(), &block.bundles, &hashes),
+            table
+        );
+        for e in batches.values().flatten() {
+            assert_eq!(e.leaf(), leaf_hash(&borsh::to_vec(e).unwrap()));
+        }
     }
 }

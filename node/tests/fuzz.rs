@@ -197,7 +197,8 @@ fn samples() -> Samples {
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let spec = baton_consensus::registry::ChainSpec::for_tests(7, 4);
     let block =
-        baton_consensus::block::build_block(&ctx, &spec, proposer, 20, bundles.clone(), &hashes);
+        baton_consensus::block::build_block(&ctx, &spec, proposer, 20, bundles.clone(), &hashes)
+            .block;
     let cert = Certificate {
         height: 3,
         round: 1,

@@ -187,7 +187,7 @@ fn block_validation_with_and_without_checked_signatures() {
     let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
     let hashing = t.elapsed();
     let at = ctx.parent_timestamp_ms + 10;
-    let block = build_block(&ctx, &spec, proposer, at, bundles, &hashes);
+    let block = build_block(&ctx, &spec, proposer, at, bundles, &hashes).block;
     for checked in [true, false] {
         let view = View {
             next: HashMap::new(),

@@ -13,7 +13,7 @@ use crate::hash::Hash;
 use crate::ids::Height;
 use crate::signing::{round_u32, Signature};
 use crate::store::{ChainStore, UndecidedProposal};
-use crate::types::{batches_of, namespace_table, Block, Certificate};
+use crate::types::{batches_of, block_table, Block, Certificate};
 
 use super::{Clock, Host};
 
@@ -60,7 +60,10 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             .remove(&cert.block_hash)
             .unwrap_or_else(|| bundle_hashes(&block));
         let batches = batches_of(&block.bundles, &hashes);
-        let table = namespace_table(self.spec.rollups.ids(), &batches);
+        let table = self
+            .known_tables
+            .remove(&cert.block_hash)
+            .unwrap_or_else(|| block_table(self.spec.rollups.ids(), &block.bundles, &hashes));
         self.store
             .commit(&block, &hashes, &batches, &table, &cert)?;
         self.nonces
@@ -94,6 +97,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         self.verified.clear();
         self.known_hashes.clear();
+        self.known_tables.clear();
         self.own_proposals.clear();
         self.answered.clear();
         self.parked.retain(|p| p.height > height);

@@ -231,6 +231,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     .then_some(ctx.next_validators);
                 self.stats.signatures_recovered += v.signatures_checked as u64;
                 self.known_hashes.insert(block.hash(), hashes.to_vec());
+                self.known_tables.insert(block.hash(), v.table);
                 for (b, h) in block.bundles.iter().zip(hashes) {
                     if !self.mempool.contains(h) {
                         self.verified.insert(*h, b.signature);

@@ -47,7 +47,7 @@ use crate::parts::ProposalPart;
 use crate::registry::ChainSpec;
 use crate::signing::ChainDomain;
 use crate::store::ChainStore;
-use crate::types::BlockHeader;
+use crate::types::{BlockHeader, NamespaceEntry};
 use crate::validators::ValidatorSet;
 use crate::view::ChainView;
 
@@ -175,6 +175,9 @@ pub struct Host<S, C> {
     /// Bundle hashes of the blocks built or judged at the current height, by block hash, so that proposing and
     /// committing do not hash every bundle again (an EIP-712 hash per bundle).
     known_hashes: HashMap<Hash, Vec<Hash>>,
+    /// The namespace tables of the blocks built or judged valid at the current height, by block hash, so that
+    /// committing a decision does not hash every entry again.
+    known_tables: HashMap<Hash, Vec<NamespaceEntry>>,
     side: HashMap<Hash, Bundle>,
     side_order: VecDeque<Hash>,
     /// Encoded bytes of the bundles in `side`.
@@ -274,6 +277,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             current,
             verified: HashMap::new(),
             known_hashes: HashMap::new(),
+            known_tables: HashMap::new(),
             side: HashMap::new(),
             side_order: VecDeque::new(),
             side_bytes: 0,

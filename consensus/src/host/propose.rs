@@ -106,9 +106,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     .cloned()
                     .collect();
                 let (hashes, bundles) = self.select(&ctx)?;
-                let block =
+                let built =
                     build_block(&ctx, &self.spec, me, self.clock.now_ms(), bundles, &hashes);
+                let block = built.block;
                 self.known_hashes.insert(block.hash(), hashes);
+                self.known_tables.insert(block.hash(), built.table);
                 let p = UndecidedProposal {
                     round,
                     valid_round: None,

@@ -211,7 +211,11 @@ fn write_node(
     };
     let config_path = ndir.join("config.toml");
     let text = toml::to_string(&cfg).map_err(|e| NodeError::Config(e.to_string()))?;
-    std::fs::write(&config_path, text)?;
+    // Written aside and renamed into place, so that a reader waiting for the file (the load harness) never reads
+    // it half-written: a plain write truncates first, and an empty file once failed a harness start.
+    let partial = ndir.join("config.toml.partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, &config_path)?;
     let node = DevnetNode {
         name: name.to_string(),
         dir: ndir,
