@@ -95,6 +95,9 @@ pub struct Mempool {
     ready: HashSet<Sender>,
     /// Bundles behind a nonce gap, in arrival order, and their bytes.
     waiting: BTreeMap<u64, Hash>,
+    /// The other bundles (not behind a gap), in arrival order: where the oldest ready one is looked for, so that
+    /// however many gapped bundles arrived first, they cannot hide it.
+    includable: BTreeMap<u64, Hash>,
     waiting_bytes: usize,
     /// Waiting bundles evicted for ready ones, with why, until the host takes them.
     evicted: Vec<(Hash, String)>,
@@ -112,6 +115,7 @@ impl Mempool {
             expiries: BTreeSet::new(),
             ready: HashSet::new(),
             waiting: BTreeMap::new(),
+            includable: BTreeMap::new(),
             waiting_bytes: 0,
             evicted: Vec::new(),
             next_seq: 0,
@@ -178,9 +182,11 @@ impl Mempool {
             slot.waiting = hole;
             if hole {
                 self.waiting.insert(slot.seq, *hash);
+                self.includable.remove(&slot.seq);
                 self.waiting_bytes += slot.bytes;
             } else {
                 self.waiting.remove(&slot.seq);
+                self.includable.insert(slot.seq, *hash);
                 self.waiting_bytes -= slot.bytes;
             }
         }
@@ -360,6 +366,7 @@ impl Mempool {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.order.insert(seq, hash);
+        self.includable.insert(seq, hash);
         let q = self.senders.entry(bundle.sender).or_default();
         // A next nonce raised from the chain changes the sender's run from there; otherwise from this bundle.
         let from = if q.next < next { next } else { bundle.nonce };
@@ -385,6 +392,7 @@ impl Mempool {
     fn remove_one(&mut self, hash: &Hash) -> Option<Bundle> {
         let slot = self.slots.remove(hash)?;
         self.order.remove(&slot.seq);
+        self.includable.remove(&slot.seq);
         self.bytes -= slot.bytes;
         if slot.waiting {
             self.waiting.remove(&slot.seq);
@@ -448,14 +456,16 @@ impl Mempool {
     }
 
     /// When the oldest bundle ready for a block was admitted (`None` if none is ready): when the chain keeps up
-    /// it is never more than a few block times ago. Looks at the first `SCAN` pending bundles in arrival order only,
-    /// so its cost is bounded; bundles waiting on a nonce gap are skipped.
+    /// it is never more than a few block times ago. Looks at the first `SCAN` bundles not behind a nonce gap, in
+    /// arrival order, so its cost is bounded and bundles waiting on a gap cannot hide a ready one however many
+    /// came first; of those, a sender's next nonce counts (one that waited behind a gap until just now did not
+    /// wait for the chain).
     pub fn oldest_ready_ms(&self) -> Option<u64> {
         const SCAN: usize = 256;
         if self.ready.is_empty() {
             return None;
         }
-        self.order
+        self.includable
             .values()
             .take(SCAN)
             .map(|h| &self.slots[h])
@@ -600,6 +610,44 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.head_wait_ms(1_000), 700);
+    }
+
+    /// The attack: a client parks bundles behind nonce gaps (each waits up to `waiting_ttl_ms`) so that they are
+    /// the oldest in arrival order. The admission gate's backlog reading must still find the ready bundle that has
+    /// waited for the chain; before, it looked at the first 256 bundles in arrival order only and read no backlog.
+    #[test]
+    fn bundles_parked_behind_nonce_gaps_cannot_hide_the_backlog() {
+        let mut m = Mempool::new(MempoolLimits {
+            max_bundles: 100_000,
+            max_bytes: 1 << 30,
+            max_waiting: 100_000,
+            max_waiting_bytes: 1 << 30,
+            ..limits()
+        });
+        for n in 1..=200u8 {
+            for nonce in 1..=2 {
+                let b = bundle(n, nonce, &[1], n);
+                m.insert(b.hash(), b, 0, 0).unwrap();
+            }
+        }
+        let ready = bundle(250, 0, &[1], 1);
+        m.insert(ready.hash(), ready, 0, 100).unwrap();
+        assert_eq!(m.waiting().0, 400);
+        assert_eq!(m.head_wait_ms(1_000), 900);
+        // Filling one sender's gap makes its two bundles includable; they waited on the gap, not on the chain.
+        let fill = bundle(1, 0, &[1], 1);
+        m.insert(fill.hash(), fill, 0, 950).unwrap();
+        assert_eq!(m.head_wait_ms(1_000), 900);
+        // Decided: the wait is that of the next oldest ready bundle.
+        m.on_decided(
+            1,
+            &[(
+                bundle(250, 0, &[1], 1).hash(),
+                bundle(250, 0, &[1], 1).sender,
+                0,
+            )],
+        );
+        assert_eq!(m.head_wait_ms(1_000), 50);
     }
 
     #[test]
