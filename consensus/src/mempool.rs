@@ -95,8 +95,8 @@ pub struct Mempool {
     ready: HashSet<Sender>,
     /// Bundles behind a nonce gap, in arrival order, and their bytes.
     waiting: BTreeMap<u64, Hash>,
-    /// The other bundles (not behind a gap), in arrival order: where the oldest ready one is looked for, so that
-    /// however many gapped bundles arrived first, they cannot hide it.
+    /// The other bundles (not behind a gap), in arrival order: where blocks are filled from and the oldest ready
+    /// one is looked for, so that however many gapped bundles arrived first, they cost nothing and hide nothing.
     includable: BTreeMap<u64, Hash>,
     waiting_bytes: usize,
     /// Waiting bundles evicted for ready ones, with why, until the host takes them.
@@ -412,13 +412,14 @@ impl Mempool {
     /// Bundles ready for a block, in arrival order, as many as fit in `max_bytes` and `max_count`: a bundle is
     /// ready when its nonce is its sender's next (counting bundles picked before it). Picking a bundle pulls in the
     /// sender's following nonces right behind it. A bundle that does not fit is skipped (with the rest of its
-    /// sender's queue), so one large bundle does not hold back small ones of other senders.
+    /// sender's queue), so one large bundle does not hold back small ones of other senders. Bundles behind a nonce
+    /// gap are never walked.
     pub fn select(&self, max_bytes: u64, max_count: usize) -> Vec<(Hash, Bundle)> {
         let mut out = Vec::new();
         let mut used = 0u64;
         let mut taken: HashSet<Hash> = HashSet::new();
         let mut blocked: HashSet<Sender> = HashSet::new();
-        for hash in self.order.values() {
+        for hash in self.includable.values() {
             if out.len() >= max_count {
                 break;
             }

@@ -504,15 +504,8 @@ mod tests {
         const BLOCKS: u64 = 60;
         const LAG: u64 = 4;
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = RocksStore::open(
-            dir.path(),
-            &crate::config::StorageSection {
-                sync_writes: false,
-                block_cache_bytes: 1 << 20,
-                ..Default::default()
-            },
-        )
-        .expect("store");
+        let store = RocksStore::open(dir.path(), &crate::config::StorageSection::for_tests(false))
+            .expect("store");
         let shared = new(store.clone(), None, 16);
         let mut derivers = vec![Deriver::new(BASED, spec())];
         let key = PrivateKeySigner::from_bytes(&B256::repeat_byte(0x21)).expect("key");

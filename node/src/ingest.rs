@@ -496,15 +496,8 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_loop_holds_at_most_the_ingest_byte_bound() {
         let dir = tempfile::tempdir().unwrap();
-        let store = RocksStore::open(
-            dir.path(),
-            &crate::config::StorageSection {
-                sync_writes: false,
-                block_cache_bytes: 1 << 20,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let store =
+            RocksStore::open(dir.path(), &crate::config::StorageSection::for_tests(false)).unwrap();
         let spec = ChainSpec::for_tests(7, 4);
         // Nobody serves the loop's queue: the writer's first group waits for its verdicts for good.
         let (to_loop, _stalled) = mpsc::channel(16);

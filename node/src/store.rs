@@ -849,14 +849,6 @@ mod tests {
     use baton_consensus::registry::ChainSpec;
     use baton_consensus::signing::ChainDomain;
 
-    /// Synced writes and a small block cache.
-    fn test_storage() -> StorageSection {
-        StorageSection {
-            block_cache_bytes: 1 << 20,
-            ..StorageSection::default()
-        }
-    }
-
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
         let keys = fixtures::validator_keys(1, 1);
         let ctx = fixtures::block_context(height, fixtures::validator_set(&keys));
@@ -891,7 +883,7 @@ mod tests {
         .unwrap();
         let h1 = b1.hash();
         {
-            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+            let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
             s.persist_pending(&[(h1, &b1)]).unwrap();
             assert!(s.is_pending(&h1).unwrap());
             assert_eq!(s.pending_bundles().unwrap(), vec![b1.clone()]);
@@ -924,7 +916,7 @@ mod tests {
             )])
             .unwrap();
         }
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         assert_eq!(s.latest_height().unwrap(), 1);
         assert!(!s.is_pending(&h1).unwrap());
         assert_eq!(s.inclusion(&h1).unwrap().unwrap().height, 1);
@@ -946,7 +938,7 @@ mod tests {
     #[test]
     fn batches_are_cut_from_the_one_stored_copy_of_the_block() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         let signed = |nonce: u64, entries: &[(RollupId, usize)]| {
             let key = PrivateKeySigner::random();
             baton_proto::client::sign_bundle(
@@ -1009,13 +1001,13 @@ mod tests {
     fn a_data_directory_in_another_layout_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+            let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
             // A directory written before layout marks: chain data, no mark.
             let meta = s.cf(CF_META).unwrap();
             s.db.put_cf(meta, LATEST, be(3)).unwrap();
             s.db.delete_cf(meta, LAYOUT_KEY).unwrap();
         }
-        let err = RocksStore::open(dir.path(), &test_storage())
+        let err = RocksStore::open(dir.path(), &StorageSection::for_tests(true))
             .err()
             .expect("refused");
         assert!(
@@ -1031,8 +1023,8 @@ mod tests {
         assert!(err.to_string().contains("empty data directory"), "{err}");
         // A fresh directory is marked with this build's layout and opens again.
         let fresh = tempfile::tempdir().unwrap();
-        drop(RocksStore::open(fresh.path(), &test_storage()).unwrap());
-        RocksStore::open(fresh.path(), &test_storage()).unwrap();
+        drop(RocksStore::open(fresh.path(), &StorageSection::for_tests(true)).unwrap());
+        RocksStore::open(fresh.path(), &StorageSection::for_tests(true)).unwrap();
     }
 
     fn evidence(n: u8) -> Equivocation {
@@ -1053,7 +1045,7 @@ mod tests {
             ed25519_consensus::SigningKey::from([2; 32]).verification_key(),
         ])
         .unwrap();
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         for h in 1..=10u64 {
             let b = baton_proto::client::sign_bundle(
                 &key,
@@ -1105,14 +1097,14 @@ mod tests {
         }
         assert_eq!(s.latest().unwrap().unwrap().height, 10);
         drop(s);
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         assert_eq!(s.history_min().unwrap(), 8, "kept across restarts");
     }
 
     #[test]
     fn vote_extensions_are_written_with_their_height_decision_only() {
         let dir = tempfile::tempdir().unwrap();
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         let ext = |n: u8| {
             vec![(
                 Address([n; 20]),
@@ -1154,7 +1146,7 @@ mod tests {
             .unwrap()
         };
         {
-            let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+            let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
             for h in 1..=7u64 {
                 let (mut blk, batches, table) = block(h, vec![]);
                 // Blocks 3 and 6 end epochs with a change: sets of 2 and 3 validators from heights 4 and 7.
@@ -1175,7 +1167,7 @@ mod tests {
                 s.commit(&blk, &[], &batches, &table, &cert).unwrap();
             }
         }
-        let s = RocksStore::open(dir.path(), &test_storage()).unwrap();
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
         for h in 1..=3 {
             assert_eq!(s.validator_set_at(h).unwrap(), None, "genesis set at {h}");
         }

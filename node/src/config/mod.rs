@@ -421,6 +421,18 @@ pub struct StorageSection {
     pub min_free_bytes: u64,
 }
 
+#[cfg(test)]
+impl StorageSection {
+    /// For tests: a 1 MiB block cache, writes synced or not.
+    pub(crate) fn for_tests(sync_writes: bool) -> Self {
+        StorageSection {
+            sync_writes,
+            block_cache_bytes: 1 << 20,
+            ..StorageSection::default()
+        }
+    }
+}
+
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
