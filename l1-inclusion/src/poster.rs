@@ -410,7 +410,13 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             .await
             .map_err(L1Error::rpc)?;
 
-        self.follow_posted(&contract, at, heads).await?;
+        if self.follow_posted(&contract, at, heads).await? {
+            // L1 changed under this tick: reads "at a block hash" are consistent on geth, but anvil answers for a
+            // block a reorg removed with its new chain, so the contract's height read above may predate the
+            // reorg. Acting on it would drop the commitment just re-wanted as superseded. The next tick reads
+            // afresh.
+            return Ok(());
+        }
         if self.state.inflight.is_some() {
             self.follow_inflight(heads, chain_nonce, contract_latest)
                 .await?;
@@ -447,12 +453,13 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         })
     }
 
+    /// Moves each posted commitment's status along with L1; whether a reorg removed one.
     async fn follow_posted(
         &mut self,
         contract: &BatonCommitments::BatonCommitmentsInstance<P>,
         at: BlockId,
         heads: Heads,
-    ) -> Result<(), L1Error> {
+    ) -> Result<bool, L1Error> {
         let open: Vec<u64> = self
             .state
             .posted
@@ -461,6 +468,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
             .map(|(h, _)| *h)
             .collect();
         let mut changed = false;
+        let mut reorged = false;
         for height in open {
             let c = contract
                 .commitmentAt(height)
@@ -476,6 +484,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
                 let p = self.state.posted.remove(&height);
                 self.counters.reorged += 1;
                 changed = true;
+                reorged = true;
                 warn!(
                     height,
                     "a posted commitment is no longer on L1 (reorg); posting again"
@@ -526,7 +535,7 @@ impl<P: Provider + Clone + 'static> Poster<P> {
         if changed {
             self.save()?;
         }
-        Ok(())
+        Ok(reorged)
     }
 
     async fn follow_inflight(
@@ -905,6 +914,74 @@ fn contract_error(call: &'static str, e: alloy::contract::Error) -> L1Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy::primitives::U64;
+    use alloy::providers::ProviderBuilder;
+    use alloy::signers::local::PrivateKeySigner;
+    use alloy::sol_types::SolValue;
+    use alloy::transports::mock::Asserter;
+    use baton_consensus::fixtures::header;
+
+    /// A reorg that lands between a tick's reads: the L1 node answered the contract's latest height from before
+    /// it and the posted commitment's record from after it. The poster must post the commitment again, not drop
+    /// it as superseded by the height it had read. (Anvil answered so under a loaded test run; the poster had
+    /// then waited forever.)
+    #[tokio::test]
+    async fn a_reorg_seen_in_the_middle_of_a_tick_does_not_drop_the_commitment() {
+        let l1 = Asserter::new();
+        let provider = ProviderBuilder::new()
+            .disable_recommended_fillers()
+            .connect_mocked_client(l1.clone());
+        l1.push_success(&U64::from(31337)); // chain id
+        let (mut poster, _handle) = Poster::new(
+            provider,
+            EthereumWallet::from(PrivateKeySigner::random()),
+            EthAddress::repeat_byte(7),
+            PosterConfig::default(),
+            None,
+        )
+        .await
+        .unwrap();
+        let c = SignedCommitment {
+            header: header(10),
+            signatures: vec![],
+            rotation: None,
+        };
+        poster.state.posted.insert(
+            10,
+            Posted {
+                tx_hash: TxHash::repeat_byte(1),
+                l1_block: 2,
+                status: L1Status::Included,
+                commitment: StoredCommitment::from_signed(&c),
+            },
+        );
+
+        let block = |n: u64| {
+            let mut b = alloy::rpc::types::Block::<alloy::rpc::types::Transaction>::default();
+            b.header.inner.number = n;
+            b.header.hash = B256::repeat_byte(0x20 + n as u8);
+            b
+        };
+        l1.push_success(&block(2)); // latest
+        l1.push_success(&block(0)); // safe
+        l1.push_success(&block(0)); // finalized
+        l1.push_success(&Bytes::from(10u64.abi_encode())); // latestHeight, read before the reorg
+        l1.push_success(&U64::from(1)); // the poster's nonce
+        let gone = BatonCommitments::Commitment {
+            height: 0,
+            blockHash: B256::ZERO,
+            batchesRoot: B256::ZERO,
+            validatorSetHash: B256::ZERO,
+            l1Block: 0,
+        };
+        l1.push_success(&Bytes::from(gone.abi_encode())); // commitmentAt(10), read after it
+        poster.tick().await.unwrap();
+
+        assert_eq!(poster.counters.reorged, 1);
+        assert_eq!(poster.counters.superseded, 0, "dropped as superseded");
+        assert_eq!(poster.wanted.as_ref().map(|w| w.height()), Some(10));
+        assert!(poster.state.posted.is_empty());
+    }
 
     #[test]
     fn bumps_follow_the_replacement_rule() {

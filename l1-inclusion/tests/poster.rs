@@ -13,7 +13,7 @@ use alloy::providers::ext::AnvilApi;
 use alloy::providers::Provider;
 use alloy::rpc::types::BlockTransactionsKind;
 use baton_l1_inclusion::poster::{Poster, PosterConfig, PosterHandle, PosterStatus};
-use common::{wait_for, L1};
+use common::{poll_until, L1};
 use tokio::task::JoinHandle;
 
 fn config() -> PosterConfig {
@@ -29,6 +29,7 @@ async fn start_poster(
     account: usize,
     state: Option<std::path::PathBuf>,
 ) -> (PosterHandle, JoinHandle<()>) {
+    common::logs();
     let (poster, handle) = Poster::new(
         l1.reader(),
         l1.wallet(account),
@@ -48,11 +49,17 @@ async fn status_until(
     what: &str,
     f: impl Fn(&PosterStatus) -> bool,
 ) -> PosterStatus {
-    wait_for(l1, 60, mine, what, || {
+    let held = poll_until(l1, 60, mine, || {
         let ok = f(&h.status());
         async move { ok }
     })
     .await;
+    assert!(
+        held,
+        "timed out after 60 s waiting for: {what}; the poster's last status: {:?}; L1 head {}",
+        h.status(),
+        l1.head().await
+    );
     h.status()
 }
 

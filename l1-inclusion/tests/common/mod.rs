@@ -220,8 +220,8 @@ impl L1 {
     }
 }
 
-/// Polls `check` every 100 ms until it holds, mining a block between polls if `mine`, for at most `secs`.
-pub async fn wait_for<F, Fut>(l1: &L1, secs: u64, mine: bool, what: &str, mut check: F)
+/// Polls `check` every 100 ms, mining a block between polls if `mine`, for at most `secs`: whether it came to hold.
+pub async fn poll_until<F, Fut>(l1: &L1, secs: u64, mine: bool, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -229,17 +229,27 @@ where
     let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
     loop {
         if check().await {
-            return;
+            return true;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {secs} s waiting for: {what}"
-        );
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
         if mine {
             l1.mine(1).await;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Sends the code under test's logs to the test's captured output (shown when it fails). `RUST_LOG` overrides
+/// the default level (debug for Baton's crates).
+pub fn logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,baton_l1_inclusion=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// Runs a test body with a time bound, so a hung L1 call fails the test instead of stalling the suite.
