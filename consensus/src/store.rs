@@ -72,13 +72,25 @@ pub trait ChainRead: Send + Sync {
     fn evidence(&self) -> Result<Vec<(u64, crate::evidence::Equivocation)>, ConsensusError>;
 }
 
-/// Storage used by the host: the reads plus the host's own writes. Writes return only when they are durable.
+/// Whether a write must be on disk before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk before the call returns (fsync, unless the operator turned syncing off).
+    Now,
+    /// Written, and on disk with the store's next durable write (writes reach the disk in order); lost by a crash
+    /// before that.
+    Lazy,
+}
+
+/// Storage used by the host: the reads plus the host's own writes. Writes return only when they are durable,
+/// except where a [`Durability`] says otherwise.
 pub trait ChainStore: ChainRead {
     /// Records a proposal; a second one with the same round and block hash replaces the first.
     fn put_undecided(
         &self,
         height: u64,
         proposal: &UndecidedProposal,
+        durability: Durability,
     ) -> Result<(), ConsensusError>;
     /// Undecided proposals recorded for a height.
     fn undecided(&self, height: u64) -> Result<Vec<UndecidedProposal>, ConsensusError>;
@@ -222,6 +234,7 @@ impl ChainStore for MemStore {
         &self,
         height: u64,
         proposal: &UndecidedProposal,
+        _durability: Durability,
     ) -> Result<(), ConsensusError> {
         let mut g = self.lock();
         let list = g.undecided.entry(height).or_default();

@@ -80,7 +80,8 @@ struct Args {
     floor_value_bytes: usize,
     #[arg(long, default_value_t = 5.0)]
     quiet: f64,
-    /// Do not send bundles refused with UNAVAILABLE again (by default they are, after the node's retry hint).
+    /// Do not send bundles refused as temporary (UNAVAILABLE, or a retry hint) again (by default they are, after
+    /// the node's retry hint).
     #[arg(long)]
     no_retry: bool,
     /// Rollups to spread load over.
@@ -262,7 +263,7 @@ fn main() -> Result<()> {
                 drain_secs: args.drain,
                 expiry_heights: 100_000,
                 watched: watched.clone(),
-                retry_unavailable: !args.no_retry,
+                retry_temporary: !args.no_retry,
             };
             if warming {
                 println!("--- warm-up: {rate} bundles/s for {} s (not reported)", args.warmup);

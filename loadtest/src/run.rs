@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::plan::{self, Shape};
 use crate::procstat::{self, Usage, Watched};
 
-/// How long a refused bundle waits before it is sent again (the node's `grpc-retry-pushback-ms` hint).
+/// How long a bundle refused with UNAVAILABLE and no retry hint waits before it is sent again.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
 
 /// What to offer and for how long: the shape of the load ([`Shape`]) and where it goes.
@@ -34,8 +34,9 @@ pub struct LoadConfig {
     pub expiry_heights: u64,
     /// Processes whose CPU and writes the report gives (the nodes under test; the harness is added).
     pub watched: Vec<Watched>,
-    /// Send a bundle refused with UNAVAILABLE again after the node's retry hint (as a client should).
-    pub retry_unavailable: bool,
+    /// Send a bundle refused as temporary (a retry hint, or UNAVAILABLE) again after the node's hint (as a client
+    /// should).
+    pub retry_temporary: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -92,8 +93,8 @@ pub struct Report {
     pub acked: u64,
     /// Final refusals, by reason.
     pub rejected: BTreeMap<String, u64>,
-    /// Refusals with UNAVAILABLE (the node shedding load) that the harness retried after the node's retry hint,
-    /// as a client should: a sender's later nonces cannot be included until the refused one is.
+    /// Temporary refusals (the node shedding load, a full mempool) that the harness retried after the node's retry
+    /// hint, as a client should: a sender's later nonces cannot be included until the refused one is.
     pub retried: BTreeMap<String, u64>,
     pub delivered: u64,
     /// Acknowledged, never delivered within the drain time.
@@ -124,7 +125,7 @@ pub struct Report {
     /// Scheduled send -> last entry seen in a rollup stream. Counted from the instant the bundle was due, not from
     /// when the harness got round to sending it, so a stall of the sender shows here (no coordinated omission).
     pub latency: Percentiles,
-    /// The same, for the bundles admitted at their first send (never refused with UNAVAILABLE): what a client
+    /// The same, for the bundles admitted at their first send (never refused for now): what a client
     /// whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
     /// refused.
     pub latency_first_try: Percentiles,
@@ -228,7 +229,7 @@ impl From<&CheckReport> for CheckSummary {
 struct Rec {
     submitted: f64,
     acked: bool,
-    /// Refused with UNAVAILABLE at least once (and sent again).
+    /// Refused for now at least once (and sent again).
     refused: bool,
     /// Entries per rollup.
     rollups: BTreeMap<u64, u32>,
@@ -243,7 +244,7 @@ struct Tracker {
     start: Instant,
     recs: HashMap<Hash, Rec>,
     refs: HashMap<u64, Hash>,
-    /// Requests sent and not yet answered for good, kept to be sent again after an UNAVAILABLE (when retrying).
+    /// Requests sent and not yet answered for good, kept to be sent again after a temporary refusal (when retrying).
     requests: HashMap<u64, pb::SubmitBundlesRequest>,
     attempts: HashMap<u64, u32>,
     retry: bool,
@@ -380,8 +381,9 @@ impl Tracker {
         );
     }
 
-    /// Takes an answer; returns the request to send again, and after how long, when it was an UNAVAILABLE worth
-    /// retrying (the wait doubles with each refusal of the same bundle, from the node's hint up to 16 times it).
+    /// Takes an answer; returns the request to send again, and after how long, when the node said the refusal is
+    /// temporary (a retry hint, or UNAVAILABLE): the wait doubles with each refusal of the same bundle, from the
+    /// node's hint up to 16 times it.
     fn answered(
         &mut self,
         client_ref: u64,
@@ -392,7 +394,7 @@ impl Tracker {
         if let Some(pb::submit_bundles_response::Result::Error(e)) = &result {
             let attempts = self.attempts.entry(client_ref).or_insert(0);
             if self.retry
-                && e.code == tonic::Code::Unavailable as i32
+                && (e.retry_after_ms > 0 || e.code == tonic::Code::Unavailable as i32)
                 && *attempts < MAX_ATTEMPTS
                 && self.refs.contains_key(&client_ref)
             {
@@ -405,7 +407,11 @@ impl Tracker {
                 {
                     r.refused = true;
                 }
-                let wait = RETRY_AFTER * (1u32 << (*attempts - 1).min(4));
+                let hint = match e.retry_after_ms {
+                    0 => RETRY_AFTER,
+                    ms => Duration::from_millis(ms),
+                };
+                let wait = hint * (1u32 << (*attempts - 1).min(4));
                 return self.requests.get(&client_ref).cloned().map(|r| (r, wait));
             }
         }
@@ -581,13 +587,13 @@ pub async fn run(
     {
         let mut t = lock(&tracker);
         t.start = started;
-        t.retry = cfg.retry_unavailable;
+        t.retry = cfg.retry_temporary;
     }
-    let retry = cfg.retry_unavailable;
+    let retry = cfg.retry_temporary;
     let mut submitters = Vec::new();
     for (plan, (tx, mut responses)) in plans.into_iter().zip(streams) {
         let t2 = tracker.clone();
-        // Refused with UNAVAILABLE: sent again on the same stream after the node's retry hint.
+        // Refused for now: sent again on the same stream after the node's retry hint.
         let resend = tx.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(r)) = responses.message().await {
@@ -828,7 +834,7 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_is_retried_and_other_refusals_are_final() {
+    fn refusals_the_node_calls_temporary_are_retried_and_others_are_final() {
         let mut t = Tracker::new();
         t.retry = true;
         let req = pb::SubmitBundlesRequest {
@@ -849,28 +855,50 @@ mod tests {
             0.0,
             Some(req.clone()),
         );
-        let refused = |code: tonic::Code| {
+        t.offered(
+            4,
+            Hash([4; 32]),
+            BTreeMap::from([(1, 1)]),
+            0.0,
+            Some(req.clone()),
+        );
+        let refused = |code: tonic::Code, retry_after_ms: u64| {
             Some(pb::submit_bundles_response::Result::Error(
                 pb::SubmitError {
                     code: code as i32,
                     message: "the node is overloaded".into(),
+                    retry_after_ms,
                 },
             ))
         };
         assert_eq!(
-            t.answered(1, refused(tonic::Code::Unavailable)),
-            Some((req, RETRY_AFTER))
+            t.answered(1, refused(tonic::Code::Unavailable, 0)),
+            Some((req.clone(), RETRY_AFTER))
         );
         assert!(t
-            .answered(2, refused(tonic::Code::InvalidArgument))
+            .answered(2, refused(tonic::Code::InvalidArgument, 0))
             .is_none());
+        // A refusal with the node's retry hint (a full mempool) is sent again after the hint, then twice that.
+        let hinted = refused(tonic::Code::ResourceExhausted, 250);
+        assert_eq!(
+            t.answered(4, hinted.clone()),
+            Some((req.clone(), Duration::from_millis(250)))
+        );
+        assert_eq!(
+            t.answered(4, hinted),
+            Some((req, Duration::from_millis(500)))
+        );
+        t.answered(
+            4,
+            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
+        );
         // The retried one is acknowledged on its second try; the other stays refused.
         t.answered(
             1,
             Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
         );
-        assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (1, 1));
-        assert_eq!(t.retried.values().sum::<u64>(), 1);
+        assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (2, 1));
+        assert_eq!(t.retried.values().sum::<u64>(), 3);
         assert!(t.requests.is_empty());
         // Delivered: counted in the latency of all bundles, not in that of bundles admitted at their first send.
         t.entry(3, Hash([1; 32]));
@@ -901,6 +929,7 @@ mod tests {
                 pb::SubmitError {
                     code: tonic::Code::FailedPrecondition as i32,
                     message: "bundle.nonce 4 of sender 0xab is already used".into(),
+                    retry_after_ms: 0,
                 },
             )),
         );

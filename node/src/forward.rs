@@ -191,7 +191,7 @@ impl ForwardHandle {
         }
         if self.pending.load(Ordering::Relaxed) >= self.max_pending {
             return Err(SubmitError::Full(format!(
-                "{} bundles wait to be forwarded to L1 (l1.forward.max_pending)",
+                "the L1 forwarding queue is full: {} bundles wait to be forwarded (l1.forward.max_pending)",
                 self.max_pending
             )));
         }

@@ -17,7 +17,7 @@ use tracing::error;
 
 use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::bundle::Bundle;
-use baton_consensus::error::{BundleError, ConsensusError};
+use baton_consensus::error::{BundleError, ConsensusError, MempoolFull};
 use baton_consensus::hash::Hash;
 use baton_consensus::host::Clock;
 use baton_consensus::mempool::{backlogged, Admission};
@@ -34,7 +34,8 @@ use crate::verify::{Saturated, VerifyPool};
 pub enum SubmitError {
     #[error("{0}")]
     Invalid(BundleError),
-    #[error("mempool is full ({0}); retry later")]
+    /// A full mempool (or the based-rollup forwarder's queue): the message starts with which.
+    #[error("{0}")]
     Full(String),
     #[error(
         "the node is overloaded: ingest queue full (mempool.ingest_queue / mempool.ingest_queue_bytes); retry later"
@@ -59,6 +60,18 @@ pub enum SubmitError {
 }
 
 impl SubmitError {
+    /// Whether the same submission may be taken if sent again later: the node is shedding load or its mempool is
+    /// full. Clients are told so with a retry hint.
+    pub fn is_temporary(&self) -> bool {
+        matches!(
+            self,
+            SubmitError::Full(_)
+                | SubmitError::Busy
+                | SubmitError::Saturated(_)
+                | SubmitError::Backlogged(_)
+        )
+    }
+
     /// A short, fixed label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
@@ -79,7 +92,14 @@ impl From<ConsensusError> for SubmitError {
     fn from(e: ConsensusError) -> Self {
         match e {
             ConsensusError::InvalidBundle(b) => SubmitError::Invalid(b),
-            ConsensusError::MempoolFull(m) => SubmitError::Full(m.to_string()),
+            ConsensusError::MempoolFull(m) => {
+                // Which bound first, so that clients (and the harness's refusal counts) tell them apart.
+                let which = match m {
+                    MempoolFull::Pending { .. } => "mempool is full",
+                    MempoolFull::Waiting { .. } => "no room behind nonce gaps",
+                };
+                SubmitError::Full(format!("{which}: {m}"))
+            }
             e @ ConsensusError::Backlogged { .. } => SubmitError::Backlogged(e.to_string()),
             other => SubmitError::Storage(other.to_string()),
         }

@@ -43,7 +43,7 @@ use baton_consensus::error::ConsensusError;
 use baton_consensus::evidence::Equivocation;
 use baton_consensus::hash::Hash;
 use baton_consensus::ids::{L1Origin, RollupId};
-use baton_consensus::store::{ChainRead, ChainStore, UndecidedProposal};
+use baton_consensus::store::{ChainRead, ChainStore, Durability, UndecidedProposal};
 use baton_consensus::types::{
     BatchEntry, Batches, Block, BlockHeader, Certificate, Dropped, Inclusion, NamespaceEntry,
 };
@@ -769,14 +769,23 @@ impl ChainRead for RocksStore {
 }
 
 impl ChainStore for RocksStore {
-    fn put_undecided(&self, height: u64, p: &UndecidedProposal) -> Result<(), ConsensusError> {
+    fn put_undecided(
+        &self,
+        height: u64,
+        p: &UndecidedProposal,
+        durability: Durability,
+    ) -> Result<(), ConsensusError> {
         let mut key = Vec::with_capacity(44);
         key.extend_from_slice(&be(height));
         key.extend_from_slice(&p.round.to_be_bytes());
         key.extend_from_slice(&p.block.hash().0);
         let cf = self.cf(CF_UNDECIDED).map_err(to_consensus)?;
+        let mut opts = self.write_opts();
+        if durability == Durability::Lazy {
+            opts.set_sync(false);
+        }
         self.db
-            .put_cf_opt(cf, key, enc(p), &self.write_opts())
+            .put_cf_opt(cf, key, enc(p), &opts)
             .map_err(|e| to_consensus(e.into()))
     }
 
@@ -895,8 +904,8 @@ mod tests {
                 valid: true,
                 block: blk.clone(),
             };
-            s.put_undecided(1, &p).unwrap();
-            s.put_undecided(2, &p).unwrap();
+            s.put_undecided(1, &p, Durability::Now).unwrap();
+            s.put_undecided(2, &p, Durability::Lazy).unwrap();
             assert_eq!(s.undecided(1).unwrap(), vec![p.clone()]);
             let cert = Certificate {
                 height: 1,

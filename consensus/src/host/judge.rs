@@ -18,7 +18,7 @@ use crate::ids::Height;
 use crate::ids::{Address, L1Origin};
 use crate::origin::Certified;
 use crate::signing::Value;
-use crate::store::{ChainStore, UndecidedProposal};
+use crate::store::{ChainStore, Durability, UndecidedProposal};
 use crate::types::Block;
 use crate::validators::ValidatorSet;
 
@@ -303,7 +303,11 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         {
             return Ok(());
         }
-        self.store.put_undecided(height, p)
+        // Not synced on its own: another validator's proposal is not this node's promise. Losing it in a crash
+        // costs liveness only (the restarted node asks for it again, or syncs the decided block), never safety:
+        // the engine's own write-ahead log keeps this node's votes. It reaches the disk with the next synced write
+        // (an acknowledgement or a decision), which saves an fsync between a proposal's arrival and the prevote.
+        self.store.put_undecided(height, p, Durability::Lazy)
     }
 
     /// Judges a block received through value sync (its certificate is checked by the engine).

@@ -16,7 +16,7 @@ use crate::ids::Height;
 use crate::origin::{owed_forced, ForcedBundle};
 use crate::parts::ProposalPart;
 use crate::signing::Value;
-use crate::store::{ChainStore, UndecidedProposal};
+use crate::store::{ChainStore, Durability, UndecidedProposal};
 use crate::types::Block;
 
 use super::{Clock, Host};
@@ -118,7 +118,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                     valid: true,
                     block,
                 };
-                self.store.put_undecided(height, &p)?;
+                // On disk before it is published: after a crash the restarted engine may replay this round, and
+                // the proposer must then offer the same block again, never a second one.
+                self.store.put_undecided(height, &p, Durability::Now)?;
                 p.block
             }
         };

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 use baton_consensus::bundle::Bundle;
 use baton_consensus::error::BundleErrorKind;
@@ -75,32 +75,34 @@ pub struct Api<S = RocksStore> {
     pub max_concurrent_per_connection: usize,
 }
 
+/// The status a refused submission gets; a temporary refusal ([`SubmitError::is_temporary`]) says when to retry,
+/// in its message and as the `grpc-retry-pushback-ms` trailer.
 fn submit_status(e: SubmitError) -> Status {
-    match e {
+    let code = match &e {
         SubmitError::Invalid(b) => match b.kind() {
-            BundleErrorKind::Invalid => Status::invalid_argument(b.to_string()),
-            BundleErrorKind::Limit => Status::resource_exhausted(b.to_string()),
-            BundleErrorKind::NotFound => Status::not_found(b.to_string()),
-            BundleErrorKind::Unauthorized => Status::permission_denied(b.to_string()),
-            BundleErrorKind::State => Status::failed_precondition(b.to_string()),
+            BundleErrorKind::Invalid => Code::InvalidArgument,
+            BundleErrorKind::Limit => Code::ResourceExhausted,
+            BundleErrorKind::NotFound => Code::NotFound,
+            BundleErrorKind::Unauthorized => Code::PermissionDenied,
+            BundleErrorKind::State => Code::FailedPrecondition,
         },
-        SubmitError::Full(m) => {
-            Status::resource_exhausted(format!("mempool is full: {m}; retry later"))
+        SubmitError::Full(_) | SubmitError::DiskLow { .. } | SubmitError::ForwardLimit(_) => {
+            Code::ResourceExhausted
         }
-        SubmitError::Busy | SubmitError::Saturated(_) | SubmitError::Backlogged(_) => {
-            let mut status =
-                Status::unavailable(format!("{e}; retry in about {RETRY_PUSHBACK_MS} ms"));
-            if let Ok(v) = RETRY_PUSHBACK_MS.to_string().parse() {
-                status.metadata_mut().insert("grpc-retry-pushback-ms", v);
-            }
-            status
-        }
-        SubmitError::Storage(m) => Status::internal(format!("storage failure: {m}")),
-        SubmitError::DiskLow { .. } | SubmitError::ForwardLimit(_) => {
-            Status::resource_exhausted(e.to_string())
-        }
-        SubmitError::ShuttingDown => Status::unavailable(e.to_string()),
+        SubmitError::Busy
+        | SubmitError::Saturated(_)
+        | SubmitError::Backlogged(_)
+        | SubmitError::ShuttingDown => Code::Unavailable,
+        SubmitError::Storage(_) => Code::Internal,
+    };
+    if !e.is_temporary() {
+        return Status::new(code, e.to_string());
     }
+    let mut status = Status::new(code, format!("{e}; retry in about {RETRY_PUSHBACK_MS} ms"));
+    if let Ok(v) = RETRY_PUSHBACK_MS.to_string().parse() {
+        status.metadata_mut().insert(RETRY_PUSHBACK, v);
+    }
+    status
 }
 
 /// Requests of one `SubmitBundles` stream checked as one job of the verifier pool, at most.
@@ -114,11 +116,21 @@ const RETRY_PUSHBACK_MS: u64 = 100;
 /// until the bundle is durable (or refused) here or at the forwarder.
 type Answer = (u64, Result<Pending, Status>);
 
-/// A refusal inside a `SubmitBundles` stream.
+/// The trailer a temporary refusal carries ([`SubmitError::is_temporary`]).
+const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
+
+/// A refusal inside a `SubmitBundles` stream, with the status's retry hint.
 fn refusal(status: &Status) -> pb::submit_bundles_response::Result {
+    let retry_after_ms = status
+        .metadata()
+        .get(RETRY_PUSHBACK)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     pb::submit_bundles_response::Result::Error(pb::SubmitError {
         code: status.code() as i32,
         message: status.message().to_string(),
+        retry_after_ms,
     })
 }
 

@@ -225,3 +225,84 @@ async fn bundle_status_comes_from_the_store() {
     let err = status(never.hash()).await.expect_err("unknown");
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 }
+
+/// A refusal the node expects to clear (load shed, a full mempool) says when to send the bundle again, in the
+/// unary trailer and in a stream's answer; one that will not clear says nothing of the kind.
+#[test]
+fn temporary_refusals_carry_a_retry_hint_and_final_ones_do_not() {
+    use baton_consensus::error::{BundleError, ConsensusError, MempoolFull};
+
+    use crate::ingest::SubmitError;
+
+    let full = |m| SubmitError::from(ConsensusError::MempoolFull(m));
+    let temporary = [
+        (
+            full(MempoolFull::Pending {
+                bundles: 10,
+                bytes: 5_000,
+                max_bundles: 10,
+                max_bytes: 1 << 20,
+            }),
+            Code::ResourceExhausted,
+            "mempool is full: 10 bundles",
+        ),
+        (
+            full(MempoolFull::Waiting {
+                bundles: 3,
+                bytes: 90_000,
+                max_bundles: 1_000,
+                max_bytes: 100_000,
+            }),
+            Code::ResourceExhausted,
+            "no room behind nonce gaps: 3 bundles",
+        ),
+        (
+            SubmitError::Busy,
+            Code::Unavailable,
+            "the node is overloaded",
+        ),
+        (
+            SubmitError::Backlogged("waited 400 ms".into()),
+            Code::Unavailable,
+            "the node is overloaded: waited 400 ms",
+        ),
+    ];
+    for (e, code, start) in temporary {
+        assert!(e.is_temporary());
+        let status = super::submit_status(e);
+        assert_eq!(status.code(), code);
+        assert!(status.message().starts_with(start), "{status:?}");
+        assert!(
+            status.message().ends_with("retry in about 100 ms"),
+            "{status:?}"
+        );
+        assert_eq!(
+            status.metadata().get("grpc-retry-pushback-ms").unwrap(),
+            "100"
+        );
+        let pb::submit_bundles_response::Result::Error(answer) = super::refusal(&status) else {
+            panic!("a refusal");
+        };
+        assert_eq!(
+            (answer.code, answer.retry_after_ms),
+            (code as i32, 100),
+            "{answer:?}"
+        );
+    }
+    let last = [
+        SubmitError::Invalid(BundleError::Empty),
+        SubmitError::DiskLow { free: 1, min: 2 },
+        SubmitError::ShuttingDown,
+        SubmitError::Storage("io error".into()),
+    ];
+    for e in last {
+        assert!(!e.is_temporary());
+        let status = super::submit_status(e);
+        assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
+        assert!(!status.message().contains("retry in about"), "{status:?}");
+        let pb::submit_bundles_response::Result::Error(answer) = super::refusal(&status) else {
+            panic!("a refusal");
+        };
+        assert_eq!(answer.retry_after_ms, 0, "{answer:?}");
+    }
+}
