@@ -411,7 +411,9 @@ impl Tracker {
                     0 => RETRY_AFTER,
                     ms => Duration::from_millis(ms),
                 };
-                let wait = hint * (1u32 << (*attempts - 1).min(4));
+                // Doubling from the hint, to at most 16 times the default or the hint itself if longer.
+                let wait =
+                    (hint * (1u32 << (*attempts - 1).min(4))).min(hint.max(RETRY_AFTER * 16));
                 return self.requests.get(&client_ref).cloned().map(|r| (r, wait));
             }
         }
@@ -878,16 +880,15 @@ mod tests {
         assert!(t
             .answered(2, refused(tonic::Code::InvalidArgument, 0))
             .is_none());
-        // A refusal with the node's retry hint (a full mempool) is sent again after the hint, then twice that.
+        // A refusal with the node's retry hint (a full mempool) is sent again after the hint, then twice that, up
+        // to 1.6 s.
         let hinted = refused(tonic::Code::ResourceExhausted, 250);
-        assert_eq!(
-            t.answered(4, hinted.clone()),
-            Some((req.clone(), Duration::from_millis(250)))
-        );
-        assert_eq!(
-            t.answered(4, hinted),
-            Some((req, Duration::from_millis(500)))
-        );
+        for ms in [250, 500, 1_000, 1_600, 1_600] {
+            assert_eq!(
+                t.answered(4, hinted.clone()),
+                Some((req.clone(), Duration::from_millis(ms)))
+            );
+        }
         t.answered(
             4,
             Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
@@ -898,7 +899,7 @@ mod tests {
             Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
         );
         assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (2, 1));
-        assert_eq!(t.retried.values().sum::<u64>(), 3);
+        assert_eq!(t.retried.values().sum::<u64>(), 6);
         assert!(t.requests.is_empty());
         // Delivered: counted in the latency of all bundles, not in that of bundles admitted at their first send.
         t.entry(3, Hash([1; 32]));

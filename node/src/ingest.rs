@@ -29,6 +29,12 @@ use crate::metrics::{Metrics, ReasonLabel};
 use crate::store::RocksStore;
 use crate::verify::{Saturated, VerifyPool};
 
+/// The retry hint of a refusal expected to clear within a moment (a full queue or verifier pool), and the least
+/// one for a chain that is behind (milliseconds).
+const RETRY_SOON_MS: u64 = 100;
+/// The retry hint of a full mempool, and the most one for a chain that is behind (milliseconds).
+const RETRY_FULL_MS: u64 = 1_000;
+
 /// Why a submission was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SubmitError {
@@ -43,8 +49,8 @@ pub enum SubmitError {
     Busy,
     #[error("the node is overloaded: {0}")]
     Saturated(#[from] Saturated),
-    #[error("the node is overloaded: {0}")]
-    Backlogged(String),
+    #[error("the node is overloaded: {}", ConsensusError::Backlogged { waited_ms: *waited_ms, limit_ms: *limit_ms })]
+    Backlogged { waited_ms: u64, limit_ms: u64 },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the node is shutting down")]
@@ -60,16 +66,24 @@ pub enum SubmitError {
 }
 
 impl SubmitError {
-    /// Whether the same submission may be taken if sent again later: the node is shedding load or its mempool is
-    /// full. Clients are told so with a retry hint.
-    pub fn is_temporary(&self) -> bool {
-        matches!(
-            self,
-            SubmitError::Full(_)
-                | SubmitError::Busy
-                | SubmitError::Saturated(_)
-                | SubmitError::Backlogged(_)
-        )
+    /// When the same submission may be taken if sent again (milliseconds from now), for a refusal that clears by
+    /// itself: a full queue or verifier pool soon, a chain that is behind after about as long as its oldest ready
+    /// bundle has waited, a full mempool (or its room behind nonce gaps) once blocks have taken some of it. `None`:
+    /// sent again unchanged, it is refused again. Sent to clients as the retry hint; long enough that retries of
+    /// refused bundles do not themselves load the node it sheds load for.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            SubmitError::Busy | SubmitError::Saturated(_) => Some(RETRY_SOON_MS),
+            SubmitError::Backlogged { waited_ms, .. } => {
+                Some((*waited_ms).clamp(RETRY_SOON_MS, RETRY_FULL_MS))
+            }
+            SubmitError::Full(_) => Some(RETRY_FULL_MS),
+            SubmitError::Invalid(_)
+            | SubmitError::Storage(_)
+            | SubmitError::ShuttingDown
+            | SubmitError::DiskLow { .. }
+            | SubmitError::ForwardLimit(_) => None,
+        }
     }
 
     /// A short, fixed label for metrics.
@@ -79,7 +93,7 @@ impl SubmitError {
             SubmitError::Full(_) => "mempool_full",
             SubmitError::Busy => "busy",
             SubmitError::Saturated(_) => "verifier_saturated",
-            SubmitError::Backlogged(_) => "backlogged",
+            SubmitError::Backlogged { .. } => "backlogged",
             SubmitError::Storage(_) => "storage",
             SubmitError::ShuttingDown => "shutting_down",
             SubmitError::DiskLow { .. } => "disk_low",
@@ -100,7 +114,13 @@ impl From<ConsensusError> for SubmitError {
                 };
                 SubmitError::Full(format!("{which}: {m}"))
             }
-            e @ ConsensusError::Backlogged { .. } => SubmitError::Backlogged(e.to_string()),
+            ConsensusError::Backlogged {
+                waited_ms,
+                limit_ms,
+            } => SubmitError::Backlogged {
+                waited_ms,
+                limit_ms,
+            },
             other => SubmitError::Storage(other.to_string()),
         }
     }

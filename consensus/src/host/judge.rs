@@ -305,8 +305,9 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         }
         // Not synced on its own: another validator's proposal is not this node's promise. Losing it in a crash
         // costs liveness only (the restarted node asks for it again, or syncs the decided block), never safety:
-        // the engine's own write-ahead log keeps this node's votes. It reaches the disk with the next synced write
-        // (an acknowledgement or a decision), which saves an fsync between a proposal's arrival and the prevote.
+        // the engine's own write-ahead log keeps this node's votes and its verdict on the value (`ProposedValue`).
+        // It reaches the disk with the next synced write (an acknowledgement or a decision), which saves an fsync
+        // between a proposal's arrival and the prevote.
         self.store.put_undecided(height, p, Durability::Lazy)
     }
 

@@ -75,8 +75,8 @@ pub struct Api<S = RocksStore> {
     pub max_concurrent_per_connection: usize,
 }
 
-/// The status a refused submission gets; a temporary refusal ([`SubmitError::is_temporary`]) says when to retry,
-/// in its message and as the `grpc-retry-pushback-ms` trailer.
+/// The status a refused submission gets; one that clears by itself says when to retry
+/// ([`SubmitError::retry_after_ms`]), in its message and as the `grpc-retry-pushback-ms` trailer.
 fn submit_status(e: SubmitError) -> Status {
     let code = match &e {
         SubmitError::Invalid(b) => match b.kind() {
@@ -91,15 +91,15 @@ fn submit_status(e: SubmitError) -> Status {
         }
         SubmitError::Busy
         | SubmitError::Saturated(_)
-        | SubmitError::Backlogged(_)
+        | SubmitError::Backlogged { .. }
         | SubmitError::ShuttingDown => Code::Unavailable,
         SubmitError::Storage(_) => Code::Internal,
     };
-    if !e.is_temporary() {
+    let Some(after_ms) = e.retry_after_ms() else {
         return Status::new(code, e.to_string());
-    }
-    let mut status = Status::new(code, format!("{e}; retry in about {RETRY_PUSHBACK_MS} ms"));
-    if let Ok(v) = RETRY_PUSHBACK_MS.to_string().parse() {
+    };
+    let mut status = Status::new(code, format!("{e}; retry in about {after_ms} ms"));
+    if let Ok(v) = after_ms.to_string().parse() {
         status.metadata_mut().insert(RETRY_PUSHBACK, v);
     }
     status
@@ -108,15 +108,11 @@ fn submit_status(e: SubmitError) -> Status {
 /// Requests of one `SubmitBundles` stream checked as one job of the verifier pool, at most.
 const SUBMIT_CHUNK: usize = 256;
 
-/// How long a client refused because the node is saturated should wait before it retries, sent as the
-/// `grpc-retry-pushback-ms` trailer of a unary refusal and in the message of a stream's.
-const RETRY_PUSHBACK_MS: u64 = 100;
-
 /// The answer to one request of a `SubmitBundles` stream, kept in request order: refused at once, or pending
 /// until the bundle is durable (or refused) here or at the forwarder.
 type Answer = (u64, Result<Pending, Status>);
 
-/// The trailer a temporary refusal carries ([`SubmitError::is_temporary`]).
+/// The trailer with a refusal's retry hint ([`SubmitError::retry_after_ms`]).
 const RETRY_PUSHBACK: &str = "grpc-retry-pushback-ms";
 
 /// A refusal inside a `SubmitBundles` stream, with the status's retry hint.

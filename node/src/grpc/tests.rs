@@ -227,14 +227,21 @@ async fn bundle_status_comes_from_the_store() {
 }
 
 /// A refusal the node expects to clear (load shed, a full mempool) says when to send the bundle again, in the
-/// unary trailer and in a stream's answer; one that will not clear says nothing of the kind.
+/// unary trailer and in a stream's answer, later the further behind the chain is; one that will not clear says
+/// nothing of the kind.
 #[test]
-fn temporary_refusals_carry_a_retry_hint_and_final_ones_do_not() {
+fn refusals_that_clear_by_themselves_carry_a_retry_hint_and_final_ones_do_not() {
     use baton_consensus::error::{BundleError, ConsensusError, MempoolFull};
 
     use crate::ingest::SubmitError;
 
     let full = |m| SubmitError::from(ConsensusError::MempoolFull(m));
+    let behind = |waited_ms| {
+        SubmitError::from(ConsensusError::Backlogged {
+            waited_ms,
+            limit_ms: 150,
+        })
+    };
     let temporary = [
         (
             full(MempoolFull::Pending {
@@ -245,6 +252,7 @@ fn temporary_refusals_carry_a_retry_hint_and_final_ones_do_not() {
             }),
             Code::ResourceExhausted,
             "mempool is full: 10 bundles",
+            1_000,
         ),
         (
             full(MempoolFull::Waiting {
@@ -255,37 +263,39 @@ fn temporary_refusals_carry_a_retry_hint_and_final_ones_do_not() {
             }),
             Code::ResourceExhausted,
             "no room behind nonce gaps: 3 bundles",
+            1_000,
         ),
+        (SubmitError::Busy, Code::Unavailable, "the node is overloaded", 100),
         (
-            SubmitError::Busy,
+            behind(400),
             Code::Unavailable,
-            "the node is overloaded",
+            "the node is overloaded: the chain is behind: the oldest bundle ready for a block has waited 400 ms",
+            400,
         ),
-        (
-            SubmitError::Backlogged("waited 400 ms".into()),
-            Code::Unavailable,
-            "the node is overloaded: waited 400 ms",
-        ),
+        (behind(151), Code::Unavailable, "the node is overloaded", 151),
+        (behind(90_000), Code::Unavailable, "the node is overloaded", 1_000),
     ];
-    for (e, code, start) in temporary {
-        assert!(e.is_temporary());
+    for (e, code, start, hint) in temporary {
+        assert_eq!(e.retry_after_ms(), Some(hint));
         let status = super::submit_status(e);
         assert_eq!(status.code(), code);
         assert!(status.message().starts_with(start), "{status:?}");
         assert!(
-            status.message().ends_with("retry in about 100 ms"),
+            status
+                .message()
+                .ends_with(&format!("retry in about {hint} ms")),
             "{status:?}"
         );
         assert_eq!(
             status.metadata().get("grpc-retry-pushback-ms").unwrap(),
-            "100"
+            hint.to_string().as_str()
         );
         let pb::submit_bundles_response::Result::Error(answer) = super::refusal(&status) else {
             panic!("a refusal");
         };
         assert_eq!(
             (answer.code, answer.retry_after_ms),
-            (code as i32, 100),
+            (code as i32, hint),
             "{answer:?}"
         );
     }
@@ -296,7 +306,7 @@ fn temporary_refusals_carry_a_retry_hint_and_final_ones_do_not() {
         SubmitError::Storage("io error".into()),
     ];
     for e in last {
-        assert!(!e.is_temporary());
+        assert_eq!(e.retry_after_ms(), None);
         let status = super::submit_status(e);
         assert!(status.metadata().get("grpc-retry-pushback-ms").is_none());
         assert!(!status.message().contains("retry in about"), "{status:?}");
