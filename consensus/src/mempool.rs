@@ -73,6 +73,9 @@ struct Slot {
     bytes: usize,
     /// When it was admitted (clock milliseconds).
     admitted_ms: u64,
+    /// When it last became includable (admitted so, or its nonce gap filled): from then on it waits for the
+    /// chain, not for its sender.
+    ready_ms: u64,
     /// Behind a nonce gap: a lower nonce of its sender is neither on chain nor pending.
     waiting: bool,
 }
@@ -98,12 +101,18 @@ pub struct Mempool {
     /// The other bundles (not behind a gap), in arrival order: where blocks are filled from and the oldest ready
     /// one is looked for, so that however many gapped bundles arrived first, they cost nothing and hide nothing.
     includable: BTreeMap<u64, Hash>,
+    /// The includable bundles by when they became so, then arrival: the oldest one waited longest for the chain.
+    ready_since: BTreeSet<(u64, u64)>,
+    /// The latest clock reading the mempool was given.
+    now_ms: u64,
     waiting_bytes: usize,
     /// Waiting bundles evicted for ready ones, with why, until the host takes them.
     evicted: Vec<(Hash, String)>,
     next_seq: u64,
     bytes: usize,
     limits: MempoolLimits,
+    /// Moves with every change of a sender's pending bundles ([`Mempool::version`]).
+    version: u64,
 }
 
 impl Mempool {
@@ -116,11 +125,14 @@ impl Mempool {
             ready: HashSet::new(),
             waiting: BTreeMap::new(),
             includable: BTreeMap::new(),
+            ready_since: BTreeSet::new(),
+            now_ms: 0,
             waiting_bytes: 0,
             evicted: Vec::new(),
             next_seq: 0,
             bytes: 0,
             limits,
+            version: 0,
         }
     }
 
@@ -152,6 +164,7 @@ impl Mempool {
     /// `from`: bundles below it keep their state, and the walk stops at the first later bundle whose state holds,
     /// so a sender pipelining many bundles costs each insert and removal what actually changes, not its queue.
     fn refresh_ready(&mut self, sender: &Sender, from: u64) {
+        self.version += 1;
         let Some(q) = self.senders.get(sender) else {
             self.ready.remove(sender);
             return;
@@ -183,10 +196,13 @@ impl Mempool {
             if hole {
                 self.waiting.insert(slot.seq, *hash);
                 self.includable.remove(&slot.seq);
+                self.ready_since.remove(&(slot.ready_ms, slot.seq));
                 self.waiting_bytes += slot.bytes;
             } else {
                 self.waiting.remove(&slot.seq);
                 self.includable.insert(slot.seq, *hash);
+                slot.ready_ms = self.now_ms;
+                self.ready_since.insert((slot.ready_ms, slot.seq));
                 self.waiting_bytes -= slot.bytes;
             }
         }
@@ -199,6 +215,7 @@ impl Mempool {
 
     /// Drops the bundles that have waited behind a nonce gap for `waiting_ttl_ms` at `now_ms`, with why.
     pub fn expire_waiting(&mut self, now_ms: u64) -> Vec<(Hash, String)> {
+        self.now_ms = self.now_ms.max(now_ms);
         let mut out = Vec::new();
         while let Some((_, hash)) = self.waiting.first_key_value() {
             let hash = *hash;
@@ -278,6 +295,7 @@ impl Mempool {
         if self.slots.contains_key(&hash) {
             return Ok(Admission::AlreadyPending);
         }
+        self.now_ms = self.now_ms.max(now_ms);
         let queue_len = self
             .senders
             .get(&bundle.sender)
@@ -367,6 +385,7 @@ impl Mempool {
         self.next_seq += 1;
         self.order.insert(seq, hash);
         self.includable.insert(seq, hash);
+        self.ready_since.insert((now_ms, seq));
         let q = self.senders.entry(bundle.sender).or_default();
         // A next nonce raised from the chain changes the sender's run from there; otherwise from this bundle.
         let from = if q.next < next { next } else { bundle.nonce };
@@ -381,6 +400,7 @@ impl Mempool {
                 bundle,
                 bytes,
                 admitted_ms: now_ms,
+                ready_ms: now_ms,
                 waiting: false,
             },
         );
@@ -393,6 +413,7 @@ impl Mempool {
         let slot = self.slots.remove(hash)?;
         self.order.remove(&slot.seq);
         self.includable.remove(&slot.seq);
+        self.ready_since.remove(&(slot.ready_ms, slot.seq));
         self.bytes -= slot.bytes;
         if slot.waiting {
             self.waiting.remove(&slot.seq);
@@ -456,32 +477,63 @@ impl Mempool {
         out
     }
 
-    /// When the oldest bundle ready for a block was admitted (`None` if none is ready): when the chain keeps up
-    /// it is never more than a few block times ago. Looks at the first `SCAN` bundles not behind a nonce gap, in
-    /// arrival order, so its cost is bounded and bundles waiting on a gap cannot hide a ready one however many
-    /// came first; of those, a sender's next nonce counts (one that waited behind a gap until just now did not
-    /// wait for the chain).
+    /// Since when the bundle ready for a block longest has been so (`None` if none is ready): when it was
+    /// admitted, or when its nonce gap filled if it waited behind one (it waited for its sender until then, not for
+    /// the chain). When the chain keeps up this is never more than a few block times ago. Constant time, whatever
+    /// order bundles arrived in: a sender's later nonces sent before a refused one is sent again cannot hide the
+    /// backlog.
     pub fn oldest_ready_ms(&self) -> Option<u64> {
-        const SCAN: usize = 256;
         if self.ready.is_empty() {
             return None;
         }
-        self.includable
-            .values()
-            .take(SCAN)
-            .map(|h| &self.slots[h])
-            .find(|s| {
-                self.senders
-                    .get(&s.bundle.sender)
-                    .is_some_and(|q| q.next == s.bundle.nonce)
-            })
-            .map(|s| s.admitted_ms)
+        self.ready_since.first().map(|(ms, _)| *ms)
     }
 
     /// How long the oldest bundle ready for a block has waited at `now_ms` (0 if none is ready).
     pub fn head_wait_ms(&self, now_ms: u64) -> u64 {
         self.oldest_ready_ms()
             .map_or(0, |t| now_ms.saturating_sub(t))
+    }
+
+    /// Whether a bundle of `sender` at `nonce` would fill its first nonce gap: the sender has bundles waiting
+    /// behind it, and `nonce` is the first one none of its pending bundles holds (from `chain_next_nonce`).
+    /// Admitting it makes acknowledged bundles includable, so it passes the admission gate while the chain is
+    /// behind.
+    pub fn fills_gap(&self, sender: &Sender, nonce: u64, chain_next_nonce: u64) -> bool {
+        let Some(q) = self.senders.get(sender) else {
+            return false;
+        };
+        self.first_free(q, q.next.max(chain_next_nonce)) == nonce
+            && q.pending.range(nonce..).next().is_some()
+    }
+
+    /// Each sender with bundles behind a nonce gap, and the nonce that would fill its first gap ([`fills_gap`]).
+    /// At most one per waiting bundle (`max_waiting`).
+    ///
+    /// [`fills_gap`]: Mempool::fills_gap
+    pub fn open_gaps(&self) -> Vec<(Sender, u64)> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for h in self.waiting.values() {
+            let Some(slot) = self.slots.get(h) else {
+                continue;
+            };
+            let sender = slot.bundle.sender;
+            if !seen.insert(sender) {
+                continue;
+            }
+            if let Some(q) = self.senders.get(&sender) {
+                out.push((sender, self.first_free(q, q.next)));
+            }
+        }
+        out
+    }
+
+    /// Changes with every admission and removal: whether [`open_gaps`] may have changed since it was read.
+    ///
+    /// [`open_gaps`]: Mempool::open_gaps
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Pending bundles in arrival order.
@@ -611,6 +663,70 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.head_wait_ms(1_000), 700);
+    }
+
+    /// The attack, and what retries under overload do by themselves: a sender's later nonces arrive before its
+    /// next one, so that once it arrives they are includable and older in arrival order than any sender's next
+    /// bundle. The backlog reading must still see the ready bundles that have waited for the chain. It had looked
+    /// for a sender's next nonce among the first 256 includable bundles only, found none and read no backlog, so
+    /// the gate admitted everything: at 6,000 bundles/s the chain stalled for 57 s with 228,000 bundles pending.
+    #[test]
+    fn later_nonces_sent_first_cannot_hide_the_backlog() {
+        let mut m = Mempool::new(MempoolLimits {
+            max_bundles: 100_000,
+            max_bytes: 1 << 30,
+            max_per_sender: 1_000,
+            max_nonce_gap: 1_000,
+            max_waiting: 100_000,
+            max_waiting_bytes: 1 << 30,
+            ..limits()
+        });
+        for nonce in 1..=300 {
+            let b = bundle(1, nonce, &[1], 1);
+            m.insert(b.hash(), b, 0, 0).unwrap();
+        }
+        assert_eq!(m.oldest_ready_ms(), None, "all wait for nonce 0");
+        let first = bundle(1, 0, &[1], 1);
+        m.insert(first.hash(), first, 0, 50).unwrap();
+        let other = bundle(2, 0, &[1], 2);
+        m.insert(other.hash(), other, 0, 100).unwrap();
+        // Ready since nonce 0 arrived (t=50), not since they were admitted (t=0).
+        assert_eq!(m.oldest_ready_ms(), Some(50));
+        assert_eq!(m.head_wait_ms(1_000), 950);
+        // Taken by a block: the other sender's bundle is the oldest ready one.
+        let taken: Vec<(Hash, Sender, u64)> = (0..=300)
+            .map(|n| {
+                let b = bundle(1, n, &[1], 1);
+                (b.hash(), b.sender, n)
+            })
+            .collect();
+        m.on_decided(1, &taken);
+        assert_eq!(m.oldest_ready_ms(), Some(100));
+    }
+
+    /// The bundle that would make a sender's waiting bundles includable is known, and published per sender.
+    #[test]
+    fn the_nonce_that_fills_a_senders_first_gap_is_known() {
+        let mut m = Mempool::new(limits());
+        // Sender 1: nonces 0 and 1 pending, 3 and 5 waiting: 2 fills the first gap.
+        for nonce in [0, 1, 3, 5] {
+            add(&mut m, &bundle(1, nonce, &[1], 1)).unwrap();
+        }
+        // Sender 2: nothing waits.
+        add(&mut m, &bundle(2, 0, &[1], 2)).unwrap();
+        let s1 = bundle(1, 0, &[1], 1).sender;
+        let s2 = bundle(2, 0, &[1], 2).sender;
+        assert!(m.fills_gap(&s1, 2, 0));
+        assert!(!m.fills_gap(&s1, 4, 0), "a later gap");
+        assert!(!m.fills_gap(&s1, 6, 0), "nothing waits behind it");
+        assert!(!m.fills_gap(&s2, 1, 0), "nothing waits");
+        assert_eq!(m.open_gaps(), vec![(s1, 2)]);
+        let v = m.version();
+        add(&mut m, &bundle(1, 2, &[1], 1)).unwrap();
+        assert_ne!(m.version(), v);
+        assert_eq!(m.open_gaps(), vec![(s1, 4)]);
+        // The chain moved past the mempool's view: the gap is read from the chain's next nonce.
+        assert!(m.fills_gap(&s1, 4, 3));
     }
 
     /// The attack: a client parks bundles behind nonce gaps (each waits up to `waiting_ttl_ms`) so that they are

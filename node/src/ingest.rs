@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::error;
 
 use baton_consensus::block::{check_stateless, OrderedBy};
-use baton_consensus::bundle::Bundle;
+use baton_consensus::bundle::{Bundle, Sender};
 use baton_consensus::error::{BundleError, ConsensusError, MempoolFull};
 use baton_consensus::hash::Hash;
 use baton_consensus::host::Clock;
@@ -157,6 +157,9 @@ pub struct AdmissionGate {
     /// Free bytes on the data directory's disk when below `storage.min_free_bytes` (0: enough room).
     disk_low: std::sync::atomic::AtomicU64,
     min_free_bytes: std::sync::atomic::AtomicU64,
+    /// Senders with bundles behind a nonce gap, and the nonce that fills it (`Mempool::open_gaps`, at most
+    /// `mempool.max_waiting` entries of fixed size): such a bundle passes while the chain is behind.
+    gaps: std::sync::Mutex<HashMap<Sender, u64>>,
 }
 
 impl AdmissionGate {
@@ -167,7 +170,23 @@ impl AdmissionGate {
             limit_ms,
             disk_low: Default::default(),
             min_free_bytes: Default::default(),
+            gaps: Default::default(),
         }
+    }
+
+    /// The loop's latest open nonce gaps ([`baton_consensus::mempool::Mempool::open_gaps`]).
+    pub fn publish_gaps(&self, gaps: Vec<(Sender, u64)>) {
+        *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = gaps.into_iter().collect();
+    }
+
+    /// Whether `bundle` would fill its sender's first nonce gap, as last published. Not a check of the bundle:
+    /// one that claims a gap falsely passes the gate only to be checked (and refused) like any submission.
+    pub fn fills_gap(&self, bundle: &Bundle) -> bool {
+        self.gaps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&bundle.sender)
+            == Some(&bundle.nonce)
     }
 
     /// The disk watcher's latest reading ([`crate::retention`]): submissions are refused while `free` is below
@@ -321,12 +340,26 @@ impl IngestHandle {
             replies.push(reply);
             answers.push(answer);
         }
-        if let Some(why) = self.gate.refusal(SystemClock.now_ms()) {
-            for reply in replies {
-                self.refuse(reply, why.clone());
+        let (bundles, replies) = match self.gate.refusal(SystemClock.now_ms()) {
+            None => (bundles, replies),
+            Some(why) => {
+                // Bundles that fill their sender's nonce gap still pass: they make acknowledged bundles waiting
+                // behind them includable (the loop lets them in too, `Host::admit_submission`).
+                let mut pass = (Vec::new(), Vec::new());
+                for (bundle, reply) in bundles.into_iter().zip(replies) {
+                    if self.gate.fills_gap(&bundle) {
+                        pass.0.push(bundle);
+                        pass.1.push(reply);
+                    } else {
+                        self.refuse(reply, why.clone());
+                    }
+                }
+                if pass.0.is_empty() {
+                    return answers;
+                }
+                pass
             }
-            return answers;
-        }
+        };
         let bytes = bundles.iter().map(Bundle::encoded_len).sum();
         let permit = match self.pool.reserve(bytes) {
             Ok(p) => p,
@@ -600,6 +633,89 @@ mod tests {
             held <= limit + 60 * 1024,
             "{} of 40 submissions of 60 KiB wait for the stalled loop",
             40 - busy
+        );
+    }
+
+    /// While the chain is behind, the edge refuses submissions before any work, except a bundle that fills its
+    /// sender's nonce gap as the loop last published it: it goes on to be checked and admitted.
+    #[tokio::test]
+    async fn a_gap_filler_passes_the_closed_gate_and_others_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            RocksStore::open(dir.path(), &crate::config::StorageSection::for_tests(false)).unwrap();
+        let (to_loop, mut from_ingest) = mpsc::channel(16);
+        // The loop admits whatever reaches it.
+        tokio::spawn(async move {
+            while let Some(req) = from_ingest.recv().await {
+                if let LoopRequest::Admit { bundles, reply } = req {
+                    let _ = reply.send(bundles.iter().map(|_| Ok(Admission::Added)).collect());
+                }
+            }
+        });
+        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
+        let pool = VerifyPool::start(
+            PoolLimits {
+                threads: 1,
+                max_jobs: 16,
+                max_bytes: 1 << 20,
+            },
+            None,
+        )
+        .unwrap();
+        let gate = Arc::new(AdmissionGate::new(150));
+        gate.publish(Some(SystemClock.now_ms().saturating_sub(10_000)));
+        let (ingest, _writer) = IngestHandle::spawn(
+            store,
+            ChainSpec::for_tests(7, 4),
+            IngestLimits {
+                queue: 16,
+                queue_bytes: 1 << 20,
+                group: 1,
+                linger: std::time::Duration::ZERO,
+            },
+            to_loop,
+            metrics,
+            pool,
+            gate.clone(),
+        );
+        let signed = |key: &PrivateKeySigner, nonce: u64| {
+            baton_proto::client::sign_bundle(
+                key,
+                UnsignedBundle {
+                    network_id: 7,
+                    sender: key.address(),
+                    nonce,
+                    expiry_height: 100,
+                    entries: vec![BundleEntry {
+                        rollup_id: 1,
+                        payload: vec![7; 64],
+                    }],
+                },
+            )
+            .unwrap()
+        };
+        let (waiting, other) = (PrivateKeySigner::random(), PrivateKeySigner::random());
+        gate.publish_gaps(vec![(waiting.address(), 3)]);
+        let filler = signed(&waiting, 3);
+        let answers =
+            ingest.submit_many(vec![signed(&waiting, 4), filler.clone(), signed(&other, 0)]);
+        let mut got = Vec::new();
+        for a in answers {
+            got.push(
+                tokio::time::timeout(std::time::Duration::from_secs(5), a)
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        assert!(
+            matches!(got[0], Err(SubmitError::Backlogged { .. })),
+            "{got:?}"
+        );
+        assert_eq!(got[1].as_ref().unwrap(), &filler.hash());
+        assert!(
+            matches!(got[2], Err(SubmitError::Backlogged { .. })),
+            "{got:?}"
         );
     }
 

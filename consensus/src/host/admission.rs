@@ -112,19 +112,32 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
 
     /// [`Host::admit`] for a client's submission, refused while the chain is behind: when the oldest bundle ready
     /// for a block has waited more than `admit_max_wait_ms` ([`ConsensusError::Backlogged`]), so that overload
-    /// sheds offered load at the edge instead of growing a backlog that every admitted bundle waits behind.
-    /// Bundles from peers skip this (they were admitted by the node they entered).
+    /// sheds offered load at the edge instead of growing a backlog that every admitted bundle waits behind. A
+    /// bundle that fills its sender's first nonce gap is not refused
+    /// ([`crate::mempool::Mempool::fills_gap`]). Bundles from peers skip this (they were admitted by the node
+    /// they entered).
     pub fn admit_submission(
         &mut self,
         hash: Hash,
         bundle: Bundle,
     ) -> Result<Admission, ConsensusError> {
         if !self.mempool.contains(&hash) {
-            backlogged(
+            let behind = backlogged(
                 self.mempool.oldest_ready_ms(),
                 self.clock.now_ms(),
                 self.limits.admit_max_wait_ms,
-            )?;
+            );
+            // A bundle that fills its sender's nonce gap is let in however far behind the chain is: refusing it
+            // would keep the acknowledged bundles waiting behind it out of every block.
+            if behind.is_err() {
+                let chain_next = self.view().next_nonce(&bundle.sender)?;
+                if !self
+                    .mempool
+                    .fills_gap(&bundle.sender, bundle.nonce, chain_next)
+                {
+                    behind?;
+                }
+            }
         }
         self.admit(hash, bundle)
     }

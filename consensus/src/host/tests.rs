@@ -319,6 +319,41 @@ fn submissions_are_refused_while_the_chain_is_behind() {
     p.admit_submission(bundle(4).hash(), bundle(4)).unwrap();
 }
 
+/// While the chain is behind, a bundle that fills its sender's nonce gap is still let in: refusing it would keep
+/// the acknowledged bundles waiting behind it out of every block. Any other new bundle is refused.
+#[test]
+fn a_bundle_that_fills_a_nonce_gap_is_let_in_while_the_chain_is_behind() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let mut p = net.host(proposer, MemStore::default());
+    let limit = p.limits.admit_max_wait_ms;
+    let of = |n: u8, nonce: u64| crate::bundle::testing::bundle(n, nonce, &[1, 2], n);
+    p.admit_submission(of(1, 0).hash(), of(1, 0)).unwrap();
+    // Sender 9's nonce 1 waits behind its missing nonce 0.
+    p.admit_submission(of(9, 1).hash(), of(9, 1)).unwrap();
+    net.clock.advance(limit + 1);
+    assert!(matches!(
+        p.admit_submission(of(2, 0).hash(), of(2, 0)),
+        Err(ConsensusError::Backlogged { .. })
+    ));
+    assert!(
+        matches!(
+            p.admit_submission(of(9, 2).hash(), of(9, 2)),
+            Err(ConsensusError::Backlogged { .. })
+        ),
+        "a bundle behind the gap is not a filler"
+    );
+    assert_eq!(
+        p.admit_submission(of(9, 0).hash(), of(9, 0)).unwrap(),
+        crate::mempool::Admission::Added
+    );
+    // Both of sender 9's bundles are includable now.
+    p.started_round(1, 0).unwrap();
+    let (value, _) = p.propose(1, 0).unwrap();
+    let block = p.decided(cert(1, 0, value.0)).unwrap();
+    assert!(block.bundles.contains(&of(9, 0)) && block.bundles.contains(&of(9, 1)));
+}
+
 /// The proposer of round 0 at height 1 is down; round 1's proposer's block is decided. From height 2 the
 /// rotation skips the dead validator, every node agrees (the bench is in the header), a restarted host reads
 /// it back from its store, and a proposal from the benched validator for its old slot is dropped.

@@ -133,8 +133,10 @@ pub struct ConsensusLoop {
     /// The engine's verify-once memory, for its hit counter.
     signatures: Arc<SignatureCache>,
     last_signature_hits: u64,
-    /// Where the loop publishes the mempool's head wait for admission at the edge.
+    /// Where the loop publishes the mempool's head wait (and its open nonce gaps) for admission at the edge.
     gate: Arc<AdmissionGate>,
+    /// The mempool version whose open gaps the gate holds.
+    gaps_version: u64,
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
@@ -161,7 +163,7 @@ impl ConsensusLoop {
             mut peers,
         } = links;
         peers.follow(host.validators());
-        let l = ConsensusLoop {
+        let mut l = ConsensusLoop {
             host,
             channels,
             requests_tx: requests.0,
@@ -182,6 +184,7 @@ impl ConsensusLoop {
             signatures,
             last_signature_hits: 0,
             gate,
+            gaps_version: u64::MAX,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             peers,
             attestor: None,
@@ -229,9 +232,13 @@ impl ConsensusLoop {
             .inc_by(now.dropped_rejected - last.dropped_rejected);
     }
 
-    fn publish_gauges(&self) {
+    fn publish_gauges(&mut self) {
         let m = self.host.mempool();
         self.gate.publish(m.oldest_ready_ms());
+        if m.version() != self.gaps_version {
+            self.gaps_version = m.version();
+            self.gate.publish_gaps(m.open_gaps());
+        }
         self.metrics.mempool_bundles.set(m.len() as i64);
         self.metrics.mempool_bytes.set(m.bytes() as i64);
         let (waiting, waiting_bytes) = m.waiting();
