@@ -69,6 +69,9 @@ struct PendingValue {
     reply: Reply<LocallyProposedValue<BatonContext>>,
 }
 
+/// How often, at most, the loop publishes the mempool's open nonce gaps to the admission gate.
+const GAPS_EVERY: Duration = Duration::from_millis(20);
+
 /// What the API and the writer ask of the consensus loop, which owns the mempool.
 #[derive(Debug)]
 pub enum LoopRequest {
@@ -135,8 +138,9 @@ pub struct ConsensusLoop {
     last_signature_hits: u64,
     /// Where the loop publishes the mempool's head wait (and its open nonce gaps) for admission at the edge.
     gate: Arc<AdmissionGate>,
-    /// The mempool version whose open gaps the gate holds.
+    /// The mempool version whose open gaps the gate holds, and when they were published.
     gaps_version: u64,
+    gaps_published: Instant,
     /// Disseminated bundles whose exact bytes (hash and signature) passed the checks here, so that copies sent
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
@@ -185,6 +189,7 @@ impl ConsensusLoop {
             last_signature_hits: 0,
             gate,
             gaps_version: u64::MAX,
+            gaps_published: Instant::now() - GAPS_EVERY,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             peers,
             attestor: None,
@@ -235,8 +240,11 @@ impl ConsensusLoop {
     fn publish_gauges(&mut self) {
         let m = self.host.mempool();
         self.gate.publish(m.oldest_ready_ms());
-        if m.version() != self.gaps_version {
+        // Open gaps cost a walk of the waiting bundles (up to `mempool.max_waiting`): read at most every
+        // `GAPS_EVERY` while they change, not after every request.
+        if m.version() != self.gaps_version && self.gaps_published.elapsed() >= GAPS_EVERY {
             self.gaps_version = m.version();
+            self.gaps_published = Instant::now();
             self.gate.publish_gaps(m.open_gaps());
         }
         self.metrics.mempool_bundles.set(m.len() as i64);
