@@ -278,8 +278,8 @@ impl UnsignedBundle {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testing {
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing {
     //! Signing helpers for tests (deterministic keys).
     use super::*;
     use alloy_signer::SignerSync;

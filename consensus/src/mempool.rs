@@ -90,7 +90,6 @@ struct SenderQueue {
 /// Pending bundles in arrival order. See the module docs.
 #[derive(Debug)]
 pub struct Mempool {
-    order: BTreeMap<u64, Hash>,
     slots: HashMap<Hash, Slot>,
     senders: HashMap<Sender, SenderQueue>,
     expiries: BTreeSet<(u64, Hash)>,
@@ -118,7 +117,6 @@ pub struct Mempool {
 impl Mempool {
     pub fn new(limits: MempoolLimits) -> Self {
         Self {
-            order: BTreeMap::new(),
             slots: HashMap::new(),
             senders: HashMap::new(),
             expiries: BTreeSet::new(),
@@ -383,7 +381,6 @@ impl Mempool {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.order.insert(seq, hash);
         self.includable.insert(seq, hash);
         self.ready_since.insert((now_ms, seq));
         let q = self.senders.entry(bundle.sender).or_default();
@@ -411,7 +408,6 @@ impl Mempool {
 
     fn remove_one(&mut self, hash: &Hash) -> Option<Bundle> {
         let slot = self.slots.remove(hash)?;
-        self.order.remove(&slot.seq);
         self.includable.remove(&slot.seq);
         self.ready_since.remove(&(slot.ready_ms, slot.seq));
         self.bytes -= slot.bytes;
@@ -536,9 +532,16 @@ impl Mempool {
         self.version
     }
 
-    /// Pending bundles in arrival order.
+    /// Pending bundles in arrival order: the includable ones and those behind a gap, merged by arrival.
     pub fn iter(&self) -> impl Iterator<Item = (&Hash, &Bundle)> {
-        self.order.values().map(|h| (h, &self.slots[h].bundle))
+        let mut includable = self.includable.iter().peekable();
+        let mut waiting = self.waiting.iter().peekable();
+        std::iter::from_fn(move || match (includable.peek(), waiting.peek()) {
+            (Some((a, _)), Some((b, _))) if b < a => waiting.next(),
+            (Some(_), _) => includable.next(),
+            (None, _) => waiting.next(),
+        })
+        .map(|(_, h)| (h, &self.slots[h].bundle))
     }
 
     /// Whether the pending bundles would already fill a block of these limits.
@@ -953,6 +956,10 @@ mod tests {
                     let _ = m.on_decided(height, &[(b.hash(), b.sender, nonce)]);
                 }
                 proptest::prop_assert_eq!(m.waiting(), waiting_from_scratch(&m));
+                // Every pending bundle once, in arrival order, across both halves.
+                let seqs: Vec<u64> = m.iter().map(|(h, _)| m.slots[h].seq).collect();
+                proptest::prop_assert_eq!(seqs.len(), m.len());
+                proptest::prop_assert!(seqs.windows(2).all(|w| w[0] < w[1]));
             }
         }
     }

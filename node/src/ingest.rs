@@ -563,17 +563,16 @@ mod tests {
     use baton_consensus::bundle::BundleEntry;
     use baton_consensus::bundle::UnsignedBundle;
 
-    /// While the consensus loop does not take submissions, what waits in the ingest path is bounded in bytes, not
-    /// only in count (16,384 submissions of 128 KiB would be 2 GiB): past the bound submissions are refused at
-    /// once with a retry hint.
-    #[tokio::test]
-    async fn a_stalled_loop_holds_at_most_the_ingest_byte_bound() {
+    /// An ingest path over a fresh store (kept in the returned directory) and a one-thread verifier pool, handing
+    /// its admissions to `to_loop`, writing each submission on its own, bounded at `queue_bytes`.
+    fn ingest(
+        to_loop: mpsc::Sender<LoopRequest>,
+        queue_bytes: usize,
+        gate: Arc<AdmissionGate>,
+    ) -> (IngestHandle, tokio::task::JoinHandle<()>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store =
             RocksStore::open(dir.path(), &crate::config::StorageSection::for_tests(false)).unwrap();
-        let spec = ChainSpec::for_tests(7, 4);
-        // Nobody serves the loop's queue: the writer's first group waits for its verdicts for good.
-        let (to_loop, _stalled) = mpsc::channel(16);
         let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
         let pool = VerifyPool::start(
             PoolLimits {
@@ -584,21 +583,32 @@ mod tests {
             None,
         )
         .unwrap();
-        let limit = 1024 * 1024;
-        let (ingest, _writer) = IngestHandle::spawn(
+        let (handle, writer) = IngestHandle::spawn(
             store,
-            spec,
+            ChainSpec::for_tests(7, 4),
             IngestLimits {
                 queue: 16_384,
-                queue_bytes: limit,
+                queue_bytes,
                 group: 1,
                 linger: std::time::Duration::ZERO,
             },
             to_loop,
             metrics,
             pool,
-            Arc::new(AdmissionGate::new(0)),
+            gate,
         );
+        (handle, writer, dir)
+    }
+
+    /// While the consensus loop does not take submissions, what waits in the ingest path is bounded in bytes, not
+    /// only in count (16,384 submissions of 128 KiB would be 2 GiB): past the bound submissions are refused at
+    /// once with a retry hint.
+    #[tokio::test]
+    async fn a_stalled_loop_holds_at_most_the_ingest_byte_bound() {
+        // Nobody serves the loop's queue: the writer's first group waits for its verdicts for good.
+        let (to_loop, _stalled) = mpsc::channel(16);
+        let limit = 1024 * 1024;
+        let (ingest, _writer, _dir) = ingest(to_loop, limit, Arc::new(AdmissionGate::new(0)));
         let mut answers = Vec::new();
         for _ in 0..40 {
             let key = PrivateKeySigner::random();
@@ -640,9 +650,6 @@ mod tests {
     /// sender's nonce gap as the loop last published it: it goes on to be checked and admitted.
     #[tokio::test]
     async fn a_gap_filler_passes_the_closed_gate_and_others_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            RocksStore::open(dir.path(), &crate::config::StorageSection::for_tests(false)).unwrap();
         let (to_loop, mut from_ingest) = mpsc::channel(16);
         // The loop admits whatever reaches it.
         tokio::spawn(async move {
@@ -652,53 +659,15 @@ mod tests {
                 }
             }
         });
-        let metrics = Metrics::register(&mut prometheus_client::registry::Registry::default());
-        let pool = VerifyPool::start(
-            PoolLimits {
-                threads: 1,
-                max_jobs: 16,
-                max_bytes: 1 << 20,
-            },
-            None,
-        )
-        .unwrap();
         let gate = Arc::new(AdmissionGate::new(150));
         gate.publish(Some(SystemClock.now_ms().saturating_sub(10_000)));
-        let (ingest, _writer) = IngestHandle::spawn(
-            store,
-            ChainSpec::for_tests(7, 4),
-            IngestLimits {
-                queue: 16,
-                queue_bytes: 1 << 20,
-                group: 1,
-                linger: std::time::Duration::ZERO,
-            },
-            to_loop,
-            metrics,
-            pool,
-            gate.clone(),
-        );
-        let signed = |key: &PrivateKeySigner, nonce: u64| {
-            baton_proto::client::sign_bundle(
-                key,
-                UnsignedBundle {
-                    network_id: 7,
-                    sender: key.address(),
-                    nonce,
-                    expiry_height: 100,
-                    entries: vec![BundleEntry {
-                        rollup_id: 1,
-                        payload: vec![7; 64],
-                    }],
-                },
-            )
-            .unwrap()
-        };
-        let (waiting, other) = (PrivateKeySigner::random(), PrivateKeySigner::random());
-        gate.publish_gaps(vec![(waiting.address(), 3)]);
-        let filler = signed(&waiting, 3);
-        let answers =
-            ingest.submit_many(vec![signed(&waiting, 4), filler.clone(), signed(&other, 0)]);
+        let (ingest, _writer, _dir) = ingest(to_loop, 1 << 20, gate.clone());
+        let signed =
+            |n: u8, nonce: u64| baton_consensus::bundle::testing::bundle(n, nonce, &[1], n);
+        // Sender 1's nonce 3 fills its gap; sender 2 has none.
+        gate.publish_gaps(vec![(signed(1, 0).sender, 3)]);
+        let filler = signed(1, 3);
+        let answers = ingest.submit_many(vec![signed(1, 4), filler.clone(), signed(2, 0)]);
         let mut got = Vec::new();
         for a in answers {
             got.push(

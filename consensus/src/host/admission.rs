@@ -130,7 +130,8 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             // A bundle that fills its sender's nonce gap is let in however far behind the chain is: refusing it
             // would keep the acknowledged bundles waiting behind it out of every block.
             if behind.is_err() {
-                let chain_next = self.view().next_nonce(&bundle.sender)?;
+                // Through the nonce table, which `admit` reads next.
+                let chain_next = self.chain_nonce(&bundle.sender)?;
                 if !self
                     .mempool
                     .fills_gap(&bundle.sender, bundle.nonce, chain_next)
