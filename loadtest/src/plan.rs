@@ -44,6 +44,9 @@ pub struct Prepared {
     /// Seconds after the window opens at which the bundle is due.
     pub at: f64,
     pub client_ref: u64,
+    /// The signing key, unique over the step (connection and key index): its bundles carry consecutive nonces in
+    /// send order.
+    pub sender: u64,
     pub hash: Hash,
     /// Entries per rollup.
     pub rollups: BTreeMap<u64, u32>,
@@ -182,6 +185,7 @@ pub fn build(
                                 Ok(Prepared {
                                     at,
                                     client_ref,
+                                    sender: ((c as u64) << 32) | k as u64,
                                     hash: b.hash(),
                                     rollups: per_rollup,
                                     request: pb::SubmitBundlesRequest {

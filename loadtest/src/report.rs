@@ -183,6 +183,12 @@ pub fn summary(r: &Report) -> String {
     for (why, n) in &r.retried {
         s.push_str(&format!("retried {n}: {why}\n"));
     }
+    if r.held > 0 {
+        s.push_str(&format!(
+            "held back behind their sender's refused bundle: {}\n",
+            r.held
+        ));
+    }
     if r.rejected.is_empty() {
         s.push_str("rejections: none\n");
     } else {

@@ -1,7 +1,7 @@
 //! The load run: open-loop signed submissions over `SubmitBundles` streams, every rollup's `StreamBatches`
 //! followed, each bundle timed from submission to the moment its last entry shows up in a stream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,10 @@ use crate::procstat::{self, Usage, Watched};
 
 /// How long a bundle refused with UNAVAILABLE and no retry hint waits before it is sent again.
 const RETRY_AFTER: Duration = Duration::from_millis(100);
+/// When retrying, how many of a sender's bundles may be out and not yet answered for good: half the node's default
+/// `mempool.max_nonce_gap` (64), so that a sender never runs further ahead of its lowest open nonce than the node
+/// takes. Under load that the node keeps up with, a sender has one or two out.
+const SENDER_WINDOW: u32 = 32;
 
 /// What to offer and for how long: the shape of the load ([`Shape`]) and where it goes.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -96,6 +100,10 @@ pub struct Report {
     /// Temporary refusals (the node shedding load, a full mempool) that the harness retried after the node's retry
     /// hint, as a client should: a sender's later nonces cannot be included until the refused one is.
     pub retried: BTreeMap<String, u64>,
+    /// Bundles a sender held back, when they fell due, because one of its earlier bundles was waiting to be sent
+    /// again: a wallet or a rollup's batcher does not run further ahead of a nonce the node refused. They go out
+    /// once the refused one is answered for good, and their latency still counts from when they fell due.
+    pub held: u64,
     pub delivered: u64,
     /// Acknowledged, never delivered within the drain time.
     pub lost: u64,
@@ -125,8 +133,8 @@ pub struct Report {
     /// Scheduled send -> last entry seen in a rollup stream. Counted from the instant the bundle was due, not from
     /// when the harness got round to sending it, so a stall of the sender shows here (no coordinated omission).
     pub latency: Percentiles,
-    /// The same, for the bundles admitted at their first send (never refused for now): what a client
-    /// whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
+    /// The same, for the bundles admitted at their first send (never refused for now, nor held back behind a
+    /// refused one): what a client whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
     /// refused.
     pub latency_first_try: Percentiles,
     /// Latency CDF points (ms, fraction), for plotting.
@@ -229,8 +237,9 @@ impl From<&CheckReport> for CheckSummary {
 struct Rec {
     submitted: f64,
     acked: bool,
-    /// Refused for now at least once (and sent again).
+    /// Refused for now at least once (and sent again), or held back behind its sender's refused bundle.
     refused: bool,
+    sender: u64,
     /// Entries per rollup.
     rollups: BTreeMap<u64, u32>,
     expected: u32,
@@ -238,6 +247,13 @@ struct Rec {
     height: Option<u64>,
     split: bool,
     delivered: Option<f64>,
+}
+
+/// What to send after an answer: the answered bundle again after a wait, and bundles its sender held back.
+#[derive(Debug, Default, PartialEq)]
+struct Answered {
+    again: Option<(pb::SubmitBundlesRequest, Duration)>,
+    release: Vec<pb::SubmitBundlesRequest>,
 }
 
 struct Tracker {
@@ -249,6 +265,14 @@ struct Tracker {
     attempts: HashMap<u64, u32>,
     retry: bool,
     retried: BTreeMap<String, u64>,
+    /// Per sender, its bundles refused for now and not yet answered for good: while there are any, the sender's
+    /// later bundles are held back (when retrying).
+    in_retry: HashMap<u64, BTreeSet<u64>>,
+    /// Per sender, the bundles held back, in nonce order.
+    held: HashMap<u64, VecDeque<pb::SubmitBundlesRequest>>,
+    /// Per sender, its bundles sent and not yet answered for good (when retrying; at most [`SENDER_WINDOW`]).
+    out: HashMap<u64, u32>,
+    held_count: u64,
     offered: u64,
     acked: u64,
     rejected: BTreeMap<String, u64>,
@@ -283,6 +307,10 @@ impl Tracker {
             attempts: HashMap::new(),
             retry: false,
             retried: BTreeMap::new(),
+            in_retry: HashMap::new(),
+            held: HashMap::new(),
+            out: HashMap::new(),
+            held_count: 0,
             offered: 0,
             acked: 0,
             rejected: BTreeMap::new(),
@@ -346,18 +374,18 @@ impl Tracker {
         &mut self.seconds[i]
     }
 
-    /// A bundle sent; `scheduled` is when it was due (seconds after the start), from which its latency counts.
+    /// A bundle fell due; `scheduled` is when (seconds after the start), from which its latency counts. Returns the
+    /// request to send now, or `None` when (retrying) its sender has an earlier bundle waiting to be sent again, or
+    /// [`SENDER_WINDOW`] bundles out: it is then held, and released in order by [`Tracker::answered`].
     fn offered(
         &mut self,
         client_ref: u64,
+        sender: u64,
         hash: Hash,
         rollups: BTreeMap<u64, u32>,
         scheduled: f64,
-        request: Option<pb::SubmitBundlesRequest>,
-    ) {
-        if let Some(r) = request {
-            self.requests.insert(client_ref, r);
-        }
+        request: pb::SubmitBundlesRequest,
+    ) -> Option<pb::SubmitBundlesRequest> {
         let entries = rollups.values().sum();
         let t = scheduled;
         let lag_ms = ((self.now() - scheduled) * 1e3).max(0.0);
@@ -365,12 +393,17 @@ impl Tracker {
         self.max_lag_ms = self.max_lag_ms.max(lag_ms);
         self.second(t).0.offered += 1;
         self.refs.insert(client_ref, hash);
+        let hold = self.retry
+            && (self.in_retry.contains_key(&sender)
+                || self.held.contains_key(&sender)
+                || self.out.get(&sender).copied().unwrap_or(0) >= SENDER_WINDOW);
         self.recs.insert(
             hash,
             Rec {
                 submitted: t,
                 acked: false,
-                refused: false,
+                refused: hold,
+                sender,
                 rollups,
                 expected: entries,
                 seen: 0,
@@ -379,18 +412,36 @@ impl Tracker {
                 delivered: None,
             },
         );
+        if self.retry {
+            self.requests.insert(client_ref, request.clone());
+        }
+        if hold {
+            self.held_count += 1;
+            self.held.entry(sender).or_default().push_back(request);
+            return None;
+        }
+        if self.retry {
+            *self.out.entry(sender).or_default() += 1;
+        }
+        Some(request)
     }
 
-    /// Takes an answer; returns the request to send again, and after how long, when the node said the refusal is
-    /// temporary (a retry hint, or UNAVAILABLE): the wait doubles with each refusal of the same bundle, from the
-    /// node's hint up to 16 times it.
+    /// Takes an answer. When the node said the refusal is temporary (a retry hint, or UNAVAILABLE), returns the
+    /// request to send again and after how long: the wait doubles with each refusal of the same bundle, from the
+    /// node's hint up to 16 times it. When the answer is final and it was the last of its sender's bundles waiting
+    /// to be sent again, returns the bundles the sender held back meanwhile, to send now.
     fn answered(
         &mut self,
         client_ref: u64,
         result: Option<pb::submit_bundles_response::Result>,
-    ) -> Option<(pb::SubmitBundlesRequest, Duration)> {
+    ) -> Answered {
         const MAX_ATTEMPTS: u32 = 600;
         let t = self.now();
+        let sender = self
+            .refs
+            .get(&client_ref)
+            .and_then(|h| self.recs.get(h))
+            .map(|r| r.sender);
         if let Some(pb::submit_bundles_response::Result::Error(e)) = &result {
             let attempts = self.attempts.entry(client_ref).or_insert(0);
             if self.retry
@@ -400,13 +451,6 @@ impl Tracker {
             {
                 *attempts += 1;
                 *self.retried.entry(reason(e.code, &e.message)).or_default() += 1;
-                if let Some(r) = self
-                    .refs
-                    .get(&client_ref)
-                    .and_then(|h| self.recs.get_mut(h))
-                {
-                    r.refused = true;
-                }
                 let hint = match e.retry_after_ms {
                     0 => RETRY_AFTER,
                     ms => Duration::from_millis(ms),
@@ -414,12 +458,31 @@ impl Tracker {
                 // Doubling from the hint, to at most 16 times the default or the hint itself if longer.
                 let wait =
                     (hint * (1u32 << (*attempts - 1).min(4))).min(hint.max(RETRY_AFTER * 16));
-                return self.requests.get(&client_ref).cloned().map(|r| (r, wait));
+                if let Some(r) = self
+                    .refs
+                    .get(&client_ref)
+                    .and_then(|h| self.recs.get_mut(h))
+                {
+                    r.refused = true;
+                    self.in_retry
+                        .entry(r.sender)
+                        .or_default()
+                        .insert(client_ref);
+                }
+                return Answered {
+                    again: self.requests.get(&client_ref).cloned().map(|r| (r, wait)),
+                    release: Vec::new(),
+                };
             }
         }
         self.requests.remove(&client_ref);
         self.attempts.remove(&client_ref);
-        let hash = self.refs.remove(&client_ref)?;
+        let release = sender
+            .map(|s| self.settled(s, client_ref))
+            .unwrap_or_default();
+        let Some(hash) = self.refs.remove(&client_ref) else {
+            return Answered::default();
+        };
         match result {
             Some(pb::submit_bundles_response::Result::BundleHash(_)) => {
                 self.acked += 1;
@@ -438,7 +501,41 @@ impl Tracker {
                 *self.rejected.entry("no result".into()).or_default() += 1;
             }
         }
-        None
+        Answered {
+            again: None,
+            release,
+        }
+    }
+
+    /// A bundle of `sender` answered for good. Once none of its bundles waits to be sent again, its held bundles
+    /// are released, in order, as far as its window allows.
+    fn settled(&mut self, sender: u64, client_ref: u64) -> Vec<pb::SubmitBundlesRequest> {
+        if let Some(out) = self.out.get_mut(&sender) {
+            *out = out.saturating_sub(1);
+        }
+        if let Some(waiting) = self.in_retry.get_mut(&sender) {
+            waiting.remove(&client_ref);
+            if !waiting.is_empty() {
+                return Vec::new();
+            }
+            self.in_retry.remove(&sender);
+        }
+        let out = self.out.entry(sender).or_default();
+        let mut release = Vec::new();
+        if let Some(held) = self.held.get_mut(&sender) {
+            while *out < SENDER_WINDOW {
+                let Some(r) = held.pop_front() else { break };
+                *out += 1;
+                release.push(r);
+            }
+            if held.is_empty() {
+                self.held.remove(&sender);
+            }
+        }
+        if *out == 0 {
+            self.out.remove(&sender);
+        }
+        release
     }
 
     fn entry(&mut self, height: u64, bundle: Hash) {
@@ -487,14 +584,27 @@ fn lock(t: &Mutex<Tracker>) -> std::sync::MutexGuard<'_, Tracker> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A stable label for a refusal: the status code and the message up to its first digit or colon.
+/// A stable label for a refusal: the status code and the message's first sentence (up to 120 characters), every
+/// word holding a digit (a nonce, a height, an address) written `N`, so that refusals of one kind count together
+/// and kinds that share their first words (a used nonce, a nonce too far ahead) do not.
 fn reason(code: i32, message: &str) -> String {
     let code = tonic::Code::from(code);
-    let cut = message
-        .find(|c: char| c.is_ascii_digit() || c == ':')
-        .unwrap_or(message.len())
-        .min(60);
-    format!("{code:?}: {}", message[..cut].trim())
+    let first = message.split(';').next().unwrap_or(message);
+    let words: Vec<&str> = first
+        .split_whitespace()
+        .map(|w| {
+            if w.chars().any(|c| c.is_ascii_digit()) {
+                "N"
+            } else {
+                w
+            }
+        })
+        .collect();
+    let mut label = words.join(" ");
+    if let Some((cut, _)) = label.char_indices().nth(120) {
+        label.truncate(cut);
+    }
+    format!("{code:?}: {label}")
 }
 
 /// Each watched node's stall counts now, by name (nodes whose metrics cannot be read are left out).
@@ -591,7 +701,6 @@ pub async fn run(
         t.start = started;
         t.retry = cfg.retry_temporary;
     }
-    let retry = cfg.retry_temporary;
     let mut submitters = Vec::new();
     for (plan, (tx, mut responses)) in plans.into_iter().zip(streams) {
         let t2 = tracker.clone();
@@ -599,7 +708,12 @@ pub async fn run(
         let resend = tx.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(r)) = responses.message().await {
-                let again = lock(&t2).answered(r.client_ref, r.result);
+                let Answered { again, release } = lock(&t2).answered(r.client_ref, r.result);
+                for req in release {
+                    if resend.send(req).await.is_err() {
+                        return;
+                    }
+                }
                 if let Some((req, wait)) = again {
                     let resend = resend.clone();
                     tokio::spawn(async move {
@@ -618,10 +732,18 @@ pub async fn run(
                 // Everything due by now goes out in one go.
                 let now = started.elapsed().as_secs_f64();
                 while let Some(p) = plan.next_if(|p| p.at <= now) {
-                    let kept = retry.then(|| p.request.clone());
-                    lock(&tracker).offered(p.client_ref, p.hash, p.rollups, p.at, kept);
-                    if tx.send(p.request).await.is_err() {
-                        return;
+                    let now = lock(&tracker).offered(
+                        p.client_ref,
+                        p.sender,
+                        p.hash,
+                        p.rollups,
+                        p.at,
+                        p.request,
+                    );
+                    if let Some(request) = now {
+                        if tx.send(request).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
@@ -751,6 +873,7 @@ pub async fn run(
         acked: t.acked,
         rejected: t.rejected.clone(),
         retried: t.retried.clone(),
+        held: t.held_count,
         delivered: t.delivered,
         lost,
         duplicated: t.duplicated,
@@ -839,31 +962,22 @@ mod tests {
     fn refusals_the_node_calls_temporary_are_retried_and_others_are_final() {
         let mut t = Tracker::new();
         t.retry = true;
-        let req = pb::SubmitBundlesRequest {
-            client_ref: 1,
+        let req = |client_ref| pb::SubmitBundlesRequest {
+            client_ref,
             bundle: None,
         };
-        t.offered(
-            1,
-            Hash([1; 32]),
-            BTreeMap::from([(1, 1)]),
-            0.0,
-            Some(req.clone()),
-        );
-        t.offered(
-            2,
-            Hash([2; 32]),
-            BTreeMap::from([(1, 1)]),
-            0.0,
-            Some(req.clone()),
-        );
-        t.offered(
-            4,
-            Hash([4; 32]),
-            BTreeMap::from([(1, 1)]),
-            0.0,
-            Some(req.clone()),
-        );
+        for r in [1, 2, 4] {
+            // Three senders, one bundle each.
+            let sent = t.offered(
+                r,
+                r,
+                Hash([r as u8; 32]),
+                BTreeMap::from([(1, 1)]),
+                0.0,
+                req(r),
+            );
+            assert_eq!(sent, Some(req(r)));
+        }
         let refused = |code: tonic::Code, retry_after_ms: u64| {
             Some(pb::submit_bundles_response::Result::Error(
                 pb::SubmitError {
@@ -873,31 +987,31 @@ mod tests {
                 },
             ))
         };
+        let again = |r, wait| Answered {
+            again: Some((req(r), wait)),
+            release: vec![],
+        };
         assert_eq!(
             t.answered(1, refused(tonic::Code::Unavailable, 0)),
-            Some((req.clone(), RETRY_AFTER))
+            again(1, RETRY_AFTER)
         );
-        assert!(t
-            .answered(2, refused(tonic::Code::InvalidArgument, 0))
-            .is_none());
+        assert_eq!(
+            t.answered(2, refused(tonic::Code::InvalidArgument, 0)),
+            Answered::default()
+        );
         // A refusal with the node's retry hint (a full mempool) is sent again after the hint, then twice that, up
         // to 1.6 s.
         let hinted = refused(tonic::Code::ResourceExhausted, 250);
         for ms in [250, 500, 1_000, 1_600, 1_600] {
             assert_eq!(
                 t.answered(4, hinted.clone()),
-                Some((req.clone(), Duration::from_millis(ms)))
+                again(4, Duration::from_millis(ms))
             );
         }
-        t.answered(
-            4,
-            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
-        );
+        let ok = || Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
+        t.answered(4, ok());
         // The retried one is acknowledged on its second try; the other stays refused.
-        t.answered(
-            1,
-            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
-        );
+        t.answered(1, ok());
         assert_eq!((t.acked, t.rejected.values().sum::<u64>()), (2, 1));
         assert_eq!(t.retried.values().sum::<u64>(), 6);
         assert!(t.requests.is_empty());
@@ -905,22 +1019,98 @@ mod tests {
         t.entry(3, Hash([1; 32]));
         assert_eq!((t.hist.len(), t.first_try_hist.len()), (1, 0));
         // A bundle taken at once counts in both.
-        t.offered(3, Hash([3; 32]), BTreeMap::from([(1, 1)]), 0.0, None);
-        t.answered(
-            3,
-            Some(pb::submit_bundles_response::Result::BundleHash(vec![])),
-        );
+        t.offered(3, 3, Hash([3; 32]), BTreeMap::from([(1, 1)]), 0.0, req(3));
+        t.answered(3, ok());
         t.entry(3, Hash([3; 32]));
         assert_eq!((t.hist.len(), t.first_try_hist.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_sender_holds_its_later_bundles_while_an_earlier_one_waits_to_be_sent_again() {
+        let mut t = Tracker::new();
+        t.retry = true;
+        let req = |client_ref| pb::SubmitBundlesRequest {
+            client_ref,
+            bundle: None,
+        };
+        let (alice, bob) = (7, 8);
+        let due = |t: &mut Tracker, r: u64, sender| {
+            t.offered(
+                r,
+                sender,
+                Hash([r as u8; 32]),
+                BTreeMap::from([(1, 1)]),
+                0.0,
+                req(r),
+            )
+        };
+        let busy = || {
+            Some(pb::submit_bundles_response::Result::Error(
+                pb::SubmitError {
+                    code: tonic::Code::Unavailable as i32,
+                    message: "the node is overloaded".into(),
+                    retry_after_ms: 100,
+                },
+            ))
+        };
+        let ok = || Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
+        // Alice's nonces 0 and 1 go out; 0 is refused for now.
+        assert!(due(&mut t, 10, alice).is_some());
+        assert!(due(&mut t, 11, alice).is_some());
+        assert!(t.answered(10, busy()).again.is_some());
+        // Her nonce 2 falls due while 0 waits: held. Bob is not held.
+        assert_eq!(due(&mut t, 12, alice), None);
+        assert!(due(&mut t, 20, bob).is_some());
+        // Her nonce 1, already out, is refused too: both wait, so nonce 0's acknowledgement releases nothing.
+        assert!(t.answered(11, busy()).again.is_some());
+        assert_eq!(t.answered(10, ok()).release, vec![]);
+        assert_eq!(due(&mut t, 13, alice), None);
+        // Nonce 1 acknowledged: nonces 2 and 3 go out, in order, and later ones are sent when due.
+        assert_eq!(t.answered(11, ok()).release, vec![req(12), req(13)]);
+        assert!(due(&mut t, 14, alice).is_some());
+        assert_eq!(t.held_count, 2);
+        // A final refusal releases as well: the held bundles are the client's to send, whatever becomes of them.
+        assert!(t.answered(14, busy()).again.is_some());
+        assert_eq!(due(&mut t, 15, alice), None);
+        let fin = Some(pb::submit_bundles_response::Result::Error(
+            pb::SubmitError {
+                code: tonic::Code::InvalidArgument as i32,
+                message: "bundle.expiry_height 3 has passed".into(),
+                retry_after_ms: 0,
+            },
+        ));
+        assert_eq!(t.answered(14, fin).release, vec![req(15)]);
+        // Held bundles do not count as admitted at their first send.
+        for r in [12, 13, 20] {
+            t.answered(r, ok());
+            t.entry(5, Hash([r as u8; 32]));
+        }
+        assert_eq!((t.hist.len(), t.first_try_hist.len()), (3, 1));
+        // Alice has only 15 out now. Whatever is refused, she has at most SENDER_WINDOW out: the next ones wait
+        // for answers, one per answer.
+        t.answered(15, ok());
+        let window = u64::from(SENDER_WINDOW);
+        for r in 100..100 + window {
+            assert!(due(&mut t, r, alice).is_some());
+        }
+        assert_eq!(due(&mut t, 100 + window, alice), None);
+        assert_eq!(due(&mut t, 101 + window, alice), None);
+        assert_eq!(t.answered(100, ok()).release, vec![req(100 + window)]);
+        assert_eq!(t.answered(101, ok()).release, vec![req(101 + window)]);
+        assert!(due(&mut t, 102 + window, alice).is_none());
     }
 
     #[test]
     fn completeness_accounting() {
         let mut t = Tracker::new();
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        t.offered(1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0, None);
-        t.offered(2, b, BTreeMap::from([(1, 1)]), 0.0, None);
-        t.offered(3, c, BTreeMap::from([(2, 1)]), 0.0, None);
+        let req = |client_ref| pb::SubmitBundlesRequest {
+            client_ref,
+            bundle: None,
+        };
+        t.offered(1, 1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0, req(1));
+        t.offered(2, 2, b, BTreeMap::from([(1, 1)]), 0.0, req(2));
+        t.offered(3, 3, c, BTreeMap::from([(2, 1)]), 0.0, req(3));
         let ok = Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
         t.answered(1, ok.clone());
         t.answered(2, ok);
@@ -947,7 +1137,7 @@ mod tests {
         assert_eq!(t.outstanding(), 0);
         assert_eq!(
             t.rejected.keys().next().map(String::as_str),
-            Some("FailedPrecondition: bundle.nonce")
+            Some("FailedPrecondition: bundle.nonce N of sender N is already used")
         );
     }
 }
