@@ -6,9 +6,10 @@ use clap::Parser;
 use eyre::{bail, Result};
 
 use baton_loadtest::devnet::{find_baton, Devnet, DevnetSpec};
+use baton_loadtest::plan::LoadConfig;
 use baton_loadtest::plan::Shape;
 use baton_loadtest::procstat::Watched;
-use baton_loadtest::run::{run, LoadConfig};
+use baton_loadtest::run::run;
 use baton_loadtest::{floor, idle, report};
 
 /// Offer load to a Baton network and measure submit -> delivered latency, throughput and completeness.

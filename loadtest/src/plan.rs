@@ -1,7 +1,7 @@
-//! The bundles of one load step, made before its timed window: every bundle signed, hashed and built into its
-//! request message ahead of time, each with the instant it is due. The timed window then only sends, so the
-//! harness's own signing can neither slow the offered rate nor hide a stall of the network (latency is counted
-//! from the scheduled instant, not from the send).
+//! What a load step offers and where ([`LoadConfig`], [`Shape`]), and its bundles, made before its timed window:
+//! every bundle signed, hashed and built into its request message ahead of time, each with the instant it is due.
+//! The timed window then only sends, so the harness's own signing can neither slow the offered rate nor hide a
+//! stall of the network (latency is counted from the scheduled instant, not from the send).
 //!
 //! Payloads are random bytes (incompressible), so storage compression cannot flatter the figures.
 
@@ -13,6 +13,8 @@ use baton_proto::pb;
 use baton_proto::types::{BundleEntry, Hash, UnsignedBundle};
 use eyre::{eyre, Result};
 use rand::{RngCore, SeedableRng};
+
+use crate::procstat::Watched;
 
 /// The shape of the load of one step.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -36,6 +38,25 @@ pub struct Shape {
     pub senders: usize,
     /// Seeds the payload bytes.
     pub seed: u64,
+}
+
+/// What to offer and for how long: the shape of the load ([`Shape`]) and where it goes.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LoadConfig {
+    pub endpoints: Vec<String>,
+    #[serde(flatten)]
+    pub shape: Shape,
+    /// Rollups to spread load over (the first N registered).
+    pub rollups: usize,
+    /// After the load stops, how long to wait for acknowledged bundles to show up.
+    pub drain_secs: f64,
+    /// Bundles expire this many heights after the height seen at start.
+    pub expiry_heights: u64,
+    /// Processes whose CPU and writes the report gives (the nodes under test; the harness is added).
+    pub watched: Vec<Watched>,
+    /// Send a bundle refused as temporary (a retry hint, or UNAVAILABLE) again after the node's hint (as a client
+    /// should).
+    pub retry_temporary: bool,
 }
 
 /// One bundle ready to send.

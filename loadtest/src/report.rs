@@ -1,11 +1,187 @@
-//! The run's report: JSON, a printed summary, and SVG plots (throughput and latency over time, latency CDF).
+//! The run's report (what a step found: rates, latencies, CPU and writes, refusals, the checker's findings) and how
+//! it is written: JSON, a printed summary, and SVG plots (throughput and latency over time, latency CDF).
 
 use std::path::Path;
 
 use eyre::{eyre, Result};
 use plotters::prelude::*;
 
-use crate::run::Report;
+use std::collections::BTreeMap;
+
+use baton_proto::check::CheckReport;
+use hdrhistogram::Histogram;
+
+use crate::plan::LoadConfig;
+use crate::procstat::Usage;
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Percentiles {
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1e3;
+        if h.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p90: ms(h.value_at_quantile(0.90)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+            mean: h.mean() / 1e3,
+        }
+    }
+}
+
+/// One second of the run.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Second {
+    pub t: u64,
+    pub offered: u64,
+    pub acked: u64,
+    pub rejected: u64,
+    pub delivered: u64,
+    /// Entries of the bundles delivered in this second.
+    pub delivered_entries: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// What a run found.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub config: LoadConfig,
+    pub network_id: u64,
+    pub rollups: Vec<u64>,
+    pub offered: u64,
+    pub acked: u64,
+    /// Final refusals, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// Temporary refusals (the node shedding load, a full mempool) that the harness retried after the node's retry
+    /// hint, as a client should: a sender's later nonces cannot be included until the refused one is.
+    pub retried: BTreeMap<String, u64>,
+    /// Bundles a sender held back, when they fell due, because one of its earlier bundles was waiting to be sent
+    /// again: a wallet or a rollup's batcher does not run further ahead of a nonce the node refused. They go out
+    /// once the refused one is answered for good, and their latency still counts from when they fell due.
+    pub held: u64,
+    pub delivered: u64,
+    /// Acknowledged, never delivered within the drain time.
+    pub lost: u64,
+    /// Bundles with an entry delivered more than once.
+    pub duplicated: u64,
+    /// Bundles whose entries arrived at more than one height (atomicity broken).
+    pub split: u64,
+    /// Entries in the streams that this run did not submit.
+    pub unknown_entries: u64,
+    /// What the run checker found on every endpoint's chain.
+    pub check: CheckSummary,
+    /// Whether every acknowledged bundle was delivered exactly once, at one height, and the checker found
+    /// nothing wrong on any node.
+    pub complete: bool,
+    /// Rates over the steady part of the run (after the ramp, until the load stopped).
+    pub offered_per_sec: f64,
+    pub acked_per_sec: f64,
+    pub delivered_per_sec: f64,
+    /// Entries delivered per second over the steady part (bundles times their entries).
+    pub delivered_entries_per_sec: f64,
+    /// Payload bytes delivered per second over the steady part.
+    pub delivered_payload_bytes_per_sec: f64,
+    /// Heights decided per second over the steady part (read from the first endpoint's status).
+    pub heights_per_sec: f64,
+    /// Scheduled send -> acknowledged.
+    pub ack_latency: Percentiles,
+    /// Scheduled send -> last entry seen in a rollup stream. Counted from the instant the bundle was due, not from
+    /// when the harness got round to sending it, so a stall of the sender shows here (no coordinated omission).
+    pub latency: Percentiles,
+    /// The same, for the bundles admitted at their first send (never refused for now, nor held back behind a
+    /// refused one): what a client whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
+    /// refused.
+    pub latency_first_try: Percentiles,
+    /// Latency CDF points (ms, fraction), for plotting.
+    pub latency_cdf: Vec<(f64, f64)>,
+    /// How far the generator fell behind its schedule at worst (ms): if large, the harness, not the network,
+    /// limited the offered rate.
+    pub generator_max_lag_ms: f64,
+    /// Seconds spent building and signing the step's bundles before its timed window.
+    pub prepare_secs: f64,
+    /// CPU and storage writes of every watched process and the whole machine over the steady part.
+    pub usage: Usage,
+    pub timeline: Vec<Second>,
+    /// Heights seen in the first rollup's stream during the run.
+    pub heights_seen: u64,
+    /// Per node, the storage writes and heights its own histograms counted as slow over the steady part
+    /// ([`crate::nodemetrics`]); nodes whose metrics could not be read are left out.
+    pub node_stalls: BTreeMap<String, crate::nodemetrics::Stalls>,
+    /// Of the heights seen, those decided in a round above 0 (a proposer that did not propose in time).
+    pub heights_late_round: u64,
+    /// Heights whose block came more than [`SLOW_HEIGHT_MS`] after its parent's (by the blocks' timestamps) or
+    /// was built in a round above 0, so that a stall in the timeline can be matched to a failed round or to a slow
+    /// height in round 0. At most [`SLOW_HEIGHTS_KEPT`], the first ones.
+    pub slow_heights: Vec<SlowHeight>,
+}
+
+/// A block timestamp gap at or above which a height is listed in [`Report::slow_heights`].
+pub const SLOW_HEIGHT_MS: u64 = 150;
+/// How many slow heights a report lists.
+pub const SLOW_HEIGHTS_KEPT: usize = 500;
+
+/// One slow height: when the harness saw it and what its header says.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SlowHeight {
+    pub height: u64,
+    /// Seconds since the window opened when the harness saw the block (the timeline's clock).
+    pub seen_at: f64,
+    /// This block's timestamp minus its parent's.
+    pub gap_ms: u64,
+    /// The round the block was built for.
+    pub round: u32,
+    pub proposer: String,
+    pub bundles: u32,
+}
+
+/// The run checker's findings (counts, and the first of each kind).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckSummary {
+    pub nodes: usize,
+    pub heights_compared: u64,
+    pub forks: usize,
+    pub broken_links: usize,
+    pub lost: usize,
+    pub duplicated: usize,
+    pub unknown: usize,
+    pub split: usize,
+    pub ok: bool,
+    /// One line with the counts and the first findings.
+    pub summary: String,
+}
+
+impl From<&CheckReport> for CheckSummary {
+    fn from(r: &CheckReport) -> Self {
+        CheckSummary {
+            nodes: r.nodes,
+            heights_compared: r.heights_compared,
+            forks: r.forks.len(),
+            broken_links: r.broken_links.len(),
+            lost: r.lost.len(),
+            duplicated: r.duplicated.len(),
+            unknown: r.unknown.len(),
+            split: r.split.len(),
+            ok: r.ok(),
+            summary: r.to_string(),
+        }
+    }
+}
 
 /// Writes `report.json`, `throughput.svg`, `latency.svg` and `latency_cdf.svg` into `dir`.
 pub fn write(report: &Report, dir: &Path) -> Result<()> {
@@ -13,7 +189,7 @@ pub fn write(report: &Report, dir: &Path) -> Result<()> {
     std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(report)?)?;
     let secs: Vec<f64> = report.timeline.iter().map(|s| s.t as f64).collect();
     let xmax = secs.last().copied().unwrap_or(1.0) + 1.0;
-    let series = |f: &dyn Fn(&crate::run::Second) -> f64| -> Vec<(f64, f64)> {
+    let series = |f: &dyn Fn(&Second) -> f64| -> Vec<(f64, f64)> {
         report.timeline.iter().map(|s| (s.t as f64, f(s))).collect()
     };
     lines(
@@ -155,8 +331,8 @@ pub fn summary(r: &Report) -> String {
         "heights seen {}, {} in a round above 0; {} with a block {} ms or more after its parent's{}\n",
         r.heights_seen,
         r.heights_late_round,
-        r.slow_heights.iter().filter(|h| h.gap_ms >= crate::run::SLOW_HEIGHT_MS).count(),
-        crate::run::SLOW_HEIGHT_MS,
+        r.slow_heights.iter().filter(|h| h.gap_ms >= SLOW_HEIGHT_MS).count(),
+        SLOW_HEIGHT_MS,
         if r.slow_heights.is_empty() { String::new() } else {
             let worst = r.slow_heights.iter().max_by_key(|h| h.gap_ms).expect("not empty");
             format!(" (longest: height {} at {:.1} s, {} ms, round {}, proposer {})", worst.height, worst.seen_at, worst.gap_ms, worst.round, worst.proposer)
