@@ -190,13 +190,13 @@ impl ForwardHandle {
             ));
         }
         if self.pending.load(Ordering::Relaxed) >= self.max_pending {
-            return Err(SubmitError::Full(format!(
+            return Err(SubmitError::ForwardFull(format!(
                 "the L1 forwarding queue is full: {} bundles wait to be forwarded (l1.forward.max_pending)",
                 self.max_pending
             )));
         }
         let permit = self.tx.try_reserve().map_err(|_| {
-            SubmitError::Full("the L1 forwarding queue is full (l1.forward.queue)".into())
+            SubmitError::ForwardFull("the L1 forwarding queue is full (l1.forward.queue)".into())
         })?;
         {
             let mut per = self.per_sender.lock().unwrap_or_else(|p| p.into_inner());

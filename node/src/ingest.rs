@@ -40,9 +40,12 @@ const RETRY_FULL_MS: u64 = 1_000;
 pub enum SubmitError {
     #[error("{0}")]
     Invalid(BundleError),
-    /// A full mempool (or the based-rollup forwarder's queue): the message starts with which.
+    /// A full mempool: the message starts with which bound ("mempool is full", "no room behind nonce gaps").
     #[error("{0}")]
     Full(String),
+    /// The based-rollup forwarder's queue is full (`l1.forward.max_pending`, `l1.forward.queue`).
+    #[error("{0}")]
+    ForwardFull(String),
     #[error(
         "the node is overloaded: ingest queue full (mempool.ingest_queue / mempool.ingest_queue_bytes); retry later"
     )]
@@ -68,7 +71,8 @@ pub enum SubmitError {
 impl SubmitError {
     /// When the same submission may be taken if sent again (milliseconds from now), for a refusal that clears by
     /// itself: a full queue or verifier pool soon, a chain that is behind after about as long as its oldest ready
-    /// bundle has waited, a full mempool (or its room behind nonce gaps) once blocks have taken some of it. `None`:
+    /// bundle has waited, a full mempool (or its room behind nonce gaps) once blocks have taken some of it, a full
+    /// forwarding queue once the forwarder has posted some of it. `None`:
     /// sent again unchanged, it is refused again. Sent to clients as the retry hint; long enough that retries of
     /// refused bundles do not themselves load the node it sheds load for.
     pub fn retry_after_ms(&self) -> Option<u64> {
@@ -77,7 +81,7 @@ impl SubmitError {
             SubmitError::Backlogged { waited_ms, .. } => {
                 Some((*waited_ms).clamp(RETRY_SOON_MS, RETRY_FULL_MS))
             }
-            SubmitError::Full(_) => Some(RETRY_FULL_MS),
+            SubmitError::Full(_) | SubmitError::ForwardFull(_) => Some(RETRY_FULL_MS),
             SubmitError::Invalid(_)
             | SubmitError::Storage(_)
             | SubmitError::ShuttingDown
@@ -91,6 +95,7 @@ impl SubmitError {
         match self {
             SubmitError::Invalid(b) => b.label(),
             SubmitError::Full(_) => "mempool_full",
+            SubmitError::ForwardFull(_) => "forward_queue_full",
             SubmitError::Busy => "busy",
             SubmitError::Saturated(_) => "verifier_saturated",
             SubmitError::Backlogged { .. } => "backlogged",
@@ -408,7 +413,8 @@ impl IngestHandle {
     }
 }
 
-fn count_refusal(metrics: &Metrics, why: &SubmitError) {
+/// Counts a refusal in `baton_mempool_rejected_total` by its reason (also the forwarder's, from the gRPC layer).
+pub(crate) fn count_refusal(metrics: &Metrics, why: &SubmitError) {
     metrics
         .rejected
         .get_or_create(&ReasonLabel {

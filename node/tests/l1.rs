@@ -782,6 +782,17 @@ fn one_sender_cannot_take_the_whole_forwarding_queue() {
                 .contains("l1.forward.max_pending_per_sender"),
             "{refusal:?}"
         );
+        // Counted by reason, as ingest's refusals are.
+        let m = scrape(cluster.net.nodes[0].metrics_addr).await;
+        assert!(
+            m.lines()
+                .any(|l| l == "baton_mempool_rejected_total{reason=\"forward_limit\"} 1"),
+            "the forwarder's refusal is counted: {}",
+            m.lines()
+                .filter(|l| l.starts_with("baton_mempool_rejected_total"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
         // Another sender is still served.
         let other = common::User::new().bundle(&[(9, b"another sender")]);
         client

@@ -86,9 +86,10 @@ fn submit_status(e: SubmitError) -> Status {
             BundleErrorKind::Unauthorized => Code::PermissionDenied,
             BundleErrorKind::State => Code::FailedPrecondition,
         },
-        SubmitError::Full(_) | SubmitError::DiskLow { .. } | SubmitError::ForwardLimit(_) => {
-            Code::ResourceExhausted
-        }
+        SubmitError::Full(_)
+        | SubmitError::ForwardFull(_)
+        | SubmitError::DiskLow { .. }
+        | SubmitError::ForwardLimit(_) => Code::ResourceExhausted,
         SubmitError::Busy
         | SubmitError::Saturated(_)
         | SubmitError::Backlogged { .. }
@@ -312,9 +313,13 @@ impl<S: ChainRead + Clone + 'static> Api<S> {
                 (Ok((bundle, Some(rollup))), Some(fwd)) => {
                     // The rare based-rollup bundle: on a task of its own, answered like the others.
                     let (reply, pending) = oneshot::channel();
-                    let fwd = fwd.clone();
+                    let (fwd, metrics) = (fwd.clone(), self.metrics.clone());
                     tokio::spawn(async move {
-                        let _ = reply.send(fwd.submit(rollup, bundle).await);
+                        let answer = fwd.submit(rollup, bundle).await;
+                        if let Err(why) = &answer {
+                            crate::ingest::count_refusal(&metrics, why);
+                        }
+                        let _ = reply.send(answer);
                     });
                     answers.push(Some(Ok(pending)));
                 }

@@ -265,6 +265,12 @@ fn refusals_that_clear_by_themselves_carry_a_retry_hint_and_final_ones_do_not() 
             "no room behind nonce gaps: 3 bundles",
             1_000,
         ),
+        (
+            SubmitError::ForwardFull("the L1 forwarding queue is full (l1.forward.queue)".into()),
+            Code::ResourceExhausted,
+            "the L1 forwarding queue is full",
+            1_000,
+        ),
         (SubmitError::Busy, Code::Unavailable, "the node is overloaded", 100),
         (
             behind(400),
