@@ -28,6 +28,7 @@
 //! A decided payload is stored once, inside its block; a rollup's batch is served as slices of the block's stored
 //! bytes (`meta` `layout` = [`LAYOUT`]; layout 1 also stored every payload a second time in `batches`).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -120,6 +121,11 @@ pub struct RocksStore {
     sync_writes: bool,
     /// Vote extensions of the height about to be committed ([`RocksStore::stage_extensions`]).
     staged_extensions: Arc<std::sync::Mutex<Option<StagedExtensions>>>,
+    /// The keys of the `mempool` family: the bundles this node's clients submitted, written before their
+    /// acknowledgement and not yet deleted. A decision or a drop deletes only these; the rest of a block came from
+    /// peers and was never written here, and a tombstone for each would cost a memtable insert per bundle per
+    /// node. Read from the family at open; as many as the family holds, which the mempool's bounds bound.
+    persisted: Arc<std::sync::Mutex<HashSet<Hash>>>,
 }
 
 fn be(h: u64) -> [u8; 8] {
@@ -183,8 +189,22 @@ impl RocksStore {
             db: Arc::new(db),
             sync_writes,
             staged_extensions: Default::default(),
+            persisted: Default::default(),
         };
         store.check_layout()?;
+        let mut persisted = HashSet::new();
+        for item in store
+            .db
+            .iterator_cf(store.cf(CF_MEMPOOL)?, IteratorMode::Start)
+        {
+            let (k, _) = item?;
+            let key: [u8; 32] = k.as_ref().try_into().map_err(|_| NodeError::Corrupt {
+                cf: CF_MEMPOOL,
+                detail: format!("a key of {} bytes, not a 32-byte bundle hash", k.len()),
+            })?;
+            persisted.insert(Hash(key));
+        }
+        *store.persisted_keys() = persisted;
         Ok(store)
     }
 
@@ -284,7 +304,7 @@ impl RocksStore {
         if to <= from {
             return Ok(from);
         }
-        let keep: std::collections::HashSet<u64> = self
+        let keep: HashSet<u64> = self
             .set_changes()?
             .into_iter()
             .filter_map(|(first, _)| first.checked_sub(1))
@@ -462,8 +482,17 @@ impl RocksStore {
         for (h, b) in bundles {
             wb.put_cf(cf, h.0, enc(*b));
         }
+        // Noted before the write: a decision that takes one of them meanwhile deletes it, as it did before this
+        // note was kept (a key written after its delete is found included when the mempool is reloaded, and
+        // dropped then).
+        self.persisted_keys()
+            .extend(bundles.iter().map(|(h, _)| *h));
         self.db.write_opt(wb, &self.write_opts())?;
         Ok(())
+    }
+
+    fn persisted_keys(&self) -> std::sync::MutexGuard<'_, HashSet<Hash>> {
+        self.persisted.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn commit_inner(
@@ -507,17 +536,24 @@ impl RocksStore {
         }
         let cf_bundles = self.cf(CF_BUNDLES)?;
         let cf_mempool = self.cf(CF_MEMPOOL)?;
-        for (index, h) in hashes.iter().enumerate() {
-            wb.put_cf(
-                cf_bundles,
-                h.0,
-                enc(&Inclusion {
-                    height,
-                    block_hash,
-                    index: index as u32,
-                }),
-            );
-            wb.delete_cf(cf_mempool, h.0);
+        let mut deleted = Vec::new();
+        {
+            let persisted = self.persisted_keys();
+            for (index, h) in hashes.iter().enumerate() {
+                wb.put_cf(
+                    cf_bundles,
+                    h.0,
+                    enc(&Inclusion {
+                        height,
+                        block_hash,
+                        index: index as u32,
+                    }),
+                );
+                if persisted.contains(h) {
+                    wb.delete_cf(cf_mempool, h.0);
+                    deleted.push(*h);
+                }
+            }
         }
         // Point deletes of this height's proposals (earlier heights were cleared by earlier commits). Not
         // `delete_range`: one range tombstone per height piles up and slows every later read of this family.
@@ -543,7 +579,18 @@ impl RocksStore {
         }
         wb.put_cf(self.cf(CF_META)?, LATEST, be(height));
         self.db.write_opt(wb, &self.write_opts())?;
+        self.forget_persisted(&deleted);
         Ok(())
+    }
+
+    /// Keys of the `mempool` family deleted by a write that succeeded.
+    fn forget_persisted(&self, deleted: &[Hash]) {
+        if !deleted.is_empty() {
+            let mut persisted = self.persisted_keys();
+            for h in deleted {
+                persisted.remove(h);
+            }
+        }
     }
 }
 
@@ -826,11 +873,19 @@ impl ChainStore for RocksStore {
             let cf_dropped = self.cf(CF_DROPPED)?;
             let cf_mempool = self.cf(CF_MEMPOOL)?;
             let mut wb = WriteBatch::default();
-            for (h, d) in dropped {
-                wb.put_cf(cf_dropped, h.0, enc(d));
-                wb.delete_cf(cf_mempool, h.0);
+            let mut deleted = Vec::new();
+            {
+                let persisted = self.persisted_keys();
+                for (h, d) in dropped {
+                    wb.put_cf(cf_dropped, h.0, enc(d));
+                    if persisted.contains(h) {
+                        wb.delete_cf(cf_mempool, h.0);
+                        deleted.push(*h);
+                    }
+                }
             }
             self.db.write_opt(wb, &self.write_opts())?;
+            self.forget_persisted(&deleted);
             Ok(())
         };
         run().map_err(to_consensus)
@@ -864,6 +919,65 @@ mod tests {
         let spec = ChainSpec::for_tests(7, 9);
         let d = fixtures::decide(&ctx, &spec, &ChainDomain::new("store"), bundles, &keys);
         (d.block, d.batches, d.table)
+    }
+
+    /// A decision deletes from the `mempool` family only the bundles this node wrote there (its clients'
+    /// submissions). The others came from peers and were never written here: a tombstone for each would be a
+    /// memtable insert per bundle per node for nothing. What this node wrote is deleted, also after a reopen.
+    #[test]
+    fn a_decision_deletes_only_the_bundles_this_node_persisted() {
+        use baton_consensus::bundle::testing::bundle;
+        let dir = tempfile::tempdir().unwrap();
+        let (own, peer, later) = (
+            bundle(1, 0, &[7], 1),
+            bundle(2, 0, &[7], 2),
+            bundle(3, 0, &[7], 3),
+        );
+        let deletes = |s: &RocksStore| {
+            s.db.property_int_value_cf(
+                s.cf(CF_MEMPOOL).unwrap(),
+                "rocksdb.num-deletes-active-mem-table",
+            )
+            .unwrap()
+            .unwrap()
+        };
+        {
+            let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
+            s.persist_pending(&[(own.hash(), &own), (later.hash(), &later)])
+                .unwrap();
+            let (blk, batches, table) = block(1, vec![own.clone(), peer.clone()]);
+            let cert = Certificate {
+                height: 1,
+                round: 0,
+                block_hash: blk.hash(),
+                signatures: vec![],
+            };
+            s.commit(&blk, &[own.hash(), peer.hash()], &batches, &table, &cert)
+                .unwrap();
+            assert_eq!(deletes(&s), 1, "one tombstone: the bundle written here");
+            assert_eq!(s.pending_bundles().unwrap(), vec![later.clone()]);
+        }
+        let s = RocksStore::open(dir.path(), &StorageSection::for_tests(true)).unwrap();
+        let before = deletes(&s);
+        s.record_dropped(&[
+            (
+                later.hash(),
+                Dropped::Expired {
+                    expiry_height: 3,
+                    height: 4,
+                },
+            ),
+            (
+                bundle(4, 0, &[7], 4).hash(),
+                Dropped::Expired {
+                    expiry_height: 3,
+                    height: 4,
+                },
+            ),
+        ])
+        .unwrap();
+        assert_eq!(deletes(&s), before + 1, "the reopened store knows its own");
+        assert!(s.pending_bundles().unwrap().is_empty());
     }
 
     #[test]
