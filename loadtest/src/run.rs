@@ -53,7 +53,7 @@ pub async fn run(
     }
     let start_height = first.status().await?.latest_height;
     let expiry = start_height + cfg.expiry_heights;
-    let tracker = Arc::new(Mutex::new(Tracker::new()));
+    let tracker = Arc::new(Mutex::new(Tracker::new(cfg.shape.seed)));
 
     // Follow every rollup from the next height, spread over the endpoints.
     let mut subscribers = Vec::new();

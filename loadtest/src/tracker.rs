@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use baton_proto::pb;
 use baton_proto::types::Hash;
 use hdrhistogram::Histogram;
+use rand::Rng;
 
 use crate::report::{Second, SlowHeight, SLOW_HEIGHTS_KEPT, SLOW_HEIGHT_MS};
 
@@ -97,6 +98,8 @@ pub(crate) struct Tracker {
     pub(crate) heights_seen: u64,
     pub(crate) heights_late_round: u64,
     pub(crate) slow_heights: Vec<SlowHeight>,
+    /// Draws the retries' jitter (seeded from the step's payload seed).
+    rng: rand::rngs::StdRng,
 }
 
 pub(crate) fn hist() -> Histogram<u64> {
@@ -105,7 +108,8 @@ pub(crate) fn hist() -> Histogram<u64> {
 }
 
 impl Tracker {
-    pub(crate) fn new() -> Self {
+    /// A tracker whose retry jitter is drawn from `seed`.
+    pub(crate) fn new(seed: u64) -> Self {
         Tracker {
             start: Instant::now(),
             recs: HashMap::new(),
@@ -134,6 +138,7 @@ impl Tracker {
             heights_seen: 0,
             heights_late_round: 0,
             slow_heights: Vec::new(),
+            rng: rand::SeedableRng::seed_from_u64(seed),
         }
     }
 
@@ -262,9 +267,12 @@ impl Tracker {
                     0 => RETRY_AFTER,
                     ms => Duration::from_millis(ms),
                 };
-                // Doubling from the hint, to at most 16 times the default or the hint itself if longer.
-                let wait =
+                // Doubling from the hint, to at most 16 times the default or the hint itself if longer; then
+                // "equal jitter": half of that plus a random part of the other half, so that the bundles refused
+                // in one moment (a stall) do not all come back in the same one and close the gate again.
+                let ceiling =
                     (hint * (1u32 << (*attempts - 1).min(4))).min(hint.max(RETRY_AFTER * 16));
+                let wait = ceiling / 2 + ceiling.mul_f64(self.rng.gen::<f64>() / 2.0);
                 if let Some(r) = self
                     .refs
                     .get(&client_ref)
@@ -419,7 +427,7 @@ mod tests {
 
     #[test]
     fn slow_heights_are_those_in_a_later_round_or_long_after_their_parent() {
-        let mut t = Tracker::new();
+        let mut t = Tracker::new(1);
         let mark = |height: u64, timestamp_ms: u64, round: u32| HeightMark {
             height,
             timestamp_ms,
@@ -451,7 +459,7 @@ mod tests {
 
     #[test]
     fn refusals_the_node_calls_temporary_are_retried_and_others_are_final() {
-        let mut t = Tracker::new();
+        let mut t = Tracker::new(1);
         t.retry = true;
         let req = |client_ref| pb::SubmitBundlesRequest {
             client_ref,
@@ -478,27 +486,46 @@ mod tests {
                 },
             ))
         };
-        let again = |r, wait| Answered {
-            again: Some((req(r), wait)),
-            release: vec![],
+        // Sent again after a wait between half the ceiling and the ceiling ("equal jitter").
+        let again_within = |answer: Answered, r, ceiling: Duration| {
+            let Answered {
+                again: Some((request, wait)),
+                release,
+            } = answer
+            else {
+                panic!("{answer:?} is not a retry");
+            };
+            assert_eq!((request, release), (req(r), vec![]));
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "waits {wait:?}, not within half of {ceiling:?} and all of it"
+            );
+            wait
         };
-        assert_eq!(
+        again_within(
             t.answered(1, refused(tonic::Code::Unavailable, 0)),
-            again(1, RETRY_AFTER)
+            1,
+            RETRY_AFTER,
         );
         assert_eq!(
             t.answered(2, refused(tonic::Code::InvalidArgument, 0)),
             Answered::default()
         );
         // A refusal with the node's retry hint (a full mempool) is sent again after the hint, then twice that, up
-        // to 1.6 s.
+        // to 1.6 s, each jittered; the jitter spreads the waits.
         let hinted = refused(tonic::Code::ResourceExhausted, 250);
+        let mut waits = Vec::new();
         for ms in [250, 500, 1_000, 1_600, 1_600] {
-            assert_eq!(
+            waits.push(again_within(
                 t.answered(4, hinted.clone()),
-                again(4, Duration::from_millis(ms))
-            );
+                4,
+                Duration::from_millis(ms),
+            ));
         }
+        assert_ne!(
+            waits[3], waits[4],
+            "two draws under the same ceiling differ"
+        );
         let ok = || Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
         t.answered(4, ok());
         // The retried one is acknowledged on its second try; the other stays refused.
@@ -518,7 +545,7 @@ mod tests {
 
     #[test]
     fn a_sender_holds_its_later_bundles_while_an_earlier_one_waits_to_be_sent_again() {
-        let mut t = Tracker::new();
+        let mut t = Tracker::new(1);
         t.retry = true;
         let req = |client_ref| pb::SubmitBundlesRequest {
             client_ref,
@@ -593,7 +620,7 @@ mod tests {
 
     #[test]
     fn completeness_accounting() {
-        let mut t = Tracker::new();
+        let mut t = Tracker::new(1);
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
         let req = |client_ref| pb::SubmitBundlesRequest {
             client_ref,
