@@ -76,8 +76,8 @@ pub(crate) struct Tracker {
     /// Per sender, its bundles refused for now and not yet answered for good: while there are any, the sender's
     /// later bundles are held back (when retrying).
     in_retry: HashMap<u64, BTreeSet<u64>>,
-    /// Per sender, the bundles held back, in nonce order.
-    held: HashMap<u64, VecDeque<pb::SubmitBundlesRequest>>,
+    /// Per sender, the bundles held back, in nonce order, by client reference (their requests are in `requests`).
+    held: HashMap<u64, VecDeque<u64>>,
     /// Per sender, its bundles sent and not yet answered for good (when retrying; at most [`SENDER_WINDOW`]).
     out: HashMap<u64, u32>,
     pub(crate) held_count: u64,
@@ -224,15 +224,14 @@ impl Tracker {
                 delivered: None,
             },
         );
-        if self.retry {
-            self.requests.insert(client_ref, request.clone());
-        }
         if hold {
             self.held_count += 1;
-            self.held.entry(sender).or_default().push_back(request);
+            self.held.entry(sender).or_default().push_back(client_ref);
+            self.requests.insert(client_ref, request);
             return None;
         }
         if self.retry {
+            self.requests.insert(client_ref, request.clone());
             *self.out.entry(sender).or_default() += 1;
         }
         Some(request)
@@ -341,7 +340,7 @@ impl Tracker {
             while *out < SENDER_WINDOW {
                 let Some(r) = held.pop_front() else { break };
                 *out += 1;
-                release.push(r);
+                release.extend(self.requests.get(&r).cloned());
             }
             if held.is_empty() {
                 self.held.remove(&sender);
@@ -457,14 +456,37 @@ mod tests {
         assert_eq!(t.slow_heights[1].proposer, "p13");
     }
 
+    /// A request with no bundle: the tracker never looks inside.
+    fn req(client_ref: u64) -> pb::SubmitBundlesRequest {
+        pb::SubmitBundlesRequest {
+            client_ref,
+            bundle: None,
+        }
+    }
+
+    /// The node's refusal with `code`, and a retry hint unless 0.
+    fn refused(
+        code: tonic::Code,
+        retry_after_ms: u64,
+    ) -> Option<pb::submit_bundles_response::Result> {
+        Some(pb::submit_bundles_response::Result::Error(
+            pb::SubmitError {
+                code: code as i32,
+                message: "the node is overloaded".into(),
+                retry_after_ms,
+            },
+        ))
+    }
+
+    /// The node's acknowledgement.
+    fn ok() -> Option<pb::submit_bundles_response::Result> {
+        Some(pb::submit_bundles_response::Result::BundleHash(vec![]))
+    }
+
     #[test]
     fn refusals_the_node_calls_temporary_are_retried_and_others_are_final() {
         let mut t = Tracker::new(1);
         t.retry = true;
-        let req = |client_ref| pb::SubmitBundlesRequest {
-            client_ref,
-            bundle: None,
-        };
         for r in [1, 2, 4] {
             // Three senders, one bundle each.
             let sent = t.offered(
@@ -477,15 +499,6 @@ mod tests {
             );
             assert_eq!(sent, Some(req(r)));
         }
-        let refused = |code: tonic::Code, retry_after_ms: u64| {
-            Some(pb::submit_bundles_response::Result::Error(
-                pb::SubmitError {
-                    code: code as i32,
-                    message: "the node is overloaded".into(),
-                    retry_after_ms,
-                },
-            ))
-        };
         // Sent again after a wait between half the ceiling and the ceiling ("equal jitter").
         let again_within = |answer: Answered, r, ceiling: Duration| {
             let Answered {
@@ -526,7 +539,6 @@ mod tests {
             waits[3], waits[4],
             "two draws under the same ceiling differ"
         );
-        let ok = || Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
         t.answered(4, ok());
         // The retried one is acknowledged on its second try; the other stays refused.
         t.answered(1, ok());
@@ -547,10 +559,6 @@ mod tests {
     fn a_sender_holds_its_later_bundles_while_an_earlier_one_waits_to_be_sent_again() {
         let mut t = Tracker::new(1);
         t.retry = true;
-        let req = |client_ref| pb::SubmitBundlesRequest {
-            client_ref,
-            bundle: None,
-        };
         let (alice, bob) = (7, 8);
         let due = |t: &mut Tracker, r: u64, sender| {
             t.offered(
@@ -562,16 +570,7 @@ mod tests {
                 req(r),
             )
         };
-        let busy = || {
-            Some(pb::submit_bundles_response::Result::Error(
-                pb::SubmitError {
-                    code: tonic::Code::Unavailable as i32,
-                    message: "the node is overloaded".into(),
-                    retry_after_ms: 100,
-                },
-            ))
-        };
-        let ok = || Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
+        let busy = || refused(tonic::Code::Unavailable, 100);
         // Alice's nonces 0 and 1 go out; 0 is refused for now.
         assert!(due(&mut t, 10, alice).is_some());
         assert!(due(&mut t, 11, alice).is_some());
@@ -622,16 +621,11 @@ mod tests {
     fn completeness_accounting() {
         let mut t = Tracker::new(1);
         let (a, b, c) = (Hash([1; 32]), Hash([2; 32]), Hash([3; 32]));
-        let req = |client_ref| pb::SubmitBundlesRequest {
-            client_ref,
-            bundle: None,
-        };
         t.offered(1, 1, a, BTreeMap::from([(1, 1), (2, 1)]), 0.0, req(1));
         t.offered(2, 2, b, BTreeMap::from([(1, 1)]), 0.0, req(2));
         t.offered(3, 3, c, BTreeMap::from([(2, 1)]), 0.0, req(3));
-        let ok = Some(pb::submit_bundles_response::Result::BundleHash(vec![]));
-        t.answered(1, ok.clone());
-        t.answered(2, ok);
+        t.answered(1, ok());
+        t.answered(2, ok());
         t.answered(
             3,
             Some(pb::submit_bundles_response::Result::Error(

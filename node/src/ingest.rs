@@ -184,14 +184,15 @@ impl AdmissionGate {
         *self.gaps.lock().unwrap_or_else(|p| p.into_inner()) = gaps.into_iter().collect();
     }
 
-    /// Whether `bundle` would fill its sender's first nonce gap, as last published. Not a check of the bundle:
-    /// one that claims a gap falsely passes the gate only to be checked (and refused) like any submission.
-    pub fn fills_gap(&self, bundle: &Bundle) -> bool {
-        self.gaps
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&bundle.sender)
-            == Some(&bundle.nonce)
+    /// Which of `bundles` would fill their sender's first nonce gap, as last published (one lock for them all).
+    /// Not a check of a bundle: one that claims a gap falsely passes the gate only to be checked (and refused)
+    /// like any submission.
+    pub fn fills_gap(&self, bundles: &[Bundle]) -> Vec<bool> {
+        let gaps = self.gaps.lock().unwrap_or_else(|p| p.into_inner());
+        bundles
+            .iter()
+            .map(|b| gaps.get(&b.sender) == Some(&b.nonce))
+            .collect()
     }
 
     /// The disk watcher's latest reading ([`crate::retention`]): submissions are refused while `free` is below
@@ -350,9 +351,10 @@ impl IngestHandle {
             Some(why) => {
                 // Bundles that fill their sender's nonce gap still pass: they make acknowledged bundles waiting
                 // behind them includable (the loop lets them in too, `Host::admit_submission`).
+                let fillers = self.gate.fills_gap(&bundles);
                 let mut pass = (Vec::new(), Vec::new());
-                for (bundle, reply) in bundles.into_iter().zip(replies) {
-                    if self.gate.fills_gap(&bundle) {
+                for ((bundle, reply), fills) in bundles.into_iter().zip(replies).zip(fillers) {
+                    if fills {
                         pass.0.push(bundle);
                         pass.1.push(reply);
                     } else {

@@ -536,25 +536,18 @@ impl RocksStore {
         }
         let cf_bundles = self.cf(CF_BUNDLES)?;
         let cf_mempool = self.cf(CF_MEMPOOL)?;
-        let mut deleted = Vec::new();
-        {
-            let persisted = self.persisted_keys();
-            for (index, h) in hashes.iter().enumerate() {
-                wb.put_cf(
-                    cf_bundles,
-                    h.0,
-                    enc(&Inclusion {
-                        height,
-                        block_hash,
-                        index: index as u32,
-                    }),
-                );
-                if persisted.contains(h) {
-                    wb.delete_cf(cf_mempool, h.0);
-                    deleted.push(*h);
-                }
-            }
+        for (index, h) in hashes.iter().enumerate() {
+            wb.put_cf(
+                cf_bundles,
+                h.0,
+                enc(&Inclusion {
+                    height,
+                    block_hash,
+                    index: index as u32,
+                }),
+            );
         }
+        let deleted = self.delete_persisted(&mut wb, cf_mempool, hashes.iter());
         // Point deletes of this height's proposals (earlier heights were cleared by earlier commits). Not
         // `delete_range`: one range tombstone per height piles up and slows every later read of this family.
         let cf_undecided = self.cf(CF_UNDECIDED)?;
@@ -581,6 +574,22 @@ impl RocksStore {
         self.db.write_opt(wb, &self.write_opts())?;
         self.forget_persisted(&deleted);
         Ok(())
+    }
+
+    /// Adds to `wb` the deletes of those of `hashes` this node wrote to the `mempool` family, and returns them,
+    /// for [`RocksStore::forget_persisted`] once the write succeeded.
+    fn delete_persisted<'a>(
+        &self,
+        wb: &mut WriteBatch,
+        cf_mempool: &rocksdb::ColumnFamily,
+        hashes: impl Iterator<Item = &'a Hash>,
+    ) -> Vec<Hash> {
+        let persisted = self.persisted_keys();
+        let deleted: Vec<Hash> = hashes.filter(|h| persisted.contains(h)).copied().collect();
+        for h in &deleted {
+            wb.delete_cf(cf_mempool, h.0);
+        }
+        deleted
     }
 
     /// Keys of the `mempool` family deleted by a write that succeeded.
@@ -873,17 +882,11 @@ impl ChainStore for RocksStore {
             let cf_dropped = self.cf(CF_DROPPED)?;
             let cf_mempool = self.cf(CF_MEMPOOL)?;
             let mut wb = WriteBatch::default();
-            let mut deleted = Vec::new();
-            {
-                let persisted = self.persisted_keys();
-                for (h, d) in dropped {
-                    wb.put_cf(cf_dropped, h.0, enc(d));
-                    if persisted.contains(h) {
-                        wb.delete_cf(cf_mempool, h.0);
-                        deleted.push(*h);
-                    }
-                }
+            for (h, d) in dropped {
+                wb.put_cf(cf_dropped, h.0, enc(d));
             }
+            let deleted =
+                self.delete_persisted(&mut wb, cf_mempool, dropped.iter().map(|(h, _)| h));
             self.db.write_opt(wb, &self.write_opts())?;
             self.forget_persisted(&deleted);
             Ok(())
