@@ -316,9 +316,9 @@ impl ConsensusLoop {
                     self.publish_gauges();
                     self.publish_outbox().await?;
                     // A full message, or the first bundles after a quiet spell, go out now; under load the
-                    // tick below sends one message per interval instead of one per few bundles (each message is
-                    // a libp2p substream per peer: 20 ms against 5 ms cut a validator's CPU at 1,000/s by about
-                    // a tenth, BENCHMARKS.md).
+                    // tick below sends one message per interval instead of one per few bundles (every message
+                    // costs each peer a receive and a verifier job: 10 ms against 20 ms cost validators' heights
+                    // at saturation, BENCHMARKS.md).
                     if self.outgoing_bytes >= self.gossip.batch_bytes
                         || self.last_flush.elapsed() >= Duration::from_millis(self.gossip.flush_ms)
                     {

@@ -312,8 +312,10 @@ pub struct MempoolSection {
     pub side_cache: usize,
     pub side_cache_bytes: usize,
     /// Admitted bundles are disseminated to peers at once after a quiet spell of this long, and otherwise
-    /// gathered and sent this often. Default 20 ms (every message costs each peer a libp2p substream, so under
-    /// load fewer, larger messages save CPU; a lone bundle is not delayed).
+    /// gathered and sent this often. Default 20 ms (every message costs each peer a receive and a verifier job,
+    /// so under load fewer, larger messages save CPU; a lone bundle is not delayed). 10 ms takes about 2.5 ms off
+    /// the median at light load for about a point of a core per validator, which a saturated node cannot spare
+    /// (BENCHMARKS.md).
     pub gossip_flush_ms: u64,
     /// ... or as soon as this many bytes wait (also the largest dissemination message). Default 256 KiB.
     pub gossip_batch_bytes: usize,
