@@ -301,6 +301,22 @@ pub mod testing {
 
     /// A signed bundle from sender `n` with `nonce` and one small entry per rollup.
     pub fn bundle(n: u8, nonce: u64, rollups: &[RollupId], tag: u8) -> Bundle {
+        bundle_of(
+            n,
+            nonce,
+            rollups
+                .iter()
+                .enumerate()
+                .map(|(i, r)| BundleEntry {
+                    rollup_id: *r,
+                    payload: vec![tag, i as u8, 1],
+                })
+                .collect(),
+        )
+    }
+
+    /// A signed bundle from sender `n` with `nonce` and these entries.
+    pub fn bundle_of(n: u8, nonce: u64, entries: Vec<BundleEntry>) -> Bundle {
         let k = key(n);
         sign(
             &k,
@@ -309,14 +325,7 @@ pub mod testing {
                 sender: k.address(),
                 nonce,
                 expiry_height: 1_000_000,
-                entries: rollups
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| BundleEntry {
-                        rollup_id: *r,
-                        payload: vec![tag, i as u8, 1],
-                    })
-                    .collect(),
+                entries,
             },
         )
     }

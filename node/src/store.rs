@@ -164,6 +164,8 @@ impl RocksStore {
         opts.create_missing_column_families(true);
         opts.set_max_open_files(512);
         opts.increase_parallelism(2);
+        // RocksDB reads 0 as its own bound; `storage.max_wal_bytes` says when to set one.
+        opts.set_max_total_wal_size(cfg.max_wal_bytes);
         let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
         let cfs = ALL_CFS.iter().map(|name| {
             let mut o = Options::default();
@@ -981,6 +983,63 @@ mod tests {
         .unwrap();
         assert_eq!(deletes(&s), before + 1, "the reopened store knows its own");
         assert!(s.pending_bundles().unwrap().is_empty());
+    }
+
+    /// The live write-ahead log stays near `storage.max_wal_bytes` while one family takes all the writes. A log
+    /// file goes only once every family with data in it has been flushed, so the families a chain writes rarely
+    /// (headers, certificates, nonces) would otherwise keep every log alive up to RocksDB's own bound, four times
+    /// all memtables, and then force one large flush and deletion on every node at once.
+    #[test]
+    fn the_write_ahead_log_stays_bounded_while_one_family_takes_the_writes() {
+        use baton_consensus::bundle::testing::{bundle, bundle_of};
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StorageSection {
+            write_buffer_bytes: 1 << 20,
+            max_wal_bytes: 4 << 20,
+            ..StorageSection::for_tests(false)
+        };
+        let s = RocksStore::open(dir.path(), &cfg).unwrap();
+        // One decision writes the families written once per height.
+        let first = bundle(1, 0, &[7], 1);
+        let (blk, batches, table) = block(1, vec![first.clone()]);
+        let cert = Certificate {
+            height: 1,
+            round: 0,
+            block_hash: blk.hash(),
+            signatures: vec![],
+        };
+        s.commit(&blk, &[first.hash()], &batches, &table, &cert)
+            .unwrap();
+        // Then 48 MiB of submissions, into the mempool family alone.
+        for nonce in 0..768u64 {
+            let b = bundle_of(
+                5,
+                nonce,
+                vec![BundleEntry {
+                    rollup_id: 7,
+                    payload: vec![nonce as u8; 64 * 1024],
+                }],
+            );
+            s.persist_pending(&[(b.hash(), &b)]).unwrap();
+        }
+        let live_log = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        };
+        // Flushes and the deletion of log files run in the background: give them time.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while live_log() > 16 << 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let live = live_log();
+        assert!(
+            live <= 16 << 20,
+            "{live} bytes of write-ahead log still live after 48 MiB of writes (bound 4 MiB)"
+        );
     }
 
     #[test]

@@ -415,6 +415,15 @@ pub struct StorageSection {
     /// that the fsyncs of acknowledgements and decided blocks do not queue behind tens of megabytes on the disk.
     /// Default 8 MiB (RocksDB's own default is 64 MiB; BENCHMARKS.md, "the disk"). At least 1 MiB.
     pub write_buffer_bytes: usize,
+    /// RocksDB's write-ahead log files are kept until every column family with data in them has been flushed;
+    /// past this many bytes of them, the families holding the oldest are flushed so that the files can go. 0
+    /// (the default) keeps RocksDB's own bound, four times all memtables (about 1 GiB here). Under payload-heavy
+    /// load (bundles of many entries) every node reaches that bound at about the same moment, flushes, deletes a
+    /// gigabyte of log files and stops writes briefly; 64–256 MiB turned that into small, frequent flushes
+    /// (p99 0.2–0.4 s instead of 1.6–3.2 s past T3's rate), but each of those costs a short stall too, which
+    /// made single-entry bundles at 4,500/s worse (BENCHMARKS.md, the WAL rows). Otherwise at least twice
+    /// `write_buffer_bytes`.
+    pub max_wal_bytes: u64,
     /// Heights of history kept below the tip; older blocks, batches, headers and certificates are pruned
     /// ([`crate::retention`]). 0 keeps everything (an archive node). Default 1,000,000 (at least 100).
     pub retain_heights: u64,
@@ -441,6 +450,7 @@ impl Default for StorageSection {
             sync_writes: true,
             block_cache_bytes: 256 * 1024 * 1024,
             write_buffer_bytes: 8 * 1024 * 1024,
+            max_wal_bytes: 0,
             retain_heights: 1_000_000,
             min_free_bytes: 2 * 1024 * 1024 * 1024,
         }
@@ -586,6 +596,16 @@ impl NodeConfig {
                 self.storage.write_buffer_bytes
             ));
         }
+        if self.storage.max_wal_bytes != 0
+            && self.storage.max_wal_bytes < 2 * self.storage.write_buffer_bytes as u64
+        {
+            return bad(format!(
+                "storage.max_wal_bytes = {} is too small: 0 (RocksDB's own bound) or at least twice \
+                 storage.write_buffer_bytes ({}), or a single busy memtable forces every family to flush",
+                self.storage.max_wal_bytes,
+                2 * self.storage.write_buffer_bytes as u64
+            ));
+        }
         if self.p2p.peer_messages_per_sec == 0
             || self.p2p.peer_bytes_per_sec < self.p2p.max_gossip_bytes
             || self.p2p.peer_inflight_bytes < self.p2p.max_gossip_bytes
@@ -705,6 +725,10 @@ mod tests {
                 .write_buffer_bytes,
             2 << 20
         );
+        let err = set(&["storage.max_wal_bytes=8388608"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.max_wal_bytes"), "{err}");
     }
 
     #[test]
