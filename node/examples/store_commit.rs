@@ -8,8 +8,8 @@
 
 use std::time::Instant;
 
-use baton_consensus::bundle::testing::{key, sign};
-use baton_consensus::bundle::{Bundle, BundleEntry, UnsignedBundle};
+use baton_consensus::bundle::testing::bundle_of;
+use baton_consensus::bundle::{Bundle, BundleEntry};
 use baton_consensus::fixtures;
 use baton_consensus::hash::Hash;
 use baton_consensus::registry::ChainSpec;
@@ -26,30 +26,22 @@ fn main() {
     let keys = fixtures::validator_keys(1, 1);
     let spec = ChainSpec::for_tests(7, 4);
     let domain = ChainDomain::new("store_commit");
-    let senders: Vec<_> = (0..PER_BLOCK as u8).map(key).collect();
     print!("signing {} bundles ... ", HEIGHTS as usize * PER_BLOCK);
     let started = Instant::now();
     let blocks: Vec<fixtures::Decided> = (1..=HEIGHTS)
         .map(|height| {
-            let bundles: Vec<Bundle> = senders
-                .iter()
-                .enumerate()
-                .map(|(i, k)| {
+            let bundles: Vec<Bundle> = (0..PER_BLOCK as u8)
+                .map(|i| {
                     let mut payload = vec![0u8; 512];
                     payload[..8].copy_from_slice(&height.to_be_bytes());
-                    payload[8] = i as u8;
-                    sign(
-                        k,
-                        UnsignedBundle {
-                            network_id: 7,
-                            sender: k.address(),
-                            nonce: height - 1,
-                            expiry_height: 1_000_000,
-                            entries: vec![BundleEntry {
-                                rollup_id: 1 + (i as u64 % 4),
-                                payload,
-                            }],
-                        },
+                    payload[8] = i;
+                    bundle_of(
+                        i,
+                        height - 1,
+                        vec![BundleEntry {
+                            rollup_id: 1 + (i as u64 % 4),
+                            payload,
+                        }],
                     )
                 })
                 .collect();

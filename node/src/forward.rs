@@ -142,6 +142,8 @@ pub struct ForwardHandle {
     max_pending_per_sender: usize,
     /// Set by the task while the hour's fees reached `max_spend_gwei_per_hour`.
     over_budget: Arc<AtomicBool>,
+    /// Refusals are counted in `baton_mempool_rejected_total`, as ingest counts its own.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Fees paid in the last hour, by when.
@@ -175,8 +177,16 @@ impl SpendWindow {
 
 impl ForwardHandle {
     /// Checks `bundle` (every entry for `rollup`, a based rollup: an entry for a shared rollup is refused with
-    /// `MixedModes`, as ingest would), stores it, then queues it.
+    /// `MixedModes`, as ingest would), stores it, then queues it. A refusal is counted by its reason.
     pub async fn submit(&self, rollup: RollupId, bundle: Bundle) -> Result<Hash, SubmitError> {
+        let answer = self.accept(rollup, bundle);
+        if let Err(why) = &answer {
+            crate::ingest::count_refusal(&self.metrics, why);
+        }
+        answer
+    }
+
+    fn accept(&self, rollup: RollupId, bundle: Bundle) -> Result<Hash, SubmitError> {
         let hash = check_stateless(&bundle, &self.spec, OrderedBy::Inbox(rollup), |_| false)
             .map_err(SubmitError::Invalid)?;
         if self.based.contains(&hash) {
@@ -302,6 +312,7 @@ pub async fn start<P: Provider + 'static>(
         per_sender: per_sender.clone(),
         max_pending_per_sender: cfg.max_pending_per_sender,
         over_budget: over_budget.clone(),
+        metrics: metrics.clone(),
     };
     tasks.spawn("L1 forwarder", async move {
         let flush = Duration::from_millis(cfg.flush_ms);

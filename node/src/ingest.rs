@@ -415,7 +415,7 @@ impl IngestHandle {
     }
 }
 
-/// Counts a refusal in `baton_mempool_rejected_total` by its reason (also the forwarder's, from the gRPC layer).
+/// Counts a refusal in `baton_mempool_rejected_total` by its reason (ingest's and the forwarder's).
 pub(crate) fn count_refusal(metrics: &Metrics, why: &SubmitError) {
     metrics
         .rejected

@@ -918,6 +918,16 @@ mod tests {
     use baton_consensus::registry::ChainSpec;
     use baton_consensus::signing::ChainDomain;
 
+    /// A certificate for `blk` in round 0 (the store keeps it; it does not check the signatures).
+    fn cert_of(blk: &Block) -> Certificate {
+        Certificate {
+            height: blk.height(),
+            round: 0,
+            block_hash: blk.hash(),
+            signatures: vec![],
+        }
+    }
+
     fn block(height: u64, bundles: Vec<Bundle>) -> (Block, Batches, Vec<NamespaceEntry>) {
         let keys = fixtures::validator_keys(1, 1);
         let ctx = fixtures::block_context(height, fixtures::validator_set(&keys));
@@ -951,12 +961,7 @@ mod tests {
             s.persist_pending(&[(own.hash(), &own), (later.hash(), &later)])
                 .unwrap();
             let (blk, batches, table) = block(1, vec![own.clone(), peer.clone()]);
-            let cert = Certificate {
-                height: 1,
-                round: 0,
-                block_hash: blk.hash(),
-                signatures: vec![],
-            };
+            let cert = cert_of(&blk);
             s.commit(&blk, &[own.hash(), peer.hash()], &batches, &table, &cert)
                 .unwrap();
             assert_eq!(deletes(&s), 1, "one tombstone: the bundle written here");
@@ -1002,12 +1007,7 @@ mod tests {
         // One decision writes the families written once per height.
         let first = bundle(1, 0, &[7], 1);
         let (blk, batches, table) = block(1, vec![first.clone()]);
-        let cert = Certificate {
-            height: 1,
-            round: 0,
-            block_hash: blk.hash(),
-            signatures: vec![],
-        };
+        let cert = cert_of(&blk);
         s.commit(&blk, &[first.hash()], &batches, &table, &cert)
             .unwrap();
         // Then 48 MiB of submissions, into the mempool family alone.
@@ -1083,12 +1083,7 @@ mod tests {
             s.put_undecided(1, &p, Durability::Now).unwrap();
             s.put_undecided(2, &p, Durability::Lazy).unwrap();
             assert_eq!(s.undecided(1).unwrap(), vec![p.clone()]);
-            let cert = Certificate {
-                height: 1,
-                round: 0,
-                block_hash: blk.hash(),
-                signatures: vec![],
-            };
+            let cert = cert_of(&blk);
             s.commit(&blk, &[h1], &batches, &table, &cert).unwrap();
             let gone = Hash([9; 32]);
             s.persist_pending(&[(gone, &b1)]).unwrap();
@@ -1154,12 +1149,7 @@ mod tests {
         ];
         let hashes: Vec<Hash> = bundles.iter().map(Bundle::hash).collect();
         let (blk, batches, table) = block(1, bundles);
-        let cert = Certificate {
-            height: 1,
-            round: 0,
-            block_hash: blk.hash(),
-            signatures: vec![],
-        };
+        let cert = cert_of(&blk);
         s.commit(&blk, &hashes, &batches, &table, &cert).unwrap();
         for (rollup, entries) in &batches {
             assert_eq!(
@@ -1250,12 +1240,7 @@ mod tests {
             if h == 4 {
                 blk.next_validators = Some(set.clone());
             }
-            let cert = Certificate {
-                height: h,
-                round: 0,
-                block_hash: blk.hash(),
-                signatures: vec![],
-            };
+            let cert = cert_of(&blk);
             s.commit(&blk, &[b.hash()], &batches, &table, &cert)
                 .unwrap();
         }
@@ -1298,12 +1283,7 @@ mod tests {
         };
         let commit = |h: u64| {
             let (blk, batches, table) = block(h, vec![]);
-            let cert = Certificate {
-                height: h,
-                round: 0,
-                block_hash: blk.hash(),
-                signatures: vec![],
-            };
+            let cert = cert_of(&blk);
             s.commit(&blk, &[], &batches, &table, &cert).unwrap();
         };
         // Staged for height 1: nothing is written until height 1's decision, then with it.
@@ -1343,12 +1323,7 @@ mod tests {
                 if h == 5 {
                     blk.evidence = vec![evidence(1), evidence(2)];
                 }
-                let cert = Certificate {
-                    height: h,
-                    round: 0,
-                    block_hash: blk.hash(),
-                    signatures: vec![],
-                };
+                let cert = cert_of(&blk);
                 s.commit(&blk, &[], &batches, &table, &cert).unwrap();
             }
         }

@@ -313,13 +313,9 @@ impl<S: ChainRead + Clone + 'static> Api<S> {
                 (Ok((bundle, Some(rollup))), Some(fwd)) => {
                     // The rare based-rollup bundle: on a task of its own, answered like the others.
                     let (reply, pending) = oneshot::channel();
-                    let (fwd, metrics) = (fwd.clone(), self.metrics.clone());
+                    let fwd = fwd.clone();
                     tokio::spawn(async move {
-                        let answer = fwd.submit(rollup, bundle).await;
-                        if let Err(why) = &answer {
-                            crate::ingest::count_refusal(&metrics, why);
-                        }
-                        let _ = reply.send(answer);
+                        let _ = reply.send(fwd.submit(rollup, bundle).await);
                     });
                     answers.push(Some(Ok(pending)));
                 }
