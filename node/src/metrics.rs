@@ -40,6 +40,12 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// A RocksDB column family.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FamilyLabel {
+    pub family: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabel {
     pub direction: &'static str,
@@ -99,6 +105,10 @@ pub struct Metrics {
     pub storage_min_free_bytes: Gauge,
     /// The lowest height whose history this node keeps (`storage.retain_heights`).
     pub history_min_height: Gauge,
+    /// Bytes of live RocksDB write-ahead log files, and the column families flushed early to keep it short
+    /// (`storage.wal_flush_bytes`, [`crate::store::WalUpkeep`]), by family.
+    pub storage_wal_bytes: Gauge,
+    pub storage_wal_flushes: Family<FamilyLabel, Counter>,
     pub stream_lag: Histogram,
     pub store_write_duration: Family<OpLabel, Histogram>,
     pub store_written_bytes: Family<OpLabel, Counter>,
@@ -208,6 +218,8 @@ impl Metrics {
             storage_free_bytes: Gauge::default(),
             storage_min_free_bytes: Gauge::default(),
             history_min_height: Gauge::default(),
+            storage_wal_bytes: Gauge::default(),
+            storage_wal_flushes: Family::default(),
             stream_lag: Histogram::new([0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0]),
             store_write_duration: Family::new_with_constructor(seconds_histogram),
             store_written_bytes: Family::default(),
@@ -421,6 +433,17 @@ impl Metrics {
             "Below this much free space the node refuses submissions (storage.min_free_bytes)",
             Unit::Bytes,
             m.storage_min_free_bytes.clone(),
+        );
+        r.register_with_unit(
+            "storage_wal",
+            "Live RocksDB write-ahead log files (storage.wal_flush_bytes flushes the families that keep the oldest)",
+            Unit::Bytes,
+            m.storage_wal_bytes.clone(),
+        );
+        r.register(
+            "storage_wal_flushes",
+            "Column families flushed early because they kept the oldest write-ahead log files alive, by family",
+            m.storage_wal_flushes.clone(),
         );
         r.register(
             "storage_history_min_height",

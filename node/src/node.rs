@@ -295,7 +295,7 @@ async fn start_services(
         gate.clone(),
     );
 
-    // History pruning and the free-space watermark.
+    // History pruning, the free-space watermark and the write-ahead log's upkeep.
     let stop = tasks.stop_signal();
     tasks.spawn(
         "retention",
@@ -304,7 +304,10 @@ async fn start_services(
                 data_dir: cfg.data_dir.clone(),
                 retain_heights: cfg.storage.retain_heights,
                 min_free_bytes: cfg.storage.min_free_bytes,
+                wal_flush_bytes: cfg.storage.wal_flush_bytes,
+                write_buffer_bytes: cfg.storage.write_buffer_bytes,
                 interval: Duration::from_secs(1),
+                wal_interval: Duration::from_millis(250),
             },
             store.clone(),
             spec.rollups.ids().collect(),

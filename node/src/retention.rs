@@ -1,6 +1,6 @@
-//! Keeping the disk from filling: history pruning and the free-space watermark.
+//! Keeping the disk from filling: history pruning, the free-space watermark and the write-ahead log's upkeep.
 //!
-//! Block space costs nothing, so how fast the chain grows is up to whoever submits. Two bounds keep a validator's
+//! Block space costs nothing, so how fast the chain grows is up to whoever submits. Three bounds keep a validator's
 //! disk from filling until a commit fails and the node stops:
 //!
 //! - **Retention** (`storage.retain_heights`): history more than that many heights below the tip is pruned
@@ -13,9 +13,13 @@
 //!   that, the node takes no submissions (RESOURCE_EXHAUSTED saying why; peers' bundles and decided blocks are
 //!   still stored, so the chain goes on), long before a commit could fail. `baton_storage_free_bytes` and the
 //!   `BatonDiskNearlyFull` alert show it coming.
+//! - **The write-ahead log** (`storage.wal_flush_bytes`): RocksDB keeps a log file until every column family with
+//!   data in it has flushed, so the families written a few bytes per height would keep a gigabyte of logs alive
+//!   on each node ([`WalUpkeep`] flushes them early; `baton_storage_wal_bytes` shows the live log).
 //!
-//! One task does both, once a second, with at most [`PRUNE_STEP`] heights deleted per write so that a node turning
-//! retention on over a long history catches up in bounded steps.
+//! One task does all three: pruning and the watermark once a second, with at most [`PRUNE_STEP`] heights deleted
+//! per write so that a node turning retention on over a long history catches up in bounded steps; the log's
+//! upkeep four times a second.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,9 +30,10 @@ use tracing::{info, warn};
 use baton_consensus::ids::RollupId;
 
 use crate::ingest::AdmissionGate;
+use crate::metrics::FamilyLabel;
 use crate::metrics::Metrics;
 use crate::state::Shared;
-use crate::store::RocksStore;
+use crate::store::{RocksStore, WalUpkeep};
 
 /// Heights deleted per write at most.
 pub const PRUNE_STEP: u64 = 1_000;
@@ -39,7 +44,12 @@ pub struct Retention {
     pub data_dir: PathBuf,
     pub retain_heights: u64,
     pub min_free_bytes: u64,
+    pub wal_flush_bytes: u64,
+    pub write_buffer_bytes: usize,
+    /// Pruning and the watermark.
     pub interval: Duration,
+    /// The write-ahead log's upkeep (one family flushed per look at most).
+    pub wal_interval: Duration,
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path`.
@@ -57,6 +67,36 @@ pub fn keep_from(latest: u64, retain: u64) -> u64 {
     latest.saturating_add(1).saturating_sub(retain).max(1)
 }
 
+/// One look of the write-ahead log's upkeep, off the async workers; `None` when the runtime is shutting down.
+async fn wal_look(
+    mut upkeep: WalUpkeep,
+    store: &RocksStore,
+    metrics: &Metrics,
+) -> Option<WalUpkeep> {
+    let s = store.clone();
+    let (upkeep, look) = tokio::task::spawn_blocking(move || {
+        let look = upkeep.look(&s);
+        (upkeep, look)
+    })
+    .await
+    .ok()?;
+    match look {
+        Ok(look) => {
+            metrics
+                .storage_wal_bytes
+                .set(look.live_bytes.min(i64::MAX as u64) as i64);
+            for family in look.flushed {
+                metrics
+                    .storage_wal_flushes
+                    .get_or_create(&FamilyLabel { family })
+                    .inc();
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot keep the write-ahead log short"),
+    }
+    Some(upkeep)
+}
+
 /// Runs until `stop` resolves.
 pub async fn run(
     cfg: Retention,
@@ -70,12 +110,21 @@ pub async fn run(
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(cfg.interval);
     let mut was_low = false;
+    let mut upkeep = Some(WalUpkeep::new(cfg.wal_flush_bytes, cfg.write_buffer_bytes));
     metrics
         .storage_min_free_bytes
         .set(cfg.min_free_bytes as i64);
+    let mut wal_tick = tokio::time::interval(cfg.wal_interval);
     loop {
         tokio::select! {
             _ = &mut stop => return,
+            _ = wal_tick.tick() => {
+                match upkeep.take() {
+                    Some(u) => upkeep = wal_look(u, &store, &metrics).await,
+                    None => return,
+                }
+                continue;
+            }
             _ = tick.tick() => {}
         }
         match free_bytes(&cfg.data_dir) {

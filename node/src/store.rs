@@ -25,6 +25,9 @@
 //! History below `meta` `history_min` is pruned ([`RocksStore::prune`], `storage.retain_heights`) except at the
 //! heights where the validator set changes.
 //!
+//! Families written a few bytes per height would keep every write-ahead log file alive until RocksDB's own bound;
+//! [`WalUpkeep`] flushes them early (`storage.wal_flush_bytes`).
+//!
 //! A decided payload is stored once, inside its block; a rollup's batch is served as slices of the block's stored
 //! bytes (`meta` `layout` = [`LAYOUT`]; layout 1 also stored every payload a second time in `batches`).
 
@@ -52,6 +55,9 @@ use baton_consensus::validators::ValidatorSet;
 
 use crate::config::StorageSection;
 use crate::error::NodeError;
+
+mod wal;
+pub use wal::{WalLook, WalUpkeep};
 
 /// A vote extension as stored: the attestation and the validator's Ed25519 signature binding it to its
 /// precommit.

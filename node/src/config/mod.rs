@@ -424,6 +424,13 @@ pub struct StorageSection {
     /// made single-entry bundles at 4,500/s worse (BENCHMARKS.md, the WAL rows). Otherwise at least twice
     /// `write_buffer_bytes`.
     pub max_wal_bytes: u64,
+    /// Past this many bytes of live write-ahead log, the node flushes the column families that keep its oldest
+    /// files alive (those written a few bytes per height, or rarely), one per look, four looks a second
+    /// ([`crate::store::WalUpkeep`]); the busy families keep flushing full memtables on their own. This keeps the
+    /// log short without the flushes of busy families that `max_wal_bytes` forces, and shortens the replay after
+    /// a crash. 0 turns it off. Default 128 MiB; otherwise at least twice `write_buffer_bytes` (a lower
+    /// `max_wal_bytes` acts first).
+    pub wal_flush_bytes: u64,
     /// Heights of history kept below the tip; older blocks, batches, headers and certificates are pruned
     /// ([`crate::retention`]). 0 keeps everything (an archive node). Default 1,000,000 (at least 100).
     pub retain_heights: u64,
@@ -451,6 +458,7 @@ impl Default for StorageSection {
             block_cache_bytes: 256 * 1024 * 1024,
             write_buffer_bytes: 8 * 1024 * 1024,
             max_wal_bytes: 0,
+            wal_flush_bytes: 128 * 1024 * 1024,
             retain_heights: 1_000_000,
             min_free_bytes: 2 * 1024 * 1024 * 1024,
         }
@@ -606,6 +614,16 @@ impl NodeConfig {
                 2 * self.storage.write_buffer_bytes as u64
             ));
         }
+        if self.storage.wal_flush_bytes != 0
+            && self.storage.wal_flush_bytes < 2 * self.storage.write_buffer_bytes as u64
+        {
+            return bad(format!(
+                "storage.wal_flush_bytes = {} is too small: 0 (off) or at least twice storage.write_buffer_bytes \
+                 ({}), or the busy families' own memtables pass it and the quiet ones are flushed every second",
+                self.storage.wal_flush_bytes,
+                2 * self.storage.write_buffer_bytes as u64
+            ));
+        }
         if self.p2p.peer_messages_per_sec == 0
             || self.p2p.peer_bytes_per_sec < self.p2p.max_gossip_bytes
             || self.p2p.peer_inflight_bytes < self.p2p.max_gossip_bytes
@@ -729,6 +747,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("storage.max_wal_bytes"), "{err}");
+        let err = set(&["storage.wal_flush_bytes=8388608"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.wal_flush_bytes"), "{err}");
+        assert_eq!(
+            set(&["storage.wal_flush_bytes=0"])
+                .unwrap()
+                .storage
+                .wal_flush_bytes,
+            0
+        );
     }
 
     #[test]
