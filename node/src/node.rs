@@ -305,7 +305,6 @@ async fn start_services(
                 retain_heights: cfg.storage.retain_heights,
                 min_free_bytes: cfg.storage.min_free_bytes,
                 wal_flush_bytes: cfg.storage.wal_flush_bytes,
-                write_buffer_bytes: cfg.storage.write_buffer_bytes,
                 interval: Duration::from_secs(1),
                 wal_interval: Duration::from_millis(250),
             },

@@ -45,7 +45,6 @@ pub struct Retention {
     pub retain_heights: u64,
     pub min_free_bytes: u64,
     pub wal_flush_bytes: u64,
-    pub write_buffer_bytes: usize,
     /// Pruning and the watermark.
     pub interval: Duration,
     /// The write-ahead log's upkeep (one family flushed per look at most).
@@ -110,7 +109,7 @@ pub async fn run(
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(cfg.interval);
     let mut was_low = false;
-    let mut upkeep = Some(WalUpkeep::new(cfg.wal_flush_bytes, cfg.write_buffer_bytes));
+    let mut upkeep = Some(WalUpkeep::new(cfg.wal_flush_bytes));
     metrics
         .storage_min_free_bytes
         .set(cfg.min_free_bytes as i64);

@@ -11,12 +11,9 @@
 //!
 //! [`WalUpkeep::look`] runs four times a second from the node's storage task ([`crate::retention`]). While the
 //! live log is below `storage.wal_flush_bytes` it only measures. Past it, it flushes the family whose memtable
-//! holds the oldest data, if that was written more than half that many log bytes ago, one family per look, and
-//! only a family whose memtable holds little (at most an eighth of `storage.write_buffer_bytes`). The busy
-//! families keep writing full memtables on their own. A family that fills at a fair pace (the `bundles` index at
-//! thousands of bundles a second) is left alone too: it releases the log by itself soon enough, and each early
-//! table file of it would cost a compaction into its first level that rewrites most of that level (its keys are
-//! hashes, so every new table file overlaps all of it).
+//! holds the oldest data, if that was written more than half that many log bytes ago, one family per look. A busy
+//! family switches memtables often, so its data is young and it is rarely the one; those it flushes hold little
+//! (a small table file each).
 //!
 //! RocksDB does not say which log file a family's memtable starts in, so the upkeep watches each family's
 //! "super version", which changes whenever its memtable is switched (and when it flushes or compacts): the newest
@@ -56,19 +53,15 @@ pub struct WalLook {
 pub struct WalUpkeep {
     /// `storage.wal_flush_bytes`; 0 only measures.
     flush_bytes: u64,
-    /// A family whose active memtable holds more than this is left to flush on its own.
-    small_bytes: u64,
     /// In [`ALL_CFS`] order.
     families: Vec<Family>,
 }
 
 impl WalUpkeep {
-    /// Flushes once the live log passes `flush_bytes` (0: never; the look still measures), and only families
-    /// whose active memtable holds at most an eighth of `write_buffer_bytes`.
-    pub fn new(flush_bytes: u64, write_buffer_bytes: usize) -> Self {
+    /// Flushes once the live log passes `flush_bytes` (0: never; the look still measures).
+    pub fn new(flush_bytes: u64) -> Self {
         WalUpkeep {
             flush_bytes,
-            small_bytes: write_buffer_bytes as u64 / 8,
             families: vec![Family::default(); ALL_CFS.len()],
         }
     }
@@ -87,14 +80,13 @@ impl WalUpkeep {
             let property = |name| store.db.property_int_value_cf(cf, name);
             let entries = property(rocksdb::properties::NUM_ENTRIES_ACTIVE_MEM_TABLE)?.unwrap_or(0);
             let version = property(rocksdb::properties::CURRENT_SUPER_VERSION_NUMBER)?.unwrap_or(0);
-            let size = property(rocksdb::properties::CUR_SIZE_ACTIVE_MEM_TABLE)?.unwrap_or(0);
             if entries == 0 {
                 seen.since_log = None;
             } else if seen.since_log.is_none() || version != seen.version {
                 seen.since_log = Some(newest);
             }
             seen.version = version;
-            if let (Some(since), true) = (seen.since_log, size <= self.small_bytes) {
+            if let Some(since) = seen.since_log {
                 if stalest.is_none_or(|(oldest, _)| since < oldest) {
                     stalest = Some((since, i));
                 }
@@ -168,7 +160,7 @@ mod tests {
             ..StorageSection::for_tests(false)
         };
         let s = RocksStore::open(dir.path(), &cfg).unwrap();
-        let mut upkeep = WalUpkeep::new(flush_bytes, cfg.write_buffer_bytes);
+        let mut upkeep = WalUpkeep::new(flush_bytes);
         let early = bundle_of(4, 0, vec![]);
         s.put_forward(&early.hash(), &early).unwrap();
         let mut flushed = Vec::new();
