@@ -338,6 +338,7 @@ async fn start_services(
         GossipLimits {
             flush_ms: cfg.mempool.gossip_flush_ms,
             batch_bytes: cfg.mempool.gossip_batch_bytes,
+            light_bundles: cfg.mempool.gossip_light_bundles,
             reannounce_ms: cfg.mempool.reannounce_ms,
         },
         LoopLinks {

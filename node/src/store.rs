@@ -1002,7 +1002,7 @@ mod tests {
     /// all memtables, and then force one large flush and deletion on every node at once.
     #[test]
     fn the_write_ahead_log_stays_bounded_while_one_family_takes_the_writes() {
-        use baton_consensus::bundle::testing::{bundle, bundle_of};
+        use baton_consensus::bundle::testing::bundle;
         let dir = tempfile::tempdir().unwrap();
         let cfg = StorageSection {
             write_buffer_bytes: 1 << 20,
@@ -1018,24 +1018,10 @@ mod tests {
             .unwrap();
         // Then 48 MiB of submissions, into the mempool family alone.
         for nonce in 0..768u64 {
-            let b = bundle_of(
-                5,
-                nonce,
-                vec![BundleEntry {
-                    rollup_id: 7,
-                    payload: vec![nonce as u8; 64 * 1024],
-                }],
-            );
+            let b = wal::tests::large_submission(nonce);
             s.persist_pending(&[(b.hash(), &b)]).unwrap();
         }
-        let live_log = || -> u64 {
-            std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-                .sum()
-        };
+        let live_log = || wal::live_log_bytes(dir.path());
         // Flushes and the deletion of log files run in the background: give them time.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while live_log() > 16 << 20 && std::time::Instant::now() < deadline {

@@ -130,6 +130,8 @@ pub struct ConsensusLoop {
     outgoing_bytes: usize,
     /// When dissemination was last sent: a bundle admitted after a quiet spell goes out at once.
     last_flush: Instant,
+    /// How long after `last_flush` the next send is due ([`GossipLimits::wait_after`]).
+    flush_wait: Duration,
     next_gossip_id: u64,
     /// Where peer messages are checked (signature recovery), bounded; a message it has no room for is dropped.
     pool: VerifyPool,
@@ -167,6 +169,7 @@ impl ConsensusLoop {
             mut peers,
         } = links;
         peers.follow(host.validators());
+        let flush_wait = Duration::from_millis(gossip.flush_ms.max(1));
         let mut l = ConsensusLoop {
             host,
             channels,
@@ -183,6 +186,7 @@ impl ConsensusLoop {
             outgoing: Vec::new(),
             outgoing_bytes: 0,
             last_flush: Instant::now(),
+            flush_wait,
             next_gossip_id: 0,
             pool,
             signatures,
@@ -288,7 +292,10 @@ impl ConsensusLoop {
 
     /// Runs until the engine stops or storage fails.
     pub async fn run(mut self) -> Result<(), NodeError> {
-        let mut flush = tokio::time::interval(Duration::from_millis(self.gossip.flush_ms.max(1)));
+        // The send timer ticks every `flush_wait` whatever the last send was; it is started again when
+        // `flush_wait` changes between light and heavy load.
+        let mut period = self.flush_wait;
+        let mut flush = tokio::time::interval(period);
         flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut reannounce =
             tokio::time::interval(Duration::from_millis(self.gossip.reannounce_ms.max(1)));
@@ -316,11 +323,11 @@ impl ConsensusLoop {
                     self.publish_gauges();
                     self.publish_outbox().await?;
                     // A full message, or the first bundles after a quiet spell, go out now; under load the
-                    // tick below sends one message per interval instead of one per few bundles (every message
+                    // timer below sends one message per interval instead of one per few bundles (every message
                     // costs each peer a receive and a verifier job: 10 ms against 20 ms cost validators' heights
                     // at saturation, BENCHMARKS.md).
                     if self.outgoing_bytes >= self.gossip.batch_bytes
-                        || self.last_flush.elapsed() >= Duration::from_millis(self.gossip.flush_ms)
+                        || self.last_flush.elapsed() >= self.flush_wait
                     {
                         self.flush_gossip().await?;
                     }
@@ -335,6 +342,11 @@ impl ConsensusLoop {
                         self.outgoing.push(b);
                     }
                 }
+            }
+            if self.flush_wait != period {
+                period = self.flush_wait;
+                flush = tokio::time::interval_at(Instant::now() + period, period);
+                flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
         }
     }

@@ -313,10 +313,14 @@ pub struct MempoolSection {
     pub side_cache_bytes: usize,
     /// Admitted bundles are disseminated to peers at once after a quiet spell of this long, and otherwise
     /// gathered and sent this often. Default 20 ms (every message costs each peer a receive and a verifier job,
-    /// so under load fewer, larger messages save CPU; a lone bundle is not delayed). 10 ms takes about 2.5 ms off
-    /// the median at light load for about a point of a core per validator, which a saturated node cannot spare
-    /// (BENCHMARKS.md).
+    /// so under load fewer, larger messages save CPU; a lone bundle is not delayed). Half of it takes about
+    /// 3 ms off the median at light load for 1–1.5 points of a core per validator, which a saturated node
+    /// cannot spare (BENCHMARKS.md): hence `gossip_light_bundles`.
     pub gossip_flush_ms: u64,
+    /// After a send of fewer bundles than this (a light load), the next waits half of `gossip_flush_ms`; after
+    /// a fuller one, all of it. 0 keeps the full interval. Default 8: with four validators sharing the load
+    /// evenly, below about 1,600 bundles/s every send is light and above about 3,200/s none is.
+    pub gossip_light_bundles: usize,
     /// ... or as soon as this many bytes wait (also the largest dissemination message). Default 256 KiB.
     pub gossip_batch_bytes: usize,
     /// Proposals carry bundle hashes instead of bundles (validators hold them from dissemination). Default true.
@@ -350,6 +354,7 @@ impl Default for MempoolSection {
             side_cache: host.side_cache,
             side_cache_bytes: host.side_cache_bytes,
             gossip_flush_ms: 20,
+            gossip_light_bundles: 8,
             gossip_batch_bytes: 256 * 1024,
             compact_proposals: host.compact_proposals,
             admit_max_wait_ms: host.admit_max_wait_ms,
@@ -421,7 +426,8 @@ pub struct StorageSection {
     /// load (bundles of many entries) every node reaches that bound at about the same moment, flushes, deletes a
     /// gigabyte of log files and stops writes briefly; 64–256 MiB turned that into small, frequent flushes
     /// (p99 0.2–0.4 s instead of 1.6–3.2 s past T3's rate), but each of those costs a short stall too, which
-    /// made single-entry bundles at 4,500/s worse (BENCHMARKS.md, the WAL rows). Otherwise at least twice
+    /// made single-entry bundles at 4,500/s worse (BENCHMARKS.md, the WAL rows). `wal_flush_bytes` (on by
+    /// default) keeps the log below that bound without forcing busy families to flush. Otherwise at least twice
     /// `write_buffer_bytes`.
     pub max_wal_bytes: u64,
     /// Past this many bytes of live write-ahead log, the node flushes the column families that keep its oldest

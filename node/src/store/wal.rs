@@ -121,7 +121,7 @@ impl WalUpkeep {
 }
 
 /// The database's write-ahead log files (`<number>.log`), by number, with their sizes.
-fn log_files(dir: &Path) -> Result<Vec<(u64, u64)>, NodeError> {
+pub(super) fn log_files(dir: &Path) -> Result<Vec<(u64, u64)>, NodeError> {
     let mut logs = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -144,12 +144,30 @@ fn log_files(dir: &Path) -> Result<Vec<(u64, u64)>, NodeError> {
     Ok(logs)
 }
 
+/// Bytes of the live log files in `dir`.
 #[cfg(test)]
-mod tests {
+pub(super) fn live_log_bytes(dir: &Path) -> u64 {
+    log_files(dir).unwrap().iter().map(|(_, len)| len).sum()
+}
+
+#[cfg(test)]
+pub(super) mod tests {
     use super::*;
     use crate::config::StorageSection;
     use baton_consensus::bundle::testing::bundle_of;
     use baton_consensus::bundle::BundleEntry;
+
+    /// A submission of one 64 KiB entry from sender 5: sixteen fill a 1 MiB memtable.
+    pub(in crate::store) fn large_submission(nonce: u64) -> baton_consensus::bundle::Bundle {
+        bundle_of(
+            5,
+            nonce,
+            vec![BundleEntry {
+                rollup_id: 7,
+                payload: vec![nonce as u8; 64 * 1024],
+            }],
+        )
+    }
 
     /// Writes one forwarded bundle (a family written rarely), then 48 MiB of submissions into the `mempool` family
     /// with 1 MiB memtables, looking every 1 MiB; returns the live log at the end and the families flushed.
@@ -165,14 +183,7 @@ mod tests {
         s.put_forward(&early.hash(), &early).unwrap();
         let mut flushed = Vec::new();
         for nonce in 0..768u64 {
-            let b = bundle_of(
-                5,
-                nonce,
-                vec![BundleEntry {
-                    rollup_id: 7,
-                    payload: vec![nonce as u8; 64 * 1024],
-                }],
-            );
+            let b = large_submission(nonce);
             s.persist_pending(&[(b.hash(), &b)]).unwrap();
             if nonce % 16 == 15 {
                 flushed.extend(upkeep.look(&s).unwrap().flushed);
