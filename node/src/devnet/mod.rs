@@ -76,7 +76,36 @@ pub struct Devnet {
     pub nodes: Vec<DevnetNode>,
 }
 
-/// A free TCP port on 127.0.0.1 for a node to listen on, never the same twice in this process.
+/// How long a port handed out stays reserved for other processes ([`free_port`]).
+const PORT_RESERVED_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Reserves `port` across processes: a file named after it in `<temp>/baton-ports`, created only if absent or
+/// older than [`PORT_RESERVED_FOR`]. Where no such file can be written, only the bind check protects the port.
+fn reserve_across_processes(port: u16) -> bool {
+    use std::fs::OpenOptions;
+    let dir = std::env::temp_dir().join("baton-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let path = dir.join(port.to_string());
+    let create = || OpenOptions::new().write(true).create_new(true).open(&path);
+    match create() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let stale = std::fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .map(|t| t.elapsed().unwrap_or_default() > PORT_RESERVED_FOR)
+                .unwrap_or(false);
+            // Two processes may both find it stale; only one of them creates it again.
+            stale && std::fs::remove_file(&path).is_ok() && create().is_ok()
+        }
+        Err(_) => true,
+    }
+}
+
+/// A free TCP port on 127.0.0.1 for a node to listen on, never the same twice in this process, nor in two
+/// processes within [`PORT_RESERVED_FOR`] (each test runs in its own process, and two of them that found the same
+/// port free before either node bound it made "Error listening" failures: [`reserve_across_processes`]).
 ///
 /// Ports come from below the kernel's ephemeral range (Linux's default starts at 32768): a port the OS picks for
 /// `bind(0)` is also one it may hand to an outgoing connection of an already running node before the node that
@@ -95,7 +124,9 @@ pub fn free_port() -> Result<u16, NodeError> {
         }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             given.insert(port);
-            return Ok(port);
+            if reserve_across_processes(port) {
+                return Ok(port);
+            }
         }
     }
     Err(NodeError::Config(format!(
@@ -226,4 +257,36 @@ fn write_node(
         peer_id: key.peer_id()?,
     };
     Ok((node, key))
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+
+    /// A port one process reserved is not handed to another until the reservation is stale. (Port 19,999 lies
+    /// below the range `free_port` draws from, so this test cannot take a port from a running one.)
+    #[test]
+    fn a_reserved_port_is_not_reserved_again_until_stale() {
+        let port = 19_999;
+        let path = std::env::temp_dir()
+            .join("baton-ports")
+            .join(port.to_string());
+        let _ = std::fs::remove_file(&path);
+        assert!(reserve_across_processes(port), "a free port is reserved");
+        assert!(!reserve_across_processes(port), "reserved twice");
+        let old =
+            std::time::SystemTime::now() - PORT_RESERVED_FOR - std::time::Duration::from_secs(1);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(
+            reserve_across_processes(port),
+            "a stale reservation is taken over"
+        );
+        assert!(!reserve_across_processes(port), "and held again");
+        std::fs::remove_file(&path).unwrap();
+    }
 }
