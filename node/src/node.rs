@@ -306,7 +306,6 @@ async fn start_services(
                 min_free_bytes: cfg.storage.min_free_bytes,
                 wal_flush_bytes: cfg.storage.wal_flush_bytes,
                 interval: Duration::from_secs(1),
-                wal_interval: Duration::from_millis(250),
             },
             store.clone(),
             spec.rollups.ids().collect(),

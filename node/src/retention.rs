@@ -33,7 +33,7 @@ use crate::ingest::AdmissionGate;
 use crate::metrics::FamilyLabel;
 use crate::metrics::Metrics;
 use crate::state::Shared;
-use crate::store::{RocksStore, WalUpkeep};
+use crate::store::{RocksStore, WalUpkeep, WAL_LOOK_INTERVAL};
 
 /// Heights deleted per write at most.
 pub const PRUNE_STEP: u64 = 1_000;
@@ -45,10 +45,8 @@ pub struct Retention {
     pub retain_heights: u64,
     pub min_free_bytes: u64,
     pub wal_flush_bytes: u64,
-    /// Pruning and the watermark.
+    /// Pruning and the watermark (the log's upkeep looks every [`WAL_LOOK_INTERVAL`]).
     pub interval: Duration,
-    /// The write-ahead log's upkeep (one family flushed per look at most).
-    pub wal_interval: Duration,
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `path`.
@@ -84,7 +82,7 @@ async fn wal_look(
             metrics
                 .storage_wal_bytes
                 .set(look.live_bytes.min(i64::MAX as u64) as i64);
-            for family in look.flushed {
+            if let Some(family) = look.flushed {
                 metrics
                     .storage_wal_flushes
                     .get_or_create(&FamilyLabel { family })
@@ -109,19 +107,19 @@ pub async fn run(
     tokio::pin!(stop);
     let mut tick = tokio::time::interval(cfg.interval);
     let mut was_low = false;
-    let mut upkeep = Some(WalUpkeep::new(cfg.wal_flush_bytes));
+    let mut upkeep = WalUpkeep::new(cfg.wal_flush_bytes);
     metrics
         .storage_min_free_bytes
         .set(cfg.min_free_bytes as i64);
-    let mut wal_tick = tokio::time::interval(cfg.wal_interval);
+    let mut wal_tick = tokio::time::interval(WAL_LOOK_INTERVAL);
     loop {
         tokio::select! {
             _ = &mut stop => return,
             _ = wal_tick.tick() => {
-                match upkeep.take() {
-                    Some(u) => upkeep = wal_look(u, &store, &metrics).await,
-                    None => return,
-                }
+                let Some(u) = wal_look(upkeep, &store, &metrics).await else {
+                    return;
+                };
+                upkeep = u;
                 continue;
             }
             _ = tick.tick() => {}

@@ -57,7 +57,7 @@ use crate::config::StorageSection;
 use crate::error::NodeError;
 
 mod wal;
-pub use wal::{WalLook, WalUpkeep};
+pub use wal::{WalLook, WalUpkeep, LOOK_INTERVAL as WAL_LOOK_INTERVAL};
 
 /// A vote extension as stored: the attestation and the validator's Ed25519 signature binding it to its
 /// precommit.

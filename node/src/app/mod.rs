@@ -169,7 +169,8 @@ impl ConsensusLoop {
             mut peers,
         } = links;
         peers.follow(host.validators());
-        let flush_wait = Duration::from_millis(gossip.flush_ms.max(1));
+        // Until the first send, as after a full one.
+        let flush_wait = gossip.wait_after(usize::MAX);
         let mut l = ConsensusLoop {
             host,
             channels,

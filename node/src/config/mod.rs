@@ -610,25 +610,22 @@ impl NodeConfig {
                 self.storage.write_buffer_bytes
             ));
         }
-        if self.storage.max_wal_bytes != 0
-            && self.storage.max_wal_bytes < 2 * self.storage.write_buffer_bytes as u64
-        {
-            return bad(format!(
-                "storage.max_wal_bytes = {} is too small: 0 (RocksDB's own bound) or at least twice \
-                 storage.write_buffer_bytes ({}), or a single busy memtable forces every family to flush",
+        // Both log bounds: below two memtables, a single busy family's own memtables pass them.
+        let least_log = 2 * self.storage.write_buffer_bytes as u64;
+        for (name, value, zero) in [
+            (
+                "max_wal_bytes",
                 self.storage.max_wal_bytes,
-                2 * self.storage.write_buffer_bytes as u64
-            ));
-        }
-        if self.storage.wal_flush_bytes != 0
-            && self.storage.wal_flush_bytes < 2 * self.storage.write_buffer_bytes as u64
-        {
-            return bad(format!(
-                "storage.wal_flush_bytes = {} is too small: 0 (off) or at least twice storage.write_buffer_bytes \
-                 ({}), or the busy families' own memtables pass it and the quiet ones are flushed every second",
-                self.storage.wal_flush_bytes,
-                2 * self.storage.write_buffer_bytes as u64
-            ));
+                "RocksDB's own bound",
+            ),
+            ("wal_flush_bytes", self.storage.wal_flush_bytes, "off"),
+        ] {
+            if value != 0 && value < least_log {
+                return bad(format!(
+                    "storage.{name} = {value} is too small: 0 ({zero}) or at least twice storage.write_buffer_bytes \
+                     ({least_log}), or a single busy family's own memtables pass it"
+                ));
+            }
         }
         if self.p2p.peer_messages_per_sec == 0
             || self.p2p.peer_bytes_per_sec < self.p2p.max_gossip_bytes

@@ -11,9 +11,8 @@
 //!
 //! [`WalUpkeep::look`] runs four times a second from the node's storage task ([`crate::retention`]). While the
 //! live log is below `storage.wal_flush_bytes` it only measures. Past it, it flushes the family whose memtable
-//! holds the oldest data, if that was written more than half that many log bytes ago, one family per look. A busy
-//! family switches memtables often, so its data is young and it is rarely the one; those it flushes hold little
-//! (a small table file each).
+//! holds the oldest data, if that was written more than half that many log bytes ago, one family per look; those
+//! it flushes hold little (a small table file each).
 //!
 //! RocksDB does not say which log file a family's memtable starts in, so the upkeep watches each family's
 //! "super version", which changes whenever its memtable is switched (and when it flushes or compacts): the newest
@@ -28,6 +27,10 @@ use rocksdb::FlushOptions;
 use crate::error::NodeError;
 
 use super::{RocksStore, ALL_CFS};
+
+/// How often the node's storage task looks ([`WalUpkeep::look`]): four times a second, so that the dozen quiet
+/// families, one per look, are all flushed within about 3 s.
+pub const LOOK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One family as the upkeep last saw it.
 #[derive(Clone, Copy, Debug, Default)]
@@ -44,8 +47,8 @@ struct Family {
 pub struct WalLook {
     /// Bytes of live write-ahead log files.
     pub live_bytes: u64,
-    /// The families it asked RocksDB to flush.
-    pub flushed: Vec<&'static str>,
+    /// The family it asked RocksDB to flush, if any (one per look).
+    pub flushed: Option<&'static str>,
 }
 
 /// The upkeep's memory of the families between looks.
@@ -72,7 +75,7 @@ impl WalUpkeep {
     /// this returns once it is scheduled.
     pub fn look(&mut self, store: &RocksStore) -> Result<WalLook, NodeError> {
         let logs = log_files(store.db.path())?;
-        let live_bytes = logs.iter().map(|(_, len)| len).sum();
+        let live_bytes = bytes_from(&logs, 0);
         let newest = logs.last().map(|(n, _)| *n).unwrap_or(0);
         let mut stalest: Option<(u64, usize)> = None;
         for (i, (name, seen)) in ALL_CFS.iter().zip(self.families.iter_mut()).enumerate() {
@@ -92,17 +95,11 @@ impl WalUpkeep {
                 }
             }
         }
-        let mut flushed = Vec::new();
+        let mut flushed = None;
         if let Some((since, i)) = stalest {
-            // Bytes of the log files from the one its data starts in.
-            let behind: u64 = logs
-                .iter()
-                .filter(|(number, _)| *number >= since)
-                .map(|(_, len)| len)
-                .sum();
             if self.flush_bytes != 0
                 && live_bytes >= self.flush_bytes
-                && behind >= self.flush_bytes / 2
+                && bytes_from(&logs, since) >= self.flush_bytes / 2
             {
                 let name = ALL_CFS[i];
                 let mut opts = FlushOptions::default();
@@ -110,7 +107,7 @@ impl WalUpkeep {
                 store.db.flush_cf_opt(store.cf(name)?, &opts)?;
                 // Its next memtable is new: the next look that sees data in it starts counting again.
                 self.families[i] = Family::default();
-                flushed.push(name);
+                flushed = Some(name);
             }
         }
         Ok(WalLook {
@@ -118,6 +115,14 @@ impl WalUpkeep {
             flushed,
         })
     }
+}
+
+/// Bytes of the log files numbered `first` or later.
+fn bytes_from(logs: &[(u64, u64)], first: u64) -> u64 {
+    logs.iter()
+        .filter(|(number, _)| *number >= first)
+        .map(|(_, len)| len)
+        .sum()
 }
 
 /// The database's write-ahead log files (`<number>.log`), by number, with their sizes.
@@ -147,7 +152,7 @@ pub(super) fn log_files(dir: &Path) -> Result<Vec<(u64, u64)>, NodeError> {
 /// Bytes of the live log files in `dir`.
 #[cfg(test)]
 pub(super) fn live_log_bytes(dir: &Path) -> u64 {
-    log_files(dir).unwrap().iter().map(|(_, len)| len).sum()
+    bytes_from(&log_files(dir).unwrap(), 0)
 }
 
 #[cfg(test)]
