@@ -8,7 +8,8 @@ use alloy_signer_local::PrivateKeySigner;
 use baton_proto::client::{sign_bundle, BatonClient};
 use baton_proto::types::{BundleEntry, UnsignedBundle};
 use eyre::{bail, eyre, Result, WrapErr};
-use rand::RngCore;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
 
 use crate::procstat::{self, Usage, Watched};
 
@@ -18,20 +19,27 @@ pub struct IdleReport {
     /// Over the idle window.
     pub usage: Usage,
     pub heights_per_sec: f64,
-    /// The quiet time before each lone bundle.
+    /// The quiet time before each lone bundle (plus up to [`PHASE_SPREAD_SECS`] at random).
     pub quiet_secs: f64,
     /// Submit -> delivered of each lone bundle, in milliseconds.
     pub lone_ms: Vec<f64>,
 }
 
+/// A lone bundle's quiet spell is longer by a random part of this, so that bundles land at every point of an idle
+/// height (a fixed spell after the previous delivery, which follows a decision, lands at the same point each time:
+/// two idle heights at the default `max_idle_ms`).
+pub const PHASE_SPREAD_SECS: f64 = 1.0;
+
 /// Watches `watched` (plus the harness) for `idle_secs` with no load, then sends `lone` bundles one at a time,
-/// each after `quiet_secs` with nothing sent, to the first endpoint.
+/// each after `quiet_secs` (and up to [`PHASE_SPREAD_SECS`] more, drawn from `seed`) with nothing sent, to the first
+/// endpoint.
 pub async fn measure(
     endpoints: &[String],
     watched: &[Watched],
     idle_secs: f64,
     lone: usize,
     quiet_secs: f64,
+    seed: u64,
 ) -> Result<IdleReport> {
     let Some(url) = endpoints.first() else {
         bail!("no endpoints");
@@ -57,12 +65,14 @@ pub async fn measure(
         .ok_or_else(|| eyre!("the network registers no rollups"))?;
     let key = PrivateKeySigner::random();
     let mut lone_ms = Vec::with_capacity(lone);
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut stream = client.stream_batches(rollup, h1 + 1).await?;
     for nonce in 0..lone as u64 {
-        tokio::time::sleep(Duration::from_secs_f64(quiet_secs)).await;
+        let spread = rng.gen_range(0.0..PHASE_SPREAD_SECS);
+        tokio::time::sleep(Duration::from_secs_f64(quiet_secs + spread)).await;
         let height = client.status().await?.latest_height;
         let mut payload = vec![0u8; 512];
-        rand::thread_rng().fill_bytes(&mut payload);
+        rng.fill_bytes(&mut payload);
         let bundle = sign_bundle(
             &key,
             UnsignedBundle {
@@ -119,8 +129,9 @@ pub fn summary(r: &IdleReport) -> String {
     if !r.lone_ms.is_empty() {
         let v: Vec<String> = r.lone_ms.iter().map(|m| format!("{m:.1}")).collect();
         s.push_str(&format!(
-            "lone bundles after {:.0} s of quiet, submit -> delivered (ms): {}\n",
+            "lone bundles after {:.0}-{:.0} s of quiet, submit -> delivered (ms): {}\n",
             r.quiet_secs,
+            r.quiet_secs + PHASE_SPREAD_SECS,
             v.join(", ")
         ));
     }

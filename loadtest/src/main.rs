@@ -63,11 +63,13 @@ struct Args {
     /// Entries per bundle (a cross-rollup bundle has at least two).
     #[arg(long, default_value_t = 1)]
     entries: usize,
-    /// Seeds the payload bytes (printed; a run with the same seed sends the same payloads).
+    /// Seeds the payload bytes and the lone bundles' quiet spells (printed; a run with the same seed sends the same
+    /// payloads at the same offsets).
     #[arg(long)]
     seed: Option<u64>,
     /// Measure the network idle instead of loading it: CPU of every process and of the machine, and heights per
-    /// second, over this many seconds; then send --lone bundles one at a time after --quiet seconds each.
+    /// second, over this many seconds; then send --lone bundles one at a time after --quiet seconds each (and up to
+    /// 1 s more at random, so that they land at every point of an idle height).
     #[arg(long)]
     idle: Option<f64>,
     #[arg(long, default_value_t = 5)]
@@ -215,7 +217,7 @@ fn main() -> Result<()> {
             .map(|d| d.processes.clone())
             .unwrap_or_default();
         if let Some(secs) = args.idle {
-            let r = idle::measure(&endpoints, &watched, secs, args.lone, args.quiet).await;
+            let r = idle::measure(&endpoints, &watched, secs, args.lone, args.quiet, seed).await;
             if let Some(mut d) = devnet.take() {
                 d.stop();
             }

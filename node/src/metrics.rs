@@ -118,6 +118,7 @@ pub struct Metrics {
     /// Proposal-channel messages not taken in, by reason ([`crate::peers::Refusal`]).
     pub p2p_refused: Family<ReasonLabel, Counter>,
     pub p2p_penalties: Counter,
+    pub p2p_tap_dropped: Counter,
     pub p2p_penalised_peers: Gauge,
     pub l1: L1Metrics,
 }
@@ -228,6 +229,7 @@ impl Metrics {
             gossip_bytes: Family::default(),
             p2p_refused: Family::default(),
             p2p_penalties: Counter::default(),
+            p2p_tap_dropped: Counter::default(),
             p2p_penalised_peers: Gauge::default(),
             l1: L1Metrics::default(),
         };
@@ -483,6 +485,12 @@ impl Metrics {
             "p2p_penalties",
             "Peers penalised for sending bundles that fail the stateless checks",
             m.p2p_penalties.clone(),
+        );
+        r.register(
+            "p2p_tap_dropped",
+            "Peers' dissemination messages the tap could not hold for a waiting proposer (p2p.tap_messages, \
+             tap_bytes); each is still taken in after the proposal",
+            m.p2p_tap_dropped.clone(),
         );
         r.register(
             "p2p_penalised_peers",

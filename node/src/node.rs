@@ -12,9 +12,11 @@ use tracing::{error, info, warn};
 use baton_consensus::context::{BatonContext, ConsensusSigner, ConsensusVerifier};
 use baton_consensus::host::{Host, HostLimits};
 use baton_consensus::sigcache::{SignatureCache, DEFAULT_SIGNATURE_CACHE};
+use malachitebft_app_channel::app::engine::network::NetworkRef;
+use malachitebft_app_channel::app::metrics::SharedRegistry;
+use malachitebft_app_channel::spawn::spawn_network_actor;
 use malachitebft_app_channel::{
-    ConsensusContext, EngineBuilder, NetworkContext, NetworkRequest, RequestContext, SyncContext,
-    WalContext,
+    ConsensusContext, EngineBuilder, NetworkRequest, RequestContext, SyncContext, WalContext,
 };
 
 use crate::app::{ConsensusLoop, GossipLimits, LoopLinks, SystemClock};
@@ -59,7 +61,8 @@ pub async fn run(
         .with_cache(signatures.clone());
     let mut tasks = Tasks::new();
     let (host, inbox, based) = build_host(&cfg, &chain, &store, &signer, &mut tasks).await?;
-    let (channels, engine, peer_id) = start_engine(&cfg, &chain, &signer, &signatures).await?;
+    let (channels, engine, peer_id, network) =
+        start_engine(&cfg, &chain, &signer, &signatures).await?;
     let running = start_services(
         &cfg,
         &chain,
@@ -70,6 +73,7 @@ pub async fn run(
             based,
             channels,
             engine,
+            network,
             signatures,
             tasks,
         },
@@ -155,7 +159,8 @@ async fn build_host(
     Ok((host, inbox, based))
 }
 
-/// Step 4: the engine (libp2p, consensus, value sync, write-ahead log), with this node's identity.
+/// Step 4: the engine (libp2p, consensus, value sync, write-ahead log), with this node's identity; also its network
+/// actor, for the consensus loop's tap ([`crate::app::TapHandle`]).
 async fn start_engine(
     cfg: &NodeConfig,
     chain: &Chain,
@@ -166,6 +171,7 @@ async fn start_engine(
         malachitebft_app_channel::Channels<BatonContext>,
         malachitebft_app_channel::EngineHandle,
         libp2p_identity::PeerId,
+        NetworkRef<BatonContext>,
     ),
     NodeError,
 > {
@@ -191,16 +197,27 @@ async fn start_engine(
     };
     let wal_path = cfg.data_dir.join("wal").join("consensus.wal");
     std::fs::create_dir_all(cfg.data_dir.join("wal"))?;
+    // The network actor is started here, as the builder's default would, so that the tap can subscribe to it.
+    let registry = SharedRegistry::global().with_moniker(engine_cfg.moniker.clone());
+    let (network, network_tx) = spawn_network_actor(
+        identity,
+        &engine_cfg.consensus,
+        &engine_cfg.value_sync,
+        &registry,
+        WireCodec,
+    )
+    .await
+    .map_err(|e| NodeError::Engine(e.to_string()))?;
     let (channels, engine) = EngineBuilder::new(BatonContext, engine_cfg)
         .with_default_wal(WalContext::new(wal_path, WireCodec))
-        .with_default_network(NetworkContext::new(identity, WireCodec))
+        .with_custom_network(network.clone(), network_tx)
         .with_default_consensus(consensus_ctx)
         .with_default_sync(SyncContext::new(WireCodec))
         .with_default_request(RequestContext::new(ENGINE_REQUESTS))
         .build()
         .await
         .map_err(|e| NodeError::Engine(e.to_string()))?;
-    Ok((channels, engine, peer_id))
+    Ok((channels, engine, peer_id, network))
 }
 
 /// What the services are built from.
@@ -211,6 +228,7 @@ struct Parts {
     based: Option<crate::based::BasedBatches>,
     channels: malachitebft_app_channel::Channels<BatonContext>,
     engine: malachitebft_app_channel::EngineHandle,
+    network: NetworkRef<BatonContext>,
     signatures: Arc<SignatureCache>,
     /// The background tasks started so far (the L1 followers).
     tasks: Tasks,
@@ -243,6 +261,7 @@ async fn start_services(
         based,
         channels,
         engine,
+        network,
         signatures,
         mut tasks,
     } = parts;
@@ -348,6 +367,14 @@ async fn start_services(
             peers: PeerGate::new(
                 cfg.p2p.peer_limits(),
                 configured_peers(&cfg.p2p.extra_peers)?,
+            ),
+            tap: Some(
+                crate::app::tap(
+                    &network,
+                    cfg.p2p.tap_limits(),
+                    metrics.p2p_tap_dropped.clone(),
+                )
+                .await?,
             ),
         },
     );

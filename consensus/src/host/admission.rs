@@ -183,6 +183,13 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         &mut self,
         bundles: Vec<(Hash, Bundle)>,
     ) -> Result<Option<ProposedValue<BatonContext>>, ConsensusError> {
+        self.admit_gossip(bundles)?;
+        Ok(self.next_ready())
+    }
+
+    /// [`Host::on_gossip`] without taking a completed proposal: for bundles that came without the engine's
+    /// message to answer (a proposal they complete waits for [`Host::next_ready`]).
+    pub fn admit_gossip(&mut self, bundles: Vec<(Hash, Bundle)>) -> Result<(), ConsensusError> {
         for (hash, bundle) in bundles {
             if self.mempool.contains(&hash) || self.side.contains_key(&hash) {
                 continue;
@@ -193,8 +200,12 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
                 Err(_) => self.keep_aside(hash, bundle),
             }
         }
-        self.resolve_parked()?;
-        Ok(self.ready.pop_front())
+        self.resolve_parked()
+    }
+
+    /// The next proposal that became complete, to hand the engine with the answer to its message.
+    pub fn next_ready(&mut self) -> Option<ProposedValue<BatonContext>> {
+        self.ready.pop_front()
     }
 
     /// Keeps a checked bundle the mempool refused, for proposals that may refer to it, within the side cache's

@@ -8,7 +8,7 @@ use malachitebft_app_channel::app::streaming::{StreamContent, StreamId, StreamMe
 use malachitebft_app_channel::{NetworkMsg, Reply};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use baton_consensus::block::{check_stateless, OrderedBy};
 use baton_consensus::bundle::Bundle;
@@ -24,28 +24,32 @@ use crate::peers::Refusal;
 /// Entries kept in the set of checked disseminated bundles (about 100 bytes each).
 pub(super) const CHECKED_CAPACITY: usize = 262_144;
 
-/// A bounded set of (bundle hash, signature) pairs, oldest evicted first.
-pub struct CheckedSet {
-    set: std::collections::HashSet<(baton_consensus::hash::Hash, [u8; 65])>,
-    order: std::collections::VecDeque<(baton_consensus::hash::Hash, [u8; 65])>,
+/// A bounded set, oldest evicted first: the (bundle hash, signature) pairs checked here, the messages taken from
+/// the tap.
+pub struct BoundedSet<K> {
+    set: std::collections::HashSet<K>,
+    order: std::collections::VecDeque<K>,
     capacity: usize,
 }
 
-impl CheckedSet {
+/// Disseminated bundles whose exact bytes passed the checks.
+pub type CheckedSet = BoundedSet<(baton_consensus::hash::Hash, [u8; 65])>;
+
+impl<K: std::hash::Hash + Eq + Clone> BoundedSet<K> {
     pub fn new(capacity: usize) -> Self {
-        CheckedSet {
+        BoundedSet {
             set: Default::default(),
             order: Default::default(),
             capacity,
         }
     }
 
-    pub fn contains(&self, key: &(baton_consensus::hash::Hash, [u8; 65])) -> bool {
+    pub fn contains(&self, key: &K) -> bool {
         self.set.contains(key)
     }
 
-    pub fn insert(&mut self, key: (baton_consensus::hash::Hash, [u8; 65])) {
-        if self.set.insert(key) {
+    pub fn insert(&mut self, key: K) {
+        if self.set.insert(key.clone()) {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -53,6 +57,15 @@ impl CheckedSet {
                 }
             }
         }
+    }
+
+    /// Forgets `key`; whether it was there. (Its place in the eviction order goes with the oldest.)
+    pub fn remove(&mut self, key: &K) -> bool {
+        self.set.remove(key)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
     }
 }
 
@@ -118,6 +131,11 @@ impl ConsensusLoop {
             .gossip_bytes
             .get_or_create(&out)
             .inc_by(self.outgoing_bytes as u64);
+        debug!(
+            bundles = bundles.len(),
+            bytes = self.outgoing_bytes,
+            "disseminating"
+        );
         self.outgoing_bytes = 0;
         for chunk in chunk_bundles(&bundles, self.gossip.batch_bytes) {
             self.publish_single(ProposalPart::Bundles { bundles: chunk })
@@ -151,15 +169,22 @@ impl ConsensusLoop {
         &self,
         peer: Vec<u8>,
         bundles: Vec<Bundle>,
-        reply: Reply<Option<malachitebft_app_channel::app::types::ProposedValue<BatonContext>>>,
+        reply: Option<
+            Reply<Option<malachitebft_app_channel::app::types::ProposedValue<BatonContext>>>,
+        >,
     ) {
+        let answer_none = |reply: Option<Reply<_>>| {
+            if let Some(r) = reply {
+                let _ = r.send(None);
+            }
+        };
         let bytes: usize = bundles.iter().map(Bundle::encoded_len).sum();
         // The peer's own share first (so that one peer cannot take the pool from the others), then the pool.
         let share = match self.peers.reserve(&peer, bytes) {
             Ok(s) => s,
             Err(r) => {
                 self.refused(r);
-                let _ = reply.send(None);
+                answer_none(reply);
                 return;
             }
         };
@@ -173,10 +198,11 @@ impl ConsensusLoop {
                         reason: "peer_verifier_saturated",
                     })
                     .inc_by(bundles.len() as u64);
-                let _ = reply.send(None);
+                answer_none(reply);
                 return;
             }
         };
+        debug!(peer = %peer_name(&peer), bundles = bundles.len(), "checking disseminated bundles");
         let incoming = DirectionLabel { direction: "in" };
         self.metrics
             .gossip_bundles
@@ -218,7 +244,7 @@ impl ConsensusLoop {
                     reply,
                 })
             {
-                let _ = reply.send(None);
+                answer_none(reply);
             }
         });
     }

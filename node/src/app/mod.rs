@@ -45,9 +45,13 @@ use crate::store::RocksStore;
 use crate::verify::VerifyPool;
 
 mod dissemination;
+mod tap;
 
-use dissemination::{peer_name, CHECKED_CAPACITY};
+use dissemination::{peer_name, BoundedSet, CHECKED_CAPACITY};
 pub use dissemination::{CheckedSet, GossipLimits};
+pub(crate) use tap::tap;
+pub use tap::{TapHandle, TapLimits};
+use tap::{TapKey, Tapped, TAKEN_CAPACITY};
 
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
@@ -90,13 +94,14 @@ pub enum LoopRequest {
         hash: Hash,
         reply: oneshot::Sender<bool>,
     },
-    /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete).
-    /// `invalid` counts those that failed the checks (the peer is penalised for them).
+    /// Bundles a peer disseminated, checked off the loop; `reply` answers the engine (a proposal they complete),
+    /// none when they came through the tap. `invalid` counts those that failed the checks (the peer is penalised
+    /// for them).
     Gossiped {
         peer: Vec<u8>,
         bundles: Vec<(Hash, Bundle)>,
         invalid: usize,
-        reply: oneshot::Sender<Option<ProposedValue<BatonContext>>>,
+        reply: Option<oneshot::Sender<Option<ProposedValue<BatonContext>>>>,
     },
 }
 
@@ -109,6 +114,8 @@ pub struct LoopLinks {
     pub gate: Arc<AdmissionGate>,
     /// Who may speak on the proposal channel, and how much.
     pub peers: PeerGate,
+    /// Peers' dissemination while a proposal waits ([`tap`]); none in setups without the engine's network.
+    pub tap: Option<TapHandle>,
 }
 
 /// The consensus loop. See the module docs.
@@ -147,6 +154,9 @@ pub struct ConsensusLoop {
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
     peers: PeerGate,
+    tap: Option<TapHandle>,
+    /// Tapped messages taken in, whose copies from the connector are answered without taking them in again.
+    taken: BoundedSet<TapKey>,
     /// L1 attestation rules and the poster, when genesis has `[l1]`.
     pub attestor: Option<Arc<crate::l1::Attestor>>,
 }
@@ -167,6 +177,7 @@ impl ConsensusLoop {
             signatures,
             gate,
             mut peers,
+            tap,
         } = links;
         peers.follow(host.validators());
         // Until the first send, as after a full one.
@@ -197,6 +208,8 @@ impl ConsensusLoop {
             gaps_published: Instant::now() - GAPS_EVERY,
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             peers,
+            tap,
+            taken: BoundedSet::new(TAKEN_CAPACITY),
             attestor: None,
         };
         l.publish_gauges();
@@ -304,6 +317,9 @@ impl ConsensusLoop {
         loop {
             self.hurry_pending();
             let deadline = self.pending.as_ref().map(|p| p.deadline);
+            if let Some(t) = &self.tap {
+                t.set_waiting(deadline.is_some());
+            }
             tokio::select! {
                 biased;
                 msg = self.channels.consensus.recv() => match msg {
@@ -333,6 +349,7 @@ impl ConsensusLoop {
                         self.flush_gossip().await?;
                     }
                 }
+                Some(t) = next_tapped(&mut self.tap) => self.from_tap(t),
                 _ = flush.tick(), if !self.outgoing.is_empty() => {
                     self.flush_gossip().await?;
                 }
@@ -369,6 +386,27 @@ impl ConsensusLoop {
         }
     }
 
+    /// A peer's dissemination from the tap: taken in as from the connector ([`ConsensusLoop::handle`]), but only
+    /// while a proposal waits (the connector is held until it is out); otherwise the connector's copy is enough.
+    fn from_tap(&mut self, t: Tapped) {
+        if self.pending.is_none() {
+            return;
+        }
+        let size = t.part.size();
+        let ProposalPart::Bundles { bundles } = t.part else {
+            return;
+        };
+        self.taken.insert(t.key);
+        if let Err(r) = self
+            .peers
+            .check(&t.publisher, size, std::time::Instant::now())
+        {
+            self.refused(r);
+            return;
+        }
+        self.check_gossip(t.publisher, bundles, None);
+    }
+
     fn request(&mut self, req: LoopRequest) -> Result<(), NodeError> {
         match req {
             LoopRequest::Admit { bundles, reply } => {
@@ -381,6 +419,11 @@ impl ConsensusLoop {
                     }
                     verdicts.push(v);
                 }
+                debug!(
+                    submitted = verdicts.len(),
+                    outgoing = self.outgoing.len(),
+                    "admitted submissions"
+                );
                 let _ = reply.send(verdicts);
             }
             LoopRequest::Gossiped {
@@ -400,8 +443,14 @@ impl ConsensusLoop {
                         "a peer sent bundles that fail the checks; ignoring it on the proposal channel for a while"
                     );
                 }
-                let value = self.host.on_gossip(bundles)?;
-                let _ = reply.send(value);
+                debug!(peer = %peer_name(&peer), bundles = bundles.len(), "took in disseminated bundles");
+                match reply {
+                    Some(reply) => {
+                        let value = self.host.on_gossip(bundles)?;
+                        let _ = reply.send(value);
+                    }
+                    None => self.host.admit_gossip(bundles)?,
+                }
             }
             LoopRequest::Nonces { sender, reply } => {
                 let _ = reply.send(self.host.nonces(&sender));
@@ -553,6 +602,17 @@ impl ConsensusLoop {
                 // Gossipsub signs what it relays, so the declared publisher is authenticated; broadcast has none
                 // and the sender is the publisher.
                 let publisher = published_by.unwrap_or(from).to_bytes();
+                if !self.taken.is_empty()
+                    && self.taken.remove(&(
+                        publisher.clone(),
+                        part.stream_id.to_bytes(),
+                        part.sequence,
+                    ))
+                {
+                    // Taken in from the tap while this node's proposal waited.
+                    let _ = reply.send(self.host.next_ready());
+                    return Ok(());
+                }
                 let size = match &part.content {
                     StreamContent::Data(p) => p.size(),
                     StreamContent::Fin => 16,
@@ -567,7 +627,7 @@ impl ConsensusLoop {
                 }
                 let content = match part.content {
                     StreamContent::Data(ProposalPart::Bundles { bundles }) => {
-                        self.check_gossip(publisher, bundles, reply);
+                        self.check_gossip(publisher, bundles, Some(reply));
                         return Ok(());
                     }
                     StreamContent::Data(ProposalPart::Want {
@@ -727,6 +787,14 @@ impl ConsensusLoop {
             }
         }
         Ok(())
+    }
+}
+
+/// The next message from the tap, if the loop has one.
+async fn next_tapped(tap: &mut Option<TapHandle>) -> Option<Tapped> {
+    match tap {
+        Some(t) => t.rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -161,9 +161,22 @@ pub struct P2pSection {
     /// How long a peer that sent an invalid bundle (one no honest node would send: it failed the stateless
     /// checks) is ignored on the proposal channel. Default 60 s.
     pub penalty_secs: u64,
+    /// Peers' dissemination messages held for the consensus loop while its proposal waits (the tap,
+    /// `node/src/app/tap.rs`); more are left to the engine's own delivery after the proposal. Default 64.
+    pub tap_messages: usize,
+    /// Bytes of such messages held at once (at least `max_gossip_bytes`). Default 16 MiB.
+    pub tap_bytes: u64,
 }
 
 impl P2pSection {
+    /// The bounds of the consensus loop's dissemination tap.
+    pub fn tap_limits(&self) -> crate::app::TapLimits {
+        crate::app::TapLimits {
+            messages: self.tap_messages,
+            bytes: usize::try_from(self.tap_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     /// The per-peer limits of the proposal channel.
     pub fn peer_limits(&self) -> crate::peers::PeerLimits {
         crate::peers::PeerLimits {
@@ -196,6 +209,8 @@ impl Default for P2pSection {
             peer_bytes_per_sec: 64 * 1024 * 1024,
             peer_inflight_bytes: 16 * 1024 * 1024,
             penalty_secs: 60,
+            tap_messages: 64,
+            tap_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -637,6 +652,13 @@ impl NodeConfig {
                 self.p2p.max_gossip_bytes
             ));
         }
+        if self.p2p.tap_messages == 0 || self.p2p.tap_bytes < self.p2p.max_gossip_bytes {
+            return bad(format!(
+                "p2p.tap_messages must be > 0 and p2p.tap_bytes at least p2p.max_gossip_bytes ({}), or a peer's \
+                 largest message could never reach a waiting proposer early",
+                self.p2p.max_gossip_bytes
+            ));
+        }
         if self.mempool.gossip_batch_bytes as u64 * 2 > self.p2p.max_gossip_bytes {
             return bad(format!(
                 "mempool.gossip_batch_bytes ({}) must be at most half of p2p.max_gossip_bytes ({})",
@@ -761,6 +783,11 @@ mod tests {
                 .wal_flush_bytes,
             0
         );
+        // The tap must hold at least one message, and a peer's largest one.
+        for bad in ["p2p.tap_messages=0", "p2p.tap_bytes=1048576"] {
+            let err = set(&[bad]).unwrap_err().to_string();
+            assert!(err.contains("p2p.tap_"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -101,12 +101,17 @@ pub struct Cluster {
 impl Cluster {
     /// Prepares `n` validators without starting them.
     pub fn prepare(n: usize) -> Self {
+        Cluster::prepare_with(n, ConsensusParams::for_tests())
+    }
+
+    /// Prepares `n` validators with these consensus parameters, without starting them.
+    pub fn prepare_with(n: usize, params: ConsensusParams) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let net = prepare(
             &dir.path().join("net"),
             n,
             "baton-test",
-            ConsensusParams::for_tests(),
+            params,
             baton_node::config::PubSub::default(),
         )
         .expect("prepare");
@@ -127,8 +132,11 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
-        let bin = std::path::Path::new(env!("CARGO_BIN_EXE_baton"));
-        self.procs[i] = Some(NodeProcess::start(bin, &self.net.nodes[i]).expect("start node"));
+        // BATON_TEST_BIN runs the cluster tests against another build (a fix's test against the build before it).
+        let bin = std::env::var_os("BATON_TEST_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_baton").into());
+        self.procs[i] = Some(NodeProcess::start(&bin, &self.net.nodes[i]).expect("start node"));
     }
 
     pub fn kill(&mut self, i: usize) {
