@@ -349,7 +349,7 @@ impl ConsensusLoop {
                         self.flush_gossip().await?;
                     }
                 }
-                Some(t) = next_tapped(&mut self.tap) => self.from_tap(t),
+                Some(t) = next_tapped(&mut self.tap) => self.take_tapped(t),
                 _ = flush.tick(), if !self.outgoing.is_empty() => {
                     self.flush_gossip().await?;
                 }
@@ -388,7 +388,7 @@ impl ConsensusLoop {
 
     /// A peer's dissemination from the tap: taken in as from the connector ([`ConsensusLoop::handle`]), but only
     /// while a proposal waits (the connector is held until it is out); otherwise the connector's copy is enough.
-    fn from_tap(&mut self, t: Tapped) {
+    fn take_tapped(&mut self, t: Tapped) {
         if self.pending.is_none() {
             return;
         }
