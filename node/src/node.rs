@@ -368,14 +368,12 @@ async fn start_services(
                 cfg.p2p.peer_limits(),
                 configured_peers(&cfg.p2p.extra_peers)?,
             ),
-            tap: Some(
-                crate::app::tap(
-                    &network,
-                    cfg.p2p.tap_limits(),
-                    metrics.p2p_tap_dropped.clone(),
-                )
-                .await?,
-            ),
+            tap: crate::app::tap(
+                &network,
+                cfg.p2p.tap_limits(),
+                metrics.p2p_tap_dropped.clone(),
+            )
+            .await?,
         },
     );
     consensus_loop.attestor = crate::l1::Attestor::start(

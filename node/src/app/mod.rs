@@ -114,8 +114,8 @@ pub struct LoopLinks {
     pub gate: Arc<AdmissionGate>,
     /// Who may speak on the proposal channel, and how much.
     pub peers: PeerGate,
-    /// Peers' dissemination while a proposal waits ([`tap`]); none in setups without the engine's network.
-    pub tap: Option<TapHandle>,
+    /// Peers' dissemination while a proposal waits ([`tap`]).
+    pub tap: TapHandle,
 }
 
 /// The consensus loop. See the module docs.
@@ -154,7 +154,7 @@ pub struct ConsensusLoop {
     /// again (re-announcements, several peers) are not recovered again.
     checked: Arc<std::sync::Mutex<CheckedSet>>,
     peers: PeerGate,
-    tap: Option<TapHandle>,
+    tap: TapHandle,
     /// Tapped messages taken in, whose copies from the connector are answered without taking them in again.
     taken: BoundedSet<TapKey>,
     /// L1 attestation rules and the poster, when genesis has `[l1]`.
@@ -317,9 +317,7 @@ impl ConsensusLoop {
         loop {
             self.hurry_pending();
             let deadline = self.pending.as_ref().map(|p| p.deadline);
-            if let Some(t) = &self.tap {
-                t.set_waiting(deadline.is_some());
-            }
+            self.tap.set_waiting(deadline.is_some());
             tokio::select! {
                 biased;
                 msg = self.channels.consensus.recv() => match msg {
@@ -349,7 +347,7 @@ impl ConsensusLoop {
                         self.flush_gossip().await?;
                     }
                 }
-                Some(t) = next_tapped(&mut self.tap) => self.take_tapped(t),
+                Some(t) = self.tap.rx.recv() => self.take_tapped(t),
                 _ = flush.tick(), if !self.outgoing.is_empty() => {
                     self.flush_gossip().await?;
                 }
@@ -396,6 +394,7 @@ impl ConsensusLoop {
         let ProposalPart::Bundles { bundles } = t.part else {
             return;
         };
+        // Remembered whatever the peer gate says: the connector's copy is then neither checked nor counted again.
         self.taken.insert(t.key);
         if let Err(r) = self
             .peers
@@ -787,14 +786,6 @@ impl ConsensusLoop {
             }
         }
         Ok(())
-    }
-}
-
-/// The next message from the tap, if the loop has one.
-async fn next_tapped(tap: &mut Option<TapHandle>) -> Option<Tapped> {
-    match tap {
-        Some(t) => t.rx.recv().await,
-        None => std::future::pending().await,
     }
 }
 
