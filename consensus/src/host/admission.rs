@@ -188,7 +188,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// [`Host::on_gossip`] without taking a completed proposal: for bundles that came without the engine's
-    /// message to answer (a proposal they complete waits for [`Host::next_ready`]).
+    /// message to answer (a proposal they complete goes to the engine with the answer to its next message).
     pub fn admit_gossip(&mut self, bundles: Vec<(Hash, Bundle)>) -> Result<(), ConsensusError> {
         for (hash, bundle) in bundles {
             if self.mempool.contains(&hash) || self.side.contains_key(&hash) {
@@ -204,7 +204,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     }
 
     /// The next proposal that became complete, to hand the engine with the answer to its message.
-    pub fn next_ready(&mut self) -> Option<ProposedValue<BatonContext>> {
+    pub(super) fn next_ready(&mut self) -> Option<ProposedValue<BatonContext>> {
         self.ready.pop_front()
     }
 

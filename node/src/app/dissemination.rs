@@ -24,32 +24,28 @@ use crate::peers::Refusal;
 /// Entries kept in the set of checked disseminated bundles (about 100 bytes each).
 pub(super) const CHECKED_CAPACITY: usize = 262_144;
 
-/// A bounded set, oldest evicted first: the (bundle hash, signature) pairs checked here, the messages taken from
-/// the tap.
-pub struct BoundedSet<K> {
-    set: std::collections::HashSet<K>,
-    order: std::collections::VecDeque<K>,
+/// A bounded set of (bundle hash, signature) pairs, oldest evicted first.
+pub struct CheckedSet {
+    set: std::collections::HashSet<(baton_consensus::hash::Hash, [u8; 65])>,
+    order: std::collections::VecDeque<(baton_consensus::hash::Hash, [u8; 65])>,
     capacity: usize,
 }
 
-/// Disseminated bundles whose exact bytes passed the checks.
-pub type CheckedSet = BoundedSet<(baton_consensus::hash::Hash, [u8; 65])>;
-
-impl<K: std::hash::Hash + Eq + Clone> BoundedSet<K> {
+impl CheckedSet {
     pub fn new(capacity: usize) -> Self {
-        BoundedSet {
+        CheckedSet {
             set: Default::default(),
             order: Default::default(),
             capacity,
         }
     }
 
-    pub fn contains(&self, key: &K) -> bool {
+    pub fn contains(&self, key: &(baton_consensus::hash::Hash, [u8; 65])) -> bool {
         self.set.contains(key)
     }
 
-    pub fn insert(&mut self, key: K) {
-        if self.set.insert(key.clone()) {
+    pub fn insert(&mut self, key: (baton_consensus::hash::Hash, [u8; 65])) {
+        if self.set.insert(key) {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
                 if let Some(old) = self.order.pop_front() {
@@ -57,15 +53,6 @@ impl<K: std::hash::Hash + Eq + Clone> BoundedSet<K> {
                 }
             }
         }
-    }
-
-    /// Forgets `key`; whether it was there. (Its place in the eviction order goes with the oldest.)
-    pub fn remove(&mut self, key: &K) -> bool {
-        self.set.remove(key)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
     }
 }
 

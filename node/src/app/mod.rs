@@ -47,11 +47,11 @@ use crate::verify::VerifyPool;
 mod dissemination;
 mod tap;
 
-use dissemination::{peer_name, BoundedSet, CHECKED_CAPACITY};
+use dissemination::{peer_name, CHECKED_CAPACITY};
 pub use dissemination::{CheckedSet, GossipLimits};
 pub(crate) use tap::tap;
+use tap::Tapped;
 pub use tap::{TapHandle, TapLimits};
-use tap::{TapKey, Tapped, TAKEN_CAPACITY};
 
 /// The system clock.
 #[derive(Clone, Copy, Debug, Default)]
@@ -155,8 +155,6 @@ pub struct ConsensusLoop {
     checked: Arc<std::sync::Mutex<CheckedSet>>,
     peers: PeerGate,
     tap: TapHandle,
-    /// Tapped messages taken in, whose copies from the connector are answered without taking them in again.
-    taken: BoundedSet<TapKey>,
     /// L1 attestation rules and the poster, when genesis has `[l1]`.
     pub attestor: Option<Arc<crate::l1::Attestor>>,
 }
@@ -209,7 +207,6 @@ impl ConsensusLoop {
             checked: Arc::new(std::sync::Mutex::new(CheckedSet::new(CHECKED_CAPACITY))),
             peers,
             tap,
-            taken: BoundedSet::new(TAKEN_CAPACITY),
             attestor: None,
         };
         l.publish_gauges();
@@ -386,6 +383,9 @@ impl ConsensusLoop {
 
     /// A peer's dissemination from the tap: taken in as from the connector ([`ConsensusLoop::handle`]), but only
     /// while a proposal waits (the connector is held until it is out); otherwise the connector's copy is enough.
+    /// The connector's copy of a tapped message is still taken in as usual once the proposal is out: it answers
+    /// the engine (a proposal the bundles complete), retries what the tap could not check for want of room, and
+    /// costs only the bundles' hashes (their signatures are in the checked set).
     fn take_tapped(&mut self, t: Tapped) {
         if self.pending.is_none() {
             return;
@@ -394,8 +394,6 @@ impl ConsensusLoop {
         let ProposalPart::Bundles { bundles } = t.part else {
             return;
         };
-        // Remembered whatever the peer gate says: the connector's copy is then neither checked nor counted again.
-        self.taken.insert(t.key);
         if let Err(r) = self
             .peers
             .check(&t.publisher, size, std::time::Instant::now())
@@ -601,17 +599,6 @@ impl ConsensusLoop {
                 // Gossipsub signs what it relays, so the declared publisher is authenticated; broadcast has none
                 // and the sender is the publisher.
                 let publisher = published_by.unwrap_or(from).to_bytes();
-                if !self.taken.is_empty()
-                    && self.taken.remove(&(
-                        publisher.clone(),
-                        part.stream_id.to_bytes(),
-                        part.sequence,
-                    ))
-                {
-                    // Taken in from the tap while this node's proposal waited.
-                    let _ = reply.send(self.host.next_ready());
-                    return Ok(());
-                }
                 let size = match &part.content {
                     StreamContent::Data(p) => p.size(),
                     StreamContent::Fin => 16,

@@ -9,15 +9,14 @@
 //! The tap is a second subscriber to the engine's network events. While the loop has a proposal in wait (and only
 //! then: [`TapHandle::set_waiting`]) it forwards the dissemination messages (`ProposalPart::Bundles`) to the
 //! consensus loop, which takes them in as it would from the connector: the sender's share, the verifier pool, the
-//! checks. The same message still arrives through the connector once the proposal is out; the loop remembers the
-//! ones it took from the tap and answers those copies without taking them in again. The tap holds at most
+//! checks. The same message still arrives through the connector once the proposal is out and is taken in again
+//! there (the engine's answer goes with it; the signatures are not recovered twice). The tap holds at most
 //! `p2p.tap_messages` messages and `p2p.tap_bytes` bytes and drops the rest (`baton_p2p_tap_dropped_total`): the
 //! connector's copy is the one that is never lost.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use malachitebft_app_channel::app::engine::network::{NetworkEvent, NetworkRef, Subscriber};
 use malachitebft_app_channel::app::engine::util::output_port::{
     OutputPort, OutputPortSubscriberTrait,
@@ -33,9 +32,6 @@ use baton_consensus::context::BatonContext;
 use baton_consensus::parts::ProposalPart;
 
 use crate::error::NodeError;
-
-/// Messages the loop remembers having taken from the tap, until their copies come through the connector.
-pub(super) const TAKEN_CAPACITY: usize = 4_096;
 
 /// The least a held message counts against `tap_bytes`, so that the byte bound also bounds the count of tiny
 /// messages waiting in the forwarding actor's mailbox.
@@ -53,14 +49,10 @@ pub struct TapLimits {
 pub struct Tapped {
     /// The authenticated publisher (the relaying peer when the transport declares none).
     pub publisher: Vec<u8>,
-    pub key: TapKey,
     pub part: ProposalPart,
     /// Its share of `tap_bytes`, given back when the loop is done with it.
     _bytes: OwnedSemaphorePermit,
 }
-
-/// What identifies one message on the proposal channel: its publisher, stream and place in the stream.
-pub type TapKey = (Vec<u8>, Bytes, u64);
 
 /// The loop's end of the tap.
 pub struct TapHandle {
@@ -108,11 +100,11 @@ pub(crate) async fn tap(
     Ok(TapHandle { rx, waiting, actor })
 }
 
-/// The dissemination message in a network event, while the loop waits to propose: its publisher, key and part.
+/// The dissemination message in a network event, while the loop waits to propose: its publisher and part.
 fn tapped(
     event: NetworkEvent<BatonContext>,
     waiting: &AtomicBool,
-) -> Option<(Vec<u8>, TapKey, ProposalPart)> {
+) -> Option<(Vec<u8>, ProposalPart)> {
     let NetworkEvent::ProposalPart(from, published_by, msg) = event else {
         return None;
     };
@@ -122,9 +114,7 @@ fn tapped(
     let StreamContent::Data(part @ ProposalPart::Bundles { .. }) = msg.content else {
         return None;
     };
-    let publisher = published_by.unwrap_or(from).to_bytes();
-    let key = (publisher.clone(), msg.stream_id.to_bytes(), msg.sequence);
-    Some((publisher, key, part))
+    Some((published_by.unwrap_or(from).to_bytes(), part))
 }
 
 struct TapSubscriber {
@@ -142,12 +132,11 @@ impl OutputPortSubscriberTrait<NetworkEvent<BatonContext>> for TapSubscriber {
         let dropped = self.dropped.clone();
         // Runs in the port's forwarding task, for every network event: the filter is cheap before the permit.
         port.subscribe(self.actor.clone(), move |event| {
-            let (publisher, key, part) = tapped(event, &waiting)?;
+            let (publisher, part) = tapped(event, &waiting)?;
             let cost = u32::try_from(part.size().max(MIN_COST)).unwrap_or(u32::MAX);
             match bytes.clone().try_acquire_many_owned(cost) {
                 Ok(permit) => Some(Tapped {
                     publisher,
-                    key,
                     part,
                     _bytes: permit,
                 }),
@@ -204,6 +193,7 @@ impl Actor for Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use malachitebft_app_channel::app::streaming::{StreamId, StreamMessage};
 
     fn event(part: ProposalPart) -> NetworkEvent<BatonContext> {
@@ -228,10 +218,8 @@ mod tests {
         let waiting = AtomicBool::new(false);
         assert!(tapped(event(bundles()), &waiting).is_none(), "not waiting");
         waiting.store(true, Ordering::Relaxed);
-        let (publisher, key, _) =
-            tapped(event(bundles()), &waiting).expect("forwarded while waiting");
-        assert_eq!(key.0, publisher);
-        assert_eq!(&key.1[..], b"g\0\0\0\0\0\0\0\x07");
+        let (_, part) = tapped(event(bundles()), &waiting).expect("forwarded while waiting");
+        assert_eq!(part, bundles());
         let refs = ProposalPart::Refs { hashes: vec![] };
         assert!(
             tapped(event(refs), &waiting).is_none(),
