@@ -23,6 +23,14 @@ pub enum ConsensusError {
          is {limit_ms})"
     )]
     Backlogged { waited_ms: u64, limit_ms: u64 },
+    /// A client's bundle that would wait behind its sender's nonce gap, submitted while the chain has lately been
+    /// behind: the missing nonce was most likely refused for the backlog, and this one, taken now, would wait
+    /// acknowledged until that one is sent again.
+    #[error(
+        "nonce {nonce} would wait behind nonce {missing}, which this node does not hold, while the chain is \
+         catching up (it was probably refused for the backlog): send nonce {missing} again first, then this one"
+    )]
+    BehindGap { nonce: u64, missing: u64 },
     /// The store's own error (`ChainStore` implementations box theirs; the node's is `NodeError`, which a caller
     /// can downcast to).
     #[error("storage: {0}")]

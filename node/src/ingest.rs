@@ -54,6 +54,8 @@ pub enum SubmitError {
     Saturated(#[from] Saturated),
     #[error("the node is overloaded: {}", ConsensusError::Backlogged { waited_ms: *waited_ms, limit_ms: *limit_ms })]
     Backlogged { waited_ms: u64, limit_ms: u64 },
+    #[error("the node is overloaded: {}", ConsensusError::BehindGap { nonce: *nonce, missing: *missing })]
+    BehindGap { nonce: u64, missing: u64 },
     #[error("storage failure: {0}")]
     Storage(String),
     #[error("the node is shutting down")]
@@ -77,7 +79,9 @@ impl SubmitError {
     /// refused bundles do not themselves load the node it sheds load for.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
-            SubmitError::Busy | SubmitError::Saturated(_) => Some(RETRY_SOON_MS),
+            SubmitError::Busy | SubmitError::Saturated(_) | SubmitError::BehindGap { .. } => {
+                Some(RETRY_SOON_MS)
+            }
             SubmitError::Backlogged { waited_ms, .. } => {
                 Some((*waited_ms).clamp(RETRY_SOON_MS, RETRY_FULL_MS))
             }
@@ -99,6 +103,7 @@ impl SubmitError {
             SubmitError::Busy => "busy",
             SubmitError::Saturated(_) => "verifier_saturated",
             SubmitError::Backlogged { .. } => "backlogged",
+            SubmitError::BehindGap { .. } => "behind_gap",
             SubmitError::Storage(_) => "storage",
             SubmitError::ShuttingDown => "shutting_down",
             SubmitError::DiskLow { .. } => "disk_low",
@@ -126,6 +131,9 @@ impl From<ConsensusError> for SubmitError {
                 waited_ms,
                 limit_ms,
             },
+            ConsensusError::BehindGap { nonce, missing } => {
+                SubmitError::BehindGap { nonce, missing }
+            }
             other => SubmitError::Storage(other.to_string()),
         }
     }

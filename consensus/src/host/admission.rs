@@ -18,6 +18,11 @@ use crate::view::ChainView;
 
 use super::{Clock, Host, MAX_PENDING_EVIDENCE};
 
+/// How long after the chain was last behind a client's bundle that would wait behind its sender's nonce gap is
+/// refused ([`ConsensusError::BehindGap`]): about the longest retry hint a backlog refusal carries (1.6 s), so that
+/// the refused nonce has had its chance to come back first.
+pub const RECENTLY_BEHIND_MS: u64 = 2_000;
+
 impl<S: ChainStore, C: Clock> Host<S, C> {
     /// Takes in equivocation the engine reported: each item is verified against the set of its height and kept
     /// for a block unless it is already in the chain or waiting. Returns how many were new.
@@ -122,11 +127,24 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         bundle: Bundle,
     ) -> Result<Admission, ConsensusError> {
         if !self.mempool.contains(&hash) {
-            let behind = backlogged(
-                self.mempool.oldest_ready_ms(),
-                self.clock.now_ms(),
-                self.limits.admit_max_wait_ms,
-            );
+            let now = self.clock.now_ms();
+            let behind = backlogged(self.note_backlog(), now, self.limits.admit_max_wait_ms);
+            if behind.is_ok()
+                && self
+                    .last_behind_ms
+                    .is_some_and(|t| now.saturating_sub(t) <= RECENTLY_BEHIND_MS)
+            {
+                // Taken now, a bundle behind its sender's gap would wait acknowledged for the missing nonce, most
+                // likely refused a moment ago and not sent again yet.
+                let chain_next = self.chain_nonce(&bundle.sender)?;
+                let missing = self.mempool.next_free_nonce(&bundle.sender, chain_next);
+                if bundle.nonce > missing {
+                    return Err(ConsensusError::BehindGap {
+                        nonce: bundle.nonce,
+                        missing,
+                    });
+                }
+            }
             // A bundle that fills its sender's nonce gap is let in however far behind the chain is: refusing it
             // would keep the acknowledged bundles waiting behind it out of every block.
             if behind.is_err() {
@@ -141,6 +159,18 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             }
         }
         self.admit(hash, bundle)
+    }
+
+    /// The admission time of the oldest bundle ready for a block ([`crate::mempool::Mempool::oldest_ready_ms`]),
+    /// remembering whether the chain is behind (that bundle has waited more than `admit_max_wait_ms`). The node
+    /// reads it here for its edge, so that refusals there count too.
+    pub fn note_backlog(&mut self) -> Option<u64> {
+        let oldest = self.mempool.oldest_ready_ms();
+        let now = self.clock.now_ms();
+        if backlogged(oldest, now, self.limits.admit_max_wait_ms).is_err() {
+            self.last_behind_ms = Some(now);
+        }
+        oldest
     }
 
     /// The sender's next nonce on chain and the first one its pending bundles leave free.

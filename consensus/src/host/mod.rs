@@ -168,6 +168,9 @@ pub struct Host<S, C> {
     store: S,
     clock: C,
     mempool: Mempool,
+    /// When the chain was last seen behind (the oldest ready bundle over `admit_max_wait_ms`), for
+    /// [`ConsensusError::BehindGap`].
+    last_behind_ms: Option<u64>,
     /// The decided chain's next nonce per sender, in front of the store's reads.
     nonces: NonceTable,
     /// Signatures checked while judging proposals of the current height (bundle hash -> signature bytes).
@@ -258,6 +261,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         let included = store.evidence()?;
         let nonces = NonceTable::new(limits.nonce_table);
         let mut host = Host {
+            last_behind_ms: None,
             nonces,
             genesis_validators,
             pending_evidence: Vec::new(),

@@ -319,6 +319,59 @@ fn submissions_are_refused_while_the_chain_is_behind() {
     p.admit_submission(bundle(4).hash(), bundle(4)).unwrap();
 }
 
+/// Once the chain has been behind, a client's bundle that would wait behind its sender's nonce gap is refused for
+/// a while, naming the missing nonce (most likely refused for the backlog a moment before: taken now, this one
+/// would wait acknowledged until that one came back); the missing nonce is taken, then the refused one; peers'
+/// bundles are taken as before; and once the chain has kept up for `RECENTLY_BEHIND_MS`, a gap waits as before.
+#[test]
+fn a_bundle_behind_its_senders_gap_is_refused_while_the_chain_catches_up() {
+    let net = Net::new(4);
+    let proposer = net.vs.proposer(1, 0).address;
+    let mut p = net.host(proposer, MemStore::default());
+    let limit = p.limits.admit_max_wait_ms;
+    let nth = |key: u8, nonce: u64| crate::bundle::testing::bundle(key, nonce, &[1], key);
+    // Keeping up: a gap waits.
+    p.admit_submission(nth(40, 1).hash(), nth(40, 1)).unwrap();
+    assert_eq!(p.mempool().waiting().0, 1);
+    // Behind: the oldest ready bundle waited past the bound; a block then takes the backlog.
+    p.admit_submission(bundle(1).hash(), bundle(1)).unwrap();
+    net.clock.advance(limit + 1);
+    p.note_backlog();
+    p.started_round(1, 0).unwrap();
+    let (value, _) = p.propose(1, 0).unwrap();
+    p.decided(cert(1, 0, value.0)).unwrap();
+    let err = p
+        .admit_submission(nth(42, 1).hash(), nth(42, 1))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ConsensusError::BehindGap {
+                nonce: 1,
+                missing: 0
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("send nonce 0 again first"),
+        "{err}"
+    );
+    p.admit_submission(nth(42, 0).hash(), nth(42, 0)).unwrap();
+    p.admit_submission(nth(42, 1).hash(), nth(42, 1)).unwrap();
+    assert!(p.on_gossip(vec![(nth(43, 1).hash(), nth(43, 1))]).is_ok());
+    assert!(
+        p.mempool().contains(&nth(43, 1).hash()),
+        "a peer's bundle is taken"
+    );
+    p.started_round(2, 0).unwrap();
+    let (value, _) = p.propose(2, 0).unwrap();
+    p.decided(cert(2, 0, value.0)).unwrap();
+    net.clock
+        .advance(crate::host::admission::RECENTLY_BEHIND_MS + 1);
+    p.admit_submission(nth(44, 1).hash(), nth(44, 1)).unwrap();
+}
+
 /// While the chain is behind, a bundle that fills its sender's nonce gap is still let in: refusing it would keep
 /// the acknowledged bundles waiting behind it out of every block. Any other new bundle is refused.
 #[test]

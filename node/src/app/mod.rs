@@ -253,8 +253,9 @@ impl ConsensusLoop {
     }
 
     fn publish_gauges(&mut self) {
+        let oldest = self.host.note_backlog();
+        self.gate.publish(oldest);
         let m = self.host.mempool();
-        self.gate.publish(m.oldest_ready_ms());
         // Open gaps cost a walk of the waiting bundles (up to `mempool.max_waiting`): read at most every
         // `GAPS_EVERY` while they change, not after every request.
         if m.version() != self.gaps_version && self.gaps_published.elapsed() >= GAPS_EVERY {

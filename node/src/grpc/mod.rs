@@ -93,6 +93,7 @@ fn submit_status(e: SubmitError) -> Status {
         SubmitError::Busy
         | SubmitError::Saturated(_)
         | SubmitError::Backlogged { .. }
+        | SubmitError::BehindGap { .. }
         | SubmitError::ShuttingDown => Code::Unavailable,
         SubmitError::Storage(_) => Code::Internal,
     };
