@@ -19,8 +19,8 @@ use crate::view::ChainView;
 use super::{Clock, Host, MAX_PENDING_EVIDENCE};
 
 /// How long after the chain was last behind a client's bundle that would wait behind its sender's nonce gap is
-/// refused ([`ConsensusError::BehindGap`]): about the longest retry hint a backlog refusal carries (1.6 s), so that
-/// the refused nonce has had its chance to come back first.
+/// refused ([`ConsensusError::BehindGap`]). A backlog refusal's retry hint is at most 1 s at the node's edge, and a
+/// client that backs off doubles it: within 2 s the refused nonce has had its chance to come back first.
 pub const RECENTLY_BEHIND_MS: u64 = 2_000;
 
 impl<S: ChainStore, C: Clock> Host<S, C> {
