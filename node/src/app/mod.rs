@@ -50,7 +50,6 @@ mod tap;
 use dissemination::{peer_name, CHECKED_CAPACITY};
 pub use dissemination::{CheckedSet, GossipLimits};
 pub(crate) use tap::tap;
-use tap::Tapped;
 pub use tap::{TapHandle, TapLimits};
 
 /// The system clock.
@@ -380,29 +379,6 @@ impl ConsensusLoop {
         if at < p.deadline {
             p.deadline = at;
         }
-    }
-
-    /// A peer's dissemination from the tap: taken in as from the connector ([`ConsensusLoop::handle`]), but only
-    /// while a proposal waits (the connector is held until it is out); otherwise the connector's copy is enough.
-    /// The connector's copy of a tapped message is still taken in as usual once the proposal is out: it answers
-    /// the engine (a proposal the bundles complete), retries what the tap could not check for want of room, and
-    /// costs only the bundles' hashes (their signatures are in the checked set).
-    fn take_tapped(&mut self, t: Tapped) {
-        if self.pending.is_none() {
-            return;
-        }
-        let size = t.part.size();
-        let ProposalPart::Bundles { bundles } = t.part else {
-            return;
-        };
-        if let Err(r) = self
-            .peers
-            .check(&t.publisher, size, std::time::Instant::now())
-        {
-            self.refused(r);
-            return;
-        }
-        self.check_gossip(t.publisher, bundles, None);
     }
 
     fn request(&mut self, req: LoopRequest) -> Result<(), NodeError> {

@@ -31,6 +31,7 @@ use tracing::debug;
 use baton_consensus::context::BatonContext;
 use baton_consensus::parts::ProposalPart;
 
+use super::ConsensusLoop;
 use crate::error::NodeError;
 
 /// The least a held message counts against `tap_bytes`, so that the byte bound also bounds the count of tiny
@@ -71,6 +72,31 @@ impl TapHandle {
 impl Drop for TapHandle {
     fn drop(&mut self) {
         self.actor.stop(None);
+    }
+}
+
+impl ConsensusLoop {
+    /// A peer's dissemination from the tap: taken in as from the connector ([`ConsensusLoop::handle`]), but only
+    /// while a proposal waits (the connector is held until it is out); otherwise the connector's copy is enough.
+    /// The connector's copy of a tapped message is still taken in as usual once the proposal is out: it answers
+    /// the engine (a proposal the bundles complete), retries what the tap could not check for want of room, and
+    /// costs only the bundles' hashes (their signatures are in the checked set).
+    pub(super) fn take_tapped(&mut self, t: Tapped) {
+        if self.pending.is_none() {
+            return;
+        }
+        let size = t.part.size();
+        let ProposalPart::Bundles { bundles } = t.part else {
+            return;
+        };
+        if let Err(r) = self
+            .peers
+            .check(&t.publisher, size, std::time::Instant::now())
+        {
+            self.refused(r);
+            return;
+        }
+        self.check_gossip(t.publisher, bundles, None);
     }
 }
 
