@@ -127,8 +127,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
         bundle: Bundle,
     ) -> Result<Admission, ConsensusError> {
         if !self.mempool.contains(&hash) {
-            let now = self.clock.now_ms();
-            let behind = backlogged(self.note_backlog(), now, self.limits.admit_max_wait_ms);
+            let (_, behind, now) = self.backlog();
             if behind.is_ok()
                 && self
                     .last_behind_ms
@@ -165,12 +164,18 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
     /// remembering whether the chain is behind (that bundle has waited more than `admit_max_wait_ms`). The node
     /// reads it here for its edge, so that refusals there count too.
     pub fn note_backlog(&mut self) -> Option<u64> {
+        self.backlog().0
+    }
+
+    /// The oldest ready bundle's admission time, whether the chain is behind (remembered), and the time read.
+    fn backlog(&mut self) -> (Option<u64>, Result<(), ConsensusError>, u64) {
         let oldest = self.mempool.oldest_ready_ms();
         let now = self.clock.now_ms();
-        if backlogged(oldest, now, self.limits.admit_max_wait_ms).is_err() {
+        let behind = backlogged(oldest, now, self.limits.admit_max_wait_ms);
+        if behind.is_err() {
             self.last_behind_ms = Some(now);
         }
-        oldest
+        (oldest, behind, now)
     }
 
     /// The sender's next nonce on chain and the first one its pending bundles leave free.

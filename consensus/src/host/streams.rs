@@ -110,7 +110,7 @@ impl<S: ChainStore, C: Clock> Host<S, C> {
             return Ok(None);
         }
         let value = self.assemble(stream)?;
-        Ok(value.or_else(|| self.ready.pop_front()))
+        Ok(value.or_else(|| self.next_ready()))
     }
 
     /// Messages to publish on the proposal-parts channel (asks for missing bundles, answers to asks).

@@ -131,6 +131,18 @@ impl ConsensusLoop {
         Ok(())
     }
 
+    /// Whether the peer gate hears a proposal-channel message of `size` bytes from `publisher` (a refusal is
+    /// counted). The connector's messages and the tap's pass it alike.
+    pub(super) fn hears(&mut self, publisher: &[u8], size: usize) -> bool {
+        match self.peers.check(publisher, size, std::time::Instant::now()) {
+            Ok(()) => true,
+            Err(r) => {
+                self.refused(r);
+                false
+            }
+        }
+    }
+
     /// Counts a proposal-channel message the gate refused.
     pub(super) fn refused(&self, r: Refusal) {
         self.metrics

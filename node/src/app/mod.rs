@@ -580,11 +580,7 @@ impl ConsensusLoop {
                     StreamContent::Data(p) => p.size(),
                     StreamContent::Fin => 16,
                 };
-                if let Err(r) = self
-                    .peers
-                    .check(&publisher, size, std::time::Instant::now())
-                {
-                    self.refused(r);
+                if !self.hears(&publisher, size) {
                     let _ = reply.send(None);
                     return Ok(());
                 }

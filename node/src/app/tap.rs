@@ -89,14 +89,9 @@ impl ConsensusLoop {
         let ProposalPart::Bundles { bundles } = t.part else {
             return;
         };
-        if let Err(r) = self
-            .peers
-            .check(&t.publisher, size, std::time::Instant::now())
-        {
-            self.refused(r);
-            return;
+        if self.hears(&t.publisher, size) {
+            self.check_gossip(t.publisher, bundles, None);
         }
-        self.check_gossip(t.publisher, bundles, None);
     }
 }
 
