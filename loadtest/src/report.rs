@@ -58,6 +58,19 @@ pub struct Second {
     pub p99_ms: f64,
 }
 
+/// Where a bundle's time went, split at its acknowledgement and at the moment its block was built (the header's
+/// timestamp, the proposer's clock; every process of a devnet shares this box's clock).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stages {
+    /// Scheduled send -> acknowledged (the entry node's checks, its admission and the fsync before the ack).
+    pub ack: Percentiles,
+    /// Scheduled send -> its block built by the proposer (the above, the wait in the mempools, dissemination to
+    /// the proposer and the wait for the next proposal).
+    pub to_block: Percentiles,
+    /// Block built -> last entry seen in a rollup stream (the proposal's rounds, the decision's commit, the stream).
+    pub block_to_delivered: Percentiles,
+}
+
 /// What a run found.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
@@ -108,6 +121,8 @@ pub struct Report {
     /// refused one): what a client whose bundle the node took at once waits, while the others are shed. Equal to `latency` when nothing was
     /// refused.
     pub latency_first_try: Percentiles,
+    /// Where the bundles admitted at their first send spent that time.
+    pub first_try_stages: Stages,
     /// Latency CDF points (ms, fraction), for plotting.
     pub latency_cdf: Vec<(f64, f64)>,
     /// How far the generator fell behind its schedule at worst (ms): if large, the harness, not the network,
@@ -296,6 +311,11 @@ pub fn summary(r: &Report) -> String {
         s.push_str(&format!(
             "  of bundles admitted at their first send: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n",
             r.latency_first_try.p50, r.latency_first_try.p99, r.latency_first_try.max
+        ));
+        let st = &r.first_try_stages;
+        s.push_str(&format!(
+            "    acknowledged p50 {:.1} / p99 {:.1} ms, block built p50 {:.1} / p99 {:.1} ms, block -> delivered p50 {:.1} / p99 {:.1} ms\n",
+            st.ack.p50, st.ack.p99, st.to_block.p50, st.to_block.p99, st.block_to_delivered.p50, st.block_to_delivered.p99
         ));
     }
     s.push_str(&format!(

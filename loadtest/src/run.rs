@@ -14,7 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::plan::{self, LoadConfig};
 use crate::procstat::{self, Usage, Watched};
-use crate::report::{CheckSummary, Percentiles, Report, Second};
+use crate::report::{CheckSummary, Percentiles, Report, Second, Stages};
 use crate::tracker::{lock, Answered, HeightMark, Tracker};
 
 /// Each watched node's stall counts now, by name (nodes whose metrics cannot be read are left out).
@@ -69,7 +69,11 @@ pub async fn run(
                     t.height_seen(HeightMark::of(&batch));
                 }
                 for e in &batch.entries {
-                    t.entry(batch.header.height, e.bundle_hash);
+                    t.entry(
+                        batch.header.height,
+                        batch.header.timestamp_ms,
+                        e.bundle_hash,
+                    );
                 }
             }
         }));
@@ -108,7 +112,7 @@ pub async fn run(
     let started = Instant::now();
     {
         let mut t = lock(&tracker);
-        t.start = started;
+        t.start_at(started);
         t.retry = cfg.retry_temporary;
     }
     let mut submitters = Vec::new();
@@ -303,6 +307,11 @@ pub async fn run(
         ack_latency: Percentiles::of(&t.ack_hist),
         latency: Percentiles::of(&t.hist),
         latency_first_try: Percentiles::of(&t.first_try_hist),
+        first_try_stages: Stages {
+            ack: Percentiles::of(&t.first_try_ack_hist),
+            to_block: Percentiles::of(&t.first_try_block_hist),
+            block_to_delivered: Percentiles::of(&t.first_try_finish_hist),
+        },
         latency_cdf: cdf,
         generator_max_lag_ms: t.max_lag_ms,
         timeline: t

@@ -45,6 +45,8 @@ impl HeightMark {
 pub(crate) struct Rec {
     submitted: f64,
     pub(crate) acked: bool,
+    /// When it was acknowledged (seconds after the start).
+    acked_at: f64,
     /// Refused for now at least once (and sent again), or held back behind its sender's refused bundle.
     refused: bool,
     sender: u64,
@@ -65,7 +67,9 @@ pub(crate) struct Answered {
 }
 
 pub(crate) struct Tracker {
-    pub(crate) start: Instant,
+    start: Instant,
+    /// The wall clock at `start` (Unix milliseconds, as in block headers).
+    start_unix_ms: f64,
     pub(crate) recs: HashMap<Hash, Rec>,
     pub(crate) refs: HashMap<u64, Hash>,
     /// Requests sent and not yet answered for good, kept to be sent again after a temporary refusal (when retrying).
@@ -91,6 +95,11 @@ pub(crate) struct Tracker {
     pub(crate) ack_hist: Histogram<u64>,
     pub(crate) hist: Histogram<u64>,
     pub(crate) first_try_hist: Histogram<u64>,
+    /// The bundles admitted at their first send: scheduled send -> acknowledged, -> block built, block built ->
+    /// delivered ([`crate::report::Stages`]).
+    pub(crate) first_try_ack_hist: Histogram<u64>,
+    pub(crate) first_try_block_hist: Histogram<u64>,
+    pub(crate) first_try_finish_hist: Histogram<u64>,
     pub(crate) seconds: Vec<(Second, Histogram<u64>)>,
     pub(crate) max_lag_ms: f64,
     /// The last header seen in the first rollup's stream: (height, timestamp).
@@ -100,6 +109,12 @@ pub(crate) struct Tracker {
     pub(crate) slow_heights: Vec<SlowHeight>,
     /// Draws the retries' jitter (seeded from the step's payload seed).
     rng: rand::rngs::StdRng,
+}
+
+fn unix_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3)
 }
 
 pub(crate) fn hist() -> Histogram<u64> {
@@ -112,6 +127,7 @@ impl Tracker {
     pub(crate) fn new(seed: u64) -> Self {
         Tracker {
             start: Instant::now(),
+            start_unix_ms: unix_ms(),
             recs: HashMap::new(),
             refs: HashMap::new(),
             requests: HashMap::new(),
@@ -132,6 +148,9 @@ impl Tracker {
             ack_hist: hist(),
             hist: hist(),
             first_try_hist: hist(),
+            first_try_ack_hist: hist(),
+            first_try_block_hist: hist(),
+            first_try_finish_hist: hist(),
             seconds: Vec::new(),
             max_lag_ms: 0.0,
             last_header: None,
@@ -140,6 +159,12 @@ impl Tracker {
             slow_heights: Vec::new(),
             rng: rand::SeedableRng::seed_from_u64(seed),
         }
+    }
+
+    /// Times from `at` on (the timed window's start), and block timestamps against the wall clock now.
+    pub(crate) fn start_at(&mut self, at: Instant) {
+        self.start = at;
+        self.start_unix_ms = unix_ms() - at.elapsed().as_secs_f64() * 1e3;
     }
 
     /// A height seen in the first rollup's stream (every height comes through it, with or without entries).
@@ -214,6 +239,7 @@ impl Tracker {
             Rec {
                 submitted: t,
                 acked: false,
+                acked_at: 0.0,
                 refused: hold,
                 sender,
                 rollups,
@@ -303,6 +329,7 @@ impl Tracker {
                 self.second(t).0.acked += 1;
                 if let Some(r) = self.recs.get_mut(&hash) {
                     r.acked = true;
+                    r.acked_at = t;
                     let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
                     let _ = self.ack_hist.record(us);
                 }
@@ -352,7 +379,8 @@ impl Tracker {
         release
     }
 
-    pub(crate) fn entry(&mut self, height: u64, bundle: Hash) {
+    /// An entry of `bundle` seen in a rollup stream, in the block of `height` built at `timestamp_ms`.
+    pub(crate) fn entry(&mut self, height: u64, timestamp_ms: u64, bundle: Hash) {
         let t = self.now();
         let Some(r) = self.recs.get_mut(&bundle) else {
             self.unknown_entries += 1;
@@ -378,6 +406,17 @@ impl Tracker {
             let _ = self.hist.record(us);
             if !r.refused {
                 let _ = self.first_try_hist.record(us);
+                let us_between = |from: f64, to: f64| ((to - from) * 1e6).max(1.0) as u64;
+                let built = (timestamp_ms as f64 - self.start_unix_ms) / 1e3;
+                if r.acked {
+                    let _ = self
+                        .first_try_ack_hist
+                        .record(us_between(r.submitted, r.acked_at));
+                }
+                let _ = self
+                    .first_try_block_hist
+                    .record(us_between(r.submitted, built));
+                let _ = self.first_try_finish_hist.record(us_between(built, t));
             }
             let s = self.second(t);
             s.0.delivered += 1;
@@ -546,13 +585,42 @@ mod tests {
         assert_eq!(t.retried.values().sum::<u64>(), 6);
         assert!(t.requests.is_empty());
         // Delivered: counted in the latency of all bundles, not in that of bundles admitted at their first send.
-        t.entry(3, Hash([1; 32]));
+        t.entry(3, 0, Hash([1; 32]));
         assert_eq!((t.hist.len(), t.first_try_hist.len()), (1, 0));
         // A bundle taken at once counts in both.
         t.offered(3, 3, Hash([3; 32]), BTreeMap::from([(1, 1)]), 0.0, req(3));
         t.answered(3, ok());
-        t.entry(3, Hash([3; 32]));
+        t.entry(3, 0, Hash([3; 32]));
         assert_eq!((t.hist.len(), t.first_try_hist.len()), (2, 1));
+    }
+
+    #[test]
+    fn a_first_try_bundles_time_is_split_at_its_ack_and_at_its_blocks_timestamp() {
+        let mut t = Tracker::new(1);
+        t.start_unix_ms = 1_000_000.0;
+        // Due 50 ms before the tracker's start, built into a block 20 ms before it: 30 ms to the block.
+        t.offered(1, 1, Hash([1; 32]), BTreeMap::from([(1, 1)]), -0.05, req(1));
+        t.answered(1, ok());
+        t.entry(4, 999_980, Hash([1; 32]));
+        let ms = |h: &Histogram<u64>| h.max() as f64 / 1e3;
+        assert_eq!(t.first_try_block_hist.len(), 1);
+        assert!((ms(&t.first_try_block_hist) - 30.0).abs() < 0.1);
+        assert!(ms(&t.first_try_finish_hist) >= 20.0);
+        assert!(ms(&t.first_try_ack_hist) >= 50.0);
+        // A bundle refused once is not in the split.
+        t.retry = true;
+        t.offered(2, 2, Hash([2; 32]), BTreeMap::from([(1, 1)]), 0.0, req(2));
+        t.answered(2, refused(tonic::Code::Unavailable, 100));
+        t.answered(2, ok());
+        t.entry(4, 999_980, Hash([2; 32]));
+        assert_eq!(
+            (
+                t.hist.len(),
+                t.first_try_block_hist.len(),
+                t.first_try_ack_hist.len()
+            ),
+            (2, 1, 1)
+        );
     }
 
     #[test]
@@ -600,7 +668,7 @@ mod tests {
         // Held bundles do not count as admitted at their first send.
         for r in [12, 13, 20] {
             t.answered(r, ok());
-            t.entry(5, Hash([r as u8; 32]));
+            t.entry(5, 0, Hash([r as u8; 32]));
         }
         assert_eq!((t.hist.len(), t.first_try_hist.len()), (3, 1));
         // Alice has only 15 out now. Whatever is refused, she has at most SENDER_WINDOW out: the next ones wait
@@ -636,12 +704,12 @@ mod tests {
                 },
             )),
         );
-        t.entry(5, a);
+        t.entry(5, 0, a);
         assert_eq!(t.outstanding(), 2, "a has one of two entries, b none");
-        t.entry(6, a);
-        t.entry(5, b);
-        t.entry(5, b);
-        t.entry(5, Hash([9; 32]));
+        t.entry(6, 0, a);
+        t.entry(5, 0, b);
+        t.entry(5, 0, b);
+        t.entry(5, 0, Hash([9; 32]));
         assert_eq!(
             (t.delivered, t.split, t.duplicated, t.unknown_entries),
             (2, 1, 1, 1)

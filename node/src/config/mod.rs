@@ -342,7 +342,8 @@ pub struct MempoolSection {
     pub compact_proposals: bool,
     /// Submissions are refused (UNAVAILABLE, with a retry hint) while the oldest bundle ready for a block has
     /// waited longer than this: the chain is not keeping up, and admitting more would only make every admitted
-    /// bundle wait longer. 0 turns it off. Default 150 ms.
+    /// bundle wait longer. 0 turns it off. Default 100 ms (a few loaded heights on one site; raise it above about
+    /// three loaded heights where validators are far apart).
     pub admit_max_wait_ms: u64,
     /// A bundle still pending after this long is disseminated again (it may have been admitted while this node
     /// was cut off). Default 2,000 ms.
