@@ -6,7 +6,7 @@
 //! | `headers`     | height (u64 BE)             | block header                            |
 //! | `blocks`      | height                      | whole block (served to syncing peers)   |
 //! | `certs`       | height                      | commit certificate                      |
-//! | `batches`     | rollup id ++ height         | that rollup's entries at height: bundle hash, index, and where the payload lies in `blocks` |
+//! | `batches_by_height` | height ++ rollup id   | that rollup's entries at height: bundle hash, index, and where the payload lies in `blocks` |
 //! | `bundles`     | bundle hash                 | inclusion (height, block hash, index)   |
 //! | `mempool`     | bundle hash                 | acknowledged, not yet included bundle   |
 //! | `undecided`   | height ++ round ++ hash     | proposal seen for an undecided height   |
@@ -29,7 +29,8 @@
 //! [`WalUpkeep`] flushes them early (`storage.wal_flush_bytes`).
 //!
 //! A decided payload is stored once, inside its block; a rollup's batch is served as slices of the block's stored
-//! bytes (`meta` `layout` = [`LAYOUT`]; layout 1 also stored every payload a second time in `batches`).
+//! bytes. `meta` `layout` = [`LAYOUT`] names this keying; [`layout`] upgrades a layout-2 directory (batches keyed
+//! by rollup first) in place, and refuses layout 1 (which also stored every payload a second time).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -56,6 +57,7 @@ use baton_consensus::validators::ValidatorSet;
 use crate::config::StorageSection;
 use crate::error::NodeError;
 
+mod layout;
 mod wal;
 pub use wal::{WalLook, WalUpkeep, LOOK_INTERVAL as WAL_LOOK_INTERVAL};
 
@@ -67,7 +69,7 @@ const CF_META: &str = "meta";
 const CF_HEADERS: &str = "headers";
 const CF_BLOCKS: &str = "blocks";
 const CF_CERTS: &str = "certs";
-const CF_BATCHES: &str = "batches";
+const CF_BATCHES: &str = "batches_by_height";
 const CF_BUNDLES: &str = "bundles";
 const CF_MEMPOOL: &str = "mempool";
 const CF_UNDECIDED: &str = "undecided";
@@ -105,8 +107,9 @@ const LATEST: &[u8] = b"latest";
 const HISTORY_MIN: &[u8] = b"history_min";
 /// The `meta` key of the store's layout version.
 const LAYOUT_KEY: &[u8] = b"layout";
-/// This build's layout: batch entries point into the stored block (2), instead of copying payloads (1).
-pub const LAYOUT: u32 = 2;
+/// This build's layout: batches keyed by height first (3), not by rollup first (2); since 2 their entries point
+/// into the stored block instead of copying payloads (1).
+pub const LAYOUT: u32 = 3;
 
 /// A batch entry as stored: its bundle, its index there, and where its payload lies in the block's stored bytes.
 #[derive(BorshSerialize, BorshDeserialize)]
@@ -138,10 +141,11 @@ fn be(h: u64) -> [u8; 8] {
     h.to_be_bytes()
 }
 
+/// Height first: each decision's keys follow the last one's, so RocksDB's flushed files never overlap ([`layout`]).
 fn batch_key(rollup: RollupId, height: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&rollup.to_be_bytes());
-    k[8..].copy_from_slice(&height.to_be_bytes());
+    k[..8].copy_from_slice(&height.to_be_bytes());
+    k[8..].copy_from_slice(&rollup.to_be_bytes());
     k
 }
 
@@ -173,7 +177,13 @@ impl RocksStore {
         // RocksDB reads 0 as its own bound; `storage.max_wal_bytes` says when to set one.
         opts.set_max_total_wal_size(cfg.max_wal_bytes);
         let cache = Cache::new_lru_cache(cfg.block_cache_bytes);
-        let cfs = ALL_CFS.iter().map(|name| {
+        // A layout-2 directory still has its rollup-keyed `batches` family until the upgrade drops it.
+        let existing = DB::list_cf(&opts, path).unwrap_or_default();
+        let legacy = existing
+            .iter()
+            .any(|n| n == layout::CF_BATCHES_BY_ROLLUP)
+            .then_some(layout::CF_BATCHES_BY_ROLLUP);
+        let cfs = ALL_CFS.iter().chain(legacy.iter()).map(|name| {
             let mut o = Options::default();
             let mut t = BlockBasedOptions::default();
             t.set_block_cache(&cache);
@@ -192,14 +202,16 @@ impl RocksStore {
             o.set_write_buffer_size(cfg.write_buffer_bytes);
             ColumnFamilyDescriptor::new(*name, o)
         });
-        let db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let mut db = DB::open_cf_descriptors(&opts, path, cfs)?;
+        let mut write = WriteOptions::default();
+        write.set_sync(sync_writes);
+        layout::settle(&mut db, &write)?;
         let store = RocksStore {
             db: Arc::new(db),
             sync_writes,
             staged_extensions: Default::default(),
             persisted: Default::default(),
         };
-        store.check_layout()?;
         let mut persisted = HashSet::new();
         for item in store
             .db
@@ -214,33 +226,6 @@ impl RocksStore {
         }
         *store.persisted_keys() = persisted;
         Ok(store)
-    }
-
-    /// Refuses a data directory written in another layout; marks a new one with this build's.
-    fn check_layout(&self) -> Result<(), NodeError> {
-        let meta = self.cf(CF_META)?;
-        let found = match self.db.get_pinned_cf(meta, LAYOUT_KEY)? {
-            Some(v) => {
-                u32::from_be_bytes(v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
-                    cf: CF_META,
-                    detail: "layout is not 4 bytes".into(),
-                })?)
-            }
-            // Chain data without a layout mark predates the marks: layout 1.
-            None if self.latest_height()? > 0 => 1,
-            None => {
-                self.db
-                    .put_cf_opt(meta, LAYOUT_KEY, LAYOUT.to_be_bytes(), &self.write_opts())?;
-                LAYOUT
-            }
-        };
-        if found != LAYOUT {
-            return Err(NodeError::StoreLayout {
-                found,
-                expected: LAYOUT,
-            });
-        }
-        Ok(())
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, NodeError> {
@@ -654,7 +639,8 @@ fn entry_refs(
 /// block it was derived from), `f` (the last final L1 block derived).
 fn based_key(rollup: RollupId, number: u64) -> [u8; 17] {
     let mut k = [b'b'; 17];
-    k[1..].copy_from_slice(&batch_key(rollup, number));
+    k[1..9].copy_from_slice(&rollup.to_be_bytes());
+    k[9..].copy_from_slice(&number.to_be_bytes());
     k
 }
 
@@ -809,7 +795,7 @@ impl ChainRead for RocksStore {
         self.get(CF_HEADERS, &be(height)).map_err(to_consensus)
     }
 
-    /// Cut out of the stored block: `batches` keeps each entry's place in it, not a copy of its payload.
+    /// Cut out of the stored block: `batches_by_height` keeps each entry's place in it, not a copy of its payload.
     fn batch_entries(
         &self,
         rollup: RollupId,
