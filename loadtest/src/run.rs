@@ -234,7 +234,7 @@ pub async fn run(
             .map(|(h, r)| Submitted {
                 bundle: *h,
                 entries: r.rollups.clone(),
-                acked: r.acked,
+                acked: r.acked(),
             })
             .collect(),
         ..RunHistory::default()

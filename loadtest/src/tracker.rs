@@ -44,9 +44,8 @@ impl HeightMark {
 
 pub(crate) struct Rec {
     submitted: f64,
-    pub(crate) acked: bool,
-    /// When it was acknowledged (seconds after the start).
-    acked_at: f64,
+    /// When it was acknowledged (seconds after the start); `None` until then.
+    acked_at: Option<f64>,
     /// Refused for now at least once (and sent again), or held back behind its sender's refused bundle.
     refused: bool,
     sender: u64,
@@ -57,6 +56,17 @@ pub(crate) struct Rec {
     height: Option<u64>,
     split: bool,
     delivered: Option<f64>,
+}
+
+impl Rec {
+    pub(crate) fn acked(&self) -> bool {
+        self.acked_at.is_some()
+    }
+}
+
+/// Microseconds from `from` to `to` (seconds after the start), at least 1: a histogram's smallest value.
+fn micros(from: f64, to: f64) -> u64 {
+    ((to - from) * 1e6).max(1.0) as u64
 }
 
 /// What to send after an answer: the answered bundle again after a wait, and bundles its sender held back.
@@ -238,8 +248,7 @@ impl Tracker {
             hash,
             Rec {
                 submitted: t,
-                acked: false,
-                acked_at: 0.0,
+                acked_at: None,
                 refused: hold,
                 sender,
                 rollups,
@@ -328,10 +337,8 @@ impl Tracker {
                 self.acked += 1;
                 self.second(t).0.acked += 1;
                 if let Some(r) = self.recs.get_mut(&hash) {
-                    r.acked = true;
-                    r.acked_at = t;
-                    let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
-                    let _ = self.ack_hist.record(us);
+                    r.acked_at = Some(t);
+                    let _ = self.ack_hist.record(micros(r.submitted, t));
                 }
             }
             Some(pb::submit_bundles_response::Result::Error(e)) => {
@@ -401,22 +408,17 @@ impl Tracker {
         if r.seen == r.expected {
             let expected = r.expected;
             r.delivered = Some(t);
-            let us = ((t - r.submitted) * 1e6).max(1.0) as u64;
+            let us = micros(r.submitted, t);
             self.delivered += 1;
             let _ = self.hist.record(us);
             if !r.refused {
                 let _ = self.first_try_hist.record(us);
-                let us_between = |from: f64, to: f64| ((to - from) * 1e6).max(1.0) as u64;
                 let built = (timestamp_ms as f64 - self.start_unix_ms) / 1e3;
-                if r.acked {
-                    let _ = self
-                        .first_try_ack_hist
-                        .record(us_between(r.submitted, r.acked_at));
+                if let Some(acked) = r.acked_at {
+                    let _ = self.first_try_ack_hist.record(micros(r.submitted, acked));
                 }
-                let _ = self
-                    .first_try_block_hist
-                    .record(us_between(r.submitted, built));
-                let _ = self.first_try_finish_hist.record(us_between(built, t));
+                let _ = self.first_try_block_hist.record(micros(r.submitted, built));
+                let _ = self.first_try_finish_hist.record(micros(built, t));
             }
             let s = self.second(t);
             s.0.delivered += 1;
@@ -428,7 +430,7 @@ impl Tracker {
     pub(crate) fn outstanding(&self) -> u64 {
         self.recs
             .values()
-            .filter(|r| r.acked && r.delivered.is_none())
+            .filter(|r| r.acked() && r.delivered.is_none())
             .count() as u64
     }
 }

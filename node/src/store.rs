@@ -149,6 +149,35 @@ fn batch_key(rollup: RollupId, height: u64) -> [u8; 16] {
     k
 }
 
+/// A column family of `db` by name; a missing one is a corrupt directory.
+fn family<'a>(db: &'a DB, name: &'static str) -> Result<&'a rocksdb::ColumnFamily, NodeError> {
+    db.cf_handle(name).ok_or(NodeError::Corrupt {
+        cf: name,
+        detail: "column family missing".into(),
+    })
+}
+
+/// How acknowledged writes go to disk: fsynced unless the operator turned that off (`storage.sync_writes`).
+fn write_opts(sync: bool) -> WriteOptions {
+    let mut w = WriteOptions::default();
+    w.set_sync(sync);
+    w
+}
+
+/// The latest decided height `db` holds (0: none).
+fn latest_height(db: &DB) -> Result<u64, NodeError> {
+    match db.get_pinned_cf(family(db, CF_META)?, LATEST)? {
+        Some(v) => {
+            let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
+                cf: CF_META,
+                detail: "latest height is not 8 bytes".into(),
+            })?;
+            Ok(u64::from_be_bytes(arr))
+        }
+        None => Ok(0),
+    }
+}
+
 fn enc<T: BorshSerialize>(v: &T) -> Vec<u8> {
     borsh::to_vec(v).unwrap_or_default()
 }
@@ -203,9 +232,7 @@ impl RocksStore {
             ColumnFamilyDescriptor::new(*name, o)
         });
         let mut db = DB::open_cf_descriptors(&opts, path, cfs)?;
-        let mut write = WriteOptions::default();
-        write.set_sync(sync_writes);
-        layout::settle(&mut db, &write)?;
+        layout::settle(&mut db, &write_opts(sync_writes))?;
         let store = RocksStore {
             db: Arc::new(db),
             sync_writes,
@@ -229,16 +256,11 @@ impl RocksStore {
     }
 
     fn cf(&self, name: &'static str) -> Result<&rocksdb::ColumnFamily, NodeError> {
-        self.db.cf_handle(name).ok_or(NodeError::Corrupt {
-            cf: name,
-            detail: "column family missing".into(),
-        })
+        family(&self.db, name)
     }
 
     fn write_opts(&self) -> WriteOptions {
-        let mut w = WriteOptions::default();
-        w.set_sync(self.sync_writes);
-        w
+        write_opts(self.sync_writes)
     }
 
     fn get<T: BorshDeserialize>(
@@ -253,16 +275,7 @@ impl RocksStore {
     }
 
     pub fn latest_height(&self) -> Result<u64, NodeError> {
-        match self.db.get_pinned_cf(self.cf(CF_META)?, LATEST)? {
-            Some(v) => {
-                let arr: [u8; 8] = v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
-                    cf: CF_META,
-                    detail: "latest height is not 8 bytes".into(),
-                })?;
-                Ok(u64::from_be_bytes(arr))
-            }
-            None => Ok(0),
-        }
+        latest_height(&self.db)
     }
 
     /// The lowest height whose whole history (block, batches, header, certificate) this node keeps; 1 when

@@ -19,7 +19,7 @@ use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::error::NodeError;
 
-use super::{batch_key, CF_BATCHES, CF_META, LATEST, LAYOUT, LAYOUT_KEY};
+use super::{batch_key, family, latest_height, CF_BATCHES, CF_META, LAYOUT, LAYOUT_KEY};
 
 /// The family that held batches in layout 2, keyed by rollup first.
 pub(super) const CF_BATCHES_BY_ROLLUP: &str = "batches";
@@ -28,14 +28,14 @@ const UPGRADE_CHUNK: usize = 4_096;
 
 /// Reads the mark, upgrades layout 2 in place, marks a new directory, and refuses any other layout.
 pub(super) fn settle(db: &mut DB, write: &WriteOptions) -> Result<(), NodeError> {
-    let meta = db.cf_handle(CF_META).ok_or(missing(CF_META))?;
+    let meta = family(db, CF_META)?;
     let found = match db.get_pinned_cf(meta, LAYOUT_KEY)? {
         Some(v) => u32::from_be_bytes(v.as_ref().try_into().map_err(|_| NodeError::Corrupt {
             cf: CF_META,
             detail: "layout is not 4 bytes".into(),
         })?),
         // Chain data without a layout mark predates the marks: layout 1.
-        None if db.get_pinned_cf(meta, LATEST)?.is_some() => 1,
+        None if latest_height(db)? > 0 => 1,
         None => {
             db.put_cf_opt(meta, LAYOUT_KEY, LAYOUT.to_be_bytes(), write)?;
             LAYOUT
@@ -45,8 +45,12 @@ pub(super) fn settle(db: &mut DB, write: &WriteOptions) -> Result<(), NodeError>
         LAYOUT => {}
         2 => {
             let copied = copy_batches(db, write)?;
-            let meta = db.cf_handle(CF_META).ok_or(missing(CF_META))?;
-            db.put_cf_opt(meta, LAYOUT_KEY, LAYOUT.to_be_bytes(), write)?;
+            db.put_cf_opt(
+                family(db, CF_META)?,
+                LAYOUT_KEY,
+                LAYOUT.to_be_bytes(),
+                write,
+            )?;
             tracing::info!(batches = copied, "store upgraded from layout 2 to {LAYOUT}");
         }
         other => {
@@ -67,7 +71,7 @@ fn copy_batches(db: &DB, write: &WriteOptions) -> Result<u64, NodeError> {
     let Some(old) = db.cf_handle(CF_BATCHES_BY_ROLLUP) else {
         return Ok(0);
     };
-    let new = db.cf_handle(CF_BATCHES).ok_or(missing(CF_BATCHES))?;
+    let new = family(db, CF_BATCHES)?;
     let (mut wb, mut copied) = (WriteBatch::default(), 0u64);
     for item in db.iterator_cf(old, IteratorMode::Start) {
         let (k, v) = item?;
@@ -87,20 +91,13 @@ fn copy_batches(db: &DB, write: &WriteOptions) -> Result<u64, NodeError> {
     Ok(copied)
 }
 
-fn missing(cf: &'static str) -> NodeError {
-    NodeError::Corrupt {
-        cf,
-        detail: "column family missing".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use rocksdb::Options;
 
     use super::*;
     use crate::config::StorageSection;
-    use crate::store::{RocksStore, ALL_CFS};
+    use crate::store::{RocksStore, ALL_CFS, LATEST};
 
     /// A directory as a layout-2 build left it: the rollup-keyed family holding `rollups` × `heights` records.
     fn layout_2(path: &std::path::Path, rollups: u64, heights: u64) {
